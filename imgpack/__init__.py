@@ -1,0 +1,49 @@
+"""imgpack: turn image datasets into training-ready packed files, preprocessing each image once.
+
+The library under the ``imgpack`` command::
+
+    import imgpack
+    result = imgpack.convert("photos/", "photos.h5", size=128)
+    with imgpack.open_dataset("photos.h5") as ds:
+        image, label = ds[0]
+
+``import imgpack`` is light: OpenCV, h5py and the plugins load when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._version import __version__
+from .errors import (
+    CorruptImageError,
+    ImageError,
+    ImgpackError,
+    OutputError,
+    ShapeMismatchError,
+    SourceError,
+    UnknownPluginError,
+    UsageError,
+    WorkerError,
+)
+
+if TYPE_CHECKING:
+    from .datasets import describe, open_dataset
+    from .ingest import ingest
+    from .pipeline import convert
+
+__all__ = [
+    "CorruptImageError", "ImageError", "ImgpackError", "OutputError", "ShapeMismatchError", "SourceError",
+    "UnknownPluginError", "UsageError", "WorkerError", "__version__", "convert", "describe", "ingest",
+    "open_dataset",
+]
+
+_LAZY = {"convert": "pipeline", "ingest": "ingest", "open_dataset": "datasets", "describe": "datasets"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'imgpack' has no attribute {name!r}")

@@ -1,0 +1,86 @@
+"""The ``imgpack`` command: click glue only.
+
+Each command parses its options, calls one library function and prints the result.
+This is the one place where an :class:`~imgpack.errors.ImgpackError` becomes a
+one-line message on stderr and an exit code: 1 when the job failed, 2 for a usage
+error (as click's own). ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+
+from .._version import __version__
+from ..errors import ImgpackError, UsageError
+
+log = logging.getLogger("imgpack")
+
+
+class ImgpackGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = bool(ctx.params.get("debug"))
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except ImgpackError as exc:
+            if debug:
+                raise
+            click.echo(f"imgpack: error: {exc}", err=True)
+            ctx.exit(2 if isinstance(exc, UsageError) else 1)
+        except KeyboardInterrupt:
+            click.echo("imgpack: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if debug:
+                raise
+            click.echo(f"imgpack: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                       err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=ImgpackGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="imgpack")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="More log output (and decoder warnings).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
+    """Turn image datasets into training-ready packed files, preprocessing each image once.
+
+    \b
+    Examples:
+      imgpack convert photos/ -o photos.h5 --size 128
+      imgpack ingest photos/ -o photos.jsonl
+      imgpack inspect photos.h5
+      imgpack plugins
+    """
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("imgpack: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+    ctx.obj = {"debug": debug, "verbose": verbose, "quiet": quiet}
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def say(ctx: click.Context, text: str = "") -> None:
+    """Human text: stderr, silenced by --quiet."""
+    if not ctx.obj.get("quiet"):
+        click.echo(text, err=True)
+
+
+def main() -> None:
+    cli(prog_name="imgpack")
+
+
+from . import commands  # noqa: E402, F401  (registers the subcommands)

@@ -1,0 +1,230 @@
+"""The subcommands: ingest, convert, inspect, plugins."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from . import cli, echo_json, say
+
+_SHOW = 10  # problems listed in human output; --json carries them all
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}{'es' if word.endswith('s') else 's'}"
+
+
+def _fmt_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
+
+
+def _list(ctx: click.Context, title: str, rows: list[tuple[str, str]]) -> None:
+    if not rows:
+        return
+    say(ctx, f"{title}:")
+    for path, reason in rows[:_SHOW]:
+        say(ctx, f"  {path}: {reason}")
+    if len(rows) > _SHOW:
+        say(ctx, f"  ... and {len(rows) - _SHOW} more (--json lists them all)")
+
+
+# --------------------------------------------------------------------------- ingest
+
+
+@cli.command()
+@click.argument("source", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.jsonl).")
+@click.option("--reader", help="Reader to use (default: the first that accepts SOURCE; see imgpack plugins).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
+@click.pass_context
+def ingest(ctx: click.Context, source: str, output: str, reader: str | None, overwrite: bool,
+           as_json: bool) -> None:
+    """Scan SOURCE, check every image's header, and write a manifest.
+
+    SOURCE is a folder of class folders (SOURCE/<class>/**/<image>). The manifest has
+    one JSON line per sample (id, path relative to SOURCE, label, format, size) after
+    a header line with the label names and the summary; `imgpack convert MANIFEST`
+    converts exactly those samples.
+
+    \b
+    Example:
+      imgpack ingest photos/ -o photos.jsonl
+      imgpack convert photos.jsonl -o photos.h5 --size 128
+    """
+    from ..ingest import ingest as run_ingest
+
+    res = run_ingest(source, output, reader=reader, overwrite=overwrite, progress=_progress(ctx))
+    if as_json:
+        echo_json(res.to_dict())
+    say(ctx, f"imgpack: {_plural(res.count, 'image')} in {_plural(len(res.label_names), 'class')} "
+             f"-> {res.manifest}")
+    say(ctx, f"  classes: {_fmt_counts(res.label_counts)}")
+    say(ctx, f"  formats: {_fmt_counts(res.formats)}")
+    _list(ctx, f"  {_plural(len(res.problems), 'problem')} (these will be skipped by convert)",
+          [(p["path"], p["reason"]) for p in res.problems])
+    _list(ctx, f"  ignored {_plural(len(res.ignored), 'file')}", [(p["path"], p["reason"]) for p in res.ignored])
+
+
+# --------------------------------------------------------------------------- convert
+
+
+def _progress(ctx: click.Context) -> str | None:
+    return "off" if ctx.obj.get("quiet") else None
+
+
+@cli.command()
+@click.argument("source", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="Output file (e.g. out.h5).")
+@click.option("--format", "fmt", help="Output format (hdf5, ...); default: from the OUTPUT suffix.")
+@click.option("--size", help="Final size: N for NxN or WxH (a last resize step, unless the recipe has one).")
+@click.option("--preprocess", "steps", multiple=True, metavar="STEP[:k=v,...]",
+              help="A preprocessing step, in order; repeat it. See imgpack plugins.")
+@click.option("--reader", help="Reader to use (default: the first that accepts SOURCE).")
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Worker processes (default: the cores this process may use; 0: no pool).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Images per batch: the unit of work and of memory.")
+@click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
+              help="skip: report images that cannot be converted; fail: stop at the first one.")
+@click.option("--compression", help="HDF5: none (default), gzip, gzip:LEVEL or lzf.")
+@click.option("--max-pixels", type=click.IntRange(min=1), default=None,
+              help="Refuse images whose header claims more pixels (default 178,956,970).")
+@click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
+@click.pass_context
+def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
+            steps: tuple[str, ...], reader: str | None, workers: int | None, batch_size: int, on_error: str,
+            compression: str | None, max_pixels: int | None, overwrite: bool, as_json: bool) -> None:
+    """Decode, preprocess and pack the images of SOURCE into OUTPUT.
+
+    SOURCE is a folder of class folders or a manifest from `imgpack ingest`. Each image
+    is decoded and preprocessed once, in a pool of worker processes; the output keeps
+    the input order. Without --size every image must already have the same shape.
+
+    \b
+    Examples:
+      imgpack convert photos/ -o photos.h5 --size 128
+      imgpack convert photos/ -o photos.h5 --size 320x240 --preprocess resize:size=256,interpolation=cubic
+      imgpack convert photos.jsonl -o photos.h5 --size 64 --on-error fail --json
+    """
+    from ..decode import DEFAULT_MAX_PIXELS
+    from ..engines.local import LocalEngine
+    from ..pipeline import convert as run_convert
+
+    res = run_convert(
+        source, output, format=fmt, size=size, preprocess=steps, reader=reader, batch_size=batch_size,
+        on_error=on_error, compression=compression, overwrite=overwrite,
+        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=_progress(ctx),
+        engine=LocalEngine(workers, quiet_stderr=not ctx.obj.get("verbose")))
+    if as_json:
+        out = res.to_dict()
+        out["skipped"] = [{"path": s.path, "reason": s.reason} for s in res.skipped]
+        echo_json(out)
+    shape = "x".join(str(d) for d in res.image_shape)
+    say(ctx, f"imgpack: wrote {_plural(res.written, 'image')} ({shape}) to {', '.join(res.outputs)} "
+             f"in {res.seconds:.1f} s ({res.images_per_second:.0f} images/s)")
+    _list(ctx, f"imgpack: skipped {_plural(len(res.skipped), 'image')}",
+          [(os.path.relpath(s.path), s.reason) for s in res.skipped])
+    if res.ignored:
+        say(ctx, f"imgpack: ignored {_plural(res.ignored, 'file')} that are not images "
+                 "(imgpack ingest lists them)")
+
+
+# --------------------------------------------------------------------------- inspect
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+@cli.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object on stdout.")
+@click.pass_context
+def inspect(ctx: click.Context, path: str, as_json: bool) -> None:
+    """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
+
+    \b
+    Example:
+      imgpack inspect photos.h5
+      imgpack inspect photos.h5 --json | jq .label_counts
+    """
+    from ..datasets import describe
+    from ..recipe import format_recipe
+
+    info = describe(path)
+    if as_json:
+        echo_json(info)
+        return
+    shape = "x".join(str(d) for d in info["image_shape"])
+    compression = info["compression"]
+    if info.get("compression_opts") is not None:
+        compression += f" (level {info['compression_opts']})"
+    lines = [
+        f"{path}  ({info['format']}, {_human_bytes(info['file_size'])}, "
+        f"{_human_bytes(info['bytes_per_image'] or 0)} per image)",
+        f"  images       {info['count']} x {shape} {info['dtype']}",
+        f"  chunks       {tuple(info['chunks']) if info.get('chunks') else 'contiguous'}, "
+        f"compression {compression}",
+        f"  labels       {_plural(len(info['label_names']), 'class')}: {_fmt_counts(info['label_counts'])}",
+        f"  recipe       {format_recipe(info['recipe'])}",
+        f"  made by      imgpack {info['imgpack_version']} on {info['created']}",
+        f"  source       {info['source']}",
+    ]
+    click.echo("\n".join(lines))
+
+
+# --------------------------------------------------------------------------- plugins
+
+
+def _summary(cls: type) -> str:
+    doc = (cls.__doc__ or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the registry as one JSON object on stdout.")
+def plugins(as_json: bool) -> None:
+    """List the registered readers, preprocessors and writers, with their parameters.
+
+    Third-party packages add plugins through the entry-point groups imgpack.readers,
+    imgpack.preprocessors and imgpack.writers.
+
+    \b
+    Example:
+      imgpack plugins
+    """
+    from ..registry import REGISTRIES
+
+    data: dict[str, list[dict[str, Any]]] = {}
+    for kind, registry in REGISTRIES.items():
+        rows = []
+        for name, cls in registry.items():
+            row: dict[str, Any] = {"name": name, "origin": registry.origin(name), "summary": _summary(cls)}
+            if kind == "preprocessors":
+                row["params"] = [
+                    {"name": p.name, "type": p.type, "default": p.default, "required": p.required, "help": p.help}
+                    for p in cls.describe_params()  # type: ignore[attr-defined]
+                ]
+            if kind == "writers":
+                row["suffixes"] = list(cls.suffixes)  # type: ignore[attr-defined]
+            rows.append(row)
+        data[kind] = rows
+    if as_json:
+        echo_json(data)
+        return
+    for kind, rows in data.items():
+        click.echo(f"{kind}:")
+        for row in rows:
+            origin = "" if row["origin"] == "builtin" else f"  [{row['origin']}]"
+            click.echo(f"  {row['name']:<12} {row['summary']}{origin}")
+            for p in row.get("params", []):
+                default = "required" if p["required"] else f"default {p['default']}"
+                click.echo(f"      {p['name']}: {p['help']} ({default})")

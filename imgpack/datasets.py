@@ -1,0 +1,30 @@
+"""Opening and describing packed files, whatever their format, through the writer registry."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .errors import SourceError
+from .plugins import PackedDataset, Writer
+from .registry import writers
+
+
+def writer_for(path: str) -> type[Writer]:
+    """The format of an existing output, asked of every registered writer."""
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: no such file or directory")
+    for _, cls in writers.items():
+        if cls.can_open(path):
+            return cls
+    raise SourceError(f"{path}: not a file imgpack can read (formats: {', '.join(writers.names())})")
+
+
+def open_dataset(path: str) -> PackedDataset:
+    """Open any imgpack output: ``len(ds)``, ``ds[i] -> (image, label)``, ``ds.ids``, ``ds.label_names``."""
+    return writer_for(path).open(path)
+
+
+def describe(path: str) -> dict[str, Any]:
+    """What ``imgpack inspect`` shows, as JSON-ready data."""
+    return writer_for(path).describe(path)

@@ -1,0 +1,48 @@
+"""imgpack's exceptions.
+
+Every error imgpack raises on purpose is an :class:`ImgpackError`. The CLI turns
+one into a single line on stderr and exit code 1; library callers can catch it,
+or the builtin a subclass also inherits (``except OSError`` catches a corrupt
+image, ``except ValueError`` a bad recipe).
+"""
+
+from __future__ import annotations
+
+
+class ImgpackError(Exception):
+    """Base class of every error imgpack raises on purpose."""
+
+
+class UsageError(ImgpackError, ValueError):
+    """Options that do not fit together, or a value that is not allowed."""
+
+
+class UnknownPluginError(UsageError, KeyError):
+    """A reader, preprocessor or writer name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class SourceError(ImgpackError, OSError):
+    """The dataset source cannot be read: missing directory, bad manifest, ..."""
+
+
+class ImageError(ImgpackError, OSError):
+    """One image cannot be used. Under ``on_error="skip"`` it is skipped and reported."""
+
+
+class CorruptImageError(ImageError):
+    """An image file that is truncated, corrupt, empty or not an image at all."""
+
+
+class ShapeMismatchError(ImgpackError, ValueError):
+    """Images of different shapes without a resize step (HDF5 stores one shape)."""
+
+
+class OutputError(ImgpackError, OSError):
+    """The output cannot be written: it exists, its folder is not writable, disk full, ..."""
+
+
+class WorkerError(ImgpackError, RuntimeError):
+    """A worker process died or failed in a way that stops the run."""

@@ -1,0 +1,93 @@
+"""``imgpack ingest``: scan a source, check every image's header, write a manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ._version import __version__
+from .errors import CorruptImageError, OutputError, SourceError
+from .pipeline import open_source
+from .probe import probe_file
+from .progress import Progress
+from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
+from .writers.hdf5 import partial_path, prepare_target
+
+
+@dataclass
+class IngestResult:
+    manifest: str
+    count: int
+    label_names: list[str]
+    label_counts: dict[str, int]
+    formats: dict[str, int]
+    problems: list[dict[str, str]]  # {path, reason}: headers that will not convert
+    ignored: list[dict[str, str]]  # {path, reason}: files that are not samples
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bool = False,
+           progress: str | None = None) -> IngestResult:
+    """Scan ``source``, check each image's header (no decode), write ``output`` (JSON lines).
+
+    Line 1 is a header (kind, version, root, label names, the summary); then one line per
+    sample: id, path relative to the root, label, and what the header says (format,
+    width, height, channels). Images whose header is bad stay in the manifest (``convert``
+    reports them as it would from the folder) and are listed under ``problems``.
+    """
+    scan = open_source(source, reader).scan()
+    if not scan.samples:
+        raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
+    prepare_target(output, overwrite)
+    records = []
+    problems = []
+    formats: Counter[str] = Counter()
+    bar = Progress(len(scan.samples), "ingest", mode=progress)
+    try:
+        for sample in scan.samples:
+            rec: dict[str, Any] = {"id": sample.id, "path": sample.path, "label": sample.label}
+            try:
+                info = probe_file(scan.abspath(sample))
+                rec.update(format=info.format, width=info.width, height=info.height, channels=info.channels)
+                formats[info.format] += 1
+            except CorruptImageError as exc:
+                problems.append({"path": sample.path, "reason": str(exc)})
+                rec["problem"] = str(exc)
+            except OSError as exc:
+                reason = f"cannot read: {exc.strerror or exc}"
+                problems.append({"path": sample.path, "reason": reason})
+                rec["problem"] = reason
+            records.append(rec)
+            bar.update(1)
+    finally:
+        bar.close()
+    counts = Counter(scan.label_names[s.label] if s.label >= 0 else "(unlabeled)" for s in scan.samples)
+    label_counts = {name: counts[name] for name in [*scan.label_names, "(unlabeled)"] if counts[name]}
+    manifest_dir = os.path.dirname(os.path.abspath(output))
+    header = {
+        "kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "imgpack_version": __version__,
+        "root": os.path.relpath(scan.root, manifest_dir).replace(os.sep, "/"),
+        "source": os.path.abspath(scan.source), "label_names": scan.label_names,
+        "count": len(records), "label_counts": label_counts, "formats": dict(formats),
+        "problems": problems, "ignored": [list(x) for x in scan.ignored],
+    }
+    tmp = partial_path(output)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(header, ensure_ascii=False) + "\n")
+            for rec in records:
+                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        os.replace(tmp, output)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OutputError(f"{output}: cannot write manifest: {exc.strerror or exc}") from None
+    return IngestResult(
+        manifest=output, count=len(records), label_names=scan.label_names, label_counts=label_counts,
+        formats=dict(formats), problems=problems,
+        ignored=[{"path": p, "reason": r} for p, r in scan.ignored])

@@ -1,0 +1,321 @@
+"""The three plugin contracts: :class:`Reader`, :class:`Preprocessor`, :class:`Writer`.
+
+Data flows one way: a reader lists the samples of a source, the workers decode
+each image and run the preprocessors on it, and the writer (in the parent
+process, the only one that writes) stores the results. Every class docstring
+below is a working plugin; register yours with the decorator of
+:mod:`imgpack.registry` and an entry point (see that module).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from .errors import UsageError
+
+# --------------------------------------------------------------------------- readers
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset: a picklable reference, never an open handle."""
+
+    id: str
+    path: str  # relative to the source root, '/'-separated
+    label: int = -1  # index into label_names; -1 = unlabeled
+
+
+@dataclass
+class Scan:
+    """What a reader found: the samples in their final order, and what it passed over."""
+
+    root: str  # absolute directory the sample paths are relative to
+    samples: list[Sample]
+    label_names: list[str]
+    source: str  # what the user named (a directory or a manifest file)
+    ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+
+    def abspath(self, sample: Sample) -> str:
+        return os.path.join(self.root, sample.path)
+
+
+class Reader:
+    """Lists the samples of a source, in a deterministic order.
+
+    Example: a reader for a plain text file that names one image per line::
+
+        from imgpack.plugins import Reader, Sample, Scan
+        from imgpack.registry import readers
+
+        @readers.register("list")
+        class ListReader(Reader):
+            '''Images named one per line in a .txt file; no labels.'''
+
+            @classmethod
+            def accepts(cls, source):
+                return source.endswith(".txt")
+
+            def scan(self):
+                root = os.path.dirname(os.path.abspath(self.source))
+                with open(self.source) as f:
+                    paths = [line.strip() for line in f if line.strip()]
+                samples = [Sample(id=os.path.splitext(os.path.basename(p))[0], path=p) for p in paths]
+                return Scan(root=root, samples=samples, label_names=[], source=self.source)
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    @classmethod
+    def accepts(cls, source: str) -> bool:
+        """Whether this reader recognises ``source`` (used when no reader is named)."""
+        return False
+
+    def scan(self) -> Scan:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- preprocessors
+
+
+def param(default: Any = dataclasses.MISSING, *, help: str, parse: Callable[[str], Any] | None = None) -> Any:
+    """A preprocessor parameter: a dataclass field with a help text and a parser for ``k=v`` text."""
+    return field(default=default, metadata={"help": help, "parse": parse})
+
+
+@dataclass(frozen=True)
+class ParamInfo:
+    name: str
+    type: str
+    default: Any
+    help: str
+    required: bool
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+_PARSERS: dict[Any, Callable[[str], Any]] = {
+    int: int, "int": int, float: float, "float": float, str: str, "str": str, bool: _parse_bool, "bool": _parse_bool,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessor:
+    """One step of a recipe: an image in, an image out. Runs in the worker processes.
+
+    Images are numpy arrays, ``(H, W, 3)`` RGB (or ``(H, W)`` gray), uint8 or, before
+    ``to_rgb``, uint16. Parameters are dataclass fields declared with :func:`param`;
+    ``--preprocess NAME:k=v,...`` and recipes set them, ``imgpack plugins`` lists them.
+
+    Example: invert the colours (``--preprocess invert``), or only a channel
+    (``--preprocess invert:channel=0``)::
+
+        from imgpack.plugins import Preprocessor, param
+        from imgpack.registry import preprocessors
+
+        @preprocessors.register("invert")
+        class Invert(Preprocessor):
+            '''Invert the image (255 - value).'''
+            channel: int = param(-1, help="only this channel; -1 = all")
+
+            def __call__(self, image):
+                out = image.copy()
+                if self.channel < 0:
+                    return 255 - out
+                out[..., self.channel] = 255 - out[..., self.channel]
+                return out
+
+    A step that raises :class:`imgpack.errors.ImageError` for one image has that
+    image skipped (or the run stopped, under ``--on-error fail``).
+    """
+
+    name: ClassVar[str]
+    #: True for steps that decide the output colours (to_rgb, ...); without one, a
+    #: recipe starts with ``to_rgb``.
+    sets_color: ClassVar[bool] = False
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    @classmethod
+    def describe_params(cls) -> list[ParamInfo]:
+        infos = []
+        for f in dataclasses.fields(cls):
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            default = None if required else f.default
+            type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            infos.append(ParamInfo(f.name, str(type_name), default, f.metadata.get("help", ""), required))
+        return infos
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Preprocessor:
+        """Build the step from ``k=v`` text or typed values; unknown or bad parameters are a UsageError."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(params) - set(fields))
+        if unknown:
+            known = ", ".join(fields) or "none"
+            raise UsageError(f"{cls.name}: unknown parameter {unknown[0]!r} (parameters: {known})")
+        values: dict[str, Any] = {}
+        for key, raw in params.items():
+            if isinstance(raw, str):
+                f = fields[key]
+                parse = f.metadata.get("parse") or _PARSERS.get(f.type, str)
+                try:
+                    values[key] = parse(raw)
+                except (TypeError, ValueError) as exc:
+                    raise UsageError(f"{cls.name}: bad value {raw!r} for {key}: {exc}") from None
+            else:
+                values[key] = raw
+        try:
+            return cls(**values)
+        except TypeError as exc:  # a required parameter is missing
+            raise UsageError(f"{cls.name}: {exc}") from None
+        except ValueError as exc:  # __post_init__ validation
+            raise UsageError(f"{cls.name}: {exc}") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """This step as JSON-ready data, as stored in every output's recipe."""
+        params = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            params[f.name] = list(value) if isinstance(value, tuple) else value
+        return {"name": self.name, "params": params}
+
+
+# --------------------------------------------------------------------------- writers
+
+
+@dataclass(frozen=True)
+class OutputMeta:
+    """What a writer learns before the first batch."""
+
+    image_shape: tuple[int, ...]  # (H, W, C)
+    label_names: list[str]
+    recipe: dict[str, Any]
+    source: str
+    expected_count: int  # samples planned; fewer are written when some are skipped
+
+
+class PackedDataset:
+    """A packed file opened for reading: ``len()``, ``ds[i] -> (image, label)``, ids and metadata."""
+
+    path: str
+    label_names: list[str]
+    recipe: dict[str, Any]
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    @property
+    def ids(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> PackedDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Writer:
+    """Stores batches of preprocessed images, and opens and describes what it wrote.
+
+    The pipeline calls ``write`` once per batch, in order, then ``close`` (or ``abort``
+    when the run fails). A writer writes to a temporary name beside its target and
+    renames it into place in ``close``, so that no complete-looking file is left by a
+    run that did not finish. Each format is one module that both writes and reads.
+
+    Example: one ``.npz`` file (``imgpack convert SRC -o out.npz --format npz``)::
+
+        import numpy as np
+        from imgpack.plugins import Writer
+        from imgpack.registry import writers
+
+        @writers.register("npz")
+        class NpzWriter(Writer):
+            '''All images in one numpy .npz file (kept in memory until close).'''
+            suffixes = (".npz",)
+
+            def __init__(self, path, meta, options):
+                super().__init__(path, meta, options)
+                self.parts = []
+
+            def write(self, images, labels, ids):
+                self.parts.append((images.copy(), labels.copy(), list(ids)))
+
+            def close(self):
+                images = np.concatenate([p[0] for p in self.parts])
+                labels = np.concatenate([p[1] for p in self.parts])
+                ids = [i for p in self.parts for i in p[2]]
+                tmp = self.path + ".partial.npz"
+                np.savez(tmp, images=images, labels=labels, ids=np.array(ids))
+                os.replace(tmp, self.path)
+                return [self.path]
+    """
+
+    name: ClassVar[str]
+    #: file suffixes that select this writer when ``--format`` is not given
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    #: options this writer understands (beyond the common ones)
+    option_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in self.option_names)
+        if unknown:
+            raise UsageError(f"the {self.name} writer does not take --{unknown[0].replace('_', '-')}")
+        self.path = path
+        self.meta = meta
+        self.options = dict(options)
+
+    def write(self, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> list[str]:
+        """Finish the output and move it into place; returns the paths written."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Remove whatever was written; the target is left as it was."""
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        """Whether ``path`` is output of this format (by content where possible)."""
+        return path.endswith(cls.suffixes) if cls.suffixes else False
+
+    @classmethod
+    def open(cls, path: str) -> PackedDataset:
+        raise NotImplementedError(f"the {cls.name} writer cannot open its files")
+
+    @classmethod
+    def describe(cls, path: str) -> dict[str, Any]:
+        """What ``imgpack inspect`` shows, as JSON-ready data."""
+        raise NotImplementedError(f"the {cls.name} writer cannot describe its files")

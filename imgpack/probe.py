@@ -1,0 +1,190 @@
+"""Recognise images by content and read their header, without decoding pixels.
+
+:func:`sniff` names the format from the first bytes of a file; :func:`probe`
+parses the header for width, height, channels and bit depth. Both run on bytes,
+so the folder reader can sniff a few bytes of each file, ``ingest`` can check
+headers without a decode, and the workers can refuse an image whose header
+claims more pixels than allowed before any allocation.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from .errors import CorruptImageError
+
+#: extensions that make a file an image candidate without looking at its content
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff",
+                              ".webp", ".gif"})
+
+#: bytes that :func:`probe` wants to see; a JPEG header can sit after large APP segments
+HEADER_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: str  # jpeg, png, bmp, tiff, webp, gif
+    width: int
+    height: int
+    channels: int  # as stored: 1 gray, 2 gray+alpha, 3 colour, 4 colour+alpha / CMYK
+    bit_depth: int  # per channel
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def sniff(head: bytes) -> str | None:
+    """The image format of a file from its first 12 bytes, or None if it is not one we read."""
+    if head[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:2] == b"BM" and len(head) >= 6:
+        return "bmp"
+    return None
+
+
+def probe(data: bytes) -> ImageInfo:
+    """Parse the header in ``data`` (the whole file or at least its first HEADER_BYTES).
+
+    Raises CorruptImageError, whose message is the reason (callers add the path), when
+    the content is not an image we read or its header is cut short or inconsistent.
+    """
+    fmt = sniff(data[:12])
+    if fmt is None:
+        if not data:
+            raise CorruptImageError("empty file (0 bytes)")
+        raise CorruptImageError("not an image (content is not JPEG, PNG, BMP, TIFF, WebP or GIF)")
+    try:
+        info = _PARSERS[fmt](data)
+    except (struct.error, IndexError, ValueError) as exc:
+        raise CorruptImageError(f"{fmt.upper()} header is truncated or malformed ({exc})") from None
+    if info.width <= 0 or info.height <= 0:
+        raise CorruptImageError(f"{fmt.upper()} header gives an empty image ({info.width}x{info.height})")
+    return info
+
+
+def probe_file(path: str) -> ImageInfo:
+    """:func:`probe` on a file, reading only its first HEADER_BYTES unless the header lies further."""
+    with open(path, "rb") as f:
+        head = f.read(HEADER_BYTES)
+        try:
+            return probe(head)
+        except CorruptImageError:
+            if len(head) < HEADER_BYTES:  # that was the whole file
+                raise
+            return probe(head + f.read())  # e.g. a JPEG whose ICC profile outgrows the window
+
+
+def _jpeg(data: bytes) -> ImageInfo:
+    i = 2
+    n = len(data)
+    while i < n:
+        if data[i] != 0xFF:  # junk between segments: decoders skip to the next marker, so do we
+            i = data.find(b"\xff", i)
+            if i < 0:
+                break
+        while i < n and data[i] == 0xFF:  # fill bytes
+            i += 1
+        marker = data[i]
+        i += 1
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # no length field
+            continue
+        if marker == 0xD9 or marker == 0xDA:
+            raise ValueError("no frame header before the image data")
+        (length,) = struct.unpack(">H", data[i:i + 2])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
+            precision, height, width, comps = struct.unpack(">BHHB", data[i + 2:i + 8])
+            return ImageInfo("jpeg", width, height, comps, precision)
+        i += length
+    raise ValueError("no frame header found")
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def _png(data: bytes) -> ImageInfo:
+    if data[12:16] != b"IHDR":
+        raise ValueError("first chunk is not IHDR")
+    width, height, depth, color = struct.unpack(">IIBB", data[16:26])
+    if color not in _PNG_CHANNELS:
+        raise ValueError(f"unknown colour type {color}")
+    return ImageInfo("png", width, height, _PNG_CHANNELS[color], 8 if color == 3 else depth)
+
+
+def _bmp(data: bytes) -> ImageInfo:
+    (dib,) = struct.unpack("<I", data[14:18])
+    if dib == 12:
+        width, height, _, bpp = struct.unpack("<HHHH", data[18:26])
+    else:
+        width, height, _, bpp = struct.unpack("<iiHH", data[18:30])
+    channels = 4 if bpp == 32 else 3 if bpp in (16, 24) or bpp <= 8 else 3
+    return ImageInfo("bmp", abs(width), abs(height), channels, 8)
+
+
+def _gif(data: bytes) -> ImageInfo:
+    width, height = struct.unpack("<HH", data[6:10])
+    return ImageInfo("gif", width, height, 3, 8)
+
+
+def _webp(data: bytes) -> ImageInfo:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":
+        if data[23:26] != b"\x9d\x01\x2a":
+            raise ValueError("bad VP8 frame tag")
+        w, h = struct.unpack("<HH", data[26:30])
+        return ImageInfo("webp", w & 0x3FFF, h & 0x3FFF, 3, 8)
+    if chunk == b"VP8L":
+        if data[20] != 0x2F:
+            raise ValueError("bad VP8L signature")
+        (bits,) = struct.unpack("<I", data[21:25])
+        alpha = (bits >> 28) & 1
+        return ImageInfo("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, 4 if alpha else 3, 8)
+    if chunk == b"VP8X":
+        flags = data[20]
+        w = int.from_bytes(data[24:27], "little") + 1
+        h = int.from_bytes(data[27:30], "little") + 1
+        return ImageInfo("webp", w, h, 4 if flags & 0x10 else 3, 8)
+    raise ValueError(f"unknown WebP chunk {chunk!r}")
+
+
+_TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}  # SHORT, LONG, LONG8
+
+
+def _tiff(data: bytes) -> ImageInfo:
+    e = "<" if data[:2] == b"II" else ">"
+    big = struct.unpack(e + "H", data[2:4])[0] == 43
+    if big:
+        (offset,) = struct.unpack(e + "Q", data[8:16])
+        (count,) = struct.unpack(e + "Q", data[offset:offset + 8])
+        pos, entry, count_fmt, inline = offset + 8, 20, "Q", 8
+    else:
+        (offset,) = struct.unpack(e + "I", data[4:8])
+        (count,) = struct.unpack(e + "H", data[offset:offset + 2])
+        pos, entry, count_fmt, inline = offset + 2, 12, "I", 4
+    tags: dict[int, int] = {}
+    for k in range(min(count, 4096)):
+        base = pos + k * entry
+        tag, typ = struct.unpack(e + "HH", data[base:base + 4])
+        if tag not in (256, 257, 258, 277) or typ not in _TIFF_TYPES:
+            continue
+        fmt, size = _TIFF_TYPES[typ]
+        (n,) = struct.unpack(e + count_fmt, data[base + 4:base + 4 + inline])
+        at = base + 4 + inline
+        if n * size > inline:  # the values live elsewhere; the entry holds their offset
+            (at,) = struct.unpack(e + count_fmt, data[at:at + inline])
+        (tags[tag],) = struct.unpack(e + fmt, data[at:at + size])  # the first value is enough
+    if 256 not in tags or 257 not in tags:
+        raise ValueError("no ImageWidth/ImageLength tags")
+    return ImageInfo("tiff", tags[256], tags[257], tags.get(277, 1), tags.get(258, 1))
+
+
+_PARSERS = {"jpeg": _jpeg, "png": _png, "bmp": _bmp, "gif": _gif, "webp": _webp, "tiff": _tiff}

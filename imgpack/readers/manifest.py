@@ -1,0 +1,83 @@
+"""Manifests written by ``imgpack ingest``: a header line, then one JSON line per sample."""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+from typing import Any
+
+from ..errors import SourceError
+from ..plugins import Reader, Sample, Scan
+from ..registry import readers
+
+MANIFEST_KIND = "imgpack-manifest"
+MANIFEST_VERSION = 1
+
+
+def safe_relpath(path: str) -> bool:
+    """Whether ``path`` stays inside the root it is relative to."""
+    norm = posixpath.normpath(path.replace("\\", "/"))
+    return not (norm.startswith("/") or norm == ".." or norm.startswith("../") or os.path.isabs(path))
+
+
+@readers.register("manifest")
+class ManifestReader(Reader):
+    """A ``.jsonl`` manifest from ``imgpack ingest``; its samples, labels and order are used as they are.
+
+    The header's ``root`` is relative to the manifest's own folder, so a manifest moved
+    together with its dataset still works. A path that leaves the root is refused.
+    """
+
+    @classmethod
+    def accepts(cls, source: str) -> bool:
+        if not os.path.isfile(source):
+            return False
+        try:
+            with open(source, encoding="utf-8") as f:
+                return MANIFEST_KIND in f.readline(4096)
+        except (OSError, UnicodeDecodeError):
+            return False
+
+    def scan(self) -> Scan:
+        try:
+            with open(self.source, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"{self.source}: cannot read manifest: {exc}") from None
+        if not lines:
+            raise SourceError(f"{self.source}: empty file, not an imgpack manifest")
+        header = self._json(lines[0], 1)
+        if header.get("kind") != MANIFEST_KIND:
+            raise SourceError(f"{self.source}: line 1 is not an imgpack manifest header")
+        if header.get("version", 0) > MANIFEST_VERSION:
+            raise SourceError(f"{self.source}: manifest version {header['version']} is newer than this imgpack reads")
+        base = os.path.dirname(os.path.abspath(self.source))
+        root = os.path.normpath(os.path.join(base, header.get("root", ".")))
+        label_names = list(header.get("label_names", []))
+        samples = []
+        for lineno, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            rec = self._json(line, lineno)
+            try:
+                sample = Sample(id=str(rec["id"]), path=str(rec["path"]), label=int(rec.get("label", -1)))
+            except (KeyError, TypeError, ValueError) as exc:
+                raise SourceError(f"{self.source}:{lineno}: bad sample ({exc!r})") from None
+            if not safe_relpath(sample.path):
+                raise SourceError(f"{self.source}:{lineno}: path {sample.path!r} leaves the dataset root")
+            if sample.label >= len(label_names):
+                raise SourceError(f"{self.source}:{lineno}: label {sample.label} but only "
+                                  f"{len(label_names)} label names")
+            samples.append(sample)
+        return Scan(root=root, samples=samples, label_names=label_names, source=self.source,
+                    ignored=[tuple(x) for x in header.get("ignored", [])])  # type: ignore[misc]
+
+    def _json(self, line: str, lineno: int) -> dict[str, Any]:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{self.source}:{lineno}: not JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise SourceError(f"{self.source}:{lineno}: expected a JSON object")
+        return obj

@@ -1,0 +1,222 @@
+"""HDF5: one file that plain h5py reads, with one chunk per image for fast random access.
+
+Layout (the trainer's contract, see the README)::
+
+    images   (N, H, W, C) uint8, chunks (1, H, W, C)
+    labels   (N,) int64, -1 = unlabeled
+    ids      (N,) variable-length UTF-8 strings
+    attrs    label_names (JSON list), recipe (JSON), imgpack_version, source, created
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+import h5py
+import numpy as np
+
+from .._version import __version__
+from ..errors import OutputError, SourceError, UsageError
+from ..plugins import OutputMeta, PackedDataset, Writer
+from ..registry import writers
+
+COMPRESSIONS = ("none", "gzip", "lzf")
+
+
+def parse_compression(text: str | None) -> tuple[str | None, int | None]:
+    """``none`` / ``gzip`` / ``gzip:LEVEL`` / ``lzf`` -> (h5py compression, level)."""
+    if text is None or text == "none":
+        return None, None
+    name, _, level = text.partition(":")
+    if name == "gzip":
+        if not level:
+            return "gzip", 4
+        if not level.isdigit() or not 0 <= int(level) <= 9:
+            raise UsageError(f"gzip level must be 0..9, got {level!r}")
+        return "gzip", int(level)
+    if name == "lzf" and not level:
+        return "lzf", None
+    raise UsageError(f"unknown compression {text!r}; use none, gzip, gzip:LEVEL (0-9) or lzf")
+
+
+def partial_path(path: str) -> str:
+    """Where a file is written until it is complete."""
+    return path + ".partial"
+
+
+def prepare_target(path: str, overwrite: bool) -> None:
+    """Refuse an existing target without ``overwrite``; create the parent folder; check it is writable."""
+    if os.path.exists(path) and not overwrite:
+        raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{parent}: cannot create output folder: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"{parent}: output folder is not writable")
+
+
+@writers.register("hdf5")
+class HDF5Writer(Writer):
+    """HDF5 via h5py: images, labels, ids and the recipe in one file that plain h5py reads.
+
+    Options: ``compression`` none (default), gzip[:LEVEL] or lzf, applied per image chunk.
+    """
+
+    suffixes = (".h5", ".hdf5", ".hdf")
+    option_names = ("compression", "overwrite")
+
+    def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
+        super().__init__(path, meta, options)
+        compression, level = parse_compression(self.options.get("compression"))
+        prepare_target(path, bool(self.options.get("overwrite")))
+        self._tmp = partial_path(path)
+        try:
+            self._file = h5py.File(self._tmp, "w")
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot create: {exc}") from None
+        shape = tuple(meta.image_shape)
+        self._images = self._file.create_dataset(
+            "images", shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape), dtype=np.uint8,
+            compression=compression, compression_opts=level)
+        self._labels = self._file.create_dataset(
+            "labels", shape=(0,), maxshape=(None,), chunks=(16384,), dtype=np.int64)
+        self._ids = self._file.create_dataset(
+            "ids", shape=(0,), maxshape=(None,), chunks=(16384,), dtype=h5py.string_dtype("utf-8"))
+        attrs = self._file.attrs
+        attrs["label_names"] = json.dumps(meta.label_names)
+        attrs["recipe"] = json.dumps(meta.recipe)
+        attrs["imgpack_version"] = __version__
+        attrs["source"] = meta.source
+        self._count = 0
+
+    def write(self, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
+        n = len(images)
+        if n == 0:
+            return
+        end = self._count + n
+        for ds in (self._images, self._labels, self._ids):
+            ds.resize(end, axis=0)
+        self._images[self._count:end] = images
+        self._labels[self._count:end] = labels
+        self._ids[self._count:end] = list(ids)
+        self._count = end
+
+    def close(self) -> list[str]:
+        self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return [self.path]
+
+    def abort(self) -> None:
+        try:
+            self._file.close()
+        finally:
+            if os.path.exists(self._tmp):
+                os.remove(self._tmp)
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        return os.path.isfile(path) and h5py.is_hdf5(path)
+
+    @classmethod
+    def open(cls, path: str) -> HDF5Dataset:
+        return HDF5Dataset(path)
+
+    @classmethod
+    def describe(cls, path: str) -> dict[str, Any]:
+        with cls.open(path) as ds:
+            f = ds.file
+            images = f["images"]
+            labels = ds.labels
+            names = ds.label_names
+            counts: dict[str, int] = {}
+            if labels.ndim == 1 and len(labels):
+                valid = labels[labels >= 0]
+                for i, n in enumerate(np.bincount(valid, minlength=len(names))):
+                    counts[names[i] if i < len(names) else str(i)] = int(n)
+                if (labels < 0).any():
+                    counts["(unlabeled)"] = int((labels < 0).sum())
+            size = os.path.getsize(path)
+            return {
+                "format": "hdf5",
+                "path": path,
+                "count": len(ds),
+                "image_shape": list(images.shape[1:]),
+                "dtype": str(images.dtype),
+                "chunks": list(images.chunks) if images.chunks else None,
+                "compression": images.compression or "none",
+                "compression_opts": images.compression_opts,
+                "label_names": names,
+                "label_counts": counts,
+                "recipe": ds.recipe,
+                "imgpack_version": _attr(f, "imgpack_version"),
+                "source": _attr(f, "source"),
+                "created": _attr(f, "created"),
+                "file_size": size,
+                "bytes_per_image": round(size / len(ds)) if len(ds) else None,
+            }
+
+
+def _attr(f: h5py.File, key: str) -> Any:
+    value = f.attrs.get(key)
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class HDF5Dataset(PackedDataset):
+    """An imgpack HDF5 file opened for reading.
+
+    The h5py handle is opened lazily in each process (a forked DataLoader worker opens
+    its own), so the object can be handed to worker processes.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._file: h5py.File | None = None
+        self._pid = -1
+        f = self.file
+        for key in ("images", "labels", "ids"):
+            if key not in f:
+                self.close()
+                raise SourceError(f"{path}: not an imgpack HDF5 file (no {key!r} dataset)")
+        self.label_names = json.loads(_attr(f, "label_names") or "[]")
+        self.recipe = json.loads(_attr(f, "recipe") or "{}")
+        self._len = len(f["images"])
+
+    @property
+    def file(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as exc:
+                raise SourceError(f"{self.path}: cannot open as HDF5: {exc}") from None
+            self._pid = os.getpid()
+        return self._file
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        if not -self._len <= index < self._len:
+            raise IndexError(index)
+        index %= self._len
+        f = self.file
+        return f["images"][index], f["labels"][index]
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.decode() if isinstance(s, bytes) else s for s in self.file["ids"][:]]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.file["labels"][:])
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
