@@ -71,7 +71,7 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     manifest_dir = os.path.dirname(os.path.abspath(output))
     header = {
         "kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "imgpack_version": __version__,
-        "root": os.path.relpath(scan.root, manifest_dir).replace(os.sep, "/"),
+        "root": scan.root, "root_relative": os.path.relpath(scan.root, manifest_dir).replace(os.sep, "/"),
         "source": os.path.abspath(scan.source), "label_names": scan.label_names,
         "count": len(records), "label_counts": label_counts, "formats": dict(formats),
         "problems": problems, "ignored": [list(x) for x in scan.ignored],

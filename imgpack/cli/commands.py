@@ -24,10 +24,11 @@ def _list(ctx: click.Context, title: str, rows: list[tuple[str, str]]) -> None:
     if not rows:
         return
     say(ctx, f"{title}:")
+    indent = " " * (len(title) - len(title.lstrip()) + 2)
     for path, reason in rows[:_SHOW]:
-        say(ctx, f"  {path}: {reason}")
+        say(ctx, f"{indent}{path}: {reason}")
     if len(rows) > _SHOW:
-        say(ctx, f"  ... and {len(rows) - _SHOW} more (--json lists them all)")
+        say(ctx, f"{indent}... and {len(rows) - _SHOW} more (--json lists them all)")
 
 
 # --------------------------------------------------------------------------- ingest
@@ -129,7 +130,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     _list(ctx, f"imgpack: skipped {_plural(len(res.skipped), 'image')}",
           [(os.path.relpath(s.path), s.reason) for s in res.skipped])
     if res.ignored:
-        say(ctx, f"imgpack: ignored {_plural(res.ignored, 'file')} that are not images "
+        say(ctx, f"imgpack: ignored {_plural(res.ignored, 'file')} outside the class folders or not images "
                  "(imgpack ingest lists them)")
 
 

@@ -25,8 +25,9 @@ def safe_relpath(path: str) -> bool:
 class ManifestReader(Reader):
     """A ``.jsonl`` manifest from ``imgpack ingest``; its samples, labels and order are used as they are.
 
-    The header's ``root`` is relative to the manifest's own folder, so a manifest moved
-    together with its dataset still works. A path that leaves the root is refused.
+    The dataset root is looked up relative to the manifest's own folder first, so a
+    manifest moved together with its dataset still works. A path that leaves the root
+    is refused.
     """
 
     @classmethod
@@ -52,8 +53,14 @@ class ManifestReader(Reader):
             raise SourceError(f"{self.source}: line 1 is not an imgpack manifest header")
         if header.get("version", 0) > MANIFEST_VERSION:
             raise SourceError(f"{self.source}: manifest version {header['version']} is newer than this imgpack reads")
+        # root_relative (to the manifest's folder) first, so that a manifest moved together
+        # with its dataset still works; then the absolute root it was made from
         base = os.path.dirname(os.path.abspath(self.source))
-        root = os.path.normpath(os.path.join(base, header.get("root", ".")))
+        candidates = [os.path.normpath(os.path.join(base, header.get("root_relative", "."))),
+                      str(header.get("root", ""))]
+        root = next((c for c in candidates if c and os.path.isdir(c)), None)
+        if root is None:
+            raise SourceError(f"{self.source}: dataset root {header.get('root')!r} not found")
         label_names = list(header.get("label_names", []))
         samples = []
         for lineno, line in enumerate(lines[1:], start=2):

@@ -1,0 +1,47 @@
+# imgpack: `make demo` and `make test` do all the set-up on a fresh machine (Python 3.10+).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SHARED ?= ../shared
+DEMO_OUT := build/demo
+
+.PHONY: demo test lint bench clean help
+
+help:
+	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5 and inspect it"
+	@echo "make test   install the test dependencies, run ruff, mypy and the test suite"
+	@echo "make bench  install the benchmark extra and print the speed and memory table"
+	@echo "make clean  remove $(VENV), build/ and caches"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@touch $@ $(VENV)/.installed
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@touch $@ $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(BIN)/imgpack convert sample_data -o $(DEMO_OUT)/sample_data.h5 --size 128 --overwrite
+	$(BIN)/imgpack inspect $(DEMO_OUT)/sample_data.h5
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check imgpack tests benchmarks sample_data
+	$(BIN)/mypy imgpack
+
+test: lint
+	IMGPACK_SHARED=$(SHARED) $(BIN)/python -m pytest
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/bench_convert.py --shared $(SHARED)
+
+clean:
+	rm -rf $(VENV) build bench-out .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,70 @@
+"""Shared fixtures: small real image trees made with OpenCV, and ../shared corpora when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("IMGPACK_SHARED", REPO.parent / "shared")).resolve()
+
+
+@pytest.fixture
+def shared() -> Path:
+    """../shared (or $IMGPACK_SHARED); tests that need it skip cleanly where it is absent."""
+    path = shared_dir()
+    if not (path / "corpora").is_dir():
+        pytest.skip(f"shared corpora not found at {path}")
+    return path
+
+
+def photo(w: int, h: int, seed: int) -> np.ndarray:
+    """An RGB image with smooth structure (JPEG-friendly) and channels that differ."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    f = rng.uniform(0.02, 0.1, size=3)
+    img = np.stack([127 + 120 * np.sin(x * f[0] + seed), 127 + 120 * np.cos(y * f[1]),
+                    127 + 120 * np.sin((x + y) * f[2])], axis=-1)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_image(path: Path, rgb: np.ndarray, **params: int) -> Path:
+    """Write an RGB (or gray) array with OpenCV, which takes BGR."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 and rgb.shape[2] == 3 else rgb
+    flags = [v for kv in params.items() for v in (getattr(cv2, kv[0]), kv[1])]
+    ok, buf = cv2.imencode(path.suffix or ".jpg", arr, flags)
+    assert ok
+    path.write_bytes(buf.tobytes())
+    return path
+
+
+@pytest.fixture
+def class_tree(tmp_path: Path) -> Path:
+    """3 classes, 12 images of different sizes and formats, nested at several depths, plus non-images.
+
+    zebra/ is created first so that creation order differs from sorted order.
+    """
+    src = tmp_path / "src"
+    specs = [
+        ("zebra/z1.jpg", 40, 30), ("zebra/deep/er/z2.png", 50, 20), ("zebra/z3.bmp", 33, 33),
+        ("zebra/z4.jpg", 64, 48),
+        ("ant/images/a1.jpg", 80, 60), ("ant/images/a2.jpg", 60, 80), ("ant/a3.webp", 32, 32),
+        ("ant/a4.tiff", 45, 30),
+        ("bee/b1.jpg", 100, 50), ("bee/b2.png", 20, 40), ("bee/b3.jpeg", 30, 30), ("bee/b4.JPG", 36, 24),
+    ]
+    for i, (rel, w, h) in enumerate(specs):
+        write_image(src / rel, photo(w, h, i))
+    (src / "README.txt").write_text("not a class folder\n")
+    (src / "bee" / "notes.txt").write_text("not an image\n")
+    (src / "bee" / ".DS_Store").write_bytes(b"\x00\x01")
+    # an image without an extension: recognised by content
+    write_image(src / "bee" / "b5.jpg", photo(30, 20, 99)).rename(src / "bee" / "b5")
+    return src

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import photo, write_image
+
+from imgpack.errors import SourceError
+from imgpack.readers.folder import FolderReader
+
+
+def test_labels_follow_sorted_class_names(class_tree: Path) -> None:
+    scan = FolderReader(str(class_tree)).scan()
+    assert scan.label_names == ["ant", "bee", "zebra"]
+    by_id = {s.id: s for s in scan.samples}
+    assert by_id["a1"].label == 0 and by_id["b1"].label == 1 and by_id["z1"].label == 2
+
+
+def test_images_at_any_depth_and_by_content(class_tree: Path) -> None:
+    scan = FolderReader(str(class_tree)).scan()
+    paths = [s.path for s in scan.samples]
+    assert "ant/images/a1.jpg" in paths
+    assert "zebra/deep/er/z2.png" in paths
+    assert "bee/b5" in paths  # no extension, JPEG content
+    assert len(paths) == 13
+
+
+def test_other_files_are_ignored_and_counted(class_tree: Path) -> None:
+    scan = FolderReader(str(class_tree)).scan()
+    assert sorted(scan.ignored) == [("README.txt", "not in a class folder"), ("bee/.DS_Store", "hidden"),
+                                    ("bee/notes.txt", "not an image")]
+
+
+def test_order_is_by_class_then_path(class_tree: Path) -> None:
+    paths = [s.path for s in FolderReader(str(class_tree)).scan().samples]
+    assert paths[:4] == ["ant/a3.webp", "ant/a4.tiff", "ant/images/a1.jpg", "ant/images/a2.jpg"]
+    assert paths[-1] == "zebra/z4.jpg"
+    labels = [s.label for s in FolderReader(str(class_tree)).scan().samples]
+    assert labels == sorted(labels)
+
+
+def test_same_file_name_in_two_classes_gets_path_ids(tmp_path: Path) -> None:
+    write_image(tmp_path / "a" / "x.jpg", photo(8, 8, 0))
+    write_image(tmp_path / "b" / "x.jpg", photo(8, 8, 1))
+    write_image(tmp_path / "b" / "y.jpg", photo(8, 8, 2))
+    ids = [s.id for s in FolderReader(str(tmp_path)).scan().samples]
+    assert ids == ["a/x", "b/x", "y"]
+    assert len(set(ids)) == len(ids)
+
+
+def test_empty_class_folder_is_reported(tmp_path: Path) -> None:
+    write_image(tmp_path / "a" / "x.jpg", photo(8, 8, 0))
+    (tmp_path / "empty").mkdir()
+    scan = FolderReader(str(tmp_path)).scan()
+    assert scan.label_names == ["a"]
+    assert ("empty/", "class folder with no images") in scan.ignored
+
+
+def test_missing_source() -> None:
+    with pytest.raises(SourceError, match="not a directory"):
+        FolderReader("/nonexistent/imgpack").scan()
+
+
+def test_tinyimagenet_layout(tmp_path: Path) -> None:
+    for wnid in ("n02", "n01"):
+        for i in range(2):
+            write_image(tmp_path / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", photo(16, 16, i))
+        (tmp_path / "train" / wnid / f"{wnid}_boxes.txt").write_text("x\n")
+    scan = FolderReader(os.path.join(tmp_path, "train")).scan()
+    assert scan.label_names == ["n01", "n02"]
+    assert [s.id for s in scan.samples] == ["n01_0", "n01_1", "n02_0", "n02_1"]
+    assert len(scan.ignored) == 2
