@@ -29,7 +29,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from .datasets import describe, open_dataset
-    from .ingest import ingest
+    from .manifests import ingest
     from .pipeline import convert
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "open_dataset",
 ]
 
-_LAZY = {"convert": "pipeline", "ingest": "ingest", "open_dataset": "datasets", "describe": "datasets"}
+_LAZY = {"convert": "pipeline", "ingest": "manifests", "open_dataset": "datasets", "describe": "datasets"}
 
 
 def __getattr__(name: str) -> Any:

@@ -87,7 +87,7 @@ def convert(
     output: str,
     *,
     format: str | None = None,
-    size: str | tuple[int, int] | None = None,
+    size: str | int | tuple[int, int] | None = None,
     preprocess: Sequence[str | Preprocessor] = (),
     reader: str | None = None,
     workers: int | None = None,
@@ -112,6 +112,8 @@ def convert(
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     chain = build_chain(preprocess, size)
     writer_cls = resolve_writer(format, output)
+    writer_options = {"compression": compression, "overwrite": overwrite or None}
+    writer_cls.check(output, writer_options)
     engine = engine or LocalEngine(workers)
     scan = open_source(source, reader).scan()
     if not scan.samples:
@@ -120,7 +122,7 @@ def convert(
     job = Job(job.chain, _first_shape(scan, job, on_error), max_pixels)
     recipe = recipe_dict(chain)
     meta = OutputMeta(job.image_shape, scan.label_names, recipe, os.path.abspath(scan.source), len(scan.samples))
-    writer = writer_cls(output, meta, {"compression": compression, "overwrite": overwrite or None})
+    writer = writer_cls(output, meta, writer_options)
 
     paths = [scan.abspath(s) for s in scan.samples]
     labels = np.array([s.label for s in scan.samples], dtype=np.int64)

@@ -289,12 +289,17 @@ class Writer:
     option_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
-        unknown = sorted(k for k, v in options.items() if v is not None and k not in self.option_names)
-        if unknown:
-            raise UsageError(f"the {self.name} writer does not take --{unknown[0].replace('_', '-')}")
+        self.check(path, options)
         self.path = path
         self.meta = meta
         self.options = dict(options)
+
+    @classmethod
+    def check(cls, path: str, options: Mapping[str, Any]) -> None:
+        """Refuse bad options or an unusable target before any work starts (UsageError, OutputError)."""
+        unknown = sorted(k for k, v in options.items() if v is not None and k not in cls.option_names)
+        if unknown:
+            raise UsageError(f"the {cls.name} writer does not take --{unknown[0].replace('_', '-')}")
 
     def write(self, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
         raise NotImplementedError

@@ -126,7 +126,7 @@ def _bmp(data: bytes) -> ImageInfo:
         width, height, _, bpp = struct.unpack("<HHHH", data[18:26])
     else:
         width, height, _, bpp = struct.unpack("<iiHH", data[18:30])
-    channels = 4 if bpp == 32 else 3 if bpp in (16, 24) or bpp <= 8 else 3
+    channels = 4 if bpp == 32 else 3  # palette and 16/24-bit decode to colour
     return ImageInfo("bmp", abs(width), abs(height), channels, 8)
 
 

@@ -25,7 +25,7 @@ def parse_step(spec: str) -> tuple[str, dict[str, str]]:
     return name, params
 
 
-def build_chain(steps: Sequence[str | Preprocessor] = (), size: str | tuple[int, int] | None = None,
+def build_chain(steps: Sequence[str | Preprocessor] = (), size: str | int | tuple[int, int] | None = None,
                 ) -> list[Preprocessor]:
     """The full chain for ``steps`` (specs or instances) and the ``--size`` shorthand.
 
@@ -44,7 +44,7 @@ def build_chain(steps: Sequence[str | Preprocessor] = (), size: str | tuple[int,
         if any(step.name == "resize" for step in chain):
             raise UsageError("--size and a resize step both set the size: give one of them")
         resize = preprocessors.get("resize")
-        chain.append(resize.from_params({"size": size if isinstance(size, str) else f"{size[0]}x{size[1]}"}))
+        chain.append(resize.from_params({"size": size}))
     if not any(type(step).sets_color for step in chain):
         chain.insert(0, preprocessors.get("to_rgb")())
     return chain

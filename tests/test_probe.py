@@ -27,7 +27,7 @@ def test_probe_reads_size_and_channels(tmp_path: Path, suffix: str, fmt: str, ch
 
 def test_probe_16bit_and_alpha_png(tmp_path: Path) -> None:
     path = tmp_path / "x.png"
-    ok, buf = cv2.imencode(".png", np.zeros((5, 7, 4), np.uint16))
+    _, buf = cv2.imencode(".png", np.zeros((5, 7, 4), np.uint16))
     path.write_bytes(buf.tobytes())
     info = probe_file(str(path))
     assert (info.width, info.height, info.channels, info.bit_depth) == (7, 5, 4, 16)

@@ -26,7 +26,7 @@ def test_size_and_resize_step_conflict() -> None:
 
 
 def test_unknown_step_lists_known_ones() -> None:
-    with pytest.raises(UnknownPluginError, match="unknown preprocessor 'blur'.*resize, to_rgb"):
+    with pytest.raises(UnknownPluginError, match=r"unknown preprocessor 'blur'.*resize, to_rgb"):
         build_chain(["blur:sigma=3"])
 
 

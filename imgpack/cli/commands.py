@@ -55,7 +55,7 @@ def ingest(ctx: click.Context, source: str, output: str, reader: str | None, ove
       imgpack ingest photos/ -o photos.jsonl
       imgpack convert photos.jsonl -o photos.h5 --size 128
     """
-    from ..ingest import ingest as run_ingest
+    from ..manifests import ingest as run_ingest
 
     res = run_ingest(source, output, reader=reader, overwrite=overwrite, progress=_progress(ctx))
     if as_json:
@@ -212,10 +212,10 @@ def plugins(as_json: bool) -> None:
             if kind == "preprocessors":
                 row["params"] = [
                     {"name": p.name, "type": p.type, "default": p.default, "required": p.required, "help": p.help}
-                    for p in cls.describe_params()  # type: ignore[attr-defined]
+                    for p in cls.describe_params()
                 ]
             if kind == "writers":
-                row["suffixes"] = list(cls.suffixes)  # type: ignore[attr-defined]
+                row["suffixes"] = list(cls.suffixes)
             rows.append(row)
         data[kind] = rows
     if as_json:

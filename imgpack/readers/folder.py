@@ -65,7 +65,7 @@ class FolderReader(Reader):
         dup = {stem for stem, n in Counter(stems).items() if n > 1}
         samples = [
             Sample(id=os.path.splitext(rel)[0] if stem in dup else stem, path=rel, label=label_of[cls])
-            for (cls, rel), stem in zip(found, stems)
+            for (cls, rel), stem in zip(found, stems, strict=True)
         ]
         return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored)
 

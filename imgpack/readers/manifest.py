@@ -77,8 +77,8 @@ class ManifestReader(Reader):
                 raise SourceError(f"{self.source}:{lineno}: label {sample.label} but only "
                                   f"{len(label_names)} label names")
             samples.append(sample)
-        return Scan(root=root, samples=samples, label_names=label_names, source=self.source,
-                    ignored=[tuple(x) for x in header.get("ignored", [])])  # type: ignore[misc]
+        ignored = [(str(p), str(r)) for p, r in header.get("ignored", [])]
+        return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored)
 
     def _json(self, line: str, lineno: int) -> dict[str, Any]:
         try:

@@ -71,10 +71,15 @@ class HDF5Writer(Writer):
     suffixes = (".h5", ".hdf5", ".hdf")
     option_names = ("compression", "overwrite")
 
+    @classmethod
+    def check(cls, path: str, options: Mapping[str, Any]) -> None:
+        super().check(path, options)
+        parse_compression(options.get("compression"))
+        prepare_target(path, bool(options.get("overwrite")))
+
     def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
         super().__init__(path, meta, options)
         compression, level = parse_compression(self.options.get("compression"))
-        prepare_target(path, bool(self.options.get("overwrite")))
         self._tmp = partial_path(path)
         try:
             self._file = h5py.File(self._tmp, "w")
@@ -130,7 +135,8 @@ class HDF5Writer(Writer):
 
     @classmethod
     def describe(cls, path: str) -> dict[str, Any]:
-        with cls.open(path) as ds:
+        ds = cls.open(path)
+        try:
             f = ds.file
             images = f["images"]
             labels = ds.labels
@@ -161,6 +167,8 @@ class HDF5Writer(Writer):
                 "file_size": size,
                 "bytes_per_image": round(size / len(ds)) if len(ds) else None,
             }
+        finally:
+            ds.close()
 
 
 def _attr(f: h5py.File, key: str) -> Any:

@@ -1,0 +1,174 @@
+"""The command line: help, JSON output, exit codes and stderr, in-process (CliRunner) and as a real process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from plugin_fixture import make_plugin_dist
+
+from imgpack.cli import cli
+
+COMMANDS = ["ingest", "convert", "inspect", "plugins"]
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("command", [None, *COMMANDS])
+def test_every_command_has_help_with_an_example(command: str | None) -> None:
+    code, out, _ = run(*([command] if command else []), "--help")
+    assert code == 0
+    assert "Example" in out
+
+
+def test_convert_and_inspect_json(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    code, stdout, stderr = run("convert", str(class_tree), "-o", str(out), "--size", "16", "--workers", "0", "--json")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["written"] == 13 and data["skipped"] == [] and data["outputs"] == [str(out)]
+    assert data["seconds"] > 0 and data["images_per_second"] > 0
+    assert "wrote 13 images (16x16x3)" in stderr  # human text on stderr, JSON alone on stdout
+    code, stdout, _ = run("inspect", str(out), "--json")
+    info = json.loads(stdout)
+    for key in ("format", "count", "image_shape", "dtype", "label_names", "label_counts", "recipe"):
+        assert key in info
+    assert info["count"] == 13 and info["label_counts"] == {"ant": 4, "bee": 5, "zebra": 4}
+    code, stdout, _ = run("inspect", str(out))
+    assert "13 x 16x16x3 uint8" in stdout and "ant 4, bee 5, zebra 4" in stdout
+    assert "to_rgb | resize:size=16x16,interpolation=auto" in stdout
+
+
+def test_skipped_images_in_json(class_tree: Path, tmp_path: Path) -> None:
+    (class_tree / "bee/bad.jpg").write_bytes(b"")
+    code, stdout, stderr = run("convert", str(class_tree), "-o", str(tmp_path / "o.h5"), "--size", "8",
+                               "--workers", "0", "--json")
+    assert code == 0
+    skipped = json.loads(stdout)["skipped"]
+    assert skipped == [{"path": str(class_tree / "bee/bad.jpg"), "reason": "empty file (0 bytes)"}]
+    assert "skipped 1 image" in stderr and "bad.jpg: empty file (0 bytes)" in stderr
+
+
+def test_on_error_fail_exits_1_with_one_line(class_tree: Path, tmp_path: Path) -> None:
+    (class_tree / "bee/bad.jpg").write_text("text")
+    code, stdout, stderr = run("convert", str(class_tree), "-o", str(tmp_path / "o.h5"), "--size", "8",
+                               "--workers", "0", "--on-error", "fail")
+    assert code == 1 and stdout == ""
+    assert stderr.startswith("imgpack: error: ") and "bad.jpg: not an image" in stderr
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("args,code,message", [
+    (["convert", "/nonexistent/src", "-o", "{tmp}/o.h5", "--size", "8"], 1, "/nonexistent/src: no such file"),
+    (["convert", "{src}", "-o", "{tmp}/o.h5", "--preprocess", "blur"], 2,
+     "unknown preprocessor 'blur'; known preprocessors: resize, to_rgb"),
+    (["convert", "{src}", "-o", "{tmp}/o.h5", "--format", "parquet"], 2,
+     "unknown writer 'parquet'; known writers: hdf5"),
+    (["convert", "{src}", "-o", "{tmp}/o.xyz"], 2, "cannot tell the format"),
+    (["convert", "{src}", "-o", "{tmp}/o.h5", "--size", "0"], 2, "resize: bad value '0' for size"),
+    (["convert", "{src}", "-o", "{tmp}/o.h5", "--workers", "-1"], 2, "Invalid value for '--workers'"),
+    (["convert", "{src}", "-o", "{tmp}/o.h5", "--workers", "0"], 1, "pass --size"),
+    (["inspect", "{src}/README.txt"], 1, "not a file imgpack can read"),
+    (["convert", "{src}"], 2, "Missing option '-o'"),
+])
+def test_errors_go_to_stderr_with_exit_codes(class_tree: Path, tmp_path: Path, args: list[str], code: int,
+                                             message: str) -> None:
+    args = [a.format(src=class_tree, tmp=tmp_path) for a in args]
+    got, stdout, stderr = run(*args)
+    assert got == code
+    assert message in stderr
+    assert stdout == ""
+
+
+def test_existing_output_exit_1(class_tree: Path, tmp_path: Path) -> None:
+    (tmp_path / "o.h5").write_text("keep me")
+    code, _, stderr = run("convert", str(class_tree), "-o", str(tmp_path / "o.h5"), "--size", "8")
+    assert code == 1 and "already exists (pass --overwrite" in stderr
+    assert (tmp_path / "o.h5").read_text() == "keep me"
+
+
+def test_ingest_cli(class_tree: Path, tmp_path: Path) -> None:
+    code, stdout, stderr = run("ingest", str(class_tree), "-o", str(tmp_path / "m.jsonl"), "--json")
+    assert code == 0
+    assert json.loads(stdout)["count"] == 13
+    assert "13 images in 3 classes" in stderr and "README.txt: not in a class folder" in stderr
+
+
+def test_plugins_lists_registry() -> None:
+    code, stdout, _ = run("plugins", "--json")
+    assert code == 0
+    data = json.loads(stdout)
+    assert [r["name"] for r in data["writers"]] == ["hdf5"]
+    resize = next(r for r in data["preprocessors"] if r["name"] == "resize")
+    assert [p["name"] for p in resize["params"]] == ["size", "interpolation"]
+
+
+# --------------------------------------------------------------------------- as a real process
+
+
+def subprocess_env(extra_path: Path | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(extra_path), env.get("PYTHONPATH")]))
+    return env
+
+
+@pytest.mark.slow
+def test_real_process_convert_inspect_and_exit_codes(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    cmd = [sys.executable, "-m", "imgpack", "convert", str(class_tree), "-o", str(out), "--size", "16", "--json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["written"] == 13
+    assert "imgpack: wrote 13 images" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "inspect", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "13 x 16x16x3 uint8" in proc.stdout
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # exists now
+    assert proc.returncode == 1 and proc.stderr.startswith("imgpack: error:") and proc.stdout == ""
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "convert", "--bogus"], capture_output=True, text=True)
+    assert proc.returncode == 2
+
+
+@pytest.mark.slow
+def test_progress_lines_when_stderr_is_not_a_terminal(class_tree: Path, tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "convert", str(class_tree), "-o", str(tmp_path / "o.h5"),
+                           "--size", "8", "--workers", "1"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "\r" not in proc.stderr  # no tqdm bar in a log
+
+
+@pytest.mark.slow
+def test_third_party_plugin_from_entry_point_used_from_cli(class_tree: Path, tmp_path: Path) -> None:
+    """A plugin distribution on the path (as pip would install it) is listed and runs in the pool's workers."""
+    site = make_plugin_dist(tmp_path / "site")
+    env = subprocess_env(site)
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "plugins"], capture_output=True, text=True, env=env)
+    assert "invert" in proc.stdout and "[demo-imgpack-plugin]" in proc.stdout
+    plain, inverted = tmp_path / "plain.h5", tmp_path / "inv.h5"
+    for out, extra in ((plain, []), (inverted, ["--preprocess", "invert"])):
+        proc = subprocess.run([sys.executable, "-m", "imgpack", "convert", str(class_tree), "-o", str(out),
+                               "--preprocess", "resize:size=8", *extra, "--workers", "2"], capture_output=True,
+                              text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+    import h5py
+
+    with h5py.File(plain) as a, h5py.File(inverted) as b:
+        assert (b["images"][:] == 255 - a["images"][:]).all()
+        assert '"invert"' in b.attrs["recipe"]
+
+
+@pytest.mark.slow
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).parent / "imgpack"
+    if not exe.exists():
+        pytest.skip("imgpack is not installed as a console script in this environment")
+    proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "imgpack" in proc.stdout

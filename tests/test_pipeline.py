@@ -1,0 +1,118 @@
+"""The conversion end to end in the library: order, worker pool, bad images, shapes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from _helpers import Boom, DieInWorker
+from conftest import photo, write_image
+
+import imgpack
+from imgpack.errors import ImageError, ImgpackError, ShapeMismatchError, WorkerError
+
+
+def read_all(path: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    with h5py.File(path, "r") as f:
+        return f["images"][:], f["labels"][:], list(f["ids"].asstr()[:])
+
+
+@pytest.fixture
+def bad_tree(class_tree: Path) -> Path:
+    """class_tree plus a truncated JPEG, a zero-byte file, a text file named .jpg and an unreadable file."""
+    good = (class_tree / "ant/images/a1.jpg").read_bytes()
+    (class_tree / "ant/truncated.jpg").write_bytes(good[: len(good) // 2])
+    (class_tree / "bee/empty.jpg").write_bytes(b"")
+    (class_tree / "bee/text.jpg").write_text("this is not a JPEG\n")
+    os.symlink(class_tree / "nowhere.jpg", class_tree / "zebra/unreadable.jpg")  # dangling: open() fails
+    return class_tree
+
+
+@pytest.mark.slow
+def test_output_is_identical_whatever_the_workers_and_batches(class_tree: Path, tmp_path: Path) -> None:
+    runs = [(0, 1000), (1, 5), (3, 2), (2, 1000)]
+    results = []
+    for workers, batch in runs:
+        out = tmp_path / f"w{workers}b{batch}.h5"
+        res = imgpack.convert(str(class_tree), str(out), size="20x12", workers=workers, batch_size=batch,
+                              progress="off")
+        assert res.written == 13
+        results.append(read_all(out))
+    for images, labels, ids in results[1:]:
+        np.testing.assert_array_equal(images, results[0][0])
+        np.testing.assert_array_equal(labels, results[0][1])
+        assert ids == results[0][2]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_bad_images_are_skipped_and_reported(bad_tree: Path, tmp_path: Path, workers: int) -> None:
+    res = imgpack.convert(str(bad_tree), str(tmp_path / "o.h5"), size=16, workers=workers, batch_size=4,
+                          progress="off")
+    assert res.written == 13
+    reasons = {os.path.basename(s.path): s.reason for s in res.skipped}
+    assert reasons == {
+        "truncated.jpg": "JPEG data is corrupt or truncated",
+        "empty.jpg": "empty file (0 bytes)",
+        "text.jpg": "not an image (content is not JPEG, PNG, BMP, TIFF, WebP or GIF)",
+        "unreadable.jpg": "cannot read: No such file or directory",
+    }
+    images, labels, ids = read_all(tmp_path / "o.h5")
+    assert len(images) == len(labels) == len(ids) == 13
+    assert "truncated" not in ids
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
+def test_permission_denied_is_skipped(class_tree: Path, tmp_path: Path) -> None:
+    locked = class_tree / "ant/a3.webp"
+    locked.chmod(0)
+    res = imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), size=16, workers=0, progress="off")
+    assert [s.reason for s in res.skipped] == ["cannot read: Permission denied"]
+
+
+def test_on_error_fail_names_the_file_and_writes_nothing(bad_tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match=r"truncated\.jpg: JPEG data is corrupt or truncated"):
+        imgpack.convert(str(bad_tree), str(tmp_path / "o.h5"), size=16, workers=0, on_error="fail",
+                        progress="off")
+    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "o.h5.partial").exists()
+
+
+def test_different_shapes_without_size_is_an_error(class_tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(ShapeMismatchError, match="pass --size"):
+        imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), workers=0, progress="off")
+    assert not os.path.exists(tmp_path / "o.h5")
+
+
+def test_same_shapes_need_no_size(tmp_path: Path) -> None:
+    for i in range(3):
+        write_image(tmp_path / "src" / "c" / f"{i}.png", photo(10, 6, i))
+    res = imgpack.convert(str(tmp_path / "src"), str(tmp_path / "o.h5"), workers=0, progress="off")
+    images, _, _ = read_all(tmp_path / "o.h5")
+    assert res.image_shape == [6, 10, 3]
+    np.testing.assert_array_equal(images[1], photo(10, 6, 1))  # PNG: lossless, RGB order kept
+
+
+def test_a_plugin_exception_is_a_skip_reason(class_tree: Path, tmp_path: Path) -> None:
+    with pytest.raises(ImgpackError, match="none of the 13 images could be converted"):
+        imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), preprocess=[Boom()], size=8, workers=0,
+                        progress="off")
+
+
+@pytest.mark.slow
+def test_a_dying_worker_is_reported_not_hung(class_tree: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMGPACK_TEST_PARENT_PID", str(os.getpid()))
+    with pytest.raises(WorkerError, match="worker process died"):
+        imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), preprocess=[DieInWorker()], size=8, workers=2,
+                        progress="off")
+    assert os.listdir(tmp_path) == ["src"]
+
+
+def test_empty_source(tmp_path: Path) -> None:
+    (tmp_path / "src" / "c").mkdir(parents=True)
+    (tmp_path / "src" / "c" / "x.txt").write_text("x")
+    with pytest.raises(imgpack.SourceError, match="no images found"):
+        imgpack.convert(str(tmp_path / "src"), str(tmp_path / "o.h5"), size=8, workers=0)

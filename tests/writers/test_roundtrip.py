@@ -1,0 +1,107 @@
+"""Every registered writer round-trips through its own reader; the HDF5 layout is the documented one."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+
+import imgpack
+from imgpack.decode import load
+from imgpack.errors import OutputError, UsageError
+from imgpack.plugins import OutputMeta
+from imgpack.registry import writers
+
+SUFFIX = {"hdf5": ".h5"}
+
+
+def expected_pixels(path: str, size: tuple[int, int]) -> np.ndarray:
+    img = load(path)
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if img.shape[1] >= size[0] else cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("fmt", writers.names())
+def test_every_writer_round_trips(fmt: str, class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"out{SUFFIX.get(fmt, '.' + fmt)}"
+    res = imgpack.convert(str(class_tree), str(out), format=fmt, size="24x16", workers=0, progress="off")
+    assert res.written == 13 and not res.skipped
+    with imgpack.open_dataset(res.outputs[0]) as ds:
+        assert len(ds) == 13
+        assert ds.label_names == ["ant", "bee", "zebra"]
+        assert ds.ids[:2] == ["a3", "a4"]
+        assert ds.recipe["steps"][-1]["params"]["size"] == [24, 16]
+        image, label = ds[2]
+        assert image.shape == (16, 24, 3) and image.dtype == np.uint8 and label == 0
+        np.testing.assert_array_equal(image, expected_pixels(str(class_tree / "ant/images/a1.jpg"), (24, 16)))
+        assert list(ds.labels) == [0] * 4 + [1] * 5 + [2] * 4
+
+
+def test_hdf5_layout_is_readable_by_plain_h5py(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    imgpack.convert(str(class_tree), str(out), size=16, workers=0, progress="off")
+    with h5py.File(out, "r") as f:
+        images, labels, ids = f["images"], f["labels"], f["ids"]
+        assert images.shape == (13, 16, 16, 3) and images.dtype == np.uint8
+        assert images.chunks == (1, 16, 16, 3)
+        assert images.compression is None
+        assert labels.dtype == np.int64 and labels.shape == (13,)
+        assert ids.asstr()[0] == "a3"
+        assert json.loads(f.attrs["label_names"]) == ["ant", "bee", "zebra"]
+        assert [s["name"] for s in json.loads(f.attrs["recipe"])["steps"]] == ["to_rgb", "resize"]
+        assert f.attrs["imgpack_version"] == imgpack.__version__
+        assert f.attrs["source"] == str(class_tree)
+        assert f.attrs["created"].endswith("+00:00")
+
+
+@pytest.mark.parametrize("compression,filter_name,level", [("gzip", "gzip", 4), ("gzip:9", "gzip", 9),
+                                                            ("lzf", "lzf", None), ("none", None, None)])
+def test_hdf5_compression(class_tree: Path, tmp_path: Path, compression: str, filter_name: str | None,
+                          level: int | None) -> None:
+    out = tmp_path / "c.h5"
+    imgpack.convert(str(class_tree), str(out), size=16, workers=0, compression=compression, progress="off")
+    plain = tmp_path / "plain.h5"
+    imgpack.convert(str(class_tree), str(plain), size=16, workers=0, progress="off")
+    with h5py.File(out, "r") as f, h5py.File(plain, "r") as g:
+        assert f["images"].compression == filter_name
+        assert f["images"].compression_opts == level
+        np.testing.assert_array_equal(f["images"][:], g["images"][:])
+
+
+def test_bad_compression_is_a_usage_error_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unknown compression"):  # the source is not even looked at
+        imgpack.convert("/nonexistent", str(tmp_path / "x.h5"), size=8, workers=0, compression="zstd")
+    assert not os.listdir(tmp_path)
+
+
+def test_existing_output_is_kept_without_overwrite(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    out.write_bytes(b"precious")
+    with pytest.raises(OutputError, match=r"already exists.*--overwrite"):
+        imgpack.convert(str(class_tree), str(out), size=8, workers=0, progress="off")
+    assert out.read_bytes() == b"precious"
+    imgpack.convert(str(class_tree), str(out), size=8, workers=0, overwrite=True, progress="off")
+    assert h5py.is_hdf5(out)
+
+
+def test_abort_leaves_nothing(tmp_path: Path) -> None:
+    meta = OutputMeta((4, 4, 3), ["a"], {}, "src", 2)
+    w = writers.get("hdf5")(str(tmp_path / "x.h5"), meta, {})
+    w.write(np.zeros((2, 4, 4, 3), np.uint8), np.zeros(2, np.int64), ["a", "b"])
+    assert os.listdir(tmp_path) == ["x.h5.partial"]  # never under the target name while incomplete
+    w.abort()
+    assert os.listdir(tmp_path) == []
+
+
+def test_inspect_describes_the_file(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.h5"
+    imgpack.convert(str(class_tree), str(out), size=8, workers=0, progress="off")
+    info = imgpack.describe(str(out))
+    assert info["format"] == "hdf5" and info["count"] == 13
+    assert info["image_shape"] == [8, 8, 3] and info["dtype"] == "uint8"
+    assert info["label_counts"] == {"ant": 4, "bee": 5, "zebra": 4}
+    assert info["chunks"] == [1, 8, 8, 3] and info["compression"] == "none"
