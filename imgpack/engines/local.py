@@ -1,10 +1,11 @@
 """The local engine: a process pool on this machine.
 
-Workers write decoded images straight into shared memory (two batch-sized slots,
-so the workers fill one while the parent writes the other) and send back only
-a short status per image: no pixel data crosses a pipe, which keeps the parent,
-the only writer, light. Memory is bounded by the two slots whatever the size of
-the dataset.
+Workers write decoded images straight into a shared-memory ring that holds one
+batch, and send back only a short status per image: no pixel data crosses a
+pipe, which keeps the parent, the only writer, light. The parent takes the
+results in input order, chunk by chunk, and writes each while the workers fill
+the rest of the ring. Memory is bounded by the ring whatever the size of the
+dataset.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from multiprocessing.heap import Arena
 
 import numpy as np
 
 from ..errors import WorkerError
 from . import BatchResult, Engine, Job, Progress, process_into
-
-SLOTS = 2  # batches in flight: one being written by the parent, one being filled by the workers
 
 
 def default_workers() -> int:
@@ -43,11 +42,11 @@ def default_start_method() -> str:
 # --------------------------------------------------------------------------- worker side
 
 _job: Job | None = None
-_slots: list[np.ndarray] = []
+_ring: np.ndarray | None = None
 
 
-def _init_worker(buffers: list[Any], job: Job, quiet_stderr: bool) -> None:
-    global _job, _slots
+def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool) -> None:
+    global _job, _ring
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already
@@ -58,12 +57,12 @@ def _init_worker(buffers: list[Any], job: Job, quiet_stderr: bool) -> None:
         os.dup2(devnull, 2)
         os.close(devnull)
     _job = job
-    _slots = [np.frombuffer(buf, dtype=np.uint8).reshape((-1, *job.image_shape)) for buf in buffers]
+    _ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((-1, *job.image_shape))
 
 
-def _run_chunk(slot: int, offset: int, paths: Sequence[str]) -> list[str | None]:
-    assert _job is not None
-    return process_into(_slots[slot], offset, paths, _job)
+def _run_chunk(offset: int, paths: Sequence[str]) -> list[str | None]:
+    assert _job is not None and _ring is not None
+    return process_into(_ring, offset, paths, _job)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -89,52 +88,54 @@ class LocalEngine(Engine):
         if self.workers == 0:
             yield from self._run_serial(job, paths, batch_size, progress)
             return
-        ctx = mp.get_context(self.start_method)
-        per_image = math.prod(job.image_shape)
+        # Chunks small enough that every worker gets several per batch (load balance, and a
+        # short tail when the last chunk is written), large enough that the per-task
+        # overhead stays negligible.
         batch_size = min(batch_size, len(paths))
-        buffers = [ctx.RawArray("B", batch_size * per_image) for _ in range(SLOTS)]
-        views = [np.frombuffer(buf, dtype=np.uint8).reshape((-1, *job.image_shape)) for buf in buffers]
-        # chunks small enough that every worker gets several per batch (load balance),
-        # large enough that the per-task overhead stays negligible
         chunk = max(1, min(64, math.ceil(batch_size / (self.workers * 4))))
-        n_batches = math.ceil(len(paths) / batch_size)
-        pending: deque[tuple[int, int, int, list[Future[list[str | None]]]]] = deque()
+        # The ring holds one batch, in whole chunks: the images in flight, and the bound on memory.
+        capacity = max(chunk, batch_size // chunk * chunk)
+        ctx = mp.get_context(self.start_method)
+        # An Arena is what multiprocessing's RawArray is made of: an unlinked file in /dev/shm,
+        # mapped shared, handed to the workers as they start, gone with the last process even
+        # after a kill -9. Unlike RawArray it is not zero-filled up front, so the pages are
+        # touched first by the workers that fill them.
+        buffer = Arena(capacity * math.prod(job.image_shape))
+        ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, *job.image_shape))
+        pending: deque[tuple[int, int, Future[list[str | None]]]] = deque()  # (start, ring offset, future)
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(buffers, job, self.quiet_stderr)) as pool:
+                                 initargs=(buffer, job, self.quiet_stderr)) as pool:
+            next_start = 0
 
-            def submit(b: int) -> None:
-                slot = b % SLOTS
-                start = b * batch_size
-                items = paths[start:start + batch_size]
-                futures = [pool.submit(_run_chunk, slot, off, items[off:off + chunk])
-                           for off in range(0, len(items), chunk)]
-                pending.append((b, slot, len(items), futures))
+            def fill() -> int:
+                """Submit chunks while the ring has room; returns the next unsubmitted index."""
+                start = next_start
+                while start < len(paths) and len(pending) * chunk < capacity:
+                    offset = start % capacity
+                    items = paths[start:start + chunk]
+                    pending.append((start, offset, pool.submit(_run_chunk, offset, items)))
+                    start += len(items)
+                return start
 
             try:
-                for b in range(min(SLOTS, n_batches)):
-                    submit(b)
+                next_start = fill()
                 while pending:
-                    b, slot, n, futures = pending.popleft()
-                    errors: list[str | None] = []
-                    for fut in futures:
-                        try:
-                            res = fut.result()
-                        except BrokenProcessPool:
-                            first = b * batch_size
-                            raise WorkerError(
-                                f"a worker process died (killed, or out of memory) while converting images "
-                                f"{first}..{first + n - 1} (from {paths[first]}); nothing was written") from None
-                        errors.extend(res)
-                        if progress:
-                            progress(len(res))
-                    yield BatchResult(b * batch_size, views[slot][:n], errors)
-                    # the consumer is done with this slot: refill it
-                    if b + SLOTS < n_batches:
-                        submit(b + SLOTS)
+                    start, offset, fut = pending.popleft()
+                    try:
+                        errors = fut.result()
+                    except BrokenProcessPool:
+                        raise WorkerError(
+                            f"a worker process died (killed, or out of memory) while converting images "
+                            f"{start}..{start + chunk - 1} (from {paths[start]}); nothing was written") from None
+                    if progress:
+                        progress(len(errors))
+                    # results come back in input order, chunk by chunk, so the parent writes
+                    # while the workers decode and the run ends one chunk after the last decode
+                    yield BatchResult(start, ring[offset:offset + len(errors)], errors)
+                    next_start = fill()  # the consumer is done with that part of the ring
             except BaseException:
-                for _, _, _, futures in pending:
-                    for fut in futures:
-                        fut.cancel()
+                for _, _, fut in pending:
+                    fut.cancel()
                 raise
 
     def _run_serial(self, job: Job, paths: Sequence[str], batch_size: int,
