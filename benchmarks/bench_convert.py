@@ -20,6 +20,7 @@ in the tests.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import json
 import multiprocessing as mp
@@ -76,10 +77,8 @@ def ceiling(files: list[str], workers: int) -> float:
 def _tree_pss(proc: psutil.Process) -> int:
     total = 0
     for p in [proc, *proc.children(recursive=True)]:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += p.memory_full_info().pss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
     return total
 
 

@@ -37,6 +37,8 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
         raise CorruptImageError(f"{info.format.upper()} could not be decoded ({detail})") from None
     if image is None:
+        if info.format == "jpeg" and info.bit_depth != 8:
+            raise ImageError(f"{info.bit_depth}-bit JPEG: OpenCV's decoder reads 8-bit JPEGs only")
         raise CorruptImageError(f"{info.format.upper()} data is corrupt or truncated")
     return image
 
