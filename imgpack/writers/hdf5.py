@@ -89,10 +89,12 @@ class HDF5Writer(Writer):
         self._images = self._file.create_dataset(
             "images", shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape), dtype=np.uint8,
             compression=compression, compression_opts=level)
+        # labels and ids are read whole: big chunks, but no bigger than the dataset
+        rows = (max(1, min(16384, meta.expected_count)),)
         self._labels = self._file.create_dataset(
-            "labels", shape=(0,), maxshape=(None,), chunks=(16384,), dtype=np.int64)
+            "labels", shape=(0,), maxshape=(None,), chunks=rows, dtype=np.int64)
         self._ids = self._file.create_dataset(
-            "ids", shape=(0,), maxshape=(None,), chunks=(16384,), dtype=h5py.string_dtype("utf-8"))
+            "ids", shape=(0,), maxshape=(None,), chunks=rows, dtype=h5py.string_dtype("utf-8"))
         attrs = self._file.attrs
         attrs["label_names"] = json.dumps(meta.label_names)
         attrs["recipe"] = json.dumps(meta.recipe)
