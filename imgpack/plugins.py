@@ -50,6 +50,7 @@ class Reader:
 
     Example: a reader for a plain text file that names one image per line::
 
+        import os
         from imgpack.plugins import Reader, Sample, Scan
         from imgpack.registry import readers
 
@@ -256,6 +257,7 @@ class Writer:
 
     Example: one ``.npz`` file (``imgpack convert SRC -o out.npz --format npz``)::
 
+        import os
         import numpy as np
         from imgpack.plugins import Writer
         from imgpack.registry import writers

@@ -121,9 +121,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=_progress(ctx),
         engine=LocalEngine(workers, quiet_stderr=not ctx.obj.get("verbose")))
     if as_json:
-        out = res.to_dict()
-        out["skipped"] = [{"path": s.path, "reason": s.reason} for s in res.skipped]
-        echo_json(out)
+        echo_json(res.to_dict())
     shape = "x".join(str(d) for d in res.image_shape)
     say(ctx, f"imgpack: wrote {_plural(res.written, 'image')} ({shape}) to {', '.join(res.outputs)} "
              f"in {res.seconds:.1f} s ({res.images_per_second:.0f} images/s)")
