@@ -15,6 +15,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+try:
+    from typing import dataclass_transform
+except ImportError:  # Python 3.10: only type checkers care
+    def dataclass_transform(**kwargs: Any) -> Callable[[Any], Any]:  # type: ignore[misc]
+        return lambda cls: cls
+
 import numpy as np
 
 from .errors import UsageError
@@ -115,13 +121,17 @@ _PARSERS: dict[Any, Callable[[str], Any]] = {
 }
 
 
+@dataclass_transform(frozen_default=True, field_specifiers=(param, field))
 @dataclass(frozen=True)
 class Preprocessor:
     """One step of a recipe: an image in, an image out. Runs in the worker processes.
 
     Images are numpy arrays, ``(H, W, 3)`` RGB (or ``(H, W)`` gray), uint8 or, before
-    ``to_rgb``, uint16. Parameters are dataclass fields declared with :func:`param`;
-    ``--preprocess NAME:k=v,...`` and recipes set them, ``imgpack plugins`` lists them.
+    ``to_rgb``, uint16. Registering a subclass makes it a frozen dataclass (an explicit
+    ``@dataclass(frozen=True)`` is fine too); its parameters are fields declared with
+    :func:`param`. ``--preprocess NAME:k=v,...``
+    and recipes set them, ``imgpack plugins`` lists them, and the instance is pickled to
+    the worker processes.
 
     Example: invert the colours (``--preprocess invert``), or only a channel
     (``--preprocess invert:channel=0``)::
@@ -149,6 +159,13 @@ class Preprocessor:
     #: True for steps that decide the output colours (to_rgb, ...); without one, a
     #: recipe starts with ``to_rgb``.
     sets_color: ClassVar[bool] = False
+
+    @classmethod
+    def as_dataclass(cls) -> type[Preprocessor]:
+        """Make ``cls`` a frozen dataclass unless it is one already (the registry does this)."""
+        if "__dataclass_fields__" not in cls.__dict__:
+            dataclass(frozen=True)(cls)
+        return cls
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError

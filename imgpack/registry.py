@@ -38,8 +38,10 @@ T = TypeVar("T", bound=type)
 class Registry(Generic[T]):
     """Plugin name -> plugin class, for one kind of plugin."""
 
-    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...]) -> None:
+    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...],
+                 prepare: Callable[[T], T] | None = None) -> None:
         self.kind = kind
+        self._prepare = prepare
         self.group = group
         self._builtin_modules = builtin_modules
         self._plugins: dict[str, T] = {}
@@ -51,6 +53,8 @@ class Registry(Generic[T]):
         """Class decorator: register the class under ``name``."""
 
         def deco(cls: T) -> T:
+            if self._prepare is not None:
+                cls = self._prepare(cls)
             existing = self._plugins.get(name)
             if existing is not None and existing is not cls:
                 log.warning("%s %r from %s replaces the one from %s",
@@ -118,7 +122,8 @@ class Registry(Generic[T]):
 readers: Registry[type[Reader]] = Registry(
     "reader", "imgpack.readers", ("imgpack.readers.folder", "imgpack.readers.manifest"))
 preprocessors: Registry[type[Preprocessor]] = Registry(
-    "preprocessor", "imgpack.preprocessors", ("imgpack.preprocess.color", "imgpack.preprocess.resize"))
+    "preprocessor", "imgpack.preprocessors", ("imgpack.preprocess.color", "imgpack.preprocess.resize"),
+    prepare=lambda cls: cls.as_dataclass())
 writers: Registry[type[Writer]] = Registry("writer", "imgpack.writers", ("imgpack.writers.hdf5",))
 
 REGISTRIES: dict[str, Registry[Any]] = {"readers": readers, "preprocessors": preprocessors, "writers": writers}

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 from imgpack.plugins import Preprocessor
 
 
-@dataclass(frozen=True)
 class DieInWorker(Preprocessor):
     """Kills the process that runs it, as the OOM killer would."""
 
@@ -23,7 +21,6 @@ class DieInWorker(Preprocessor):
 DieInWorker.name = "die_in_worker"
 
 
-@dataclass(frozen=True)
 class Boom(Preprocessor):
     """Raises a plain exception, as a buggy plugin would."""
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import cv2
 import numpy as np
 
@@ -13,7 +11,6 @@ from ..registry import preprocessors
 
 
 @preprocessors.register("to_rgb")
-@dataclass(frozen=True)
 class ToRGB(Preprocessor):
     """Always 3-channel RGB uint8: gray and palette expanded, alpha dropped, 16-bit scaled to 8-bit.
 

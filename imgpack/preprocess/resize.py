@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -33,7 +32,6 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 @preprocessors.register("resize")
-@dataclass(frozen=True)
 class Resize(Preprocessor):
     """Resize to exactly the given size (a plain cv2.resize, as the seeds do)."""
 
