@@ -10,11 +10,11 @@ from typing import Any
 
 from ._version import __version__
 from .errors import CorruptImageError, OutputError, SourceError
+from .outputs import partial_path, prepare_target
 from .pipeline import open_source
 from .probe import probe_file
 from .progress import Progress
 from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
-from .writers.hdf5 import partial_path, prepare_target
 
 
 @dataclass

@@ -6,7 +6,7 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -119,7 +119,9 @@ def convert(
     if not scan.samples:
         raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
     job = Job(tuple(chain), (), max_pixels)
-    job = Job(job.chain, _first_shape(scan, job, on_error), max_pixels)
+    # one image decoded here, and again by its worker: the price of knowing the shape (and
+    # so the size of the shared ring) before the pool starts
+    job = replace(job, image_shape=_first_shape(scan, job, on_error))
     recipe = recipe_dict(chain)
     meta = OutputMeta(job.image_shape, scan.label_names, recipe, os.path.abspath(scan.source), len(scan.samples))
     writer = writer_cls(output, meta, writer_options)

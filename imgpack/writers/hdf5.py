@@ -21,6 +21,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
+from ..outputs import partial_path, prepare_target
 from ..plugins import OutputMeta, PackedDataset, Writer
 from ..registry import writers
 
@@ -41,24 +42,6 @@ def parse_compression(text: str | None) -> tuple[str | None, int | None]:
     if name == "lzf" and not level:
         return "lzf", None
     raise UsageError(f"unknown compression {text!r}; use none, gzip, gzip:LEVEL (0-9) or lzf")
-
-
-def partial_path(path: str) -> str:
-    """Where a file is written until it is complete."""
-    return path + ".partial"
-
-
-def prepare_target(path: str, overwrite: bool) -> None:
-    """Refuse an existing target without ``overwrite``; create the parent folder; check it is writable."""
-    if os.path.exists(path) and not overwrite:
-        raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"{parent}: cannot create output folder: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"{parent}: output folder is not writable")
 
 
 @writers.register("hdf5")
