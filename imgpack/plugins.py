@@ -129,9 +129,8 @@ class Preprocessor:
     Images are numpy arrays, ``(H, W, 3)`` RGB (or ``(H, W)`` gray), uint8 or, before
     ``to_rgb``, uint16. Registering a subclass makes it a frozen dataclass (an explicit
     ``@dataclass(frozen=True)`` is fine too); its parameters are fields declared with
-    :func:`param`. ``--preprocess NAME:k=v,...``
-    and recipes set them, ``imgpack plugins`` lists them, and the instance is pickled to
-    the worker processes.
+    :func:`param`. ``--preprocess NAME:k=v,...`` and recipes set them, ``imgpack plugins``
+    lists them, and the instance is pickled to the worker processes.
 
     Example: invert the colours (``--preprocess invert``), or only a channel
     (``--preprocess invert:channel=0``)::

@@ -124,9 +124,10 @@ class LocalEngine(Engine):
                     try:
                         errors = fut.result()
                     except BrokenProcessPool:
+                        last = min(start + chunk, len(paths)) - 1
                         raise WorkerError(
                             f"a worker process died (killed, or out of memory) while converting images "
-                            f"{start}..{start + chunk - 1} (from {paths[start]}); nothing was written") from None
+                            f"{start}..{last} (from {paths[start]}); nothing was written") from None
                     if progress:
                         progress(len(errors))
                     # results come back in input order, chunk by chunk, so the parent writes
