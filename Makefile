@@ -9,7 +9,7 @@ DEMO_OUT := build/demo
 
 help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5 and inspect it"
-	@echo "make test   install the test dependencies, run ruff, mypy and the test suite"
+	@echo "make test   install the test dependencies (and TensorFlow), run ruff, mypy and the test suite"
 	@echo "make bench  install the benchmark extra and print the speed and memory table"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
@@ -22,11 +22,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,tfrecord]'
 	@touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -e '.[bench,tfrecord]'
 	@touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed

@@ -19,6 +19,7 @@ from .errors import (
     CorruptImageError,
     ImageError,
     ImgpackError,
+    MissingDependencyError,
     OutputError,
     ShapeMismatchError,
     SourceError,
@@ -33,8 +34,8 @@ if TYPE_CHECKING:
     from .pipeline import convert
 
 __all__ = [
-    "CorruptImageError", "ImageError", "ImgpackError", "OutputError", "ShapeMismatchError", "SourceError",
-    "UnknownPluginError", "UsageError", "WorkerError", "__version__", "convert", "describe", "ingest",
+    "CorruptImageError", "ImageError", "ImgpackError", "MissingDependencyError", "OutputError", "ShapeMismatchError",
+    "SourceError", "UnknownPluginError", "UsageError", "WorkerError", "__version__", "convert", "describe", "ingest",
     "open_dataset",
 ]
 

@@ -11,12 +11,16 @@ from .registry import writers
 
 
 def writer_for(path: str) -> type[Writer]:
-    """The format of an existing output, asked of every registered writer."""
-    if not os.path.exists(path):
-        raise SourceError(f"{path}: no such file or directory")
+    """The format of an existing output, asked of every registered writer.
+
+    ``path`` need not exist itself: sharded outputs are found from the name given to
+    ``convert -o`` (their index and shards sit beside it).
+    """
     for _, cls in writers.items():
         if cls.can_open(path):
             return cls
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: no such file or directory")
     raise SourceError(f"{path}: not a file imgpack can read (formats: {', '.join(writers.names())})")
 
 

@@ -44,5 +44,9 @@ class OutputError(ImgpackError, OSError):
     """The output cannot be written: it exists, its folder is not writable, disk full, ..."""
 
 
+class MissingDependencyError(ImgpackError, ImportError):
+    """A feature needs an optional dependency (an extra) that is not installed."""
+
+
 class WorkerError(ImgpackError, RuntimeError):
     """A worker process died or failed in a way that stops the run."""

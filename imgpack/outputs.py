@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
+import json
 import os
+import re
+from dataclasses import dataclass
+from typing import Any
 
-from .errors import OutputError
+import numpy as np
+
+from .errors import OutputError, SourceError
 
 
 def partial_path(path: str) -> str:
@@ -23,3 +31,124 @@ def prepare_target(path: str, overwrite: bool) -> None:
         raise OutputError(f"{parent}: cannot create output folder: {exc.strerror or exc}") from None
     if not os.access(parent, os.W_OK):
         raise OutputError(f"{parent}: output folder is not writable")
+
+
+# --------------------------------------------------------------------------- shard sets
+
+INDEX_KIND = "imgpack-index"
+_SHARD = re.compile(r"-(\d{5,})-of-(\d{5,})$")
+
+
+@dataclass(frozen=True)
+class ShardNames:
+    """The files of a sharded output: ``NAME-00000-of-00008.SUFFIX`` and ``NAME.SUFFIX.json``.
+
+    ``-o out/tiny.tfrecord`` gives ``out/tiny-00000-of-00008.tfrecord`` ... and the index
+    ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-00000-of-00008.tfrecord``. Shards are written as
+    ``NAME-00000.SUFFIX.partial`` and take their final names, and the index is written,
+    only when the whole output is complete: shards without their index are not an output.
+    """
+
+    base: str  # folder/NAME
+    suffix: str  # ".tfrecord"
+
+    @classmethod
+    def for_output(cls, path: str, suffixes: tuple[str, ...]) -> ShardNames:
+        if path.endswith(("/", os.sep)) or os.path.isdir(path):
+            folder = os.path.abspath(path)
+            return cls(os.path.join(folder, os.path.basename(folder)), suffixes[0])
+        for suffix in suffixes:
+            if path.lower().endswith(suffix):
+                return cls(path[: -len(suffix)], path[-len(suffix):])
+        return cls(path, suffixes[0])
+
+    @classmethod
+    def for_existing(cls, path: str, suffixes: tuple[str, ...]) -> ShardNames | None:
+        """The shard set that ``path`` (an index, a shard, or the name given to -o) belongs to, if it exists."""
+        if path.endswith(".json"):
+            path = path[: -len(".json")]
+            if not path.lower().endswith(suffixes):
+                return None
+        names = cls.for_output(path, suffixes)
+        match = _SHARD.search(names.base)
+        if match:
+            names = cls(names.base[: match.start()], names.suffix)
+        return names if os.path.isfile(names.index) else None
+
+    @property
+    def index(self) -> str:
+        return self.base + self.suffix + ".json"
+
+    def shard(self, i: int, count: int) -> str:
+        return f"{self.base}-{i:05d}-of-{count:05d}{self.suffix}"
+
+    def partial(self, i: int) -> str:
+        return partial_path(f"{self.base}-{i:05d}{self.suffix}")
+
+    def existing(self) -> list[str]:
+        """The index and shards of an earlier output under these names."""
+        found = sorted(glob.glob(glob.escape(self.base) + "-[0-9]*-of-[0-9]*" + glob.escape(self.suffix)))
+        found = [p for p in found if _SHARD.search(p[: -len(self.suffix)])]
+        return [*found, self.index] if os.path.exists(self.index) else found
+
+    def prepare(self, overwrite: bool) -> None:
+        """Refuse an earlier output without ``overwrite``; check the folder (as :func:`prepare_target`)."""
+        old = self.existing()
+        if old and not overwrite:
+            raise OutputError(f"{old[-1]}: already exists (pass --overwrite to replace the output)")
+        prepare_target(self.index, overwrite=True)
+
+    def commit(self, partials: list[str], index: dict[str, Any]) -> list[str]:
+        """Give the finished shards their final names, replacing an earlier output, and write the index last."""
+        final = [self.shard(i, len(partials)) for i in range(len(partials))]
+        for stale in set(self.existing()) - set(final):
+            os.remove(stale)
+        for src, dst in zip(partials, final, strict=True):
+            os.replace(src, dst)
+        shards = [{"file": os.path.basename(p), **s} for p, s in zip(final, index["shards"], strict=True)]
+        index = {"kind": INDEX_KIND, **index, "shards": shards}
+        tmp = partial_path(self.index)
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(index, f, indent=1)
+            f.write("\n")
+        os.replace(tmp, self.index)
+        return final
+
+    def read_index(self) -> dict[str, Any]:
+        try:
+            with open(self.index, encoding="utf-8") as f:
+                index = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"{self.index}: cannot read the index: {exc}") from None
+        if not isinstance(index, dict) or index.get("kind") != INDEX_KIND:
+            raise SourceError(f"{self.index}: not an imgpack index")
+        return index
+
+    def shard_paths(self, index: dict[str, Any]) -> list[str]:
+        folder = os.path.dirname(self.index)
+        paths = []
+        for shard in index.get("shards", []):
+            name = str(shard.get("file", ""))
+            if os.path.basename(name) != name or not name:  # an index names files beside it, nothing else
+                raise SourceError(f"{self.index}: bad shard name {name!r}")
+            paths.append(os.path.join(folder, name))
+        return paths
+
+
+def remove_quietly(paths: list[str]) -> None:
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def label_counts(labels: np.ndarray, names: list[str]) -> dict[str, int]:
+    """Samples per class name (and unlabeled ones), for inspect."""
+    counts: dict[str, int] = {}
+    labels = np.asarray(labels)
+    if labels.ndim == 1 and len(labels):
+        valid = labels[labels >= 0]
+        for i, n in enumerate(np.bincount(valid, minlength=len(names))):
+            counts[names[i] if i < len(names) else str(i)] = int(n)
+        if (labels < 0).any():
+            counts["(unlabeled)"] = int((labels < 0).sum())
+    return counts

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -39,7 +39,7 @@ class ConvertResult:
     seconds: float
     images_per_second: float
     format: str
-    image_shape: list[int]
+    image_shape: list[int] | None  # None: the images have different shapes (TFRecord only)
     label_names: list[str]
     ignored: int
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -94,6 +94,7 @@ def convert(
     batch_size: int = 1000,
     on_error: str = "skip",
     compression: str | None = None,
+    options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     engine: Engine | None = None,
@@ -104,6 +105,8 @@ def convert(
     Every name and option is checked before any work starts. Images that cannot be
     converted are skipped and reported (``on_error="skip"``) or stop the run with an
     ImageError naming the file (``"fail"``); a failed run leaves no output behind.
+    ``options`` are the writer's own (``imgpack plugins`` lists them), e.g.
+    ``{"shard_size": 10000, "encode": "jpeg"}`` for TFRecord; ``compression`` is HDF5's.
     """
     t0 = time.perf_counter()
     if on_error not in ON_ERROR:
@@ -112,15 +115,19 @@ def convert(
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     chain = build_chain(preprocess, size)
     writer_cls = resolve_writer(format, output)
-    writer_options = {"compression": compression, "overwrite": overwrite or None}
+    writer_options = {**(options or {}), "overwrite": overwrite or None}
+    if compression is not None:
+        writer_options["compression"] = compression
     writer_cls.check(output, writer_options)
     engine = engine or LocalEngine(workers)
     scan = open_source(source, reader).scan()
     if not scan.samples:
         raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
-    job = Job(tuple(chain), (), max_pixels)
+    job = Job(tuple(chain), (), max_pixels, fixed_shape=not writer_cls.variable_shape,
+              encoder=writer_cls.encoder(writer_options))
     # one image decoded here, and again by its worker: the price of knowing the shape (and
-    # so the size of the shared ring) before the pool starts
+    # so the size of the shared ring) before the pool starts. A writer that takes images of
+    # any shape gets the others by value.
     job = replace(job, image_shape=_first_shape(scan, job, on_error))
     recipe = recipe_dict(chain)
     meta = OutputMeta(job.image_shape, scan.label_names, recipe, os.path.abspath(scan.source), len(scan.samples))
@@ -140,8 +147,11 @@ def convert(
                 if on_error == "fail":
                     raise ImageError(f"{path}: {reason}")
                 skipped.append(Skipped(path, reason))
-            idx = batch.start + np.flatnonzero(ok)
-            images = batch.images if ok.all() else batch.images[ok]
+            kept = np.flatnonzero(ok)
+            idx = batch.start + kept
+            images: np.ndarray | list[Any] = batch.images if ok.all() else batch.images[ok]
+            if batch.extras:  # encoded images, or images of another shape: by value, in order
+                images = [batch.item(int(i)) for i in kept]
             writer.write(images, labels[idx], [scan.samples[i].id for i in idx])
             written += len(idx)
         outputs = writer.close()
@@ -154,5 +164,6 @@ def convert(
     return ConvertResult(
         written=written, skipped=skipped, outputs=outputs, seconds=round(seconds, 3),
         images_per_second=round(written / seconds, 1) if seconds > 0 else 0.0,
-        format=writer_cls.name, image_shape=list(job.image_shape), label_names=scan.label_names,
+        format=writer_cls.name, image_shape=list(shape) if (shape := writer.written_shape()) else None,
+        label_names=scan.label_names,
         ignored=len(scan.ignored), recipe=recipe)

@@ -305,6 +305,8 @@ class Writer:
     suffixes: ClassVar[tuple[str, ...]] = ()
     #: options this writer understands (beyond the common ones)
     option_names: ClassVar[tuple[str, ...]] = ()
+    #: whether one output may hold images of different shapes (each record carries its own)
+    variable_shape: ClassVar[bool] = False
 
     def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
         self.check(path, options)
@@ -319,8 +321,27 @@ class Writer:
         if unknown:
             raise UsageError(f"the {cls.name} writer does not take --{unknown[0].replace('_', '-')}")
 
-    def write(self, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
+    @classmethod
+    def encoder(cls, options: Mapping[str, Any]) -> Callable[[np.ndarray], bytes] | None:
+        """Per-image work to run in the worker processes rather than in the writing one.
+
+        A picklable callable, image -> bytes (JPEG encoding, say): ``write`` then gets
+        :class:`~imgpack.engines.Encoded` items instead of arrays. None (the default): arrays.
+        """
+        return None
+
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
+        """Store one batch, in order.
+
+        ``images`` is an (n, H, W, C) uint8 array, or, for a writer with an ``encoder`` or
+        ``variable_shape``, a sequence of (H, W, C) arrays and Encoded items. Either is only
+        valid during the call: copy what must be kept.
+        """
         raise NotImplementedError
+
+    def written_shape(self) -> tuple[int, ...] | None:
+        """The shape of every image written; None when they differ (``variable_shape`` writers)."""
+        return tuple(self.meta.image_shape)
 
     def close(self) -> list[str]:
         """Finish the output and move it into place; returns the paths written."""

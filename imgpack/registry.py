@@ -124,6 +124,7 @@ readers: Registry[type[Reader]] = Registry(
 preprocessors: Registry[type[Preprocessor]] = Registry(
     "preprocessor", "imgpack.preprocessors", ("imgpack.preprocess.color", "imgpack.preprocess.resize"),
     prepare=lambda cls: cls.as_dataclass())
-writers: Registry[type[Writer]] = Registry("writer", "imgpack.writers", ("imgpack.writers.hdf5",))
+writers: Registry[type[Writer]] = Registry(
+    "writer", "imgpack.writers", ("imgpack.writers.hdf5", "imgpack.writers.tfrecord", "imgpack.writers.pkl"))
 
 REGISTRIES: dict[str, Registry[Any]] = {"readers": readers, "preprocessors": preprocessors, "writers": writers}

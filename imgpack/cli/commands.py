@@ -78,8 +78,11 @@ def _progress(ctx: click.Context) -> str | None:
 
 @cli.command()
 @click.argument("source", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(), help="Output file (e.g. out.h5).")
-@click.option("--format", "fmt", help="Output format (hdf5, ...); default: from the OUTPUT suffix.")
+@click.option("-o", "--output", required=True, type=click.Path(),
+              help="Output: out.h5, out.pkl, or out.tfrecord (shards out-00000-of-0000N.tfrecord + out.tfrecord.json).")
+@click.option("--format", "fmt",
+              help="hdf5, tfrecord or pickle (see imgpack plugins); default: from the OUTPUT suffix "
+                   "(.h5/.hdf5, .tfrecord, .pkl/.pickle).")
 @click.option("--size", help="Final size: N for NxN or WxH (a last resize step, unless the recipe has one).")
 @click.option("--preprocess", "steps", multiple=True, metavar="STEP[:k=v,...]",
               help="A preprocessing step, in order; repeat it. See imgpack plugins.")
@@ -91,6 +94,15 @@ def _progress(ctx: click.Context) -> str | None:
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
               help="skip: report images that cannot be converted; fail: stop at the first one.")
 @click.option("--compression", help="HDF5: none (default), gzip, gzip:LEVEL or lzf.")
+@click.option("--shard-size", type=click.IntRange(min=1),
+              help="TFRecord, pickle: records per shard file (TFRecord default: ~256 MiB per shard; "
+                   "pickle default: one file).")
+@click.option("--encode", type=click.Choice(["raw", "jpeg", "png"]),
+              help="TFRecord: store raw pixels (default, image_raw) or JPEG/PNG bytes (image_encoded).")
+@click.option("--quality", type=click.IntRange(1, 100), help="TFRecord: JPEG quality for --encode jpeg (default 95).")
+@click.option("--one-hot", is_flag=True, default=None, help="TFRecord: also store label_one_hot (K bytes of 0/1).")
+@click.option("--pickle-budget", metavar="SIZE",
+              help="pickle: refuse a single pickle larger than this (default 4GiB; 0: no limit).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse images whose header claims more pixels (default 178,956,970).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
@@ -98,7 +110,9 @@ def _progress(ctx: click.Context) -> str | None:
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
             steps: tuple[str, ...], reader: str | None, workers: int | None, batch_size: int, on_error: str,
-            compression: str | None, max_pixels: int | None, overwrite: bool, as_json: bool) -> None:
+            compression: str | None, shard_size: int | None, encode: str | None, quality: int | None,
+            one_hot: bool | None, pickle_budget: str | None, max_pixels: int | None, overwrite: bool,
+            as_json: bool) -> None:
     """Decode, preprocess and pack the images of SOURCE into OUTPUT.
 
     SOURCE is a folder of class folders or a manifest from `imgpack ingest`. Each image
@@ -108,7 +122,9 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     \b
     Examples:
       imgpack convert photos/ -o photos.h5 --size 128
-      imgpack convert photos/ -o photos.h5 --size 320x240 --preprocess resize:size=256,interpolation=cubic
+      imgpack convert photos/ -o build/photos.tfrecord --size 64 --shard-size 10000
+      imgpack convert photos/ -o build/photos.tfrecord --size 224 --encode jpeg --quality 90
+      imgpack convert photos/ -o photos.pkl --size 64
       imgpack convert photos.jsonl -o photos.h5 --size 64 --on-error fail --json
     """
     from ..decode import DEFAULT_MAX_PIXELS
@@ -118,11 +134,13 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     res = run_convert(
         source, output, format=fmt, size=size, preprocess=steps, reader=reader, batch_size=batch_size,
         on_error=on_error, compression=compression, overwrite=overwrite,
+        options={k: v for k, v in {"shard_size": shard_size, "encode": encode, "quality": quality,
+                                   "one_hot": one_hot, "pickle_budget": pickle_budget}.items() if v is not None},
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=_progress(ctx),
         engine=LocalEngine(workers, quiet_stderr=not ctx.obj.get("verbose")))
     if as_json:
         echo_json(res.to_dict())
-    shape = "x".join(str(d) for d in res.image_shape)
+    shape = "x".join(str(d) for d in res.image_shape) if res.image_shape else "shapes vary"
     say(ctx, f"imgpack: wrote {_plural(res.written, 'image')} ({shape}) to {', '.join(res.outputs)} "
              f"in {res.seconds:.1f} s ({res.images_per_second:.0f} images/s)")
     _list(ctx, f"imgpack: skipped {_plural(len(res.skipped), 'image')}",
@@ -150,10 +168,15 @@ def _human_bytes(n: float) -> str:
 def inspect(ctx: click.Context, path: str, as_json: bool) -> None:
     """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
 
+    PATH is an HDF5 file, a pickle, or TFRecord output: its index (NAME.tfrecord.json), one
+    of its shards, or the name given to convert -o. A TFRecord is described from its
+    index alone (TensorFlow is not imported).
+
     \b
-    Example:
+    Examples:
       imgpack inspect photos.h5
-      imgpack inspect photos.h5 --json | jq .label_counts
+      imgpack inspect build/photos.tfrecord
+      imgpack inspect photos.pkl --json | jq .label_counts
     """
     from ..datasets import describe
     from ..recipe import format_recipe
@@ -162,16 +185,19 @@ def inspect(ctx: click.Context, path: str, as_json: bool) -> None:
     if as_json:
         echo_json(info)
         return
-    shape = "x".join(str(d) for d in info["image_shape"])
-    compression = info["compression"]
-    if info.get("compression_opts") is not None:
-        compression += f" (level {info['compression_opts']})"
+    shape = "x".join(str(d) for d in info["image_shape"]) if info["image_shape"] else "(shapes vary)"
     lines = [
-        f"{path}  ({info['format']}, {_human_bytes(info['file_size'])}, "
+        f"{info['path']}  ({info['format']}, {_human_bytes(info['file_size'])}, "
         f"{_human_bytes(info['bytes_per_image'] or 0)} per image)",
         f"  images       {info['count']} x {shape} {info['dtype']}",
-        f"  chunks       {tuple(info['chunks']) if info.get('chunks') else 'contiguous'}, "
-        f"compression {compression}",
+        f"  storage      {info['storage']}",
+    ]
+    for shard in info.get("shards", [])[:_SHOW]:
+        size = _human_bytes(shard["bytes"]) if shard["bytes"] is not None else "MISSING"
+        lines.append(f"    {os.path.basename(shard['file'])}: {shard['count']} images, {size}")
+    if len(info.get("shards", [])) > _SHOW:
+        lines.append(f"    ... and {len(info['shards']) - _SHOW} more shards (--json lists them all)")
+    lines += [
         f"  labels       {_plural(len(info['label_names']), 'class')}: {_fmt_counts(info['label_counts'])}",
         f"  recipe       {format_recipe(info['recipe'])}",
         f"  made by      imgpack {info['imgpack_version']} on {info['created']}",

@@ -22,7 +22,7 @@ from multiprocessing.heap import Arena
 import numpy as np
 
 from ..errors import WorkerError
-from . import BatchResult, Engine, Job, Progress, process_into
+from . import BatchResult, ChunkResult, Engine, Job, Progress, process_into
 
 
 def default_workers() -> int:
@@ -60,7 +60,7 @@ def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool) -> None:
     _ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((-1, *job.image_shape))
 
 
-def _run_chunk(offset: int, paths: Sequence[str]) -> list[str | None]:
+def _run_chunk(offset: int, paths: Sequence[str]) -> ChunkResult:
     assert _job is not None and _ring is not None
     return process_into(_ring, offset, paths, _job)
 
@@ -102,7 +102,7 @@ class LocalEngine(Engine):
         # touched first by the workers that fill them.
         buffer = Arena(capacity * math.prod(job.image_shape))
         ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, *job.image_shape))
-        pending: deque[tuple[int, int, Future[list[str | None]]]] = deque()  # (start, ring offset, future)
+        pending: deque[tuple[int, int, Future[ChunkResult]]] = deque()  # (start, ring offset, future)
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(buffer, job, self.quiet_stderr)) as pool:
             next_start = 0
@@ -122,7 +122,7 @@ class LocalEngine(Engine):
                 while pending:
                     start, offset, fut = pending.popleft()
                     try:
-                        errors = fut.result()
+                        errors, extras = fut.result()
                     except BrokenProcessPool:
                         last = min(start + chunk, len(paths)) - 1
                         raise WorkerError(
@@ -132,7 +132,7 @@ class LocalEngine(Engine):
                         progress(len(errors))
                     # results come back in input order, chunk by chunk, so the parent writes
                     # while the workers decode and the run ends one chunk after the last decode
-                    yield BatchResult(start, ring[offset:offset + len(errors)], errors)
+                    yield BatchResult(start, ring[offset:offset + len(errors)], errors, extras)
                     next_start = fill()  # the consumer is done with that part of the ring
             except BaseException:
                 for _, _, fut in pending:
@@ -144,8 +144,8 @@ class LocalEngine(Engine):
         out = np.empty((min(batch_size, len(paths)), *job.image_shape), dtype=np.uint8)
         for start in range(0, len(paths), batch_size):
             items = paths[start:start + batch_size]
-            errors = process_into(out, 0, items, job)
+            errors, extras = process_into(out, 0, items, job)
             if progress:
                 progress(len(items))
-            yield BatchResult(start, out[:len(items)], errors)
+            yield BatchResult(start, out[:len(items)], errors, extras)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
-from ..outputs import partial_path, prepare_target
+from ..outputs import label_counts, partial_path, prepare_target
 from ..plugins import OutputMeta, PackedDataset, Writer
 from ..registry import writers
 
@@ -85,7 +85,7 @@ class HDF5Writer(Writer):
         attrs["source"] = meta.source
         self._count = 0
 
-    def write(self, images: np.ndarray, labels: np.ndarray, ids: Sequence[str]) -> None:
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
         n = len(images)
         if n == 0:
             return
@@ -126,13 +126,6 @@ class HDF5Writer(Writer):
             images = f["images"]
             labels = ds.labels
             names = ds.label_names
-            counts: dict[str, int] = {}
-            if labels.ndim == 1 and len(labels):
-                valid = labels[labels >= 0]
-                for i, n in enumerate(np.bincount(valid, minlength=len(names))):
-                    counts[names[i] if i < len(names) else str(i)] = int(n)
-                if (labels < 0).any():
-                    counts["(unlabeled)"] = int((labels < 0).sum())
             size = os.path.getsize(path)
             return {
                 "format": "hdf5",
@@ -143,8 +136,11 @@ class HDF5Writer(Writer):
                 "chunks": list(images.chunks) if images.chunks else None,
                 "compression": images.compression or "none",
                 "compression_opts": images.compression_opts,
+                "storage": f"chunks {tuple(images.chunks) if images.chunks else 'contiguous'}, compression "
+                + (images.compression or "none")
+                + (f" (level {images.compression_opts})" if images.compression_opts is not None else ""),
                 "label_names": names,
-                "label_counts": counts,
+                "label_counts": label_counts(labels, names),
                 "recipe": ds.recipe,
                 "imgpack_version": _attr(f, "imgpack_version"),
                 "source": _attr(f, "source"),

@@ -106,7 +106,7 @@ def test_plugins_lists_registry() -> None:
     code, stdout, _ = run("plugins", "--json")
     assert code == 0
     data = json.loads(stdout)
-    assert [r["name"] for r in data["writers"]] == ["hdf5"]
+    assert [r["name"] for r in data["writers"]] == ["hdf5", "pickle", "tfrecord"]
     resize = next(r for r in data["preprocessors"] if r["name"] == "resize")
     assert [p["name"] for p in resize["params"]] == ["size", "interpolation"]
 

@@ -1,0 +1,342 @@
+"""pickle: one dict per file that ``pickle.load`` returns, for small and medium datasets.
+
+Layout (the trainer's contract, see the README)::
+
+    {"images": ndarray (N, H, W, C) uint8, "labels": ndarray (N,) int64, "ids": list[str],
+     "label_names": list[str], "meta": {"recipe": ..., "imgpack_version": ..., "source": ..., ...}}
+
+Written with pickle protocol 5: every Python imgpack supports (3.10+) reads it (3.8 was
+the first), and it stores large numpy arrays without an extra in-memory copy (PEP 574).
+A pickle is loaded whole, so the writer estimates the size first and refuses one over
+``pickle_budget`` (default 4 GiB), suggesting ``shard_size`` (one complete pickle per
+shard, NAME-00000-of-00004.pkl, with NAME.pkl.json) or HDF5.
+
+A pickle can run code when it is loaded. imgpack's own reading (inspect, the Python API)
+goes through :func:`safe_load`, which admits numpy arrays and plain containers only.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .._version import __version__
+from ..errors import OutputError, SourceError, UsageError
+from ..outputs import ShardNames, label_counts, partial_path, prepare_target, remove_quietly
+from ..plugins import OutputMeta, PackedDataset, Writer
+from ..registry import writers
+
+#: read by Python 3.8 and later (all that imgpack supports); large arrays without a copy
+PROTOCOL = 5
+DEFAULT_BUDGET = 4 * 2**30
+_MAGIC = pickle.PROTO + bytes([PROTOCOL])
+
+# What imgpack's reader lets a pickle construct: numpy arrays, dtypes and scalars. Plain
+# containers (dict, list, tuple, str, bytes, int, float, bool, None) need no lookup at all.
+_ALLOWED = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"), ("builtins", "complex"),
+}
+
+
+class UnsafePickleError(SourceError, pickle.UnpicklingError):
+    """A pickle that asks for something other than arrays and plain containers."""
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return super().find_class(module, name)
+        raise UnsafePickleError(f"it asks for {module}.{name}")
+
+
+def safe_load(file: BinaryIO, path: str = "<pickle>") -> Any:
+    """``pickle.load`` that builds numpy arrays and plain containers only, and executes nothing else."""
+    try:
+        return _RestrictedUnpickler(file).load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(
+            f"{path}: refused: {exc}, and imgpack loads only numpy arrays and plain containers from a "
+            "pickle (a pickle can run code when loaded; open it with pickle.load only if you trust it)") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise SourceError(f"{path}: not a readable pickle: {type(exc).__name__}: {exc}") from None
+
+
+def parse_budget(value: Any) -> int:
+    """Bytes from 4GiB / 500MB / 2G / 0 (no limit) / an int."""
+    if value is None:
+        return DEFAULT_BUDGET
+    if isinstance(value, int) and value >= 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*", str(value), re.IGNORECASE)
+    if not match:
+        raise UsageError(f"--pickle-budget must be a size such as 4GiB, 500MB or 0 (no limit), got {value!r}")
+    number, unit, binary = match.groups()
+    power = "kmgt".find(unit.lower()) + 1 if unit else 0
+    return int(float(number) * (1024 if binary else 1000) ** power)
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+@writers.register("pickle")
+class PickleWriter(Writer):
+    """One pickled dict per file (images, labels, ids, label_names, meta); loaded whole by pickle.load.
+
+    Options: ``shard_size`` images per file (one complete pickle per shard), ``pickle_budget``
+    the largest single pickle allowed (default 4GiB; 0 = no limit).
+    """
+
+    suffixes = (".pkl", ".pickle")
+    option_names = ("shard_size", "pickle_budget", "overwrite")
+
+    @classmethod
+    def check(cls, path: str, options: Mapping[str, Any]) -> None:
+        super().check(path, options)
+        parse_budget(options.get("pickle_budget"))
+        shard_size = options.get("shard_size")
+        if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
+            raise UsageError(f"--shard-size must be a positive number of images, got {shard_size!r}")
+        overwrite = bool(options.get("overwrite"))
+        if shard_size:
+            ShardNames.for_output(path, cls.suffixes).prepare(overwrite)
+        else:
+            prepare_target(path, overwrite)
+
+    def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
+        super().__init__(path, meta, options)
+        self._shard_size: int | None = self.options.get("shard_size")
+        per_file = min(meta.expected_count, self._shard_size or meta.expected_count)
+        image_bytes = int(np.prod(meta.image_shape))
+        estimate = per_file * (image_bytes + 8) + 64 * per_file  # pixels, labels, ids
+        budget = parse_budget(self.options.get("pickle_budget"))
+        if budget and estimate > budget:
+            what = "each shard" if self._shard_size else "one pickle"
+            fit = max(1, budget // (image_bytes + 72))
+            raise OutputError(
+                f"{path}: {per_file} images of {'x'.join(map(str, meta.image_shape))} would take ~{_gib(estimate)} "
+                f"in {what}, over the pickle budget of {_gib(budget)} (a pickle is loaded whole into memory): "
+                f"pass --shard-size {fit} for one complete pickle per {fit} images, use --format hdf5, "
+                "or raise --pickle-budget")
+        self._names = ShardNames.for_output(path, self.suffixes) if self._shard_size else None
+        self._buffer = np.empty((max(1, per_file), *meta.image_shape), dtype=np.uint8)
+        self._labels: list[int] = []
+        self._ids: list[str] = []
+        self._partials: list[str] = []
+        self._shard_stats: list[dict[str, Any]] = []
+        self._all_labels: list[np.ndarray] = []
+
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
+        done = 0
+        while done < len(images):
+            room = len(self._buffer) - len(self._ids)
+            if room == 0:
+                self._flush()
+                continue
+            take = min(room, len(images) - done)
+            at = len(self._ids)
+            self._buffer[at:at + take] = images[done:done + take]
+            self._labels.extend(int(x) for x in labels[done:done + take])
+            self._ids.extend(ids[done:done + take])
+            done += take
+
+    def _payload(self, shard: int | None, shards: int | None) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "format": "imgpack-pickle", "recipe": self.meta.recipe, "imgpack_version": __version__,
+            "source": self.meta.source, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "pickle_protocol": PROTOCOL,
+        }
+        if shard is not None:
+            meta["shard"] = shard
+        return {
+            "images": self._buffer[:len(self._ids)],
+            "labels": np.array(self._labels, dtype=np.int64),
+            "ids": list(self._ids),
+            "label_names": list(self.meta.label_names),
+            "meta": meta,
+        }
+
+    def _dump(self, path: str, payload: dict[str, Any]) -> None:
+        try:
+            with open(path, "wb") as f:
+                pickle.dump(payload, f, protocol=PROTOCOL)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+    def _flush(self) -> None:
+        """Write the buffered images as the next shard (sharded output only)."""
+        assert self._names is not None
+        path = self._names.partial(len(self._partials))
+        self._partials.append(path)
+        self._dump(path, self._payload(len(self._partials) - 1, None))
+        self._shard_stats.append({"count": len(self._ids), "bytes": os.path.getsize(path)})
+        self._all_labels.append(np.array(self._labels, dtype=np.int64))
+        self._labels, self._ids = [], []
+
+    def close(self) -> list[str]:
+        if self._names is None:
+            tmp = partial_path(self.path)
+            self._partials.append(tmp)
+            self._dump(tmp, self._payload(None, None))
+            os.replace(tmp, self.path)
+            return [self.path]
+        if self._ids or not self._partials:
+            self._flush()
+        labels = np.concatenate(self._all_labels)
+        index = {
+            "format": "pickle", "count": len(labels), "image_shape": list(self.meta.image_shape),
+            "pickle_protocol": PROTOCOL, "label_names": self.meta.label_names,
+            "label_counts": label_counts(labels, self.meta.label_names), "recipe": self.meta.recipe,
+            "imgpack_version": __version__, "source": self.meta.source,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shards": self._shard_stats,
+        }
+        return [*self._names.commit(self._partials, index), self._names.index]
+
+    def abort(self) -> None:
+        remove_quietly(self._partials)
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        names = ShardNames.for_existing(path, cls.suffixes)
+        if names is not None and names.read_index().get("format") == "pickle":
+            return True
+        if not (os.path.isfile(path) and path.lower().endswith(cls.suffixes)):
+            return False
+        with open(path, "rb") as f:
+            return f.read(2) == _MAGIC
+
+    @classmethod
+    def open(cls, path: str) -> PickleDataset:
+        return PickleDataset(path)
+
+    @classmethod
+    def describe(cls, path: str) -> dict[str, Any]:
+        ds = cls.open(path)
+        with ds:
+            labels = ds.labels
+            files = ds.files
+            size = sum(os.path.getsize(p) for p in files)
+            shape = ds.image_shape
+            return {
+                "format": "pickle",
+                "path": ds.path,
+                "count": len(ds),
+                "image_shape": list(shape),
+                "dtype": "uint8",
+                "storage": (f"{len(files)} shards" if ds.sharded else "one file")
+                + f", pickle protocol {ds.meta.get('pickle_protocol', '?')}",
+                "shards": [{"file": p, "count": n, "bytes": os.path.getsize(p)}
+                           for p, n in zip(files, ds.counts, strict=True)] if ds.sharded else [],
+                "label_names": ds.label_names,
+                "label_counts": label_counts(labels, ds.label_names),
+                "recipe": ds.recipe,
+                "imgpack_version": ds.meta.get("imgpack_version"),
+                "source": ds.meta.get("source"),
+                "created": ds.meta.get("created"),
+                "file_size": size,
+                "bytes_per_image": round(size / len(ds)) if len(ds) else None,
+            }
+
+
+def load_pickle(path: str) -> dict[str, Any]:
+    """One imgpack pickle, loaded safely and checked to hold what the layout promises."""
+    try:
+        with open(path, "rb") as f:
+            data = safe_load(f, path)
+    except OSError as exc:
+        if isinstance(exc, SourceError):
+            raise
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if not isinstance(data, dict) or not {"images", "labels", "ids", "label_names", "meta"} <= data.keys():
+        raise SourceError(f"{path}: not an imgpack pickle (expected a dict with images, labels, ids, "
+                          "label_names and meta)")
+    images, labels, ids = data["images"], np.asarray(data["labels"]), data["ids"]
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4:
+        raise SourceError(f"{path}: 'images' is not an (N, H, W, C) uint8 array")
+    if not (len(images) == len(labels) == len(ids)):
+        raise SourceError(f"{path}: {len(images)} images, {len(labels)} labels and {len(ids)} ids do not match")
+    data["labels"] = labels
+    return data
+
+
+class PickleDataset(PackedDataset):
+    """An imgpack pickle (or a set of pickle shards) opened with the restricted unpickler.
+
+    A single file is loaded whole; shards are loaded one at a time, as indexing reaches them.
+    """
+
+    def __init__(self, path: str) -> None:
+        names = ShardNames.for_existing(path, PickleWriter.suffixes)
+        self.sharded = names is not None
+        self._cache: tuple[int, dict[str, Any]] | None = None
+        if names is not None:
+            index = names.read_index()
+            if index.get("format") != "pickle":
+                raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not pickle")
+            self.path = names.index
+            self.files = names.shard_paths(index)
+            self.counts = [int(s.get("count", 0)) for s in index["shards"]]
+            self.label_names = list(index.get("label_names", []))
+            self.recipe = dict(index.get("recipe", {}))
+            self.image_shape = tuple(index.get("image_shape") or ())
+            self.meta = {k: index.get(k) for k in ("imgpack_version", "source", "created", "pickle_protocol")}
+        else:
+            self.path = path
+            self.files = [path]
+            data = load_pickle(path)
+            self._cache = (0, data)
+            self.counts = [len(data["ids"])]
+            self.label_names = list(data["label_names"])
+            self.meta = dict(data["meta"]) if isinstance(data["meta"], dict) else {}
+            self.recipe = dict(self.meta.get("recipe") or {})
+            self.image_shape = tuple(data["images"].shape[1:])
+
+    def _shard(self, i: int) -> dict[str, Any]:
+        if self._cache is None or self._cache[0] != i:
+            data = load_pickle(self.files[i])
+            if len(data["ids"]) != self.counts[i]:
+                raise SourceError(f"{self.files[i]}: holds {len(data['ids'])} images, its index says {self.counts[i]}")
+            self._cache = (i, data)
+        return self._cache[1]
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        index %= n
+        for i, count in enumerate(self.counts):
+            if index < count:
+                data = self._shard(i)
+                return data["images"][index], data["labels"][index]
+            index -= count
+        raise IndexError(index)  # pragma: no cover
+
+    def _column(self, key: str) -> list[Any]:
+        out: list[Any] = []
+        for i in range(len(self.files)):
+            out.extend(self._shard(i)[key])
+        return out
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(x) for x in self._column("ids")]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self._column("labels"), dtype=np.int64)
+
+    def close(self) -> None:
+        self._cache = None

@@ -1,0 +1,467 @@
+"""TFRecord: ``tf.train.Example`` records in shards, with a small JSON index beside them.
+
+Layout (the trainer's contract, see the README)::
+
+    NAME-00000-of-00004.tfrecord ...   one Example per image, in input order
+    NAME.tfrecord.json                 the index: schema, count per shard, label names, recipe
+
+Feature keys are those of the TinyImageNet notebook (seeds/003), so that existing parsing
+code works: ``image_raw`` (bytes, uint8 H*W*C, RGB), ``height``, ``width``, ``channel``,
+``label`` (int64, -1 = unlabeled), plus ``id`` (bytes). With ``encode`` the pixels are
+stored as ``image_encoded`` (JPEG or PNG bytes, for ``tf.io.decode_image``) and ``format``
+instead; with ``one_hot``, ``label_one_hot`` holds K bytes of 0/1 (seeds/003's encoding).
+
+TensorFlow is imported only here, and only when a TFRecord is written or read: it is an
+extra (``pip install 'imgpack[tfrecord]'``), and ``import tensorflow`` takes seconds and
+~700 MB. The workers never import it: they decode (and JPEG/PNG-encode) images; this
+process builds the Examples with ``tf.train.Example`` and writes them with
+``tf.io.TFRecordWriter``, which frames and checksums (CRC32C) every record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+from .._version import __version__
+from ..engines import Encoded
+from ..errors import ImageError, MissingDependencyError, OutputError, SourceError, UsageError
+from ..outputs import ShardNames, label_counts, remove_quietly
+from ..plugins import OutputMeta, PackedDataset, Writer
+from ..registry import writers
+
+log = logging.getLogger("imgpack")
+
+EXTRA = "pip install 'imgpack[tfrecord]'"
+#: default shard size: TFDS aims for 64 MiB to 1 GiB per shard
+SHARD_BYTES = 256 * 2**20
+ENCODINGS = ("raw", "jpeg", "png")
+DEFAULT_QUALITY = 95
+
+
+def import_tensorflow() -> Any:
+    """``import tensorflow``, or one line that says how to install it."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    try:
+        with _quiet_native_stderr():
+            import tensorflow as tf
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "tensorflow":
+            raise MissingDependencyError(f"the tfrecord format needs TensorFlow, which is not installed: {EXTRA}") \
+                from None
+        raise MissingDependencyError(f"TensorFlow cannot be imported ({exc}): {EXTRA}") from None
+    except ImportError as exc:
+        raise MissingDependencyError(f"TensorFlow cannot be imported ({exc}): {EXTRA}") from None
+    return tf
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silence what TensorFlow's C++ code prints to fd 2 while it loads.
+
+    ``import tensorflow`` prints its start-up notices (oneDNN, no CUDA driver) through absl
+    before any log level applies, twice: noise on a data-prep job's stderr. Python
+    exceptions are unaffected; ``-v`` (imgpack's log level DEBUG) keeps the notices.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+@dataclass(frozen=True)
+class ImageEncoder:
+    """JPEG or PNG encoding with OpenCV; runs in the worker processes."""
+
+    format: str  # "jpeg" | "png"
+    quality: int = DEFAULT_QUALITY
+
+    def __call__(self, image: np.ndarray) -> bytes:
+        import cv2
+
+        channels = image.shape[2] if image.ndim == 3 else 1
+        if channels == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # OpenCV encodes BGR; imgpack's pixels are RGB
+        elif channels == 4:
+            if self.format == "jpeg":
+                raise ImageError("JPEG cannot store an alpha channel: use --encode png or a to_rgb step")
+            image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+        if self.format == "jpeg":
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        else:
+            ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:
+            raise ImageError(f"OpenCV could not encode the image as {self.format}")
+        return bytes(buf.data)
+
+
+@dataclass(frozen=True)
+class Options:
+    shard_size: int | None
+    encode: str
+    quality: int
+    one_hot: bool
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any]) -> Options:
+        shard_size = options.get("shard_size")
+        if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
+            raise UsageError(f"--shard-size must be a positive number of records, got {shard_size!r}")
+        encode = options.get("encode") or "raw"
+        if encode not in ENCODINGS:
+            raise UsageError(f"--encode must be one of {', '.join(ENCODINGS)}, got {encode!r}")
+        quality = options.get("quality")
+        if quality is not None:
+            if encode != "jpeg":
+                raise UsageError("--quality applies to --encode jpeg only (PNG is lossless)")
+            if not isinstance(quality, int) or not 1 <= quality <= 100:
+                raise UsageError(f"--quality must be 1..100, got {quality!r}")
+        return cls(shard_size, encode, DEFAULT_QUALITY if quality is None else quality,
+                   bool(options.get("one_hot")))
+
+
+def feature_schema(encoding: str, one_hot: bool) -> dict[str, str]:
+    """Feature key -> what it holds, as recorded in the index."""
+    schema = {
+        "height": "int64", "width": "int64", "channel": "int64",
+        "label": "int64 (-1 = unlabeled)", "id": "bytes (UTF-8)",
+    }
+    if encoding == "raw":
+        schema["image_raw"] = "bytes (uint8 pixels, H*W*C, RGB, row-major)"
+    else:
+        schema["image_encoded"] = f"bytes ({encoding.upper()}, for tf.io.decode_image)"
+        schema["format"] = "bytes (b'jpeg' or b'png')"
+    if one_hot:
+        schema["label_one_hot"] = "bytes (K uint8 of 0/1, for tf.io.decode_raw)"
+    return schema
+
+
+class _ExampleBuilder:
+    """Serialises one record: a tf.train.Example with the keys of the schema."""
+
+    def __init__(self, tf: Any, encoding: str, classes: int | None) -> None:
+        self._train = tf.train
+        self._encoding = encoding
+        self._format = encoding.encode()
+        self._classes = classes  # K when one-hot labels are stored
+
+    def __call__(self, item: np.ndarray | Encoded, label: int, id_: str) -> bytes:
+        train = self._train
+        shape = item.shape
+        h, w = shape[0], shape[1]
+        c = shape[2] if len(shape) == 3 else 1
+
+        def ints(v: int) -> Any:
+            return train.Feature(int64_list=train.Int64List(value=[v]))
+
+        def raw(b: bytes) -> Any:
+            return train.Feature(bytes_list=train.BytesList(value=[b]))
+
+        feature = {"height": ints(h), "width": ints(w), "channel": ints(c), "label": ints(int(label)),
+                   "id": raw(id_.encode())}
+        if isinstance(item, Encoded):
+            feature["image_encoded"] = raw(item.data)
+            feature["format"] = raw(self._format)
+        else:
+            feature["image_raw"] = raw(np.ascontiguousarray(item).tobytes())
+        if self._classes is not None:
+            hot = np.zeros(self._classes, dtype=np.uint8)
+            if 0 <= label < self._classes:
+                hot[label] = 1
+            feature["label_one_hot"] = raw(hot.tobytes())
+        return train.Example(features=train.Features(feature=feature)).SerializeToString()
+
+
+@writers.register("tfrecord")
+class TFRecordWriter(Writer):
+    """TFRecord shards of tf.train.Example records (seeds/003's keys) with a JSON index; needs TensorFlow.
+
+    Options: ``shard_size`` records per shard (default: ~256 MiB of records), ``encode``
+    raw (default) / jpeg / png, ``quality`` (JPEG, default 95), ``one_hot``.
+    """
+
+    suffixes = (".tfrecord", ".tfrecords")
+    option_names = ("shard_size", "encode", "quality", "one_hot", "overwrite")
+    variable_shape = True
+
+    @classmethod
+    def check(cls, path: str, options: Mapping[str, Any]) -> None:
+        super().check(path, options)
+        Options.parse(options)
+        import_tensorflow()
+        ShardNames.for_output(path, cls.suffixes).prepare(bool(options.get("overwrite")))
+
+    @classmethod
+    def encoder(cls, options: Mapping[str, Any]) -> ImageEncoder | None:
+        opts = Options.parse(options)
+        return None if opts.encode == "raw" else ImageEncoder(opts.encode, opts.quality)
+
+    def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
+        super().__init__(path, meta, options)
+        self._tf = import_tensorflow()
+        self._opts = Options.parse(self.options)
+        self._names = ShardNames.for_output(path, self.suffixes)
+        self._build = _ExampleBuilder(self._tf, self._opts.encode,
+                                      len(meta.label_names) if self._opts.one_hot else None)
+        self._shard_size = self._opts.shard_size
+        self._partials: list[str] = []
+        self._shard_counts: list[int] = []
+        self._file: Any = None
+        self._shapes: set[tuple[int, ...]] = set()
+        self._labels: list[np.ndarray] = []
+
+    def _open_next_shard(self, first_record: bytes) -> None:
+        if self._shard_size is None:  # from the first record: deterministic, and right for encoded sizes too
+            self._shard_size = max(1, SHARD_BYTES // max(1, len(first_record)))
+        self._close_shard()
+        path = self._names.partial(len(self._partials))
+        self._partials.append(path)
+        self._shard_counts.append(0)
+        try:
+            self._file = self._tf.io.TFRecordWriter(path)
+        except Exception as exc:  # tf.errors.OpError
+            raise OutputError(f"{path}: cannot create: {_tf_message(exc)}") from None
+
+    def _close_shard(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception as exc:
+                raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
+            self._file = None
+
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
+        for item, label, id_ in zip(images, labels, ids, strict=True):
+            record = self._build(item, int(label), id_)
+            if self._file is None or self._shard_counts[-1] >= (self._shard_size or 1):
+                self._open_next_shard(record)
+            try:
+                self._file.write(record)
+            except Exception as exc:  # disk full, ...
+                raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
+            self._shard_counts[-1] += 1
+            self._shapes.add(tuple(item.shape))
+        self._labels.append(np.asarray(labels, dtype=np.int64).copy())
+
+    def written_shape(self) -> tuple[int, ...] | None:
+        return next(iter(self._shapes)) if len(self._shapes) == 1 else None
+
+    def close(self) -> list[str]:
+        if not self._partials:  # nothing converted: still a valid, empty output
+            self._open_next_shard(b"")
+        self._close_shard()
+        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
+        shape = self.written_shape()
+        index = {
+            "format": "tfrecord",
+            "count": int(sum(self._shard_counts)),
+            "image_shape": list(shape) if shape else None,
+            "encoding": self._opts.encode,
+            **({"quality": self._opts.quality} if self._opts.encode == "jpeg" else {}),
+            "one_hot": self._opts.one_hot,
+            "features": feature_schema(self._opts.encode, self._opts.one_hot),
+            "label_names": self.meta.label_names,
+            "label_counts": label_counts(labels, self.meta.label_names),
+            "recipe": self.meta.recipe,
+            "imgpack_version": __version__,
+            "source": self.meta.source,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "shards": [{"count": n, "bytes": os.path.getsize(p)}
+                       for n, p in zip(self._shard_counts, self._partials, strict=True)],
+        }
+        return [*self._names.commit(self._partials, index), self._names.index]
+
+    def abort(self) -> None:
+        try:
+            if self._file is not None:
+                self._file.close()
+        except Exception:  # the run already failed; its error is the one to report
+            pass
+        finally:
+            remove_quietly(self._partials)
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        names = ShardNames.for_existing(path, cls.suffixes)
+        return names is not None and names.read_index().get("format") == "tfrecord"
+
+    @classmethod
+    def open(cls, path: str) -> TFRecordDataset:
+        names = ShardNames.for_existing(path, cls.suffixes)
+        if names is None:
+            raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
+        return TFRecordDataset(names)
+
+    @classmethod
+    def describe(cls, path: str) -> dict[str, Any]:
+        """From the index alone: no record is read, TensorFlow is not imported."""
+        names = ShardNames.for_existing(path, cls.suffixes)
+        if names is None:
+            raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
+        index = names.read_index()
+        shards = [{"file": p, "count": s.get("count"),
+                   "bytes": os.path.getsize(p) if os.path.exists(p) else None}
+                  for p, s in zip(names.shard_paths(index), index["shards"], strict=True)]
+        size = sum(s["bytes"] or 0 for s in shards)
+        count = int(index.get("count", 0))
+        encoding = index.get("encoding", "raw")
+        storage = f"{len(shards)} shard{'s' if len(shards) != 1 else ''}, " + (
+            "raw pixels" if encoding == "raw" else f"{encoding.upper()}"
+            + (f" quality {index['quality']}" if "quality" in index else ""))
+        missing = [s["file"] for s in shards if s["bytes"] is None]
+        return {
+            "format": "tfrecord",
+            "path": names.index,
+            "count": count,
+            "image_shape": index.get("image_shape"),
+            "dtype": "uint8",
+            "encoding": encoding,
+            "storage": storage + (f"; {len(missing)} MISSING" if missing else ""),
+            "shards": shards,
+            "missing_shards": missing,
+            "features": index.get("features", {}),
+            "label_names": index.get("label_names", []),
+            "label_counts": index.get("label_counts", {}),
+            "recipe": index.get("recipe", {}),
+            "imgpack_version": index.get("imgpack_version"),
+            "source": index.get("source"),
+            "created": index.get("created"),
+            "file_size": size,
+            "bytes_per_image": round(size / count) if count else None,
+        }
+
+
+def _tf_message(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc)
+    return str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
+
+
+class TFRecordDataset(PackedDataset):
+    """TFRecord shards opened for reading through tf.data (imports TensorFlow).
+
+    Iteration streams the shards in order; ``ds[i]`` reads up to record ``i`` of its
+    shard. A damaged record (its CRC does not match) raises SourceError naming the shard.
+    """
+
+    def __init__(self, names: ShardNames) -> None:
+        index = names.read_index()
+        if index.get("format") != "tfrecord":
+            raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not tfrecord")
+        self.path = names.index
+        self.index = index
+        self.shards = names.shard_paths(index)
+        for shard in self.shards:
+            if not os.path.isfile(shard):
+                raise SourceError(f"{shard}: shard missing (listed in {names.index})")
+        self.counts = [int(s.get("count", 0)) for s in index["shards"]]
+        self.label_names = list(index.get("label_names", []))
+        self.recipe = dict(index.get("recipe", {}))
+        self._tf = import_tensorflow()
+        self._ids: list[str] | None = None
+        self._labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+    def _records(self, shard: str, keys: Sequence[str] | None = None, skip: int = 0,
+                 take: int = -1) -> Iterator[dict[str, Any]]:
+        tf = self._tf
+        encoded = "image_encoded" in self.index.get("features", {})
+        spec = {
+            "height": tf.io.FixedLenFeature([], tf.int64), "width": tf.io.FixedLenFeature([], tf.int64),
+            "channel": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64),
+            "id": tf.io.FixedLenFeature([], tf.string),
+            ("image_encoded" if encoded else "image_raw"): tf.io.FixedLenFeature([], tf.string),
+        }
+        if keys is not None:
+            spec = {k: v for k, v in spec.items() if k in keys}
+        ds = tf.data.TFRecordDataset(shard).skip(skip).take(take)
+        ds = ds.map(lambda r: tf.io.parse_single_example(r, spec))
+        it = iter(ds)
+        while True:
+            try:
+                rec = next(it)
+            except StopIteration:
+                return
+            except tf.errors.DataLossError as exc:
+                raise SourceError(f"{shard}: damaged record ({_tf_message(exc)}); the TFRecord checksum "
+                                  "does not match: the file was altered or truncated") from None
+            except tf.errors.OpError as exc:
+                raise SourceError(f"{shard}: cannot read: {_tf_message(exc)}") from None
+            yield rec
+
+    def _image(self, rec: dict[str, Any]) -> np.ndarray:
+        tf = self._tf
+        shape = (int(rec["height"]), int(rec["width"]), int(rec["channel"]))
+        if "image_encoded" in rec:
+            image = tf.io.decode_image(rec["image_encoded"], channels=shape[2], expand_animations=False).numpy()
+        else:
+            image = tf.io.decode_raw(rec["image_raw"], tf.uint8).numpy()
+        if image.size != math.prod(shape):
+            raise SourceError(f"{self.path}: a record holds {image.size} bytes of pixels, not {shape}")
+        return image.reshape(shape)
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
+        for shard in self.shards:
+            for rec in self._records(shard):
+                yield self._image(rec), int(rec["label"])
+
+    def _locate(self, index: int) -> tuple[str, int]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        index %= n
+        for shard, count in zip(self.shards, self.counts, strict=True):
+            if index < count:
+                return shard, index
+            index -= count
+        raise IndexError(index)  # pragma: no cover - the counts add up to len
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        shard, offset = self._locate(index)
+        for rec in self._records(shard, skip=offset, take=1):
+            return self._image(rec), int(rec["label"])
+        raise SourceError(f"{shard}: holds fewer records than its index says ({self.path})")
+
+    def _read_labels_and_ids(self) -> None:
+        ids: list[str] = []
+        labels: list[int] = []
+        for shard in self.shards:
+            for rec in self._records(shard, keys=("label", "id")):
+                ids.append(rec["id"].numpy().decode())
+                labels.append(int(rec["label"]))
+        self._ids, self._labels = ids, np.array(labels, dtype=np.int64)
+
+    @property
+    def ids(self) -> list[str]:
+        if self._ids is None:
+            self._read_labels_and_ids()
+        assert self._ids is not None
+        return self._ids
+
+    @property
+    def labels(self) -> np.ndarray:
+        if self._labels is None:
+            self._read_labels_and_ids()
+        assert self._labels is not None
+        return self._labels
