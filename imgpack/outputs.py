@@ -44,9 +44,10 @@ class ShardNames:
     """The files of a sharded output: ``NAME-00000-of-00008.SUFFIX`` and ``NAME.SUFFIX.json``.
 
     ``-o out/tiny.tfrecord`` gives ``out/tiny-00000-of-00008.tfrecord`` ... and the index
-    ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-00000-of-00008.tfrecord``. Shards are written as
-    ``NAME-00000.SUFFIX.partial`` and take their final names, and the index is written,
-    only when the whole output is complete: shards without their index are not an output.
+    ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-00000-of-00008.tfrecord``.
+    Shards are written as ``NAME-00000.SUFFIX.partial`` and take their final names, and the
+    index is written, only when the whole output is complete: shards without their index
+    are not an output.
     """
 
     base: str  # folder/NAME

@@ -50,7 +50,7 @@ DEFAULT_QUALITY = 95
 
 def import_tensorflow() -> Any:
     """``import tensorflow``, or one line that says how to install it."""
-    if "tensorflow" in sys.modules:
+    if sys.modules.get("tensorflow") is not None:  # already imported: no start-up noise to hide
         return sys.modules["tensorflow"]
     try:
         with _quiet_native_stderr():
