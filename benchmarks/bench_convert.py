@@ -5,9 +5,11 @@
    under bench-out/; needs the bench extra: scikit-learn and scikit-image).
 2. The ceiling: a process pool of the same size that only decodes and resizes the same
    files (cv2.imread + cv2.resize, results thrown away), timed from the pool's start.
-3. imgpack: `python -m imgpack convert` as a real process; its speed is its own reported
-   time (scan, pool start, decode, write); its memory, in a separate run, the peak PSS of
-   the process and all its children together, sampled every 20 ms.
+3. imgpack: `python -m imgpack convert` as a real process, once per output format
+   (--formats; tfrecord:jpeg means --encode jpeg); its speed is its own reported time
+   (scan, pool start, decode, write; for TFRecord also `import tensorflow`); its memory,
+   in a separate run, the peak PSS of the process and all its children together, sampled
+   every 20 ms.
 
 Each repeat runs the ceiling and imgpack back to back, so a ratio compares runs made under
 the same load; the table gives medians. Speed and memory are measured here, never asserted
@@ -15,6 +17,7 @@ in the tests.
 
     python benchmarks/bench_convert.py --shared ../shared            # make bench
     python benchmarks/bench_convert.py -n 200 --scale 5 --repeats 1  # quick look
+    python benchmarks/bench_convert.py --size 64 --formats hdf5,tfrecord  # the TinyImageNet case
 """
 
 from __future__ import annotations
@@ -82,14 +85,18 @@ def _tree_pss(proc: psutil.Process) -> int:
     return total
 
 
-def run_imgpack(src: str, out: str, workers: int, size: int, measure_memory: bool) -> tuple[float, float, int]:
+SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
+
+
+def run_imgpack(src: str, out: str, workers: int, size: int, measure_memory: bool,
+                extra: tuple[str, ...] = ()) -> tuple[float, float, int]:
     """(imgpack's own seconds, wall seconds, peak PSS in bytes of the whole process tree or 0).
 
     Sampling PSS walks every process's page tables and slows the run down, so speed and
     memory come from separate runs.
     """
     cmd = [sys.executable, "-m", "imgpack", "-q", "convert", src, "-o", out, "--size", str(size),
-           "--workers", str(workers), "--overwrite", "--json"]
+           "--workers", str(workers), "--overwrite", "--json", *extra]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     ps = psutil.Process(proc.pid)
@@ -124,6 +131,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--formats", default="hdf5,tfrecord",
+                    help="comma-separated: hdf5, tfrecord, tfrecord:jpeg, tfrecord:png, pickle (default hdf5,tfrecord)")
     ap.add_argument("--out", default=os.path.join(REPO, "bench-out"))
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = ap.parse_args()
@@ -132,42 +141,68 @@ def main() -> None:
 
     small = make_corpus(args.shared, args.profile, args.n, args.out)
     large = make_corpus(args.shared, args.profile, args.n * args.scale, args.out)
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     rows = []
     for src in (small, large):
         files = sorted(glob.glob(os.path.join(src, "**", "*.*"), recursive=True))
         files = [f for f in files if f.endswith((".jpg", ".png"))]
-        out = os.path.join(args.out, os.path.basename(src) + ".h5")
-        ceil_s, ours_s, walls = [], [], []
-        for _ in range(args.repeats):
-            ceil_s.append(ceiling(files, args.workers))
-            secs, wall, _ = run_imgpack(src, out, args.workers, args.size, measure_memory=False)
-            ours_s.append(secs)
-            walls.append(wall)
-        peak = run_imgpack(src, out, args.workers, args.size, measure_memory=True)[2]
         n = len(files)
-        row = {
-            "corpus": os.path.basename(src), "images": n, "workers": args.workers, "size": args.size,
-            "ceiling_img_s": round(n / statistics.median(ceil_s)),
-            "imgpack_img_s": round(n / statistics.median(ours_s)),
-            "ratio": round(statistics.median(c / o for c, o in zip(ceil_s, ours_s, strict=True)), 3),
-            "imgpack_wall_img_s": round(n / statistics.median(walls)),
-            "peak_mb": round(peak / 2**20),
-        }
-        rows.append(row)
-        os.remove(out)
+        for fmt in formats:
+            name, _, encode = fmt.partition(":")
+            extra = ("--format", name, *(("--encode", encode) if encode else ()))
+            out = os.path.join(args.out, os.path.basename(src) + SUFFIX[name])
+            ceil_s, ours_s, walls = [], [], []
+            for _ in range(args.repeats):
+                ceil_s.append(ceiling(files, args.workers))
+                secs, wall, _ = run_imgpack(src, out, args.workers, args.size, False, extra)
+                ours_s.append(secs)
+                walls.append(wall)
+            peak = run_imgpack(src, out, args.workers, args.size, True, extra)[2]
+            rows.append({
+                "corpus": os.path.basename(src), "format": fmt, "images": n, "workers": args.workers,
+                "size": args.size,
+                "ceiling_img_s": round(n / statistics.median(ceil_s)),
+                "imgpack_img_s": round(n / statistics.median(ours_s)),
+                "ratio": round(statistics.median(c / o for c, o in zip(ceil_s, ours_s, strict=True)), 3),
+                "imgpack_wall_img_s": round(n / statistics.median(walls)),
+                "peak_mb": round(peak / 2**20),
+                "bytes_per_image": round(_output_bytes(out) / n),
+            })
+            _remove_output(out)
 
-    mem_ratio = rows[1]["peak_mb"] / rows[0]["peak_mb"]
     print(f"\nimgpack convert vs the bare decode+resize loop ({args.profile} profile, {args.workers} workers, "
           f"{args.size}x{args.size}, medians of {args.repeats}; ratio = median of per-repeat ceiling/imgpack time)\n")
-    print("| corpus | images | ceiling img/s | imgpack img/s | ratio | imgpack incl. start-up img/s | peak MB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| corpus | format | images | ceiling img/s | imgpack img/s | ratio | imgpack incl. start-up img/s "
+          "| peak MB | bytes/image |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['corpus']} | {r['images']} | {r['ceiling_img_s']} | {r['imgpack_img_s']} | {r['ratio']:.2f} "
-              f"| {r['imgpack_wall_img_s']} | {r['peak_mb']} |")
-    print(f"\npeak memory (PSS, parent and workers together), {rows[1]['images']} vs {rows[0]['images']} images: "
-          f"{mem_ratio:.2f}x")
+        print(f"| {r['corpus']} | {r['format']} | {r['images']} | {r['ceiling_img_s']} | {r['imgpack_img_s']} "
+              f"| {r['ratio']:.2f} | {r['imgpack_wall_img_s']} | {r['peak_mb']} | {r['bytes_per_image']} |")
+    mem_ratios = {}
+    for fmt in formats:
+        small_row, large_row = (r for r in rows if r["format"] == fmt)
+        mem_ratios[fmt] = round(large_row["peak_mb"] / small_row["peak_mb"], 3)
+        print(f"\n{fmt}: peak memory (PSS, parent and workers together), {large_row['images']} vs "
+              f"{small_row['images']} images: {mem_ratios[fmt]:.2f}x", end="")
+    print()
     if args.json:
-        print(json.dumps({"rows": rows, "memory_ratio": round(mem_ratio, 3)}, indent=2))
+        print(json.dumps({"rows": rows, "memory_ratio": mem_ratios}, indent=2))
+
+
+def _output_files(out: str) -> list[str]:
+    if os.path.exists(out):
+        return [out]
+    base = os.path.splitext(out)[0]
+    return glob.glob(glob.escape(base) + "-*-of-*") + glob.glob(glob.escape(out) + ".json")
+
+
+def _output_bytes(out: str) -> int:
+    return sum(os.path.getsize(p) for p in _output_files(out))
+
+
+def _remove_output(out: str) -> None:
+    for path in _output_files(out):
+        os.remove(path)
 
 
 if __name__ == "__main__":

@@ -172,3 +172,36 @@ def test_console_script_is_installed() -> None:
         pytest.skip("imgpack is not installed as a console script in this environment")
     proc = subprocess.run([str(exe), "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "imgpack" in proc.stdout
+
+
+@pytest.mark.parametrize(("out", "args", "storage"), [
+    ("o.pkl", ("--shard-size", "5"), "3 shards, pickle protocol 5"),
+    ("o.tfrecord", ("--shard-size", "5", "--encode", "jpeg", "--quality", "80", "--one-hot"),
+     "3 shards, JPEG quality 80"),
+])
+def test_convert_and_inspect_other_formats(class_tree: Path, tmp_path: Path, out: str, args: tuple[str, ...],
+                                           storage: str) -> None:
+    if out.endswith(".tfrecord"):
+        pytest.importorskip("tensorflow")
+    target = str(tmp_path / out)
+    code, stdout, stderr = run("convert", str(class_tree), "-o", target, "--size", "16", "--workers", "0", "--json",
+                               *args)
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["written"] == 13 and len(data["outputs"]) == 4 and data["outputs"][-1] == target + ".json"
+    code, stdout, _ = run("inspect", target)
+    assert code == 0
+    assert f"storage      {storage}" in stdout and "-00002-of-00003" in stdout and ": 3 images," in stdout
+    assert "labels       3 classes: ant 4, bee 5, zebra 4" in stdout
+    code, stdout, _ = run("inspect", target, "--json")
+    info = json.loads(stdout)
+    assert info["count"] == 13 and [s["count"] for s in info["shards"]] == [5, 5, 3]
+
+
+def test_writer_options_belong_to_their_format(class_tree: Path, tmp_path: Path) -> None:
+    code, _, stderr = run("convert", str(class_tree), "-o", str(tmp_path / "o.h5"), "--size", "8", "--encode", "png")
+    assert code == 2 and "the hdf5 writer does not take --encode" in stderr
+    code, _, stderr = run("convert", str(class_tree), "-o", str(tmp_path / "o.pkl"), "--size", "8",
+                          "--compression", "gzip")
+    assert code == 2 and "the pickle writer does not take --compression" in stderr
+    assert os.listdir(tmp_path) == ["src"]

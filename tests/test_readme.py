@@ -1,0 +1,37 @@
+"""The README's Python examples run as written, against outputs made the way the README says."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+
+import imgpack
+
+BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+
+
+def test_the_readme_has_the_examples() -> None:
+    assert len(BLOCKS) >= 3
+    assert any("h5py" in b for b in BLOCKS) and any("pickle.load" in b for b in BLOCKS)
+    assert any("tf.data" in b for b in BLOCKS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", BLOCKS, ids=lambda b: b.split("\n")[0][:40])
+def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "tensorflow" in block:
+        pytest.importorskip("tensorflow")
+    monkeypatch.chdir(tmp_path)
+    made = {"photos.h5": "photos.h5", "photos.pkl": "photos.pkl", "build/tiny.tfrecord": "build/tiny.tfrecord"}
+    for name, out in made.items():
+        if name in block or (name == "build/tiny.tfrecord" and "build/tiny" in block):
+            imgpack.convert(str(class_tree), out, size=16, workers=0, progress="off")
+    ns: dict[str, object] = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), ns)
+    if "ds" in ns:  # the tf.data pipeline: take a batch through it
+        x, y = next(iter(ns["ds"]))  # type: ignore[call-overload]
+        assert tuple(x.shape) == (13, 16, 16, 3) and x.dtype.name == "float32" and float(x.numpy().max()) <= 1
+        assert sorted(y.numpy().tolist()) == [0] * 4 + [1] * 5 + [2] * 4
