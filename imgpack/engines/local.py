@@ -99,7 +99,8 @@ class LocalEngine(Engine):
         # An Arena is what multiprocessing's RawArray is made of: an unlinked file in /dev/shm,
         # mapped shared, handed to the workers as they start, gone with the last process even
         # after a kill -9. Unlike RawArray it is not zero-filled up front, so the pages are
-        # touched first by the workers that fill them.
+        # touched first by the workers that fill them (never, when the writer's encoder has the
+        # workers send bytes instead).
         buffer = Arena(capacity * math.prod(job.image_shape))
         ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, *job.image_shape))
         pending: deque[tuple[int, int, Future[ChunkResult]]] = deque()  # (start, ring offset, future)
