@@ -117,7 +117,8 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
 
     SOURCE is a folder of class folders or a manifest from `imgpack ingest`. Each image
     is decoded and preprocessed once, in a pool of worker processes; the output keeps
-    the input order. Without --size every image must already have the same shape.
+    the input order. Without --size every image must already have the same shape for
+    HDF5 and pickle; TFRecord keeps each image's own.
 
     \b
     Examples:
