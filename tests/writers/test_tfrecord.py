@@ -270,3 +270,21 @@ def test_gray_source_images_become_rgb_records(tmp_path: Path) -> None:
     images, _, _ = read_raw(shards(res))
     assert images[0].shape == (10, 12, 3)
     np.testing.assert_array_equal(images[1][:, :, 2], photo(12, 10, 1)[:, :, 0])
+
+
+def test_the_reused_example_is_renewed_so_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgpack.writers.tfrecord import _ExampleBuilder
+
+    monkeypatch.setattr(_ExampleBuilder, "RENEW_BYTES", 1000)  # upb keeps replaced values until then
+    renewals = []
+    renew = _ExampleBuilder._renew
+    monkeypatch.setattr(_ExampleBuilder, "_renew", lambda self: renewals.append(1) or renew(self))
+    build = _ExampleBuilder(tf, "raw", 3)
+    for i in range(6):
+        image = np.full((10, 20, 3), i, np.uint8)  # 600 bytes: renewed every second record
+        record = tf.train.Example.FromString(build(image, i % 3, f"id{i}"))
+        f = record.features.feature
+        assert f["image_raw"].bytes_list.value[0] == image.tobytes() and f["label"].int64_list.value[0] == i % 3
+        assert f["id"].bytes_list.value[0] == f"id{i}".encode() and f["height"].int64_list.value[0] == 10
+        assert list(f["label_one_hot"].bytes_list.value[0]) == [int(k == i % 3) for k in range(3)]
+    assert len(renewals) == 3  # at the start, and after records 2 and 4
