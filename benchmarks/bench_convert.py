@@ -79,7 +79,11 @@ def ceiling(files: list[str], workers: int) -> float:
 
 def _tree_pss(proc: psutil.Process) -> int:
     total = 0
-    for p in [proc, *proc.children(recursive=True)]:
+    try:
+        children = proc.children(recursive=True)
+    except psutil.NoSuchProcess:  # it has just exited
+        return 0
+    for p in [proc, *children]:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             total += p.memory_full_info().pss
     return total
