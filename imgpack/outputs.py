@@ -102,8 +102,10 @@ class ShardNames:
     def commit(self, partials: list[str], index: dict[str, Any]) -> list[str]:
         """Give the finished shards their final names, replacing an earlier output, and write the index last."""
         final = [self.shard(i, len(partials)) for i in range(len(partials))]
-        for stale in set(self.existing()) - set(final):
-            os.remove(stale)
+        # An earlier output loses its index first: killed anywhere from here on, no index
+        # vouches for a mix of old and new shards.
+        remove_quietly([self.index])
+        remove_quietly(sorted(set(self.existing()) - set(final)))
         for src, dst in zip(partials, final, strict=True):
             os.replace(src, dst)
         shards = [{"file": os.path.basename(p), **s} for p, s in zip(final, index["shards"], strict=True)]
