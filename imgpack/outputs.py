@@ -36,7 +36,7 @@ def prepare_target(path: str, overwrite: bool) -> None:
 # --------------------------------------------------------------------------- shard sets
 
 INDEX_KIND = "imgpack-index"
-_SHARD = re.compile(r"-(\d{5,})-of-(\d{5,})$")
+_SHARD = re.compile(r"-(\d{5,})-of-(\d{5,})$")  # the end of a shard's name, before the suffix
 
 
 @dataclass(frozen=True)
@@ -45,9 +45,9 @@ class ShardNames:
 
     ``-o out/tiny.tfrecord`` gives ``out/tiny-00000-of-00008.tfrecord`` ... and the index
     ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-00000-of-00008.tfrecord``.
-    Shards are written as ``NAME-00000.SUFFIX.partial`` and take their final names, and the
-    index is written, only when the whole output is complete: shards without their index
-    are not an output.
+    Shards are written as ``NAME-00000.SUFFIX.partial``; they take their final names, and
+    the index is written last, only when the whole output is complete: shards without
+    their index are not an output.
     """
 
     base: str  # folder/NAME
@@ -89,7 +89,8 @@ class ShardNames:
     def existing(self) -> list[str]:
         """The index and shards of an earlier output under these names."""
         found = sorted(glob.glob(glob.escape(self.base) + "-[0-9]*-of-[0-9]*" + glob.escape(self.suffix)))
-        found = [p for p in found if _SHARD.search(p[: -len(self.suffix)])]
+        # exactly NAME-#####-of-#####: not the shards of "NAME-1", which the glob also matches
+        found = [p for p in found if _SHARD.fullmatch(p[len(self.base):-len(self.suffix)])]
         return [*found, self.index] if os.path.exists(self.index) else found
 
     def prepare(self, overwrite: bool) -> None:

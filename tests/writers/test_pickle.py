@@ -154,3 +154,14 @@ def test_format_is_inferred_from_the_suffix(class_tree: Path, tmp_path: Path, na
     res = imgpack.convert(str(class_tree), str(tmp_path / name), size=8, workers=0, progress="off")
     assert res.format == fmt
     assert imgpack.describe(str(tmp_path / name))["format"] == fmt
+
+
+def test_overwrite_leaves_the_shards_of_a_similar_name_alone(class_tree: Path, tmp_path: Path) -> None:
+    for name in ("o-1.pkl", "o.pkl"):
+        imgpack.convert(str(class_tree), str(tmp_path / name), size=8, workers=0, options={"shard_size": 10},
+                        progress="off")
+    imgpack.convert(str(class_tree), str(tmp_path / "o.pkl"), size=8, workers=0, options={"shard_size": 5},
+                    overwrite=True, progress="off")
+    assert sorted(os.listdir(tmp_path)) == [
+        "o-00000-of-00003.pkl", "o-00001-of-00003.pkl", "o-00002-of-00003.pkl",
+        "o-1-00000-of-00002.pkl", "o-1-00001-of-00002.pkl", "o-1.pkl.json", "o.pkl.json", "src"]
