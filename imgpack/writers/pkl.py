@@ -153,7 +153,7 @@ class PickleWriter(Writer):
             self._ids.extend(ids[done:done + take])
             done += take
 
-    def _payload(self, shard: int | None, shards: int | None) -> dict[str, Any]:
+    def _payload(self, shard: int | None) -> dict[str, Any]:
         meta: dict[str, Any] = {
             "format": "imgpack-pickle", "recipe": self.meta.recipe, "imgpack_version": __version__,
             "source": self.meta.source, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -181,7 +181,7 @@ class PickleWriter(Writer):
         assert self._names is not None
         path = self._names.partial(len(self._partials))
         self._partials.append(path)
-        self._dump(path, self._payload(len(self._partials) - 1, None))
+        self._dump(path, self._payload(len(self._partials) - 1))
         self._shard_stats.append({"count": len(self._ids), "bytes": os.path.getsize(path)})
         self._all_labels.append(np.array(self._labels, dtype=np.int64))
         self._labels, self._ids = [], []
@@ -190,7 +190,7 @@ class PickleWriter(Writer):
         if self._names is None:
             tmp = partial_path(self.path)
             self._partials.append(tmp)
-            self._dump(tmp, self._payload(None, None))
+            self._dump(tmp, self._payload(None))
             os.replace(tmp, self.path)
             return [self.path]
         if self._ids or not self._partials:
