@@ -6,15 +6,28 @@ import cv2
 import numpy as np
 
 from .errors import CorruptImageError, ImageError
-from .probe import probe
+from .probe import ImageInfo, probe
 
 #: images whose header claims more pixels than this are refused before decoding
 #: (Pillow refuses above the same number; OpenCV's own limit is 2**30)
 DEFAULT_MAX_PIXELS = 178_956_970
 
-# Always 3 channels in RGB order (gray and palette expanded, alpha dropped, EXIF
-# orientation applied), sample depth kept as stored (uint8 or uint16): to_rgb does the rest.
-_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH
+#: --decode: ``reduced`` lets a JPEG be decoded at 1/2, 1/4 or 1/8 scale when the recipe
+#: shrinks it anyway; ``full`` always decodes every pixel (bit-exact with a plain decode)
+DECODE_MODES = ("reduced", "full")
+
+# Always 3 channels in RGB order (gray and palette expanded, alpha dropped), sample depth kept
+# as stored (uint8 or uint16), pixels in stored order: the exif step turns them upright (for
+# every format, where OpenCV would do it for JPEG only) and to_rgb does the rest.
+_FLAGS = cv2.IMREAD_COLOR_RGB | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+
+# libjpeg's DCT scaling: the decoder computes only the 1/s-scale image (each dimension
+# rounded up), several times faster than a full decode. The REDUCED_GRAYSCALE bits carry
+# only the scale; IMREAD_COLOR_RGB in _FLAGS keeps the colour.
+_SCALE_FLAGS = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+                8: cv2.IMREAD_REDUCED_GRAYSCALE_8}
+#: the scales a reduced decode can use, largest first
+REDUCED_SCALES = (8, 4, 2)
 
 
 def read_file(path: str) -> bytes:
@@ -25,14 +38,33 @@ def read_file(path: str) -> bytes:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from None
 
 
-def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode image bytes to ``(H, W, 3)`` RGB, uint8 or uint16. Raises ImageError with the reason."""
+def inspect_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:
+    """The header of ``data``; refuses a decompression bomb before anything is allocated."""
     info = probe(data)
     if info.pixels > max_pixels:
         raise ImageError(f"{info.width}x{info.height} = {info.pixels:,} pixels exceeds the limit of "
                          f"{max_pixels:,} (decompression bomb?)")
+    return info
+
+
+def can_reduce(info: ImageInfo) -> bool:
+    """Whether the file's codec decodes at reduced scale itself (JPEG, 8-bit), rather than
+    decoding every pixel and resizing afterwards (which is what OpenCV does for the others)."""
+    return info.format == "jpeg" and info.bit_depth == 8
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, info: ImageInfo | None = None,
+           scale: int = 1) -> np.ndarray:
+    """Decode image bytes to ``(H, W, 3)`` RGB, uint8 or uint16, in stored orientation.
+
+    ``scale`` 2, 4 or 8 decodes a JPEG at that fraction of its size (see :func:`can_reduce`).
+    Raises ImageError with the reason.
+    """
+    info = info or inspect_header(data, max_pixels)
+    if scale != 1 and not (scale in _SCALE_FLAGS and can_reduce(info)):
+        raise ValueError(f"cannot decode this {info.format} at 1/{scale} scale")
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), _FLAGS)
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), _FLAGS | _SCALE_FLAGS[scale])
     except cv2.error as exc:
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else "decoder error"
         raise CorruptImageError(f"{info.format.upper()} could not be decoded ({detail})") from None
@@ -44,4 +76,5 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 
 def load(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The full decode of one file, in stored orientation (see :func:`decode`)."""
     return decode(read_file(path), max_pixels)

@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from .decode import DEFAULT_MAX_PIXELS
+from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, Job, process_image
 from .engines.local import LocalEngine
 from .errors import ImageError, ImgpackError, SourceError, UsageError
 from .plugins import OutputMeta, Preprocessor, Reader, Scan, Writer
 from .progress import Progress
-from .recipe import build_chain, recipe_dict
+from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import readers, writers
 
 log = logging.getLogger("imgpack")
@@ -82,6 +82,22 @@ def _first_shape(scan: Scan, job: Job, on_error: str) -> tuple[int, ...]:
     raise ImgpackError(f"{scan.source}: none of the {len(scan.samples)} images could be converted")
 
 
+def _resolve_recipe(preprocess: Sequence[str | Preprocessor], size: str | int | tuple[int, int] | None,
+                    recipe: str | Recipe | None, decode: str | None) -> tuple[list[Preprocessor], str]:
+    if decode is not None and decode not in DECODE_MODES:
+        raise UsageError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+    if recipe is None:
+        return build_chain(preprocess, size), decode or "reduced"
+    if preprocess:
+        raise UsageError("give the steps with --recipe or with --preprocess, not both")
+    loaded = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    try:
+        chain = build_chain(loaded.steps, size)
+    except UsageError as exc:
+        raise type(exc)(f"{loaded.source or 'recipe'}: {exc}") from None
+    return chain, decode or loaded.decode or "reduced"
+
+
 def convert(
     source: str,
     output: str,
@@ -97,6 +113,8 @@ def convert(
     options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    recipe: str | Recipe | None = None,
+    decode: str | None = None,
     engine: Engine | None = None,
     progress: str | None = None,
 ) -> ConvertResult:
@@ -107,13 +125,17 @@ def convert(
     ImageError naming the file (``"fail"``); a failed run leaves no output behind.
     ``options`` are the writer's own (``imgpack plugins`` lists them), e.g.
     ``{"shard_size": 10000, "encode": "jpeg"}`` for TFRecord; ``compression`` is HDF5's.
+
+    The steps come from ``preprocess`` or from ``recipe`` (a TOML/JSON recipe file, an imgpack
+    output whose recipe is reused, or a loaded :class:`~imgpack.recipe.Recipe`), not both.
+    ``decode`` ("reduced" or "full") overrides the recipe's; the default is "reduced".
     """
     t0 = time.perf_counter()
     if on_error not in ON_ERROR:
         raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
-    chain = build_chain(preprocess, size)
+    chain, decode = _resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
     writer_options = {**(options or {}), "overwrite": overwrite or None}
     if compression is not None:
@@ -124,13 +146,13 @@ def convert(
     if not scan.samples:
         raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
     job = Job(tuple(chain), (), max_pixels, fixed_shape=not writer_cls.variable_shape,
-              encoder=writer_cls.encoder(writer_options))
+              encoder=writer_cls.encoder(writer_options), decode=decode)
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of
     # any shape gets the others by value.
     job = replace(job, image_shape=_first_shape(scan, job, on_error))
-    recipe = recipe_dict(chain)
-    meta = OutputMeta(job.image_shape, scan.label_names, recipe, os.path.abspath(scan.source), len(scan.samples))
+    stored_recipe = recipe_dict(chain, decode)
+    meta = OutputMeta(job.image_shape, scan.label_names, stored_recipe, os.path.abspath(scan.source), len(scan.samples))
     writer = writer_cls(output, meta, writer_options)
 
     paths = [scan.abspath(s) for s in scan.samples]
@@ -166,4 +188,4 @@ def convert(
         images_per_second=round(written / seconds, 1) if seconds > 0 else 0.0,
         format=writer_cls.name, image_shape=list(shape) if (shape := writer.written_shape()) else None,
         label_names=scan.label_names,
-        ignored=len(scan.ignored), recipe=recipe)
+        ignored=len(scan.ignored), recipe=stored_recipe)

@@ -24,6 +24,7 @@ except ImportError:  # Python 3.10: only type checkers care
 import numpy as np
 
 from .errors import UsageError
+from .probe import ImageInfo
 
 # --------------------------------------------------------------------------- readers
 
@@ -155,9 +156,14 @@ class Preprocessor:
     """
 
     name: ClassVar[str]
-    #: True for steps that decide the output colours (to_rgb, ...); without one, a
+    #: True for steps that decide the output colours (to_rgb, to_gray); without one, a
     #: recipe starts with ``to_rgb``.
     sets_color: ClassVar[bool] = False
+    #: True for steps that give the same result (up to rounding) on an image decoded at 1/2,
+    #: 1/4 or 1/8 scale as on the full image: a reduced decode (``--decode reduced``) may pass
+    #: through them on its way to the recipe's first resize. Colour conversions and
+    #: orientation do; the default, False, makes a step see the image at full resolution.
+    commutes_with_downscale: ClassVar[bool] = False
 
     @classmethod
     def as_dataclass(cls) -> type[Preprocessor]:
@@ -168,6 +174,14 @@ class Preprocessor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def apply(self, image: np.ndarray, info: ImageInfo) -> np.ndarray:
+        """Run the step on one image of a file whose header said ``info``.
+
+        The workers call this; the default ignores ``info`` and calls the step. A step that
+        needs the file's metadata (``exif`` needs its orientation tag) overrides it.
+        """
+        return self(image)
 
     @classmethod
     def describe_params(cls) -> list[ParamInfo]:

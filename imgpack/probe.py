@@ -10,6 +10,7 @@ claims more pixels than allowed before any allocation.
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
 from .errors import CorruptImageError
@@ -29,10 +30,18 @@ class ImageInfo:
     height: int
     channels: int  # as stored: 1 gray, 2 gray+alpha, 3 colour, 4 colour+alpha / CMYK
     bit_depth: int  # per channel
+    #: the EXIF orientation tag (1..8; 1 = stored the right way up), from JPEG APP1, PNG eXIf
+    #: (or ImageMagick's raw exif text), WebP EXIF or the TIFF tag
+    orientation: int = 1
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        """(width, height) once the orientation is applied: 5..8 turn the image a quarter."""
+        return (self.height, self.width) if self.orientation in (5, 6, 7, 8) else (self.width, self.height)
 
 
 def sniff(head: bytes) -> str | None:
@@ -87,6 +96,7 @@ def probe_file(path: str) -> ImageInfo:
 def _jpeg(data: bytes) -> ImageInfo:
     i = 2
     n = len(data)
+    orientation = 1
     while i < n:
         if data[i] != 0xFF:  # junk between segments: decoders skip to the next marker, so do we
             i = data.find(b"\xff", i)
@@ -101,9 +111,11 @@ def _jpeg(data: bytes) -> ImageInfo:
         if marker == 0xD9 or marker == 0xDA:
             raise ValueError("no frame header before the image data")
         (length,) = struct.unpack(">H", data[i:i + 2])
+        if marker == 0xE1 and data[i + 2:i + 8] == b"Exif\x00\x00":  # APP1
+            orientation = exif_orientation(data[i + 8:i + length])
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # SOFn
             precision, height, width, comps = struct.unpack(">BHHB", data[i + 2:i + 8])
-            return ImageInfo("jpeg", width, height, comps, precision)
+            return ImageInfo("jpeg", width, height, comps, precision, orientation)
         i += length
     raise ValueError("no frame header found")
 
@@ -117,7 +129,36 @@ def _png(data: bytes) -> ImageInfo:
     width, height, depth, color = struct.unpack(">IIBB", data[16:26])
     if color not in _PNG_CHANNELS:
         raise ValueError(f"unknown colour type {color}")
-    return ImageInfo("png", width, height, _PNG_CHANNELS[color], 8 if color == 3 else depth)
+    return ImageInfo("png", width, height, _PNG_CHANNELS[color], 8 if color == 3 else depth, _png_orientation(data))
+
+
+def _png_orientation(data: bytes) -> int:
+    """From an eXIf chunk, or the hex "Raw profile type exif" text ImageMagick writes (as Pillow reads)."""
+    i = 8
+    while i + 8 <= len(data):
+        (length,) = struct.unpack(">I", data[i:i + 4])
+        kind = data[i + 4:i + 8]
+        body = data[i + 8:i + 8 + length]
+        if kind == b"eXIf":
+            return exif_orientation(body.removeprefix(b"Exif\x00\x00"))
+        if kind in (b"tEXt", b"zTXt") and body.startswith(b"Raw profile type exif\x00"):
+            text = body[len(b"Raw profile type exif\x00"):]
+            if kind == b"zTXt":
+                try:
+                    text = zlib.decompress(text[1:])  # after the compression-method byte
+                except zlib.error:
+                    return 1
+            # "\nexif\n   LENGTH\nHEXHEX...": the hex digits after the third line break
+            parts = text.split(b"\n", 3)
+            try:
+                raw = bytes.fromhex(parts[3].decode("ascii")) if len(parts) == 4 else b""
+            except (UnicodeDecodeError, ValueError):
+                return 1
+            return exif_orientation(raw.removeprefix(b"Exif\x00\x00"))
+        if kind == b"IEND":
+            break
+        i += 12 + length
+    return 1
 
 
 def _bmp(data: bytes) -> ImageInfo:
@@ -152,8 +193,19 @@ def _webp(data: bytes) -> ImageInfo:
         flags = data[20]
         w = int.from_bytes(data[24:27], "little") + 1
         h = int.from_bytes(data[27:30], "little") + 1
-        return ImageInfo("webp", w, h, 4 if flags & 0x10 else 3, 8)
+        return ImageInfo("webp", w, h, 4 if flags & 0x10 else 3, 8, _webp_orientation(data) if flags & 0x08 else 1)
     raise ValueError(f"unknown WebP chunk {chunk!r}")
+
+
+def _webp_orientation(data: bytes) -> int:
+    i = 12
+    while i + 8 <= len(data):
+        kind = data[i:i + 4]
+        (length,) = struct.unpack("<I", data[i + 4:i + 8])
+        if kind == b"EXIF":
+            return exif_orientation(data[i + 8:i + 8 + length].removeprefix(b"Exif\x00\x00"))
+        i += 8 + length + (length & 1)  # chunks are padded to an even size
+    return 1
 
 
 _TIFF_TYPES = {3: ("H", 2), 4: ("I", 4), 16: ("Q", 8)}  # SHORT, LONG, LONG8
@@ -174,7 +226,7 @@ def _tiff(data: bytes) -> ImageInfo:
     for k in range(min(count, 4096)):
         base = pos + k * entry
         tag, typ = struct.unpack(e + "HH", data[base:base + 4])
-        if tag not in (256, 257, 258, 277) or typ not in _TIFF_TYPES:
+        if tag not in (256, 257, 258, 274, 277) or typ not in _TIFF_TYPES:
             continue
         fmt, size = _TIFF_TYPES[typ]
         (n,) = struct.unpack(e + count_fmt, data[base + 4:base + 4 + inline])
@@ -184,7 +236,29 @@ def _tiff(data: bytes) -> ImageInfo:
         (tags[tag],) = struct.unpack(e + fmt, data[at:at + size])  # the first value is enough
     if 256 not in tags or 257 not in tags:
         raise ValueError("no ImageWidth/ImageLength tags")
-    return ImageInfo("tiff", tags[256], tags[257], tags.get(277, 1), tags.get(258, 1))
+    orientation = tags.get(274, 1)
+    return ImageInfo("tiff", tags[256], tags[257], tags.get(277, 1), tags.get(258, 1),
+                     orientation if 1 <= orientation <= 8 else 1)
+
+
+def exif_orientation(tiff: bytes) -> int:
+    """The Orientation tag (274) of IFD0 in EXIF data (a TIFF header onwards); 1 when absent or unreadable.
+
+    A damaged EXIF block is common and never a reason to refuse an image: it reads as 1.
+    """
+    try:
+        e = {b"II": "<", b"MM": ">"}[tiff[:2]]
+        (offset,) = struct.unpack(e + "I", tiff[4:8])
+        (count,) = struct.unpack(e + "H", tiff[offset:offset + 2])
+        for k in range(min(count, 1024)):
+            base = offset + 2 + 12 * k
+            tag, typ = struct.unpack(e + "HH", tiff[base:base + 4])
+            if tag == 274 and typ == 3:  # SHORT
+                (value,) = struct.unpack(e + "H", tiff[base + 8:base + 10])
+                return value if 1 <= value <= 8 else 1
+    except (KeyError, struct.error):
+        pass
+    return 1
 
 
 _PARSERS = {"jpeg": _jpeg, "png": _png, "bmp": _bmp, "gif": _gif, "webp": _webp, "tiff": _tiff}

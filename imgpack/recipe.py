@@ -1,70 +1,209 @@
-"""Recipes: the chain of preprocessing steps, from ``--preprocess`` specs and ``--size``."""
+"""Recipes: the chain of preprocessing steps and how images are decoded.
+
+A recipe comes from ``--preprocess`` specs (and the ``--size`` shorthand) or from a
+file (``--recipe``): a TOML file kept in git, a JSON recipe, or an imgpack output whose
+stored recipe is reused. Both ways build the same chain. Every output stores the full
+recipe (:func:`recipe_dict`) and :func:`recipe_toml` writes it back as a TOML file.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from ._version import __version__
-from .errors import UsageError
+from .decode import DECODE_MODES
+from .errors import ImgpackError, SourceError, UsageError
 from .plugins import Preprocessor
 from .registry import preprocessors
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
 
 def parse_step(spec: str) -> tuple[str, dict[str, str]]:
-    """``"resize:size=256,interpolation=linear"`` -> ``("resize", {"size": "256", ...})``."""
+    """``"resize:size=256,interpolation=linear"`` -> ``("resize", {"size": "256", ...})``.
+
+    A value may itself hold commas (``resize:size=64,mode=pad,color=114,114,114``): an item
+    without ``=`` continues the value before it.
+    """
     name, _, rest = spec.strip().partition(":")
+    name = name.strip()
     if not name:
         raise UsageError(f"bad step {spec!r}: expected NAME or NAME:key=value,...")
     params: dict[str, str] = {}
+    last: str | None = None
     for item in filter(None, (p.strip() for p in rest.split(","))):
         key, eq, value = item.partition("=")
-        if not eq or not key.strip():
+        if not eq:
+            if last is None:
+                raise UsageError(f"bad step {spec!r}: {item!r} is not key=value")
+            params[last] += "," + item
+            continue
+        if not key.strip():
             raise UsageError(f"bad step {spec!r}: {item!r} is not key=value")
-        params[key.strip()] = value.strip()
+        last = key.strip()
+        params[last] = value.strip()
     return name, params
 
 
-def build_chain(steps: Sequence[str | Preprocessor] = (), size: str | int | tuple[int, int] | None = None,
-                ) -> list[Preprocessor]:
-    """The full chain for ``steps`` (specs or instances) and the ``--size`` shorthand.
+@dataclass(frozen=True)
+class Recipe:
+    """What a recipe file holds: the steps (specs, or name + typed parameters) and the decode mode."""
+
+    steps: list[str | tuple[str, dict[str, Any]]] = field(default_factory=list)
+    decode: str | None = None
+    source: str = ""
+
+
+def load_recipe(path: str) -> Recipe:
+    """Read a recipe from a ``.toml`` or ``.json`` file, or from an imgpack output (its stored recipe).
+
+    TOML::
+
+        decode = "reduced"            # optional: reduced (default) or full
+        [[steps]]
+        name = "crop_dark"
+        tol = 7
+        [[steps]]
+        name = "resize"
+        size = 256
+        interpolation = "linear"
+
+    ``steps`` may also be a list of command-line specs: ``steps = ["crop_dark:tol=7", ...]``.
+    """
+    if not os.path.exists(path):
+        raise SourceError(f"{path}: no such recipe file")
+    lower = path.lower()
+    try:
+        if lower.endswith(".toml"):
+            with open(path, "rb") as f:
+                data: Any = tomllib.load(f)
+        elif lower.endswith(".json"):
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        else:
+            from .datasets import describe  # an imgpack output: reuse the recipe it was made with
+
+            try:
+                data = describe(path)["recipe"]
+            except ImgpackError as exc:
+                raise SourceError(f"{path}: not a recipe (.toml, .json) nor an imgpack output ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read the recipe: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SourceError(f"{path}: not valid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}: not valid JSON: {exc}") from None
+    if isinstance(data, Mapping) and "recipe" in data and "steps" not in data:
+        data = data["recipe"]  # `imgpack inspect --json` output, or a TFRecord index
+    return _recipe_from_data(data, path)
+
+
+def _recipe_from_data(data: Any, path: str) -> Recipe:
+    if not isinstance(data, Mapping) or not isinstance(data.get("steps", []), list):
+        raise SourceError(f"{path}: a recipe is a table with a 'steps' list")
+    unknown = sorted(set(data) - {"steps", "decode", "imgpack_version"})
+    if unknown:
+        raise SourceError(f"{path}: unknown recipe key {unknown[0]!r} (keys: steps, decode)")
+    steps: list[str | tuple[str, dict[str, Any]]] = []
+    for n, step in enumerate(data.get("steps", []), 1):
+        if isinstance(step, str):
+            steps.append(step)
+        elif isinstance(step, Mapping) and isinstance(step.get("name"), str):
+            params = step.get("params", {k: v for k, v in step.items() if k != "name"})
+            if not isinstance(params, Mapping):
+                raise SourceError(f"{path}: step {n}: params must be a table")
+            steps.append((step["name"], dict(params)))
+        else:
+            raise SourceError(f"{path}: step {n} must be a spec string or a table with a name")
+    decode = data.get("decode")
+    if decode is not None and decode not in DECODE_MODES:
+        raise SourceError(f"{path}: decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
+    return Recipe(steps, decode, path)
+
+
+def build_chain(steps: Sequence[str | Preprocessor | tuple[str, Mapping[str, Any]]] = (),
+                size: str | int | tuple[int, int] | None = None) -> list[Preprocessor]:
+    """The full chain for ``steps`` (specs, instances or (name, params)) and the ``--size`` shorthand.
 
     Every name and parameter is checked here, before any work starts. The chain starts
-    with ``to_rgb`` unless a step sets the colours, and ``size`` adds a final resize
-    (an error when the chain has a resize already).
+    with ``exif`` (photos turned upright) unless it names one, then ``to_rgb`` unless a
+    step sets the colours; ``size`` adds a final resize (an error when the chain has one).
     """
     chain: list[Preprocessor] = []
     for step in steps:
         if isinstance(step, Preprocessor):
             chain.append(step)
+        elif isinstance(step, tuple):
+            name, params = step
+            chain.append(preprocessors.get(name).from_params(params))
         else:
             name, params = parse_step(step)
             chain.append(preprocessors.get(name).from_params(params))
     if size is not None:
         if any(step.name == "resize" for step in chain):
             raise UsageError("--size and a resize step both set the size: give one of them")
-        resize = preprocessors.get("resize")
-        chain.append(resize.from_params({"size": size}))
+        chain.append(preprocessors.get("resize").from_params({"size": size}))
     if not any(type(step).sets_color for step in chain):
         chain.insert(0, preprocessors.get("to_rgb")())
+    if not any(step.name == "exif" for step in chain):
+        chain.insert(0, preprocessors.get("exif")())
     return chain
 
 
-def recipe_dict(chain: Sequence[Preprocessor]) -> dict[str, Any]:
-    """The recipe as stored in every output: each step with all its parameters."""
-    return {"steps": [step.to_dict() for step in chain], "imgpack_version": __version__}
+def recipe_dict(chain: Sequence[Preprocessor], decode: str = "reduced") -> dict[str, Any]:
+    """The recipe as stored in every output: each step with all its parameters, and the decode mode."""
+    return {"steps": [step.to_dict() for step in chain], "decode": decode, "imgpack_version": __version__}
 
 
-def format_recipe(recipe: dict[str, Any]) -> str:
-    """One line, in the ``--preprocess`` syntax: ``to_rgb | resize:size=128x128,interpolation=auto``."""
+def format_recipe(recipe: Mapping[str, Any]) -> str:
+    """One line, in the ``--preprocess`` syntax: ``exif:orientation=apply | to_rgb | resize:size=128x128,...``."""
     parts = []
     for step in recipe.get("steps", []):
         params = ",".join(f"{k}={_fmt(v)}" for k, v in step.get("params", {}).items())
         parts.append(f"{step['name']}:{params}" if params else step["name"])
-    return " | ".join(parts) or "(none)"
+    line = " | ".join(parts) or "(none)"
+    if recipe.get("decode"):
+        line += f"  (decode: {recipe['decode']})"
+    return line
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return f"{value[0]}x{value[1]}"
+    if isinstance(value, (list, tuple)):
+        return f"{value[0]}x{value[1]}" if len(value) == 2 else ",".join(str(v) for v in value)
     return str(value)
+
+
+def recipe_toml(recipe: Mapping[str, Any]) -> str:
+    """A stored recipe as a TOML recipe file, for ``--recipe`` (the inverse of :func:`load_recipe`)."""
+    lines = [f"# imgpack recipe (made with imgpack {recipe.get('imgpack_version', __version__)})"]
+    if recipe.get("decode"):
+        lines.append(f"decode = {_toml_value(recipe['decode'])}")
+    for step in recipe.get("steps", []):
+        lines += ["", "[[steps]]", f"name = {_toml_value(step['name'])}"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in step.get("params", {}).items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"TOML cannot hold {value}")
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise ValueError(f"cannot write {value!r} to TOML")

@@ -122,7 +122,8 @@ class Registry(Generic[T]):
 readers: Registry[type[Reader]] = Registry(
     "reader", "imgpack.readers", ("imgpack.readers.folder", "imgpack.readers.manifest"))
 preprocessors: Registry[type[Preprocessor]] = Registry(
-    "preprocessor", "imgpack.preprocessors", ("imgpack.preprocess.color", "imgpack.preprocess.resize"),
+    "preprocessor", "imgpack.preprocessors",
+    ("imgpack.preprocess.color", "imgpack.preprocess.resize", "imgpack.preprocess.crop", "imgpack.preprocess.enhance"),
     prepare=lambda cls: cls.as_dataclass())
 writers: Registry[type[Writer]] = Registry(
     "writer", "imgpack.writers", ("imgpack.writers.hdf5", "imgpack.writers.tfrecord", "imgpack.writers.pkl"))

@@ -76,7 +76,30 @@ def _progress(ctx: click.Context) -> str | None:
     return "off" if ctx.obj.get("quiet") else None
 
 
-@cli.command()
+class _ConvertCommand(click.Command):
+    """convert's --help ends with the registered preprocessing steps and their parameters."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from ..registry import preprocessors
+
+        super().format_epilog(ctx, formatter)
+        rows: list[tuple[str, str]] = []
+        for name, cls in preprocessors.items():
+            rows.append((name, _summary(cls)))
+            for p in cls.describe_params():
+                default = "required" if p.required else f"default {_fmt_default(p.default)}"
+                rows.append((f"  {p.name}=", f"{p.help} ({default})"))
+        with formatter.section("Preprocessing steps (--preprocess NAME:k=v,... or a --recipe file)"):
+            formatter.write_dl(rows)
+
+
+def _fmt_default(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(map(str, value)) if len(value) == 2 else ",".join(map(str, value))
+    return str(value)
+
+
+@cli.command(cls=_ConvertCommand)
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Output: out.h5, out.pkl, or out.tfrecord (shards out-00000-of-0000N.tfrecord + out.tfrecord.json).")
@@ -86,6 +109,12 @@ def _progress(ctx: click.Context) -> str | None:
 @click.option("--size", help="Final size: N for NxN or WxH (a last resize step, unless the recipe has one).")
 @click.option("--preprocess", "steps", multiple=True, metavar="STEP[:k=v,...]",
               help="A preprocessing step, in order; repeat it. See imgpack plugins.")
+@click.option("--recipe", type=click.Path(dir_okay=False),
+              help="The steps from a file: a TOML recipe (see examples/), a JSON recipe, or an imgpack "
+                   "output whose recipe is reused. Instead of --preprocess.")
+@click.option("--decode", type=click.Choice(["reduced", "full"]),
+              help="reduced (default): decode JPEGs at 1/2, 1/4 or 1/8 scale when the recipe shrinks them "
+                   "anyway (several times faster); full: every pixel, bit-exact.")
 @click.option("--reader", help="Reader to use (default: the first that accepts SOURCE).")
 @click.option("--workers", type=click.IntRange(min=0),
               help="Worker processes (default: the cores this process may use; 0: no pool).")
@@ -109,7 +138,8 @@ def _progress(ctx: click.Context) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
-            steps: tuple[str, ...], reader: str | None, workers: int | None, batch_size: int, on_error: str,
+            steps: tuple[str, ...], recipe: str | None, decode: str | None, reader: str | None,
+            workers: int | None, batch_size: int, on_error: str,
             compression: str | None, shard_size: int | None, encode: str | None, quality: int | None,
             one_hot: bool | None, pickle_budget: str | None, max_pixels: int | None, overwrite: bool,
             as_json: bool) -> None:
@@ -120,9 +150,16 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     the input order. Without --size every image must already have the same shape for
     HDF5 and pickle; TFRecord keeps each image's own.
 
+    The steps run in the order given, after `exif` (photos turned upright) and `to_rgb`
+    unless the recipe names them. The whole recipe is stored in the output.
+
     \b
     Examples:
       imgpack convert photos/ -o photos.h5 --size 128
+      imgpack convert train_images/ -o aptos.h5 --preprocess crop_dark:tol=7 \\
+          --preprocess resize:size=256,interpolation=linear --preprocess ben:sigma=10
+      imgpack convert train_images/ -o aptos.h5 --recipe examples/aptos.toml
+      imgpack convert photos/ -o photos.h5 --preprocess resize:size=224,mode=crop
       imgpack convert photos/ -o build/photos.tfrecord --size 64 --shard-size 10000
       imgpack convert photos/ -o build/photos.tfrecord --size 224 --encode jpeg --quality 90
       imgpack convert photos/ -o photos.pkl --size 64
@@ -133,7 +170,8 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     from ..pipeline import convert as run_convert
 
     res = run_convert(
-        source, output, format=fmt, size=size, preprocess=steps, reader=reader, batch_size=batch_size,
+        source, output, format=fmt, size=size, preprocess=steps, recipe=recipe, decode=decode, reader=reader,
+        batch_size=batch_size,
         on_error=on_error, compression=compression, overwrite=overwrite,
         options={k: v for k, v in {"shard_size": shard_size, "encode": encode, "quality": quality,
                                    "one_hot": one_hot, "pickle_budget": pickle_budget}.items() if v is not None},
@@ -165,8 +203,10 @@ def _human_bytes(n: float) -> str:
 @cli.command()
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object on stdout.")
+@click.option("--recipe-toml", is_flag=True,
+              help="Print only the recipe, as a TOML file for convert --recipe.")
 @click.pass_context
-def inspect(ctx: click.Context, path: str, as_json: bool) -> None:
+def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool) -> None:
     """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
 
     PATH is an HDF5 file, a pickle, or TFRecord output: its index (NAME.tfrecord.json), one
@@ -178,11 +218,16 @@ def inspect(ctx: click.Context, path: str, as_json: bool) -> None:
       imgpack inspect photos.h5
       imgpack inspect build/photos.tfrecord
       imgpack inspect photos.pkl --json | jq .label_counts
+      imgpack inspect photos.h5 --recipe-toml > photos.toml
     """
     from ..datasets import describe
     from ..recipe import format_recipe
+    from ..recipe import recipe_toml as to_toml
 
     info = describe(path)
+    if recipe_toml:
+        click.echo(to_toml(info["recipe"]), nl=False)
+        return
     if as_json:
         echo_json(info)
         return

@@ -13,9 +13,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..decode import DEFAULT_MAX_PIXELS, load
+from ..decode import DEFAULT_MAX_PIXELS, REDUCED_SCALES, can_reduce, decode, inspect_header, read_file
 from ..errors import ImageError, ShapeMismatchError
 from ..plugins import Preprocessor
+from ..preprocess.color import Exif
+from ..preprocess.resize import Resize
+from ..probe import ImageInfo
 
 Encoder = Callable[[np.ndarray], bytes]
 
@@ -44,6 +47,9 @@ class Job:
     fixed_shape: bool = True
     #: the writer's per-image work, run in the workers (picklable); results come back as Encoded
     encoder: Encoder | None = None
+    #: "reduced": decode a JPEG at 1/2, 1/4 or 1/8 scale where the recipe shrinks it anyway
+    #: (see :func:`reduced_scale`); "full": every pixel, bit-exact with a plain decode
+    decode: str = "reduced"
 
 
 @dataclass
@@ -69,16 +75,59 @@ class Engine:
         raise NotImplementedError
 
 
-def process_image(path: str, job: Job) -> np.ndarray:
-    """Read, decode and preprocess one image. ImageError means: skip this one."""
-    image = load(path, job.max_pixels)
-    for step in job.chain:
+def reduced_scale(chain: Sequence[Preprocessor], info: ImageInfo) -> tuple[int, int]:
+    """How far a reduced decode of this file may go: (scale, index of the resize it feeds).
+
+    (1, -1) when it does not apply: the file is not a JPEG, or a step before the recipe's
+    first resize needs full resolution, or the resize would enlarge even the 1/2-scale image.
+    Otherwise the largest scale (8, 4, 2) whose image the resize still only shrinks.
+    """
+    if not can_reduce(info):
+        return 1, -1
+    width, height = info.width, info.height
+    for index, step in enumerate(chain):
+        if isinstance(step, Resize):
+            for scale in REDUCED_SCALES:
+                if step.shrinks_from(-(-width // scale), -(-height // scale)):  # the decoder rounds up
+                    return scale, index
+            return 1, -1
+        if not type(step).commutes_with_downscale:
+            return 1, -1
+        if isinstance(step, Exif) and step.applies:
+            width, height = info.upright_size
+    return 1, -1
+
+
+def _run_steps(steps: Sequence[Preprocessor], image: np.ndarray, info: ImageInfo) -> np.ndarray:
+    for step in steps:
         try:
-            image = step(image)
+            image = step.apply(image, info)
         except ImageError:
             raise
         except Exception as exc:  # cv2.error or a plugin's bug on this image: a reason, not a crash
             raise ImageError(f"step {step.name} failed: {type(exc).__name__}: {exc}") from None
+    return image
+
+
+def preprocess_bytes(data: bytes, job: Job) -> np.ndarray:
+    """Decode and preprocess one file's bytes. ImageError means: skip this one."""
+    info = inspect_header(data, job.max_pixels)
+    chain = job.chain
+    scale, resize_at = reduced_scale(chain, info) if job.decode == "reduced" else (1, -1)
+    if scale > 1:
+        image = _run_steps(chain[:resize_at], decode(data, info=info, scale=scale), info)
+        height, width = image.shape[:2]
+        resize = chain[resize_at]
+        assert isinstance(resize, Resize)
+        if resize.shrinks_from(width, height):
+            return _run_steps(chain[resize_at:], image, info)
+        # a step before the resize (crop_dark) left less than the resize needs: start again in full
+    return _run_steps(chain, decode(data, info=info), info)
+
+
+def process_image(path: str, job: Job) -> np.ndarray:
+    """Read, decode and preprocess one image. ImageError means: skip this one."""
+    image = preprocess_bytes(read_file(path), job)
     if job.fixed_shape and job.image_shape and image.shape != job.image_shape:
         raise ShapeMismatchError(
             f"{path}: preprocessed shape {image.shape} differs from {job.image_shape} of the first image; "

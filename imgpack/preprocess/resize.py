@@ -1,4 +1,4 @@
-"""Resizing."""
+"""Resizing: stretch (the seeds' plain resize), pad (letterbox) or crop (center crop)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ INTERPOLATIONS = {
     "lanczos": cv2.INTER_LANCZOS4,
     "nearest": cv2.INTER_NEAREST,
 }
+MODES = ("stretch", "pad", "crop")
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -31,13 +32,35 @@ def parse_size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def parse_color(text: str) -> tuple[int, int, int]:
+    """``"0"`` -> (0, 0, 0); ``"128,128,128"`` or ``"128 128 128"`` -> (128, 128, 128), as R, G, B."""
+    parts = [p for p in re.split(r"[\s,;/]+", text.strip()) if p]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"expected a gray level or R,G,B (0..255), got {text!r}") from None
+    return _color(values)
+
+
+def _color(values: object) -> tuple[int, int, int]:
+    seq = [values] if isinstance(values, int) else list(values)  # type: ignore[call-overload]
+    if len(seq) == 1:
+        seq = seq * 3
+    if len(seq) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in seq):
+        raise ValueError(f"color must be a gray level or R,G,B in 0..255, got {values!r}")
+    return (seq[0], seq[1], seq[2])
+
+
 @preprocessors.register("resize")
 class Resize(Preprocessor):
-    """Resize to exactly the given size (a plain cv2.resize, as the seeds do)."""
+    """Resize to exactly WxH: stretch (plain cv2.resize, as the seeds), pad (keep the ratio, fill) or crop (center)."""
 
     size: tuple[int, int] = param(help="N for NxN, or WxH", parse=parse_size)
+    mode: str = param("stretch", help="stretch: ignore the aspect ratio; pad: fit inside and fill the rest "
+                                      "with color; crop: fill and cut the overflow, centered")
     interpolation: str = param(
         "auto", help="auto (area when shrinking, linear when enlarging), " + ", ".join(INTERPOLATIONS))
+    color: tuple[int, int, int] = param((0, 0, 0), help="pad colour: a gray level or R,G,B", parse=parse_color)
 
     def __post_init__(self) -> None:
         size = self.size
@@ -49,17 +72,71 @@ class Resize(Preprocessor):
         if size[0] <= 0 or size[1] <= 0:
             raise ValueError(f"size must be positive, got {size}")
         object.__setattr__(self, "size", size)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.interpolation != "auto" and self.interpolation not in INTERPOLATIONS:
             raise ValueError(f"interpolation must be auto or one of {', '.join(INTERPOLATIONS)}, "
                              f"got {self.interpolation!r}")
+        object.__setattr__(self, "color", _color(self.color))
+
+    def _flag(self, src: tuple[int, int], dst: tuple[int, int]) -> int:
+        if self.interpolation != "auto":
+            return INTERPOLATIONS[self.interpolation]
+        return cv2.INTER_AREA if dst[0] <= src[0] and dst[1] <= src[1] else cv2.INTER_LINEAR
+
+    def _resize(self, image: np.ndarray, dst: tuple[int, int]) -> np.ndarray:
+        h, w = image.shape[:2]
+        if (w, h) == dst:
+            return image
+        out = cv2.resize(image, dst, interpolation=self._flag((w, h), dst))
+        return out[:, :, None] if image.ndim == 3 and out.ndim == 2 else out  # cv2 drops a single channel
+
+    def fitted_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size the picture itself is scaled to (before padding, after cropping), as (w, h)."""
+        tw, th = self.size
+        if self.mode == "stretch":
+            return tw, th
+        if self.mode == "pad":
+            scale = min(tw / width, th / height)
+            return max(1, min(tw, round(width * scale))), max(1, min(th, round(height * scale)))
+        return tw, th
+
+    def source_region(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The part of a width x height image that is resized: (x, y, w, h). All of it except in crop mode."""
+        if self.mode != "crop":
+            return 0, 0, width, height
+        tw, th = self.size
+        # the largest centered region with the target's aspect ratio
+        if width * th > height * tw:  # wider than the target: cut left and right
+            w = max(1, min(width, round(height * tw / th)))
+            return (width - w) // 2, 0, w, height
+        h = max(1, min(height, round(width * th / tw)))
+        return 0, (height - h) // 2, width, h
+
+    def shrinks_from(self, width: int, height: int) -> bool:
+        """Whether resizing a width x height image only shrinks it (never enlarges any part).
+
+        A reduced decode is kept only when this holds for the reduced image: it must never
+        come out smaller than the size it is resized to.
+        """
+        _, _, w, h = self.source_region(width, height)
+        fw, fh = self.fitted_size(width, height)
+        return fw <= w and fh <= h
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
+        x, y, rw, rh = self.source_region(w, h)
+        if (rw, rh) != (w, h):
+            image = image[y:y + rh, x:x + rw]
+        fitted = self._resize(image, self.fitted_size(rw, rh))
+        if self.mode != "pad" or fitted.shape[1::-1] == self.size:
+            return np.ascontiguousarray(fitted)
         tw, th = self.size
-        if (w, h) == (tw, th):
-            return image
-        if self.interpolation == "auto":
-            flag = cv2.INTER_AREA if tw <= w and th <= h else cv2.INTER_LINEAR
-        else:
-            flag = INTERPOLATIONS[self.interpolation]
-        return cv2.resize(image, (tw, th), interpolation=flag)
+        fh, fw = fitted.shape[:2]
+        channels = fitted.shape[2] if fitted.ndim == 3 else 1
+        fill = self.color[:channels] if channels <= 3 else (*self.color, 255)
+        out = np.empty((th, tw, *fitted.shape[2:]), dtype=fitted.dtype)
+        out[...] = np.asarray(fill, dtype=fitted.dtype)[:channels] if fitted.ndim == 3 else fill[0]
+        top, left = (th - fh) // 2, (tw - fw) // 2
+        out[top:top + fh, left:left + fw] = fitted
+        return out

@@ -44,7 +44,8 @@ def test_convert_and_inspect_json(class_tree: Path, tmp_path: Path) -> None:
     assert info["count"] == 13 and info["label_counts"] == {"ant": 4, "bee": 5, "zebra": 4}
     code, stdout, _ = run("inspect", str(out))
     assert "13 x 16x16x3 uint8" in stdout and "ant 4, bee 5, zebra 4" in stdout
-    assert "to_rgb | resize:size=16x16,interpolation=auto" in stdout
+    assert "exif:orientation=apply | to_rgb | resize:size=16x16,mode=stretch" in stdout
+    assert "(decode: reduced)" in stdout
 
 
 def test_skipped_images_in_json(class_tree: Path, tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ def test_on_error_fail_exits_1_with_one_line(class_tree: Path, tmp_path: Path) -
 @pytest.mark.parametrize("args,code,message", [
     (["convert", "/nonexistent/src", "-o", "{tmp}/o.h5", "--size", "8"], 1, "/nonexistent/src: no such file"),
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--preprocess", "blur"], 2,
-     "unknown preprocessor 'blur'; known preprocessors: resize, to_rgb"),
+     "unknown preprocessor 'blur'; known preprocessors: ben, crop_dark, exif, resize, to_gray, to_rgb"),
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--format", "parquet"], 2,
      "unknown writer 'parquet'; known writers: hdf5"),
     (["convert", "{src}", "-o", "{tmp}/o.xyz"], 2, "cannot tell the format"),
@@ -108,7 +109,7 @@ def test_plugins_lists_registry() -> None:
     data = json.loads(stdout)
     assert [r["name"] for r in data["writers"]] == ["hdf5", "pickle", "tfrecord"]
     resize = next(r for r in data["preprocessors"] if r["name"] == "resize")
-    assert [p["name"] for p in resize["params"]] == ["size", "interpolation"]
+    assert [p["name"] for p in resize["params"]] == ["size", "mode", "interpolation", "color"]
 
 
 # --------------------------------------------------------------------------- as a real process

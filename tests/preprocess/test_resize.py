@@ -30,7 +30,7 @@ def test_output_shape_is_height_width() -> None:
 
 
 def test_bad_parameters_are_usage_errors() -> None:
-    with pytest.raises(UsageError, match=r"unknown parameter 'sise'.*size, interpolation"):
+    with pytest.raises(UsageError, match=r"unknown parameter 'sise'.*size, mode, interpolation, color"):
         Resize.from_params({"sise": "3"})
     with pytest.raises(UsageError, match="interpolation"):
         Resize.from_params({"size": "3", "interpolation": "bogus"})

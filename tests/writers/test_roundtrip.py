@@ -28,7 +28,9 @@ def expected_pixels(path: str, size: tuple[int, int]) -> np.ndarray:
 @pytest.mark.parametrize("fmt", writers.names())
 def test_every_writer_round_trips(fmt: str, class_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / f"out{SUFFIX.get(fmt, '.' + fmt)}"
-    res = imgpack.convert(str(class_tree), str(out), format=fmt, size="24x16", workers=0, progress="off")
+    # decode="full": bit-exact with a plain decode + resize (the default may decode JPEGs at reduced scale)
+    res = imgpack.convert(str(class_tree), str(out), format=fmt, size="24x16", workers=0, progress="off",
+                          decode="full")
     assert res.written == 13 and not res.skipped
     with imgpack.open_dataset(res.outputs[0]) as ds:
         assert len(ds) == 13
@@ -52,7 +54,7 @@ def test_hdf5_layout_is_readable_by_plain_h5py(class_tree: Path, tmp_path: Path)
         assert labels.dtype == np.int64 and labels.shape == (13,)
         assert ids.asstr()[0] == "a3"
         assert json.loads(f.attrs["label_names"]) == ["ant", "bee", "zebra"]
-        assert [s["name"] for s in json.loads(f.attrs["recipe"])["steps"]] == ["to_rgb", "resize"]
+        assert [s["name"] for s in json.loads(f.attrs["recipe"])["steps"]] == ["exif", "to_rgb", "resize"]
         assert f.attrs["imgpack_version"] == imgpack.__version__
         assert f.attrs["source"] == str(class_tree)
         assert f.attrs["created"].endswith("+00:00")
