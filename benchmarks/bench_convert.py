@@ -96,10 +96,12 @@ def run_imgpack(src: str, out: str, workers: int, size: int, measure_memory: boo
                 extra: tuple[str, ...] = ()) -> tuple[float, float, int]:
     """(imgpack's own seconds, wall seconds, peak PSS in bytes of the whole process tree or 0).
 
+    ``size`` 0 passes no --size (the recipe in ``extra`` has its own resize).
+
     Sampling PSS walks every process's page tables and slows the run down, so speed and
     memory come from separate runs.
     """
-    cmd = [sys.executable, "-m", "imgpack", "-q", "convert", src, "-o", out, "--size", str(size),
+    cmd = [sys.executable, "-m", "imgpack", "-q", "convert", src, "-o", out, *(("--size", str(size)) if size else ()),
            "--workers", str(workers), "--overwrite", "--json", *extra]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)

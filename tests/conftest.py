@@ -68,3 +68,14 @@ def class_tree(tmp_path: Path) -> Path:
     # an image without an extension: recognised by content
     write_image(src / "bee" / "b5.jpg", photo(30, 20, 99)).rename(src / "bee" / "b5")
     return src
+
+
+def fundus(w: int, h: int, seed: int, radius: float = 0.45) -> np.ndarray:
+    """An APTOS-like photo: a textured disc on a near-black, slightly noisy background (levels 0..6)."""
+    rng = np.random.default_rng(seed)
+    img = photo(w, h, seed)
+    y, x = np.mgrid[0:h, 0:w]
+    cx, cy = w * rng.uniform(0.45, 0.55), h * rng.uniform(0.45, 0.55)
+    inside = (x - cx) ** 2 + (y - cy) ** 2 <= (radius * min(w, h)) ** 2
+    dark = rng.integers(0, 7, size=img.shape, dtype=np.uint8)
+    return np.where(inside[..., None], img, dark)

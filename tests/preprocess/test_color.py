@@ -4,7 +4,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from conftest import write_image
+from conftest import photo, write_image
 
 from imgpack.decode import load
 from imgpack.preprocess.color import ToRGB
@@ -51,3 +51,15 @@ def test_arrays_from_other_decoders() -> None:
     rgba = np.full((2, 2, 4), 7, np.uint8)
     assert ToRGB()(rgba).shape == (2, 2, 3)
     assert ToRGB()(np.zeros((2, 2, 1), np.uint8)).shape == (2, 2, 3)
+
+
+def test_to_gray_is_bt601_luma() -> None:
+    from imgpack.preprocess.color import ToGray
+
+    img = photo(40, 30, 3)
+    out = ToGray()(img)
+    assert out.shape == (30, 40, 1) and out.dtype == np.uint8
+    expected = np.round(img.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))
+    assert np.abs(out[:, :, 0].astype(int) - expected).max() <= 1
+    assert ToGray()(np.full((2, 2), 9, np.uint8)).shape == (2, 2, 1)
+    assert ToGray()(np.full((2, 2, 3), 65535, np.uint16)).max() == 255

@@ -1,0 +1,102 @@
+"""--decode reduced: JPEGs decoded at 1/2, 1/4 or 1/8 scale where the recipe shrinks them anyway."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from conftest import fundus, photo, write_image
+
+import imgpack
+from imgpack.decode import decode
+from imgpack.engines import Job, preprocess_bytes, reduced_scale
+from imgpack.plugins import Preprocessor
+from imgpack.preprocess.crop import CropDark
+from imgpack.probe import ImageInfo
+from imgpack.recipe import build_chain
+
+
+def jpeg(w: int, h: int) -> ImageInfo:
+    return ImageInfo("jpeg", w, h, 3, 8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255 ** 2 / mse))
+
+
+@pytest.mark.parametrize("info,steps,expected", [
+    (jpeg(2000, 1500), ["resize:size=256"], 4),  # 500x375 still covers 256
+    (jpeg(2000, 1500), ["resize:size=128"], 8),
+    (jpeg(2000, 1500), ["resize:size=1024"], 1),  # 1000x750 would be enlarged
+    (jpeg(2000, 1500), ["resize:size=256x160,mode=pad"], 8),  # the picture is fitted to 213x160
+    (jpeg(2000, 1500), ["resize:size=224,mode=crop"], 4),  # the 1500x1500 centre at 1/4 is 375
+    (ImageInfo("png", 2000, 1500, 3, 8), ["resize:size=256"], 1),  # only JPEG scales in its decoder
+    (ImageInfo("jpeg", 2000, 1500, 3, 12), ["resize:size=256"], 1),
+    (jpeg(2000, 1500), ["ben", "resize:size=256"], 1),  # ben needs the full image before the resize
+    (jpeg(2000, 1500), ["crop_dark", "resize:size=256"], 1),  # the border is found on every pixel
+    (jpeg(2000, 1500), ["resize:size=256", "crop_dark"], 4),  # after the resize it makes no difference
+    (jpeg(2000, 1500), [], 1),  # no resize: every pixel is kept
+    # stored 600x2000, upright 2000x600: 1/4 gives 500x150 (stored order would allow only 1/2)
+    (ImageInfo("jpeg", 600, 2000, 3, 8, orientation=6), ["resize:size=300x100"], 4),
+])
+def test_scale_is_the_largest_that_the_resize_still_shrinks(info: ImageInfo, steps: list[str], expected: int) -> None:
+    assert reduced_scale(build_chain(steps), info)[0] == expected
+
+
+def test_reduced_is_close_to_full_and_full_is_bit_exact(tmp_path: Path) -> None:
+    data = write_image(tmp_path / "big.jpg", photo(1600, 1200, 1), IMWRITE_JPEG_QUALITY=90).read_bytes()
+    chain = tuple(build_chain(["resize:size=256"]))
+    full = preprocess_bytes(data, Job(chain, (), decode="full"))
+    reduced = preprocess_bytes(data, Job(chain, (), decode="reduced"))
+    plain = cv2.resize(decode(data), (256, 256), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(full, plain)
+    assert reduced.shape == full.shape
+    assert not np.array_equal(reduced, full)  # it did decode at reduced scale
+    assert psnr(reduced, full) > 35
+
+
+@dataclass(frozen=True)
+class CentreQuarter(Preprocessor):
+    """A plugin step that commutes with downscaling and shrinks the image: keeps the centre quarter."""
+
+    commutes_with_downscale = True
+    name = "centre_quarter"
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        return image[h * 3 // 8:h * 5 // 8, w * 3 // 8:w * 5 // 8]
+
+
+def test_a_step_that_leaves_too_little_falls_back_to_a_full_decode(tmp_path: Path) -> None:
+    """At 1/4 scale the centre quarter of 1600x1600 is 100 pixels, less than the 256 target: decoded again."""
+    data = write_image(tmp_path / "big.jpg", photo(1600, 1600, 2), IMWRITE_JPEG_QUALITY=95).read_bytes()
+    chain = (*build_chain([]), CentreQuarter(), *build_chain(["resize:size=256"])[2:])
+    assert reduced_scale(chain, jpeg(1600, 1600))[0] == 4  # planned from the header...
+    full = preprocess_bytes(data, Job(chain, (), decode="full"))
+    np.testing.assert_array_equal(preprocess_bytes(data, Job(chain, (), decode="reduced")), full)  # ...undone
+
+
+def test_the_aptos_recipe_stays_bit_exact(tmp_path: Path) -> None:
+    """crop_dark first: the default (reduced) gives the seed's pixels, a full decode."""
+    data = write_image(tmp_path / "f.jpg", fundus(2000, 1500, 3), IMWRITE_JPEG_QUALITY=90).read_bytes()
+    chain = tuple(build_chain(["crop_dark:tol=7", "resize:size=256,interpolation=linear", "ben:sigma=10"]))
+    full = preprocess_bytes(data, Job(chain, (), decode="full"))
+    np.testing.assert_array_equal(preprocess_bytes(data, Job(chain, (), decode="reduced")), full)
+    rgb = decode(data)
+    seed = cv2.resize(CropDark()(rgb), (256, 256))
+    np.testing.assert_array_equal(full, cv2.addWeighted(seed, 4, cv2.GaussianBlur(seed, (0, 0), 10), -4, 128))
+
+
+def test_the_output_records_the_decode_mode(tmp_path: Path) -> None:
+    write_image(tmp_path / "src" / "a" / "x.jpg", photo(400, 300, 4))
+    for mode in ("reduced", "full"):
+        out = tmp_path / f"{mode}.h5"
+        imgpack.convert(str(tmp_path / "src"), str(out), size=64, decode=mode, workers=0, progress="off")
+        with h5py.File(out) as f:
+            assert json.loads(f.attrs["recipe"])["decode"] == mode
