@@ -107,3 +107,18 @@ def test_inspect_describes_the_file(class_tree: Path, tmp_path: Path) -> None:
     assert info["image_shape"] == [8, 8, 3] and info["dtype"] == "uint8"
     assert info["label_counts"] == {"ant": 4, "bee": 5, "zebra": 4}
     assert info["chunks"] == [1, 8, 8, 3] and info["compression"] == "none"
+
+
+@pytest.mark.parametrize("fmt", writers.names())
+def test_every_format_stores_rgb(fmt: str, tmp_path: Path) -> None:
+    """Red, green and blue stripes written by OpenCV (which takes BGR) come back in R, G, B order."""
+    stripes = np.zeros((30, 30, 3), np.uint8)
+    for c in range(3):
+        stripes[10 * c:10 * c + 10, :, c] = 255
+    path = tmp_path / "src" / "a" / "rgb.png"
+    path.parent.mkdir(parents=True)
+    cv2.imwrite(str(path), stripes[:, :, ::-1])  # BGR on disk, independently of imgpack's own helpers
+    out = tmp_path / f"out{SUFFIX.get(fmt, '.' + fmt)}"
+    res = imgpack.convert(str(tmp_path / "src"), str(out), format=fmt, workers=0, progress="off")
+    with imgpack.open_dataset(res.outputs[0]) as ds:
+        np.testing.assert_array_equal(ds[0][0], stripes)
