@@ -10,7 +10,7 @@ DEMO_OUT := build/demo
 help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5 and inspect it"
 	@echo "make test   install the test dependencies (and TensorFlow), run ruff, mypy and the test suite"
-	@echo "make bench  install the benchmark extra and print the speed and memory table"
+	@echo "make bench  install the benchmark extra and print the speed, memory and reduced-decoding tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
 $(BIN)/python:
@@ -42,6 +42,7 @@ test: lint
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_convert.py --shared $(SHARED)
+	$(BIN)/python benchmarks/bench_decode.py --shared $(SHARED) -n 1000
 
 clean:
 	rm -rf $(VENV) build bench-out .pytest_cache .mypy_cache .ruff_cache *.egg-info
