@@ -159,3 +159,33 @@ def test_decode_option_overrides_the_recipe(tmp_path: Path) -> None:
     res = imgpack.convert(str(tmp_path / "src"), str(tmp_path / "b.h5"), recipe=str(tmp_path / "r.toml"),
                           decode="reduced", workers=0, progress="off")
     assert res.recipe["decode"] == "reduced"
+
+
+def test_steps_run_in_the_order_given(tmp_path: Path) -> None:
+    """The chain is the references applied one after the other, and another order is another result."""
+    import cv2
+
+    from imgpack.decode import load
+
+    write_image(tmp_path / "src" / "a" / "f.png", fundus(300, 240, 5))
+    src = str(tmp_path / "src")
+    out1, out2 = tmp_path / "a.h5", tmp_path / "b.h5"
+    imgpack.convert(src, str(out1), preprocess=APTOS_STEPS, workers=0, progress="off")
+    imgpack.convert(src, str(out2), preprocess=[APTOS_STEPS[1], APTOS_STEPS[0], APTOS_STEPS[2]], size=None,
+                    workers=0, progress="off")
+    rgb = load(str(tmp_path / "src" / "a" / "f.png"))
+    mask = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) > 7
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    cropped = rgb[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    small = cv2.resize(cropped, (256, 256), interpolation=cv2.INTER_LINEAR)
+    expected = cv2.addWeighted(small, 4, cv2.GaussianBlur(small, (0, 0), 10), -4, 128)
+    first, second = read(out1)[0][0], read(out2)[0][0]
+    np.testing.assert_array_equal(first, expected)
+    assert second.shape != first.shape or not np.array_equal(first, second)
+
+
+def test_convert_help_lists_every_step_with_its_parameters() -> None:
+    code, stdout, _ = run("convert", "--help")
+    assert code == 0
+    for text in ("crop_dark", "tol=", "ben", "sigma=", "resize", "mode=", "exif", "orientation=", "to_gray"):
+        assert text in stdout
