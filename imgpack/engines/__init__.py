@@ -121,7 +121,7 @@ def preprocess_bytes(data: bytes, job: Job) -> np.ndarray:
         assert isinstance(resize, Resize)
         if resize.shrinks_from(width, height):
             return _run_steps(chain[resize_at:], image, info)
-        # a step before the resize (crop_dark) left less than the resize needs: start again in full
+        # a step before the resize (a cropping plugin) left less than it needs: start again in full
     return _run_steps(chain, decode(data, info=info), info)
 
 

@@ -122,3 +122,16 @@ def test_every_format_stores_rgb(fmt: str, tmp_path: Path) -> None:
     res = imgpack.convert(str(tmp_path / "src"), str(out), format=fmt, workers=0, progress="off")
     with imgpack.open_dataset(res.outputs[0]) as ds:
         np.testing.assert_array_equal(ds[0][0], stripes)
+
+
+@pytest.mark.parametrize("fmt", writers.names())
+def test_every_format_stores_one_channel_images(fmt: str, class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"gray{SUFFIX.get(fmt, '.' + fmt)}"
+    res = imgpack.convert(str(class_tree), str(out), format=fmt, preprocess=["to_gray"], size=16, decode="full",
+                          workers=0, progress="off")
+    assert res.image_shape == [16, 16, 1]
+    with imgpack.open_dataset(res.outputs[0]) as ds:
+        image = ds[2][0]
+        gray = cv2.cvtColor(load(str(class_tree / "ant/images/a1.jpg")), cv2.COLOR_RGB2GRAY)  # then resized
+        assert image.shape == (16, 16, 1)
+        np.testing.assert_array_equal(image[:, :, 0], cv2.resize(gray, (16, 16), interpolation=cv2.INTER_AREA))
