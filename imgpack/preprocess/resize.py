@@ -134,9 +134,10 @@ class Resize(Preprocessor):
         tw, th = self.size
         fh, fw = fitted.shape[:2]
         channels = fitted.shape[2] if fitted.ndim == 3 else 1
-        fill = self.color[:channels] if channels <= 3 else (*self.color, 255)
+        # RGB as given; gray takes the first value (a gray level gives three equal ones); alpha opaque
+        fill = (*self.color, 255)[:channels] if channels > 1 else self.color[:1]
         out = np.empty((th, tw, *fitted.shape[2:]), dtype=fitted.dtype)
-        out[...] = np.asarray(fill, dtype=fitted.dtype)[:channels] if fitted.ndim == 3 else fill[0]
+        out[...] = np.asarray(fill if fitted.ndim == 3 else fill[0], dtype=fitted.dtype)
         top, left = (th - fh) // 2, (tw - fw) // 2
         out[top:top + fh, left:left + fw] = fitted
         return out

@@ -87,3 +87,10 @@ def test_bad_mode_and_colour() -> None:
         Resize.from_params({"size": "8", "mode": "pad", "color": "300"})
     with pytest.raises(UsageError, match="color"):
         Resize.from_params({"size": "8", "mode": "pad", "color": "1,2"})
+
+
+def test_pad_fills_gray_images_with_the_gray_level() -> None:
+    gray = cv2.cvtColor(photo(80, 40, 6), cv2.COLOR_RGB2GRAY)[:, :, None]
+    out = Resize.from_params({"size": "40", "mode": "pad", "color": "114"})(gray)
+    assert out.shape == (40, 40, 1)
+    assert (out[:10] == 114).all() and (out[30:] == 114).all()
