@@ -127,8 +127,8 @@ _PARSERS: dict[Any, Callable[[str], Any]] = {
 class Preprocessor:
     """One step of a recipe: an image in, an image out. Runs in the worker processes.
 
-    Images are numpy arrays, ``(H, W, 3)`` RGB (or ``(H, W)`` gray), uint8 or, before
-    ``to_rgb``, uint16. Registering a subclass makes it a frozen dataclass (an explicit
+    Images are numpy arrays, ``(H, W, 3)`` RGB (``(H, W, 1)`` after ``to_gray``), uint8 or,
+    before ``to_rgb``, uint16. Registering a subclass makes it a frozen dataclass (an explicit
     ``@dataclass(frozen=True)`` is fine too); its parameters are fields declared with
     :func:`param`. ``--preprocess NAME:k=v,...`` and recipes set them, ``imgpack plugins``
     lists them, and the instance is pickled to the worker processes.

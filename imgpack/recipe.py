@@ -168,7 +168,7 @@ def format_recipe(recipe: Mapping[str, Any]) -> str:
     """One line, in the ``--preprocess`` syntax: ``exif:orientation=apply | to_rgb | resize:size=128x128,...``."""
     parts = []
     for step in recipe.get("steps", []):
-        params = ",".join(f"{k}={_fmt(v)}" for k, v in step.get("params", {}).items())
+        params = ",".join(f"{k}={format_value(v)}" for k, v in step.get("params", {}).items())
         parts.append(f"{step['name']}:{params}" if params else step["name"])
     line = " | ".join(parts) or "(none)"
     if recipe.get("decode"):
@@ -176,7 +176,8 @@ def format_recipe(recipe: Mapping[str, Any]) -> str:
     return line
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A parameter value in the ``--preprocess`` syntax: ``256x256`` for a size, ``0,0,0`` for a colour."""
     if isinstance(value, (list, tuple)):
         return f"{value[0]}x{value[1]}" if len(value) == 2 else ",".join(str(v) for v in value)
     return str(value)

@@ -80,6 +80,7 @@ class _ConvertCommand(click.Command):
     """convert's --help ends with the registered preprocessing steps and their parameters."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from ..recipe import format_value
         from ..registry import preprocessors
 
         super().format_epilog(ctx, formatter)
@@ -87,16 +88,10 @@ class _ConvertCommand(click.Command):
         for name, cls in preprocessors.items():
             rows.append((name, _summary(cls)))
             for p in cls.describe_params():
-                default = "required" if p.required else f"default {_fmt_default(p.default)}"
+                default = "required" if p.required else f"default {format_value(p.default)}"
                 rows.append((f"  {p.name}=", f"{p.help} ({default})"))
         with formatter.section("Preprocessing steps (--preprocess NAME:k=v,... or a --recipe file)"):
             formatter.write_dl(rows)
-
-
-def _fmt_default(value: Any) -> str:
-    if isinstance(value, (list, tuple)):
-        return "x".join(map(str, value)) if len(value) == 2 else ",".join(map(str, value))
-    return str(value)
 
 
 @cli.command(cls=_ConvertCommand)
@@ -272,6 +267,7 @@ def plugins(as_json: bool) -> None:
     Example:
       imgpack plugins
     """
+    from ..recipe import format_value
     from ..registry import REGISTRIES
 
     data: dict[str, list[dict[str, Any]]] = {}
@@ -297,5 +293,5 @@ def plugins(as_json: bool) -> None:
             origin = "" if row["origin"] == "builtin" else f"  [{row['origin']}]"
             click.echo(f"  {row['name']:<12} {row['summary']}{origin}")
             for p in row.get("params", []):
-                default = "required" if p["required"] else f"default {p['default']}"
+                default = "required" if p["required"] else f"default {format_value(p['default'])}"
                 click.echo(f"      {p['name']}: {p['help']} ({default})")

@@ -29,8 +29,8 @@ class CropDark(Preprocessor):
 
     # Needs full resolution: the border ends at the first pixel brighter than tol, and a
     # 1/s-scale decode averages those lone pixels (JPEG noise in the black surround) away.
-    # Measured on a 2000x1500 fundus JPEG: the box found at 1/4 scale was 13-18 source
-    # pixels smaller on each side. So a reduced decode never runs before crop_dark.
+    # Measured on a 2000x1500 fundus JPEG: the box found at 1/4 scale was 13 and 18 source
+    # pixels narrower and shorter. So a reduced decode never runs before crop_dark.
     commutes_with_downscale = False
     tol: int = param(7, help="gray levels <= tol count as dark")
 
