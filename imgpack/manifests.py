@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ._version import __version__
 from .errors import CorruptImageError, OutputError, SourceError
 from .outputs import partial_path, prepare_target
-from .pipeline import open_source
+from .plugins import Sample
 from .probe import probe_file
 from .progress import Progress
 from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
+from .sources import SourceOptions, load_scan, problem_summary, sample_record, split_counts_of
 
 
 @dataclass
@@ -26,21 +27,29 @@ class IngestResult:
     formats: dict[str, int]
     problems: list[dict[str, str]]  # {path, reason}: headers that will not convert
     ignored: list[dict[str, str]]  # {path, reason}: files that are not samples
+    multi_label: bool = False
+    label_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> count, examples
+    splits: dict[str, int] | None = None  # split -> samples
+    split_label_counts: dict[str, dict[str, int]] | None = None  # split -> class -> samples
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bool = False,
-           progress: str | None = None) -> IngestResult:
+           progress: str | None = None, **source_options: Any) -> IngestResult:
     """Scan ``source``, check each image's header (no decode), write ``output`` (JSON lines).
 
     Line 1 is a header (kind, version, root, label names, the summary); then one line per
-    sample: id, path relative to the root, label, and what the header says (format,
-    width, height, channels). Images whose header is bad stay in the manifest (``convert``
-    reports them as it would from the folder) and are listed under ``problems``.
+    sample: id, path relative to the root, label (``labels``, a list, for multi-label data),
+    split, annotation, and what the header says (format, width, height, channels). Images
+    whose header is bad stay in the manifest (``convert`` reports them as it would from the
+    folder) and are listed under ``problems``. What does not match between a labels file and
+    the images is counted under ``label_problems``, with examples. ``source_options`` are
+    those of :class:`~imgpack.sources.SourceOptions` (labels, split, seed, stratify, ...).
     """
-    scan = open_source(source, reader).scan()
+    opts = SourceOptions.from_kwargs(reader=reader, **source_options)
+    scan = load_scan(source, opts)
     if not scan.samples:
         raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
     prepare_target(output, overwrite)
@@ -50,7 +59,7 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     bar = Progress(len(scan.samples), "ingest", mode=progress)
     try:
         for sample in scan.samples:
-            rec: dict[str, Any] = {"id": sample.id, "path": sample.path, "label": sample.label}
+            rec = sample_record(sample)
             try:
                 info = probe_file(scan.abspath(sample))
                 rec.update(format=info.format, width=info.width, height=info.height, channels=info.channels)
@@ -66,15 +75,21 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
             bar.update(1)
     finally:
         bar.close()
-    counts = Counter(scan.label_names[s.label] if s.label >= 0 else "(unlabeled)" for s in scan.samples)
-    label_counts = {name: counts[name] for name in [*scan.label_names, "(unlabeled)"] if counts[name]}
+    label_counts = _label_counts(scan.samples, scan.label_names)
+    splits = split_counts_of(scan) if scan.splits else None
+    per_split = {name: _label_counts([s for s in scan.samples if s.split == name], scan.label_names)
+                 for name in splits} if splits else None
+    label_problems = problem_summary(scan.problems)
     manifest_dir = os.path.dirname(os.path.abspath(output))
     header = {
         "kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "imgpack_version": __version__,
         "root": scan.root, "root_relative": os.path.relpath(scan.root, manifest_dir).replace(os.sep, "/"),
         "source": os.path.abspath(scan.source), "label_names": scan.label_names,
+        "label_keys": scan.label_keys, "multi_label": scan.multi_label,
+        "labels_file": scan.labels_file, "options": opts.to_dict(),
         "count": len(records), "label_counts": label_counts, "formats": dict(formats),
-        "problems": problems, "ignored": [list(x) for x in scan.ignored],
+        "splits": splits, "split_label_counts": per_split,
+        "problems": problems, "label_problems": label_problems, "ignored": [list(x) for x in scan.ignored],
     }
     tmp = partial_path(output)
     try:
@@ -90,4 +105,16 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     return IngestResult(
         manifest=output, count=len(records), label_names=scan.label_names, label_counts=label_counts,
         formats=dict(formats), problems=problems,
-        ignored=[{"path": p, "reason": r} for p, r in scan.ignored])
+        ignored=[{"path": p, "reason": r} for p, r in scan.ignored], multi_label=scan.multi_label,
+        label_problems=label_problems, splits=splits, split_label_counts=per_split)
+
+
+def _label_counts(samples: list[Sample], names: list[str]) -> dict[str, int]:
+    """Samples per label name (for multi-label data: samples that have it), then unlabeled ones."""
+    counts: Counter[str] = Counter()
+    for s in samples:
+        ids = s.labels if s.labels is not None else ((s.label,) if s.label >= 0 else ())
+        counts.update(names[i] for i in ids)
+        if not ids:
+            counts["(unlabeled)"] += 1
+    return {name: counts[name] for name in [*names, "(unlabeled)"] if counts[name]}

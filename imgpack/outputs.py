@@ -146,9 +146,20 @@ def remove_quietly(paths: list[str]) -> None:
 
 
 def label_counts(labels: np.ndarray, names: list[str]) -> dict[str, int]:
-    """Samples per class name (and unlabeled ones), for inspect."""
+    """Samples per class name (and unlabeled ones), for inspect.
+
+    Multi-hot labels (N, K) count the samples that have each label; "(no label)" counts
+    those that have none.
+    """
     counts: dict[str, int] = {}
     labels = np.asarray(labels)
+    if labels.ndim == 2:
+        for i, n in enumerate(labels.astype(bool).sum(axis=0)):
+            counts[names[i] if i < len(names) else str(i)] = int(n)
+        empty = int((~labels.astype(bool).any(axis=1)).sum())
+        if empty:
+            counts["(no label)"] = empty
+        return counts
     if labels.ndim == 1 and len(labels):
         valid = labels[labels >= 0]
         for i, n in enumerate(np.bincount(valid, minlength=len(names))):
@@ -156,3 +167,12 @@ def label_counts(labels: np.ndarray, names: list[str]) -> dict[str, int]:
         if (labels < 0).any():
             counts["(unlabeled)"] = int((labels < 0).sum())
     return counts
+
+
+def one_hot(labels: np.ndarray, classes: int) -> np.ndarray:
+    """(n,) label ids -> (n, classes) uint8 one-hot rows; unlabeled (-1) rows are all zero."""
+    labels = np.asarray(labels)
+    out = np.zeros((len(labels), classes), dtype=np.uint8)
+    valid = (labels >= 0) & (labels < classes)
+    out[np.flatnonzero(valid), labels[valid]] = 1
+    return out

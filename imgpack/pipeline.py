@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import time
@@ -14,11 +16,14 @@ import numpy as np
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, Job, process_image
 from .engines.local import LocalEngine
-from .errors import ImageError, ImgpackError, SourceError, UsageError
-from .plugins import OutputMeta, Preprocessor, Reader, Scan, Writer
+from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
+from .outputs import label_counts, partial_path
+from .plugins import OutputMeta, Preprocessor, Reader, Sample, Scan, Writer
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
-from .registry import readers, writers
+from .registry import writers
+from .sources import SourceOptions, load_scan, pick_reader, problem_error, problem_summary
+from .splits import parse_split
 
 log = logging.getLogger("imgpack")
 
@@ -43,6 +48,9 @@ class ConvertResult:
     label_names: list[str]
     ignored: int
     recipe: dict[str, Any] = field(default_factory=dict)
+    multi_label: bool = False
+    label_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> count, examples
+    splits: dict[str, dict[str, Any]] | None = None  # split -> count, skipped, files, label_counts
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,15 +58,7 @@ class ConvertResult:
 
 def open_source(source: str, reader: str | None = None) -> Reader:
     """The reader for ``source``: the one named, else the first registered one that accepts it."""
-    if reader is not None:
-        return readers.get(reader)(source)
-    if not os.path.exists(source):
-        raise SourceError(f"{source}: no such file or directory")
-    for _, cls in readers.items():
-        if cls.accepts(source):
-            return cls(source)
-    raise SourceError(f"{source}: not a directory of class folders nor an imgpack manifest "
-                      f"(readers: {', '.join(readers.names())}; pick one with --reader)")
+    return pick_reader(source, SourceOptions(reader=reader))
 
 
 def resolve_writer(format: str | None, output: str) -> type[Writer]:
@@ -117,6 +117,7 @@ def convert(
     decode: str | None = None,
     engine: Engine | None = None,
     progress: str | None = None,
+    **source_options: Any,
 ) -> ConvertResult:
     """Convert the images of ``source`` (a folder or a manifest) into ``output``.
 
@@ -129,22 +130,53 @@ def convert(
     The steps come from ``preprocess`` or from ``recipe`` (a TOML/JSON recipe file, an imgpack
     output whose recipe is reused, or a loaded :class:`~imgpack.recipe.Recipe`), not both.
     ``decode`` ("reduced" or "full") overrides the recipe's; the default is "reduced".
+
+    ``source_options`` say where labels and splits come from, as in ``imgpack convert``:
+    ``labels="train.csv", id_column=..., label_column=..., image_key=..., label_key=...,
+    names=..., classes=..., split="train=0.8,val=0.2", seed=..., stratify=True,
+    split_from_folders=True`` (see :class:`~imgpack.sources.SourceOptions`). Problems between a
+    labels file and the images follow ``on_error`` too. With splits, ``output`` is a folder
+    with one output per split and ``splits.json``.
     """
     t0 = time.perf_counter()
     if on_error not in ON_ERROR:
         raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    unknown = sorted(set(source_options) - {f.name for f in dataclasses.fields(SourceOptions)})
+    if unknown:
+        raise TypeError(f"convert() got an unexpected keyword argument {unknown[0]!r}")
+    source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     chain, decode = _resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
     writer_options = {**(options or {}), "overwrite": overwrite or None}
     if compression is not None:
         writer_options["compression"] = compression
-    writer_cls.check(output, writer_options)
-    engine = engine or LocalEngine(workers)
-    scan = open_source(source, reader).scan()
+    # the targets, and so the writer's options, are checked before the source is read
+    # where the splits are known: from --split, or none at all
+    checked: set[str] = set()
+    if not source_opts.split_from_folders:
+        planned = [k for k, v in parse_split(source_opts.split).items() if v > 0] if source_opts.split else []
+        checked = set(_targets(output, writer_cls, planned).values())
+        for target in checked:
+            writer_cls.check(target, writer_options)
+    scan = load_scan(source, source_opts)
+    splits = [name for name in scan.splits if any(s.split == name for s in scan.samples)]
+    targets = _targets(output, writer_cls, splits)
+    for target in set(targets.values()) - checked:
+        writer_cls.check(target, writer_options)
+    if scan.problems and on_error == "fail":
+        raise problem_error(scan.problems)
     if not scan.samples:
         raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
+    if writer_options.get("one_hot") and scan.multi_label:
+        raise UsageError("--one-hot: the labels are multi-label, stored multi-hot already")
+    annotations = any(s.annotation is not None for s in scan.samples)
+    if annotations and not writer_cls.stores_annotations:
+        log.warning("the %s writer does not store annotations: those of %s are not kept",
+                    writer_cls.name, scan.labels_file or source)
+        annotations = False
+    engine = engine or LocalEngine(workers)
     job = Job(tuple(chain), (), max_pixels, fixed_shape=not writer_cls.variable_shape,
               encoder=writer_cls.encoder(writer_options), decode=decode)
     # one image decoded here, and again by its worker: the price of knowing the shape (and
@@ -152,40 +184,142 @@ def convert(
     # any shape gets the others by value.
     job = replace(job, image_shape=_first_shape(scan, job, on_error))
     stored_recipe = recipe_dict(chain, decode)
-    meta = OutputMeta(job.image_shape, scan.label_names, stored_recipe, os.path.abspath(scan.source), len(scan.samples))
-    writer = writer_cls(output, meta, writer_options)
+    part = _Part(scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, batch_size, on_error)
 
-    paths = [scan.abspath(s) for s in scan.samples]
-    labels = np.array([s.label for s in scan.samples], dtype=np.int64)
     skipped: list[Skipped] = []
+    outputs: list[str] = []
     written = 0
-    bar = Progress(len(paths), "convert", mode=progress)
+    shapes: set[tuple[int, ...] | None] = set()
+    per_split: dict[str, dict[str, Any]] = {}
+    bar = Progress(len(scan.samples), "convert", mode=progress)
     try:
-        for batch in engine.run(job, paths, batch_size, bar.update):
-            ok = np.array([e is None for e in batch.errors], dtype=bool)
-            for i in np.flatnonzero(~ok):
-                path = paths[batch.start + i]
-                reason = batch.errors[i] or ""
-                if on_error == "fail":
-                    raise ImageError(f"{path}: {reason}")
-                skipped.append(Skipped(path, reason))
-            kept = np.flatnonzero(ok)
-            idx = batch.start + kept
-            images: np.ndarray | list[Any] = batch.images if ok.all() else batch.images[ok]
-            if batch.extras:  # encoded images, or images of another shape: by value, in order
-                images = [batch.item(int(i)) for i in kept]
-            writer.write(images, labels[idx], [scan.samples[i].id for i in idx])
-            written += len(idx)
-        outputs = writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+        for name, target in targets.items():
+            members = [s for s in scan.samples if s.split == name] if splits else scan.samples
+            res = part.run(members, target, bar.update)
+            written += res.written
+            skipped.extend(res.skipped)
+            outputs.extend(res.outputs)
+            shapes.add(res.shape)
+            if splits:
+                per_split[name] = {"count": res.written, "skipped": len(res.skipped),
+                                   "files": [os.path.relpath(p, output) for p in res.outputs],
+                                   "label_counts": res.label_counts}
+        if splits:
+            outputs.append(_write_split_summary(output, scan, source_opts, per_split, writer_cls.name))
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
+    shape = shapes.pop() if len(shapes) == 1 else None
     return ConvertResult(
         written=written, skipped=skipped, outputs=outputs, seconds=round(seconds, 3),
         images_per_second=round(written / seconds, 1) if seconds > 0 else 0.0,
-        format=writer_cls.name, image_shape=list(shape) if (shape := writer.written_shape()) else None,
-        label_names=scan.label_names,
-        ignored=len(scan.ignored), recipe=stored_recipe)
+        format=writer_cls.name, image_shape=list(shape) if shape else None,
+        label_names=scan.label_names, multi_label=scan.multi_label,
+        ignored=len(scan.ignored), recipe=stored_recipe, label_problems=problem_summary(scan.problems),
+        splits=per_split or None)
+
+
+SPLITS_FILE = "splits.json"
+
+
+def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[str, str]:
+    """{split: output path}; one output named "" when the samples are not split."""
+    if not splits:
+        return {"": output}
+    if output.lower().endswith(tuple(s for _, w in writers.items() for s in w.suffixes)):
+        raise UsageError(f"with splits, -o is a folder (got {output!r}): each split gets its own file in it, "
+                         f"e.g. -o {os.path.splitext(output)[0]}/")
+    return {name: os.path.join(output, name + writer_cls.suffixes[0]) for name in splits}
+
+
+def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split: dict[str, dict[str, Any]],
+                         format: str) -> str:
+    """``splits.json`` beside the split outputs (seeds/003's sizes.txt, as JSON), written last."""
+    summary = {
+        "kind": "imgpack-splits", "format": format, "source": os.path.abspath(scan.source),
+        "split": opts.split, "seed": opts.seed if opts.split else None, "stratify": opts.stratify,
+        "split_from_folders": opts.split_from_folders, "label_names": scan.label_names,
+        "count": sum(p["count"] for p in per_split.values()), "splits": per_split,
+    }
+    path = os.path.join(folder, SPLITS_FILE)
+    tmp = partial_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1, ensure_ascii=False)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    return path
+
+
+@dataclass
+class _PartResult:
+    written: int
+    skipped: list[Skipped]
+    outputs: list[str]
+    shape: tuple[int, ...] | None
+    label_counts: dict[str, int]
+
+
+@dataclass
+class _Part:
+    """Everything one output (the whole dataset, or one split) is written with."""
+
+    scan: Scan
+    job: Job
+    writer_cls: type[Writer]
+    writer_options: dict[str, Any]
+    recipe: dict[str, Any]
+    annotations: bool
+    engine: Engine
+    batch_size: int
+    on_error: str
+
+    def labels(self, samples: Sequence[Sample]) -> np.ndarray:
+        """(n,) int64, or (n, K) uint8 multi-hot for a multi-label dataset."""
+        if not self.scan.multi_label:
+            return np.array([s.label for s in samples], dtype=np.int64)
+        hot = np.zeros((len(samples), len(self.scan.label_names)), dtype=np.uint8)
+        for row, s in enumerate(samples):
+            hot[row, list(s.labels or ())] = 1
+        return hot
+
+    def run(self, samples: Sequence[Sample], target: str, update: Any) -> _PartResult:
+        scan = self.scan
+        meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, os.path.abspath(scan.source),
+                          len(samples), multi_label=scan.multi_label, annotations=self.annotations)
+        writer = self.writer_cls(target, meta, self.writer_options)
+        paths = [scan.abspath(s) for s in samples]
+        labels = self.labels(samples)
+        skipped: list[Skipped] = []
+        kept_rows: list[np.ndarray] = []
+        written = 0
+        try:
+            for batch in self.engine.run(self.job, paths, self.batch_size, update):
+                ok = np.array([e is None for e in batch.errors], dtype=bool)
+                for i in np.flatnonzero(~ok):
+                    path = paths[batch.start + i]
+                    reason = batch.errors[i] or ""
+                    if self.on_error == "fail":
+                        raise ImageError(f"{path}: {reason}")
+                    skipped.append(Skipped(path, reason))
+                kept = np.flatnonzero(ok)
+                idx = batch.start + kept
+                images: np.ndarray | list[Any] = batch.images if ok.all() else batch.images[ok]
+                if batch.extras:  # encoded images, or images of another shape: by value, in order
+                    images = [batch.item(int(i)) for i in kept]
+                ids = [samples[int(i)].id for i in idx]
+                if self.annotations:
+                    writer.write(images, labels[idx], ids, annotations=[samples[int(i)].annotation for i in idx])
+                else:
+                    writer.write(images, labels[idx], ids)
+                written += len(idx)
+                kept_rows.append(idx)
+            outputs = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        kept_labels = labels[np.concatenate(kept_rows)] if kept_rows else labels[:0]
+        return _PartResult(written, skipped, outputs, writer.written_shape(),
+                           label_counts(kept_labels, scan.label_names))

@@ -36,6 +36,22 @@ class Sample:
     id: str
     path: str  # relative to the source root, '/'-separated
     label: int = -1  # index into label_names; -1 = unlabeled
+    labels: tuple[int, ...] | None = None  # multi-label datasets: the indices of every label it has
+    annotation: str | None = None  # extra annotations from a labels file, as JSON text
+    split: str | None = None  # train / val / test ..., when the dataset is split
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong between a labels file and the images: reported by ingest, and by convert per --on-error.
+
+    ``kind`` is one of missing (an entry names no image), unlisted (an image no entry names),
+    duplicate, empty_label, unknown_label, ambiguous (a name that matches several images).
+    """
+
+    kind: str
+    where: str  # "labels.csv:12", or the image's path for unlisted images
+    detail: str
 
 
 @dataclass
@@ -47,6 +63,11 @@ class Scan:
     label_names: list[str]
     source: str  # what the user named (a directory or a manifest file)
     ignored: list[tuple[str, str]] = field(default_factory=list)  # (path, why)
+    problems: list[Problem] = field(default_factory=list)  # samples left out, and why
+    multi_label: bool = False  # samples carry ``labels`` (multi-hot in the output), not ``label``
+    label_keys: list[str] | None = None  # the labels as the source spells them, when names replace them
+    labels_file: str | None = None  # the labels file the labels came from
+    splits: list[str] = field(default_factory=list)  # the samples' splits, in order (train, val, test)
 
     def abspath(self, sample: Sample) -> str:
         return os.path.join(self.root, sample.path)
@@ -78,9 +99,16 @@ class Reader:
     """
 
     name: ClassVar[str]
+    #: the options (``ingest``/``convert`` flags, as keyword names) this reader takes
+    option_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, options: Mapping[str, Any] | None = None) -> None:
         self.source = source
+        self.options = {k: v for k, v in (options or {}).items() if v is not None}
+        unknown = sorted(set(self.options) - set(self.option_names))
+        if unknown:
+            name = getattr(self, "name", type(self).__name__)
+            raise UsageError(f"the {name} reader does not take --{unknown[0].replace('_', '-')}")
 
     @classmethod
     def accepts(cls, source: str) -> bool:
@@ -240,6 +268,8 @@ class OutputMeta:
     recipe: dict[str, Any]
     source: str
     expected_count: int  # samples planned; fewer are written when some are skipped
+    multi_label: bool = False  # labels are (n, K) uint8 multi-hot, not (n,) int64
+    annotations: bool = False  # write() gets ``annotations`` (JSON text or None per image)
 
 
 class PackedDataset:
@@ -321,6 +351,9 @@ class Writer:
     option_names: ClassVar[tuple[str, ...]] = ()
     #: whether one output may hold images of different shapes (each record carries its own)
     variable_shape: ClassVar[bool] = False
+    #: whether ``write`` takes ``annotations`` (a labels file's extra fields, JSON text per image);
+    #: without it they are not kept, and convert says so
+    stores_annotations: ClassVar[bool] = False
 
     def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
         self.check(path, options)
@@ -344,12 +377,15 @@ class Writer:
         """
         return None
 
-    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
+              annotations: Sequence[str | None] | None = None) -> None:
         """Store one batch, in order.
 
         ``images`` is an (n, H, W, C) uint8 array, or, for a writer with an ``encoder`` or
         ``variable_shape``, a sequence of (H, W, C) arrays and Encoded items. Either is only
-        valid during the call: copy what must be kept.
+        valid during the call: copy what must be kept. ``labels`` is (n,) int64, or (n, K)
+        uint8 multi-hot when ``meta.multi_label``. ``annotations`` comes only to a writer that
+        ``stores_annotations``, and only when the source has some.
         """
         raise NotImplementedError
 

@@ -120,7 +120,7 @@ class Registry(Generic[T]):
 
 
 readers: Registry[type[Reader]] = Registry(
-    "reader", "imgpack.readers", ("imgpack.readers.folder", "imgpack.readers.manifest"))
+    "reader", "imgpack.readers", ("imgpack.readers.folder", "imgpack.readers.manifest", "imgpack.readers.labels"))
 preprocessors: Registry[type[Preprocessor]] = Registry(
     "preprocessor", "imgpack.preprocessors",
     ("imgpack.preprocess.color", "imgpack.preprocess.resize", "imgpack.preprocess.crop", "imgpack.preprocess.enhance"),

@@ -20,6 +20,12 @@ def _fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
 
 
+def _short_counts(counts: dict[str, int], most: int = 8) -> str:
+    if len(counts) <= most:
+        return _fmt_counts(counts)
+    return f"{len(counts)} classes, {min(counts.values())} to {max(counts.values())} images each"
+
+
 def _list(ctx: click.Context, title: str, rows: list[tuple[str, str]]) -> None:
     if not rows:
         return
@@ -31,39 +37,99 @@ def _list(ctx: click.Context, title: str, rows: list[tuple[str, str]]) -> None:
         say(ctx, f"{indent}... and {len(rows) - _SHOW} more (--json lists them all)")
 
 
+# --------------------------------------------------------------------------- where samples come from
+
+_SOURCE_OPTIONS = [
+    click.option("--labels", type=click.Path(dir_okay=False),
+                 help="Labels file: CSV with a header (APTOS train.csv), JSON list (labels.json), or TSV/"
+                      "whitespace without a header (TinyImageNet val_annotations.txt). Images are looked up "
+                      "under SOURCE."),
+    click.option("--id-column", help="CSV/TSV: the column naming the image, a header name or 0-based number "
+                                     "(default: the first). An id, a file name or a path under SOURCE."),
+    click.option("--label-column", help="CSV/TSV: the label column (default: the second; none: unlabeled)."),
+    click.option("--image-key", help="JSON: the field naming the image (default: image)."),
+    click.option("--label-key", help="JSON: the label field (default: label, labels or meshes): a class, a list "
+                                     "(multi-label) or an object (labels -> annotations)."),
+    click.option("--names", type=click.Path(dir_okay=False),
+                 help="Readable label names: KEY<TAB>NAME lines (TinyImageNet words.txt) or a JSON object."),
+    click.option("--classes", type=click.Path(dir_okay=False),
+                 help="The label keys, one per line, in label-id order (TinyImageNet wnids.txt): the same "
+                      "ids for every split converted apart; other labels are reported."),
+    click.option("--split", "split", metavar="NAME=FRAC,...",
+                 help="Split the samples, e.g. train=0.8,val=0.1,test=0.1 (the same seed gives the same split)."),
+    click.option("--seed", type=int, help="Seed of --split (default 0)."),
+    click.option("--stratify", is_flag=True, help="--split keeps each class's proportion in every split."),
+    click.option("--split-from-folders", is_flag=True,
+                 help="SOURCE has split folders (train/, val/, test/ ...), each with class folders; keep them."),
+]
+
+
+def _source_options(f: Any) -> Any:
+    for option in reversed(_SOURCE_OPTIONS):
+        f = option(f)
+    return f
+
+
+def _say_label_problems(ctx: click.Context, problems: dict[str, dict[str, Any]], action: str) -> None:
+    from ..sources import PROBLEM_TITLES
+
+    for kind, info in problems.items():
+        title = f"  {info['count']} {PROBLEM_TITLES.get(kind, kind)} ({kind}; {action})"
+        rows = [(e["where"], e["detail"]) for e in info["examples"]]
+        say(ctx, f"{title}:")
+        for where, detail in rows[:_SHOW]:
+            say(ctx, f"    {where}: {detail}")
+        if info["count"] > min(len(rows), _SHOW):
+            say(ctx, f"    ... and {info['count'] - min(len(rows), _SHOW)} more")
+
+
 # --------------------------------------------------------------------------- ingest
 
 
 @cli.command()
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Manifest to write (.jsonl).")
-@click.option("--reader", help="Reader to use (default: the first that accepts SOURCE; see imgpack plugins).")
+@click.option("--reader", help="Reader to use (default: the first that accepts SOURCE, or the one for the "
+                                "--labels file; see imgpack plugins).")
+@_source_options
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
 @click.pass_context
 def ingest(ctx: click.Context, source: str, output: str, reader: str | None, overwrite: bool,
-           as_json: bool) -> None:
-    """Scan SOURCE, check every image's header, and write a manifest.
+           as_json: bool, **source_options: Any) -> None:
+    """Scan SOURCE, check every image's header and the labels, and write a manifest.
 
-    SOURCE is a folder of class folders (SOURCE/<class>/**/<image>). The manifest has
-    one JSON line per sample (id, path relative to SOURCE, label, format, size) after
-    a header line with the label names and the summary; `imgpack convert MANIFEST`
-    converts exactly those samples.
+    SOURCE is a folder of class folders (SOURCE/<class>/**/<image>), a folder of images
+    without classes (unlabeled), or the folder of the images a --labels file names. The
+    manifest has one JSON line per sample (id, path relative to SOURCE, label, split,
+    format, size) after a header line with the label names and the summary; `imgpack
+    convert MANIFEST` converts exactly those samples, into one file per split.
+
+    What does not match between a labels file and the images (entries naming missing
+    images, images no entry names, duplicates, empty labels) is counted and shown.
 
     \b
-    Example:
+    Examples:
       imgpack ingest photos/ -o photos.jsonl
       imgpack convert photos.jsonl -o photos.h5 --size 128
+      imgpack ingest aptos/train_images -o aptos.jsonl --labels aptos/train.csv \\
+          --split train=0.9,val=0.1 --seed 2018 --stratify
+      imgpack ingest tiny-imagenet-200/val -o val.jsonl --labels tiny-imagenet-200/val/val_annotations.txt \\
+          --names tiny-imagenet-200/words.txt --classes tiny-imagenet-200/wnids.txt
     """
     from ..manifests import ingest as run_ingest
 
-    res = run_ingest(source, output, reader=reader, overwrite=overwrite, progress=_progress(ctx))
+    res = run_ingest(source, output, reader=reader, overwrite=overwrite, progress=_progress(ctx), **source_options)
     if as_json:
         echo_json(res.to_dict())
-    say(ctx, f"imgpack: {_plural(res.count, 'image')} in {_plural(len(res.label_names), 'class')} "
-             f"-> {res.manifest}")
-    say(ctx, f"  classes: {_fmt_counts(res.label_counts)}")
+    what = "unlabeled" if not res.label_names else _plural(len(res.label_names), "class")
+    kind = ", multi-label" if res.multi_label else ""
+    say(ctx, f"imgpack: {_plural(res.count, 'image')} ({what}{kind}) -> {res.manifest}")
+    say(ctx, f"  {'labels' if res.multi_label else 'classes'}: {_fmt_counts(res.label_counts)}")
+    if res.splits:
+        say(ctx, f"  splits: {_fmt_counts(res.splits)}")
     say(ctx, f"  formats: {_fmt_counts(res.formats)}")
+    _say_label_problems(ctx, res.label_problems, "left out of the manifest")
     _list(ctx, f"  {_plural(len(res.problems), 'problem')} (these will be skipped by convert)",
           [(p["path"], p["reason"]) for p in res.problems])
     _list(ctx, f"  ignored {_plural(len(res.ignored), 'file')}", [(p["path"], p["reason"]) for p in res.ignored])
@@ -110,7 +176,9 @@ class _ConvertCommand(click.Command):
 @click.option("--decode", type=click.Choice(["reduced", "full"]),
               help="reduced (default): decode JPEGs at 1/2, 1/4 or 1/8 scale when the recipe shrinks them "
                    "anyway (several times faster); full: every pixel, bit-exact.")
-@click.option("--reader", help="Reader to use (default: the first that accepts SOURCE).")
+@click.option("--reader", help="Reader to use (default: the first that accepts SOURCE, or the one for the "
+                                "--labels file).")
+@_source_options
 @click.option("--workers", type=click.IntRange(min=0),
               help="Worker processes (default: the cores this process may use; 0: no pool).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
@@ -124,7 +192,9 @@ class _ConvertCommand(click.Command):
 @click.option("--encode", type=click.Choice(["raw", "jpeg", "png"]),
               help="TFRecord: store raw pixels (default, image_raw) or JPEG/PNG bytes (image_encoded).")
 @click.option("--quality", type=click.IntRange(1, 100), help="TFRecord: JPEG quality for --encode jpeg (default 95).")
-@click.option("--one-hot", is_flag=True, default=None, help="TFRecord: also store label_one_hot (K bytes of 0/1).")
+@click.option("--one-hot", is_flag=True, default=None,
+              help="Also store one-hot labels: labels_one_hot (N, K) uint8 in HDF5 and pickle, label_one_hot "
+                   "(K bytes of 0/1) in TFRecord.")
 @click.option("--pickle-budget", metavar="SIZE",
               help="pickle: refuse a single pickle larger than this (default 4GiB; 0: no limit).")
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
@@ -137,13 +207,19 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
             workers: int | None, batch_size: int, on_error: str,
             compression: str | None, shard_size: int | None, encode: str | None, quality: int | None,
             one_hot: bool | None, pickle_budget: str | None, max_pixels: int | None, overwrite: bool,
-            as_json: bool) -> None:
+            as_json: bool, **source_options: Any) -> None:
     """Decode, preprocess and pack the images of SOURCE into OUTPUT.
 
-    SOURCE is a folder of class folders or a manifest from `imgpack ingest`. Each image
-    is decoded and preprocessed once, in a pool of worker processes; the output keeps
-    the input order. Without --size every image must already have the same shape for
-    HDF5 and pickle; TFRecord keeps each image's own.
+    SOURCE is a folder of class folders (or of images only: unlabeled), the folder of the
+    images a --labels file names, or a manifest from `imgpack ingest`. Each image is
+    decoded and preprocessed once, in a pool of worker processes; the output keeps the
+    input order. Without --size every image must already have the same shape for HDF5
+    and pickle; TFRecord keeps each image's own.
+
+    With --split or --split-from-folders (or a manifest with splits), OUTPUT is a folder:
+    one file per split (train.h5, val.h5 ...; train-*.tfrecord ...) and splits.json with
+    the counts. Entries of a labels file that match no image, images it does not name,
+    duplicates and empty labels are reported, or stop the run under --on-error fail.
 
     The steps run in the order given, after `exif` (photos turned upright) and `to_rgb`
     unless the recipe names them. The whole recipe is stored in the output.
@@ -159,6 +235,9 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
       imgpack convert photos/ -o build/photos.tfrecord --size 224 --encode jpeg --quality 90
       imgpack convert photos/ -o photos.pkl --size 64
       imgpack convert photos.jsonl -o photos.h5 --size 64 --on-error fail --json
+      imgpack convert aptos/train_images -o aptos/ --format hdf5 --labels aptos/train.csv \\
+          --recipe examples/aptos.toml --split train=0.9,val=0.1 --seed 2018 --stratify
+      imgpack convert renders/ -o renders.h5 --labels renders/labels.json --size 128
     """
     from ..decode import DEFAULT_MAX_PIXELS
     from ..engines.local import LocalEngine
@@ -171,12 +250,19 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
         options={k: v for k, v in {"shard_size": shard_size, "encode": encode, "quality": quality,
                                    "one_hot": one_hot, "pickle_budget": pickle_budget}.items() if v is not None},
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=_progress(ctx),
-        engine=LocalEngine(workers, quiet_stderr=not ctx.obj.get("verbose")))
+        engine=LocalEngine(workers, quiet_stderr=not ctx.obj.get("verbose")), **source_options)
     if as_json:
         echo_json(res.to_dict())
     shape = "x".join(str(d) for d in res.image_shape) if res.image_shape else "shapes vary"
-    say(ctx, f"imgpack: wrote {_plural(res.written, 'image')} ({shape}) to {', '.join(res.outputs)} "
+    where = os.path.dirname(res.outputs[-1]) + "/" if res.splits else ", ".join(res.outputs)
+    say(ctx, f"imgpack: wrote {_plural(res.written, 'image')} ({shape}) to {where} "
              f"in {res.seconds:.1f} s ({res.images_per_second:.0f} images/s)")
+    for name, info in (res.splits or {}).items():
+        say(ctx, f"  {name:<8} {info['count']:>7} images  {', '.join(info['files'][:1])}"
+                 f"{' ...' if len(info['files']) > 1 else ''}  ({_short_counts(info['label_counts'])})")
+    if res.splits:
+        say(ctx, f"  summary: {res.outputs[-1]}")
+    _say_label_problems(ctx, res.label_problems, "skipped")
     _list(ctx, f"imgpack: skipped {_plural(len(res.skipped), 'image')}",
           [(os.path.relpath(s.path), s.reason) for s in res.skipped])
     if res.ignored:

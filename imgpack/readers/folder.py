@@ -9,6 +9,7 @@ from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS, sniff
 from ..registry import readers
+from ..splits import folder_order
 
 
 def _is_image(path: str, name: str) -> bool:
@@ -28,10 +29,17 @@ class FolderReader(Reader):
 
     Label ids follow the sorted class names. Images are recognised by extension or, for
     other files, by content; everything else (and hidden files, and files directly in
-    SRC) is ignored and counted. Samples are ordered by class, then path, whatever the
-    file system's listing order. The id is the file name without extension, or the path
+    SRC) is ignored and counted. A folder of images without class folders is an
+    unlabeled set (label -1). Samples are ordered by class, then path, whatever the file
+    system's listing order. The id is the file name without extension, or the path
     without extension where two files share a name.
+
+    Option ``split_from_folders``: SRC holds split folders (``train/``, ``val/``, ``test/``),
+    each with class folders (or images only: an unlabeled split); the classes of all
+    splits share one label space.
     """
+
+    option_names = ("split_from_folders",)
 
     @classmethod
     def accepts(cls, source: str) -> bool:
@@ -42,37 +50,53 @@ class FolderReader(Reader):
         if not os.path.isdir(root):
             raise SourceError(f"{self.source}: not a directory")
         ignored: list[tuple[str, str]] = []
-        found: list[tuple[str, str]] = []  # (class, relative path)
-        try:
-            entries = sorted(os.scandir(root), key=lambda e: e.name)
-        except OSError as exc:
-            raise SourceError(f"{self.source}: cannot list: {exc.strerror or exc}") from None
-        for entry in entries:
-            if entry.name.startswith("."):
-                ignored.append((entry.name, "hidden"))
-            elif entry.is_dir():
-                images = self._walk(root, entry.name, ignored)
-                if images:
-                    found.extend((entry.name, rel) for rel in images)
-                else:
-                    ignored.append((entry.name + "/", "class folder with no images"))
-            else:
-                ignored.append((entry.name, "not in a class folder"))
-        label_names = sorted({cls for cls, _ in found})
+        found: list[tuple[str | None, str, str]] = []  # (split, class, relative path); class "" = unlabeled
+        if self.options.get("split_from_folders"):
+            splits = [e for e in _entries(root, "", ignored, "not in a split folder") if e.is_dir()]
+            for split in splits:
+                found.extend((split.name, cls, rel) for cls, rel in self._classes(root, split.name + "/", ignored))
+            if not found:
+                raise SourceError(f"{self.source}: no images in split folders (SRC/<split>/<class>/<image>)")
+        else:
+            found.extend((None, cls, rel) for cls, rel in self._classes(root, "", ignored))
+        label_names = sorted({cls for _, cls, _ in found if cls})
         label_of = {name: i for i, name in enumerate(label_names)}
-        found.sort(key=lambda item: (label_of[item[0]], item[1]))
-        stems = [os.path.splitext(os.path.basename(rel))[0] for _, rel in found]
+        label_of[""] = -1
+        found.sort(key=lambda item: (label_of[item[1]], item[2]))
+        stems = [os.path.splitext(os.path.basename(rel))[0] for _, _, rel in found]
         dup = {stem for stem, n in Counter(stems).items() if n > 1}
         samples = [
-            Sample(id=os.path.splitext(rel)[0] if stem in dup else stem, path=rel, label=label_of[cls])
-            for (cls, rel), stem in zip(found, stems, strict=True)
+            Sample(id=os.path.splitext(rel)[0] if stem in dup else stem, path=rel, label=label_of[cls], split=split)
+            for (split, cls, rel), stem in zip(found, stems, strict=True)
         ]
-        return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored)
+        return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored,
+                    splits=folder_order({s for s, _, _ in found if s is not None}))
+
+    def _classes(self, root: str, prefix: str, ignored: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """(class, path) of the images under ``root/prefix``: in class folders, or loose (an unlabeled set)."""
+        found: list[tuple[str, str]] = []
+        loose: list[str] = []
+        for entry in _entries(root, prefix, ignored, None):
+            rel = prefix + entry.name
+            if entry.is_dir():
+                images = self._walk(root, rel, ignored)
+                if images:
+                    found.extend((entry.name, path) for path in images)
+                else:
+                    ignored.append((rel + "/", "class folder with no images"))
+            elif _is_image(entry.path, entry.name):
+                loose.append(rel)
+            else:
+                ignored.append((rel, "not in a class folder"))
+        if found or not loose:
+            ignored.extend((rel, "not in a class folder") for rel in loose)
+            return found
+        return [("", rel) for rel in loose]  # no class folders: images without labels
 
     @staticmethod
-    def _walk(root: str, class_name: str, ignored: list[tuple[str, str]]) -> list[str]:
+    def _walk(root: str, top: str, ignored: list[tuple[str, str]]) -> list[str]:
         images = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, class_name)):
+        for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
             for d in [d for d in dirnames if d.startswith(".")]:
                 ignored.append((f"{rel_dir}/{d}/", "hidden"))
@@ -86,3 +110,22 @@ class FolderReader(Reader):
                 else:
                     ignored.append((rel, "not an image"))
         return images
+
+
+def _entries(root: str, prefix: str, ignored: list[tuple[str, str]],
+             loose_reason: str | None) -> list[os.DirEntry[str]]:
+    """The visible entries of ``root/prefix``, sorted by name; hidden ones (and, with a reason, files) are ignored."""
+    folder = os.path.join(root, prefix) if prefix else root
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        raise SourceError(f"{folder}: cannot list: {exc.strerror or exc}") from None
+    out = []
+    for entry in entries:
+        if entry.name.startswith("."):
+            ignored.append((prefix + entry.name, "hidden"))
+        elif loose_reason is not None and not entry.is_dir():
+            ignored.append((prefix + entry.name, loose_reason))
+        else:
+            out.append(entry)
+    return out

@@ -62,23 +62,35 @@ class ManifestReader(Reader):
         if root is None:
             raise SourceError(f"{self.source}: dataset root {header.get('root')!r} not found")
         label_names = list(header.get("label_names", []))
+        multi = bool(header.get("multi_label"))
         samples = []
         for lineno, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
             rec = self._json(line, lineno)
             try:
-                sample = Sample(id=str(rec["id"]), path=str(rec["path"]), label=int(rec.get("label", -1)))
+                annotation = rec.get("annotation")
+                split = rec.get("split")
+                sample = Sample(
+                    id=str(rec["id"]), path=str(rec["path"]), label=int(rec.get("label", -1)),
+                    labels=tuple(int(x) for x in rec.get("labels", ())) if multi else None,
+                    annotation=None if annotation is None else json.dumps(annotation, ensure_ascii=False),
+                    split=None if split is None else str(split))
             except (KeyError, TypeError, ValueError) as exc:
                 raise SourceError(f"{self.source}:{lineno}: bad sample ({exc!r})") from None
             if not safe_relpath(sample.path):
                 raise SourceError(f"{self.source}:{lineno}: path {sample.path!r} leaves the dataset root")
-            if sample.label >= len(label_names):
-                raise SourceError(f"{self.source}:{lineno}: label {sample.label} but only "
-                                  f"{len(label_names)} label names")
+            for label in sample.labels if sample.labels is not None else (sample.label,):
+                if not -1 <= label < len(label_names) or (multi and label < 0):
+                    raise SourceError(f"{self.source}:{lineno}: label {label} but {len(label_names)} label names")
             samples.append(sample)
         ignored = [(str(p), str(r)) for p, r in header.get("ignored", [])]
-        return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored)
+        splits = [str(x) for x in header.get("splits") or {}]
+        extra = {s.split for s in samples if s.split is not None} - set(splits)
+        keys = header.get("label_keys")
+        return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored,
+                    multi_label=multi, splits=splits + sorted(extra), labels_file=header.get("labels_file"),
+                    label_keys=[str(k) for k in keys] if keys else None)
 
     def _json(self, line: str, lineno: int) -> dict[str, Any]:
         try:

@@ -2,10 +2,12 @@
 
 Layout (the trainer's contract, see the README)::
 
-    images   (N, H, W, C) uint8, chunks (1, H, W, C)
-    labels   (N,) int64, -1 = unlabeled
-    ids      (N,) variable-length UTF-8 strings
-    attrs    label_names (JSON list), recipe (JSON), imgpack_version, source, created
+    images          (N, H, W, C) uint8, chunks (1, H, W, C)
+    labels          (N,) int64, -1 = unlabeled; (N, K) uint8 multi-hot for multi-label data
+    ids             (N,) variable-length UTF-8 strings
+    labels_one_hot  (N, K) uint8, with the one_hot option
+    annotations     (N,) variable-length UTF-8 JSON text, when the labels file has some ("null": none)
+    attrs           label_names (JSON list), recipe (JSON), imgpack_version, source, created, multi_label
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
-from ..outputs import label_counts, partial_path, prepare_target
+from ..outputs import label_counts, one_hot, partial_path, prepare_target
 from ..plugins import OutputMeta, PackedDataset, Writer
 from ..registry import writers
 
@@ -48,11 +50,14 @@ def parse_compression(text: str | None) -> tuple[str | None, int | None]:
 class HDF5Writer(Writer):
     """HDF5 via h5py: images, labels, ids and the recipe in one file that plain h5py reads.
 
-    Options: ``compression`` none (default), gzip[:LEVEL] or lzf, applied per image chunk.
+    Options: ``compression`` none (default), gzip[:LEVEL] or lzf, applied per image chunk;
+    ``one_hot`` also stores ``labels_one_hot`` (N, K) uint8. Annotations from a labels file
+    go to ``annotations``, JSON text per image.
     """
 
     suffixes = (".h5", ".hdf5", ".hdf")
-    option_names = ("compression", "overwrite")
+    option_names = ("compression", "overwrite", "one_hot")
+    stores_annotations = True
 
     @classmethod
     def check(cls, path: str, options: Mapping[str, Any]) -> None:
@@ -73,28 +78,48 @@ class HDF5Writer(Writer):
             "images", shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape), dtype=np.uint8,
             compression=compression, compression_opts=level)
         # labels and ids are read whole: big chunks, but no bigger than the dataset
-        rows = (max(1, min(16384, meta.expected_count)),)
-        self._labels = self._file.create_dataset(
-            "labels", shape=(0,), maxshape=(None,), chunks=rows, dtype=np.int64)
-        self._ids = self._file.create_dataset(
-            "ids", shape=(0,), maxshape=(None,), chunks=rows, dtype=h5py.string_dtype("utf-8"))
+        n = max(1, min(16384, meta.expected_count))
+        k = len(meta.label_names)
+        self._columns: dict[str, h5py.Dataset] = {}  # every per-image dataset but images
+        if meta.multi_label:
+            self._add("labels", (k,), np.uint8, n)
+        else:
+            self._add("labels", (), np.int64, n)
+        self._add("ids", (), h5py.string_dtype("utf-8"), n)
+        if self.options.get("one_hot"):
+            self._add("labels_one_hot", (k,), np.uint8, n)
+        if meta.annotations:
+            self._add("annotations", (), h5py.string_dtype("utf-8"), n)
         attrs = self._file.attrs
+        attrs["multi_label"] = bool(meta.multi_label)
         attrs["label_names"] = json.dumps(meta.label_names)
         attrs["recipe"] = json.dumps(meta.recipe)
         attrs["imgpack_version"] = __version__
         attrs["source"] = meta.source
         self._count = 0
 
-    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
+    def _add(self, name: str, row: tuple[int, ...], dtype: Any, rows: int) -> None:
+        # read whole, not per image: big chunks, but no bigger than the dataset
+        chunk_rows = max(1, min(rows, 2**20 // max(1, int(np.prod(row)))))
+        self._columns[name] = self._file.create_dataset(
+            name, shape=(0, *row), maxshape=(None, *row), chunks=(chunk_rows, *row), dtype=dtype)
+
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
+              annotations: Sequence[str | None] | None = None) -> None:
         n = len(images)
         if n == 0:
             return
         end = self._count + n
-        for ds in (self._images, self._labels, self._ids):
-            ds.resize(end, axis=0)
+        values: dict[str, Any] = {"labels": labels, "ids": list(ids)}
+        if "labels_one_hot" in self._columns:
+            values["labels_one_hot"] = one_hot(labels, len(self.meta.label_names))
+        if "annotations" in self._columns:
+            values["annotations"] = ["null" if a is None else a for a in (annotations or [None] * n)]
+        self._images.resize(end, axis=0)
         self._images[self._count:end] = images
-        self._labels[self._count:end] = labels
-        self._ids[self._count:end] = list(ids)
+        for name, ds in self._columns.items():
+            ds.resize(end, axis=0)
+            ds[self._count:end] = values[name]
         self._count = end
 
     def close(self) -> list[str]:
@@ -141,6 +166,9 @@ class HDF5Writer(Writer):
                 + (f" (level {images.compression_opts})" if images.compression_opts is not None else ""),
                 "label_names": names,
                 "label_counts": label_counts(labels, names),
+                "multi_label": labels.ndim == 2,
+                "one_hot": "labels_one_hot" in f,
+                "annotations": "annotations" in f,
                 "recipe": ds.recipe,
                 "imgpack_version": _attr(f, "imgpack_version"),
                 "source": _attr(f, "source"),
@@ -204,6 +232,13 @@ class HDF5Dataset(PackedDataset):
     @property
     def labels(self) -> np.ndarray:
         return np.asarray(self.file["labels"][:])
+
+    @property
+    def annotations(self) -> list[Any] | None:
+        """Each image's annotations from the labels file (parsed JSON; None where it had none), if any."""
+        if "annotations" not in self.file:
+            return None
+        return [json.loads(a.decode() if isinstance(a, bytes) else a) for a in self.file["annotations"][:]]
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():

@@ -5,6 +5,10 @@ Layout (the trainer's contract, see the README)::
     {"images": ndarray (N, H, W, C) uint8, "labels": ndarray (N,) int64, "ids": list[str],
      "label_names": list[str], "meta": {"recipe": ..., "imgpack_version": ..., "source": ..., ...}}
 
+Multi-label data: ``labels`` is (N, K) uint8 multi-hot. With ``one_hot``: ``labels_one_hot``
+(N, K) uint8. A labels file's extra annotations: ``annotations``, a list with one parsed
+JSON value (dict, list, ...) or None per image.
+
 Written with pickle protocol 5: every Python imgpack supports (3.10+) reads it (3.8 was
 the first), and it stores large numpy arrays without an extra in-memory copy (PEP 574).
 A pickle is loaded whole, so the writer estimates the size first and refuses one over
@@ -17,6 +21,7 @@ goes through :func:`safe_load`, which admits numpy arrays and plain containers o
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -28,7 +33,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
-from ..outputs import ShardNames, label_counts, partial_path, prepare_target, remove_quietly
+from ..outputs import ShardNames, label_counts, one_hot, partial_path, prepare_target, remove_quietly
 from ..plugins import OutputMeta, PackedDataset, Writer
 from ..registry import writers
 
@@ -101,7 +106,8 @@ class PickleWriter(Writer):
     """
 
     suffixes = (".pkl", ".pickle")
-    option_names = ("shard_size", "pickle_budget", "overwrite")
+    option_names = ("shard_size", "pickle_budget", "overwrite", "one_hot")
+    stores_annotations = True
 
     @classmethod
     def check(cls, path: str, options: Mapping[str, Any]) -> None:
@@ -133,13 +139,15 @@ class PickleWriter(Writer):
                 "or raise --pickle-budget")
         self._names = ShardNames.for_output(path, self.suffixes) if self._shard_size else None
         self._buffer = np.empty((max(1, per_file), *meta.image_shape), dtype=np.uint8)
-        self._labels: list[int] = []
+        self._labels: list[np.ndarray] = []
         self._ids: list[str] = []
+        self._annotations: list[Any] = []
         self._partials: list[str] = []
         self._shard_stats: list[dict[str, Any]] = []
         self._all_labels: list[np.ndarray] = []
 
-    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
+              annotations: Sequence[str | None] | None = None) -> None:
         done = 0
         while done < len(images):
             room = len(self._buffer) - len(self._ids)
@@ -149,8 +157,11 @@ class PickleWriter(Writer):
             take = min(room, len(images) - done)
             at = len(self._ids)
             self._buffer[at:at + take] = images[done:done + take]
-            self._labels.extend(int(x) for x in labels[done:done + take])
+            self._labels.append(np.array(labels[done:done + take], copy=True))
             self._ids.extend(ids[done:done + take])
+            if self.meta.annotations:
+                self._annotations.extend(None if a is None else json.loads(a)
+                                         for a in (annotations or [None] * len(images))[done:done + take])
             done += take
 
     def _payload(self, shard: int | None) -> dict[str, Any]:
@@ -161,13 +172,26 @@ class PickleWriter(Writer):
         }
         if shard is not None:
             meta["shard"] = shard
-        return {
+        meta["multi_label"] = self.meta.multi_label
+        labels = self._label_array()
+        payload = {
             "images": self._buffer[:len(self._ids)],
-            "labels": np.array(self._labels, dtype=np.int64),
+            "labels": labels,
             "ids": list(self._ids),
             "label_names": list(self.meta.label_names),
             "meta": meta,
         }
+        if self.options.get("one_hot"):
+            payload["labels_one_hot"] = one_hot(labels, len(self.meta.label_names))
+        if self.meta.annotations:
+            payload["annotations"] = list(self._annotations)
+        return payload
+
+    def _label_array(self) -> np.ndarray:
+        if self.meta.multi_label:
+            empty = np.zeros((0, len(self.meta.label_names)), dtype=np.uint8)
+            return np.concatenate([empty, *self._labels]).astype(np.uint8)
+        return np.concatenate([np.zeros(0, np.int64), *self._labels]).astype(np.int64)
 
     def _dump(self, path: str, payload: dict[str, Any]) -> None:
         try:
@@ -183,8 +207,8 @@ class PickleWriter(Writer):
         self._partials.append(path)
         self._dump(path, self._payload(len(self._partials) - 1))
         self._shard_stats.append({"count": len(self._ids), "bytes": os.path.getsize(path)})
-        self._all_labels.append(np.array(self._labels, dtype=np.int64))
-        self._labels, self._ids = [], []
+        self._all_labels.append(self._label_array())
+        self._labels, self._ids, self._annotations = [], [], []
 
     def close(self) -> list[str]:
         if self._names is None:
@@ -197,6 +221,8 @@ class PickleWriter(Writer):
             self._flush()
         labels = np.concatenate(self._all_labels)
         index = {
+            "multi_label": self.meta.multi_label, "one_hot": bool(self.options.get("one_hot")),
+            "annotations": self.meta.annotations,
             "format": "pickle", "count": len(labels), "image_shape": list(self.meta.image_shape),
             "pickle_protocol": PROTOCOL, "label_names": self.meta.label_names,
             "label_counts": label_counts(labels, self.meta.label_names), "recipe": self.meta.recipe,
@@ -242,6 +268,9 @@ class PickleWriter(Writer):
                            for p, n in zip(files, ds.counts, strict=True)] if ds.sharded else [],
                 "label_names": ds.label_names,
                 "label_counts": label_counts(labels, ds.label_names),
+                "multi_label": labels.ndim == 2,
+                "one_hot": "labels_one_hot" in ds._shard(0),
+                "annotations": "annotations" in ds._shard(0),
                 "recipe": ds.recipe,
                 "imgpack_version": ds.meta.get("imgpack_version"),
                 "source": ds.meta.get("source"),
@@ -339,7 +368,14 @@ class PickleDataset(PackedDataset):
 
     @property
     def labels(self) -> np.ndarray:
-        return np.asarray(self._column("labels"), dtype=np.int64)
+        return np.concatenate([np.asarray(self._shard(i)["labels"]) for i in range(len(self.files))])
+
+    @property
+    def annotations(self) -> list[Any] | None:
+        """Each image's annotations from the labels file (None where it had none), if any."""
+        if "annotations" not in self._shard(0):
+            return None
+        return self._column("annotations")
 
     def close(self) -> None:
         self._cache = None

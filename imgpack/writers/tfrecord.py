@@ -10,6 +10,9 @@ code works: ``image_raw`` (bytes, uint8 H*W*C, RGB), ``height``, ``width``, ``ch
 ``label`` (int64, -1 = unlabeled), plus ``id`` (bytes). With ``encode`` the pixels are
 stored as ``image_encoded`` (JPEG or PNG bytes, for ``tf.io.decode_image``) and ``format``
 instead; with ``one_hot``, ``label_one_hot`` holds K bytes of 0/1 (seeds/003's encoding).
+Multi-label data: ``label`` is the multi-hot vector, K int64 of 0/1 (``FixedLenFeature([K],
+tf.int64)``; the index says ``"multi_label": true``). A labels file's extra annotations
+(bounding boxes, ...): ``annotation``, bytes, the JSON text of each image's annotations.
 
 TensorFlow is imported only here, and only when a TFRecord is written or read: it is an
 extra (``pip install 'imgpack[tfrecord]'``), and ``import tensorflow`` takes seconds and
@@ -140,12 +143,16 @@ class Options:
                    bool(options.get("one_hot")))
 
 
-def feature_schema(encoding: str, one_hot: bool) -> dict[str, str]:
+def feature_schema(encoding: str, one_hot: bool, multi_label: bool = False,
+                   annotations: bool = False) -> dict[str, str]:
     """Feature key -> what it holds, as recorded in the index."""
     schema = {
         "height": "int64", "width": "int64", "channel": "int64",
-        "label": "int64 (-1 = unlabeled)", "id": "bytes (UTF-8)",
+        "label": "int64 list (K of 0/1: multi-hot)" if multi_label else "int64 (-1 = unlabeled)",
+        "id": "bytes (UTF-8)",
     }
+    if annotations:
+        schema["annotation"] = "bytes (JSON text of the labels file's annotations; null: none)"
     if encoding == "raw":
         schema["image_raw"] = "bytes (uint8 pixels, H*W*C, RGB, row-major)"
     else:
@@ -169,10 +176,13 @@ class _ExampleBuilder:
 
     RENEW_BYTES = 32 * 2**20
 
-    def __init__(self, tf: Any, encoding: str, classes: int | None) -> None:
+    def __init__(self, tf: Any, encoding: str, classes: int | None, multi_label: bool = False,
+                 annotations: bool = False) -> None:
         self._tf = tf
         self._encoding = encoding
         self._classes = classes  # K when one-hot labels are stored
+        self._multi = multi_label
+        self._annotations = annotations
         self._renew()
 
     def _renew(self) -> None:
@@ -187,8 +197,11 @@ class _ExampleBuilder:
         self._height = value("height", "int64_list", 0)
         self._width = value("width", "int64_list", 0)
         self._channel = value("channel", "int64_list", 0)
-        self._label = value("label", "int64_list", 0)
+        self._label = feature["label"].int64_list.value
+        if not self._multi:
+            self._label.append(0)
         self._id = value("id", "bytes_list", b"")
+        self._annotation = value("annotation", "bytes_list", b"null") if self._annotations else None
         raw = self._encoding == "raw"
         self._pixels = value("image_raw" if raw else "image_encoded", "bytes_list", b"")
         if not raw:
@@ -196,7 +209,8 @@ class _ExampleBuilder:
         self._one_hot = value("label_one_hot", "bytes_list", b"") if self._classes is not None else None
         self._used = 0
 
-    def __call__(self, item: np.ndarray | Encoded, label: int, id_: str) -> bytes:
+    def __call__(self, item: np.ndarray | Encoded, label: int | np.ndarray, id_: str,
+                 annotation: str | None = None) -> bytes:
         data = item.data if isinstance(item, Encoded) else np.ascontiguousarray(item).tobytes()
         if self._used > self.RENEW_BYTES:
             self._renew()
@@ -205,13 +219,18 @@ class _ExampleBuilder:
         self._height[0] = shape[0]
         self._width[0] = shape[1]
         self._channel[0] = shape[2] if len(shape) == 3 else 1
-        self._label[0] = label
+        if self._multi:
+            self._label[:] = [int(x) for x in np.asarray(label)]
+        else:
+            self._label[0] = int(label)
         self._id[0] = id_.encode()
         self._pixels[0] = data
+        if self._annotation is not None:
+            self._annotation[0] = (annotation or "null").encode()
         if self._one_hot is not None and self._classes is not None:
             hot = np.zeros(self._classes, dtype=np.uint8)
-            if 0 <= label < self._classes:
-                hot[label] = 1
+            if 0 <= int(label) < self._classes:
+                hot[int(label)] = 1
             self._one_hot[0] = hot.tobytes()
         return self._example.SerializeToString()
 
@@ -227,6 +246,7 @@ class TFRecordWriter(Writer):
     suffixes = (".tfrecord", ".tfrecords")
     option_names = ("shard_size", "encode", "quality", "one_hot", "overwrite")
     variable_shape = True
+    stores_annotations = True
 
     @classmethod
     def check(cls, path: str, options: Mapping[str, Any]) -> None:
@@ -246,7 +266,8 @@ class TFRecordWriter(Writer):
         self._opts = Options.parse(self.options)
         self._names = ShardNames.for_output(path, self.suffixes)
         self._build = _ExampleBuilder(self._tf, self._opts.encode,
-                                      len(meta.label_names) if self._opts.one_hot else None)
+                                      len(meta.label_names) if self._opts.one_hot else None,
+                                      meta.multi_label, meta.annotations)
         self._shard_size = self._opts.shard_size
         self._partials: list[str] = []
         self._shard_counts: list[int] = []
@@ -274,9 +295,11 @@ class TFRecordWriter(Writer):
                 raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
             self._file = None
 
-    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str]) -> None:
-        for item, label, id_ in zip(images, labels, ids, strict=True):
-            record = self._build(item, int(label), id_)
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
+              annotations: Sequence[str | None] | None = None) -> None:
+        notes = annotations if annotations is not None else [None] * len(ids)
+        for item, label, id_, note in zip(images, labels, ids, notes, strict=True):
+            record = self._build(item, label, id_, note)
             if self._file is None or self._shard_counts[-1] >= (self._shard_size or 1):
                 self._open_next_shard(record)
             try:
@@ -285,7 +308,7 @@ class TFRecordWriter(Writer):
                 raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
             self._shard_counts[-1] += 1
             self._shapes.add(tuple(item.shape))
-        self._labels.append(np.asarray(labels, dtype=np.int64).copy())
+        self._labels.append(np.array(labels, copy=True))
 
     def written_shape(self) -> tuple[int, ...] | None:
         return next(iter(self._shapes)) if len(self._shapes) == 1 else None
@@ -294,7 +317,8 @@ class TFRecordWriter(Writer):
         if not self._partials:  # nothing converted: still a valid, empty output
             self._open_next_shard(b"")
         self._close_shard()
-        labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
+        empty = np.zeros((0, len(self.meta.label_names)) if self.meta.multi_label else 0, np.int64)
+        labels = np.concatenate([empty, *self._labels])
         shape = self.written_shape()
         index = {
             "format": "tfrecord",
@@ -303,7 +327,10 @@ class TFRecordWriter(Writer):
             "encoding": self._opts.encode,
             **({"quality": self._opts.quality} if self._opts.encode == "jpeg" else {}),
             "one_hot": self._opts.one_hot,
-            "features": feature_schema(self._opts.encode, self._opts.one_hot),
+            "multi_label": self.meta.multi_label,
+            "annotations": self.meta.annotations,
+            "features": feature_schema(self._opts.encode, self._opts.one_hot, self.meta.multi_label,
+                                       self.meta.annotations),
             "label_names": self.meta.label_names,
             "label_counts": label_counts(labels, self.meta.label_names),
             "recipe": self.meta.recipe,
@@ -366,6 +393,9 @@ class TFRecordWriter(Writer):
             "features": index.get("features", {}),
             "label_names": index.get("label_names", []),
             "label_counts": index.get("label_counts", {}),
+            "multi_label": bool(index.get("multi_label")),
+            "one_hot": bool(index.get("one_hot")),
+            "annotations": bool(index.get("annotations")),
             "recipe": index.get("recipe", {}),
             "imgpack_version": index.get("imgpack_version"),
             "source": index.get("source"),
@@ -400,6 +430,7 @@ class TFRecordDataset(PackedDataset):
         self.counts = [int(s.get("count", 0)) for s in index["shards"]]
         self.label_names = list(index.get("label_names", []))
         self.recipe = dict(index.get("recipe", {}))
+        self.multi_label = bool(index.get("multi_label"))
         self._tf = import_tensorflow()
         self._ids: list[str] | None = None
         self._labels: np.ndarray | None = None
@@ -411,9 +442,10 @@ class TFRecordDataset(PackedDataset):
                  take: int = -1) -> Iterator[dict[str, Any]]:
         tf = self._tf
         encoded = "image_encoded" in self.index.get("features", {})
+        label_shape = [len(self.label_names)] if self.multi_label else []
         spec = {
             "height": tf.io.FixedLenFeature([], tf.int64), "width": tf.io.FixedLenFeature([], tf.int64),
-            "channel": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature([], tf.int64),
+            "channel": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature(label_shape, tf.int64),
             "id": tf.io.FixedLenFeature([], tf.string),
             ("image_encoded" if encoded else "image_raw"): tf.io.FixedLenFeature([], tf.string),
         }
@@ -448,7 +480,7 @@ class TFRecordDataset(PackedDataset):
     def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
         for shard in self.shards:
             for rec in self._records(shard):
-                yield self._image(rec), int(rec["label"])
+                yield self._image(rec), self._label(rec)
 
     def _locate(self, index: int) -> tuple[str, int]:
         n = len(self)
@@ -464,17 +496,23 @@ class TFRecordDataset(PackedDataset):
     def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
         shard, offset = self._locate(index)
         for rec in self._records(shard, skip=offset, take=1):
-            return self._image(rec), int(rec["label"])
+            return self._image(rec), self._label(rec)
         raise SourceError(f"{shard}: holds fewer records than its index says ({self.path})")
+
+    def _label(self, rec: dict[str, Any]) -> Any:
+        return rec["label"].numpy().astype(np.uint8) if self.multi_label else int(rec["label"])
 
     def _read_labels_and_ids(self) -> None:
         ids: list[str] = []
-        labels: list[int] = []
+        labels: list[Any] = []
         for shard in self.shards:
             for rec in self._records(shard, keys=("label", "id")):
                 ids.append(rec["id"].numpy().decode())
-                labels.append(int(rec["label"]))
-        self._ids, self._labels = ids, np.array(labels, dtype=np.int64)
+                labels.append(self._label(rec))
+        k = len(self.label_names)
+        self._ids = ids
+        self._labels = (np.array(labels, dtype=np.uint8).reshape(-1, k) if self.multi_label
+                        else np.array(labels, dtype=np.int64))
 
     @property
     def ids(self) -> list[str]:

@@ -1,0 +1,239 @@
+"""From what the user named to the final list of samples: reader, label names, classes, splits.
+
+``ingest`` and ``convert`` both go through :func:`load_scan`, so a folder, a labels file
+or a manifest gives the same samples, labels and splits in either command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter, defaultdict
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import SourceError, UsageError
+from .plugins import Problem, Reader, Sample, Scan
+from .registry import readers
+from .splits import apply_split, folder_order, parse_split
+
+#: labels-file suffix -> reader
+LABEL_READERS = {".csv": "csv", ".json": "json", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv"}
+#: how many examples of each kind of problem a summary keeps (the counts are always complete)
+EXAMPLES = 20
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """Where the samples, labels and splits come from (the options ingest and convert share)."""
+
+    reader: str | None = None
+    labels: str | None = None  # a labels file: CSV, JSON, TSV
+    id_column: str | None = None
+    label_column: str | None = None
+    image_key: str | None = None
+    label_key: str | None = None
+    names: str | None = None  # label key -> readable name (TinyImageNet words.txt)
+    classes: str | None = None  # the label keys, one per line, in label-id order
+    split: str | None = None  # train=0.8,val=0.1,test=0.1
+    seed: int | None = None
+    stratify: bool = False
+    split_from_folders: bool = False
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> SourceOptions:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in kwargs.items() if k in known and v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) not in (None, False)}
+
+
+def pick_reader(source: str, opts: SourceOptions) -> Reader:
+    """The reader for ``source``: the one named, the one for the labels file, else the first that accepts it."""
+    reader_opts: dict[str, Any] = {"labels": opts.labels, "id_column": opts.id_column,
+                                   "label_column": opts.label_column, "image_key": opts.image_key,
+                                   "label_key": opts.label_key}
+    name = opts.reader
+    if name is None and opts.labels is not None:
+        name = LABEL_READERS.get(os.path.splitext(opts.labels)[1].lower())
+        if name is None:
+            raise UsageError(f"cannot tell the format of {opts.labels!r} from its suffix: "
+                             "pass --reader csv, json or tsv")
+    if name is None:
+        if any(v is not None for v in reader_opts.values()):
+            flag = next(k for k, v in reader_opts.items() if v is not None).replace("_", "-")
+            raise UsageError(f"--{flag} goes with --labels FILE")
+        if not os.path.exists(source):
+            raise SourceError(f"{source}: no such file or directory")
+        for reader_name, cls in readers.items():
+            if cls.accepts(source):
+                name = reader_name
+                break
+        else:
+            raise SourceError(f"{source}: not a directory of images nor an imgpack manifest "
+                              f"(readers: {', '.join(readers.names())}; pick one with --reader)")
+    cls = readers.get(name)
+    if opts.split_from_folders and "split_from_folders" in cls.option_names:
+        reader_opts["split_from_folders"] = True
+    if not os.path.exists(source):
+        raise SourceError(f"{source}: no such file or directory")
+    return cls(source, reader_opts)
+
+
+def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
+    """The samples of ``source`` with their labels (renamed, reordered) and splits, and what was left out."""
+    opts = opts or SourceOptions()
+    if opts.split is not None and opts.split_from_folders:
+        raise UsageError("--split and --split-from-folders exclude each other")
+    if opts.split is None and (opts.stratify or opts.seed is not None):
+        raise UsageError(f"--{'stratify' if opts.stratify else 'seed'} goes with --split")
+    fractions = parse_split(opts.split) if opts.split is not None else None
+    reader = pick_reader(source, opts)
+    scan = reader.scan()
+    if opts.split_from_folders and "split_from_folders" not in reader.option_names:
+        scan = _splits_from_paths(scan)
+    if opts.classes is not None or opts.names is not None:
+        scan = relabel(scan, read_keys(opts.classes) if opts.classes else None,
+                       read_names(opts.names) if opts.names else None)
+    if fractions is not None:
+        scan = apply_split(scan, fractions, opts.seed if opts.seed is not None else 0, opts.stratify)
+    return scan
+
+
+def _splits_from_paths(scan: Scan) -> Scan:
+    """--split-from-folders for a labels file: each image's split is the first folder of its path."""
+    samples, problems = [], list(scan.problems)
+    for s in scan.samples:
+        top, sep, _ = s.path.partition("/")
+        if sep:
+            samples.append(replace(s, split=top))
+        else:
+            problems.append(Problem("no_split", s.path, "not in a split folder (SRC/<split>/...)"))
+    return replace(scan, samples=samples, problems=problems,
+                   splits=folder_order({s.split for s in samples if s.split is not None}))
+
+
+# --------------------------------------------------------------------------- classes and names
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such {what} file") from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def read_keys(path: str) -> list[str]:
+    """A classes file: one label key per line (the first field; TinyImageNet's wnids.txt), in label-id order."""
+    keys = [line.split()[0] for line in _read_text(path, "classes").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+    dup = [k for k, n in Counter(keys).items() if n > 1]
+    if dup:
+        raise SourceError(f"{path}: class {dup[0]!r} is listed twice")
+    if not keys:
+        raise SourceError(f"{path}: no classes listed")
+    return keys
+
+
+def read_names(path: str) -> dict[str, str]:
+    """A names file: ``key<TAB>readable name`` lines (TinyImageNet's words.txt), or a JSON object."""
+    text = _read_text(path, "names")
+    if path.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SourceError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise SourceError(f"{path}: expected a JSON object of label: name")
+        return {str(k): str(v) for k, v in data.items()}
+    names: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        key, _, name = line.partition("\t") if "\t" in line else line.strip().partition(" ")
+        names.setdefault(key.strip(), name.strip() or key.strip())
+    return names
+
+
+def relabel(scan: Scan, classes: list[str] | None, names: dict[str, str] | None) -> Scan:
+    """Label ids in the order of ``classes`` (samples with another label are reported), names from ``names``."""
+    keys = list(scan.label_keys or scan.label_names)
+    samples = scan.samples
+    problems = list(scan.problems)
+    if classes is not None:
+        new = {k: i for i, k in enumerate(classes)}
+        remap = [new.get(k, -2) for k in keys]  # -2: not a known class
+        samples = []
+        for s in scan.samples:
+            old = s.labels if s.labels is not None else ((s.label,) if s.label >= 0 else ())
+            mapped = [remap[i] for i in old]
+            if -2 in mapped:
+                bad = keys[old[mapped.index(-2)]]
+                problems.append(Problem("unknown_label", s.path, f"label {bad!r} is not in the classes file"))
+                continue
+            if s.labels is not None:
+                samples.append(replace(s, labels=tuple(sorted(mapped))))
+            else:
+                samples.append(replace(s, label=mapped[0] if mapped else -1))
+        keys = list(classes)
+    label_names = [names.get(k, k) for k in keys] if names is not None else list(keys)
+    return replace(scan, samples=samples, problems=problems, label_names=label_names,
+                   label_keys=keys if label_names != keys else None)
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def problem_summary(problems: list[Problem]) -> dict[str, dict[str, Any]]:
+    """{kind: {"count": n, "examples": [{"where", "detail"}, ...]}}, kinds in order of first appearance."""
+    out: dict[str, dict[str, Any]] = defaultdict(lambda: {"count": 0, "examples": []})
+    for p in problems:
+        entry = out[p.kind]
+        entry["count"] += 1
+        if len(entry["examples"]) < EXAMPLES:
+            entry["examples"].append({"where": p.where, "detail": p.detail})
+    return dict(out)
+
+
+PROBLEM_TITLES = {
+    "missing": "entries name an image that is not there",
+    "unlisted": "images are named by no entry",
+    "duplicate": "entries repeat an image already named",
+    "empty_label": "entries have an empty label",
+    "unknown_label": "samples have a label that is not in the classes file",
+    "ambiguous": "entries match several images",
+    "no_split": "images are not in a split folder",
+}
+
+
+def problem_error(problems: list[Problem]) -> SourceError:
+    """The error of ``--on-error fail`` on a source with problems: the first one, and how many of each kind."""
+    first = problems[0]
+    counts = Counter(p.kind for p in problems)
+    total = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in counts.items())
+    return SourceError(f"{first.where}: {first.detail} ({total}; --on-error skip converts the rest)")
+
+
+def sample_record(sample: Sample) -> dict[str, Any]:
+    """One manifest line."""
+    rec: dict[str, Any] = {"id": sample.id, "path": sample.path}
+    if sample.labels is not None:
+        rec["labels"] = list(sample.labels)
+    else:
+        rec["label"] = sample.label
+    if sample.split is not None:
+        rec["split"] = sample.split
+    if sample.annotation is not None:
+        rec["annotation"] = json.loads(sample.annotation)
+    return rec
+
+
+def split_counts_of(scan: Scan) -> dict[str, int]:
+    counts = Counter(s.split for s in scan.samples)
+    return {name: counts[name] for name in scan.splits if counts[name]}

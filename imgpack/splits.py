@@ -1,0 +1,97 @@
+"""Reproducible train/val/test splits.
+
+The assignment depends on the seed, the fractions and the samples' paths only: the
+samples are sorted by path before they are shuffled, so the file system's listing
+order, the reader's order and the worker count change nothing. Each split gets its
+fraction of the samples by largest remainder, so the counts are exact to one sample;
+with ``stratify`` that holds within every class (every label set, for multi-label data,
+and the unlabeled samples as a group of their own), as in seeds/001's stratified 90/10 split.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
+
+import numpy as np
+
+from .errors import UsageError
+from .plugins import Sample, Scan
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def parse_split(text: str) -> dict[str, float]:
+    """``train=0.8,val=0.1,test=0.1`` (fractions, or percentages that add up to 100) -> {name: fraction}."""
+    out: dict[str, float] = {}
+    for part in text.split(","):
+        name, eq, value = part.strip().partition("=")
+        name = name.strip()
+        if not eq or not _NAME.fullmatch(name):
+            raise UsageError(f"--split: expected NAME=FRACTION,... (e.g. train=0.8,val=0.1,test=0.1), got {part!r}")
+        if name in out:
+            raise UsageError(f"--split: {name!r} is given twice")
+        try:
+            fraction = float(value)
+        except ValueError:
+            raise UsageError(f"--split: {name}={value!r} is not a number") from None
+        if not math.isfinite(fraction) or fraction < 0:
+            raise UsageError(f"--split: {name}={value} must be a fraction >= 0")
+        out[name] = fraction
+    total = sum(out.values())
+    if math.isclose(total, 100, rel_tol=1e-6) and total > 1.5:  # percentages
+        out = {k: v / 100 for k, v in out.items()}
+        total = 1.0
+    if not math.isclose(total, 1.0, abs_tol=1e-6):
+        raise UsageError(f"--split: the fractions add up to {total:g}, not 1")
+    return out
+
+
+def split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """``n`` shared out by largest remainder: each count is floor or ceil of n * fraction; ties go in order."""
+    exact = {k: n * f for k, f in fractions.items()}
+    counts = {k: math.floor(v) for k, v in exact.items()}
+    order = sorted(fractions, key=lambda k: (-(exact[k] - counts[k]), list(fractions).index(k)))
+    for k in order[: n - sum(counts.values())]:
+        counts[k] += 1
+    return counts
+
+
+def stratum(sample: Sample) -> tuple[int, ...]:
+    return sample.labels if sample.labels is not None else (sample.label,)
+
+
+def assign(samples: Sequence[Sample], fractions: dict[str, float], seed: int, stratify: bool) -> list[str]:
+    """The split of each sample (in the given order)."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i in sorted(range(len(samples)), key=lambda i: (samples[i].path, samples[i].id)):
+        groups[stratum(samples[i]) if stratify else ()].append(i)
+    rng = np.random.default_rng(seed)
+    out = [""] * len(samples)
+    for key in sorted(groups):
+        members = groups[key]
+        order = rng.permutation(len(members))
+        at = 0
+        for name, count in split_counts(len(members), fractions).items():
+            for j in order[at:at + count]:
+                out[members[j]] = name
+            at += count
+    return out
+
+
+def apply_split(scan: Scan, fractions: dict[str, float], seed: int, stratify: bool) -> Scan:
+    """``scan`` with every sample's ``split`` set."""
+    names = assign(scan.samples, fractions, seed, stratify)
+    samples = [replace(s, split=name) for s, name in zip(scan.samples, names, strict=True)]
+    return replace(scan, samples=samples, splits=list(fractions))
+
+
+_USUAL = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")
+
+
+def folder_order(names: set[str]) -> list[str]:
+    """Split folder names in the usual order: train, then validation, then test, then any others."""
+    return sorted(names, key=lambda n: (_USUAL.index(n.lower()) if n.lower() in _USUAL else len(_USUAL), n))
