@@ -122,9 +122,13 @@ def ingest(ctx: click.Context, source: str, output: str, reader: str | None, ove
     res = run_ingest(source, output, reader=reader, overwrite=overwrite, progress=_progress(ctx), **source_options)
     if as_json:
         echo_json(res.to_dict())
-    what = "unlabeled" if not res.label_names else _plural(len(res.label_names), "class")
-    kind = ", multi-label" if res.multi_label else ""
-    say(ctx, f"imgpack: {_plural(res.count, 'image')} ({what}{kind}) -> {res.manifest}")
+    if not res.label_names:
+        what = ", unlabeled"
+    elif res.multi_label:
+        what = f" with {_plural(len(res.label_names), 'label')} (multi-label)"
+    else:
+        what = f" in {_plural(len(res.label_names), 'class')}"
+    say(ctx, f"imgpack: {_plural(res.count, 'image')}{what} -> {res.manifest}")
     say(ctx, f"  {'labels' if res.multi_label else 'classes'}: {_fmt_counts(res.label_counts)}")
     if res.splits:
         say(ctx, f"  splits: {_fmt_counts(res.splits)}")
