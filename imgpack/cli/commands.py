@@ -285,6 +285,19 @@ def _human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def _labels_line(info: dict[str, Any]) -> str:
+    names, counts = info["label_names"], info["label_counts"]
+    unlabeled = counts.get("(unlabeled)", 0)
+    if not names and unlabeled == info["count"]:
+        line = f"none: unlabeled (label -1 for all {info['count']} images)"
+    elif info.get("multi_label"):
+        line = f"{_plural(len(names), 'label')}, multi-label (multi-hot): {_fmt_counts(counts)}"
+    else:
+        line = f"{_plural(len(names), 'class')}: {_fmt_counts(counts)}"
+    extras = [x for x, key in (("one-hot", "one_hot"), ("annotations", "annotations")) if info.get(key)]
+    return line + (f"; also {', '.join(extras)}" if extras else "")
+
+
 @cli.command()
 @click.argument("path", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object on stdout.")
@@ -329,7 +342,7 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool) -> 
     if len(info.get("shards", [])) > _SHOW:
         lines.append(f"    ... and {len(info['shards']) - _SHOW} more shards (--json lists them all)")
     lines += [
-        f"  labels       {_plural(len(info['label_names']), 'class')}: {_fmt_counts(info['label_counts'])}",
+        f"  labels       {_labels_line(info)}",
         f"  recipe       {format_recipe(info['recipe'])}",
         f"  made by      imgpack {info['imgpack_version']} on {info['created']}",
         f"  source       {info['source']}",
