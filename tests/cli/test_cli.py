@@ -206,3 +206,57 @@ def test_writer_options_belong_to_their_format(class_tree: Path, tmp_path: Path)
                           "--compression", "gzip")
     assert code == 2 and "the pickle writer does not take --compression" in stderr
     assert os.listdir(tmp_path) == ["src"]
+
+
+def test_labels_and_splits_on_the_command_line(tmp_path: Path) -> None:
+    from conftest import photo, write_image
+
+    src = tmp_path / "train_images"
+    for i in range(10):
+        write_image(src / f"id{i:02d}.png", photo(12, 12, i))
+    rows = [f"id{i:02d},{i % 2}" for i in range(10)] + ["gone99,1", "id03,1"]
+    (tmp_path / "train.csv").write_text("id_code,diagnosis\n" + "\n".join(rows) + "\n")
+    labels = ["--labels", str(tmp_path / "train.csv")]
+
+    code, stdout, stderr = run("ingest", str(src), "-o", str(tmp_path / "m.jsonl"), *labels, "--json",
+                               "--split", "train=0.8,val=0.2", "--seed", "3", "--stratify")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["splits"] == {"train": 8, "val": 2}
+    assert {k: v["count"] for k, v in data["label_problems"].items()} == {"missing": 1, "duplicate": 1}
+    assert "1 entries name an image that is not there (missing" in stderr and "train.csv:12" in stderr
+
+    out = tmp_path / "out"
+    code, stdout, stderr = run("convert", str(src), "-o", str(out), "--format", "hdf5", *labels, "--size", "8",
+                               "--workers", "0", "--split", "train=0.8,val=0.2", "--seed", "3", "--stratify",
+                               "--json")
+    assert code == 0, stderr
+    data = json.loads(stdout)
+    assert data["splits"]["train"]["count"] == 8 and data["splits"]["val"]["label_counts"] == {"0": 1, "1": 1}
+    assert data["outputs"][-1] == str(out / "splits.json")
+    assert "val" in stderr and "summary:" in stderr
+
+    code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "f.h5"), *labels, "--size", "8",
+                          "--on-error", "fail")
+    assert code == 1
+    assert stderr.strip().splitlines() == [
+        f"imgpack: error: {tmp_path / 'train.csv'}:12: no image 'gone99' under the dataset root "
+        "(1 missing, 1 duplicate; --on-error skip converts the rest)"]
+    assert not (tmp_path / "f.h5").exists()
+
+    for args, message in [(["--stratify"], "--stratify goes with --split"),
+                          (["--id-column", "x"], "--id-column goes with --labels"),
+                          (["--split", "a=0.5"], "add up to 0.5")]:
+        code, _, stderr = run("ingest", str(src), "-o", str(tmp_path / "x.jsonl"), *args)
+        assert code == 2 and message in stderr
+
+
+def test_inspect_says_unlabeled(tmp_path: Path) -> None:
+    from conftest import photo, write_image
+
+    for i in range(3):
+        write_image(tmp_path / "test" / f"t{i}.png", photo(10, 10, i))
+    code, _, stderr = run("convert", str(tmp_path / "test"), "-o", str(tmp_path / "t.h5"), "--workers", "0")
+    assert code == 0, stderr
+    code, stdout, _ = run("inspect", str(tmp_path / "t.h5"))
+    assert "labels       none: unlabeled (label -1 for all 3 images)" in stdout

@@ -89,7 +89,7 @@ def test_columns_by_name_and_number_and_string_labels(tmp_path: Path) -> None:
         assert [(s.path, s.label) for s in scan.samples] == [("imgs/a.jpg", 1), ("imgs/b.jpg", 0), ("imgs/c.jpg", 1)]
         assert [s.id for s in scan.samples] == ["imgs/a", "imgs/b", "imgs/c"]
         assert json.loads(scan.samples[0].annotation or "") == {"split": "x"}  # other columns are kept
-    with pytest.raises(UsageError, match="--label-column 'nope' is not a column .*split, file, kind"):
+    with pytest.raises(UsageError, match=r"--label-column 'nope' is not a column .*split, file, kind"):
         load_scan(str(root), SourceOptions(labels=str(root / "meta.csv"), label_column="nope"))
 
 
@@ -217,7 +217,7 @@ def tiny(tmp_path: Path) -> Path:
 def test_tinyimagenet_val_annotations_with_names(tiny: Path) -> None:
     scan = load_scan(str(tiny / "val"), SourceOptions(labels=str(tiny / "val" / "val_annotations.txt"),
                                                       names=str(tiny / "words.txt")))
-    assert [(s.id, s.path) for s in scan.samples][0] == ("val_0", "images/val_0.JPEG")
+    assert (scan.samples[0].id, scan.samples[0].path) == ("val_0", "images/val_0.JPEG")
     assert scan.label_keys == ["n01443537", "n01641577"]
     assert scan.label_names == ["goldfish, Carassius auratus", "bullfrog, Rana catesbeiana"]
     assert [s.label for s in scan.samples] == [1, 0, 1]

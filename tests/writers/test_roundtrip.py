@@ -135,3 +135,81 @@ def test_every_format_stores_one_channel_images(fmt: str, class_tree: Path, tmp_
         gray = cv2.cvtColor(load(str(class_tree / "ant/images/a1.jpg")), cv2.COLOR_RGB2GRAY)  # then resized
         assert image.shape == (16, 16, 1)
         np.testing.assert_array_equal(image[:, :, 0], cv2.resize(gray, (16, 16), interpolation=cv2.INTER_AREA))
+
+
+@pytest.fixture
+def multi_label_set(tmp_path: Path) -> Path:
+    """Five images and a labels.json with multi-label entries and bounding boxes (seeds/004's shape)."""
+    from conftest import photo, write_image
+
+    root = tmp_path / "ml"
+    entries = [{"image": f"r/{i}.png", "meshes": meshes} for i, meshes in enumerate(
+        [{"Can": [1, 2, 3, 4]}, {}, {"Bottle": [0, 0, 5, 5], "Can": [6, 6, 9, 9]}, {"Wrapper": [1, 1, 2, 2]},
+         {"Bottle": [3, 3, 4, 4]}])]
+    for i, e in enumerate(entries):
+        write_image(root / e["image"], photo(12, 10, i))
+    (root / "labels.json").write_text(json.dumps(entries))
+    return root
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "pickle", "tfrecord"])
+def test_multi_label_and_annotations_in_every_format(fmt: str, multi_label_set: Path, tmp_path: Path) -> None:
+    if fmt == "tfrecord":
+        pytest.importorskip("tensorflow")
+    out = tmp_path / f"out{SUFFIX.get(fmt, '.' + fmt)}"
+    res = imgpack.convert(str(multi_label_set), str(out), format=fmt, labels=str(multi_label_set / "labels.json"),
+                          size=8, workers=0)
+    hot = [[0, 1, 0], [0, 0, 0], [1, 1, 0], [0, 0, 1], [1, 0, 0]]
+    with imgpack.open_dataset(res.outputs[-1]) as ds:
+        assert ds.label_names == ["Bottle", "Can", "Wrapper"]
+        assert np.asarray(ds.labels).tolist() == hot
+        _, label = ds[2]
+        assert np.asarray(label).tolist() == [1, 1, 0]
+    info = imgpack.describe(res.outputs[-1])
+    assert info["multi_label"] and info["annotations"]
+    assert info["label_counts"] == {"Bottle": 2, "Can": 2, "Wrapper": 1, "(no label)": 1}
+    boxes = {"Bottle": [0, 0, 5, 5], "Can": [6, 6, 9, 9]}
+    if fmt == "hdf5":
+        with h5py.File(out) as f:
+            assert f["labels"].dtype == np.uint8 and f["labels"].shape == (5, 3)
+            assert json.loads(f["annotations"].asstr()[2]) == {"meshes": boxes}
+    elif fmt == "pickle":
+        import pickle
+
+        with open(out, "rb") as fh:
+            data = pickle.load(fh)
+        assert data["labels"].dtype == np.uint8 and data["labels"].tolist() == hot
+        assert data["annotations"][2] == {"meshes": boxes} and data["annotations"][1] == {"meshes": {}}
+    else:
+        import tensorflow as tf
+
+        spec = {"label": tf.io.FixedLenFeature([3], tf.int64), "annotation": tf.io.FixedLenFeature([], tf.string)}
+        shards = sorted(str(p) for p in tmp_path.glob("out-*.tfrecord"))
+        recs = list(tf.data.TFRecordDataset(shards).map(lambda r: tf.io.parse_single_example(r, spec))
+                    .as_numpy_iterator())
+        assert [r["label"].tolist() for r in recs] == hot
+        assert json.loads(recs[2]["annotation"]) == {"meshes": boxes}
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "pickle"])
+def test_one_hot_labels(fmt: str, class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"out{SUFFIX.get(fmt, '.' + fmt)}"
+    imgpack.convert(str(class_tree), str(out), format=fmt, size=8, workers=0, options={"one_hot": True})
+    if fmt == "hdf5":
+        with h5py.File(out) as f:
+            labels, hot = f["labels"][:], f["labels_one_hot"][:]
+    else:
+        import pickle
+
+        with open(out, "rb") as fh:
+            data = pickle.load(fh)
+        labels, hot = data["labels"], data["labels_one_hot"]
+    assert hot.dtype == np.uint8 and hot.shape == (13, 3)
+    np.testing.assert_array_equal(hot, np.eye(3, dtype=np.uint8)[labels])
+    assert imgpack.describe(str(out))["one_hot"]
+
+
+def test_one_hot_refused_for_multi_label(multi_label_set: Path, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="multi-label"):
+        imgpack.convert(str(multi_label_set), str(tmp_path / "o.h5"), labels=str(multi_label_set / "labels.json"),
+                        size=8, options={"one_hot": True})
