@@ -17,7 +17,7 @@ from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, Job, process_image
 from .engines.local import LocalEngine
 from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
-from .outputs import label_counts, partial_path
+from .outputs import label_counts, partial_path, prepare_target, remove_quietly
 from .plugins import OutputMeta, Preprocessor, Reader, Sample, Scan, Writer
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
@@ -157,14 +157,11 @@ def convert(
     checked: set[str] = set()
     if not source_opts.split_from_folders:
         planned = [k for k, v in parse_split(source_opts.split).items() if v > 0] if source_opts.split else []
-        checked = set(_targets(output, writer_cls, planned).values())
-        for target in checked:
-            writer_cls.check(target, writer_options)
+        checked = _check_targets(output, _targets(output, writer_cls, planned), writer_cls, writer_options, checked)
     scan = load_scan(source, source_opts)
     splits = [name for name in scan.splits if any(s.split == name for s in scan.samples)]
     targets = _targets(output, writer_cls, splits)
-    for target in set(targets.values()) - checked:
-        writer_cls.check(target, writer_options)
+    _check_targets(output, targets, writer_cls, writer_options, checked)
     if scan.problems and on_error == "fail":
         raise problem_error(scan.problems)
     if not scan.samples:
@@ -206,6 +203,11 @@ def convert(
                                    "label_counts": res.label_counts}
         if splits:
             outputs.append(_write_split_summary(output, scan, source_opts, per_split, writer_cls.name))
+    except BaseException:
+        # the splits are one output: the ones finished before the failure go too, so that no
+        # folder holds train.h5 without the val.h5 and splits.json of the same run
+        remove_quietly(outputs)
+        raise
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -230,6 +232,15 @@ def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[s
         raise UsageError(f"with splits, -o is a folder (got {output!r}): each split gets its own file in it, "
                          f"e.g. -o {os.path.splitext(output)[0]}/")
     return {name: os.path.join(output, name + writer_cls.suffixes[0]) for name in splits}
+
+
+def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer], options: dict[str, Any],
+                   checked: set[str]) -> set[str]:
+    for target in set(targets.values()) - checked:
+        writer_cls.check(target, options)
+    if "" not in targets:
+        prepare_target(os.path.join(output, SPLITS_FILE), bool(options.get("overwrite")))
+    return checked | set(targets.values())
 
 
 def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split: dict[str, dict[str, Any]],

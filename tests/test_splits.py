@@ -14,7 +14,7 @@ import pytest
 from conftest import photo, write_image
 
 from imgpack import convert, open_dataset
-from imgpack.errors import UsageError
+from imgpack.errors import ImageError, UsageError
 from imgpack.manifests import ingest
 from imgpack.plugins import Sample
 from imgpack.sources import SourceOptions, load_scan
@@ -163,3 +163,27 @@ def test_split_does_not_depend_on_the_listing_order(class_tree: Path, tmp_path: 
     a = load_scan(str(class_tree), SourceOptions(split="a=0.6,b=0.4", seed=9))
     b = load_scan(str(copy), SourceOptions(split="a=0.6,b=0.4", seed=9))
     assert [(s.path, s.split) for s in a.samples] == [(s.path, s.split) for s in b.samples]
+
+
+def test_split_outputs_are_refused_without_overwrite_and_removed_together_on_failure(
+        class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    convert(str(class_tree), str(out), format="hdf5", size=8, workers=0, split="a=0.5,b=0.5")
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert set(before) == {"a.h5", "b.h5", "splits.json"}
+    from imgpack.errors import OutputError
+
+    with pytest.raises(OutputError, match="already exists"):
+        convert(str(class_tree), str(out), format="hdf5", size=8, workers=0, split="a=0.5,b=0.5")
+    with pytest.raises(OutputError, match=r"splits\.json: already exists"):  # other split names, same folder
+        convert(str(class_tree), str(out), format="hdf5", size=8, workers=0, split="c=0.5,d=0.5")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    # a run that fails in its second split leaves neither split behind
+    (class_tree / "zebra" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    seed = next(seed for seed in range(100) if any(  # one that puts it in the second split
+        s.split == "b" and s.id == "broken" for s in load_scan(str(class_tree), SourceOptions(
+            split="a=0.5,b=0.5", seed=seed)).samples))
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        convert(str(class_tree), str(tmp_path / "failed"), format="hdf5", size=8, workers=0,
+                split="a=0.5,b=0.5", seed=seed, on_error="fail")
+    assert sorted(p.name for p in (tmp_path / "failed").iterdir()) == []

@@ -283,6 +283,11 @@ def test_mnist_sample_csv(shared: Path, tmp_path: Path) -> None:
         assert rec["label"] == {"3": 0, "7": 1}[rec["path"].split("/")[1]]
     subset = ingest(str(root), str(tmp_path / "s.jsonl"), labels=str(root / "labels_subset.csv"))
     assert subset.count == 250 and subset.label_problems == {}
+    # its train/ and valid/ folders are the splits; the labels still come from the CSV
+    res = convert(str(root), str(tmp_path / "split"), format="hdf5", labels=str(root / "labels_subset.csv"),
+                  split_from_folders=True, workers=0)
+    assert {k: v["label_counts"] for k, v in (res.splits or {}).items()} == {
+        "train": {"0": 100, "1": 100}, "valid": {"0": 25, "1": 25}}
     # --on-error fail stops before any work, naming the labels file and the first missing image
     with pytest.raises(SourceError, match=r"labels\.csv:\d+: no image 'train/3/.*14184 missing"):
         convert(str(root), str(tmp_path / "m.h5"), labels=str(root / "labels.csv"), on_error="fail", workers=0)
