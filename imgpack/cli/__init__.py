@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from typing import Any
 
@@ -36,6 +37,13 @@ class ImgpackGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("imgpack: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            # the reader of stdout went away (`imgpack inspect x.h5 --json | head`): stop quietly, as
+            # a shell tool does; stdout goes to /dev/null so that the final flush does not fail again
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            ctx.exit(141)
         except Exception as exc:
             if debug:
                 raise

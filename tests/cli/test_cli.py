@@ -260,3 +260,14 @@ def test_inspect_says_unlabeled(tmp_path: Path) -> None:
     assert code == 0, stderr
     code, stdout, _ = run("inspect", str(tmp_path / "t.h5"))
     assert "labels       none: unlabeled (label -1 for all 3 images)" in stdout
+
+
+def test_a_closed_stdout_is_not_an_internal_error() -> None:
+    # `imgpack plugins | head -1`: the reader goes away before imgpack writes
+    proc = subprocess.Popen([sys.executable, "-m", "imgpack", "plugins"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait() == 141
+    assert "internal error" not in err and "Traceback" not in err
