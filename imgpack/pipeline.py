@@ -160,6 +160,8 @@ def convert(
         checked = _check_targets(output, _targets(output, writer_cls, planned), writer_cls, writer_options, checked)
     scan = load_scan(source, source_opts)
     splits = [name for name in scan.splits if any(s.split == name for s in scan.samples)]
+    for name in sorted(set(scan.splits) - set(splits)):
+        log.warning("split %r gets no sample (of %d): no file is written for it", name, len(scan.samples))
     targets = _targets(output, writer_cls, splits)
     _check_targets(output, targets, writer_cls, writer_options, checked)
     if scan.problems and on_error == "fail":
@@ -248,7 +250,7 @@ def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split
     """``splits.json`` beside the split outputs (seeds/003's sizes.txt, as JSON), written last."""
     summary = {
         "kind": "imgpack-splits", "format": format, "source": os.path.abspath(scan.source),
-        "split": opts.split, "seed": opts.seed if opts.split else None, "stratify": opts.stratify,
+        "split": opts.split, "seed": (opts.seed or 0) if opts.split else None, "stratify": opts.stratify,
         "split_from_folders": opts.split_from_folders, "label_names": scan.label_names,
         "count": sum(p["count"] for p in per_split.values()), "splits": per_split,
     }

@@ -85,7 +85,7 @@ def test_convert_writes_one_file_per_split_and_a_summary(class_tree: Path, tmp_p
     res = convert(str(class_tree), str(out), format="hdf5", size=8, workers=0,
                   split="train=0.5,val=0.25,test=0.25", seed=5, stratify=True)
     summary = json.loads((out / "splits.json").read_text())
-    assert summary["seed"] == 5 and summary["stratify"] is True
+    assert summary["seed"] == 5 and summary["stratify"] is True and summary["split_from_folders"] is False
     assert {k: v["count"] for k, v in summary["splits"].items()} == {
         k: v["count"] for k, v in (res.splits or {}).items()}
     assert sum(v["count"] for v in summary["splits"].values()) == 13 == res.written
@@ -187,3 +187,14 @@ def test_split_outputs_are_refused_without_overwrite_and_removed_together_on_fai
         convert(str(class_tree), str(tmp_path / "failed"), format="hdf5", size=8, workers=0,
                 split="a=0.5,b=0.5", seed=seed, on_error="fail")
     assert sorted(p.name for p in (tmp_path / "failed").iterdir()) == []
+
+
+def test_default_seed_is_recorded_and_an_empty_split_is_warned_about(
+        class_tree: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    res = ingest(str(class_tree), str(tmp_path / "m.jsonl"), split="a=0.99,b=0.01")
+    header = json.loads((tmp_path / "m.jsonl").read_text().splitlines()[0])
+    assert header["options"]["seed"] == 0 and res.splits == {"a": 13}
+    with caplog.at_level("WARNING", logger="imgpack"):
+        convert(str(class_tree), str(tmp_path / "o"), format="hdf5", size=8, workers=0, split="a=0.99,b=0.01")
+    assert "split 'b' gets no sample" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.h5", "splits.json"]
