@@ -6,6 +6,10 @@ The library under the ``imgpack`` command::
     result = imgpack.convert("photos/", "photos.h5", size=128)
     with imgpack.open_dataset("photos.h5") as ds:
         image, label = ds[0]
+        image, label = ds.get("IMG_0042")                  # by id, O(1)
+        for x, y in ds.batches(32, shuffle=True, seed=0, normalize=True):
+            ...                                             # x: (32, H, W, 3) float32 0..1
+    ds = imgpack.tf_dataset("build/photos.tfrecord", batch_size=32, normalize=True)  # tf.data
 
 ``import imgpack`` is light: OpenCV, h5py and the plugins load when first used.
 """
@@ -32,14 +36,16 @@ if TYPE_CHECKING:
     from .datasets import describe, open_dataset
     from .manifests import ingest
     from .pipeline import convert
+    from .writers.tfrecord import tf_dataset
 
 __all__ = [
     "CorruptImageError", "ImageError", "ImgpackError", "MissingDependencyError", "OutputError", "ShapeMismatchError",
     "SourceError", "UnknownPluginError", "UsageError", "WorkerError", "__version__", "convert", "describe", "ingest",
-    "open_dataset",
+    "open_dataset", "tf_dataset",
 ]
 
-_LAZY = {"convert": "pipeline", "ingest": "manifests", "open_dataset": "datasets", "describe": "datasets"}
+_LAZY = {"convert": "pipeline", "ingest": "manifests", "open_dataset": "datasets", "describe": "datasets",
+         "tf_dataset": "writers.tfrecord"}
 
 
 def __getattr__(name: str) -> Any:

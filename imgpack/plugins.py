@@ -297,6 +297,47 @@ class PackedDataset:
         for i in range(len(self)):
             yield self[i]
 
+    # ------------------------------------------------------------------ lookup by id, batches
+
+    def index_of(self, id_: str) -> int:
+        """The position of the sample ``id_``: a dict built once, then O(1) (seeds/001 ran np.where per image)."""
+        table: dict[str, int] | None = getattr(self, "_id_index", None)
+        if table is None:
+            table = {}
+            for i, x in enumerate(self.ids):
+                table.setdefault(x, i)
+            self._id_index = table
+        try:
+            return table[id_]
+        except KeyError:
+            raise KeyError(f"no sample with id {id_!r} in {self.path}") from None
+
+    def get(self, id_: str) -> tuple[np.ndarray, Any]:
+        """``(image, label)`` of the sample ``id_``."""
+        return self[self.index_of(id_)]
+
+    def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)`` of the samples at ``indices``, in that order. Formats override it to read in bulk."""
+        items = [self[int(i)] for i in indices]
+        return np.stack([x for x, _ in items]), np.asarray([y for _, y in items])
+
+    def batches(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
+                normalize: bool = False, drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(X, Y)`` numpy batches for a training loop, one epoch (seeds/000's feeder).
+
+        ``X`` is (n, H, W, C) uint8, or float32 0..1 with ``normalize`` (scaled here, at read
+        time: the file stays uint8). ``shuffle`` visits the samples in a random order, the
+        same for the same ``seed``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        n = len(self)
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            images, labels = self.read_batch(order[start:start + batch_size])
+            yield (images.astype(np.float32) / 255 if normalize else images), labels
+
     def close(self) -> None:
         pass
 

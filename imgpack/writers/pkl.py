@@ -356,6 +356,28 @@ class PickleDataset(PackedDataset):
             index -= count
         raise IndexError(index)  # pragma: no cover
 
+    def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Array indexing within each shard (one shard is in memory at a time)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        n = len(self)
+        if len(indices) and (indices.min() < -n or indices.max() >= n):
+            raise IndexError(f"index out of range 0..{n - 1}")
+        indices %= max(n, 1)
+        starts = np.cumsum([0, *self.counts])
+        shard_of = np.searchsorted(starts, indices, side="right") - 1
+        images = np.empty((len(indices), *self.image_shape), dtype=np.uint8)
+        labels: np.ndarray | None = None
+        for shard in np.unique(shard_of):
+            rows = np.flatnonzero(shard_of == shard)
+            data = self._shard(int(shard))
+            local = indices[rows] - starts[shard]
+            images[rows] = data["images"][local]
+            part = np.asarray(data["labels"])[local]
+            if labels is None:
+                labels = np.empty((len(indices), *part.shape[1:]), dtype=part.dtype)
+            labels[rows] = part
+        return images, labels if labels is not None else np.zeros(0, np.int64)
+
     def _column(self, key: str) -> list[Any]:
         out: list[Any] = []
         for i in range(len(self.files)):

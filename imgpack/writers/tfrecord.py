@@ -410,6 +410,9 @@ def _tf_message(exc: BaseException) -> str:
     return str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
 
 
+SHUFFLE_BUFFER = 10_000
+
+
 class TFRecordDataset(PackedDataset):
     """TFRecord shards opened for reading through tf.data (imports TensorFlow).
 
@@ -482,6 +485,45 @@ class TFRecordDataset(PackedDataset):
             for rec in self._records(shard):
                 yield self._image(rec), self._label(rec)
 
+    def batches(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
+                normalize: bool = False, drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Streams the shards (records are sequential); ``shuffle`` permutes the shard order and
+        shuffles within a buffer of ``SHUFFLE_BUFFER`` records, as tf.data does."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        rng = np.random.default_rng(seed)
+        shards = [self.shards[i] for i in rng.permutation(len(self.shards))] if shuffle else self.shards
+
+        def records() -> Iterator[tuple[np.ndarray, Any]]:
+            for shard in shards:
+                for rec in self._records(shard):
+                    yield self._image(rec), self._label(rec)
+
+        def shuffled(items: Iterator[tuple[np.ndarray, Any]]) -> Iterator[tuple[np.ndarray, Any]]:
+            buffer: list[tuple[np.ndarray, Any]] = []
+            for item in items:
+                buffer.append(item)
+                if len(buffer) >= SHUFFLE_BUFFER:
+                    yield buffer.pop(int(rng.integers(len(buffer))))
+            while buffer:
+                yield buffer.pop(int(rng.integers(len(buffer))))
+
+        batch: list[tuple[np.ndarray, Any]] = []
+        for item in shuffled(records()) if shuffle else records():
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield self._stack(batch, normalize)
+                batch = []
+        if batch and not drop_last:
+            yield self._stack(batch, normalize)
+
+    @staticmethod
+    def _stack(batch: list[tuple[np.ndarray, Any]], normalize: bool) -> tuple[np.ndarray, np.ndarray]:
+        if len({x.shape for x, _ in batch}) > 1:
+            raise SourceError("the images have different shapes and cannot be batched: convert with --size")
+        images = np.stack([x for x, _ in batch])
+        return (images.astype(np.float32) / 255 if normalize else images), np.asarray([y for _, y in batch])
+
     def _locate(self, index: int) -> tuple[str, int]:
         n = len(self)
         if not -n <= index < n:
@@ -527,3 +569,57 @@ class TFRecordDataset(PackedDataset):
             self._read_labels_and_ids()
         assert self._labels is not None
         return self._labels
+
+
+def tf_dataset(path: str, batch_size: int | None = 32, *, shuffle: bool = False, seed: int | None = None,
+               normalize: bool = False, drop_remainder: bool = False) -> Any:
+    """A ready ``tf.data.Dataset`` of ``(image, label)`` over an imgpack TFRecord output.
+
+    Parses each Example, decodes the pixels (raw, or JPEG/PNG with ``tf.io.decode_image``),
+    restores the shape, scales to float32 0..1 with ``normalize``, and batches and
+    prefetches. ``shuffle`` shuffles the shard order and a 10,000-record buffer (the same for
+    the same ``seed``). ``batch_size=None`` gives single examples (images of different
+    shapes cannot be batched). Multi-label outputs give K-vectors of 0/1 as labels.
+    """
+    names = ShardNames.for_existing(path, TFRecordWriter.suffixes)
+    if names is None:
+        raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
+    index = names.read_index()
+    if index.get("format") != "tfrecord":
+        raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not tfrecord")
+    tf = import_tensorflow()
+    files = names.shard_paths(index)
+    shape = index.get("image_shape")
+    if batch_size is not None and not shape:
+        raise UsageError(f"{path}: the images have different shapes and cannot be batched: pass batch_size=None, "
+                         "or convert with --size")
+    encoded = "image_encoded" in index.get("features", {})
+    k = len(index.get("label_names", []))
+    spec = {key: tf.io.FixedLenFeature([], tf.int64) for key in ("height", "width", "channel")}
+    spec["label"] = tf.io.FixedLenFeature([k] if index.get("multi_label") else [], tf.int64)
+    spec["image_encoded" if encoded else "image_raw"] = tf.io.FixedLenFeature([], tf.string)
+
+    def parse(record: Any) -> Any:
+        ex = tf.io.parse_single_example(record, spec)
+        if encoded:
+            image = tf.io.decode_image(ex["image_encoded"], expand_animations=False)
+        else:
+            image = tf.reshape(tf.io.decode_raw(ex["image_raw"], tf.uint8), tf.stack(
+                [ex["height"], ex["width"], ex["channel"]]))
+        if shape:
+            image = tf.ensure_shape(image, shape)
+        if normalize:
+            image = tf.cast(image, tf.float32) / 255.0
+        return image, ex["label"]
+
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed)
+    ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=1 if not shuffle else min(len(files), 8),
+                       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle:
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed)
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if batch_size is not None:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
