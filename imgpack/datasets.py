@@ -32,3 +32,10 @@ def open_dataset(path: str) -> PackedDataset:
 def describe(path: str) -> dict[str, Any]:
     """What ``imgpack inspect`` shows, as JSON-ready data."""
     return writer_for(path).describe(path)
+
+
+def verify(path: str) -> dict[str, Any]:
+    """Read every record of ``path`` and check it (``inspect --verify``); SourceError names the first problem."""
+    cls = writer_for(path)
+    cls.verify(path)
+    return {"ok": True, "checksum": cls.checksum}

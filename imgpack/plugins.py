@@ -454,3 +454,47 @@ class Writer:
     def describe(cls, path: str) -> dict[str, Any]:
         """What ``imgpack inspect`` shows, as JSON-ready data."""
         raise NotImplementedError(f"the {cls.name} writer cannot describe its files")
+
+    #: how the format protects its bytes, for ``inspect --verify`` (e.g. "CRC32C per record")
+    checksum: ClassVar[str] = "none"
+
+    @classmethod
+    def verify(cls, path: str) -> None:
+        """Read every record; raise SourceError naming the first problem (``inspect --verify``).
+
+        The default reads every sample through :meth:`open` and checks the counts, the
+        shapes and the label range against the metadata; formats add their checksums.
+        """
+        from .errors import SourceError
+
+        with cls.open(path) as ds:
+            try:
+                check_contents(ds.batches(256), ds.label_names, len(ds))
+            except ValueError as exc:
+                raise SourceError(f"{path}: {exc}") from None
+
+
+def check_contents(batches: Iterator[tuple[np.ndarray, np.ndarray]], label_names: Sequence[str], count: int,
+                   expected_shape: Sequence[int] | None = None) -> int:
+    """Check what ``batches`` yields against the metadata: dtype, shape, label range, and the count.
+
+    Raises ValueError naming the first problem; returns the number of samples read.
+    """
+    k = len(label_names)
+    n = 0
+    for images, labels in batches:
+        if images.dtype != np.uint8:
+            raise ValueError(f"images are {images.dtype}, not uint8")
+        if expected_shape is not None and tuple(images.shape[1:]) != tuple(expected_shape):
+            raise ValueError(f"image {n} has shape {images.shape[1:]}, the metadata says {tuple(expected_shape)}")
+        labels = np.asarray(labels)
+        if labels.ndim == 2:
+            if labels.shape[1] != k or ((labels != 0) & (labels != 1)).any():
+                raise ValueError(f"a multi-hot label near image {n} is not K={k} values of 0/1")
+        elif len(labels) and (labels.min() < -1 or labels.max() >= k):
+            bad = labels[(labels < -1) | (labels >= k)][0]
+            raise ValueError(f"label {bad} near image {n} is outside -1..{k - 1} ({k} label names)")
+        n += len(images)
+    if n != count:
+        raise ValueError(f"{n} images read, the metadata says {count}")
+    return n

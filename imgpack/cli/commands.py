@@ -303,8 +303,11 @@ def _labels_line(info: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object on stdout.")
 @click.option("--recipe-toml", is_flag=True,
               help="Print only the recipe, as a TOML file for convert --recipe.")
+@click.option("--verify", is_flag=True,
+              help="Read every record and check it (checksums, counts, shapes, label range): exit 0 when intact, "
+                   "1 naming the first problem.")
 @click.pass_context
-def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool) -> None:
+def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, verify: bool) -> None:
     """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
 
     PATH is an HDF5 file, a pickle, or TFRecord output: its index (NAME.tfrecord.json), one
@@ -317,12 +320,17 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool) -> 
       imgpack inspect build/photos.tfrecord
       imgpack inspect photos.pkl --json | jq .label_counts
       imgpack inspect photos.h5 --recipe-toml > photos.toml
+      imgpack inspect photos.h5 --verify
     """
     from ..datasets import describe
     from ..recipe import format_recipe
     from ..recipe import recipe_toml as to_toml
 
     info = describe(path)
+    if verify:
+        from ..datasets import verify as run_verify
+
+        info["verify"] = run_verify(path)
     if recipe_toml:
         click.echo(to_toml(info["recipe"]), nl=False)
         return
@@ -347,6 +355,8 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool) -> 
         f"  made by      imgpack {info['imgpack_version']} on {info['created']}",
         f"  source       {info['source']}",
     ]
+    if verify:
+        lines.append(f"  verified     intact: all {info['count']} images read; checksums: {info['verify']['checksum']}")
     click.echo("\n".join(lines))
 
 

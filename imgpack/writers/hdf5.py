@@ -2,7 +2,7 @@
 
 Layout (the trainer's contract, see the README)::
 
-    images          (N, H, W, C) uint8, chunks (1, H, W, C)
+    images          (N, H, W, C) uint8, chunks (1, H, W, C); Fletcher32 checksums (all but the strings)
     labels          (N,) int64, -1 = unlabeled; (N, K) uint8 multi-hot for multi-label data
     ids             (N,) variable-length UTF-8 strings
     labels_one_hot  (N, K) uint8, with the one_hot option
@@ -13,8 +13,9 @@ Layout (the trainer's contract, see the README)::
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,10 +25,11 @@ import numpy as np
 from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
 from ..outputs import label_counts, one_hot, partial_path, prepare_target
-from ..plugins import OutputMeta, PackedDataset, Writer
+from ..plugins import OutputMeta, PackedDataset, Writer, check_contents
 from ..registry import writers
 
 COMPRESSIONS = ("none", "gzip", "lzf")
+log = logging.getLogger("imgpack")
 
 
 def parse_compression(text: str | None) -> tuple[str | None, int | None]:
@@ -76,7 +78,7 @@ class HDF5Writer(Writer):
         shape = tuple(meta.image_shape)
         self._images = self._file.create_dataset(
             "images", shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape), dtype=np.uint8,
-            compression=compression, compression_opts=level)
+            compression=compression, compression_opts=level, fletcher32=True)
         # labels and ids are read whole: big chunks, but no bigger than the dataset
         n = max(1, min(16384, meta.expected_count))
         k = len(meta.label_names)
@@ -102,7 +104,8 @@ class HDF5Writer(Writer):
         # read whole, not per image: big chunks, but no bigger than the dataset
         chunk_rows = max(1, min(rows, 2**20 // max(1, int(np.prod(row)))))
         self._columns[name] = self._file.create_dataset(
-            name, shape=(0, *row), maxshape=(None, *row), chunks=(chunk_rows, *row), dtype=dtype)
+            name, shape=(0, *row), maxshape=(None, *row), chunks=(chunk_rows, *row), dtype=dtype,
+            fletcher32=h5py.check_string_dtype(np.dtype(dtype)) is None)  # HDF5 cannot checksum vlen strings
 
     def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
               annotations: Sequence[str | None] | None = None) -> None:
@@ -134,6 +137,43 @@ class HDF5Writer(Writer):
         finally:
             if os.path.exists(self._tmp):
                 os.remove(self._tmp)
+
+    checksum = "Fletcher32 per chunk"
+
+    @classmethod
+    def verify(cls, path: str) -> None:
+        """Read every chunk (h5py checks each one's Fletcher32 checksum) and check the metadata."""
+        ds = cls.open(path)
+        try:
+            f = ds.file
+            n = len(ds)
+            for key in ("labels", "ids", "labels_one_hot", "annotations"):
+                if key in f and len(f[key]) != n:
+                    raise SourceError(f"{path}: {len(f[key])} {key} for {n} images")
+            unchecked = [k for k in f if isinstance(f[k], h5py.Dataset) and not f[k].fletcher32
+                         and h5py.check_string_dtype(f[k].dtype) is None]
+            if unchecked:  # written before imgpack stored checksums: what can be read is still checked
+                log.warning("%s: %s without checksums: damaged bytes there go unnoticed", path, ", ".join(unchecked))
+
+            def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                for start in range(0, n, 256):
+                    try:
+                        yield ds.read_batch(np.arange(start, min(n, start + 256)))
+                    except OSError as exc:
+                        raise SourceError(f"{path}: damaged data in images {start}..{min(n, start + 256) - 1} "
+                                          f"({str(exc).splitlines()[0]}): the file was altered or truncated") from None
+            try:
+                check_contents(chunks(), ds.label_names, n, f["images"].shape[1:])
+                for key in ("ids", "labels_one_hot", "annotations"):
+                    if key in f:
+                        f[key][:]
+            except OSError as exc:
+                raise SourceError(f"{path}: damaged data ({str(exc).splitlines()[0]})") from None
+            except ValueError as exc:
+                raise SourceError(f"{path}: {exc}") from None
+
+        finally:
+            ds.close()
 
     @classmethod
     def can_open(cls, path: str) -> bool:

@@ -39,7 +39,7 @@ from .._version import __version__
 from ..engines import Encoded
 from ..errors import ImageError, MissingDependencyError, OutputError, SourceError, UsageError
 from ..outputs import ShardNames, label_counts, remove_quietly
-from ..plugins import OutputMeta, PackedDataset, Writer
+from ..plugins import OutputMeta, PackedDataset, Writer, check_contents
 from ..registry import writers
 
 log = logging.getLogger("imgpack")
@@ -362,6 +362,20 @@ class TFRecordWriter(Writer):
         if names is None:
             raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
         return TFRecordDataset(names)
+
+    checksum = "CRC32C per record"
+
+    @classmethod
+    def verify(cls, path: str) -> None:
+        """Read every record of every shard (TensorFlow checks each record's CRC32C), count them per shard."""
+        ds = cls.open(path)
+        shape = ds.index.get("image_shape")
+        for shard, count in zip(ds.shards, ds.counts, strict=True):
+            records = ((ds._image(rec)[None], np.asarray([ds._label(rec)])) for rec in ds._records(shard))
+            try:
+                check_contents(records, ds.label_names, count, shape)
+            except ValueError as exc:
+                raise SourceError(f"{shard}: {exc}") from None
 
     @classmethod
     def describe(cls, path: str) -> dict[str, Any]:

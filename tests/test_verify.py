@@ -1,0 +1,78 @@
+"""inspect --verify: intact outputs pass; a flipped byte of image data is caught in every format."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from cli.test_cli import run
+
+import imgpack
+from imgpack.datasets import verify
+from imgpack.errors import SourceError
+
+SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
+
+
+def make(fmt: str, class_tree: Path, tmp_path: Path) -> tuple[str, Path]:
+    """An output and the file that holds image 5's pixels."""
+    if fmt == "tfrecord":
+        pytest.importorskip("tensorflow")
+    out = tmp_path / f"o{SUFFIX[fmt]}"
+    res = imgpack.convert(str(class_tree), str(out), format=fmt, size=16, workers=0)
+    if fmt == "tfrecord":
+        return res.outputs[-1], tmp_path / "o-00000-of-00001.tfrecord"
+    return str(out), out
+
+
+def pixel_offset(fmt: str, file: Path, image: np.ndarray) -> int:
+    """Where image 5's pixels are in the file."""
+    if fmt == "hdf5":
+        with h5py.File(file) as f:
+            offset = f["images"].id.get_chunk_info(5).byte_offset
+            assert offset is not None
+            return int(offset) + 100
+    data = file.read_bytes()
+    at = data.find(image.tobytes())
+    assert at > 0
+    return at + 100
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "tfrecord", "pickle"])
+def test_verify_catches_a_flipped_byte(fmt: str, class_tree: Path, tmp_path: Path) -> None:
+    path, file = make(fmt, class_tree, tmp_path)
+    assert verify(path)["ok"]
+    code, stdout, stderr = run("inspect", path, "--verify")
+    assert code == 0, stderr
+    assert "verified     intact: all 13 images read" in stdout
+    with imgpack.open_dataset(path) as ds:
+        image = ds[5][0]
+    at = pixel_offset(fmt, file, image)
+    data = bytearray(file.read_bytes())
+    data[at] ^= 0x10
+    file.write_bytes(bytes(data))
+    with pytest.raises(SourceError) as caught:
+        verify(path)
+    message = str(caught.value)
+    assert str(file) in message or path in message
+    code, stdout, stderr = run("inspect", path, "--verify")
+    assert code == 1
+    assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("imgpack: error: ")
+    assert {"hdf5": "damaged data in images 0..12", "tfrecord": "damaged record",
+            "pickle": "do not match their SHA-256"}[fmt] in stderr
+
+
+def test_verify_catches_counts_that_disagree(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(class_tree), str(out), size=16, workers=0)
+    with h5py.File(out, "a") as f:
+        f["labels"][3] = 7  # a label outside the 3 names
+    with pytest.raises(SourceError, match=r"label 7 near image 0 is outside -1\.\.2"):
+        verify(str(out))
+    with h5py.File(out, "a") as f:
+        f["labels"][3] = 0
+        f["ids"].resize((12,))
+    with pytest.raises(SourceError, match="12 ids for 13 images"):
+        verify(str(out))
