@@ -35,7 +35,7 @@ def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monke
             imgpack.convert(str(class_tree), out, size=16, workers=0, progress="off")
     ns: dict[str, object] = {"__name__": "readme"}
     exec(compile(block, "README.md", "exec"), ns)
-    if "ds" in ns:  # the tf.data pipeline: take a batch through it
+    if "tf.data" in block:  # the tf.data pipeline: take a batch through it
         x, y = next(iter(ns["ds"]))  # type: ignore[call-overload]
         assert tuple(x.shape) == (13, 16, 16, 3) and x.dtype.name == "float32" and float(x.numpy().max()) <= 1
         assert sorted(y.numpy().tolist()) == [0] * 4 + [1] * 5 + [2] * 4
