@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import SourceError, UsageError
 from ..plugins import Problem, Reader, Sample, Scan
+from ..probe import IMAGE_EXTENSIONS
 from ..registry import readers
 from .folder import _is_image
 
@@ -151,8 +152,12 @@ class LabelsReader(Reader):
         multi = any(isinstance(e.value, (list, tuple, dict)) for e, _, _ in kept)
         all_keys = {k for _, _, keys in kept for k in keys or ()}
         numeric = bool(all_keys) and all(_is_int(k) for k in all_keys)
-        if numeric:  # integer labels stay the given integers (APTOS diagnosis 0..4 is ordinal)
-            values = {k: int(k) for k in all_keys}
+        values = {k: int(k) for k in all_keys} if numeric else {}
+        if numeric and max(values.values()) > 10 * len(values) + 1000:
+            # integers, but far too sparse to be class indices (codes, years, ...): classes in numeric order
+            label_names = sorted(all_keys, key=lambda k: values[k])
+            index_of = {k: i for i, k in enumerate(label_names)}
+        elif numeric:  # integer labels stay the given integers (APTOS diagnosis 0..4 is ordinal)
             if min(values.values()) < -1 or (multi and min(values.values()) < 0):
                 bad = min(all_keys, key=lambda k: values[k])
                 raise SourceError(f"{labels_file}: label {bad} is negative (integer labels are class indices; "
@@ -181,8 +186,7 @@ class LabelsReader(Reader):
         out = []
         for name in names:
             stem, ext = posixpath.splitext(name)
-            out.append(stem if ext.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                                                ".jpe", ".jfif", ".dib") else name)
+            out.append(stem if ext.lower() in IMAGE_EXTENSIONS else name)
         return out
 
     # ------------------------------------------------------------------ shared parsing helpers

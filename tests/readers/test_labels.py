@@ -93,6 +93,16 @@ def test_columns_by_name_and_number_and_string_labels(tmp_path: Path) -> None:
         load_scan(str(root), SourceOptions(labels=str(root / "meta.csv"), label_column="nope"))
 
 
+def test_sparse_integer_labels_are_classes_in_numeric_order(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    for name in ("a", "b", "c"):
+        write_image(root / f"{name}.png", photo(10, 10, ord(name)))
+    (root / "l.csv").write_text("name,code\na,20190\nb,3\nc,100000\n")  # codes, not 100,001 class indices
+    scan = load_scan(str(root), SourceOptions(labels=str(root / "l.csv")))
+    assert scan.label_names == ["3", "20190", "100000"]
+    assert [s.label for s in scan.samples] == [1, 0, 2]
+
+
 def test_one_column_csv_is_an_unlabeled_test_set(aptos: Path) -> None:
     (aptos / "test.csv").write_text("id_code\n000c1434d8d7\n0024cdab0c1e\n")
     scan = load_scan(str(aptos / "train_images"), SourceOptions(labels=str(aptos / "test.csv")))
