@@ -10,12 +10,11 @@ from typing import Any
 
 from ._version import __version__
 from .errors import CorruptImageError, OutputError, SourceError
-from .outputs import partial_path, prepare_target
-from .plugins import Sample
+from .outputs import label_counts, partial_path, prepare_target
 from .probe import probe_file
 from .progress import Progress
 from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
-from .sources import SourceOptions, load_scan, problem_summary, sample_record, split_counts_of
+from .sources import SourceOptions, label_array, load_scan, problem_summary, sample_record, split_counts_of
 
 
 @dataclass
@@ -75,9 +74,11 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
             bar.update(1)
     finally:
         bar.close()
-    label_counts = _label_counts(scan.samples, scan.label_names)
+    k = len(scan.label_names)
+    class_counts = label_counts(label_array(scan.samples, scan.multi_label, k), scan.label_names)
     splits = split_counts_of(scan) if scan.splits else None
-    per_split = {name: _label_counts([s for s in scan.samples if s.split == name], scan.label_names)
+    per_split = {name: label_counts(label_array([s for s in scan.samples if s.split == name], scan.multi_label, k),
+                                    scan.label_names)
                  for name in splits} if splits else None
     label_problems = problem_summary(scan.problems)
     manifest_dir = os.path.dirname(os.path.abspath(output))
@@ -88,7 +89,7 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
         "label_keys": scan.label_keys, "multi_label": scan.multi_label,
         "labels_file": scan.labels_file,
         "options": {**opts.to_dict(), **({"seed": opts.seed or 0} if opts.split else {})},
-        "count": len(records), "label_counts": label_counts, "formats": dict(formats),
+        "count": len(records), "label_counts": class_counts, "formats": dict(formats),
         "splits": splits, "split_label_counts": per_split,
         "problems": problems, "label_problems": label_problems, "ignored": [list(x) for x in scan.ignored],
     }
@@ -104,18 +105,8 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
             os.remove(tmp)
         raise OutputError(f"{output}: cannot write manifest: {exc.strerror or exc}") from None
     return IngestResult(
-        manifest=output, count=len(records), label_names=scan.label_names, label_counts=label_counts,
+        manifest=output, count=len(records), label_names=scan.label_names, label_counts=class_counts,
         formats=dict(formats), problems=problems,
         ignored=[{"path": p, "reason": r} for p, r in scan.ignored], multi_label=scan.multi_label,
         label_problems=label_problems, splits=splits, split_label_counts=per_split)
 
-
-def _label_counts(samples: list[Sample], names: list[str]) -> dict[str, int]:
-    """Samples per label name (for multi-label data: samples that have it), then unlabeled ones."""
-    counts: Counter[str] = Counter()
-    for s in samples:
-        ids = s.labels if s.labels is not None else ((s.label,) if s.label >= 0 else ())
-        counts.update(names[i] for i in ids)
-        if not ids:
-            counts["(unlabeled)"] += 1
-    return {name: counts[name] for name in [*names, "(unlabeled)"] if counts[name]}

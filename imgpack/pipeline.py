@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -18,11 +17,11 @@ from .engines import Engine, Job, process_image
 from .engines.local import LocalEngine
 from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
 from .outputs import label_counts, partial_path, prepare_target, remove_quietly
-from .plugins import OutputMeta, Preprocessor, Reader, Sample, Scan, Writer
+from .plugins import OutputMeta, Preprocessor, Sample, Scan, Writer
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import writers
-from .sources import SourceOptions, load_scan, pick_reader, problem_error, problem_summary
+from .sources import SourceOptions, label_array, load_scan, problem_error, problem_summary
 from .splits import parse_split
 
 log = logging.getLogger("imgpack")
@@ -54,11 +53,6 @@ class ConvertResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def open_source(source: str, reader: str | None = None) -> Reader:
-    """The reader for ``source``: the one named, else the first registered one that accepts it."""
-    return pick_reader(source, SourceOptions(reader=reader))
 
 
 def resolve_writer(format: str | None, output: str) -> type[Writer]:
@@ -143,9 +137,6 @@ def convert(
         raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
-    unknown = sorted(set(source_options) - {f.name for f in dataclasses.fields(SourceOptions)})
-    if unknown:
-        raise TypeError(f"convert() got an unexpected keyword argument {unknown[0]!r}")
     source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     chain, decode = _resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
@@ -289,22 +280,13 @@ class _Part:
     batch_size: int
     on_error: str
 
-    def labels(self, samples: Sequence[Sample]) -> np.ndarray:
-        """(n,) int64, or (n, K) uint8 multi-hot for a multi-label dataset."""
-        if not self.scan.multi_label:
-            return np.array([s.label for s in samples], dtype=np.int64)
-        hot = np.zeros((len(samples), len(self.scan.label_names)), dtype=np.uint8)
-        for row, s in enumerate(samples):
-            hot[row, list(s.labels or ())] = 1
-        return hot
-
-    def run(self, samples: Sequence[Sample], target: str, update: Any) -> _PartResult:
+    def run(self, samples: Sequence[Sample], target: str, update: Callable[[int], None]) -> _PartResult:
         scan = self.scan
         meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, os.path.abspath(scan.source),
                           len(samples), multi_label=scan.multi_label, annotations=self.annotations)
         writer = self.writer_cls(target, meta, self.writer_options)
         paths = [scan.abspath(s) for s in samples]
-        labels = self.labels(samples)
+        labels = label_array(samples, scan.multi_label, len(scan.label_names))
         skipped: list[Skipped] = []
         kept_rows: list[np.ndarray] = []
         written = 0

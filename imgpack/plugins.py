@@ -23,7 +23,7 @@ except ImportError:  # Python 3.10: only type checkers care
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import SourceError, UsageError
 from .probe import ImageInfo
 
 # --------------------------------------------------------------------------- readers
@@ -465,8 +465,6 @@ class Writer:
         The default reads every sample through :meth:`open` and checks the counts, the
         shapes and the label range against the metadata; formats add their checksums.
         """
-        from .errors import SourceError
-
         with cls.open(path) as ds:
             try:
                 check_contents(ds.batches(256), ds.label_names, len(ds))

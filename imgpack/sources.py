@@ -9,11 +9,15 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
 from .errors import SourceError, UsageError
 from .plugins import Problem, Reader, Sample, Scan
+from .readers.labels import read_text
 from .registry import readers
 from .splits import apply_split, folder_order, parse_split
 
@@ -42,8 +46,12 @@ class SourceOptions:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> SourceOptions:
+        """From keyword arguments (None = not given); an unknown one is a TypeError, as for any function."""
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in kwargs.items() if k in known and v is not None})
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise TypeError(f"unexpected source option {unknown[0]!r} (options: {', '.join(sorted(known))})")
+        return cls(**{k: v for k, v in kwargs.items() if v is not None})
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) not in (None, False)}
@@ -55,6 +63,8 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
                                    "label_column": opts.label_column, "image_key": opts.image_key,
                                    "label_key": opts.label_key}
     name = opts.reader
+    if name is None and not os.path.exists(source):  # a named reader may take what is not a path
+        raise SourceError(f"{source}: no such file or directory")
     if name is None and opts.labels is not None:
         name = LABEL_READERS.get(os.path.splitext(opts.labels)[1].lower())
         if name is None:
@@ -64,8 +74,6 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
         if any(v is not None for v in reader_opts.values()):
             flag = next(k for k, v in reader_opts.items() if v is not None).replace("_", "-")
             raise UsageError(f"--{flag} goes with --labels FILE")
-        if not os.path.exists(source):
-            raise SourceError(f"{source}: no such file or directory")
         for reader_name, cls in readers.items():
             if cls.accepts(source):
                 name = reader_name
@@ -76,8 +84,6 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
     cls = readers.get(name)
     if opts.split_from_folders and "split_from_folders" in cls.option_names:
         reader_opts["split_from_folders"] = True
-    if not os.path.exists(source):
-        raise SourceError(f"{source}: no such file or directory")
     return cls(source, reader_opts)
 
 
@@ -117,21 +123,9 @@ def _splits_from_paths(scan: Scan) -> Scan:
 # --------------------------------------------------------------------------- classes and names
 
 
-def _read_text(path: str, what: str) -> str:
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise SourceError(f"{path}: no such {what} file") from None
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except OSError as exc:
-        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
 def read_keys(path: str) -> list[str]:
     """A classes file: one label key per line (the first field; TinyImageNet's wnids.txt), in label-id order."""
-    keys = [line.split()[0] for line in _read_text(path, "classes").splitlines()
+    keys = [line.split()[0] for line in read_text(path, "classes").splitlines()
             if line.strip() and not line.lstrip().startswith("#")]
     dup = [k for k, n in Counter(keys).items() if n > 1]
     if dup:
@@ -143,7 +137,7 @@ def read_keys(path: str) -> list[str]:
 
 def read_names(path: str) -> dict[str, str]:
     """A names file: ``key<TAB>readable name`` lines (TinyImageNet's words.txt), or a JSON object."""
-    text = _read_text(path, "names")
+    text = read_text(path, "names")
     if path.lower().endswith(".json"):
         try:
             data = json.loads(text)
@@ -232,6 +226,16 @@ def sample_record(sample: Sample) -> dict[str, Any]:
     if sample.annotation is not None:
         rec["annotation"] = json.loads(sample.annotation)
     return rec
+
+
+def label_array(samples: Sequence[Sample], multi_label: bool, classes: int) -> np.ndarray:
+    """The samples' labels as stored: (n,) int64, or (n, K) uint8 multi-hot for a multi-label dataset."""
+    if not multi_label:
+        return np.array([s.label for s in samples], dtype=np.int64)
+    hot = np.zeros((len(samples), classes), dtype=np.uint8)
+    for row, s in enumerate(samples):
+        hot[row, list(s.labels or ())] = 1
+    return hot
 
 
 def split_counts_of(scan: Scan) -> dict[str, int]:

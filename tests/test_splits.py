@@ -67,7 +67,7 @@ def test_stratified_within_one_sample_per_class(seed: int) -> None:
             assert abs(got[(c, name)] - n * f) < 1, (c, name, got[(c, name)], n * f)
 
 
-def test_unstratified_split_can_skew_classes_but_totals_are_exact() -> None:
+def test_unstratified_split_totals_are_exact() -> None:
     base = samples({0: 50, 1: 50})
     names = assign(base, {"train": 0.9, "val": 0.1}, 3, False)
     assert Counter(names) == {"train": 90, "val": 10}

@@ -26,15 +26,17 @@ def _short_counts(counts: dict[str, int], most: int = 8) -> str:
     return f"{len(counts)} classes, {min(counts.values())} to {max(counts.values())} images each"
 
 
-def _list(ctx: click.Context, title: str, rows: list[tuple[str, str]]) -> None:
+def _list(ctx: click.Context, title: str, rows: list[tuple[str, str]], total: int | None = None) -> None:
+    """``title`` and the first rows; ``total`` when ``rows`` are only examples of more."""
     if not rows:
         return
     say(ctx, f"{title}:")
     indent = " " * (len(title) - len(title.lstrip()) + 2)
     for path, reason in rows[:_SHOW]:
         say(ctx, f"{indent}{path}: {reason}")
-    if len(rows) > _SHOW:
-        say(ctx, f"{indent}... and {len(rows) - _SHOW} more (--json lists them all)")
+    more = (len(rows) if total is None else total) - min(len(rows), _SHOW)
+    if more > 0:
+        say(ctx, f"{indent}... and {more} more" + (" (--json lists them all)" if total is None else ""))
 
 
 # --------------------------------------------------------------------------- where samples come from
@@ -74,13 +76,8 @@ def _say_label_problems(ctx: click.Context, problems: dict[str, dict[str, Any]],
     from ..sources import PROBLEM_TITLES
 
     for kind, info in problems.items():
-        title = f"  {info['count']} {PROBLEM_TITLES.get(kind, kind)} ({kind}; {action})"
-        rows = [(e["where"], e["detail"]) for e in info["examples"]]
-        say(ctx, f"{title}:")
-        for where, detail in rows[:_SHOW]:
-            say(ctx, f"    {where}: {detail}")
-        if info["count"] > min(len(rows), _SHOW):
-            say(ctx, f"    ... and {info['count'] - min(len(rows), _SHOW)} more")
+        _list(ctx, f"  {info['count']} {PROBLEM_TITLES.get(kind, kind)} ({kind}; {action})",
+              [(e["where"], e["detail"]) for e in info["examples"]], total=info["count"])
 
 
 # --------------------------------------------------------------------------- ingest

@@ -16,6 +16,7 @@ step is ambiguous and reported, never guessed.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import posixpath
@@ -42,6 +43,19 @@ class Entry:
     name: str  # the image, as the file names it (an id or a path)
     value: Any  # a str or int (one label), a list (several), a dict (labels -> annotations), None (none)
     annotation: Any = None  # everything else worth keeping (JSON-ready)
+
+
+def read_text(path: str, what: str) -> str:
+    """A labels, names or classes file as text (UTF-8, a BOM allowed); SourceError naming it otherwise."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise SourceError(f"{path}: no such {what} file") from None
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
 
 def _outside(name: str) -> bool:
@@ -72,22 +86,22 @@ class ImageIndex:
                                              base, posixpath.splitext(base)[0]), strict=True):
                 table[key].append(rel)
 
-    def find(self, name: str) -> tuple[str | None, str]:
-        """(relative path, "") for the image ``name`` refers to, or (None, why not)."""
+    def find(self, name: str) -> tuple[str | None, str, str]:
+        """(relative path, "", "") for the image ``name`` refers to, or (None, problem kind, why not)."""
         key = posixpath.normpath(name.replace("\\", "/")) if name else ""
         if key in ("", "."):
-            return None, "no image name"
+            return None, "missing", "no image name"
         steps = [(self._by[0], key), (self._by[1], key)]
         if "/" not in key:  # a bare file name or id may sit in any folder; a path means that path
             steps += [(self._by[2], key), (self._by[3], key)]
         for table, k in steps:
             hits = table.get(k)
             if hits and len(hits) == 1:
-                return hits[0], ""
+                return hits[0], "", ""
             if hits:
                 more = ", ..." if len(hits) > 3 else ""
-                return None, f"{name!r} matches {len(hits)} images ({', '.join(hits[:3])}{more})"
-        return None, f"no image {name!r} under the dataset root"
+                return None, "ambiguous", f"{name!r} matches {len(hits)} images ({', '.join(hits[:3])}{more})"
+        return None, "missing", f"no image {name!r} under the dataset root"
 
 
 def _is_int(value: Any) -> bool:
@@ -133,9 +147,9 @@ class LabelsReader(Reader):
         first: dict[str, str] = {}
         has_labels = any(e.value is not None for e in entries)
         for e in entries:
-            rel, why = index.find(e.name)
+            rel, kind, why = index.find(e.name)
             if rel is None:
-                problems.append(Problem("ambiguous" if "matches" in why else "missing", e.where, why))
+                problems.append(Problem(kind, e.where, why))
                 continue
             if rel in first:
                 problems.append(Problem("duplicate", e.where, f"{e.name!r} names {rel} again (first at {first[rel]})"))
@@ -191,18 +205,7 @@ class LabelsReader(Reader):
 
     # ------------------------------------------------------------------ shared parsing helpers
 
-    def _open_text(self, path: str) -> str:
-        try:
-            with open(path, encoding="utf-8-sig", newline="") as f:
-                return f.read()
-        except FileNotFoundError:
-            raise SourceError(f"{path}: no such labels file") from None
-        except UnicodeDecodeError as exc:
-            raise SourceError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-        except OSError as exc:
-            raise SourceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-    def _column(self, option: str, header: list[str] | None, default: int, path: str) -> int | None:
+    def _column(self, option: str, header: list[str] | None, default: int, path: str) -> int:
         """The index of the column ``option`` names (a header name or a 0-based number)."""
         given = self.options.get(option)
         if given is None:
@@ -220,7 +223,6 @@ class LabelsReader(Reader):
                          path: str) -> list[Entry]:
         id_col = self._column("id_column", header, 0, path)
         label_col = self._column("label_column", header, 1, path)
-        assert id_col is not None and label_col is not None
         rows = list(rows)
         # a file without a label column (one column: the images of a test set) is unlabeled;
         # in a file with one, a row without a value has an empty label
@@ -247,9 +249,9 @@ class CSVReader(LabelsReader):
     """
 
     def entries(self, path: str) -> list[Entry]:
-        text = self._open_text(path)
+        text = read_text(path, "labels")
         try:
-            rows = list(csv.reader(text.splitlines()))
+            rows = list(csv.reader(io.StringIO(text)))  # quoted fields may hold line breaks
         except csv.Error as exc:
             raise SourceError(f"{path}: not a readable CSV ({exc})") from None
         if not rows:
@@ -269,7 +271,7 @@ class TSVReader(LabelsReader):
     """
 
     def entries(self, path: str) -> list[Entry]:
-        text = self._open_text(path)
+        text = read_text(path, "labels")
         rows = []
         for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip() or line.lstrip().startswith("#"):
@@ -310,7 +312,7 @@ class JSONReader(LabelsReader):
 
     def entries(self, path: str) -> list[Entry]:
         try:
-            data = json.loads(self._open_text(path))
+            data = json.loads(read_text(path, "labels"))
         except json.JSONDecodeError as exc:
             raise SourceError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
         image_key = str(self.options.get("image_key", "image"))

@@ -283,16 +283,12 @@ class HDF5Dataset(PackedDataset):
     def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One h5py read per dataset: a slice when the indices are a run, else increasing ones, then reordered."""
         indices = np.asarray(indices, dtype=np.int64)
-        if len(indices) == 0:
-            f = self.file
-            return np.zeros((0, *f["images"].shape[1:]), np.uint8), np.zeros((0, *f["labels"].shape[1:]),
-                                                                                f["labels"].dtype)
         order = np.unique(indices)  # sorted, as h5py wants; a repeated index is read once
-        if order[0] < 0 or order[-1] >= self._len:
+        if len(order) and (order[0] < 0 or order[-1] >= self._len):
             raise IndexError(f"index out of range 0..{self._len - 1}")
         f = self.file
-        if order[-1] - order[0] + 1 == len(order):
-            where: Any = slice(int(order[0]), int(order[-1]) + 1)
+        if not len(order) or order[-1] - order[0] + 1 == len(order):
+            where: Any = slice(int(order[0]), int(order[-1]) + 1) if len(order) else slice(0, 0)
         else:
             where = order
         images, labels = f["images"][where], f["labels"][where]

@@ -243,7 +243,7 @@ class PickleWriter(Writer):
 
     @classmethod
     def verify(cls, path: str) -> None:
-        """Load every file with the restricted unpickler, check its structure and its SHA-256."""
+        """Load every file with the restricted unpickler, check its structure and its SHA-256: one pass."""
         with cls.open(path) as ds:
             assert isinstance(ds, PickleDataset)
             for i, file in enumerate(ds.files):
@@ -253,10 +253,11 @@ class PickleWriter(Writer):
                     log.warning("%s: no checksum stored (written by an older imgpack): structure checked only", file)
                 elif content_sha256(data["images"], data["labels"]) != stored:
                     raise SourceError(f"{file}: the images or labels do not match their SHA-256: the file was altered")
-            try:
-                check_contents(ds.batches(4096), ds.label_names, len(ds), ds.image_shape)
-            except ValueError as exc:
-                raise SourceError(f"{path}: {exc}") from None
+                try:
+                    check_contents(iter([(data["images"], data["labels"])]), ds.label_names, ds.counts[i],
+                                   ds.image_shape)
+                except ValueError as exc:
+                    raise SourceError(f"{file}: {exc}") from None
 
     @classmethod
     def can_open(cls, path: str) -> bool:

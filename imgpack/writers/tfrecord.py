@@ -427,6 +427,18 @@ def _tf_message(exc: BaseException) -> str:
 SHUFFLE_BUFFER = 10_000
 
 
+def parse_spec(tf: Any, index: dict[str, Any]) -> dict[str, Any]:
+    """The ``tf.io.parse_single_example`` features of the records an index describes."""
+    encoded = "image_encoded" in index.get("features", {})
+    label_shape = [len(index.get("label_names", []))] if index.get("multi_label") else []
+    return {
+        "height": tf.io.FixedLenFeature([], tf.int64), "width": tf.io.FixedLenFeature([], tf.int64),
+        "channel": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature(label_shape, tf.int64),
+        "id": tf.io.FixedLenFeature([], tf.string),
+        ("image_encoded" if encoded else "image_raw"): tf.io.FixedLenFeature([], tf.string),
+    }
+
+
 class TFRecordDataset(PackedDataset):
     """TFRecord shards opened for reading through tf.data (imports TensorFlow).
 
@@ -458,14 +470,7 @@ class TFRecordDataset(PackedDataset):
     def _records(self, shard: str, keys: Sequence[str] | None = None, skip: int = 0,
                  take: int = -1) -> Iterator[dict[str, Any]]:
         tf = self._tf
-        encoded = "image_encoded" in self.index.get("features", {})
-        label_shape = [len(self.label_names)] if self.multi_label else []
-        spec = {
-            "height": tf.io.FixedLenFeature([], tf.int64), "width": tf.io.FixedLenFeature([], tf.int64),
-            "channel": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature(label_shape, tf.int64),
-            "id": tf.io.FixedLenFeature([], tf.string),
-            ("image_encoded" if encoded else "image_raw"): tf.io.FixedLenFeature([], tf.string),
-        }
+        spec = parse_spec(tf, self.index)
         if keys is not None:
             spec = {k: v for k, v in spec.items() if k in keys}
         ds = tf.data.TFRecordDataset(shard).skip(skip).take(take)
@@ -608,10 +613,7 @@ def tf_dataset(path: str, batch_size: int | None = 32, *, shuffle: bool = False,
         raise UsageError(f"{path}: the images have different shapes and cannot be batched: pass batch_size=None, "
                          "or convert with --size")
     encoded = "image_encoded" in index.get("features", {})
-    k = len(index.get("label_names", []))
-    spec = {key: tf.io.FixedLenFeature([], tf.int64) for key in ("height", "width", "channel")}
-    spec["label"] = tf.io.FixedLenFeature([k] if index.get("multi_label") else [], tf.int64)
-    spec["image_encoded" if encoded else "image_raw"] = tf.io.FixedLenFeature([], tf.string)
+    spec = {k: v for k, v in parse_spec(tf, index).items() if k != "id"}
 
     def parse(record: Any) -> Any:
         ex = tf.io.parse_single_example(record, spec)
