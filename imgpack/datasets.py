@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 from .errors import SourceError
+from .outputs import SPLITS_FILE
 from .plugins import PackedDataset, Writer
 from .registry import writers
 
@@ -29,13 +31,94 @@ def open_dataset(path: str) -> PackedDataset:
     return writer_for(path).open(path)
 
 
+def is_split_folder(path: str) -> bool:
+    """Whether ``path`` is the folder of a split conversion (``convert --split ... -o DIR``)."""
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, SPLITS_FILE))
+
+
+def read_splits(folder: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """``splits.json`` of a split folder, and {split: the path that opens it}, in the file's order."""
+    summary_path = os.path.join(folder, SPLITS_FILE)
+    try:
+        with open(summary_path, encoding="utf-8") as f:
+            summary = json.load(f)
+        fmt = summary["format"]
+        names = list(summary["splits"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SourceError(f"{summary_path}: not an imgpack splits summary ({exc})") from None
+    cls = writers.get(fmt)
+    # each split was written to -o DIR/<split><first suffix>, the name its format opens by
+    return summary, {name: os.path.join(folder, name + cls.suffixes[0]) for name in names}
+
+
+def open_splits(folder: str) -> dict[str, PackedDataset]:
+    """Every split of a split folder, opened: ``{"train": ds, "val": ds}``."""
+    _, paths = read_splits(folder)
+    return {name: open_dataset(path) for name, path in paths.items()}
+
+
 def describe(path: str) -> dict[str, Any]:
-    """What ``imgpack inspect`` shows, as JSON-ready data."""
+    """What ``imgpack inspect`` shows, as JSON-ready data.
+
+    For a split folder: the totals, the split options, and under ``splits`` each split's own description.
+    """
+    if is_split_folder(path):
+        return _describe_splits(path)
     return writer_for(path).describe(path)
 
 
+def _describe_splits(folder: str) -> dict[str, Any]:
+    summary, paths = read_splits(folder)
+    parts = {name: writer_for(p).describe(p) for name, p in paths.items()}
+    first = next(iter(parts.values()), {})
+    count = sum(d["count"] for d in parts.values())
+    size = sum(d["file_size"] for d in parts.values())
+    names = summary.get("label_names") or first.get("label_names", [])
+    totals: dict[str, int] = {}
+    for d in parts.values():
+        for label, n in d["label_counts"].items():
+            totals[label] = totals.get(label, 0) + n
+    shapes = {tuple(d["image_shape"]) if d["image_shape"] else None for d in parts.values()}
+    return {
+        "format": summary["format"],
+        "path": folder,
+        "kind": "splits",
+        "count": count,
+        "image_shape": list(shapes.pop()) if len(shapes) == 1 and None not in shapes else None,
+        "dtype": first.get("dtype", "uint8"),
+        "storage": first.get("storage", ""),
+        "split": summary.get("split"),
+        "seed": summary.get("seed"),
+        "stratify": summary.get("stratify"),
+        "split_from_folders": summary.get("split_from_folders"),
+        "splits": parts,
+        "label_names": names,
+        "label_counts": totals,
+        "multi_label": any(d.get("multi_label") for d in parts.values()),
+        "one_hot": any(d.get("one_hot") for d in parts.values()),
+        "annotations": any(d.get("annotations") for d in parts.values()),
+        "recipe": first.get("recipe", {}),
+        "imgpack_version": first.get("imgpack_version"),
+        "source": summary.get("source", first.get("source")),
+        "created": first.get("created"),
+        "file_size": size,
+        "bytes_per_image": round(size / count) if count else None,
+    }
+
+
 def verify(path: str) -> dict[str, Any]:
-    """Read every record of ``path`` and check it (``inspect --verify``); SourceError names the first problem."""
-    cls = writer_for(path)
-    cls.verify(path)
-    return {"ok": True, "checksum": cls.checksum}
+    """Read every record of ``path`` and check it (``inspect --verify``); SourceError names the first problem.
+
+    A split folder is verified split by split.
+    """
+    summary, paths = read_splits(path) if is_split_folder(path) else ({}, {"": path})
+    checksums = set()
+    for name, p in paths.items():
+        cls = writer_for(p)
+        cls.verify(p)
+        checksums.add(cls.checksum)
+        if summary:
+            listed, held = summary["splits"][name].get("count"), cls.describe(p)["count"]
+            if listed != held:
+                raise SourceError(f"{p}: holds {held} images, but {SPLITS_FILE} says {listed}")
+    return {"ok": True, "checksum": ", ".join(sorted(checksums))}

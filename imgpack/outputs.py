@@ -14,6 +14,9 @@ import numpy as np
 
 from .errors import OutputError, SourceError
 
+#: the summary beside the outputs of a split conversion (one file per split)
+SPLITS_FILE = "splits.json"
+
 
 def partial_path(path: str) -> str:
     """Where a file is written until it is complete."""

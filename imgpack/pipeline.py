@@ -16,7 +16,7 @@ from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, Job, process_image
 from .engines.local import LocalEngine
 from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
-from .outputs import label_counts, partial_path, prepare_target, remove_quietly
+from .outputs import SPLITS_FILE, label_counts, partial_path, prepare_target, remove_quietly
 from .plugins import OutputMeta, Preprocessor, Sample, Scan, Writer
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
@@ -212,9 +212,6 @@ def convert(
         label_names=scan.label_names, multi_label=scan.multi_label,
         ignored=len(scan.ignored), recipe=stored_recipe, label_problems=problem_summary(scan.problems),
         splits=per_split or None)
-
-
-SPLITS_FILE = "splits.json"
 
 
 def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[str, str]:
