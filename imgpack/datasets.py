@@ -78,13 +78,13 @@ def _describe_splits(folder: str) -> dict[str, Any]:
     for d in parts.values():
         for label, n in d["label_counts"].items():
             totals[label] = totals.get(label, 0) + n
-    shapes = {tuple(d["image_shape"]) if d["image_shape"] else None for d in parts.values()}
+    shapes = {tuple(d["image_shape"] or ()) for d in parts.values()}
     return {
         "format": summary["format"],
         "path": folder,
         "kind": "splits",
         "count": count,
-        "image_shape": list(shapes.pop()) if len(shapes) == 1 and None not in shapes else None,
+        "image_shape": list(shapes.pop()) if len(shapes) == 1 and () not in shapes else None,
         "dtype": first.get("dtype", "uint8"),
         "storage": first.get("storage", ""),
         "split": summary.get("split"),
