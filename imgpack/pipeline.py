@@ -76,8 +76,9 @@ def _first_shape(scan: Scan, job: Job, on_error: str) -> tuple[int, ...]:
     raise ImgpackError(f"{scan.source}: none of the {len(scan.samples)} images could be converted")
 
 
-def _resolve_recipe(preprocess: Sequence[str | Preprocessor], size: str | int | tuple[int, int] | None,
-                    recipe: str | Recipe | None, decode: str | None) -> tuple[list[Preprocessor], str]:
+def resolve_recipe(preprocess: Sequence[str | Preprocessor], size: str | int | tuple[int, int] | None,
+                   recipe: str | Recipe | None, decode: str | None) -> tuple[list[Preprocessor], str]:
+    """The chain and decode mode of ``--preprocess``/``--size`` or of a recipe (file, imgpack output, Recipe)."""
     if decode is not None and decode not in DECODE_MODES:
         raise UsageError(f"decode must be one of {', '.join(DECODE_MODES)}, got {decode!r}")
     if recipe is None:
@@ -138,7 +139,7 @@ def convert(
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
     source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
-    chain, decode = _resolve_recipe(preprocess, size, recipe, decode)
+    chain, decode = resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
     writer_options = {**(options or {}), "overwrite": overwrite or None}
     if compression is not None:

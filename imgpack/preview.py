@@ -29,10 +29,10 @@ CAPTION = 38
 TITLE = 58
 MAX_COLUMNS = 8
 
-_BACKGROUND = (32, 33, 36)
-_TILE = (48, 49, 54)
-_TEXT = (236, 236, 236)
-_DIM = (150, 152, 158)
+BACKGROUND = (32, 33, 36)
+TILE_COLOUR = (48, 49, 54)
+TEXT = (236, 236, 236)
+DIM = (150, 152, 158)
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
@@ -78,8 +78,9 @@ def _fit_text(text: str, width: int, scale: float, thickness: int = 1) -> str:
     return text + "..."
 
 
-def _put(canvas: np.ndarray, text: str, x: int, y: int, scale: float, colour: tuple[int, int, int],
-         width: int, thickness: int = 1) -> None:
+def put_text(canvas: np.ndarray, text: str, x: int, y: int, scale: float, colour: tuple[int, int, int],
+             width: int, thickness: int = 1) -> None:
+    """Anti-aliased text at (x, baseline y), cut with "..." to ``width`` pixels."""
     cv2.putText(canvas, _fit_text(text, width, scale, thickness), (x, y), _FONT, scale, colour, thickness,
                 cv2.LINE_AA)
 
@@ -106,14 +107,14 @@ def contact_sheet(tiles: Sequence[Tile], title: str, subtitle: str, tile: int = 
     """The sheet as an RGB uint8 array of :func:`sheet_size`."""
     width, height = sheet_size(len(tiles), tile)
     canvas = np.empty((height, width, 3), dtype=np.uint8)
-    canvas[:] = _BACKGROUND
-    _put(canvas, title, PAD, 24, 0.6, _TEXT, width - 2 * PAD, 1)
-    _put(canvas, subtitle, PAD, 46, 0.45, _DIM, width - 2 * PAD)
+    canvas[:] = BACKGROUND
+    put_text(canvas, title, PAD, 24, 0.6, TEXT, width - 2 * PAD, 1)
+    put_text(canvas, subtitle, PAD, 46, 0.45, DIM, width - 2 * PAD)
     cols = columns_for(len(tiles))
     for k, t in enumerate(tiles):
         x0 = PAD + (k % cols) * (tile + PAD)
         y0 = TITLE + (k // cols) * (tile + CAPTION + PAD)
-        canvas[y0:y0 + tile, x0:x0 + tile] = _TILE
+        canvas[y0:y0 + tile, x0:x0 + tile] = TILE_COLOUR
         img = _fit(_to_rgb(t.image), tile)
         h, w = img.shape[:2]
         oy, ox = y0 + (tile - h) // 2, x0 + (tile - w) // 2
@@ -122,8 +123,8 @@ def contact_sheet(tiles: Sequence[Tile], title: str, subtitle: str, tile: int = 
         if t.colour is not None:
             cv2.rectangle(canvas, (x0, y0 + tile + 7), (x0 + 9, y0 + tile + 16), t.colour, -1)
             text_x = x0 + 14
-        _put(canvas, t.caption, text_x, y0 + tile + 16, 0.42, _TEXT, tile - (text_x - x0))
-        _put(canvas, t.detail, x0, y0 + tile + 32, 0.36, _DIM, tile)
+        put_text(canvas, t.caption, text_x, y0 + tile + 16, 0.42, TEXT, tile - (text_x - x0))
+        put_text(canvas, t.detail, x0, y0 + tile + 32, 0.36, DIM, tile)
     return canvas
 
 
@@ -175,14 +176,21 @@ def write_preview(parts: dict[str, PackedDataset], output: str, *, title: str, r
     shape = "x".join(str(d) for d in tiles[0].image.shape)
     subtitle = f"{how} of {len(spans)} images, {shape}" + (f"  |  {recipe}" if recipe else "")
     sheet = contact_sheet(tiles, title, subtitle, tile)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    write_png(output, sheet)
+    return {"file": output, "width": sheet.shape[1], "height": sheet.shape[0], "samples": drawn}
+
+
+def write_png(output: str, rgb: np.ndarray) -> None:
+    """Save an RGB array as PNG, through a temporary name (no half-written picture under ``output``)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV always encodes a uint8 RGB array
-        raise OutputError(f"{output}: OpenCV could not encode the preview")
+        raise OutputError(f"{output}: OpenCV could not encode the picture")
     tmp = partial_path(output)
     try:
+        if os.path.dirname(output):
+            os.makedirs(os.path.dirname(output), exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(buf.tobytes())
         os.replace(tmp, output)
     except OSError as exc:
         raise OutputError(f"{output}: cannot write: {exc.strerror or exc}") from None
-    return {"file": output, "width": sheet.shape[1], "height": sheet.shape[0], "samples": drawn}
