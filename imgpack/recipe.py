@@ -79,7 +79,7 @@ def load_recipe(path: str) -> Recipe:
 
     ``steps`` may also be a list of command-line specs: ``steps = ["crop_dark:tol=7", ...]``.
     """
-    if not os.path.exists(path):
+    if not os.path.exists(path) and not _names_an_output(path):
         raise SourceError(f"{path}: no such recipe file")
     lower = path.lower()
     try:
@@ -105,6 +105,17 @@ def load_recipe(path: str) -> Recipe:
     if isinstance(data, Mapping) and "recipe" in data and "steps" not in data:
         data = data["recipe"]  # `imgpack inspect --json` output, or a TFRecord index
     return _recipe_from_data(data, path)
+
+
+def _names_an_output(path: str) -> bool:
+    """Whether ``path`` is the name an output was made under without being a file (TFRecord's ``-o`` name)."""
+    from .datasets import writer_for
+
+    try:
+        writer_for(path)
+    except ImgpackError:
+        return False
+    return True
 
 
 def _recipe_from_data(data: Any, path: str) -> Recipe:

@@ -106,6 +106,17 @@ def test_a_json_recipe_from_inspect(fundus_tree: Path, tmp_path: Path) -> None:
     assert [s.to_dict() for s in build_chain(recipe.steps)] == json.loads(stdout)["recipe"]["steps"]
 
 
+def test_recipe_from_a_tfrecord_output_by_the_name_it_was_made_under(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "build" / "o.tfrecord"  # no file has this name: the index and shards sit beside it
+    imgpack.convert(str(class_tree), str(out), preprocess=["resize:size=20x10,mode=pad"], workers=0, progress="off")
+    assert not out.exists()
+    recipe = load_recipe(str(out))
+    assert recipe.steps[-1] == ("resize", {"size": [20, 10], "mode": "pad", "interpolation": "auto",
+                                           "color": [0, 0, 0]})
+    with pytest.raises(SourceError, match="no such recipe file"):
+        load_recipe(str(tmp_path / "build" / "other.tfrecord"))
+
+
 @pytest.mark.parametrize("name", ["aptos", "tinyimagenet", "resize224"])
 def test_the_examples_run(name: str, tmp_path: Path) -> None:
     write_image(tmp_path / "src" / "a" / "x.jpg", fundus(500, 400, 1))
