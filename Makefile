@@ -8,7 +8,7 @@ DEMO_OUT := build/demo
 .PHONY: demo test lint bench clean help
 
 help:
-	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5 and inspect it"
+	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
 	@echo "make test   install the test dependencies (and TensorFlow), run ruff, mypy and the test suite"
 	@echo "make bench  install the benchmark extra and print the speed, memory and reduced-decoding tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
@@ -31,7 +31,7 @@ $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 
 demo: $(VENV)/.installed
 	$(BIN)/imgpack convert sample_data -o $(DEMO_OUT)/sample_data.h5 --size 128 --overwrite
-	$(BIN)/imgpack inspect $(DEMO_OUT)/sample_data.h5
+	$(BIN)/imgpack inspect $(DEMO_OUT)/sample_data.h5 --verify --preview $(DEMO_OUT)/preview.png
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check imgpack tests benchmarks sample_data

@@ -58,6 +58,10 @@ def import_tensorflow() -> Any:
     try:
         with _quiet_native_stderr():
             import tensorflow as tf
+
+            # the devices are set up at the first operation, and on a machine with CUDA libraries but no
+            # GPU that prints "failed call to cuInit" as an error: do it here, where fd 2 is quiet
+            tf.config.list_physical_devices()
     except ModuleNotFoundError as exc:
         if exc.name and exc.name.split(".")[0] == "tensorflow":
             raise MissingDependencyError(f"the tfrecord format needs TensorFlow, which is not installed: {EXTRA}") \

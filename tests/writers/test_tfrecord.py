@@ -288,3 +288,13 @@ def test_the_reused_example_is_renewed_so_memory_stays_bounded(monkeypatch: pyte
         assert f["id"].bytes_list.value[0] == f"id{i}".encode() and f["height"].int64_list.value[0] == 10
         assert list(f["label_one_hot"].bytes_list.value[0]) == [int(k == i % 3) for k in range(3)]
     assert len(renewals) == 3  # at the start, and after records 2 and 4
+
+
+def test_reading_prints_no_tensorflow_noise(class_tree: Path, tmp_path: Path) -> None:
+    """TensorFlow's C++ start-up lines (oneDNN, "failed call to cuInit" without a GPU) stay off stderr."""
+    out = tmp_path / "o.tfrecord"
+    imgpack.convert(str(class_tree), str(out), size=8, workers=0, progress="off")
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "-q", "inspect", str(out), "--verify"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0 and "verified" in proc.stdout
+    assert proc.stderr == ""
