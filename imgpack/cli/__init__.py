@@ -65,7 +65,8 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     Examples:
       imgpack convert photos/ -o photos.h5 --size 128
       imgpack ingest photos/ -o photos.jsonl
-      imgpack inspect photos.h5
+      imgpack inspect photos.h5 --verify --preview grid.png
+      imgpack bench photos.h5 --against photos/
       imgpack plugins
     """
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
