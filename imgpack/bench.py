@@ -348,20 +348,17 @@ def compare_formats(source: str, formats: str | Sequence[tuple[str, str, dict[st
     if size is None and recipe is None and not preprocess:
         size = 224
     chain, decode = resolve_recipe(preprocess, size, recipe, decode)
-    for _, name, options in specs:
-        writers.get(name).check(os.path.join(workdir or tempfile.gettempdir(), "x" + writers.get(name).suffixes[0]),
-                                options)
-    t0 = time.perf_counter()
-    images, labels, ids, names, multi = _prepare(source, chain, decode, sample, seed)
-    prepare_seconds = time.perf_counter() - t0
-    stored_recipe = recipe_dict(chain, decode)
-    meta = OutputMeta(tuple(images.shape[1:]), names, stored_recipe, os.path.abspath(source), len(images),
-                      multi_label=multi)
-    if any(name == "tfrecord" for _, name, _ in specs):
-        from .writers.tfrecord import import_tensorflow
-
-        import_tensorflow()  # once, outside the timings (8-11 s here)
     with _scratch(workdir) as scratch:
+        for label, name, options in specs:  # every format's options, before the sample is prepared
+            cls = writers.get(name)
+            cls.check(os.path.join(scratch, "check", label.replace(":", "-") + cls.suffixes[0]), options)
+        t0 = time.perf_counter()
+        images, labels, ids, names, multi = _prepare(source, chain, decode, sample, seed)
+        prepare_seconds = time.perf_counter() - t0
+        stored_recipe = recipe_dict(chain, decode)
+        meta = OutputMeta(tuple(images.shape[1:]), names, stored_recipe, os.path.abspath(source), len(images),
+                          multi_label=multi)
+        # TensorFlow is imported by the TFRecord check above: once, outside the timings (8-11 s here)
         rows = [_bench_format(os.path.join(scratch, label.replace(":", "-")), label, name, options, meta,
                               (images, labels, ids), repeats, batch_size, random_reads, seed)
                 for label, name, options in specs]

@@ -82,6 +82,8 @@ def test_bench_formats_side_by_side_with_a_plot(class_tree: Path, tmp_path: Path
     (("--size", "32"), "--size goes with --formats"),
     (("--formats", "hdf5,bmp"), "unknown format 'bmp'"),
     (("--formats", "pickle:gzip"), "pickle takes no variant"),
+    (("--formats", "hdf5,hdf5:zstd"), "zstd"),
+    (("--formats", "tfrecord:webp"), "webp"),
 ])
 def test_bench_usage_errors(args: tuple[str, ...], message: str, class_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.h5"
