@@ -303,6 +303,9 @@ def _labels_line(info: dict[str, Any]) -> str:
 @click.option("--verify", is_flag=True,
               help="Read every record and check it (checksums, counts, shapes, label range): exit 0 when intact, "
                    "1 naming the first problem.")
+@click.option("--digest", is_flag=True,
+              help="Read everything and print content_sha256: the same for two outputs with the same images, "
+                   "labels and ids in the same order, whatever their format, shards or workers (--verify too).")
 @click.option("--preview", type=click.Path(dir_okay=False), metavar="GRID.png",
               help="Draw a contact sheet of samples with their labels and ids into this PNG.")
 @click.option("--preview-count", type=click.IntRange(min=1), default=36, show_default=True,
@@ -311,8 +314,8 @@ def _labels_line(info: dict[str, Any]) -> str:
               help="Size of each sample in the preview, in pixels.")
 @click.option("--seed", type=int, help="--preview draws random samples with this seed (default: the first ones).")
 @click.pass_context
-def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, verify: bool, preview: str | None,
-            preview_count: int, preview_tile: int, seed: int | None) -> None:
+def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, verify: bool, digest: bool,
+            preview: str | None, preview_count: int, preview_tile: int, seed: int | None) -> None:
     """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
 
     PATH is an HDF5 file, a pickle, TFRecord output (its index NAME.tfrecord.json, one of
@@ -328,6 +331,7 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
       imgpack inspect photos.pkl --json | jq .label_counts
       imgpack inspect photos.h5 --recipe-toml > photos.toml
       imgpack inspect photos.h5 --verify
+      imgpack inspect photos.h5 --digest --json | jq -r .content_sha256
       imgpack inspect photos.h5 --preview grid.png --seed 0
     """
     from ..datasets import describe, is_split_folder, open_dataset, open_splits
@@ -339,6 +343,10 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
         from ..datasets import verify as run_verify
 
         info["verify"] = run_verify(path)
+    if digest or verify:
+        from ..datasets import content_digest
+
+        info["content_sha256"] = content_digest(path)
     if preview:
         from ..preview import write_preview
 
@@ -397,6 +405,8 @@ def _inspect_lines(info: dict[str, Any]) -> list[str]:
     ]
     if "verify" in info:
         lines.append(f"  verified     intact: all {info['count']} images read; checksums: {info['verify']['checksum']}")
+    if "content_sha256" in info:
+        lines.append(f"  content      sha256 {info['content_sha256']} (images, labels, ids)")
     if "preview" in info:
         p = info["preview"]
         lines.append(f"  preview      {p['file']}: {len(p['samples'])} samples, {p['width']}x{p['height']} PNG")
