@@ -29,3 +29,16 @@ class Boom(Preprocessor):
 
 
 Boom.name = "boom"
+
+
+class Slow(Preprocessor):
+    """Takes 20 ms per image, so that a test can interrupt a run in the middle."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import time
+
+        time.sleep(0.02)
+        return image
+
+
+Slow.name = "slow"
