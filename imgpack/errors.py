@@ -50,3 +50,30 @@ class MissingDependencyError(ImgpackError, ImportError):
 
 class WorkerError(ImgpackError, RuntimeError):
     """A worker process died or failed in a way that stops the run."""
+
+
+def printable(text: str) -> str:
+    """``text`` safe for one line of a terminal or log: control characters (a newline in a file
+    name) and undecodable bytes (kept by Python as surrogates) are written as escapes."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (os.fsdecode's surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable() or ch == " ":
+            out.append(ch)
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
+
+def text_id(name: str) -> str:
+    """A sample id as valid UTF-8 text: undecodable bytes of a file name become ``\\xNN`` escapes
+    (HDF5, TFRecord and JSON store UTF-8 only); everything else, newlines and quotes included, is kept."""
+    try:
+        name.encode("utf-8")
+        return name
+    except UnicodeEncodeError:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -99,9 +99,9 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     tmp = partial_path(output)
     try:
         with open(tmp, "w", encoding="utf-8") as f:
-            f.write(json.dumps(header, ensure_ascii=False) + "\n")
+            f.write(_json_line(header))
             for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                f.write(_json_line(rec))
         os.replace(tmp, output)
     except OSError as exc:
         if os.path.exists(tmp):
@@ -113,3 +113,13 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
         ignored=[{"path": p, "reason": r} for p, r in scan.ignored], multi_label=scan.multi_label,
         label_problems=label_problems, splits=splits, split_label_counts=per_split)
 
+
+def _json_line(obj: Any) -> str:
+    """One JSON line, readable UTF-8 where it can be; a path with bytes that are not UTF-8 (kept by
+    Python as surrogates) is written with ``\\udcXX`` escapes instead, which read back to the same path."""
+    text = json.dumps(obj, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(obj)
+    return text + "\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SourceError, UsageError
+from .errors import SourceError, UsageError, text_id
 from .plugins import Problem, Reader, Sample, Scan
 from .readers.labels import read_text
 from .registry import readers
@@ -43,6 +43,7 @@ class SourceOptions:
     seed: int | None = None
     stratify: bool = False
     split_from_folders: bool = False
+    follow_symlinks: bool = False  # read files and walk folders that symlinks lead to, even outside SRC
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> SourceOptions:
@@ -82,8 +83,9 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
             raise SourceError(f"{source}: not a directory of images nor an imgpack manifest "
                               f"(readers: {', '.join(readers.names())}; pick one with --reader)")
     cls = readers.get(name)
-    if opts.split_from_folders and "split_from_folders" in cls.option_names:
-        reader_opts["split_from_folders"] = True
+    for flag in ("split_from_folders", "follow_symlinks"):
+        if getattr(opts, flag) and flag in cls.option_names:
+            reader_opts[flag] = True
     return cls(source, reader_opts)
 
 
@@ -97,6 +99,10 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     fractions = parse_split(opts.split) if opts.split is not None else None
     reader = pick_reader(source, opts)
     scan = reader.scan()
+    if any(text_id(s.id) != s.id for s in scan.samples):
+        scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
+    if not opts.follow_symlinks:
+        scan = inside_root(scan)
     if opts.split_from_folders and "split_from_folders" not in reader.option_names:
         scan = _splits_from_paths(scan)
     if opts.classes is not None or opts.names is not None:
@@ -105,6 +111,31 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     if fractions is not None:
         scan = apply_split(scan, fractions, opts.seed if opts.seed is not None else 0, opts.stratify)
     return scan
+
+
+def inside_root(scan: Scan) -> Scan:
+    """The samples whose real location is inside the dataset root; those a symlink leads out of are ignored.
+
+    One ``realpath`` per folder and one ``lstat`` per file (~0.2 s per 100,000 files).
+    """
+    real_root = os.path.realpath(scan.root)
+    real_dirs: dict[str, str] = {}
+    kept: list[Sample] = []
+    outside: list[tuple[str, str]] = []
+    for s in scan.samples:
+        path = scan.abspath(s)
+        folder, name = os.path.split(path)
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dirs[folder], name)
+        if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
+            kept.append(s)
+        else:
+            outside.append((s.path, f"leads outside the dataset root (to {real}); not read without "
+                                    "--follow-symlinks"))
+    if not outside:
+        return scan
+    return replace(scan, samples=kept, ignored=[*scan.ignored, *outside])
 
 
 def _splits_from_paths(scan: Scan) -> Scan:

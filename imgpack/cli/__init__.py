@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from .._version import __version__
-from ..errors import ImgpackError, UsageError
+from ..errors import ImgpackError, UsageError, printable
 
 log = logging.getLogger("imgpack")
 
@@ -32,7 +32,7 @@ class ImgpackGroup(click.Group):
         except ImgpackError as exc:
             if debug:
                 raise
-            click.echo(f"imgpack: error: {exc}", err=True)
+            click.echo(f"imgpack: error: {printable(str(exc))}", err=True)
             ctx.exit(2 if isinstance(exc, UsageError) else 1)
         except KeyboardInterrupt:
             click.echo("imgpack: interrupted", err=True)
@@ -47,8 +47,8 @@ class ImgpackGroup(click.Group):
         except Exception as exc:
             if debug:
                 raise
-            click.echo(f"imgpack: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                       err=True)
+            click.echo(f"imgpack: internal error: {type(exc).__name__}: {printable(str(exc))} "
+                       "(run with --debug for the traceback)", err=True)
             ctx.exit(1)
 
 

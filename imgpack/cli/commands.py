@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..errors import printable
 from . import cli, echo_json, say
 
 _SHOW = 10  # problems listed in human output; --json carries them all
@@ -33,7 +34,7 @@ def _list(ctx: click.Context, title: str, rows: list[tuple[str, str]], total: in
     say(ctx, f"{title}:")
     indent = " " * (len(title) - len(title.lstrip()) + 2)
     for path, reason in rows[:_SHOW]:
-        say(ctx, f"{indent}{path}: {reason}")
+        say(ctx, f"{indent}{printable(path)}: {printable(reason)}")
     more = (len(rows) if total is None else total) - min(len(rows), _SHOW)
     if more > 0:
         say(ctx, f"{indent}... and {more} more" + (" (--json lists them all)" if total is None else ""))
@@ -63,6 +64,9 @@ _SOURCE_OPTIONS = [
     click.option("--stratify", is_flag=True, help="--split keeps each class's proportion in every split."),
     click.option("--split-from-folders", is_flag=True,
                  help="SOURCE has split folders (train/, val/, test/ ...), each with class folders; keep them."),
+    click.option("--follow-symlinks", is_flag=True, default=None,
+                 help="Walk symlinked folders and read files that symlinks lead to outside SOURCE (default: "
+                      "such files and folders are left out, and listed)."),
 ]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Iterator
 
 from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
@@ -23,6 +24,28 @@ def _is_image(path: str, name: str) -> bool:
         return False
 
 
+LINK_NOT_FOLLOWED = "symlinked folder, not followed (pass --follow-symlinks to walk it)"
+
+
+def walk(top: str, follow_symlinks: bool = False) -> Iterator[tuple[str, list[str], list[str], list[str]]]:
+    """``os.walk`` in sorted order: (dirpath, dirnames, filenames, symlinked folders left out).
+
+    Symlinked folders are walked only with ``follow_symlinks``, and then each real folder
+    once (a link back up the tree does not loop).
+    """
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=follow_symlinks):
+        if follow_symlinks:
+            real = os.path.realpath(dirpath)
+            if real in seen:
+                dirnames[:] = []
+                continue
+            seen.add(real)
+        links = [] if follow_symlinks else [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if d not in links)
+        yield dirpath, dirnames, sorted(filenames), sorted(links)
+
+
 @readers.register("folder")
 class FolderReader(Reader):
     """``SRC/<class>/**/<image>`` at any depth (TinyImageNet keeps ``train/<wnid>/images/*.JPEG``).
@@ -39,7 +62,7 @@ class FolderReader(Reader):
     splits share one label space.
     """
 
-    option_names = ("split_from_folders",)
+    option_names = ("split_from_folders", "follow_symlinks")
 
     @classmethod
     def accepts(cls, source: str) -> bool:
@@ -78,7 +101,9 @@ class FolderReader(Reader):
         loose: list[str] = []
         for entry in _entries(root, prefix, ignored, None):
             rel = prefix + entry.name
-            if entry.is_dir():
+            if entry.is_dir() and entry.is_symlink() and not self.options.get("follow_symlinks"):
+                ignored.append((rel + "/", LINK_NOT_FOLLOWED))
+            elif entry.is_dir():
                 images = self._walk(root, rel, ignored)
                 if images:
                     found.extend((entry.name, path) for path in images)
@@ -93,15 +118,16 @@ class FolderReader(Reader):
             return found
         return [("", rel) for rel in loose]  # no class folders: images without labels
 
-    @staticmethod
-    def _walk(root: str, top: str, ignored: list[tuple[str, str]]) -> list[str]:
+    def _walk(self, root: str, top: str, ignored: list[tuple[str, str]]) -> list[str]:
         images = []
-        for dirpath, dirnames, filenames in os.walk(os.path.join(root, top)):
+        for dirpath, dirnames, filenames, links in walk(os.path.join(root, top),
+                                                         bool(self.options.get("follow_symlinks"))):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+            ignored.extend((f"{rel_dir}/{d}/", LINK_NOT_FOLLOWED) for d in links)
             for d in [d for d in dirnames if d.startswith(".")]:
                 ignored.append((f"{rel_dir}/{d}/", "hidden"))
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
                 rel = f"{rel_dir}/{name}"
                 if name.startswith("."):
                     ignored.append((rel, "hidden"))

@@ -30,7 +30,7 @@ from ..errors import SourceError, UsageError
 from ..plugins import Problem, Reader, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS
 from ..registry import readers
-from .folder import _is_image
+from .folder import _is_image, walk
 
 _INT = re.compile(r"[+-]?\d+")
 
@@ -67,14 +67,14 @@ def _outside(name: str) -> bool:
 class ImageIndex:
     """Every image under a root, found by relative path, by path without extension, by file name and by stem."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, follow_symlinks: bool = False) -> None:
         self.root = root
         self.paths: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(root):
+        for dirpath, dirnames, filenames, _ in walk(root, follow_symlinks):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
             prefix = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
                 if name.startswith("."):
                     continue
                 if _is_image(os.path.join(dirpath, name), name):
@@ -124,7 +124,7 @@ def _keys_of(value: Any) -> list[str] | None:
 class LabelsReader(Reader):
     """Base of the labels-file readers: subclasses parse their file into :class:`Entry` items."""
 
-    option_names = ("labels", "id_column", "label_column")
+    option_names = ("labels", "id_column", "label_column", "follow_symlinks")
 
     def entries(self, path: str) -> list[Entry]:
         raise NotImplementedError
@@ -141,7 +141,7 @@ class LabelsReader(Reader):
             if _outside(e.name):
                 raise SourceError(f"{e.where}: {e.name!r} is outside the dataset root {self.source}; "
                                   "a labels file may only name images inside it")
-        index = ImageIndex(root)
+        index = ImageIndex(root, bool(self.options.get("follow_symlinks")))
         problems: list[Problem] = []
         kept: list[tuple[Entry, str, list[str] | None]] = []
         first: dict[str, str] = {}
@@ -308,7 +308,7 @@ class JSONReader(LabelsReader):
     The entry's other fields are kept as annotations.
     """
 
-    option_names = ("labels", "image_key", "label_key")
+    option_names = ("labels", "image_key", "label_key", "follow_symlinks")
 
     def entries(self, path: str) -> list[Entry]:
         try:

@@ -1,0 +1,113 @@
+"""Nothing let in: symlinks out of the dataset root, and file names with newlines, quotes and non-UTF-8 bytes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from cli.test_cli import run
+from conftest import photo, write_image
+
+import imgpack
+from imgpack.errors import printable, text_id
+from imgpack.sources import load_scan
+
+SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
+
+
+@pytest.fixture
+def linked(tmp_path: Path) -> tuple[Path, Path]:
+    """SRC with 2 real images, a file symlink and a class-folder symlink leading outside, one inside, and a loop."""
+    src, outside = tmp_path / "src", tmp_path / "secret"
+    write_image(src / "cat" / "c1.png", photo(8, 8, 1))
+    write_image(src / "dog" / "d1.png", photo(8, 8, 2))
+    write_image(outside / "private.png", photo(8, 8, 3))
+    write_image(outside / "owl" / "o1.png", photo(8, 8, 4))
+    (src / "cat" / "leak.png").symlink_to(outside / "private.png")
+    (src / "owl").symlink_to(outside / "owl", target_is_directory=True)
+    (src / "dog" / "same.png").symlink_to(src / "cat" / "c1.png")  # inside the root: read
+    (src / "dog" / "loop").symlink_to(src / "dog", target_is_directory=True)
+    return src, outside
+
+
+def test_symlinks_leading_out_are_not_followed(linked: tuple[Path, Path]) -> None:
+    src, _ = linked
+    scan = load_scan(str(src))
+    assert sorted(s.path for s in scan.samples) == ["cat/c1.png", "dog/d1.png", "dog/same.png"]
+    ignored = dict(scan.ignored)
+    assert "leads outside the dataset root" in ignored["cat/leak.png"]
+    assert "--follow-symlinks" in ignored["owl/"] and "--follow-symlinks" in ignored["dog/loop/"]
+    assert scan.label_names == ["cat", "dog"]
+
+
+def test_follow_symlinks_reads_them_and_a_loop_does_not_hang(linked: tuple[Path, Path]) -> None:
+    src, _ = linked
+    scan = load_scan(str(src), imgpack.sources.SourceOptions(follow_symlinks=True))
+    paths = sorted(s.path for s in scan.samples)
+    assert "cat/leak.png" in paths and "owl/o1.png" in paths
+    assert scan.label_names == ["cat", "dog", "owl"]
+    assert not [p for p in paths if p.startswith("dog/loop/loop")]  # each real folder walked once
+
+
+def test_convert_cli_leaves_the_outside_file_out_and_lists_it(linked: tuple[Path, Path], tmp_path: Path) -> None:
+    src, _ = linked
+    code, stdout, _ = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--size", "8", "--workers", "0",
+                          "--json")
+    assert code == 0 and json.loads(stdout)["written"] == 3
+    code, stdout, _ = run("convert", str(src), "-o", str(tmp_path / "f.h5"), "--size", "8", "--workers", "0",
+                          "--follow-symlinks", "--json")
+    assert code == 0 and json.loads(stdout)["written"] == 5
+
+
+def test_a_labels_file_naming_a_symlink_out_does_not_read_it(linked: tuple[Path, Path], tmp_path: Path) -> None:
+    src, _ = linked
+    labels = tmp_path / "labels.csv"
+    labels.write_text("image,label\ncat/c1.png,cat\ncat/leak.png,cat\n")
+    scan = load_scan(str(src), imgpack.sources.SourceOptions(labels=str(labels)))
+    assert [s.path for s in scan.samples] == ["cat/c1.png"]
+    assert "leads outside" in dict(scan.ignored)["cat/leak.png"]
+
+
+@pytest.fixture
+def odd_names(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    write_image(src / "a" / 'we"ird\nname.png', photo(8, 8, 1))
+    write_image(src / "a" / "tab\there 'q'.png", photo(8, 8, 2))
+    raw = os.fsencode(src / "b") + b"/\xff\xfe.png"  # not UTF-8: Linux allows any bytes
+    os.makedirs(os.fsencode(src / "b"), exist_ok=True)
+    shutil.copyfile(src / "a" / 'we"ird\nname.png', raw)
+    return src
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_odd_file_names_are_stored_as_ids_in_every_format(fmt: str, odd_names: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"o{SUFFIX[fmt]}"
+    res = imgpack.convert(str(odd_names), str(out), size=8, workers=0, progress="off")
+    assert res.written == 3
+    with imgpack.open_dataset(str(out)) as ds:
+        assert sorted(ds.ids) == sorted(['we"ird\nname', "tab\there 'q'", "\\xff\\xfe"])
+        assert ds.get('we"ird\nname')[1] == 0
+
+
+def test_odd_names_through_a_manifest_and_printed_on_one_line(odd_names: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    code, _, _ = run("ingest", str(odd_names), "-o", str(manifest))
+    assert code == 0
+    manifest.read_bytes().decode("utf-8")  # valid UTF-8 (the undecodable bytes as \udcXX escapes)
+    res = imgpack.convert(str(manifest), str(tmp_path / "m.h5"), size=8, workers=0, progress="off")
+    assert res.written == 3
+    # a broken image with a newline in its name: the error stays one line
+    (odd_names / "a" / 'we"ird\nname.png').write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    code, _, err = run("convert", str(odd_names), "-o", str(tmp_path / "x.h5"), "--size", "8", "--workers", "0",
+                       "--on-error", "fail")
+    assert code == 1 and len(err.strip().splitlines()) == 1 and 'we"ird\\nname.png' in err
+
+
+def test_printable_and_text_id() -> None:
+    assert printable("a\nb\tc") == "a\\nb\\tc"
+    assert printable("caf\u00e9 \udcff") == "caf\u00e9 \\xff"
+    assert text_id("ok \u00e9\n") == "ok \u00e9\n"
+    assert text_id("\udcff\udcfe") == "\\xff\\xfe"
