@@ -89,7 +89,21 @@ def say(ctx: click.Context, text: str = "") -> None:
 
 
 def main() -> None:
-    cli(prog_name="imgpack")
+    try:
+        cli(prog_name="imgpack")
+    finally:
+        _skip_teardown_after_a_failed_hdf5_close()
+
+
+def _skip_teardown_after_a_failed_hdf5_close() -> None:
+    """Exit without freeing an HDF5 file whose close failed (disk full): libhdf5 crashes when it is
+    freed (h5py issue #914), which would turn exit code 1 into a segmentation fault."""
+    hdf5 = sys.modules.get("imgpack.writers.hdf5")
+    if hdf5 is not None and getattr(hdf5, "UNCLOSABLE", None):
+        code = sys.exc_info()[1]
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code.code if isinstance(code, SystemExit) and isinstance(code.code, int) else 1)
 
 
 from . import commands  # noqa: E402, F401  (registers the subcommands)

@@ -12,9 +12,11 @@ Layout (the trainer's contract, see the README)::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -30,6 +32,9 @@ from ..registry import writers
 
 COMPRESSIONS = ("none", "gzip", "lzf")
 log = logging.getLogger("imgpack")
+
+#: writers whose h5py file failed to close: never freed in this process (see HDF5Writer.abort)
+UNCLOSABLE: list[Any] = []
 
 
 def parse_compression(text: str | None) -> tuple[str | None, int | None]:
@@ -118,22 +123,44 @@ class HDF5Writer(Writer):
             values["labels_one_hot"] = one_hot(labels, len(self.meta.label_names))
         if "annotations" in self._columns:
             values["annotations"] = ["null" if a is None else a for a in (annotations or [None] * n)]
-        self._images.resize(end, axis=0)
-        self._images[self._count:end] = images
-        for name, ds in self._columns.items():
-            ds.resize(end, axis=0)
-            ds[self._count:end] = values[name]
+        with self._writing():
+            self._images.resize(end, axis=0)
+            self._images[self._count:end] = images
+            for name, ds in self._columns.items():
+                ds.resize(end, axis=0)
+                ds[self._count:end] = values[name]
         self._count = end
 
     def close(self) -> list[str]:
-        self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        with self._writing():
+            self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self._file.close()
+            os.replace(self._tmp, self.path)
         return [self.path]
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write (disk full, quota, I/O error) as one OutputError naming the file and the reason.
+
+        HDF5 reports them as RuntimeError or OSError with its whole error stack in the text.
+        """
+        try:
+            yield
+        except (OSError, RuntimeError) as exc:
+            text = str(exc)
+            found = re.search(r"error message = '([^']+)'", text)
+            reason = found.group(1) if found else text.splitlines()[0]
+            raise OutputError(f"{self.path}: cannot write: {reason}") from None
 
     def abort(self) -> None:
         try:
             self._file.close()
+        except Exception:  # the file is going anyway; the first error is the one reported
+            # HDF5 keeps a file whose close failed (disk full) half-closed, and freeing it later
+            # crashes the process (h5py issue #914, in libhdf5): keep it referenced; the command
+            # line exits without freeing it (cli.main)
+            UNCLOSABLE.append(self)  # with its datasets, which refer to the file too
+            log.debug("%s: closing after a failure: ignored", self._tmp, exc_info=True)
         finally:
             if os.path.exists(self._tmp):
                 os.remove(self._tmp)
