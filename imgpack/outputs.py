@@ -23,6 +23,21 @@ def partial_path(path: str) -> str:
     return path + ".partial"
 
 
+def write_atomically(path: str, data: bytes) -> None:
+    """``data`` into ``path`` through its partial name: a reader never sees half a file (OutputError on failure)."""
+    tmp = partial_path(path)
+    try:
+        if os.path.dirname(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+
+
 def prepare_target(path: str, overwrite: bool) -> None:
     """Refuse an existing target without ``overwrite``; create the parent folder; check it is writable."""
     if os.path.exists(path) and not overwrite:
@@ -114,11 +129,7 @@ class ShardNames:
             os.replace(src, dst)
         shards = [{"file": os.path.basename(p), **s} for p, s in zip(final, index["shards"], strict=True)]
         index = {"kind": INDEX_KIND, **index, "shards": shards}
-        tmp = partial_path(self.index)
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=1)
-            f.write("\n")
-        os.replace(tmp, self.index)
+        write_atomically(self.index, (json.dumps(index, indent=1) + "\n").encode())
         return final
 
     def read_index(self) -> dict[str, Any]:

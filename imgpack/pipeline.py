@@ -15,8 +15,8 @@ import numpy as np
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, Job, process_image
 from .engines.local import LocalEngine
-from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
-from .outputs import SPLITS_FILE, label_counts, partial_path, prepare_target, remove_quietly
+from .errors import ImageError, ImgpackError, SourceError, UsageError
+from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import OutputMeta, Preprocessor, Sample, Scan, Writer
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
@@ -244,14 +244,7 @@ def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split
         "count": sum(p["count"] for p in per_split.values()), "splits": per_split,
     }
     path = os.path.join(folder, SPLITS_FILE)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1, ensure_ascii=False)
-            f.write("\n")
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    write_atomically(path, (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
     return path
 
 

@@ -10,7 +10,6 @@ colour chip per class, and its id.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import OutputError, UsageError
-from .outputs import partial_path
+from .outputs import write_atomically
 from .plugins import PackedDataset
 
 #: layout, in pixels: the sheet is PAD + columns * (tile + PAD) wide and
@@ -185,12 +184,4 @@ def write_png(output: str, rgb: np.ndarray) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:  # pragma: no cover - OpenCV always encodes a uint8 RGB array
         raise OutputError(f"{output}: OpenCV could not encode the picture")
-    tmp = partial_path(output)
-    try:
-        if os.path.dirname(output):
-            os.makedirs(os.path.dirname(output), exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(buf.tobytes())
-        os.replace(tmp, output)
-    except OSError as exc:
-        raise OutputError(f"{output}: cannot write: {exc.strerror or exc}") from None
+    write_atomically(output, buf.tobytes())

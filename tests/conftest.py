@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+#: each built-in format and the suffix convert -o picks it by
+SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 
 def shared_dir() -> Path:

@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 from cli.test_cli import run
+from conftest import SUFFIX
 
 import imgpack
 from imgpack import bench
 
-FORMATS = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 READ_KEYS = {"path", "format", "count", "image_shape", "file_size", "bytes_per_image", "batch_size",
              "images_per_run", "repeats", "sequential", "shuffled", "random", "first_read", "peak_memory_mb",
              "peak_memory_increase_mb", "page_cache"}
@@ -25,9 +25,9 @@ FORMAT_ROW_KEYS = {"format", "writer", "options", "write_images_per_second", "wr
 QUICK = ("--repeats", "1", "--random-reads", "5")
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", list(SUFFIX))
 def test_bench_a_packed_file(fmt: str, class_tree: Path, tmp_path: Path) -> None:
-    out = tmp_path / f"o{FORMATS[fmt]}"
+    out = tmp_path / f"o{SUFFIX[fmt]}"
     imgpack.convert(str(class_tree), str(out), size=32, workers=0)
     code, stdout, _ = run("bench", str(out), "--json", *QUICK, "--batch-size", "4")
     assert code == 0

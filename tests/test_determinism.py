@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli.test_cli import run
+from conftest import SUFFIX
 
 import imgpack
 from imgpack.datasets import content_digest
-
-SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 
 def reversed_copy(src: Path, dst: Path) -> Path:

@@ -11,11 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, photo, write_image
+from conftest import REPO, SUFFIX, photo, write_image
 
 import imgpack
 
-SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 LIMIT = 150_000  # bytes per file: the first small output fits, the big one does not
 
 

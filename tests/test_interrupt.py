@@ -10,13 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, photo, write_image
+from conftest import REPO, SUFFIX, photo, write_image
 
 import imgpack
 from imgpack.datasets import content_digest
 from imgpack.errors import ImgpackError
-
-SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,11 @@ from pathlib import Path
 
 import pytest
 from cli.test_cli import run
-from conftest import photo, write_image
+from conftest import SUFFIX, photo, write_image
 
 import imgpack
 from imgpack.errors import printable, text_id
 from imgpack.sources import load_scan
-
-SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 
 @pytest.fixture

@@ -8,12 +8,11 @@ import h5py
 import numpy as np
 import pytest
 from cli.test_cli import run
+from conftest import SUFFIX
 
 import imgpack
 from imgpack.datasets import verify
 from imgpack.errors import SourceError
-
-SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 
 def make(fmt: str, class_tree: Path, tmp_path: Path) -> tuple[str, Path]:

@@ -66,7 +66,7 @@ _SOURCE_OPTIONS = [
                  help="SOURCE has split folders (train/, val/, test/ ...), each with class folders; keep them."),
     click.option("--follow-symlinks", is_flag=True, default=None,
                  help="Walk symlinked folders and read files that symlinks lead to outside SOURCE (default: "
-                      "such files and folders are left out, and listed)."),
+                      "such files and folders are left out; ingest lists them)."),
 ]
 
 

@@ -431,6 +431,21 @@ def _tf_message(exc: BaseException) -> str:
 SHUFFLE_BUFFER = 10_000
 
 
+def _read_or_say_why(tf: Any, it: Iterator[Any], where: str) -> Iterator[Any]:
+    """The items of a tf.data iterator; a damaged record (CRC mismatch) or a read error as one SourceError."""
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except tf.errors.DataLossError as exc:
+            raise SourceError(f"{where}: damaged record ({_tf_message(exc)}); the TFRecord checksum "
+                              "does not match: the file was altered or truncated") from None
+        except tf.errors.OpError as exc:
+            raise SourceError(f"{where}: cannot read: {_tf_message(exc)}") from None
+        yield item
+
+
 def parse_spec(tf: Any, index: dict[str, Any]) -> dict[str, Any]:
     """The ``tf.io.parse_single_example`` features of the records an index describes."""
     encoded = "image_encoded" in index.get("features", {})
@@ -479,18 +494,7 @@ class TFRecordDataset(PackedDataset):
             spec = {k: v for k, v in spec.items() if k in keys}
         ds = tf.data.TFRecordDataset(shard).skip(skip).take(take)
         ds = ds.map(lambda r: tf.io.parse_single_example(r, spec))
-        it = iter(ds)
-        while True:
-            try:
-                rec = next(it)
-            except StopIteration:
-                return
-            except tf.errors.DataLossError as exc:
-                raise SourceError(f"{shard}: damaged record ({_tf_message(exc)}); the TFRecord checksum "
-                                  "does not match: the file was altered or truncated") from None
-            except tf.errors.OpError as exc:
-                raise SourceError(f"{shard}: cannot read: {_tf_message(exc)}") from None
-            yield rec
+        yield from _read_or_say_why(tf, iter(ds), shard)
 
     def _image(self, rec: dict[str, Any]) -> np.ndarray:
         tf = self._tf
@@ -546,19 +550,9 @@ class TFRecordDataset(PackedDataset):
 
     def _tf_batches(self, batch_size: int, shuffle: bool, seed: int | None, normalize: bool,
                     drop_last: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        tf = self._tf
         it = tf_dataset(self.path, batch_size, shuffle=shuffle, seed=seed, normalize=normalize,
                         drop_remainder=drop_last).as_numpy_iterator()
-        while True:
-            try:
-                images, labels = next(it)
-            except StopIteration:
-                return
-            except tf.errors.DataLossError as exc:
-                raise SourceError(f"{self.path}: damaged record ({_tf_message(exc)}); the TFRecord checksum "
-                                  "does not match: a shard was altered or truncated") from None
-            except tf.errors.OpError as exc:
-                raise SourceError(f"{self.path}: cannot read: {_tf_message(exc)}") from None
+        for images, labels in _read_or_say_why(self._tf, it, self.path):
             yield images, (labels.astype(np.uint8) if self.multi_label else labels)
 
     @staticmethod
