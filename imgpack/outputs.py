@@ -101,8 +101,9 @@ class ShardNames:
     def shard(self, i: int, count: int) -> str:
         return f"{self.base}-{i:05d}-of-{count:05d}{self.suffix}"
 
-    def partial(self, i: int) -> str:
-        return partial_path(f"{self.base}-{i:05d}{self.suffix}")
+    def partial(self, i: int, alternate: bool = False) -> str:
+        """Where shard ``i`` is written; a resume copies an open shard to its ``alternate`` name (or back)."""
+        return partial_path(f"{self.base}-{i:05d}{'.resumed' if alternate else ''}{self.suffix}")
 
     def existing(self) -> list[str]:
         """The index and shards of an earlier output under these names."""

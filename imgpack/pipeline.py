@@ -15,12 +15,13 @@ import numpy as np
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, Job, process_image
 from .engines.local import LocalEngine
-from .errors import ImageError, ImgpackError, SourceError, UsageError
+from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
 from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import OutputMeta, Preprocessor, Sample, Scan, Writer
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import writers
+from .resume import Journal, fingerprint, journal_path, what_changed
 from .sources import SourceOptions, label_array, load_scan, problem_error, problem_summary
 from .splits import parse_split
 
@@ -112,6 +113,7 @@ def convert(
     decode: str | None = None,
     engine: Engine | None = None,
     progress: str | None = None,
+    resume: bool = False,
     **source_options: Any,
 ) -> ConvertResult:
     """Convert the images of ``source`` (a folder or a manifest) into ``output``.
@@ -132,6 +134,11 @@ def convert(
     split_from_folders=True`` (see :class:`~imgpack.sources.SourceOptions`). Problems between a
     labels file and the images follow ``on_error`` too. With splits, ``output`` is a folder
     with one output per split and ``splits.json``.
+
+    Every output keeps a journal (``TARGET.resume.json``) until it is complete. ``resume=True``
+    continues the run it describes from its last complete batch, with the same result as a run
+    that was never interrupted; a different source, recipe or writer options is a UsageError
+    that says what changed. Without a journal, ``resume`` starts from the beginning.
     """
     t0 = time.perf_counter()
     if on_error not in ON_ERROR:
@@ -149,13 +156,14 @@ def convert(
     checked: set[str] = set()
     if not source_opts.split_from_folders:
         planned = [k for k, v in parse_split(source_opts.split).items() if v > 0] if source_opts.split else []
-        checked = _check_targets(output, _targets(output, writer_cls, planned), writer_cls, writer_options, checked)
+        checked = _check_targets(output, _targets(output, writer_cls, planned), writer_cls, writer_options, checked,
+                                 resume)
     scan = load_scan(source, source_opts)
     splits = [name for name in scan.splits if any(s.split == name for s in scan.samples)]
     for name in sorted(set(scan.splits) - set(splits)):
         log.warning("split %r gets no sample (of %d): no file is written for it", name, len(scan.samples))
     targets = _targets(output, writer_cls, splits)
-    _check_targets(output, targets, writer_cls, writer_options, checked)
+    _check_targets(output, targets, writer_cls, writer_options, checked, resume)
     if scan.problems and on_error == "fail":
         raise problem_error(scan.problems)
     if not scan.samples:
@@ -183,10 +191,12 @@ def convert(
     shapes: set[tuple[int, ...] | None] = set()
     per_split: dict[str, dict[str, Any]] = {}
     bar = Progress(len(scan.samples), "convert", mode=progress)
+    finished: list[str] = []  # the targets complete, each with its journal
     try:
         for name, target in targets.items():
             members = [s for s in scan.samples if s.split == name] if splits else scan.samples
-            res = part.run(members, target, bar.update)
+            res = part.run(members, target, bar.update, resume)
+            finished.append(target)
             written += res.written
             skipped.extend(res.skipped)
             outputs.extend(res.outputs)
@@ -197,13 +207,19 @@ def convert(
                                    "label_counts": res.label_counts}
         if splits:
             outputs.append(_write_split_summary(output, scan, source_opts, per_split, writer_cls.name))
+    except KeyboardInterrupt:
+        if not any(os.path.exists(journal_path(t)) for t in targets.values()):
+            remove_quietly(outputs)
+        raise  # else kept, with their journals, for --resume
     except BaseException:
         # the splits are one output: the ones finished before the failure go too, so that no
-        # folder holds train.h5 without the val.h5 and splits.json of the same run
-        remove_quietly(outputs)
+        # folder holds train.h5 without the val.h5 and splits.json of the same run. (The part that
+        # failed removed its own files; a resume refused, or of a damaged output, left them as they were.)
+        remove_quietly(outputs + [journal_path(t) for t in finished])
         raise
     finally:
         bar.close()
+    remove_quietly([journal_path(t) for t in targets.values()])
     seconds = time.perf_counter() - t0
     shape = shapes.pop() if len(shapes) == 1 else None
     return ConvertResult(
@@ -226,12 +242,19 @@ def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[s
 
 
 def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer], options: dict[str, Any],
-                   checked: set[str]) -> set[str]:
+                   checked: set[str], resume: bool) -> set[str]:
     for target in set(targets.values()) - checked:
+        if resume and _finished_before(target):
+            continue  # a split output completed by the interrupted run: kept
         writer_cls.check(target, options)
     if "" not in targets:
         prepare_target(os.path.join(output, SPLITS_FILE), bool(options.get("overwrite")))
     return checked | set(targets.values())
+
+
+def _finished_before(target: str) -> bool:
+    journal = Journal.load(journal_path(target))
+    return journal is not None and journal.result is not None
 
 
 def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split: dict[str, dict[str, Any]],
@@ -271,27 +294,50 @@ class _Part:
     batch_size: int
     on_error: str
 
-    def run(self, samples: Sequence[Sample], target: str, update: Callable[[int], None]) -> _PartResult:
+    def run(self, samples: Sequence[Sample], target: str, update: Callable[[int], None],
+            resume: bool = False) -> _PartResult:
         scan = self.scan
         meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, os.path.abspath(scan.source),
                           len(samples), multi_label=scan.multi_label, annotations=self.annotations)
-        writer = self.writer_cls(target, meta, self.writer_options)
         paths = [scan.abspath(s) for s in samples]
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
-        skipped: list[Skipped] = []
+        journal = Journal(journal_path(target), fingerprint(
+            samples, paths, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
+            format=self.writer_cls.name, options=self.writer_options, image_shape=self.job.image_shape,
+            max_pixels=self.job.max_pixels, on_error=self.on_error))
+        earlier = self._earlier(journal, target) if resume else None
+        if not resume and os.path.exists(journal.path):
+            log.warning("%s: starting again over an interrupted run's partial output (--resume would continue it)",
+                        target)
+        if earlier is not None and earlier.result is not None:  # a split output finished before the interruption
+            update(len(samples))
+            return _PartResult(**{**earlier.result, "skipped": [Skipped(p, r) for p, r in earlier.result["skipped"]],
+                                  "shape": tuple(earlier.result["shape"]) if earlier.result["shape"] else None})
+        skipped_at: dict[int, str] = {}
         kept_rows: list[np.ndarray] = []
-        written = 0
+        start = 0
+        if earlier is not None and earlier.writer is not None:
+            start, skipped_at = earlier.consumed, dict(earlier.skipped)
+            kept_rows = [np.array([i for i in range(start) if i not in skipped_at], dtype=np.int64)]
+            writer = self.writer_cls.reopen(target, meta, self.writer_options, earlier.writer, labels[kept_rows[0]])
+            log.info("%s: resuming after %d of %d images (%d written, %d skipped)", target, start, len(samples),
+                     earlier.written, len(skipped_at))
+            update(start)
+        else:
+            writer = self.writer_cls(target, meta, self.writer_options)
         try:
-            for batch in self.engine.run(self.job, paths, self.batch_size, update):
+            self._checkpoint(writer, journal, start, kept_rows, skipped_at)
+            next_checkpoint = start + self.batch_size
+            for batch in self.engine.run(self.job, paths[start:], self.batch_size, update):
+                first = start + batch.start
                 ok = np.array([e is None for e in batch.errors], dtype=bool)
                 for i in np.flatnonzero(~ok):
-                    path = paths[batch.start + i]
                     reason = batch.errors[i] or ""
                     if self.on_error == "fail":
-                        raise ImageError(f"{path}: {reason}")
-                    skipped.append(Skipped(path, reason))
+                        raise ImageError(f"{paths[first + i]}: {reason}")
+                    skipped_at[first + int(i)] = reason
                 kept = np.flatnonzero(ok)
-                idx = batch.start + kept
+                idx = first + kept
                 images: np.ndarray | list[Any] = batch.images if ok.all() else batch.images[ok]
                 if batch.extras:  # encoded images, or images of another shape: by value, in order
                     images = [batch.item(int(i)) for i in kept]
@@ -300,12 +346,58 @@ class _Part:
                     writer.write(images, labels[idx], ids, annotations=[samples[int(i)].annotation for i in idx])
                 else:
                     writer.write(images, labels[idx], ids)
-                written += len(idx)
                 kept_rows.append(idx)
+                consumed = first + len(batch.errors)
+                if consumed >= next_checkpoint and consumed < len(paths):
+                    self._checkpoint(writer, journal, consumed, kept_rows, skipped_at)
+                    next_checkpoint = consumed + self.batch_size
             outputs = writer.close()
+        except KeyboardInterrupt:
+            if journal.writer is None or journal.consumed == 0:
+                writer.abort()
+                journal.remove()
+            else:
+                writer.detach()
+                log.warning("%s: interrupted after %d of %d images; the same command with --resume continues "
+                            "from there", target, journal.consumed, len(samples))
+            raise
         except BaseException:
             writer.abort()
+            journal.remove()
             raise
-        kept_labels = labels[np.concatenate(kept_rows)] if kept_rows else labels[:0]
-        return _PartResult(written, skipped, outputs, writer.written_shape(),
-                           label_counts(kept_labels, scan.label_names))
+        all_kept = np.concatenate(kept_rows) if kept_rows else np.zeros(0, np.int64)
+        result = _PartResult(len(all_kept), [Skipped(paths[i], skipped_at[i]) for i in sorted(skipped_at)], outputs,
+                             writer.written_shape(), label_counts(labels[all_kept], scan.label_names))
+        journal.result = {**asdict(result), "skipped": [[s.path, s.reason] for s in result.skipped]}
+        journal.save()  # removed with the others when the whole conversion is complete
+        return result
+
+    def _earlier(self, journal: Journal, target: str) -> Journal | None:
+        """The journal of the interrupted run to continue; None: start from the beginning."""
+        earlier = Journal.load(journal.path)
+        if earlier is None:
+            log.warning("%s: no interrupted run to resume (no %s): starting from the beginning",
+                        target, os.path.basename(journal.path))
+            return None
+        changed = what_changed(earlier.fingerprint, journal.fingerprint)
+        if changed:
+            raise UsageError(f"cannot resume {target}: {changed}; run without --resume to start again")
+        if earlier.result is not None and not os.path.exists(target):
+            raise OutputError(f"cannot resume {target}: it was complete, but is gone; run without --resume")
+        if earlier.result is None and earlier.writer is None:
+            log.warning("%s: the interrupted run had kept nothing that can be continued (a %s output without "
+                        "shards is written at the end): starting from the beginning", target, self.writer_cls.name)
+        return earlier
+
+    def _checkpoint(self, writer: Writer, journal: Journal, consumed: int, kept_rows: list[np.ndarray],
+                    skipped_at: dict[int, str]) -> None:
+        """Record in the journal how far the writer's durable records go."""
+        state = writer.checkpoint()
+        if state is not None:
+            written = sum(len(r) for r in kept_rows)
+            covered = int(state["written"])
+            if covered < written:  # the writer still buffers some: resume from the sample after its last durable one
+                consumed = int(np.concatenate(kept_rows)[covered - 1]) + 1 if covered else 0
+            journal.consumed, journal.written, journal.writer = consumed, covered, state
+            journal.skipped = sorted((i, r) for i, r in skipped_at.items() if i < consumed)
+        journal.save()

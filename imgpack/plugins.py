@@ -23,7 +23,7 @@ except ImportError:  # Python 3.10: only type checkers care
 
 import numpy as np
 
-from .errors import SourceError, UsageError
+from .errors import OutputError, SourceError, UsageError
 from .probe import ImageInfo
 
 # --------------------------------------------------------------------------- readers
@@ -440,6 +440,34 @@ class Writer:
 
     def abort(self) -> None:
         """Remove whatever was written; the target is left as it was."""
+
+    # ------------------------------------------------------------------ resume (convert --resume)
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """Make the records written so far outlive this process, and say how to reopen them.
+
+        Called after every batch. Returns JSON-ready state for :meth:`reopen` with
+        ``"written"``: how many records it covers (fewer than were written when the writer
+        still buffers some). None (the default): nothing can be continued.
+        """
+        return None
+
+    @classmethod
+    def reopen(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], state: Mapping[str, Any],
+               labels: np.ndarray) -> Writer:
+        """The writer of an interrupted run's partial output, as it was at the checkpoint ``state``.
+
+        ``labels`` are those of the records the checkpoint covers; whatever was written after it
+        is dropped. OutputError when the partial output is missing or damaged.
+        """
+        raise OutputError(f"{path}: the {cls.name} writer cannot continue an interrupted output")
+
+    def detach(self) -> None:
+        """The run was interrupted: close what is open and keep the partial output for ``--resume``.
+
+        The default removes it, as :meth:`abort` does.
+        """
+        self.abort()
 
     @classmethod
     def can_open(cls, path: str) -> bool:

@@ -42,3 +42,4 @@ class Slow(Preprocessor):
 
 
 Slow.name = "slow"
+

@@ -1,7 +1,10 @@
-"""A run killed with SIGKILL at any moment leaves nothing under the target name that passes for complete."""
+"""A run killed with SIGKILL at any moment leaves nothing under the target name that passes for complete,
+and ``--resume`` continues it to the output an uninterrupted run gives."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -10,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
+from _helpers import Slow
 from conftest import REPO, SUFFIX, photo, write_image
 
 import imgpack
-from imgpack.datasets import content_digest
+from imgpack.datasets import content_digest, verify
+from imgpack.engines.local import LocalEngine
 from imgpack.errors import ImgpackError
 
 
@@ -26,14 +31,17 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-def start(src: Path, out: Path, fmt: str) -> subprocess.Popen[bytes]:
-    options = {"shard_size": 25} if fmt != "hdf5" else {}
+def options(fmt: str) -> dict[str, int]:
+    return {"shard_size": 25} if fmt != "hdf5" else {}
+
+
+def start(src: Path, out: Path, fmt: str, resume: bool = False) -> subprocess.Popen[bytes]:
     code = (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from _helpers import Slow\n"
         "import imgpack\n"
         f"imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers=1, "
-        f"batch_size=10, options={options!r}, progress='off')\n"
+        f"batch_size=10, options={options(fmt)!r}, progress='off', resume={resume})\n"
     )
     return subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -71,12 +79,71 @@ def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path,
     proc.wait(timeout=30)
     names = sorted(p.name for p in folder.iterdir())
     assert not out.exists() and not (folder / f"o{SUFFIX[fmt]}.json").exists(), names
-    assert not [n for n in names if not n.endswith(".partial")], names  # only partial files, no final names
+    # only partial files and the resume journal, no final names
+    assert not [n for n in names if not n.endswith((".partial", ".resume.json"))], names
     assert not looks_complete(out)
     # a new run over the leftovers (no --overwrite needed: partial files are not outputs) gives a clean result
-    imgpack.convert(str(many), str(out), size=16, workers=0, progress="off",
-                    options={"shard_size": 25} if fmt != "hdf5" else None)
+    imgpack.convert(str(many), str(out), size=16, workers=0, progress="off", options=options(fmt))
     imgpack.convert(str(many), str(tmp_path / f"clean{SUFFIX[fmt]}"), size=16, workers=0, progress="off",
-                    options={"shard_size": 25} if fmt != "hdf5" else None)
+                    options=options(fmt))
     assert content_digest(str(out)) == content_digest(str(tmp_path / f"clean{SUFFIX[fmt]}"))
-    assert not [p.name for p in folder.iterdir() if p.name.endswith(".partial")]
+    assert not [p.name for p in folder.iterdir() if p.name.endswith((".partial", ".resume.json"))]
+
+
+class Counting(LocalEngine):
+    """The local engine without a pool, recording how many images each run is given."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.given: list[int] = []
+
+    def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
+        self.given.append(len(paths))
+        return super().run(job, paths, batch_size, progress)
+
+
+def kill_mid_run(proc: subprocess.Popen[bytes], folder: Path, journal: Path, at_least: int) -> int:
+    """SIGKILL once the journal says ``at_least`` images are done; returns how many it says then."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        consumed = 0
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            consumed = json.loads(journal.read_text())["consumed"]
+        if consumed >= at_least:
+            break
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before it could be killed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        time.sleep(0.01)
+    time.sleep(0.05)  # in the middle of the next batch
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert not looks_complete(folder / journal.name.replace(".resume.json", ""))
+    return int(json.loads(journal.read_text())["consumed"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_sigkill_twice_then_resume_gives_the_uninterrupted_output(fmt: str, many: Path, tmp_path: Path) -> None:
+    """Killed mid-run, resumed and killed again (mid-resume), resumed: the clean run's content and shards."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / f"o{SUFFIX[fmt]}"
+    journal = folder / f"o{SUFFIX[fmt]}.resume.json"
+    first = kill_mid_run(start(many, out, fmt), folder, journal, at_least=30)
+    second = kill_mid_run(start(many, out, fmt, resume=True), folder, journal, at_least=first + 25)
+    assert 0 < first < second < 120
+    engine = Counting()
+    imgpack.convert(str(many), str(out), preprocess=[Slow(), "resize:size=16"], engine=engine, batch_size=10,
+                    options=options(fmt), progress="off", resume=True)
+    assert engine.given == [120 - second]  # only the rest: not started again
+    clean = tmp_path / f"clean{SUFFIX[fmt]}"
+    imgpack.convert(str(many), str(clean), size=16, workers=0, progress="off", options=options(fmt))
+    assert content_digest(str(out)) == content_digest(str(clean))
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        p.name.replace("clean", "o") for p in tmp_path.iterdir() if p.name.startswith("clean"))
+    if fmt != "hdf5":  # the same shards, each with the same records
+        index = json.loads((folder / f"o{SUFFIX[fmt]}.json").read_text())
+        clean_index = json.loads((tmp_path / f"clean{SUFFIX[fmt]}.json").read_text())
+        assert [s["count"] for s in index["shards"]] == [s["count"] for s in clean_index["shards"]] == [25] * 4 + [20]
+        assert index["label_counts"] == clean_index["label_counts"]
+    verify(str(out))

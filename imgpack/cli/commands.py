@@ -205,6 +205,9 @@ class _ConvertCommand(click.Command):
 @click.option("--max-pixels", type=click.IntRange(min=1), default=None,
               help="Refuse images whose header claims more pixels (default 178,956,970).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run of the same command from its last complete batch (its journal is "
+                   "OUTPUT.resume.json); refused, saying what changed, if the source, recipe or options differ.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
@@ -212,7 +215,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
             workers: int | None, batch_size: int, on_error: str,
             compression: str | None, shard_size: int | None, encode: str | None, quality: int | None,
             one_hot: bool | None, pickle_budget: str | None, max_pixels: int | None, overwrite: bool,
-            as_json: bool, **source_options: Any) -> None:
+            resume: bool, as_json: bool, **source_options: Any) -> None:
     """Decode, preprocess and pack the images of SOURCE into OUTPUT.
 
     SOURCE is a folder of class folders (or of images only: unlabeled), the folder of the
@@ -240,6 +243,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
       imgpack convert photos/ -o build/photos.tfrecord --size 224 --encode jpeg --quality 90
       imgpack convert photos/ -o photos.pkl --size 64
       imgpack convert photos.jsonl -o photos.h5 --size 64 --on-error fail --json
+      imgpack convert photos/ -o photos.h5 --size 64 --resume      # after an interrupted run
       imgpack convert aptos/train_images -o aptos/ --format hdf5 --labels aptos/train.csv \\
           --recipe examples/aptos.toml --split train=0.9,val=0.1 --seed 2018 --stratify
       imgpack convert renders/ -o renders.h5 --labels renders/labels.json --size 128
@@ -251,7 +255,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     res = run_convert(
         source, output, format=fmt, size=size, preprocess=steps, recipe=recipe, decode=decode, reader=reader,
         batch_size=batch_size,
-        on_error=on_error, compression=compression, overwrite=overwrite,
+        on_error=on_error, compression=compression, overwrite=overwrite, resume=resume,
         options={k: v for k, v in {"shard_size": shard_size, "encode": encode, "quality": quality,
                                    "one_hot": one_hot, "pickle_budget": pickle_budget}.items() if v is not None},
         max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=_progress(ctx),

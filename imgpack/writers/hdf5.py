@@ -131,6 +131,61 @@ class HDF5Writer(Writer):
                 ds[self._count:end] = values[name]
         self._count = end
 
+    # ------------------------------------------------------------------ resume
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Flush HDF5's caches into the partial file: what a killed process has written survives it."""
+        with self._writing():
+            self._file.flush()
+        return {"written": self._count}
+
+    @classmethod
+    def reopen(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], state: Mapping[str, Any],
+               labels: np.ndarray) -> HDF5Writer:
+        """Open the partial file read-write, cut every dataset back to the checkpoint, and read what is kept.
+
+        Reading checks the Fletcher32 checksum of every image chunk kept, so a partial file that
+        did not survive (a crash of the machine rather than of the process) is refused.
+        """
+        self = cls.__new__(cls)
+        Writer.__init__(self, path, meta, options)  # checks the target, as a new run does
+        self._tmp = partial_path(path)
+        count = int(state["written"])
+        where = f"cannot resume {path}: {self._tmp}"
+        try:
+            self._file = h5py.File(self._tmp, "r+")
+        except FileNotFoundError:
+            raise OutputError(f"{where} is missing; run without --resume to start again") from None
+        except OSError as exc:
+            raise OutputError(f"{where} cannot be opened ({str(exc).splitlines()[0]}); "
+                              "run without --resume to start again") from None
+        try:
+            self._images = self._file["images"]
+            self._columns = {k: self._file[k] for k in ("labels", "ids", "labels_one_hot", "annotations")
+                             if k in self._file}
+            short = [k for k, ds in [("images", self._images), *self._columns.items()] if len(ds) < count]
+            if short or self._images.shape[1:] != tuple(meta.image_shape):
+                raise OutputError(f"{where} holds less than its journal says ({', '.join(short) or 'images'})")
+            for ds in [self._images, *self._columns.values()]:
+                ds.resize(count, axis=0)
+            for start in range(0, count, 256):
+                self._images[start:min(count, start + 256)]
+            for ds in self._columns.values():
+                ds[:]
+        except (OSError, KeyError) as exc:
+            self._file.close()
+            raise OutputError(f"{where} is damaged ({str(exc).splitlines()[0]}); "
+                              "run without --resume to start again") from None
+        except BaseException:
+            self._file.close()
+            raise
+        self._count = count
+        return self
+
+    def detach(self) -> None:
+        with contextlib.suppress(Exception):
+            self._file.close()
+
     def close(self) -> list[str]:
         with self._writing():
             self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

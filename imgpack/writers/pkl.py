@@ -239,6 +239,45 @@ class PickleWriter(Writer):
     def abort(self) -> None:
         remove_quietly(self._partials)
 
+    # ------------------------------------------------------------------ resume
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """Shards are complete files when written: the state names them. One pickle (no shards) is
+        written at the end: nothing before that can be continued (None)."""
+        if self._names is None:
+            return None
+        return {"written": sum(s["count"] for s in self._shard_stats),
+                "shards": [{"file": os.path.basename(p), **stats}
+                           for p, stats in zip(self._partials, self._shard_stats, strict=True)]}
+
+    @classmethod
+    def reopen(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], state: Mapping[str, Any],
+               labels: np.ndarray) -> PickleWriter:
+        """Keep the partial shards the journal names (each checked against its size); go on with the next."""
+        self = cls(path, meta, options)
+        if self._names is None:
+            raise OutputError(f"cannot resume {path}: a pickle without shards is written at the end")
+        start = 0
+        for shard in state["shards"]:
+            name, count, size = str(shard["file"]), int(shard["count"]), int(shard["bytes"])
+            file = os.path.join(os.path.dirname(self._names.index), os.path.basename(name))
+            try:
+                found = os.path.getsize(file)
+            except OSError:
+                raise OutputError(f"cannot resume {path}: {file} is missing; run without --resume "
+                                  "to start again") from None
+            if found != size:
+                raise OutputError(f"cannot resume {path}: {file} has {found} bytes, its journal says {size}; "
+                                  "run without --resume to start again")
+            self._partials.append(file)
+            self._shard_stats.append({"count": count, "bytes": size})
+            self._all_labels.append(np.asarray(labels[start:start + count]))
+            start += count
+        return self
+
+    def detach(self) -> None:
+        """The shards written so far stay for --resume; the buffered images are lost (a resume redoes them)."""
+
     checksum = "SHA-256 of the images and labels of each file"
 
     @classmethod

@@ -278,14 +278,18 @@ class TFRecordWriter(Writer):
         self._file: Any = None
         self._shapes: set[tuple[int, ...]] = set()
         self._labels: list[np.ndarray] = []
+        self._superseded: list[str] = []  # partial shards replaced by a resume since the last checkpoint
+        self._unreferenced: list[str] = []  # ... before it: no journal names them any more
 
     def _open_next_shard(self, first_record: bytes) -> None:
         if self._shard_size is None:  # from the first record: deterministic, and right for encoded sizes too
             self._shard_size = max(1, SHARD_BYTES // max(1, len(first_record)))
         self._close_shard()
-        path = self._names.partial(len(self._partials))
+        self._start_shard(self._names.partial(len(self._partials)))
+
+    def _start_shard(self, path: str, count: int = 0) -> None:
         self._partials.append(path)
-        self._shard_counts.append(0)
+        self._shard_counts.append(count)
         try:
             self._file = self._tf.io.TFRecordWriter(path)
         except Exception as exc:  # tf.errors.OpError
@@ -353,7 +357,81 @@ class TFRecordWriter(Writer):
         except Exception:  # the run already failed; its error is the one to report
             pass
         finally:
-            remove_quietly(self._partials)
+            remove_quietly(self._partials + self._superseded + self._unreferenced)
+
+    # ------------------------------------------------------------------ resume
+
+    def checkpoint(self) -> dict[str, Any]:
+        """Flush the open shard; the state names each partial shard with its records and bytes so far."""
+        if self._file is not None:
+            try:
+                self._file.flush()
+            except Exception as exc:
+                raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
+        remove_quietly(self._unreferenced)
+        self._unreferenced, self._superseded = self._superseded, []
+        return {"written": int(sum(self._shard_counts)), "shard_size": self._shard_size,
+                "shapes": sorted(list(s) for s in self._shapes),
+                "shards": [{"file": os.path.basename(p), "count": n, "bytes": os.path.getsize(p)}
+                           for p, n in zip(self._partials, self._shard_counts, strict=True)]}
+
+    @classmethod
+    def reopen(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], state: Mapping[str, Any],
+               labels: np.ndarray) -> TFRecordWriter:
+        """Keep the finished partial shards; copy the journalled records of the open one into a new partial.
+
+        A TFRecord file cannot be appended to, and the open shard may end in half a record. Its
+        first records (as many as the journal says, each checked against its CRC) go to the
+        shard's other partial name, which the writer then goes on filling: the shards come out
+        as an uninterrupted run's. The old partial goes once a journal no longer names it.
+        """
+        self = cls(path, meta, options)
+        self._shard_size = state["shard_size"]
+        self._shapes = {tuple(s) for s in state["shapes"]}
+        self._labels = [np.array(labels, copy=True)]
+        folder = os.path.dirname(self._names.index)
+        shards = state["shards"]
+        for i, shard in enumerate(shards):
+            name, count, size = str(shard["file"]), int(shard["count"]), int(shard["bytes"])
+            if os.path.basename(name) != name or not name.endswith(".partial"):
+                raise OutputError(f"cannot resume {path}: the journal names {name!r}, not a partial shard")
+            old = os.path.join(folder, name)
+            where = f"cannot resume {path}: {old}"
+            try:
+                found = os.path.getsize(old)
+            except OSError:
+                raise OutputError(f"{where} is missing; run without --resume to start again") from None
+            if found < size:
+                raise OutputError(f"{where} is shorter than its journal says ({found} of {size} bytes); "
+                                  "run without --resume to start again")
+            if i < len(shards) - 1:
+                self._partials.append(old)
+                self._shard_counts.append(count)
+                continue
+            new = self._names.partial(i)
+            new = self._names.partial(i, alternate=True) if os.path.abspath(old) == os.path.abspath(new) else new
+            self._start_shard(new, count)
+            self._superseded.append(old)
+            try:
+                copied = 0
+                for record in _read_or_say_why(self._tf, iter(self._tf.data.TFRecordDataset(old).take(count)), old):
+                    self._file.write(record.numpy())
+                    copied += 1
+                if copied < count:
+                    raise SourceError(f"{copied} of {count} records")
+            except BaseException as exc:  # the copy goes; the interrupted run's files stay as they were
+                with contextlib.suppress(Exception):
+                    self._close_shard()
+                remove_quietly([new])
+                if isinstance(exc, SourceError):
+                    raise OutputError(f"{where} is damaged ({exc}); run without --resume to start again") from None
+                raise
+        return self
+
+    def detach(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close_shard()
+        remove_quietly(self._unreferenced)
 
     @classmethod
     def can_open(cls, path: str) -> bool:

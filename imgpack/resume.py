@@ -1,0 +1,160 @@
+"""The journal that lets ``convert --resume`` continue an interrupted run.
+
+Beside each output's partial files, ``TARGET.resume.json`` records what the run is
+(a fingerprint of the samples, their files, the recipe and the writer's options) and
+how far it got: the samples consumed, the images skipped and why, and the writer's own
+state at its last checkpoint. It is rewritten (atomically) after every batch whose
+records the writer has made durable, so that a run killed at any moment can be
+continued from its last complete batch. A resume compares the fingerprint with the new
+run's and refuses, saying what changed, when they differ. The journal goes when the
+whole conversion is complete, or when it fails with an error (the partial files go too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._version import __version__
+from .errors import OutputError
+from .outputs import write_atomically
+from .plugins import Sample
+from .recipe import format_value
+
+KIND = "imgpack-resume"
+SUFFIX = ".resume.json"
+
+
+def journal_path(target: str) -> str:
+    """``out/x.h5`` -> ``out/x.h5.resume.json``; a folder target ``out/x/`` -> ``out/x.resume.json``."""
+    return os.path.normpath(target) + SUFFIX
+
+
+def samples_digest(samples: Sequence[Sample]) -> str:
+    """SHA-256 over what the reader said: each sample's id, path, labels, annotation and split, in order."""
+    h = hashlib.sha256()
+    for s in samples:
+        h.update(json.dumps([s.id, s.path, s.label, s.labels, s.annotation, s.split],
+                            ensure_ascii=True).encode() + b"\n")
+    return h.hexdigest()
+
+
+def files_digest(paths: Sequence[str]) -> str:
+    """SHA-256 over each file's size and modification time: an image replaced under the same name changes it."""
+    h = hashlib.sha256()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            h.update(f"{st.st_size} {st.st_mtime_ns}\n".encode())
+        except OSError:
+            h.update(b"-\n")
+    return h.hexdigest()
+
+
+def fingerprint(samples: Sequence[Sample], paths: Sequence[str], *, source: str, label_names: Sequence[str],
+                recipe: dict[str, Any], format: str, options: dict[str, Any], image_shape: Sequence[int],
+                max_pixels: int, on_error: str) -> dict[str, Any]:
+    """What must be the same for a run to continue another: compared key by key (see :func:`what_changed`)."""
+    return {
+        "source": source,
+        "count": len(samples),
+        "samples": samples_digest(samples),
+        "label_names": list(label_names),
+        "files": files_digest(paths),
+        "recipe": {"steps": recipe.get("steps", []), "decode": recipe.get("decode")},
+        "imgpack_version": __version__,
+        "format": format,
+        "options": {k: v for k, v in sorted(options.items()) if v is not None and k != "overwrite"},
+        "image_shape": list(image_shape),
+        "max_pixels": max_pixels,
+        "on_error": on_error,
+    }
+
+
+def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first difference between two fingerprints, in words; None when they are the same."""
+    if old.get("source") != new["source"]:
+        return f"the source changed (was {old.get('source')}, now {new['source']})"
+    if old.get("samples") != new["samples"]:
+        if old.get("count") != new["count"]:
+            return f"the source's samples changed ({old.get('count')} images then, {new['count']} now)"
+        return "the source's samples changed (the same number, but other files, labels, ids or order)"
+    if old.get("label_names") != new["label_names"]:
+        return "the label names changed"
+    if old.get("files") != new["files"]:
+        return "the source's files changed (an image's size or modification time differs)"
+    if old.get("recipe") != new["recipe"]:
+        return _recipe_change(old.get("recipe") or {}, new["recipe"])
+    if old.get("imgpack_version") != new["imgpack_version"]:
+        return f"imgpack changed (was {old.get('imgpack_version')}, now {new['imgpack_version']})"
+    if old.get("format") != new["format"]:
+        return f"the format changed (was {old.get('format')}, now {new['format']})"
+    if old.get("options") != new["options"]:
+        return f"the writer's options changed (were {_options(old.get('options'))}, now {_options(new['options'])})"
+    for key, what in (("image_shape", "the image shape"), ("max_pixels", "--max-pixels"), ("on_error", "--on-error")):
+        if old.get(key) != new[key]:
+            return f"{what} changed (was {old.get(key)}, now {new[key]})"
+    return None
+
+
+def _recipe_change(old: dict[str, Any], new: dict[str, Any]) -> str:
+    """The first parameter that differs; or both lists of steps, when they are not the same steps."""
+    if old.get("decode") != new.get("decode"):
+        return f"the decode mode changed (was {old.get('decode')}, now {new.get('decode')})"
+    before, after = old.get("steps", []), new.get("steps", [])
+    if [s["name"] for s in before] != [s["name"] for s in after]:
+        names = [" | ".join(s["name"] for s in steps) or "none" for steps in (before, after)]
+        return f"the recipe changed (steps were {names[0]}, now {names[1]})"
+    for was, now in zip(before, after, strict=True):
+        for key in sorted(set(was["params"]) | set(now["params"])):
+            a, b = was["params"].get(key), now["params"].get(key)
+            if a != b:
+                return f"the recipe changed ({now['name']}: {key} was {format_value(a)}, now {format_value(b)})"
+    return "the recipe changed"
+
+
+def _options(options: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in (options or {}).items()) or "none"
+
+
+@dataclass
+class Journal:
+    """One output's progress. ``writer`` is None until the writer's first checkpoint."""
+
+    path: str
+    fingerprint: dict[str, Any]
+    consumed: int = 0  # samples (of this output) whose result is in the output or in ``skipped``
+    written: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (sample index, reason)
+    writer: dict[str, Any] | None = None
+    #: the output is complete and in place (a split output, when the others are not yet)
+    result: dict[str, Any] | None = None
+
+    @classmethod
+    def load(cls, path: str) -> Journal | None:
+        """The journal at ``path``; None when there is none. OutputError when it is not one."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"{path}: cannot read the resume journal: {exc}") from None
+        if not isinstance(data, dict) or data.get("kind") != KIND:
+            raise OutputError(f"{path}: not an imgpack resume journal")
+        return cls(path, data["fingerprint"], int(data["consumed"]), int(data["written"]),
+                   [(int(i), str(r)) for i, r in data["skipped"]], data.get("writer"), data.get("result"))
+
+    def save(self) -> None:
+        data = {"kind": KIND, "fingerprint": self.fingerprint, "consumed": self.consumed, "written": self.written,
+                "skipped": self.skipped, "writer": self.writer, "result": self.result}
+        write_atomically(self.path, (json.dumps(data, ensure_ascii=True) + "\n").encode())
+
+    def remove(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)

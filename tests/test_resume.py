@@ -1,0 +1,201 @@
+"""convert --resume: Ctrl-C keeps what is done, a resume finishes it, a changed run is refused.
+
+The kill -9 version of the same (a subprocess killed twice) is in test_interrupt.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import h5py
+import pytest
+from click.testing import CliRunner
+from conftest import SUFFIX, photo, write_image
+
+import imgpack
+from imgpack.cli import cli
+from imgpack.datasets import content_digest
+from imgpack.engines.local import LocalEngine
+from imgpack.errors import UsageError
+
+
+class CtrlC(LocalEngine):
+    """The local engine without a pool, as if Ctrl-C came just before image ``at`` (counted over every output)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(0)
+        self.at = at
+        self.done = 0
+
+    def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
+        for batch in super().run(job, paths, batch_size, progress):
+            if self.done + len(batch.errors) > self.at:
+                raise KeyboardInterrupt
+            self.done += len(batch.errors)
+            yield batch
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """60 images in 2 classes, one of them broken (skipped, and remembered across the resume)."""
+    root = tmp_path / "src"
+    for i in range(60):
+        write_image(root / ("a" if i % 2 else "b") / f"im{i:02d}.png", photo(24, 16, i))
+    (root / "a" / "im33.png").write_bytes(b"not a png")
+    return root
+
+
+def options(fmt: str) -> dict[str, int]:
+    return {"shard_size": 8} if fmt != "hdf5" else {}
+
+
+def interrupted(src: Path, out: Path, fmt: str, after: int = 35, **kwargs: object) -> None:
+    """A run stopped by Ctrl-C at image ``after``."""
+    with pytest.raises(KeyboardInterrupt):
+        imgpack.convert(str(src), str(out), size=16, engine=CtrlC(after), batch_size=5, options=options(fmt),
+                        progress="off", **kwargs)  # type: ignore[arg-type]
+
+
+def journal(out: Path) -> dict[str, object]:
+    data: dict[str, object] = json.loads(Path(str(out) + ".resume.json").read_text())
+    return data
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".partial", ".resume.json")))
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, tmp_path: Path,
+                                                           caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out" / f"o{SUFFIX[fmt]}"
+    with caplog.at_level(logging.WARNING, logger="imgpack"):
+        interrupted(src, out, fmt)
+    assert "interrupted after" in caplog.text and "--resume" in caplog.text
+    done = journal(out)
+    assert not out.exists() and leftovers(out.parent)
+    # batches of 5: images 35.. were being done. Pickle shards of 8 are durable 8 images at a time:
+    # its journal stops after the 32nd image kept, sample 32 (sample 16 is skipped)
+    assert done["consumed"] == (33 if fmt == "pickle" else 35)
+    # im33.png, the broken one, is sample 16 (the odd numbers are class a, first)
+    assert [i for i, _ in done["skipped"]] == [16]  # type: ignore[attr-defined]
+    res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options(fmt),
+                          progress="off", resume=True)
+    clean = tmp_path / f"clean{SUFFIX[fmt]}"
+    ref = imgpack.convert(str(src), str(clean), size=16, workers=0, options=options(fmt), progress="off")
+    assert (res.written, [os.path.basename(s.path) for s in res.skipped]) == (59, ["im33.png"]) == (
+        ref.written, [os.path.basename(s.path) for s in ref.skipped])
+    assert content_digest(str(out)) == content_digest(str(clean))
+    assert imgpack.describe(str(out))["label_counts"] == imgpack.describe(str(clean))["label_counts"]
+    assert leftovers(tmp_path) == []
+
+
+def test_a_pickle_without_shards_starts_again(src: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "o.pkl"
+    with pytest.raises(KeyboardInterrupt):
+        imgpack.convert(str(src), str(out), size=16, engine=CtrlC(20), batch_size=5, progress="off")
+    assert leftovers(tmp_path) == []  # nothing it could continue: nothing kept
+    with caplog.at_level(logging.WARNING, logger="imgpack"):
+        res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
+    assert "no interrupted run to resume" in caplog.text
+    assert res.written == 59 and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"size": 12}, "the recipe changed (resize: size was 16x16, now 12x12)"),
+    ({"preprocess": ["ben"]},
+     "the recipe changed (steps were exif | to_rgb | resize, now exif | to_rgb | ben | resize)"),
+    ({"decode": "full"}, "the decode mode changed (was reduced, now full)"),
+    ({"options": {"shard_size": 9}}, "the writer's options changed (were shard_size=8, now shard_size=9)"),
+    ({"format": "pickle", "output": "o.tfrecord"}, "the format changed (was tfrecord, now pickle)"),
+    ({"on_error": "fail"}, "--on-error changed (was skip, now fail)"),
+    ({"remove": "b/im00.png"}, "the source's samples changed (60 images then, 59 now)"),
+    ({"rename": ("b/im00.png", "b/im00x.png")}, "the source's samples changed (the same number, but other"),
+    ({"touch": "b/im02.png"}, "the source's files changed (an image's size or modification time differs)"),
+])
+def test_a_resume_of_another_run_is_refused_saying_what_changed(change: dict[str, object], expected: str,
+                                                                src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.tfrecord"
+    interrupted(src, out, "tfrecord")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    if "remove" in change:
+        (src / str(change["remove"])).unlink()
+    if "rename" in change:
+        old, new = change["rename"]  # type: ignore[misc]
+        (src / old).rename(src / new)
+    if "touch" in change:
+        os.utime(src / str(change["touch"]), ns=(0, 10**18))
+    run = ("size", "preprocess", "decode", "options", "format", "on_error")
+    kwargs = {"size": 16, "options": options("tfrecord"), "format": None, "on_error": "skip",
+              **{k: v for k, v in change.items() if k in run}}
+    with pytest.raises(UsageError) as err:
+        imgpack.convert(str(src), str(out), workers=0, batch_size=5, progress="off", resume=True, **kwargs)  # type: ignore[arg-type]
+    assert str(err.value).startswith(f"cannot resume {out}: ")
+    assert expected in str(err.value) and str(err.value).endswith("run without --resume to start again")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # left as it was
+
+
+def test_resume_is_the_same_with_other_workers_and_batch_sizes(src: Path, tmp_path: Path) -> None:
+    """Workers and batch size do not change the output, so they may change between the runs."""
+    out = tmp_path / "o.h5"
+    interrupted(src, out, "hdf5")
+    imgpack.convert(str(src), str(out), size=16, workers=2, batch_size=7, progress="off", resume=True)
+    clean = tmp_path / "clean.h5"
+    imgpack.convert(str(src), str(clean), size=16, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+
+
+def test_a_damaged_partial_is_refused(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    interrupted(src, out, "hdf5")
+    partial = tmp_path / "o.h5.partial"
+    data = bytearray(partial.read_bytes())
+    # an image chunk of the first batch: its Fletcher32 checksum no longer matches
+    with h5py.File(partial, "r") as f:
+        offset = f["images"].id.get_chunk_info(3).byte_offset
+    data[offset + 10] ^= 0xFF
+    partial.write_bytes(bytes(data))
+    with pytest.raises(imgpack.OutputError, match=r"o\.h5\.partial is damaged .*run without --resume"):
+        imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
+    partial.unlink()
+    with pytest.raises(imgpack.OutputError, match=r"o\.h5\.partial is missing"):
+        imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
+
+
+def test_split_outputs_finished_before_the_interruption_are_kept(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "splits"
+    split = {"split": "train=0.5,val=0.5", "seed": 3}
+    interrupted(src, out, "hdf5", after=40, format="hdf5", **split)  # train (30) done, val under way
+    assert (out / "train.h5").exists() and not (out / "val.h5").exists() and not (out / "splits.json").exists()
+    res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, format="hdf5",
+                          progress="off", resume=True, **split)  # type: ignore[arg-type]
+    ref = imgpack.convert(str(src), str(tmp_path / "clean"), size=16, workers=0, format="hdf5", progress="off",
+                          **split)  # type: ignore[arg-type]
+    assert res.splits == ref.splits and res.written == ref.written == 59
+    for name in ("train.h5", "val.h5"):
+        assert content_digest(str(out / name)) == content_digest(str(tmp_path / "clean" / name))
+    assert leftovers(tmp_path) == []
+
+
+def test_a_failed_run_leaves_no_journal(src: Path, tmp_path: Path) -> None:
+    with pytest.raises(imgpack.ImageError):
+        imgpack.convert(str(src), str(tmp_path / "o.h5"), size=16, workers=0, on_error="fail", progress="off")
+    assert list(tmp_path.iterdir()) == [src]
+
+
+def test_cli_resume(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    interrupted(src, out, "hdf5")
+    runner = CliRunner()
+    args = ["convert", str(src), "-o", str(out), "--workers", "0"]
+    res = runner.invoke(cli, [*args, "--size", "20", "--resume"])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.splitlines() == [f"imgpack: error: cannot resume {out}: the recipe changed (resize: size "
+                                       "was 16x16, now 20x20); run without --resume to start again"]
+    res = runner.invoke(cli, [*args, "--size", "16", "--resume", "--json"])
+    assert res.exit_code == 0, res.output
+    assert "resuming after 35 of 60 images (34 written, 1 skipped)" in res.stderr
+    assert json.loads(res.stdout)["written"] == 59
