@@ -9,7 +9,7 @@ DEMO_OUT := build/demo
 
 help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
-	@echo "make test   install the test dependencies (and TensorFlow), run ruff, mypy and the test suite"
+	@echo "make test   install the test dependencies (TensorFlow, pyspark), run ruff, mypy and the test suite"
 	@echo "make bench  install the benchmark extra and print the speed, memory and reduced-decoding tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	@touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test,tfrecord]'
+	$(BIN)/python -m pip install --quiet -e '.[test,tfrecord,spark]'
 	@touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -13,10 +14,10 @@ from typing import Any
 import numpy as np
 
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
-from .engines import Engine, Job, process_image
+from .engines import Engine, Job, ShardResult, ShardSpec, ShardTask, process_image
 from .engines.local import LocalEngine
 from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
-from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
+from .outputs import SPLITS_FILE, ShardNames, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import OutputMeta, Preprocessor, Sample, Scan, Writer
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
@@ -145,6 +146,8 @@ def convert(
         raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    if resume and engine is not None and engine.writes_shards:
+        raise UsageError(f"--resume works with the local engine, not {engine.name} (which retries a failed task)")
     source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     chain, decode = resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
@@ -252,6 +255,12 @@ def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer
     return checked | set(targets.values())
 
 
+def _shape(results: Sequence[ShardResult], job: Job) -> tuple[int, ...] | None:
+    """The shape of every image written; None when they differ (the shards say, for TFRecord)."""
+    shapes = {tuple(s) for r in results for s in r.stats.get("shapes", [job.image_shape])}
+    return shapes.pop() if len(shapes) == 1 else None
+
+
 def _finished_before(target: str) -> bool:
     journal = Journal.load(journal_path(target))
     return journal is not None and journal.result is not None
@@ -301,6 +310,8 @@ class _Part:
                           len(samples), multi_label=scan.multi_label, annotations=self.annotations)
         paths = [scan.abspath(s) for s in samples]
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
+        if self.engine.writes_shards:
+            return self._run_on_cluster(samples, target, meta, paths, labels, update)
         journal = Journal(journal_path(target), fingerprint(
             samples, paths, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
             format=self.writer_cls.name, options=self.writer_options, image_shape=self.job.image_shape,
@@ -371,6 +382,36 @@ class _Part:
         journal.result = {**asdict(result), "skipped": [[s.path, s.reason] for s in result.skipped]}
         journal.save()  # removed with the others when the whole conversion is complete
         return result
+
+    def _run_on_cluster(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
+                        labels: np.ndarray, update: Callable[[int], None]) -> _PartResult:
+        """Shards of ``--shard-size`` (else ``--batch-size``) samples, each converted and written by a worker of
+        the engine; then the index (or HDF5 master file) over them, here."""
+        names = ShardNames.for_output(target, self.writer_cls.suffixes)
+        names.prepare(bool(self.writer_options.get("overwrite")))
+        remove_quietly([target, names.index])  # (with --overwrite) no earlier index vouches for the new shards
+        size = int(self.writer_options.get("shard_size") or self.batch_size)
+        count = max(1, math.ceil(len(samples) / size))
+        final = self.writer_cls.shard_paths(target, count)
+        tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
+                           [s.annotation for s in samples[a:a + size]] if self.annotations else None)
+                 for i, a in enumerate(range(0, max(1, len(samples)), size))]
+        spec = ShardSpec(self.job, self.writer_cls.name, meta,
+                         {k: v for k, v in self.writer_options.items() if k != "shard_size"})
+        try:
+            results = self.engine.map_shards(spec, tasks, update)
+            skipped = [(tasks[r.index].paths[i], reason, r.index * size + i) for r in results for i, reason in r.skipped]
+            if skipped and self.on_error == "fail":
+                raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
+            gone = {k for _, _, k in skipped}
+            kept = np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
+            outputs = self.writer_cls.write_index(target, meta, spec.options, final, [r.stats for r in results],
+                                                  labels[kept])
+        except BaseException:
+            remove_quietly(final)
+            raise
+        return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
+                           label_counts(labels[kept], self.scan.label_names))
 
     def _earlier(self, journal: Journal, target: str) -> Journal | None:
         """The journal of the interrupted run to continue; None: start from the beginning."""

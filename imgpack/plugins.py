@@ -469,6 +469,35 @@ class Writer:
         """
         self.abort()
 
+    # ------------------------------------------------------------------ shards written on a cluster
+
+    @classmethod
+    def write_shard(cls, path: str, meta: OutputMeta, options: Mapping[str, Any],
+                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
+        """On a cluster worker: write one complete shard file at ``path`` (a name of its own, renamed by
+        the caller) from ``(image or Encoded, label, id, annotation)`` items, in order.
+
+        Returns JSON-ready stats for :meth:`write_index`, at least ``count`` and ``bytes``.
+        """
+        raise UsageError(f"the {cls.name} writer cannot write shards on a cluster engine")
+
+    @classmethod
+    def shard_paths(cls, path: str, count: int) -> list[str]:
+        """The final names of the ``count`` shards of the output ``path`` (``NAME-00000-of-00008.SUFFIX`` ...)."""
+        from .outputs import ShardNames
+
+        names = ShardNames.for_output(path, cls.suffixes)
+        return [names.shard(i, count) for i in range(count)]
+
+    @classmethod
+    def write_index(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], shards: Sequence[str],
+                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        """On the driver, when every shard is in place: what makes them one output (an index, a master file).
+
+        ``labels`` are those of every image written, in order. Returns the paths of the output.
+        """
+        raise UsageError(f"the {cls.name} writer cannot write shards on a cluster engine")
+
     @classmethod
     def can_open(cls, path: str) -> bool:
         """Whether ``path`` is output of this format (by content where possible)."""

@@ -25,10 +25,13 @@ import importlib
 import logging
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import UnknownPluginError
 from .plugins import Preprocessor, Reader, Writer
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 log = logging.getLogger(__name__)
 
@@ -128,4 +131,9 @@ preprocessors: Registry[type[Preprocessor]] = Registry(
 writers: Registry[type[Writer]] = Registry(
     "writer", "imgpack.writers", ("imgpack.writers.hdf5", "imgpack.writers.tfrecord", "imgpack.writers.pkl"))
 
-REGISTRIES: dict[str, Registry[Any]] = {"readers": readers, "preprocessors": preprocessors, "writers": writers}
+#: where the CPU work runs (``convert --engine``): a cluster engine is one module (see imgpack.engines)
+engines: Registry[type[Engine]] = Registry(
+    "engine", "imgpack.engines", ("imgpack.engines.local", "imgpack.engines.spark"))
+
+REGISTRIES: dict[str, Registry[Any]] = {"readers": readers, "preprocessors": preprocessors, "writers": writers,
+                                        "engines": engines}

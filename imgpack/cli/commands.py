@@ -187,7 +187,13 @@ class _ConvertCommand(click.Command):
 @click.option("--workers", type=click.IntRange(min=0),
               help="Worker processes (default: the cores this process may use; 0: no pool).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Images per batch: the unit of work and of memory.")
+              help="Images per batch: the unit of work and of memory (with --engine spark: images per shard "
+                   "unless --shard-size).")
+@click.option("--engine", "engine_name", default="local", show_default=True,
+              help="Where the work runs: local (a process pool on this machine) or spark (needs "
+                   "imgpack[spark]; executors write the shards to OUTPUT, which they must all reach).")
+@click.option("--spark-master", metavar="URL",
+              help="--engine spark: local[N], spark://HOST:7077, yarn ... (default: spark-submit's, else local[*]).")
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,
               help="skip: report images that cannot be converted; fail: stop at the first one.")
 @click.option("--compression", help="HDF5: none (default), gzip, gzip:LEVEL or lzf.")
@@ -212,7 +218,7 @@ class _ConvertCommand(click.Command):
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
             steps: tuple[str, ...], recipe: str | None, decode: str | None, reader: str | None,
-            workers: int | None, batch_size: int, on_error: str,
+            workers: int | None, batch_size: int, engine_name: str, spark_master: str | None, on_error: str,
             compression: str | None, shard_size: int | None, encode: str | None, quality: int | None,
             one_hot: bool | None, pickle_budget: str | None, max_pixels: int | None, overwrite: bool,
             resume: bool, as_json: bool, **source_options: Any) -> None:
@@ -244,22 +250,28 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
       imgpack convert photos/ -o photos.pkl --size 64
       imgpack convert photos.jsonl -o photos.h5 --size 64 --on-error fail --json
       imgpack convert photos/ -o photos.h5 --size 64 --resume      # after an interrupted run
+      imgpack convert /shared/photos/ -o /shared/out/photos.tfrecord --size 64 \\
+          --engine spark --spark-master spark://head:7077
       imgpack convert aptos/train_images -o aptos/ --format hdf5 --labels aptos/train.csv \\
           --recipe examples/aptos.toml --split train=0.9,val=0.1 --seed 2018 --stratify
       imgpack convert renders/ -o renders.h5 --labels renders/labels.json --size 128
     """
     from ..decode import DEFAULT_MAX_PIXELS
-    from ..engines.local import LocalEngine
     from ..pipeline import convert as run_convert
+    from ..registry import engines
 
-    res = run_convert(
-        source, output, format=fmt, size=size, preprocess=steps, recipe=recipe, decode=decode, reader=reader,
-        batch_size=batch_size,
-        on_error=on_error, compression=compression, overwrite=overwrite, resume=resume,
-        options={k: v for k, v in {"shard_size": shard_size, "encode": encode, "quality": quality,
-                                   "one_hot": one_hot, "pickle_budget": pickle_budget}.items() if v is not None},
-        max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=_progress(ctx),
-        engine=LocalEngine(workers, quiet_stderr=not ctx.obj.get("verbose")), **source_options)
+    engine = engines.get(engine_name).create(workers, spark_master, verbose=bool(ctx.obj.get("verbose")))
+    try:
+        res = run_convert(
+            source, output, format=fmt, size=size, preprocess=steps, recipe=recipe, decode=decode, reader=reader,
+            batch_size=batch_size,
+            on_error=on_error, compression=compression, overwrite=overwrite, resume=resume,
+            options={k: v for k, v in {"shard_size": shard_size, "encode": encode, "quality": quality,
+                                       "one_hot": one_hot, "pickle_budget": pickle_budget}.items() if v is not None},
+            max_pixels=max_pixels or DEFAULT_MAX_PIXELS, progress=_progress(ctx),
+            engine=engine, **source_options)
+    finally:
+        engine.close()
     if as_json:
         echo_json(res.to_dict())
     shape = "x".join(str(d) for d in res.image_shape) if res.image_shape else "shapes vary"

@@ -8,14 +8,18 @@ cluster) implements the same ``run``.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..decode import DEFAULT_MAX_PIXELS, REDUCED_SCALES, can_reduce, decode, inspect_header, read_file
 from ..errors import ImageError, ShapeMismatchError
-from ..plugins import Preprocessor
+from ..plugins import OutputMeta, Preprocessor
 from ..preprocess.color import Exif
 from ..preprocess.resize import Resize
 from ..probe import ImageInfo
@@ -68,11 +72,106 @@ Progress = Callable[[int], None]
 
 
 class Engine:
+    """Where the CPU work runs. Two kinds, told apart by ``writes_shards``:
+
+    - an engine on this machine (``local``) implements :meth:`run`: results stream back in
+      input order and the pipeline hands them to one writer in this process;
+    - a cluster engine (``spark``) implements :meth:`map_shards`: the pipeline plans the
+      output's shards, the engine's workers each convert and write whole shards
+      (:func:`write_shard`), and the pipeline writes the index over them. Pixel data never
+      comes back. Another cluster (Ray, Dask) is one module with a ``map_shards``.
+    """
+
     name: str
+    writes_shards: ClassVar[bool] = False
+
+    @classmethod
+    def create(cls, workers: int | None = None, master: str | None = None, verbose: bool = False) -> Engine:
+        """The engine as ``convert --engine NAME [--workers N] [--spark-master URL]`` makes it."""
+        return cls()
 
     def run(self, job: Job, paths: Sequence[str], batch_size: int,
             progress: Progress | None = None) -> Iterator[BatchResult]:
-        raise NotImplementedError
+        raise NotImplementedError(f"the {self.name} engine writes shards (map_shards)")
+
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None
+                   ) -> list[ShardResult]:
+        """Run :func:`write_shard` for every task on the workers; the results in task order.
+
+        A task that fails is retried by the engine; one that still fails raises WorkerError.
+        """
+        raise NotImplementedError(f"the {self.name} engine does not write shards")
+
+    def close(self) -> None:
+        """Release what the engine holds (a cluster session)."""
+
+
+# --------------------------------------------------------------------------- shards (cluster engines)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """What every shard of one output shares (picklable, sent to the workers)."""
+
+    job: Job
+    format: str  # the writer's registry name: the workers look it up (plugins must be installed there too)
+    meta: OutputMeta
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard: its final path and its samples, in order."""
+
+    index: int
+    path: str
+    paths: list[str]
+    labels: np.ndarray
+    ids: list[str]
+    annotations: list[str | None] | None
+
+
+@dataclass
+class ShardResult:
+    index: int
+    stats: dict[str, Any]  # the writer's: count, bytes, ...
+    skipped: list[tuple[int, str]]  # (position in the shard, reason)
+
+
+def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
+    """On a worker: convert the task's images and write them as one complete shard at ``task.path``.
+
+    The shard is written under a name of its own for this attempt and renamed into place when
+    complete, so a retried (or speculative) attempt never leaves half a shard or a second
+    copy; two attempts that both finish write the same bytes under the same name.
+    """
+    from ..registry import writers
+
+    writer_cls = writers.get(spec.format)
+    skipped: list[tuple[int, str]] = []
+
+    def items() -> Iterator[tuple[Item, Any, str, str | None]]:
+        for i, path in enumerate(task.paths):
+            try:
+                image = process_image(path, spec.job)
+                item: Item = (Encoded(_encode(spec.job.encoder, image), image.shape)
+                              if spec.job.encoder is not None else image)
+            except ImageError as exc:
+                skipped.append((i, str(exc)))
+                continue
+            yield item, task.labels[i], task.ids[i], task.annotations[i] if task.annotations else None
+
+    attempt = f"{task.path}.{uuid.uuid4().hex[:12]}"
+    try:
+        meta = replace(spec.meta, expected_count=len(task.paths))
+        stats = writer_cls.write_shard(attempt, meta, spec.options, items())
+        os.replace(attempt, task.path)
+    except BaseException:
+        for leftover in (attempt, attempt + ".partial"):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
+        raise
+    return ShardResult(task.index, stats, skipped)
 
 
 def reduced_scale(chain: Sequence[Preprocessor], info: ImageInfo) -> tuple[int, int]:

@@ -21,7 +21,8 @@ from multiprocessing.heap import Arena
 
 import numpy as np
 
-from ..errors import WorkerError
+from ..errors import UsageError, WorkerError
+from ..registry import engines
 from . import BatchResult, ChunkResult, Engine, Job, Progress, process_into
 
 
@@ -68,10 +69,17 @@ def _run_chunk(offset: int, paths: Sequence[str]) -> ChunkResult:
 # --------------------------------------------------------------------------- parent side
 
 
+@engines.register("local")
 class LocalEngine(Engine):
     """``workers`` processes (default: the cores this process may use); 0 runs in this process."""
 
     name = "local"
+
+    @classmethod
+    def create(cls, workers: int | None = None, master: str | None = None, verbose: bool = False) -> LocalEngine:
+        if master is not None:
+            raise UsageError("--spark-master is for --engine spark")
+        return cls(workers, quiet_stderr=not verbose)
 
     def __init__(self, workers: int | None = None, start_method: str | None = None,
                  quiet_stderr: bool = True) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
-from ..outputs import label_counts, one_hot, partial_path, prepare_target
+from ..outputs import ShardNames, label_counts, one_hot, partial_path, prepare_target, remove_quietly
 from ..plugins import OutputMeta, PackedDataset, Writer, check_contents
 from ..registry import writers
 
@@ -186,6 +186,73 @@ class HDF5Writer(Writer):
         with contextlib.suppress(Exception):
             self._file.close()
 
+    # ------------------------------------------------------------------ shards written on a cluster
+
+    @classmethod
+    def write_shard(cls, path: str, meta: OutputMeta, options: Mapping[str, Any],
+                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
+        """One complete imgpack HDF5 file at ``path``: a shard, which also opens on its own."""
+        writer = cls(path, meta, {**options, "overwrite": True})
+        try:
+            batch: list[tuple[Any, Any, str, str | None]] = []
+            for item in items:
+                batch.append(item)
+                if len(batch) == 64:
+                    writer._write_items(batch)
+                    batch = []
+            writer._write_items(batch)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return {"count": writer._count, "bytes": os.path.getsize(path)}
+
+    def _write_items(self, batch: list[tuple[Any, Any, str, str | None]]) -> None:
+        if batch:
+            images, labels, ids, notes = zip(*batch, strict=True)
+            self.write(np.stack(images), np.stack(labels), list(ids),
+                       list(notes) if self.meta.annotations else None)
+
+    @classmethod
+    def write_index(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], shards: Sequence[str],
+                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        """The master file: ``images``, ``labels``, ``ids`` ... are virtual datasets over the shards.
+
+        Users open one file, with plain h5py too; HDF5 reads each part from its shard, found by a
+        name relative to the master's folder (the output folder can be moved whole).
+        """
+        tmp = partial_path(path)
+        parts = [(os.path.basename(p), int(s["count"])) for p, s in zip(shards, stats, strict=True)]
+        total = sum(n for _, n in parts)
+        with h5py.File(shards[0], "r") as first:
+            layouts = {key: (first[key].shape[1:], first[key].dtype) for key in first
+                       if isinstance(first[key], h5py.Dataset)}
+        try:
+            with h5py.File(tmp, "w") as f:
+                for key, (row, dtype) in layouts.items():
+                    layout = h5py.VirtualLayout(shape=(total, *row), dtype=dtype)
+                    start = 0
+                    for name, n in parts:
+                        if n:
+                            layout[start:start + n] = h5py.VirtualSource(name, key, shape=(n, *row))
+                        start += n
+                    f.create_virtual_dataset(key, layout)
+                attrs = f.attrs
+                attrs["multi_label"] = bool(meta.multi_label)
+                attrs["label_names"] = json.dumps(meta.label_names)
+                attrs["recipe"] = json.dumps(meta.recipe)
+                attrs["imgpack_version"] = __version__
+                attrs["source"] = meta.source
+                attrs["shards"] = json.dumps([name for name, _ in parts])
+                attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            os.replace(tmp, path)
+        except OSError as exc:
+            remove_quietly([tmp])
+            raise OutputError(f"{path}: cannot write: {str(exc).splitlines()[0]}") from None
+        names = ShardNames.for_output(path, cls.suffixes)
+        remove_quietly(sorted(set(names.existing()) - {names.index} - set(shards)))  # an earlier output's
+        return [*shards, path]
+
     def close(self) -> list[str]:
         with self._writing():
             self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -232,8 +299,10 @@ class HDF5Writer(Writer):
             for key in ("labels", "ids", "labels_one_hot", "annotations"):
                 if key in f and len(f[key]) != n:
                     raise SourceError(f"{path}: {len(f[key])} {key} for {n} images")
+            for shard in ds.shards:  # each with its checksums; then the whole through the master
+                cls.verify(shard)
             unchecked = [k for k in f if isinstance(f[k], h5py.Dataset) and not f[k].fletcher32
-                         and h5py.check_string_dtype(f[k].dtype) is None]
+                         and not f[k].is_virtual and h5py.check_string_dtype(f[k].dtype) is None]
             if unchecked:  # written before imgpack stored checksums: what can be read is still checked
                 log.warning("%s: %s without checksums: damaged bytes there go unnoticed", path, ", ".join(unchecked))
 
@@ -273,19 +342,28 @@ class HDF5Writer(Writer):
             images = f["images"]
             labels = ds.labels
             names = ds.label_names
-            size = os.path.getsize(path)
+            shards = [{"file": p, "count": _count(p), "bytes": os.path.getsize(p)} for p in ds.shards]
+            size = os.path.getsize(path) + sum(s["bytes"] for s in shards)
+            if shards:  # the storage is the shards'
+                with h5py.File(ds.shards[0], "r") as first:
+                    stored = first["images"]
+                    chunks, compression, level = stored.chunks, stored.compression, stored.compression_opts
+            else:
+                chunks, compression, level = images.chunks, images.compression, images.compression_opts
             return {
                 "format": "hdf5",
                 "path": path,
                 "count": len(ds),
                 "image_shape": list(images.shape[1:]),
                 "dtype": str(images.dtype),
-                "chunks": list(images.chunks) if images.chunks else None,
-                "compression": images.compression or "none",
-                "compression_opts": images.compression_opts,
-                "storage": f"chunks {tuple(images.chunks) if images.chunks else 'contiguous'}, compression "
-                + (images.compression or "none")
-                + (f" (level {images.compression_opts})" if images.compression_opts is not None else ""),
+                "chunks": list(chunks) if chunks else None,
+                "compression": compression or "none",
+                "compression_opts": level,
+                "storage": (f"one master file of virtual datasets over {len(shards)} shards; " if shards else "")
+                + f"chunks {tuple(chunks) if chunks else 'contiguous'}, compression "
+                + (compression or "none")
+                + (f" (level {level})" if level is not None else ""),
+                "shards": shards,
                 "label_names": names,
                 "label_counts": label_counts(labels, names),
                 "multi_label": labels.ndim == 2,
@@ -300,6 +378,21 @@ class HDF5Writer(Writer):
             }
         finally:
             ds.close()
+
+
+def _count(path: str) -> int:
+    with h5py.File(path, "r") as f:
+        return len(f["images"])
+
+
+def _shard_files(path: str, f: h5py.File) -> list[str]:
+    """The shard files of a master file (beside it), in order; [] for a plain file."""
+    if not f["images"].is_virtual:
+        return []
+    names = json.loads(_attr(f, "shards") or "[]")
+    if any(os.path.basename(n) != n or not n for n in names):  # a master names files beside it, nothing else
+        raise SourceError(f"{path}: bad shard names in its attributes")
+    return [os.path.join(os.path.dirname(os.path.abspath(path)), n) for n in names]
 
 
 def _attr(f: h5py.File, key: str) -> Any:
@@ -326,6 +419,12 @@ class HDF5Dataset(PackedDataset):
         self.label_names = json.loads(_attr(f, "label_names") or "[]")
         self.recipe = json.loads(_attr(f, "recipe") or "{}")
         self._len = len(f["images"])
+        #: a master file (written by a cluster engine): its datasets are virtual, over these shards
+        self.shards = _shard_files(path, f)
+        missing = [p for p in self.shards if not os.path.isfile(p)]
+        if missing:  # HDF5 would read a missing shard's images as zeros
+            self.close()
+            raise SourceError(f"{missing[0]}: shard missing (a part of {path})")
 
     @property
     def file(self) -> h5py.File:

@@ -27,7 +27,7 @@ import logging
 import os
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, BinaryIO
 
@@ -224,20 +224,47 @@ class PickleWriter(Writer):
             return [self.path]
         if self._ids or not self._partials:
             self._flush()
-        labels = np.concatenate(self._all_labels)
-        index = {
-            "multi_label": self.meta.multi_label, "one_hot": bool(self.options.get("one_hot")),
-            "annotations": self.meta.annotations,
-            "format": "pickle", "count": len(labels), "image_shape": list(self.meta.image_shape),
-            "pickle_protocol": PROTOCOL, "label_names": self.meta.label_names,
-            "label_counts": label_counts(labels, self.meta.label_names), "recipe": self.meta.recipe,
-            "imgpack_version": __version__, "source": self.meta.source,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shards": self._shard_stats,
-        }
+        index = self._index(self.meta, self.options, self._shard_stats, np.concatenate(self._all_labels))
         return [*self._names.commit(self._partials, index), self._names.index]
+
+    @staticmethod
+    def _index(meta: OutputMeta, options: Mapping[str, Any], shards: list[dict[str, Any]],
+               labels: np.ndarray) -> dict[str, Any]:
+        return {
+            "multi_label": meta.multi_label, "one_hot": bool(options.get("one_hot")),
+            "annotations": meta.annotations,
+            "format": "pickle", "count": len(labels), "image_shape": list(meta.image_shape),
+            "pickle_protocol": PROTOCOL, "label_names": meta.label_names,
+            "label_counts": label_counts(labels, meta.label_names), "recipe": meta.recipe,
+            "imgpack_version": __version__, "source": meta.source,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shards": shards,
+        }
 
     def abort(self) -> None:
         remove_quietly(self._partials)
+
+    # ------------------------------------------------------------------ shards written on a cluster
+
+    @classmethod
+    def write_shard(cls, path: str, meta: OutputMeta, options: Mapping[str, Any],
+                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
+        """One complete pickle at ``path``, as a shard of a sharded pickle output."""
+        writer = cls(path, meta, {**options, "shard_size": None, "overwrite": True})
+        try:
+            for item, label, id_, note in items:
+                writer.write(item[None], np.asarray([label]), [id_], [note])
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return {"count": len(writer._ids), "bytes": os.path.getsize(path)}
+
+    @classmethod
+    def write_index(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], shards: Sequence[str],
+                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        names = ShardNames.for_output(path, cls.suffixes)
+        index = cls._index(meta, options, [{"count": s["count"], "bytes": s["bytes"]} for s in stats], labels)
+        return [*names.commit(list(shards), index), names.index]
 
     # ------------------------------------------------------------------ resume
 

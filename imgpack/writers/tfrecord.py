@@ -37,8 +37,8 @@ import numpy as np
 
 from .._version import __version__
 from ..engines import Encoded
-from ..errors import ImageError, MissingDependencyError, OutputError, SourceError, UsageError
-from ..outputs import ShardNames, label_counts, remove_quietly
+from ..errors import ImageError, ImgpackError, MissingDependencyError, OutputError, SourceError, UsageError
+from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
 from ..plugins import OutputMeta, PackedDataset, Writer, check_contents
 from ..registry import writers
 
@@ -326,29 +326,46 @@ class TFRecordWriter(Writer):
             self._open_next_shard(b"")
         self._close_shard()
         empty = np.zeros((0, len(self.meta.label_names)) if self.meta.multi_label else 0, np.int64)
-        labels = np.concatenate([empty, *self._labels])
-        shape = self.written_shape()
-        index = {
-            "format": "tfrecord",
-            "count": int(sum(self._shard_counts)),
-            "image_shape": list(shape) if shape else None,
-            "encoding": self._opts.encode,
-            **({"quality": self._opts.quality} if self._opts.encode == "jpeg" else {}),
-            "one_hot": self._opts.one_hot,
-            "multi_label": self.meta.multi_label,
-            "annotations": self.meta.annotations,
-            "features": feature_schema(self._opts.encode, self._opts.one_hot, self.meta.multi_label,
-                                       self.meta.annotations),
-            "label_names": self.meta.label_names,
-            "label_counts": label_counts(labels, self.meta.label_names),
-            "recipe": self.meta.recipe,
-            "imgpack_version": __version__,
-            "source": self.meta.source,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "shards": [{"count": n, "bytes": os.path.getsize(p)}
-                       for n, p in zip(self._shard_counts, self._partials, strict=True)],
-        }
+        stats = [{"count": n, "bytes": os.path.getsize(p)}
+                 for n, p in zip(self._shard_counts, self._partials, strict=True)]
+        index = _index(self.meta, self._opts, stats, np.concatenate([empty, *self._labels]), self.written_shape())
         return [*self._names.commit(self._partials, index), self._names.index]
+
+    # ------------------------------------------------------------------ shards written on a cluster
+
+    @classmethod
+    def write_shard(cls, path: str, meta: OutputMeta, options: Mapping[str, Any],
+                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
+        """One shard file of records at ``path`` (written as ``path.partial``, then renamed)."""
+        tf = import_tensorflow()
+        opts = Options.parse(options)
+        build = _ExampleBuilder(tf, opts.encode, len(meta.label_names) if opts.one_hot else None,
+                                meta.multi_label, meta.annotations)
+        tmp = partial_path(path)
+        count, shapes = 0, set()
+        try:
+            with tf.io.TFRecordWriter(tmp) as f:
+                for item, label, id_, note in items:
+                    f.write(build(item, label, id_, note))
+                    shapes.add(tuple(item.shape))
+                    count += 1
+            os.replace(tmp, path)
+        except Exception as exc:  # tf.errors.OpError: disk full, ...
+            remove_quietly([tmp])
+            if isinstance(exc, ImgpackError):
+                raise
+            raise OutputError(f"{path}: cannot write: {_tf_message(exc)}") from None
+        return {"count": count, "bytes": os.path.getsize(path), "shapes": sorted(list(s) for s in shapes)}
+
+    @classmethod
+    def write_index(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], shards: Sequence[str],
+                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        """The JSON index over shards already in place, written last."""
+        shapes = {tuple(s) for st in stats for s in st["shapes"]}
+        index = _index(meta, Options.parse(options), [{"count": st["count"], "bytes": st["bytes"]} for st in stats],
+                       labels, next(iter(shapes)) if len(shapes) == 1 else None)
+        names = ShardNames.for_output(path, cls.suffixes)
+        return [*names.commit(list(shards), index), names.index]
 
     def abort(self) -> None:
         try:
@@ -499,6 +516,29 @@ class TFRecordWriter(Writer):
             "file_size": size,
             "bytes_per_image": round(size / count) if count else None,
         }
+
+
+def _index(meta: OutputMeta, opts: Options, shards: list[dict[str, Any]], labels: np.ndarray,
+           shape: tuple[int, ...] | None) -> dict[str, Any]:
+    """The JSON index (without the shard file names, which ShardNames.commit adds)."""
+    return {
+        "format": "tfrecord",
+        "count": int(sum(s["count"] for s in shards)),
+        "image_shape": list(shape) if shape else None,
+        "encoding": opts.encode,
+        **({"quality": opts.quality} if opts.encode == "jpeg" else {}),
+        "one_hot": opts.one_hot,
+        "multi_label": meta.multi_label,
+        "annotations": meta.annotations,
+        "features": feature_schema(opts.encode, opts.one_hot, meta.multi_label, meta.annotations),
+        "label_names": meta.label_names,
+        "label_counts": label_counts(labels, meta.label_names),
+        "recipe": meta.recipe,
+        "imgpack_version": __version__,
+        "source": meta.source,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "shards": shards,
+    }
 
 
 def _tf_message(exc: BaseException) -> str:
