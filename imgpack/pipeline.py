@@ -400,7 +400,8 @@ class _Part:
                          {k: v for k, v in self.writer_options.items() if k != "shard_size"})
         try:
             results = self.engine.map_shards(spec, tasks, update)
-            skipped = [(tasks[r.index].paths[i], reason, r.index * size + i) for r in results for i, reason in r.skipped]
+            skipped = [(tasks[r.index].paths[i], reason, r.index * size + i)
+                       for r in results for i, reason in r.skipped]
             if skipped and self.on_error == "fail":
                 raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
             gone = {k for _, _, k in skipped}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 
@@ -43,3 +44,25 @@ class Slow(Preprocessor):
 
 Slow.name = "slow"
 
+
+
+class DieOnFirstAttempt(Preprocessor):
+    """In a Spark task for shard 1, on its first attempt: the Python worker dies after 3 images
+    (its attempt's shard half written), as a lost executor would. Spark retries the task."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        from pyspark import TaskContext
+
+        ctx = TaskContext.get()
+        if ctx is not None and ctx.partitionId() == 1 and ctx.attemptNumber() == 0:
+            DieOnFirstAttempt.seen += 1
+            if DieOnFirstAttempt.seen == 3:
+                with open(DIED, "w") as f:  # for the test: it did die
+                    f.write(str(os.getpid()))
+                os._exit(1)
+        return image
+
+
+DieOnFirstAttempt.name = "die_on_first_attempt"
+DieOnFirstAttempt.seen = 0  # type: ignore[attr-defined]
+DIED = os.path.join(tempfile.gettempdir(), "imgpack-test-spark-task-died")

@@ -15,6 +15,7 @@ else the one ``spark-submit`` configured; else ``local[*]``, every core of this 
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import sys
@@ -22,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import MissingDependencyError, UsageError, WorkerError
+from ..outputs import remove_quietly
 from ..registry import engines
 from . import Engine, Progress, ShardResult, ShardSpec, ShardTask, write_shard
 
@@ -112,14 +114,8 @@ def _configured_master() -> bool:
 
 def _remove_attempt_leftovers(tasks: Sequence[ShardTask]) -> None:
     """Files of attempts that died while writing (their executor was lost before it could clean up)."""
-    import glob
-
     for task in tasks:
-        for leftover in glob.glob(glob.escape(task.path) + ".*"):
-            try:
-                os.remove(leftover)
-            except OSError:
-                pass
+        remove_quietly(glob.glob(glob.escape(task.path) + ".*"))
 
 
 def _spark_reason(exc: BaseException) -> str:

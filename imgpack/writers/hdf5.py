@@ -342,8 +342,9 @@ class HDF5Writer(Writer):
             images = f["images"]
             labels = ds.labels
             names = ds.label_names
-            shards = [{"file": p, "count": _count(p), "bytes": os.path.getsize(p)} for p in ds.shards]
-            size = os.path.getsize(path) + sum(s["bytes"] for s in shards)
+            shards: list[dict[str, Any]] = [{"file": p, "count": _count(p), "bytes": os.path.getsize(p)}
+                                            for p in ds.shards]
+            size = os.path.getsize(path) + sum(int(s["bytes"]) for s in shards)
             if shards:  # the storage is the shards'
                 with h5py.File(ds.shards[0], "r") as first:
                     stored = first["images"]
@@ -389,7 +390,7 @@ def _shard_files(path: str, f: h5py.File) -> list[str]:
     """The shard files of a master file (beside it), in order; [] for a plain file."""
     if not f["images"].is_virtual:
         return []
-    names = json.loads(_attr(f, "shards") or "[]")
+    names = [str(n) for n in json.loads(_attr(f, "shards") or "[]")]
     if any(os.path.basename(n) != n or not n for n in names):  # a master names files beside it, nothing else
         raise SourceError(f"{path}: bad shard names in its attributes")
     return [os.path.join(os.path.dirname(os.path.abspath(path)), n) for n in names]

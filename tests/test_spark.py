@@ -1,0 +1,146 @@
+"""--engine spark in Spark's local mode: the same content as the local engine, shards written by the tasks.
+
+The standalone cluster (a master and two workers as processes) is in test_spark_cluster.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _helpers import DIED, DieOnFirstAttempt
+from click.testing import CliRunner
+from conftest import REPO, SUFFIX, photo, write_image
+
+import imgpack
+from imgpack.cli import cli
+from imgpack.datasets import content_digest, verify
+
+pytest.importorskip("pyspark")
+if shutil.which("java") is None:
+    pytest.skip("Spark needs Java", allow_module_level=True)
+
+from imgpack.engines.spark import SparkEngine  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[SparkEngine]:
+    """One Spark session for the module: 2 cores, and a failed task tried up to 3 times."""
+    engine = SparkEngine("local[2,3]")
+    engine.session().sparkContext.addPyFile(str(REPO / "tests" / "_helpers.py"))  # the executors import it
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """41 images in 3 classes, one of them broken."""
+    root = tmp_path_factory.mktemp("spark") / "src"
+    for i in range(40):
+        write_image(root / "abc"[i % 3] / f"im{i:02d}.png", photo(20 + i % 4, 14, i))
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    return root
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("fmt", list(SUFFIX))
+def test_spark_gives_the_local_engines_content(fmt: str, spark: SparkEngine, src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "spark" / f"o{SUFFIX[fmt]}"
+    res = imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=12, progress="off")
+    ref = imgpack.convert(str(src), str(tmp_path / f"local{SUFFIX[fmt]}"), size=16, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(tmp_path / f"local{SUFFIX[fmt]}"))
+    assert (res.written, res.image_shape, res.label_names) == (ref.written, ref.image_shape, ref.label_names) == (
+        40, [16, 16, 3], ["a", "b", "c"])
+    assert [(s.path, s.reason) for s in res.skipped] == [(s.path, s.reason) for s in ref.skipped]
+    assert len(res.skipped) == 1
+    verify(str(out))
+    info = imgpack.describe(str(out))
+    assert info["label_counts"] == imgpack.describe(str(tmp_path / f"local{SUFFIX[fmt]}"))["label_counts"]
+    # 41 samples in shards of 12: 4 shards, written by the tasks; the index (master) over them; nothing else
+    shards = [f"o-{i:05d}-of-00004{SUFFIX[fmt]}" for i in range(4)]
+    index = f"o{SUFFIX[fmt]}" if fmt == "hdf5" else f"o{SUFFIX[fmt]}.json"
+    assert files(out.parent) == sorted([*shards, index])
+    assert [s["count"] for s in info["shards"]] == [12, 11, 12, 5]  # the broken image is in the second
+
+
+def test_the_hdf5_master_is_one_file_for_plain_h5py(spark: SparkEngine, src: Path, tmp_path: Path) -> None:
+    import h5py
+
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=16, progress="off")
+    with h5py.File(out, "r") as f, imgpack.open_dataset(str(tmp_path / "o-00001-of-00003.h5")) as shard:
+        assert f["images"].is_virtual and f["images"].shape == (40, 16, 16, 3)
+        first = 15  # shard 0: samples 0..15 less the broken one (14); shard 1 starts at sample 16, b/im04
+        assert (f["images"][first] == shard[0][0]).all() and f["labels"][first] == shard[0][1]
+        assert f["ids"].asstr()[first] == shard.ids[0] == "im04"
+        assert json.loads(f.attrs["shards"]) == [f"o-{i:05d}-of-00003.h5" for i in range(3)]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in files(tmp_path):
+        if name.startswith("o"):
+            os.rename(tmp_path / name, moved / name)
+    assert content_digest(str(moved / "o.h5")) == content_digest(str(moved / "o.h5"))  # opens where it is now
+    os.remove(moved / "o-00002-of-00003.h5")
+    with pytest.raises(imgpack.SourceError, match="o-00002-of-00003.h5: shard missing"):
+        imgpack.open_dataset(str(moved / "o.h5"))
+
+
+def test_a_task_that_dies_is_retried_and_leaves_no_half_shard(spark: SparkEngine, src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    if os.path.exists(DIED):
+        os.remove(DIED)
+    imgpack.convert(str(src), str(out), preprocess=[DieOnFirstAttempt()], size=16, engine=spark, batch_size=12,
+                    progress="off")
+    assert os.path.exists(DIED)  # the first attempt at shard 1 did die in the middle
+    assert files(tmp_path) == sorted(["o.h5", *(f"o-{i:05d}-of-00004.h5" for i in range(4))])
+    imgpack.convert(str(src), str(tmp_path / "local.h5"), size=16, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(tmp_path / "local.h5"))
+    verify(str(out))
+
+
+def test_on_error_fail_and_splits(spark: SparkEngine, src: Path, tmp_path: Path) -> None:
+    with pytest.raises(imgpack.ImageError, match=r"broken\.png: "):
+        imgpack.convert(str(src), str(tmp_path / "f.tfrecord"), size=16, engine=spark, on_error="fail",
+                        progress="off")
+    assert files(tmp_path) == []
+    split = {"split": "train=0.7,val=0.3", "seed": 1, "stratify": True}
+    res = imgpack.convert(str(src), str(tmp_path / "s"), size=16, format="tfrecord", engine=spark, batch_size=10,
+                          progress="off", **split)  # type: ignore[arg-type]
+    ref = imgpack.convert(str(src), str(tmp_path / "l"), size=16, format="tfrecord", workers=0, progress="off",
+                          **split)  # type: ignore[arg-type]
+    assert {k: v["count"] for k, v in (res.splits or {}).items()} == {k: v["count"] for k, v in (ref.splits or {}).items()}
+    for name in ("train", "val"):
+        assert content_digest(str(tmp_path / "s" / f"{name}.tfrecord")) == content_digest(
+            str(tmp_path / "l" / f"{name}.tfrecord"))
+    verify(str(tmp_path / "s"))
+
+
+def test_overwrite_replaces_an_earlier_sharded_output(spark: SparkEngine, src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.pkl"
+    imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=8, progress="off")  # 6 shards
+    with pytest.raises(imgpack.OutputError, match="already exists"):
+        imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=20, progress="off")
+    imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=20, progress="off", overwrite=True)
+    assert files(tmp_path) == ["o-00000-of-00003.pkl", "o-00001-of-00003.pkl", "o-00002-of-00003.pkl", "o.pkl.json"]
+    assert len(imgpack.open_dataset(str(out))) == 40
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--engine", "spark", "--workers", "2"], "--workers is for the local engine"),
+    (["--engine", "spark", "--resume"], "--resume works with the local engine, not spark"),
+    (["--spark-master", "local[2]"], "--spark-master is for --engine spark"),
+    (["--engine", "ray"], "unknown engine 'ray'; known engines: local, spark"),
+])
+def test_engine_usage_errors(args: list[str], message: str, src: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(cli, ["convert", str(src), "-o", str(tmp_path / "o.h5"), "--size", "16", *args])
+    assert res.exit_code == 2 and message in res.stderr, res.output
+    assert files(tmp_path) == []
