@@ -24,7 +24,7 @@ pytest.importorskip("pyspark")
 if shutil.which("java") is None:
     pytest.skip("Spark needs Java", allow_module_level=True)
 
-from imgpack.engines.spark import SparkEngine  # noqa: E402
+from imgpack.engines.spark import SparkEngine
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_the_hdf5_master_is_one_file_for_plain_h5py(spark: SparkEngine, src: Pat
             os.rename(tmp_path / name, moved / name)
     assert content_digest(str(moved / "o.h5")) == content_digest(str(moved / "o.h5"))  # opens where it is now
     os.remove(moved / "o-00002-of-00003.h5")
-    with pytest.raises(imgpack.SourceError, match="o-00002-of-00003.h5: shard missing"):
+    with pytest.raises(imgpack.SourceError, match=r"o-00002-of-00003\.h5: shard missing"):
         imgpack.open_dataset(str(moved / "o.h5"))
 
 
