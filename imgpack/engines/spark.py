@@ -19,6 +19,7 @@ import glob
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -86,6 +87,7 @@ class SparkEngine(Engine):
                    ) -> list[ShardResult]:
         sc = self.session().sparkContext
         log.info("spark: %d shard tasks on %s", len(tasks), sc.master)
+        t0 = time.perf_counter()
         shared = sc.broadcast(spec)
         rdd = sc.parallelize(list(tasks), numSlices=max(1, len(tasks)))
         try:
@@ -95,8 +97,12 @@ class SparkEngine(Engine):
         finally:
             shared.unpersist()
         _remove_attempt_leftovers(tasks)
+        images = sum(len(t.paths) for t in tasks)
+        seconds = time.perf_counter() - t0
+        log.info("spark: the tasks took %.1f s (%.0f images/s, without the session's start)", seconds,
+                 images / seconds if seconds else 0)
         if progress:
-            progress(sum(len(t.paths) for t in tasks))
+            progress(images)
         return sorted(results, key=lambda r: r.index)
 
     def close(self) -> None:
