@@ -580,10 +580,10 @@ def _summary(cls: type) -> str:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the registry as one JSON object on stdout.")
 def plugins(as_json: bool) -> None:
-    """List the registered readers, preprocessors and writers, with their parameters.
+    """List the registered readers, preprocessors, writers and engines, with their parameters.
 
     Third-party packages add plugins through the entry-point groups imgpack.readers,
-    imgpack.preprocessors and imgpack.writers.
+    imgpack.preprocessors, imgpack.writers and imgpack.engines.
 
     \b
     Example:

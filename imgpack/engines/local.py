@@ -71,7 +71,7 @@ def _run_chunk(offset: int, paths: Sequence[str]) -> ChunkResult:
 
 @engines.register("local")
 class LocalEngine(Engine):
-    """``workers`` processes (default: the cores this process may use); 0 runs in this process."""
+    """A process pool on this machine: ``workers`` processes (default: every core this process may use; 0: none)."""
 
     name = "local"
 
