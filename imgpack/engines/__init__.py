@@ -143,7 +143,7 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
 
     The shard is written under a name of its own for this attempt and renamed into place when
     complete, so a retried (or speculative) attempt never leaves half a shard or a second
-    copy; two attempts that both finish write the same bytes under the same name.
+    copy; two attempts that both finish write the same content under the same name.
     """
     from ..registry import writers
 
