@@ -255,6 +255,15 @@ def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer
     return checked | set(targets.values())
 
 
+def _after_kept(kept_rows: list[np.ndarray], n: int) -> int:
+    """The sample after the ``n``-th one kept (0 when n is 0), walking the batches, not concatenating them."""
+    for rows in kept_rows:
+        if n <= len(rows):
+            return int(rows[n - 1]) + 1 if n else 0
+        n -= len(rows)
+    raise ValueError("fewer samples kept than the writer says it wrote")
+
+
 def _shape(results: Sequence[ShardResult], job: Job) -> tuple[int, ...] | None:
     """The shape of every image written; None when they differ (the shards say, for TFRecord)."""
     shapes = {tuple(s) for r in results for s in r.stats.get("shapes", [job.image_shape])}
@@ -439,7 +448,7 @@ class _Part:
             written = sum(len(r) for r in kept_rows)
             covered = int(state["written"])
             if covered < written:  # the writer still buffers some: resume from the sample after its last durable one
-                consumed = int(np.concatenate(kept_rows)[covered - 1]) + 1 if covered else 0
+                consumed = _after_kept(kept_rows, covered)
             journal.consumed, journal.written, journal.writer = consumed, covered, state
             journal.skipped = sorted((i, r) for i, r in skipped_at.items() if i < consumed)
         journal.save()
