@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from .datasets import describe, is_split_folder, open_dataset
-from .engines import Encoded, Job, process_image
 from .errors import ImageError, SourceError, UsageError
-from .plugins import OutputMeta, PackedDataset, Preprocessor
+from .formats import Encoded, OutputMeta, PackedDataset, check_target, new_writer, option_names
+from .plugins import Preprocessor
+from .process import Job, process_image
 from .recipe import format_recipe, recipe_dict
 from .registry import writers
 from .sources import label_array, load_scan
@@ -61,25 +62,51 @@ def _rss() -> int:
 
 
 class PeakMemory:
-    """The highest resident memory of this process while the ``with`` block runs (sampled every 5 ms)."""
+    """The highest resident memory of this process while the ``with`` block runs.
+
+    On Linux the kernel's own high-water mark (VmHWM, reset on entry through
+    /proc/self/clear_refs) catches even an allocation freed between two samples; elsewhere a
+    thread samples the resident memory every 5 ms.
+    """
 
     def __init__(self) -> None:
         self.baseline = self.peak = _rss()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._kernel = False
 
     def _sample(self) -> None:
         while not self._stop.wait(0.005):
             self.peak = max(self.peak, _rss())
 
     def __enter__(self) -> PeakMemory:
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current resident size
+            self._kernel = _high_water_mark() is not None
+        except OSError:
+            self._kernel = False
+        self.baseline = self.peak = _rss()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss())
+        hwm = _high_water_mark() if self._kernel else None
+        self.peak = max(self.peak, _rss(), hwm or 0)
+
+
+def _high_water_mark() -> int | None:
+    """VmHWM of /proc/self/status in bytes; None where there is none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _median_runs(run: Callable[[], tuple[int, float]], repeats: int) -> dict[str, Any]:
@@ -279,9 +306,9 @@ def parse_formats(text: str) -> list[tuple[str, str, dict[str, Any]]]:
         options: dict[str, Any] = {}
         if rest:
             cls = writers.get(name)
-            if "compression" in cls.option_names:
+            if "compression" in option_names(cls):
                 options["compression"] = rest
-            elif "encode" in cls.option_names:
+            elif "encode" in option_names(cls):
                 options["encode"] = rest
             else:
                 raise UsageError(f"--formats: {name} takes no variant (got {spec!r})")
@@ -316,8 +343,9 @@ def _prepare(source: str, chain: Sequence[Preprocessor], decode: str, sample: in
 
 def _write(cls: Any, target: str, meta: OutputMeta, options: dict[str, Any], images: np.ndarray,
            labels: np.ndarray, ids: list[str], batch: int = 1000) -> list[str]:
-    encoder = cls.encoder(options)
-    writer = cls(target, meta, options)
+    opts = cls.parse_options(options)
+    encoder = cls.encoder(opts)
+    writer = new_writer(cls, target, meta, opts)
     try:
         for start in range(0, len(images), batch):
             part = images[start:start + batch]
@@ -351,7 +379,8 @@ def compare_formats(source: str, formats: str | Sequence[tuple[str, str, dict[st
     with _scratch(workdir) as scratch:
         for label, name, options in specs:  # every format's options, before the sample is prepared
             cls = writers.get(name)
-            cls.check(os.path.join(scratch, "check", label.replace(":", "-") + cls.suffixes[0]), options)
+            check_target(cls, os.path.join(scratch, "check", label.replace(":", "-") + cls.suffixes[0]),
+                         cls.parse_options(options))
         t0 = time.perf_counter()
         images, labels, ids, names, multi = _prepare(source, chain, decode, sample, seed)
         prepare_seconds = time.perf_counter() - t0

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from .errors import SourceError
+from .formats import PackedDataset, Writer
 from .outputs import SPLITS_FILE
-from .plugins import PackedDataset, Writer
 from .registry import writers
 
 

@@ -54,12 +54,16 @@ def prepare_target(path: str, overwrite: bool) -> None:
 # --------------------------------------------------------------------------- shard sets
 
 INDEX_KIND = "imgpack-index"
-_SHARD = re.compile(r"-(\d{5,})-of-(\d{5,})$")  # the end of a shard's name, before the suffix
+#: the end of a shard's name, before the suffix, in each naming style
+_SHARD = {"of": re.compile(r"-(\d{5,})-of-(\d{5,})$"), "plain": re.compile(r"-(\d{6,})$")}
+_GLOB = {"of": "-[0-9]*-of-[0-9]*", "plain": "-[0-9]*"}
 
 
 @dataclass(frozen=True)
 class ShardNames:
     """The files of a sharded output: ``NAME-00000-of-00008.SUFFIX`` and ``NAME.SUFFIX.json``.
+
+    The ``plain`` style names shards ``NAME-000000.SUFFIX`` (WebDataset's brace-expandable names).
 
     ``-o out/tiny.tfrecord`` gives ``out/tiny-00000-of-00008.tfrecord`` ... and the index
     ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-00000-of-00008.tfrecord``.
@@ -70,28 +74,29 @@ class ShardNames:
 
     base: str  # folder/NAME
     suffix: str  # ".tfrecord"
+    style: str = "of"  # or "plain"
 
     @classmethod
-    def for_output(cls, path: str, suffixes: tuple[str, ...]) -> ShardNames:
+    def for_output(cls, path: str, suffixes: tuple[str, ...], style: str = "of") -> ShardNames:
         if path.endswith(("/", os.sep)) or os.path.isdir(path):
             folder = os.path.abspath(path)
-            return cls(os.path.join(folder, os.path.basename(folder)), suffixes[0])
+            return cls(os.path.join(folder, os.path.basename(folder)), suffixes[0], style)
         for suffix in suffixes:
             if path.lower().endswith(suffix):
-                return cls(path[: -len(suffix)], path[-len(suffix):])
-        return cls(path, suffixes[0])
+                return cls(path[: -len(suffix)], path[-len(suffix):], style)
+        return cls(path, suffixes[0], style)
 
     @classmethod
-    def for_existing(cls, path: str, suffixes: tuple[str, ...]) -> ShardNames | None:
+    def for_existing(cls, path: str, suffixes: tuple[str, ...], style: str = "of") -> ShardNames | None:
         """The shard set that ``path`` (an index, a shard, or the name given to -o) belongs to, if it exists."""
         if path.endswith(".json"):
             path = path[: -len(".json")]
             if not path.lower().endswith(suffixes):
                 return None
-        names = cls.for_output(path, suffixes)
-        match = _SHARD.search(names.base)
+        names = cls.for_output(path, suffixes, style)
+        match = _SHARD[style].search(names.base)
         if match:
-            names = cls(names.base[: match.start()], names.suffix)
+            names = cls(names.base[: match.start()], names.suffix, style)
         return names if os.path.isfile(names.index) else None
 
     @property
@@ -99,6 +104,8 @@ class ShardNames:
         return self.base + self.suffix + ".json"
 
     def shard(self, i: int, count: int) -> str:
+        if self.style == "plain":
+            return f"{self.base}-{i:06d}{self.suffix}"
         return f"{self.base}-{i:05d}-of-{count:05d}{self.suffix}"
 
     def partial(self, i: int, alternate: bool = False) -> str:
@@ -107,14 +114,15 @@ class ShardNames:
 
     def existing(self) -> list[str]:
         """The index and shards of an earlier output under these names."""
-        found = sorted(glob.glob(glob.escape(self.base) + "-[0-9]*-of-[0-9]*" + glob.escape(self.suffix)))
+        found = sorted(glob.glob(glob.escape(self.base) + _GLOB[self.style] + glob.escape(self.suffix)))
         # exactly NAME-#####-of-#####: not the shards of "NAME-1", which the glob also matches
-        found = [p for p in found if _SHARD.fullmatch(p[len(self.base):-len(self.suffix)])]
+        found = [p for p in found if _SHARD[self.style].fullmatch(p[len(self.base):-len(self.suffix)])]
         return [*found, self.index] if os.path.exists(self.index) else found
 
-    def prepare(self, overwrite: bool) -> None:
-        """Refuse an earlier output without ``overwrite``; check the folder (as :func:`prepare_target`)."""
-        old = self.existing()
+    def prepare(self, overwrite: bool, also: str | None = None) -> None:
+        """Refuse an earlier output (its shards, its index, ``also``: an HDF5 master) without ``overwrite``;
+        check the folder (as :func:`prepare_target`)."""
+        old = self.existing() + ([also] if also and also != self.index and os.path.exists(also) else [])
         if old and not overwrite:
             raise OutputError(f"{old[-1]}: already exists (pass --overwrite to replace the output)")
         prepare_target(self.index, overwrite=True)

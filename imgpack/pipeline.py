@@ -13,12 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from . import formats
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
-from .engines import Engine, Job, ShardResult, ShardSpec, ShardTask, process_image
+from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .engines.local import LocalEngine
 from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
-from .outputs import SPLITS_FILE, ShardNames, label_counts, prepare_target, remove_quietly, write_atomically
-from .plugins import OutputMeta, Preprocessor, Sample, Scan, Writer
+from .formats import OutputMeta, Resumable, Shards, Writer
+from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
+from .plugins import Preprocessor, Sample, Scan
+from .process import Job, process_image
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import writers
@@ -151,9 +154,14 @@ def convert(
     source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     chain, decode = resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
-    writer_options = {**(options or {}), "overwrite": overwrite or None}
+    given = {**(options or {}), "overwrite": overwrite or None}
     if compression is not None:
-        writer_options["compression"] = compression
+        given["compression"] = compression
+    writer_options = writer_cls.parse_options(given)  # validated once, here
+    if resume:
+        formats.require(writer_cls, "resume", "--resume")
+    if engine is not None and engine.writes_shards:
+        formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
     # the targets, and so the writer's options, are checked before the source is read
     # where the splits are known: from --split, or none at all
     checked: set[str] = set()
@@ -171,7 +179,7 @@ def convert(
         raise problem_error(scan.problems)
     if not scan.samples:
         raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
-    if writer_options.get("one_hot") and scan.multi_label:
+    if getattr(writer_options, "one_hot", False) and scan.multi_label:
         raise UsageError("--one-hot: the labels are multi-label, stored multi-hot already")
     annotations = any(s.annotation is not None for s in scan.samples)
     if annotations and not writer_cls.stores_annotations:
@@ -244,14 +252,14 @@ def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[s
     return {name: os.path.join(output, name + writer_cls.suffixes[0]) for name in splits}
 
 
-def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer], options: dict[str, Any],
+def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer], options: Any,
                    checked: set[str], resume: bool) -> set[str]:
     for target in set(targets.values()) - checked:
         if resume and _finished_before(target):
             continue  # a split output completed by the interrupted run: kept
-        writer_cls.check(target, options)
+        formats.check_target(writer_cls, target, options)
     if "" not in targets:
-        prepare_target(os.path.join(output, SPLITS_FILE), bool(options.get("overwrite")))
+        prepare_target(os.path.join(output, SPLITS_FILE), options.overwrite)
     return checked | set(targets.values())
 
 
@@ -305,7 +313,7 @@ class _Part:
     scan: Scan
     job: Job
     writer_cls: type[Writer]
-    writer_options: dict[str, Any]
+    writer_options: Any  # the format's Options
     recipe: dict[str, Any]
     annotations: bool
     engine: Engine
@@ -323,7 +331,7 @@ class _Part:
             return self._run_on_cluster(samples, target, meta, paths, labels, update)
         journal = Journal(journal_path(target), fingerprint(
             samples, paths, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
-            format=self.writer_cls.name, options=self.writer_options, image_shape=self.job.image_shape,
+            format=self.writer_cls.name, options=self.writer_options.given(), image_shape=self.job.image_shape,
             max_pixels=self.job.max_pixels, on_error=self.on_error))
         earlier = self._earlier(journal, target) if resume else None
         if not resume and os.path.exists(journal.path):
@@ -339,12 +347,13 @@ class _Part:
         if earlier is not None and earlier.writer is not None:
             start, skipped_at = earlier.consumed, dict(earlier.skipped)
             kept_rows = [np.array([i for i in range(start) if i not in skipped_at], dtype=np.int64)]
-            writer = self.writer_cls.reopen(target, meta, self.writer_options, earlier.writer, labels[kept_rows[0]])
+            writer = formats.reopen_writer(self.writer_cls, target, meta, self.writer_options, earlier.writer,
+                                           labels[kept_rows[0]])
             log.info("%s: resuming after %d of %d images (%d written, %d skipped)", target, start, len(samples),
                      earlier.written, len(skipped_at))
             update(start)
         else:
-            writer = self.writer_cls(target, meta, self.writer_options)
+            writer = formats.new_writer(self.writer_cls, target, meta, self.writer_options)
         try:
             self._checkpoint(writer, journal, start, kept_rows, skipped_at)
             next_checkpoint = start + self.batch_size
@@ -373,7 +382,7 @@ class _Part:
                     next_checkpoint = consumed + self.batch_size
             outputs = writer.close()
         except KeyboardInterrupt:
-            if journal.writer is None or journal.consumed == 0:
+            if journal.writer is None or journal.consumed == 0 or not isinstance(writer, Resumable):
                 writer.abort()
                 journal.remove()
             else:
@@ -396,17 +405,18 @@ class _Part:
                         labels: np.ndarray, update: Callable[[int], None]) -> _PartResult:
         """Shards of ``--shard-size`` (else ``--batch-size``) samples, each converted and written by a worker of
         the engine; then the index (or HDF5 master file) over them, here."""
-        names = ShardNames.for_output(target, self.writer_cls.suffixes)
-        names.prepare(bool(self.writer_options.get("overwrite")))
+        fmt = self.writer_cls
+        assert issubclass(fmt, Shards)
+        names = fmt.shard_names(target)
+        names.prepare(self.writer_options.overwrite, also=fmt.index_path(target))
         remove_quietly([target, names.index])  # (with --overwrite) no earlier index vouches for the new shards
-        size = int(self.writer_options.get("shard_size") or self.batch_size)
+        size = int(getattr(self.writer_options, "shard_size", None) or self.batch_size)
         count = max(1, math.ceil(len(samples) / size))
-        final = self.writer_cls.shard_paths(target, count)
+        final = [names.shard(i, count) for i in range(count)]
         tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
                            [s.annotation for s in samples[a:a + size]] if self.annotations else None)
                  for i, a in enumerate(range(0, max(1, len(samples)), size))]
-        spec = ShardSpec(self.job, self.writer_cls.name, meta,
-                         {k: v for k, v in self.writer_options.items() if k != "shard_size"})
+        spec = ShardSpec(self.job, fmt, meta, formats.shard_options(self.writer_options))
         try:
             results = self.engine.map_shards(spec, tasks, update)
             skipped = [(tasks[r.index].paths[i], reason, r.index * size + i)
@@ -415,8 +425,7 @@ class _Part:
                 raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
             gone = {k for _, _, k in skipped}
             kept = np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
-            outputs = self.writer_cls.write_index(target, meta, spec.options, final, [r.stats for r in results],
-                                                  labels[kept])
+            outputs = fmt.write_index(target, meta, spec.options, final, [r.stats for r in results], labels[kept])
         except BaseException:
             remove_quietly(final)
             raise
@@ -443,7 +452,7 @@ class _Part:
     def _checkpoint(self, writer: Writer, journal: Journal, consumed: int, kept_rows: list[np.ndarray],
                     skipped_at: dict[int, str]) -> None:
         """Record in the journal how far the writer's durable records go."""
-        state = writer.checkpoint()
+        state = writer.checkpoint() if isinstance(writer, Resumable) else None
         if state is not None:
             written = sum(len(r) for r in kept_rows)
             covered = int(state["written"])

@@ -160,12 +160,12 @@ def build_chain(steps: Sequence[str | Preprocessor | tuple[str, Mapping[str, Any
             name, params = parse_step(step)
             chain.append(preprocessors.get(name).from_params(params))
     if size is not None:
-        if any(step.name == "resize" for step in chain):
+        if any(type(step).sets_size for step in chain):
             raise UsageError("--size and a resize step both set the size: give one of them")
         chain.append(preprocessors.get("resize").from_params({"size": size}))
     if not any(type(step).sets_color for step in chain):
         chain.insert(0, preprocessors.get("to_rgb")())
-    if not any(step.name == "exif" for step in chain):
+    if not any(type(step).sets_orientation for step in chain):
         chain.insert(0, preprocessors.get("exif")())
     return chain
 

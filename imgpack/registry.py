@@ -1,29 +1,30 @@
 """The plugin registry: one :class:`Registry` per kind of plugin.
 
-Built-in plugins register themselves exactly as a third-party package does, with
-the ``register`` decorator of the registry of their kind::
+A third-party package makes its plugins known through entry points in its own
+``pyproject.toml``; the entry point's name is the plugin's name::
+
+    [project.entry-points."imgpack.preprocessors"]
+    invert = "my_package.plugins:Invert"
+
+Built-in plugins are listed the same way, as ``"module:Class"`` in :data:`BUILTIN`,
+so that no plugin module imports the registry (no import cycle). A script or a test
+can also register a class directly with the ``register`` decorator::
 
     from imgpack.registry import preprocessors
 
     @preprocessors.register("invert")
     class Invert(Preprocessor): ...
 
-A third-party package makes its module known through an entry point in its own
-``pyproject.toml``; the entry point's name is the plugin's name::
-
-    [project.entry-points."imgpack.preprocessors"]
-    invert = "my_package.plugins:Invert"
-
-The registry imports its built-in modules and loads the entry points lazily, the
-first time a name is looked up or listed (as Pillow's ``Image.init()`` does), so
-``import imgpack`` stays fast.
+The registry loads the built-ins and the entry points lazily, the first time a name
+is looked up or listed (as Pillow's ``Image.init()`` does), so ``import imgpack``
+stays fast.
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -41,12 +42,12 @@ T = TypeVar("T", bound=type)
 class Registry(Generic[T]):
     """Plugin name -> plugin class, for one kind of plugin."""
 
-    def __init__(self, kind: str, group: str, builtin_modules: tuple[str, ...],
+    def __init__(self, kind: str, group: str, builtins: Mapping[str, str] | None = None,
                  prepare: Callable[[T], T] | None = None) -> None:
         self.kind = kind
         self._prepare = prepare
         self.group = group
-        self._builtin_modules = builtin_modules
+        self._builtins = dict(builtins or {})  # name -> "module:Class"
         self._plugins: dict[str, T] = {}
         self._origins: dict[str, str] = {}
         self._loaded = False
@@ -100,8 +101,9 @@ class Registry(Generic[T]):
             return
         self._loading = True
         try:
-            for module in self._builtin_modules:
-                importlib.import_module(module)
+            for name, target in self._builtins.items():
+                module, _, attr = target.partition(":")
+                self.register(name)(getattr(importlib.import_module(module), attr))
             for ep in entry_points(group=self.group):
                 self._load_entry_point(ep)
             self._loaded = True
@@ -122,18 +124,32 @@ class Registry(Generic[T]):
                 self._origins[ep.name] = dist
 
 
-readers: Registry[type[Reader]] = Registry(
-    "reader", "imgpack.readers", ("imgpack.readers.folder", "imgpack.readers.manifest", "imgpack.readers.labels"))
+#: the built-in plugins of each kind: name -> "module:Class", loaded as entry points are
+BUILTIN: dict[str, dict[str, str]] = {
+    "readers": {
+        "folder": "imgpack.readers.folder:FolderReader", "manifest": "imgpack.readers.manifest:ManifestReader",
+        "csv": "imgpack.readers.labels:CSVReader", "tsv": "imgpack.readers.labels:TSVReader",
+        "json": "imgpack.readers.labels:JSONReader",
+    },
+    "preprocessors": {
+        "exif": "imgpack.preprocess.color:Exif", "to_rgb": "imgpack.preprocess.color:ToRGB",
+        "to_gray": "imgpack.preprocess.color:ToGray", "resize": "imgpack.preprocess.resize:Resize",
+        "crop_dark": "imgpack.preprocess.crop:CropDark", "ben": "imgpack.preprocess.enhance:Ben",
+    },
+    "writers": {
+        "hdf5": "imgpack.writers.hdf5:HDF5Writer", "tfrecord": "imgpack.writers.tfrecord:TFRecordWriter",
+        "pickle": "imgpack.writers.pkl:PickleWriter", "webdataset": "imgpack.writers.webdataset:WebDatasetWriter",
+    },
+    "engines": {"local": "imgpack.engines.local:LocalEngine", "spark": "imgpack.engines.spark:SparkEngine"},
+}
+
+readers: Registry[type[Reader]] = Registry("reader", "imgpack.readers", BUILTIN["readers"])
 preprocessors: Registry[type[Preprocessor]] = Registry(
-    "preprocessor", "imgpack.preprocessors",
-    ("imgpack.preprocess.color", "imgpack.preprocess.resize", "imgpack.preprocess.crop", "imgpack.preprocess.enhance"),
-    prepare=lambda cls: cls.as_dataclass())
-writers: Registry[type[Writer]] = Registry(
-    "writer", "imgpack.writers", ("imgpack.writers.hdf5", "imgpack.writers.tfrecord", "imgpack.writers.pkl"))
+    "preprocessor", "imgpack.preprocessors", BUILTIN["preprocessors"], prepare=lambda cls: cls.as_dataclass())
+writers: Registry[type[Writer]] = Registry("writer", "imgpack.writers", BUILTIN["writers"])
 
 #: where the CPU work runs (``convert --engine``): a cluster engine is one module (see imgpack.engines)
-engines: Registry[type[Engine]] = Registry(
-    "engine", "imgpack.engines", ("imgpack.engines.local", "imgpack.engines.spark"))
+engines: Registry[type[Engine]] = Registry("engine", "imgpack.engines", BUILTIN["engines"])
 
 REGISTRIES: dict[str, Registry[Any]] = {"readers": readers, "preprocessors": preprocessors, "writers": writers,
                                         "engines": engines}

@@ -14,10 +14,10 @@ from conftest import fundus, photo, write_image
 
 import imgpack
 from imgpack.decode import decode
-from imgpack.engines import Job, preprocess_bytes, reduced_scale
 from imgpack.plugins import Preprocessor
 from imgpack.preprocess.crop import CropDark
 from imgpack.probe import ImageInfo
+from imgpack.process import Job, preprocess_bytes, reduced_scale
 from imgpack.recipe import build_chain
 
 

@@ -1,4 +1,4 @@
-"""The ``imgpack`` command: click glue only.
+"""The ``imgpack`` command: click glue only, one module per subcommand.
 
 Each command parses its options, calls one library function and prints the result.
 This is the one place where an :class:`~imgpack.errors.ImgpackError` becomes a
@@ -8,7 +8,6 @@ error (as click's own). ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,11 @@ import click
 
 from .._version import __version__
 from ..errors import ImgpackError, UsageError, printable
+from .bench import bench
+from .convert import convert
+from .ingest import ingest
+from .inspect import inspect
+from .plugins import plugins
 
 log = logging.getLogger("imgpack")
 
@@ -78,16 +82,6 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     ctx.obj = {"debug": debug, "verbose": verbose, "quiet": quiet}
 
 
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def say(ctx: click.Context, text: str = "") -> None:
-    """Human text: stderr, silenced by --quiet."""
-    if not ctx.obj.get("quiet"):
-        click.echo(text, err=True)
-
-
 def main() -> None:
     try:
         cli(prog_name="imgpack")
@@ -106,4 +100,5 @@ def _skip_teardown_after_a_failed_hdf5_close() -> None:
         os._exit(code.code if isinstance(code, SystemExit) and isinstance(code.code, int) else 1)
 
 
-from . import commands  # noqa: E402, F401  (registers the subcommands)
+for _command in (ingest, convert, inspect, bench, plugins):
+    cli.add_command(_command)

@@ -22,8 +22,8 @@ from multiprocessing.heap import Arena
 import numpy as np
 
 from ..errors import UsageError, WorkerError
-from ..registry import engines
-from . import BatchResult, ChunkResult, Engine, Job, Progress, process_into
+from ..process import Job, Results, process_into
+from . import Chunk, Engine, Progress
 
 
 def default_workers() -> int:
@@ -61,7 +61,7 @@ def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool) -> None:
     _ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((-1, *job.image_shape))
 
 
-def _run_chunk(offset: int, paths: Sequence[str]) -> ChunkResult:
+def _run_chunk(offset: int, paths: Sequence[str]) -> Results:
     assert _job is not None and _ring is not None
     return process_into(_ring, offset, paths, _job)
 
@@ -69,7 +69,6 @@ def _run_chunk(offset: int, paths: Sequence[str]) -> ChunkResult:
 # --------------------------------------------------------------------------- parent side
 
 
-@engines.register("local")
 class LocalEngine(Engine):
     """A process pool on this machine: ``workers`` processes (default: every core this process may use; 0: none)."""
 
@@ -90,7 +89,7 @@ class LocalEngine(Engine):
         self.quiet_stderr = quiet_stderr
 
     def run(self, job: Job, paths: Sequence[str], batch_size: int,
-            progress: Progress | None = None) -> Iterator[BatchResult]:
+            progress: Progress | None = None) -> Iterator[Chunk]:
         if not paths:
             return
         if self.workers == 0:
@@ -111,7 +110,7 @@ class LocalEngine(Engine):
         # workers send bytes instead).
         buffer = Arena(capacity * math.prod(job.image_shape))
         ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, *job.image_shape))
-        pending: deque[tuple[int, int, Future[ChunkResult]]] = deque()  # (start, ring offset, future)
+        pending: deque[tuple[int, int, Future[Results]]] = deque()  # (start, ring offset, future)
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(buffer, job, self.quiet_stderr)) as pool:
             next_start = 0
@@ -141,7 +140,7 @@ class LocalEngine(Engine):
                         progress(len(errors))
                     # results come back in input order, chunk by chunk, so the parent writes
                     # while the workers decode and the run ends one chunk after the last decode
-                    yield BatchResult(start, ring[offset:offset + len(errors)], errors, extras)
+                    yield Chunk(start, ring[offset:offset + len(errors)], errors, extras)
                     next_start = fill()  # the consumer is done with that part of the ring
             except BaseException:
                 for _, _, fut in pending:
@@ -149,12 +148,12 @@ class LocalEngine(Engine):
                 raise
 
     def _run_serial(self, job: Job, paths: Sequence[str], batch_size: int,
-                    progress: Progress | None) -> Iterator[BatchResult]:
+                    progress: Progress | None) -> Iterator[Chunk]:
         out = np.empty((min(batch_size, len(paths)), *job.image_shape), dtype=np.uint8)
         for start in range(0, len(paths), batch_size):
             items = paths[start:start + batch_size]
             errors, extras = process_into(out, 0, items, job)
             if progress:
                 progress(len(items))
-            yield BatchResult(start, out[:len(items)], errors, extras)
+            yield Chunk(start, out[:len(items)], errors, extras)
 

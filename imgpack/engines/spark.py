@@ -25,7 +25,6 @@ from typing import Any
 
 from ..errors import MissingDependencyError, UsageError, WorkerError
 from ..outputs import remove_quietly
-from ..registry import engines
 from . import Engine, Progress, ShardResult, ShardSpec, ShardTask, write_shard
 
 log = logging.getLogger("imgpack")
@@ -39,7 +38,6 @@ def _run_task(spec: ShardSpec, task: ShardTask) -> ShardResult:
     return write_shard(spec, task)
 
 
-@engines.register("spark")
 class SparkEngine(Engine):
     """Shards converted and written by Spark tasks, one task per shard."""
 

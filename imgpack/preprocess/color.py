@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from ..errors import ImageError
 from ..plugins import Preprocessor, param
 from ..probe import ImageInfo
-from ..registry import preprocessors
 
 
 def _to_8bit(image: np.ndarray) -> np.ndarray:
@@ -20,12 +21,14 @@ def _to_8bit(image: np.ndarray) -> np.ndarray:
     return image
 
 
-@preprocessors.register("to_rgb")
+@dataclass(frozen=True)
 class ToRGB(Preprocessor):
     """Always 3-channel RGB uint8: gray and palette expanded, alpha dropped, 16-bit scaled to 8-bit.
 
     A recipe that names no colour step starts with this one.
     """
+
+    name = "to_rgb"
 
     sets_color = True
     commutes_with_downscale = True
@@ -41,9 +44,11 @@ class ToRGB(Preprocessor):
         raise ImageError(f"unsupported image layout {image.shape}")
 
 
-@preprocessors.register("to_gray")
+@dataclass(frozen=True)
 class ToGray(Preprocessor):
     """One channel, (H, W, 1) uint8: luma Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, as OpenCV and PIL)."""
+
+    name = "to_gray"
 
     sets_color = True
     commutes_with_downscale = True
@@ -78,13 +83,16 @@ def orient(image: np.ndarray, orientation: int) -> np.ndarray:
     return image
 
 
-@preprocessors.register("exif")
+@dataclass(frozen=True)
 class Exif(Preprocessor):
     """Turn photos upright by their EXIF orientation tag (JPEG, PNG, WebP, TIFF); first in every recipe by default.
 
     A recipe that names no exif step starts with ``exif:orientation=apply``; give
     ``exif:orientation=ignore`` to keep the pixels in the order they are stored.
     """
+
+    name = "exif"
+    sets_orientation = True
 
     commutes_with_downscale = True
     orientation: str = param("apply", help="apply: turn upright by the EXIF tag; ignore: keep the stored order")
@@ -102,3 +110,7 @@ class Exif(Preprocessor):
 
     def apply(self, image: np.ndarray, info: ImageInfo) -> np.ndarray:
         return orient(image, info.orientation) if self.applies else image
+
+    def size_after(self, width: int, height: int, info: ImageInfo) -> tuple[int, int]:
+        turned = self.applies and info.orientation in (5, 6, 7, 8)  # a quarter turn
+        return (height, width) if turned else (width, height)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from ..plugins import Preprocessor, param
-from ..registry import preprocessors
 
 
 def _span(flags: np.ndarray) -> tuple[int, int, bool]:
@@ -16,7 +17,7 @@ def _span(flags: np.ndarray) -> tuple[int, int, bool]:
     return first, last, len(idx) == last - first
 
 
-@preprocessors.register("crop_dark")
+@dataclass(frozen=True)
 class CropDark(Preprocessor):
     """Crop the rows and columns whose gray value is <= tol everywhere (seeds/001's crop_image_from_gray).
 
@@ -26,6 +27,8 @@ class CropDark(Preprocessor):
     are one block and the crop is a slice; when a dark line crosses the picture the seed
     drops that line too, and so does this step.
     """
+
+    name = "crop_dark"
 
     # Needs full resolution: the border ends at the first pixel brighter than tol, and a
     # 1/s-scale decode averages those lone pixels (JPEG noise in the black surround) away.

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
 from ..plugins import Preprocessor, param
-from ..registry import preprocessors
 
 BLURS = ("exact", "fast")
 
 
-@preprocessors.register("ben")
+@dataclass(frozen=True)
 class Ben(Preprocessor):
     """Local contrast: 4 * image - 4 * GaussianBlur(image, sigma) + 128 (seeds/001's addWeighted, same pixels).
 
@@ -19,6 +20,8 @@ class Ben(Preprocessor):
     filter: about 4x faster on a 256x256 image, within one gray level of the exact blur
     before the x4 (so within 4 after it). The default is the seed's exact result.
     """
+
+    name = "ben"
 
     sigma: float = param(10.0, help="Gaussian sigma in pixels of the image it is applied to")
     blur: str = param("exact", help="exact: cv2.GaussianBlur, as the seed; fast: separable float kernel")

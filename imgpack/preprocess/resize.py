@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
 from ..plugins import Preprocessor, param
-from ..registry import preprocessors
 
 INTERPOLATIONS = {
     "area": cv2.INTER_AREA,
@@ -51,9 +51,12 @@ def _color(values: object) -> tuple[int, int, int]:
     return (seq[0], seq[1], seq[2])
 
 
-@preprocessors.register("resize")
+@dataclass(frozen=True)
 class Resize(Preprocessor):
     """Resize to exactly WxH: stretch (plain cv2.resize, as the seeds), pad (keep the ratio, fill) or crop (center)."""
+
+    name = "resize"
+    sets_size = True
 
     size: tuple[int, int] = param(help="N for NxN, or WxH", parse=parse_size)
     mode: str = param("stretch", help="stretch: ignore the aspect ratio; pad: fit inside and fill the rest "

@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS, sniff
-from ..registry import readers
 from ..splits import folder_order
 
 
@@ -46,7 +45,6 @@ def walk(top: str, follow_symlinks: bool = False) -> Iterator[tuple[str, list[st
         yield dirpath, dirnames, sorted(filenames), sorted(links)
 
 
-@readers.register("folder")
 class FolderReader(Reader):
     """``SRC/<class>/**/<image>`` at any depth (TinyImageNet keeps ``train/<wnid>/images/*.JPEG``).
 
@@ -61,6 +59,8 @@ class FolderReader(Reader):
     each with class folders (or images only: an unlabeled split); the classes of all
     splits share one label space.
     """
+
+    name = "folder"
 
     option_names = ("split_from_folders", "follow_symlinks")
 

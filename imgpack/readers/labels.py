@@ -29,7 +29,6 @@ from typing import Any
 from ..errors import SourceError, UsageError
 from ..plugins import Problem, Reader, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS
-from ..registry import readers
 from .folder import _is_image, walk
 
 _INT = re.compile(r"[+-]?\d+")
@@ -239,7 +238,6 @@ class LabelsReader(Reader):
         return out
 
 
-@readers.register("csv")
 class CSVReader(LabelsReader):
     """Images under SRC, labels from a CSV with a header row (APTOS train.csv: id_code,diagnosis).
 
@@ -247,6 +245,8 @@ class CSVReader(LabelsReader):
     0-based number (default: the first two columns). A CSV with one column names the
     images of an unlabeled set. Other columns are kept as annotations.
     """
+
+    name = "csv"
 
     def entries(self, path: str) -> list[Entry]:
         text = read_text(path, "labels")
@@ -260,7 +260,6 @@ class CSVReader(LabelsReader):
         return self._rows_to_entries(enumerate(rows[1:], start=2), header, path)
 
 
-@readers.register("tsv")
 class TSVReader(LabelsReader):
     """Images under SRC, labels from a tab- or whitespace-separated file without a header.
 
@@ -269,6 +268,8 @@ class TSVReader(LabelsReader):
     numbers). ``id_column`` / ``label_column`` pick other columns (0-based). Lines starting
     with # are comments.
     """
+
+    name = "tsv"
 
     def entries(self, path: str) -> list[Entry]:
         text = read_text(path, "labels")
@@ -297,7 +298,6 @@ def _number(text: str) -> Any:
         return text
 
 
-@readers.register("json")
 class JSONReader(LabelsReader):
     """Images under SRC, labels from a JSON list of objects (seeds/004's Blender labels.json).
 
@@ -307,6 +307,8 @@ class JSONReader(LabelsReader):
     annotations (bounding boxes, say). A top-level object {image: label, ...} works too.
     The entry's other fields are kept as annotations.
     """
+
+    name = "json"
 
     option_names = ("labels", "image_key", "label_key", "follow_symlinks")
 

@@ -9,7 +9,6 @@ from typing import Any
 
 from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
-from ..registry import readers
 
 MANIFEST_KIND = "imgpack-manifest"
 MANIFEST_VERSION = 1
@@ -21,7 +20,6 @@ def safe_relpath(path: str) -> bool:
     return not (norm.startswith("/") or norm == ".." or norm.startswith("../") or os.path.isabs(path))
 
 
-@readers.register("manifest")
 class ManifestReader(Reader):
     """A ``.jsonl`` manifest from ``imgpack ingest``; its samples, labels and order are used as they are.
 
@@ -29,6 +27,8 @@ class ManifestReader(Reader):
     manifest moved together with its dataset still works. A path that leaves the root
     is refused.
     """
+
+    name = "manifest"
 
     @classmethod
     def accepts(cls, source: str) -> bool:

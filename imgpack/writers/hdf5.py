@@ -8,6 +8,10 @@ Layout (the trainer's contract, see the README)::
     labels_one_hot  (N, K) uint8, with the one_hot option
     annotations     (N,) variable-length UTF-8 JSON text, when the labels file has some ("null": none)
     attrs           label_names (JSON list), recipe (JSON), imgpack_version, source, created, multi_label
+
+With ``shard_size``: shards that are each such a file (``NAME-00000-of-00004.h5`` ...) and the
+master ``NAME.h5``, whose datasets are virtual datasets over the shards (named relative to the
+master's folder): the same layout on this machine as on a cluster.
 """
 
 from __future__ import annotations
@@ -18,17 +22,18 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import h5py
 import numpy as np
 
-from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
-from ..outputs import ShardNames, label_counts, one_hot, partial_path, prepare_target, remove_quietly
-from ..plugins import OutputMeta, PackedDataset, Writer, check_contents
-from ..registry import writers
+from ..formats import Options as BaseOptions
+from ..formats import OutputMeta, PackedDataset, Resumable, Shards, Writer, provenance
+from ..outputs import one_hot, partial_path, remove_quietly
+from ..params import param
 
 COMPRESSIONS = ("none", "gzip", "lzf")
 log = logging.getLogger("imgpack")
@@ -53,28 +58,42 @@ def parse_compression(text: str | None) -> tuple[str | None, int | None]:
     raise UsageError(f"unknown compression {text!r}; use none, gzip, gzip:LEVEL (0-9) or lzf")
 
 
-@writers.register("hdf5")
-class HDF5Writer(Writer):
+@dataclass(frozen=True)
+class HDF5Options(BaseOptions):
+    compression: str = param("none", help="per image chunk: none, gzip, gzip:LEVEL (0-9) or lzf")
+    one_hot: bool = param(False, help="also store labels_one_hot (N, K) uint8")
+    shard_size: int | None = param(None, help="images per shard file, under a master file of virtual datasets "
+                                              "(default: one file)")
+
+    def __post_init__(self) -> None:
+        parse_compression(self.compression)
+        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
+            raise UsageError(f"--shard-size must be a positive number of images, got {self.shard_size!r}")
+
+
+def store_provenance(attrs: Any, meta: OutputMeta) -> None:
+    for key, value in provenance(meta).items():
+        attrs[key] = json.dumps(value) if key in ("label_names", "recipe") else value
+
+
+class HDF5Writer(Writer, Resumable, Shards):
     """HDF5 via h5py: images, labels, ids and the recipe in one file that plain h5py reads.
 
     Options: ``compression`` none (default), gzip[:LEVEL] or lzf, applied per image chunk;
-    ``one_hot`` also stores ``labels_one_hot`` (N, K) uint8. Annotations from a labels file
-    go to ``annotations``, JSON text per image.
+    ``one_hot`` also stores ``labels_one_hot`` (N, K) uint8; ``shard_size``: shard files under
+    a master file. Annotations from a labels file go to ``annotations``, JSON text per image.
     """
 
+    name = "hdf5"
     suffixes = (".h5", ".hdf5", ".hdf")
-    option_names = ("compression", "overwrite", "one_hot")
+    Options = HDF5Options
     stores_annotations = True
+    checksum = "Fletcher32 per chunk"
+    options: HDF5Options
 
-    @classmethod
-    def check(cls, path: str, options: Mapping[str, Any]) -> None:
-        super().check(path, options)
-        parse_compression(options.get("compression"))
-        prepare_target(path, bool(options.get("overwrite")))
-
-    def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
+    def __init__(self, path: str, meta: OutputMeta, options: HDF5Options | Mapping[str, Any]) -> None:
         super().__init__(path, meta, options)
-        compression, level = parse_compression(self.options.get("compression"))
+        compression, level = parse_compression(self.options.compression)
         self._tmp = partial_path(path)
         try:
             self._file = h5py.File(self._tmp, "w")
@@ -93,16 +112,11 @@ class HDF5Writer(Writer):
         else:
             self._add("labels", (), np.int64, n)
         self._add("ids", (), h5py.string_dtype("utf-8"), n)
-        if self.options.get("one_hot"):
+        if self.options.one_hot:
             self._add("labels_one_hot", (k,), np.uint8, n)
         if meta.annotations:
             self._add("annotations", (), h5py.string_dtype("utf-8"), n)
-        attrs = self._file.attrs
-        attrs["multi_label"] = bool(meta.multi_label)
-        attrs["label_names"] = json.dumps(meta.label_names)
-        attrs["recipe"] = json.dumps(meta.recipe)
-        attrs["imgpack_version"] = __version__
-        attrs["source"] = meta.source
+        store_provenance(self._file.attrs, meta)
         self._count = 0
 
     def _add(self, name: str, row: tuple[int, ...], dtype: Any, rows: int) -> None:
@@ -140,7 +154,7 @@ class HDF5Writer(Writer):
         return {"written": self._count}
 
     @classmethod
-    def reopen(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], state: Mapping[str, Any],
+    def reopen(cls, path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
                labels: np.ndarray) -> HDF5Writer:
         """Open the partial file read-write, cut every dataset back to the checkpoint, and read what is kept.
 
@@ -186,35 +200,14 @@ class HDF5Writer(Writer):
         with contextlib.suppress(Exception):
             self._file.close()
 
-    # ------------------------------------------------------------------ shards written on a cluster
+    # ------------------------------------------------------------------ shards
 
     @classmethod
-    def write_shard(cls, path: str, meta: OutputMeta, options: Mapping[str, Any],
-                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
-        """One complete imgpack HDF5 file at ``path``: a shard, which also opens on its own."""
-        writer = cls(path, meta, {**options, "overwrite": True})
-        try:
-            batch: list[tuple[Any, Any, str, str | None]] = []
-            for item in items:
-                batch.append(item)
-                if len(batch) == 64:
-                    writer._write_items(batch)
-                    batch = []
-            writer._write_items(batch)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        return {"count": writer._count, "bytes": os.path.getsize(path)}
-
-    def _write_items(self, batch: list[tuple[Any, Any, str, str | None]]) -> None:
-        if batch:
-            images, labels, ids, notes = zip(*batch, strict=True)
-            self.write(np.stack(images), np.stack(labels), list(ids),
-                       list(notes) if self.meta.annotations else None)
+    def index_path(cls, path: str) -> str:
+        return path  # the master file
 
     @classmethod
-    def write_index(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], shards: Sequence[str],
+    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
                     stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
         """The master file: ``images``, ``labels``, ``ids`` ... are virtual datasets over the shards.
 
@@ -237,19 +230,13 @@ class HDF5Writer(Writer):
                             layout[start:start + n] = h5py.VirtualSource(name, key, shape=(n, *row))
                         start += n
                     f.create_virtual_dataset(key, layout)
-                attrs = f.attrs
-                attrs["multi_label"] = bool(meta.multi_label)
-                attrs["label_names"] = json.dumps(meta.label_names)
-                attrs["recipe"] = json.dumps(meta.recipe)
-                attrs["imgpack_version"] = __version__
-                attrs["source"] = meta.source
-                attrs["shards"] = json.dumps([name for name, _ in parts])
-                attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                store_provenance(f.attrs, meta)
+                f.attrs["shards"] = json.dumps([name for name, _ in parts])
             os.replace(tmp, path)
         except OSError as exc:
             remove_quietly([tmp])
             raise OutputError(f"{path}: cannot write: {str(exc).splitlines()[0]}") from None
-        names = ShardNames.for_output(path, cls.suffixes)
+        names = cls.shard_names(path)
         remove_quietly(sorted(set(names.existing()) - {names.index} - set(shards)))  # an earlier output's
         return [*shards, path]
 
@@ -287,45 +274,6 @@ class HDF5Writer(Writer):
             if os.path.exists(self._tmp):
                 os.remove(self._tmp)
 
-    checksum = "Fletcher32 per chunk"
-
-    @classmethod
-    def verify(cls, path: str) -> None:
-        """Read every chunk (h5py checks each one's Fletcher32 checksum) and check the metadata."""
-        ds = cls.open(path)
-        try:
-            f = ds.file
-            n = len(ds)
-            for key in ("labels", "ids", "labels_one_hot", "annotations"):
-                if key in f and len(f[key]) != n:
-                    raise SourceError(f"{path}: {len(f[key])} {key} for {n} images")
-            for shard in ds.shards:  # each with its checksums; then the whole through the master
-                cls.verify(shard)
-            unchecked = [k for k in f if isinstance(f[k], h5py.Dataset) and not f[k].fletcher32
-                         and not f[k].is_virtual and h5py.check_string_dtype(f[k].dtype) is None]
-            if unchecked:  # written before imgpack stored checksums: what can be read is still checked
-                log.warning("%s: %s without checksums: damaged bytes there go unnoticed", path, ", ".join(unchecked))
-
-            def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-                for start in range(0, n, 256):
-                    try:
-                        yield ds.read_batch(np.arange(start, min(n, start + 256)))
-                    except OSError as exc:
-                        raise SourceError(f"{path}: damaged data in images {start}..{min(n, start + 256) - 1} "
-                                          f"({str(exc).splitlines()[0]}): the file was altered or truncated") from None
-            try:
-                check_contents(chunks(), ds.label_names, n, f["images"].shape[1:])
-                for key in ("ids", "labels_one_hot", "annotations"):
-                    if key in f:
-                        f[key][:]
-            except OSError as exc:
-                raise SourceError(f"{path}: damaged data ({str(exc).splitlines()[0]})") from None
-            except ValueError as exc:
-                raise SourceError(f"{path}: {exc}") from None
-
-        finally:
-            ds.close()
-
     @classmethod
     def can_open(cls, path: str) -> bool:
         return os.path.isfile(path) and h5py.is_hdf5(path)
@@ -333,52 +281,6 @@ class HDF5Writer(Writer):
     @classmethod
     def open(cls, path: str) -> HDF5Dataset:
         return HDF5Dataset(path)
-
-    @classmethod
-    def describe(cls, path: str) -> dict[str, Any]:
-        ds = cls.open(path)
-        try:
-            f = ds.file
-            images = f["images"]
-            labels = ds.labels
-            names = ds.label_names
-            shards: list[dict[str, Any]] = [{"file": p, "count": _count(p), "bytes": os.path.getsize(p)}
-                                            for p in ds.shards]
-            size = os.path.getsize(path) + sum(int(s["bytes"]) for s in shards)
-            if shards:  # the storage is the shards'
-                with h5py.File(ds.shards[0], "r") as first:
-                    stored = first["images"]
-                    chunks, compression, level = stored.chunks, stored.compression, stored.compression_opts
-            else:
-                chunks, compression, level = images.chunks, images.compression, images.compression_opts
-            return {
-                "format": "hdf5",
-                "path": path,
-                "count": len(ds),
-                "image_shape": list(images.shape[1:]),
-                "dtype": str(images.dtype),
-                "chunks": list(chunks) if chunks else None,
-                "compression": compression or "none",
-                "compression_opts": level,
-                "storage": (f"one master file of virtual datasets over {len(shards)} shards; " if shards else "")
-                + f"chunks {tuple(chunks) if chunks else 'contiguous'}, compression "
-                + (compression or "none")
-                + (f" (level {level})" if level is not None else ""),
-                "shards": shards,
-                "label_names": names,
-                "label_counts": label_counts(labels, names),
-                "multi_label": labels.ndim == 2,
-                "one_hot": "labels_one_hot" in f,
-                "annotations": "annotations" in f,
-                "recipe": ds.recipe,
-                "imgpack_version": _attr(f, "imgpack_version"),
-                "source": _attr(f, "source"),
-                "created": _attr(f, "created"),
-                "file_size": size,
-                "bytes_per_image": round(size / len(ds)) if len(ds) else None,
-            }
-        finally:
-            ds.close()
 
 
 def _count(path: str) -> int:
@@ -420,12 +322,63 @@ class HDF5Dataset(PackedDataset):
         self.label_names = json.loads(_attr(f, "label_names") or "[]")
         self.recipe = json.loads(_attr(f, "recipe") or "{}")
         self._len = len(f["images"])
-        #: a master file (written by a cluster engine): its datasets are virtual, over these shards
+        self.image_shape = tuple(f["images"].shape[1:])
+        self.provenance = {k: _attr(f, k) for k in ("imgpack_version", "source", "created")}
+        self.provenance["multi_label"] = f["labels"].ndim == 2
+        self.one_hot = "labels_one_hot" in f
+        self.has_annotations = "annotations" in f
+        #: a master file (of --shard-size, or a cluster engine): its datasets are virtual, over these shards
         self.shards = _shard_files(path, f)
         missing = [p for p in self.shards if not os.path.isfile(p)]
         if missing:  # HDF5 would read a missing shard's images as zeros
             self.close()
             raise SourceError(f"{missing[0]}: shard missing (a part of {path})")
+        self.shard_counts = [_count(p) for p in self.shards]
+
+    def _storage(self) -> tuple[Any, Any, Any]:
+        """(chunks, compression, level) of the images, in the shards' files for a master file."""
+        if self.shards:
+            with h5py.File(self.shards[0], "r") as first:
+                stored = first["images"]
+                return stored.chunks, stored.compression, stored.compression_opts
+        images = self.file["images"]
+        return images.chunks, images.compression, images.compression_opts
+
+    def storage(self) -> str:
+        chunks, compression, level = self._storage()
+        return ((f"one master file of virtual datasets over {len(self.shards)} shards; " if self.shards else "")
+                + f"chunks {tuple(chunks) if chunks else 'contiguous'}, compression {compression or 'none'}"
+                + (f" (level {level})" if level is not None else ""))
+
+    def details(self) -> dict[str, Any]:
+        chunks, compression, level = self._storage()
+        return {"dtype": str(self.file["images"].dtype), "chunks": list(chunks) if chunks else None,
+                "compression": compression or "none", "compression_opts": level}
+
+    def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every chunk read (h5py checks each one's Fletcher32 checksum), each shard first on its own."""
+        f, n, path = self.file, len(self), self.path
+        for key in ("labels", "ids", "labels_one_hot", "annotations"):
+            if key in f and len(f[key]) != n:
+                raise SourceError(f"{path}: {len(f[key])} {key} for {n} images")
+        for shard in self.shards:  # each with its checksums; then the whole through the master
+            HDF5Writer.verify(shard)
+        unchecked = [k for k in f if isinstance(f[k], h5py.Dataset) and not f[k].fletcher32
+                     and not f[k].is_virtual and h5py.check_string_dtype(f[k].dtype) is None]
+        if unchecked:  # written before imgpack stored checksums: what can be read is still checked
+            log.warning("%s: %s without checksums: damaged bytes there go unnoticed", path, ", ".join(unchecked))
+        for start in range(0, n, 256):
+            try:
+                yield self.read_batch(np.arange(start, min(n, start + 256)))
+            except OSError as exc:
+                raise SourceError(f"{path}: damaged data in images {start}..{min(n, start + 256) - 1} "
+                                  f"({str(exc).splitlines()[0]}): the file was altered or truncated") from None
+        try:
+            for key in ("ids", "labels_one_hot", "annotations"):
+                if key in f:
+                    f[key][:]
+        except OSError as exc:
+            raise SourceError(f"{path}: damaged data ({str(exc).splitlines()[0]})") from None
 
     @property
     def file(self) -> h5py.File:

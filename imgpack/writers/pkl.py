@@ -28,16 +28,16 @@ import os
 import pickle
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 import numpy as np
 
-from .._version import __version__
 from ..errors import OutputError, SourceError, UsageError
-from ..outputs import ShardNames, label_counts, one_hot, partial_path, prepare_target, remove_quietly
-from ..plugins import OutputMeta, PackedDataset, Writer, check_contents
-from ..registry import writers
+from ..formats import Options as BaseOptions
+from ..formats import OutputMeta, PackedDataset, Shards, Writer, provenance
+from ..outputs import ShardNames, label_counts, one_hot, partial_path, remove_quietly
+from ..params import param
 
 #: read by Python 3.8 and later (all that imgpack supports); large arrays without a copy
 PROTOCOL = 5
@@ -100,93 +100,76 @@ def _gib(n: float) -> str:
     return f"{n:.0f} B"
 
 
-@writers.register("pickle")
-class PickleWriter(Writer):
+@dataclass(frozen=True)
+class PickleOptions(BaseOptions):
+    shard_size: int | None = param(None, help="images per file: one complete pickle per shard, with an index "
+                                              "(default: one file)")
+    pickle_budget: str | int | None = param(None, help="refuse a single pickle larger than this (default 4GiB; "
+                                                       "0: no limit)")
+    one_hot: bool = param(False, help="also store labels_one_hot (N, K) uint8")
+
+    def __post_init__(self) -> None:
+        parse_budget(self.pickle_budget)
+        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
+            raise UsageError(f"--shard-size must be a positive number of images, got {self.shard_size!r}")
+
+
+class PickleWriter(Writer, Shards):
     """One pickled dict per file (images, labels, ids, label_names, meta); loaded whole by pickle.load.
 
     Options: ``shard_size`` images per file (one complete pickle per shard), ``pickle_budget``
     the largest single pickle allowed (default 4GiB; 0 = no limit).
     """
 
+    name = "pickle"
     suffixes = (".pkl", ".pickle")
-    option_names = ("shard_size", "pickle_budget", "overwrite", "one_hot")
+    Options = PickleOptions
     stores_annotations = True
+    checksum = "SHA-256 of the images and labels of each file"
+    options: PickleOptions
 
-    @classmethod
-    def check(cls, path: str, options: Mapping[str, Any]) -> None:
-        super().check(path, options)
-        parse_budget(options.get("pickle_budget"))
-        shard_size = options.get("shard_size")
-        if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
-            raise UsageError(f"--shard-size must be a positive number of images, got {shard_size!r}")
-        overwrite = bool(options.get("overwrite"))
-        if shard_size:
-            ShardNames.for_output(path, cls.suffixes).prepare(overwrite)
-        else:
-            prepare_target(path, overwrite)
-
-    def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
+    def __init__(self, path: str, meta: OutputMeta, options: PickleOptions | Mapping[str, Any]) -> None:
         super().__init__(path, meta, options)
-        self._shard_size: int | None = self.options.get("shard_size")
-        per_file = min(meta.expected_count, self._shard_size or meta.expected_count)
+        count = meta.expected_count
         image_bytes = int(np.prod(meta.image_shape))
-        estimate = per_file * (image_bytes + 8) + 64 * per_file  # pixels, labels, ids
-        budget = parse_budget(self.options.get("pickle_budget"))
+        estimate = count * (image_bytes + 8) + 64 * count  # pixels, labels, ids
+        budget = parse_budget(self.options.pickle_budget)
         if budget and estimate > budget:
-            what = "each shard" if self._shard_size else "one pickle"
             fit = max(1, budget // (image_bytes + 72))
             raise OutputError(
-                f"{path}: {per_file} images of {'x'.join(map(str, meta.image_shape))} would take ~{_gib(estimate)} "
-                f"in {what}, over the pickle budget of {_gib(budget)} (a pickle is loaded whole into memory): "
+                f"{path}: {count} images of {'x'.join(map(str, meta.image_shape))} would take ~{_gib(estimate)} "
+                f"in one pickle, over the pickle budget of {_gib(budget)} (a pickle is loaded whole into memory): "
                 f"pass --shard-size {fit} for one complete pickle per {fit} images, use --format hdf5, "
                 "or raise --pickle-budget")
-        self._names = ShardNames.for_output(path, self.suffixes) if self._shard_size else None
-        self._buffer = np.empty((max(1, per_file), *meta.image_shape), dtype=np.uint8)
+        self._buffer = np.empty((max(1, count), *meta.image_shape), dtype=np.uint8)
         self._labels: list[np.ndarray] = []
         self._ids: list[str] = []
         self._annotations: list[Any] = []
-        self._partials: list[str] = []
-        self._shard_stats: list[dict[str, Any]] = []
-        self._all_labels: list[np.ndarray] = []
+        self._tmp = partial_path(path)
 
     def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
               annotations: Sequence[str | None] | None = None) -> None:
-        done = 0
-        while done < len(images):
-            room = len(self._buffer) - len(self._ids)
-            if room == 0:
-                self._flush()
-                continue
-            take = min(room, len(images) - done)
-            at = len(self._ids)
-            self._buffer[at:at + take] = images[done:done + take]
-            self._labels.append(np.array(labels[done:done + take], copy=True))
-            self._ids.extend(ids[done:done + take])
-            if self.meta.annotations:
-                self._annotations.extend(None if a is None else json.loads(a)
-                                         for a in (annotations or [None] * len(images))[done:done + take])
-            done += take
+        at, n = len(self._ids), len(ids)
+        if at + n > len(self._buffer):  # more than planned (a shard's last images): grow
+            grown = np.empty((max(at + n, 2 * len(self._buffer)), *self.meta.image_shape), dtype=np.uint8)
+            grown[:at] = self._buffer[:at]
+            self._buffer = grown
+        self._buffer[at:at + n] = images
+        self._labels.append(np.array(labels, copy=True))
+        self._ids.extend(ids)
+        if self.meta.annotations:
+            self._annotations.extend(None if a is None else json.loads(a) for a in (annotations or [None] * n))
 
-    def _payload(self, shard: int | None) -> dict[str, Any]:
-        meta: dict[str, Any] = {
-            "format": "imgpack-pickle", "recipe": self.meta.recipe, "imgpack_version": __version__,
-            "source": self.meta.source, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "pickle_protocol": PROTOCOL,
-        }
-        if shard is not None:
-            meta["shard"] = shard
-        meta["multi_label"] = self.meta.multi_label
+    def _payload(self) -> dict[str, Any]:
         labels = self._label_array()
         images = self._buffer[:len(self._ids)]
-        meta["sha256"] = content_sha256(images, labels)
-        payload = {
-            "images": images,
-            "labels": labels,
-            "ids": list(self._ids),
-            "label_names": list(self.meta.label_names),
-            "meta": meta,
-        }
-        if self.options.get("one_hot"):
+        prov = provenance(self.meta)
+        meta = {"format": "imgpack-pickle", "recipe": prov["recipe"], "imgpack_version": prov["imgpack_version"],
+                "source": prov["source"], "created": prov["created"], "pickle_protocol": PROTOCOL,
+                "multi_label": prov["multi_label"], "sha256": content_sha256(images, labels)}
+        payload = {"images": images, "labels": labels, "ids": list(self._ids),
+                   "label_names": prov["label_names"], "meta": meta}
+        if self.options.one_hot:
             payload["labels_one_hot"] = one_hot(labels, len(self.meta.label_names))
         if self.meta.annotations:
             payload["annotations"] = list(self._annotations)
@@ -198,132 +181,32 @@ class PickleWriter(Writer):
             return np.concatenate([empty, *self._labels]).astype(np.uint8)
         return np.concatenate([np.zeros(0, np.int64), *self._labels]).astype(np.int64)
 
-    def _dump(self, path: str, payload: dict[str, Any]) -> None:
-        try:
-            with open(path, "wb") as f:
-                pickle.dump(payload, f, protocol=PROTOCOL)
-        except OSError as exc:
-            raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
-
-    def _flush(self) -> None:
-        """Write the buffered images as the next shard (sharded output only)."""
-        assert self._names is not None
-        path = self._names.partial(len(self._partials))
-        self._partials.append(path)
-        self._dump(path, self._payload(len(self._partials) - 1))
-        self._shard_stats.append({"count": len(self._ids), "bytes": os.path.getsize(path)})
-        self._all_labels.append(self._label_array())
-        self._labels, self._ids, self._annotations = [], [], []
-
     def close(self) -> list[str]:
-        if self._names is None:
-            tmp = partial_path(self.path)
-            self._partials.append(tmp)
-            self._dump(tmp, self._payload(None))
-            os.replace(tmp, self.path)
-            return [self.path]
-        if self._ids or not self._partials:
-            self._flush()
-        index = self._index(self.meta, self.options, self._shard_stats, np.concatenate(self._all_labels))
-        return [*self._names.commit(self._partials, index), self._names.index]
-
-    @staticmethod
-    def _index(meta: OutputMeta, options: Mapping[str, Any], shards: list[dict[str, Any]],
-               labels: np.ndarray) -> dict[str, Any]:
-        return {
-            "multi_label": meta.multi_label, "one_hot": bool(options.get("one_hot")),
-            "annotations": meta.annotations,
-            "format": "pickle", "count": len(labels), "image_shape": list(meta.image_shape),
-            "pickle_protocol": PROTOCOL, "label_names": meta.label_names,
-            "label_counts": label_counts(labels, meta.label_names), "recipe": meta.recipe,
-            "imgpack_version": __version__, "source": meta.source,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "shards": shards,
-        }
+        try:
+            with open(self._tmp, "wb") as f:
+                pickle.dump(self._payload(), f, protocol=PROTOCOL)
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
+        os.replace(self._tmp, self.path)
+        return [self.path]
 
     def abort(self) -> None:
-        remove_quietly(self._partials)
+        remove_quietly([self._tmp])
 
-    # ------------------------------------------------------------------ shards written on a cluster
-
-    @classmethod
-    def write_shard(cls, path: str, meta: OutputMeta, options: Mapping[str, Any],
-                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
-        """One complete pickle at ``path``, as a shard of a sharded pickle output."""
-        writer = cls(path, meta, {**options, "shard_size": None, "overwrite": True})
-        try:
-            for item, label, id_, note in items:
-                writer.write(item[None], np.asarray([label]), [id_], [note])
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-        return {"count": len(writer._ids), "bytes": os.path.getsize(path)}
+    # ------------------------------------------------------------------ shards
 
     @classmethod
-    def write_index(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], shards: Sequence[str],
+    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
                     stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
-        names = ShardNames.for_output(path, cls.suffixes)
-        index = cls._index(meta, options, [{"count": s["count"], "bytes": s["bytes"]} for s in stats], labels)
+        names = cls.shard_names(path)
+        prov = provenance(meta)
+        index = {
+            "multi_label": meta.multi_label, "one_hot": bool(options.one_hot), "annotations": meta.annotations,
+            "format": "pickle", "count": len(labels), "image_shape": list(meta.image_shape),
+            "pickle_protocol": PROTOCOL, "label_counts": label_counts(labels, meta.label_names), **prov,
+            "shards": [{"count": s["count"], "bytes": s["bytes"]} for s in stats],
+        }
         return [*names.commit(list(shards), index), names.index]
-
-    # ------------------------------------------------------------------ resume
-
-    def checkpoint(self) -> dict[str, Any] | None:
-        """Shards are complete files when written: the state names them. One pickle (no shards) is
-        written at the end: nothing before that can be continued (None)."""
-        if self._names is None:
-            return None
-        return {"written": sum(s["count"] for s in self._shard_stats),
-                "shards": [{"file": os.path.basename(p), **stats}
-                           for p, stats in zip(self._partials, self._shard_stats, strict=True)]}
-
-    @classmethod
-    def reopen(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], state: Mapping[str, Any],
-               labels: np.ndarray) -> PickleWriter:
-        """Keep the partial shards the journal names (each checked against its size); go on with the next."""
-        self = cls(path, meta, options)
-        if self._names is None:
-            raise OutputError(f"cannot resume {path}: a pickle without shards is written at the end")
-        start = 0
-        for shard in state["shards"]:
-            name, count, size = str(shard["file"]), int(shard["count"]), int(shard["bytes"])
-            file = os.path.join(os.path.dirname(self._names.index), os.path.basename(name))
-            try:
-                found = os.path.getsize(file)
-            except OSError:
-                raise OutputError(f"cannot resume {path}: {file} is missing; run without --resume "
-                                  "to start again") from None
-            if found != size:
-                raise OutputError(f"cannot resume {path}: {file} has {found} bytes, its journal says {size}; "
-                                  "run without --resume to start again")
-            self._partials.append(file)
-            self._shard_stats.append({"count": count, "bytes": size})
-            self._all_labels.append(np.asarray(labels[start:start + count]))
-            start += count
-        return self
-
-    def detach(self) -> None:
-        """The shards written so far stay for --resume; the buffered images are lost (a resume redoes them)."""
-
-    checksum = "SHA-256 of the images and labels of each file"
-
-    @classmethod
-    def verify(cls, path: str) -> None:
-        """Load every file with the restricted unpickler, check its structure and its SHA-256: one pass."""
-        with cls.open(path) as ds:
-            assert isinstance(ds, PickleDataset)
-            for i, file in enumerate(ds.files):
-                data = ds._shard(i)
-                stored = data["meta"].get("sha256") if isinstance(data["meta"], dict) else None
-                if stored is None:
-                    log.warning("%s: no checksum stored (written by an older imgpack): structure checked only", file)
-                elif content_sha256(data["images"], data["labels"]) != stored:
-                    raise SourceError(f"{file}: the images or labels do not match their SHA-256: the file was altered")
-                try:
-                    check_contents(iter([(data["images"], data["labels"])]), ds.label_names, ds.counts[i],
-                                   ds.image_shape)
-                except ValueError as exc:
-                    raise SourceError(f"{file}: {exc}") from None
 
     @classmethod
     def can_open(cls, path: str) -> bool:
@@ -338,37 +221,6 @@ class PickleWriter(Writer):
     @classmethod
     def open(cls, path: str) -> PickleDataset:
         return PickleDataset(path)
-
-    @classmethod
-    def describe(cls, path: str) -> dict[str, Any]:
-        ds = cls.open(path)
-        with ds:
-            labels = ds.labels
-            files = ds.files
-            size = sum(os.path.getsize(p) for p in files)
-            shape = ds.image_shape
-            return {
-                "format": "pickle",
-                "path": ds.path,
-                "count": len(ds),
-                "image_shape": list(shape),
-                "dtype": "uint8",
-                "storage": (f"{len(files)} shards" if ds.sharded else "one file")
-                + f", pickle protocol {ds.meta.get('pickle_protocol', '?')}",
-                "shards": [{"file": p, "count": n, "bytes": os.path.getsize(p)}
-                           for p, n in zip(files, ds.counts, strict=True)] if ds.sharded else [],
-                "label_names": ds.label_names,
-                "label_counts": label_counts(labels, ds.label_names),
-                "multi_label": labels.ndim == 2,
-                "one_hot": "labels_one_hot" in ds._shard(0),
-                "annotations": "annotations" in ds._shard(0),
-                "recipe": ds.recipe,
-                "imgpack_version": ds.meta.get("imgpack_version"),
-                "source": ds.meta.get("source"),
-                "created": ds.meta.get("created"),
-                "file_size": size,
-                "bytes_per_image": round(size / len(ds)) if len(ds) else None,
-            }
 
 
 def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:
@@ -420,7 +272,9 @@ class PickleDataset(PackedDataset):
             self.label_names = list(index.get("label_names", []))
             self.recipe = dict(index.get("recipe", {}))
             self.image_shape = tuple(index.get("image_shape") or ())
-            self.meta = {k: index.get(k) for k in ("imgpack_version", "source", "created", "pickle_protocol")}
+            self.meta = {k: index.get(k) for k in ("imgpack_version", "source", "created", "pickle_protocol",
+                                                   "multi_label")}
+            self.shards, self.shard_counts = self.files, self.counts
         else:
             self.path = path
             self.files = [path]
@@ -429,8 +283,27 @@ class PickleDataset(PackedDataset):
             self.counts = [len(data["ids"])]
             self.label_names = list(data["label_names"])
             self.meta = dict(data["meta"]) if isinstance(data["meta"], dict) else {}
+            self.meta["multi_label"] = np.asarray(data["labels"]).ndim == 2
             self.recipe = dict(self.meta.get("recipe") or {})
             self.image_shape = tuple(data["images"].shape[1:])
+        self.provenance = self.meta
+        first = self._shard(0) if self.counts else {}
+        self.one_hot = "labels_one_hot" in first
+        self.has_annotations = "annotations" in first
+
+    def storage(self) -> str:
+        return f"{super().storage()}, pickle protocol {self.meta.get('pickle_protocol', '?')}"
+
+    def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each file loaded with the restricted unpickler, its SHA-256 checked: one pass."""
+        for i, file in enumerate(self.files):
+            data = self._shard(i)
+            stored = data["meta"].get("sha256") if isinstance(data["meta"], dict) else None
+            if stored is None:
+                log.warning("%s: no checksum stored (written by an older imgpack): structure checked only", file)
+            elif content_sha256(data["images"], data["labels"]) != stored:
+                raise SourceError(f"{file}: the images or labels do not match their SHA-256: the file was altered")
+            yield data["images"], data["labels"]
 
     def _shard(self, i: int) -> dict[str, Any]:
         if self._cache is None or self._cache[0] != i:
@@ -464,7 +337,7 @@ class PickleDataset(PackedDataset):
         indices %= max(n, 1)
         starts = np.cumsum([0, *self.counts])
         shard_of = np.searchsorted(starts, indices, side="right") - 1
-        images = np.empty((len(indices), *self.image_shape), dtype=np.uint8)
+        images = np.empty((len(indices), *(self.image_shape or ())), dtype=np.uint8)
         labels: np.ndarray | None = None
         for shard in np.unique(shard_of):
             rows = np.flatnonzero(shard_of == shard)

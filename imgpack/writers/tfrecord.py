@@ -5,7 +5,7 @@ Layout (the trainer's contract, see the README)::
     NAME-00000-of-00004.tfrecord ...   one Example per image, in input order
     NAME.tfrecord.json                 the index: schema, count per shard, label names, recipe
 
-Feature keys are those of the TinyImageNet notebook (seeds/003), so that existing parsing
+Feature keys are those of the usual TinyImageNet-to-TFRecord code, so that existing parsing
 code works: ``image_raw`` (bytes, uint8 H*W*C, RGB), ``height``, ``width``, ``channel``,
 ``label`` (int64, -1 = unlabeled), plus ``id`` (bytes). With ``encode`` the pixels are
 stored as ``image_encoded`` (JPEG or PNG bytes, for ``tf.io.decode_image``) and ``format``
@@ -30,17 +30,16 @@ import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 
-from .._version import __version__
-from ..engines import Encoded
-from ..errors import ImageError, ImgpackError, MissingDependencyError, OutputError, SourceError, UsageError
+from ..errors import ImgpackError, MissingDependencyError, OutputError, SourceError, UsageError
+from ..formats import Encoded, OutputMeta, PackedDataset, Resumable, Shards, Writer, provenance
+from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
-from ..plugins import OutputMeta, PackedDataset, Writer, check_contents
-from ..registry import writers
+from ..params import param
+from ..process import DEFAULT_QUALITY, ImageEncoder
 
 log = logging.getLogger("imgpack")
 
@@ -48,7 +47,6 @@ EXTRA = "pip install 'imgpack[tfrecord]'"
 #: default shard size: TFDS aims for 64 MiB to 1 GiB per shard
 SHARD_BYTES = 256 * 2**20
 ENCODINGS = ("raw", "jpeg", "png")
-DEFAULT_QUALITY = 95
 
 
 def import_tensorflow() -> Any:
@@ -97,54 +95,26 @@ def _quiet_native_stderr() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class ImageEncoder:
-    """JPEG or PNG encoding with OpenCV; runs in the worker processes."""
+class TFRecordOptions(BaseOptions):
+    shard_size: int | None = param(None, help="records per shard (default: ~256 MiB of records per shard)")
+    encode: str = param("raw", help="raw pixels (image_raw), or jpeg / png bytes (image_encoded)")
+    quality: int | None = param(None, help=f"JPEG quality 1..100 for encode=jpeg (default {DEFAULT_QUALITY})")
+    one_hot: bool = param(False, help="also store label_one_hot, K bytes of 0/1")
 
-    format: str  # "jpeg" | "png"
-    quality: int = DEFAULT_QUALITY
-
-    def __call__(self, image: np.ndarray) -> bytes:
-        import cv2
-
-        channels = image.shape[2] if image.ndim == 3 else 1
-        if channels == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # OpenCV encodes BGR; imgpack's pixels are RGB
-        elif channels == 4:
-            if self.format == "jpeg":
-                raise ImageError("JPEG cannot store an alpha channel: use --encode png or a to_rgb step")
-            image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
-        if self.format == "jpeg":
-            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
-        else:
-            ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-        if not ok:
-            raise ImageError(f"OpenCV could not encode the image as {self.format}")
-        return bytes(buf.data)
-
-
-@dataclass(frozen=True)
-class Options:
-    shard_size: int | None
-    encode: str
-    quality: int
-    one_hot: bool
-
-    @classmethod
-    def parse(cls, options: Mapping[str, Any]) -> Options:
-        shard_size = options.get("shard_size")
-        if shard_size is not None and (not isinstance(shard_size, int) or shard_size < 1):
-            raise UsageError(f"--shard-size must be a positive number of records, got {shard_size!r}")
-        encode = options.get("encode") or "raw"
-        if encode not in ENCODINGS:
-            raise UsageError(f"--encode must be one of {', '.join(ENCODINGS)}, got {encode!r}")
-        quality = options.get("quality")
-        if quality is not None:
-            if encode != "jpeg":
+    def __post_init__(self) -> None:
+        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
+            raise UsageError(f"--shard-size must be a positive number of records, got {self.shard_size!r}")
+        if self.encode not in ENCODINGS:
+            raise UsageError(f"--encode must be one of {', '.join(ENCODINGS)}, got {self.encode!r}")
+        if self.quality is not None:
+            if self.encode != "jpeg":
                 raise UsageError("--quality applies to --encode jpeg only (PNG is lossless)")
-            if not isinstance(quality, int) or not 1 <= quality <= 100:
-                raise UsageError(f"--quality must be 1..100, got {quality!r}")
-        return cls(shard_size, encode, DEFAULT_QUALITY if quality is None else quality,
-                   bool(options.get("one_hot")))
+            if not isinstance(self.quality, int) or not 1 <= self.quality <= 100:
+                raise UsageError(f"--quality must be 1..100, got {self.quality!r}")
+
+    @property
+    def jpeg_quality(self) -> int:
+        return DEFAULT_QUALITY if self.quality is None else self.quality
 
 
 def feature_schema(encoding: str, one_hot: bool, multi_label: bool = False,
@@ -239,36 +209,37 @@ class _ExampleBuilder:
         return self._example.SerializeToString()
 
 
-@writers.register("tfrecord")
-class TFRecordWriter(Writer):
-    """TFRecord shards of tf.train.Example records (seeds/003's keys) with a JSON index; needs TensorFlow.
+class TFRecordWriter(Writer, Resumable, Shards):
+    """TFRecord shards of tf.train.Example records (TinyImageNet-style keys) with a JSON index; needs TensorFlow.
 
     Options: ``shard_size`` records per shard (default: ~256 MiB of records), ``encode``
     raw (default) / jpeg / png, ``quality`` (JPEG, default 95), ``one_hot``.
     """
 
+    name = "tfrecord"
     suffixes = (".tfrecord", ".tfrecords")
-    option_names = ("shard_size", "encode", "quality", "one_hot", "overwrite")
+    Options = TFRecordOptions
     variable_shape = True
     stores_annotations = True
+    checksum = "CRC32C per record"
+    one_file = False  # the writer shards by itself: its output is always a shard set
+    options: TFRecordOptions
 
     @classmethod
-    def check(cls, path: str, options: Mapping[str, Any]) -> None:
-        super().check(path, options)
-        Options.parse(options)
+    def check(cls, path: str, options: Any) -> None:
         import_tensorflow()
-        ShardNames.for_output(path, cls.suffixes).prepare(bool(options.get("overwrite")))
+        cls.shard_names(path).prepare(options.overwrite)
 
     @classmethod
-    def encoder(cls, options: Mapping[str, Any]) -> ImageEncoder | None:
-        opts = Options.parse(options)
-        return None if opts.encode == "raw" else ImageEncoder(opts.encode, opts.quality)
+    def encoder(cls, options: Any) -> ImageEncoder | None:
+        opts = cls.parse_options(options)
+        return None if opts.encode == "raw" else ImageEncoder(opts.encode, opts.jpeg_quality)
 
-    def __init__(self, path: str, meta: OutputMeta, options: Mapping[str, Any]) -> None:
+    def __init__(self, path: str, meta: OutputMeta, options: TFRecordOptions | Mapping[str, Any]) -> None:
         super().__init__(path, meta, options)
         self._tf = import_tensorflow()
-        self._opts = Options.parse(self.options)
-        self._names = ShardNames.for_output(path, self.suffixes)
+        self._opts = self.options
+        self._names = self.shard_names(path)
         self._build = _ExampleBuilder(self._tf, self._opts.encode,
                                       len(meta.label_names) if self._opts.one_hot else None,
                                       meta.multi_label, meta.annotations)
@@ -334,11 +305,11 @@ class TFRecordWriter(Writer):
     # ------------------------------------------------------------------ shards written on a cluster
 
     @classmethod
-    def write_shard(cls, path: str, meta: OutputMeta, options: Mapping[str, Any],
+    def write_shard(cls, path: str, meta: OutputMeta, options: Any,
                     items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
         """One shard file of records at ``path`` (written as ``path.partial``, then renamed)."""
         tf = import_tensorflow()
-        opts = Options.parse(options)
+        opts = cls.parse_options(options)
         build = _ExampleBuilder(tf, opts.encode, len(meta.label_names) if opts.one_hot else None,
                                 meta.multi_label, meta.annotations)
         tmp = partial_path(path)
@@ -358,13 +329,14 @@ class TFRecordWriter(Writer):
         return {"count": count, "bytes": os.path.getsize(path), "shapes": sorted(list(s) for s in shapes)}
 
     @classmethod
-    def write_index(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], shards: Sequence[str],
+    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
                     stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
         """The JSON index over shards already in place, written last."""
         shapes = {tuple(s) for st in stats for s in st["shapes"]}
-        index = _index(meta, Options.parse(options), [{"count": st["count"], "bytes": st["bytes"]} for st in stats],
+        index = _index(meta, cls.parse_options(options), [{"count": st["count"], "bytes": st["bytes"]}
+                                                           for st in stats],
                        labels, next(iter(shapes)) if len(shapes) == 1 else None)
-        names = ShardNames.for_output(path, cls.suffixes)
+        names = cls.shard_names(path)
         return [*names.commit(list(shards), index), names.index]
 
     def abort(self) -> None:
@@ -393,7 +365,7 @@ class TFRecordWriter(Writer):
                            for p, n in zip(self._partials, self._shard_counts, strict=True)]}
 
     @classmethod
-    def reopen(cls, path: str, meta: OutputMeta, options: Mapping[str, Any], state: Mapping[str, Any],
+    def reopen(cls, path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
                labels: np.ndarray) -> TFRecordWriter:
         """Keep the finished partial shards; copy the journalled records of the open one into a new partial.
 
@@ -462,63 +434,8 @@ class TFRecordWriter(Writer):
             raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
         return TFRecordDataset(names)
 
-    checksum = "CRC32C per record"
 
-    @classmethod
-    def verify(cls, path: str) -> None:
-        """Read every record of every shard (TensorFlow checks each record's CRC32C), count them per shard."""
-        ds = cls.open(path)
-        shape = ds.index.get("image_shape")
-        for shard, count in zip(ds.shards, ds.counts, strict=True):
-            records = ((ds._image(rec)[None], np.asarray([ds._label(rec)])) for rec in ds._records(shard))
-            try:
-                check_contents(records, ds.label_names, count, shape)
-            except ValueError as exc:
-                raise SourceError(f"{shard}: {exc}") from None
-
-    @classmethod
-    def describe(cls, path: str) -> dict[str, Any]:
-        """From the index alone: no record is read, TensorFlow is not imported."""
-        names = ShardNames.for_existing(path, cls.suffixes)
-        if names is None:
-            raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
-        index = names.read_index()
-        shards = [{"file": p, "count": s.get("count"),
-                   "bytes": os.path.getsize(p) if os.path.exists(p) else None}
-                  for p, s in zip(names.shard_paths(index), index["shards"], strict=True)]
-        size = sum(s["bytes"] or 0 for s in shards)
-        count = int(index.get("count", 0))
-        encoding = index.get("encoding", "raw")
-        storage = f"{len(shards)} shard{'s' if len(shards) != 1 else ''}, " + (
-            "raw pixels" if encoding == "raw" else f"{encoding.upper()}"
-            + (f" quality {index['quality']}" if "quality" in index else ""))
-        missing = [s["file"] for s in shards if s["bytes"] is None]
-        return {
-            "format": "tfrecord",
-            "path": names.index,
-            "count": count,
-            "image_shape": index.get("image_shape"),
-            "dtype": "uint8",
-            "encoding": encoding,
-            "storage": storage + (f"; {len(missing)} MISSING" if missing else ""),
-            "shards": shards,
-            "missing_shards": missing,
-            "features": index.get("features", {}),
-            "label_names": index.get("label_names", []),
-            "label_counts": index.get("label_counts", {}),
-            "multi_label": bool(index.get("multi_label")),
-            "one_hot": bool(index.get("one_hot")),
-            "annotations": bool(index.get("annotations")),
-            "recipe": index.get("recipe", {}),
-            "imgpack_version": index.get("imgpack_version"),
-            "source": index.get("source"),
-            "created": index.get("created"),
-            "file_size": size,
-            "bytes_per_image": round(size / count) if count else None,
-        }
-
-
-def _index(meta: OutputMeta, opts: Options, shards: list[dict[str, Any]], labels: np.ndarray,
+def _index(meta: OutputMeta, opts: TFRecordOptions, shards: list[dict[str, Any]], labels: np.ndarray,
            shape: tuple[int, ...] | None) -> dict[str, Any]:
     """The JSON index (without the shard file names, which ShardNames.commit adds)."""
     return {
@@ -526,17 +443,12 @@ def _index(meta: OutputMeta, opts: Options, shards: list[dict[str, Any]], labels
         "count": int(sum(s["count"] for s in shards)),
         "image_shape": list(shape) if shape else None,
         "encoding": opts.encode,
-        **({"quality": opts.quality} if opts.encode == "jpeg" else {}),
+        **({"quality": opts.jpeg_quality} if opts.encode == "jpeg" else {}),
         "one_hot": opts.one_hot,
-        "multi_label": meta.multi_label,
         "annotations": meta.annotations,
         "features": feature_schema(opts.encode, opts.one_hot, meta.multi_label, meta.annotations),
-        "label_names": meta.label_names,
         "label_counts": label_counts(labels, meta.label_names),
-        "recipe": meta.recipe,
-        "imgpack_version": __version__,
-        "source": meta.source,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **provenance(meta),
         "shards": shards,
     }
 
@@ -590,16 +502,52 @@ class TFRecordDataset(PackedDataset):
         self.path = names.index
         self.index = index
         self.shards = names.shard_paths(index)
-        for shard in self.shards:
-            if not os.path.isfile(shard):
-                raise SourceError(f"{shard}: shard missing (listed in {names.index})")
-        self.counts = [int(s.get("count", 0)) for s in index["shards"]]
+        self.counts = self.shard_counts = [int(s.get("count", 0)) for s in index["shards"]]
         self.label_names = list(index.get("label_names", []))
         self.recipe = dict(index.get("recipe", {}))
         self.multi_label = bool(index.get("multi_label"))
-        self._tf = import_tensorflow()
+        self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
+        self.provenance = {k: index.get(k) for k in ("imgpack_version", "source", "created", "multi_label")}
+        self.one_hot = bool(index.get("one_hot"))
+        self.has_annotations = bool(index.get("annotations"))
         self._ids: list[str] | None = None
         self._labels: np.ndarray | None = None
+
+    @property
+    def _tf(self) -> Any:
+        """TensorFlow, imported when the first record is read (inspect reads the index alone)."""
+        for shard in self.shards:
+            if not os.path.isfile(shard):
+                raise SourceError(f"{shard}: shard missing (listed in {self.path})")
+        return import_tensorflow()
+
+    def label_counts(self) -> dict[str, int]:
+        return dict(self.index.get("label_counts", {}))
+
+    def _missing(self) -> list[str]:
+        return [p for p in self.shards if not os.path.isfile(p)]
+
+    def storage(self) -> str:
+        encoding = self.index.get("encoding", "raw")
+        missing = self._missing()
+        return (f"{len(self.shards)} shard{'s' if len(self.shards) != 1 else ''}, "
+                + ("raw pixels" if encoding == "raw" else f"{encoding.upper()}"
+                   + (f" quality {self.index['quality']}" if "quality" in self.index else ""))
+                + (f"; {len(missing)} MISSING" if missing else ""))
+
+    def details(self) -> dict[str, Any]:
+        return {"encoding": self.index.get("encoding", "raw"), "missing_shards": self._missing(),
+                "features": self.index.get("features", {})}
+
+    def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every record of every shard (TensorFlow checks each record's CRC32C), counted per shard."""
+        for shard, count in zip(self.shards, self.counts, strict=True):
+            n = 0
+            for rec in self._records(shard):
+                n += 1
+                yield self._image(rec)[None], np.asarray([self._label(rec)])
+            if n != count:
+                raise SourceError(f"{shard}: {n} images read, the index says {count}")
 
     def __len__(self) -> int:
         return sum(self.counts)

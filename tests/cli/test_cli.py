@@ -107,7 +107,7 @@ def test_plugins_lists_registry() -> None:
     code, stdout, _ = run("plugins", "--json")
     assert code == 0
     data = json.loads(stdout)
-    assert [r["name"] for r in data["writers"]] == ["hdf5", "pickle", "tfrecord"]
+    assert [r["name"] for r in data["writers"]] == ["hdf5", "pickle", "tfrecord", "webdataset"]
     resize = next(r for r in data["preprocessors"] if r["name"] == "resize")
     assert [p["name"] for p in resize["params"]] == ["size", "mode", "interpolation", "color"]
 

@@ -124,13 +124,15 @@ def test_shards_are_complete_pickles_and_read_back_in_order(class_tree: Path, tm
 
 
 def test_sharded_writer_holds_one_shard_in_memory(class_tree: Path, tmp_path: Path) -> None:
+    from imgpack.formats import ShardedWriter, new_writer
     from imgpack.plugins import OutputMeta
     from imgpack.writers.pkl import PickleWriter
 
     meta = OutputMeta((16, 16, 3), ["a"], {}, "src", expected_count=1_000_000)
-    writer = PickleWriter(str(tmp_path / "o.pkl"), meta, {"shard_size": 100})
+    writer = new_writer(PickleWriter, str(tmp_path / "o.pkl"), meta, {"shard_size": 100})
     try:
-        assert writer._buffer.nbytes == 100 * 16 * 16 * 3  # not 1,000,000 images' worth
+        assert isinstance(writer, ShardedWriter) and isinstance(writer._open, PickleWriter)
+        assert writer._open._buffer.nbytes == 100 * 16 * 16 * 3  # not 1,000,000 images' worth
     finally:
         writer.abort()
 

@@ -1,0 +1,141 @@
+"""imgpack inspect: show, verify, digest and preview a packed output."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from .common import SHOW, echo_json, fmt_counts, human_bytes, plural
+
+
+def _labels_line(info: dict[str, Any]) -> str:
+    names, counts = info["label_names"], info["label_counts"]
+    unlabeled = counts.get("(unlabeled)", 0)
+    if not names and unlabeled == info["count"]:
+        line = f"none: unlabeled (label -1 for all {info['count']} images)"
+    elif info.get("multi_label"):
+        line = f"{plural(len(names), 'label')}, multi-label (multi-hot): {fmt_counts(counts)}"
+    else:
+        line = f"{plural(len(names), 'class')}: {fmt_counts(counts)}"
+    extras = [x for x, key in (("one-hot", "one_hot"), ("annotations", "annotations")) if info.get(key)]
+    return line + (f"; also {', '.join(extras)}" if extras else "")
+
+
+@click.command()
+@click.argument("path", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object on stdout.")
+@click.option("--recipe-toml", is_flag=True,
+              help="Print only the recipe, as a TOML file for convert --recipe.")
+@click.option("--verify", is_flag=True,
+              help="Read every record and check it (checksums, counts, shapes, label range): exit 0 when intact, "
+                   "1 naming the first problem.")
+@click.option("--digest", is_flag=True,
+              help="Read everything and print content_sha256: the same for two outputs with the same images, "
+                   "labels and ids in the same order, whatever their format, shards or workers (--verify too).")
+@click.option("--preview", type=click.Path(dir_okay=False), metavar="GRID.png",
+              help="Draw a contact sheet of samples with their labels and ids into this PNG.")
+@click.option("--preview-count", type=click.IntRange(min=1), default=36, show_default=True,
+              help="How many samples --preview draws.")
+@click.option("--preview-tile", type=click.IntRange(min=16), default=160, show_default=True,
+              help="Size of each sample in the preview, in pixels.")
+@click.option("--seed", type=int, help="--preview draws random samples with this seed (default: the first ones).")
+@click.pass_context
+def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, verify: bool, digest: bool,
+            preview: str | None, preview_count: int, preview_tile: int, seed: int | None) -> None:
+    """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
+
+    PATH is an HDF5 file, a pickle, TFRecord output (its index NAME.tfrecord.json, one of
+    its shards, or the name given to convert -o), or the folder of a split conversion
+    (with splits.json): then each split is shown, and the totals. A TFRecord is described
+    from its index alone (TensorFlow is imported only by --verify and --preview).
+
+    \b
+    Examples:
+      imgpack inspect photos.h5
+      imgpack inspect build/photos.tfrecord
+      imgpack inspect build/hym/                      # a split folder
+      imgpack inspect photos.pkl --json | jq .label_counts
+      imgpack inspect photos.h5 --recipe-toml > photos.toml
+      imgpack inspect photos.h5 --verify
+      imgpack inspect photos.h5 --digest --json | jq -r .content_sha256
+      imgpack inspect photos.h5 --preview grid.png --seed 0
+    """
+    from ..datasets import describe, is_split_folder, open_dataset, open_splits
+    from ..recipe import format_recipe
+    from ..recipe import recipe_toml as to_toml
+
+    info = describe(path)
+    if verify:
+        from ..datasets import verify as run_verify
+
+        info["verify"] = run_verify(path)
+    if digest or verify:
+        from ..datasets import content_digest
+
+        info["content_sha256"] = content_digest(path)
+    if preview:
+        from ..preview import write_preview
+
+        parts = open_splits(path) if is_split_folder(path) else {"": open_dataset(path)}
+        try:
+            info["preview"] = write_preview(parts, preview, title=f"{os.path.basename(os.path.normpath(path))}  "
+                                            f"({info['format']}, {info['count']} images)",
+                                            recipe=format_recipe(info["recipe"]), count=preview_count,
+                                            seed=seed, tile=preview_tile)
+        finally:
+            for ds in parts.values():
+                ds.close()
+    if recipe_toml:
+        click.echo(to_toml(info["recipe"]), nl=False)
+        return
+    if as_json:
+        echo_json(info)
+        return
+    click.echo("\n".join(_inspect_lines(info)))
+
+
+def _shape_text(info: dict[str, Any]) -> str:
+    return "x".join(str(d) for d in info["image_shape"]) if info["image_shape"] else "(shapes vary)"
+
+
+def _inspect_lines(info: dict[str, Any]) -> list[str]:
+    from ..recipe import format_recipe
+
+    splits: dict[str, dict[str, Any]] = info.get("splits") or {}
+    what = f"{info['format']}, {len(splits)} splits" if splits else info["format"]
+    lines = [
+        f"{info['path']}  ({what}, {human_bytes(info['file_size'])}, "
+        f"{human_bytes(info['bytes_per_image'] or 0)} per image)",
+        f"  images       {info['count']} x {_shape_text(info)} {info['dtype']}",
+    ]
+    if splits:
+        how = ("from the source's folders" if info.get("split_from_folders")
+               else f"{info['split']}, seed {info['seed']}" + (", stratified" if info.get("stratify") else ""))
+        lines.append(f"  splits       {how}")
+        for name, part in splits.items():
+            share = f"{100 * part['count'] / info['count']:.1f}%" if info["count"] else "-"
+            lines.append(f"    {name:<10} {part['count']} images ({share}), {human_bytes(part['file_size'])}: "
+                         f"{os.path.basename(part['path'])}; {_labels_line(part)}")
+    lines.append(f"  storage      {info['storage']}")
+    shards = [s for part in (splits.values() if splits else [info]) for s in part.get("shards", [])]
+    for shard in shards[:SHOW]:
+        size = human_bytes(shard["bytes"]) if shard["bytes"] is not None else "MISSING"
+        lines.append(f"    {os.path.basename(shard['file'])}: {shard['count']} images, {size}")
+    if len(shards) > SHOW:
+        lines.append(f"    ... and {len(shards) - SHOW} more shards (--json lists them all)")
+    lines += [
+        f"  labels       {_labels_line(info)}",
+        f"  recipe       {format_recipe(info['recipe'])}",
+        f"  made by      imgpack {info['imgpack_version']} on {info['created']}",
+        f"  source       {info['source']}",
+    ]
+    if "verify" in info:
+        lines.append(f"  verified     intact: all {info['count']} images read; checksums: {info['verify']['checksum']}")
+    if "content_sha256" in info:
+        lines.append(f"  content      sha256 {info['content_sha256']} (images, labels, ids)")
+    if "preview" in info:
+        p = info["preview"]
+        lines.append(f"  preview      {p['file']}: {len(p['samples'])} samples, {p['width']}x{p['height']} PNG")
+    return lines

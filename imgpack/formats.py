@@ -1,0 +1,736 @@
+"""The format contract: what a format (a :class:`Writer` and the :class:`PackedDataset` it opens) implements.
+
+A small core every format implements:
+
+- ``Options``: a frozen dataclass of the format's options (fields declared with
+  :func:`~imgpack.params.param`), validated once before any work; ``--option key=value``
+  and the flags of ``imgpack convert`` set them.
+- a writer: ``Writer(path, meta, options)``, then ``write(...)`` once per chunk of images,
+  then ``close()`` (or ``abort()`` when the run fails);
+- ``open(path)`` -> :class:`PackedDataset`, for reading back.
+
+Optional capabilities, declared by subclassing (``imgpack plugins`` lists them):
+
+- :class:`Resumable`: ``convert --resume`` continues an interrupted output;
+- :class:`Shards`: the output may be a set of shards with an index written last: local
+  ``--shard-size`` and the cluster engines (every shard written by a worker);
+- an ``encoder`` (per-image work such as JPEG encoding, run in the worker processes).
+
+The pipeline uses only what a format declares: asking for a capability it lacks is a
+one-line UsageError before any work. What every format needs (the provenance it stores,
+``describe`` for ``inspect``, ``verify`` against counts, shapes and labels) is written
+once, here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import numpy as np
+
+from . import params
+from ._version import __version__
+from .errors import OutputError, SourceError, UsageError
+from .outputs import ShardNames, label_counts, prepare_target, remove_quietly
+from .params import param
+
+# --------------------------------------------------------------------------- what a writer gets
+
+
+@dataclass(frozen=True)
+class OutputMeta:
+    """What a writer learns before the first chunk."""
+
+    image_shape: tuple[int, ...]  # (H, W, C)
+    label_names: list[str]
+    recipe: dict[str, Any]
+    source: str
+    expected_count: int  # samples planned; fewer are written when some are skipped
+    multi_label: bool = False  # labels are (n, K) uint8 multi-hot, not (n,) int64
+    annotations: bool = False  # write() gets ``annotations`` (JSON text or None per image)
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """An image that a format's encoder turned into bytes in a worker (JPEG, PNG, ...)."""
+
+    data: bytes
+    shape: tuple[int, ...]  # of the image before encoding
+
+
+#: one converted image as a writer receives it
+Item = np.ndarray | Encoded
+Encoder = Callable[[np.ndarray], bytes]
+
+
+def provenance(meta: OutputMeta) -> dict[str, Any]:
+    """What every output stores about how it was made, under these keys, whatever its format."""
+    return {
+        "label_names": list(meta.label_names),
+        "multi_label": bool(meta.multi_label),
+        "recipe": meta.recipe,
+        "imgpack_version": __version__,
+        "source": meta.source,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Options:
+    """A format's options. Subclass it with fields declared by :func:`~imgpack.params.param`;
+    validate in ``__post_init__`` (raise ValueError or UsageError)."""
+
+    overwrite: bool = param(False, help="replace an existing output")
+
+    def given(self) -> dict[str, Any]:
+        """The options that differ from their defaults, ``overwrite`` aside: what makes two outputs differ."""
+        defaults = type(self)()
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "overwrite" and getattr(self, f.name) != getattr(defaults, f.name)}
+
+
+AnyOptions = Options  # the base class, under a name Writer's own ``Options`` attribute does not hide
+
+
+# --------------------------------------------------------------------------- reading back
+
+
+@dataclass
+class Description:
+    """What ``imgpack inspect`` shows of an output, for every format (``details``: the format's own)."""
+
+    format: str
+    path: str
+    count: int
+    image_shape: list[int] | None  # None: the images have different shapes
+    storage: str  # one line: layout, compression, encoding ...
+    label_names: list[str]
+    label_counts: dict[str, int]
+    multi_label: bool
+    one_hot: bool
+    annotations: bool
+    recipe: dict[str, Any]
+    imgpack_version: str | None
+    source: str | None
+    created: str | None
+    file_size: int
+    shards: list[dict[str, Any]] = field(default_factory=list)  # file, count, bytes (None: missing)
+    dtype: str = "uint8"
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        details = data.pop("details")
+        data["bytes_per_image"] = round(self.file_size / self.count) if self.count else None
+        return {**data, **details}
+
+
+class PackedDataset:
+    """A packed output opened for reading: ``len()``, ``ds[i] -> (image, label)``, ids and metadata.
+
+    A format sets ``path``, ``label_names``, ``recipe`` and ``image_shape`` and implements
+    ``__len__``, ``__getitem__``, ``ids`` and ``labels``; the rest has defaults it may improve
+    (``read_batch`` in bulk, ``label_counts`` from an index, ``storage`` for inspect).
+    """
+
+    path: str
+    label_names: list[str]
+    recipe: dict[str, Any]
+    image_shape: tuple[int, ...] | None = None  # None: the images have different shapes
+    #: imgpack_version, source, created (see :func:`provenance`)
+    provenance: dict[str, Any] = {}  # noqa: RUF012 (read-only default)
+    #: the files of a sharded output, in order, and what each holds; [] for one file
+    shards: list[str] = []  # noqa: RUF012
+    shard_counts: list[int] = []  # noqa: RUF012
+    one_hot: bool = False
+    has_annotations: bool = False
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        raise NotImplementedError
+
+    @property
+    def ids(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, Any]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    # ------------------------------------------------------------------ what inspect shows
+
+    def label_counts(self) -> dict[str, int]:
+        return label_counts(self.labels, self.label_names)
+
+    def storage(self) -> str:
+        """One line for inspect: how the bytes are laid out (shards, compression, encoding)."""
+        return f"{len(self.shards)} shards" if self.shards else "one file"
+
+    def details(self) -> dict[str, Any]:
+        """The format's own keys for ``inspect --json`` (chunks, encoding ...)."""
+        return {}
+
+    def stored_files(self) -> list[str]:
+        """Every file the output is made of (for its size): the shards, or the one file."""
+        return list(self.shards) or [self.path]
+
+    def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every (images, labels) batch, read with the format's own checks (checksums, per-shard
+        counts); SourceError names the first problem. The default: :meth:`batches`."""
+        return self.batches(256)
+
+    # ------------------------------------------------------------------ lookup by id, batches
+
+    def index_of(self, id_: str) -> int:
+        """The position of the sample ``id_``: a dict built once, then O(1)."""
+        table: dict[str, int] | None = getattr(self, "_id_index", None)
+        if table is None:
+            table = {}
+            for i, x in enumerate(self.ids):
+                table.setdefault(x, i)
+            self._id_index = table
+        try:
+            return table[id_]
+        except KeyError:
+            raise KeyError(f"no sample with id {id_!r} in {self.path}") from None
+
+    def get(self, id_: str) -> tuple[np.ndarray, Any]:
+        """``(image, label)`` of the sample ``id_``."""
+        return self[self.index_of(id_)]
+
+    def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, labels)`` of the samples at ``indices``, in that order. Formats override it to read in bulk."""
+        items = [self[int(i)] for i in indices]
+        return np.stack([x for x, _ in items]), np.asarray([y for _, y in items])
+
+    def batches(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
+                normalize: bool = False, drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(X, Y)`` numpy batches for a training loop, one epoch.
+
+        ``X`` is (n, H, W, C) uint8, or float32 0..1 with ``normalize`` (scaled here, at read
+        time: the file stays uint8). ``shuffle`` visits the samples in a random order, the
+        same for the same ``seed``.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        n = len(self)
+        order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            images, labels = self.read_batch(order[start:start + batch_size])
+            yield (images.astype(np.float32) / 255 if normalize else images), labels
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> PackedDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_contents(batches: Iterator[tuple[np.ndarray, np.ndarray]], label_names: Sequence[str], count: int,
+                   expected_shape: Sequence[int] | None = None) -> int:
+    """Check what ``batches`` yields against the metadata: dtype, shape, label range, and the count.
+
+    Raises ValueError naming the first problem; returns the number of samples read.
+    """
+    k = len(label_names)
+    n = 0
+    for images, labels in batches:
+        if images.dtype != np.uint8:
+            raise ValueError(f"images are {images.dtype}, not uint8")
+        if expected_shape is not None and tuple(images.shape[1:]) != tuple(expected_shape):
+            raise ValueError(f"image {n} has shape {images.shape[1:]}, the metadata says {tuple(expected_shape)}")
+        labels = np.asarray(labels)
+        if labels.ndim == 2:
+            if labels.shape[1] != k or ((labels != 0) & (labels != 1)).any():
+                raise ValueError(f"a multi-hot label near image {n} is not K={k} values of 0/1")
+        elif len(labels) and (labels.min() < -1 or labels.max() >= k):
+            bad = labels[(labels < -1) | (labels >= k)][0]
+            raise ValueError(f"label {bad} near image {n} is outside -1..{k - 1} ({k} label names)")
+        n += len(images)
+    if n != count:
+        raise ValueError(f"{n} images read, the metadata says {count}")
+    return n
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+class Writer:
+    """Stores chunks of preprocessed images, and opens what it wrote: the core every format implements.
+
+    The pipeline calls ``write`` once per chunk, in order, then ``close`` (or ``abort``
+    when the run fails). A writer writes to a temporary name beside its target and renames
+    it into place in ``close``, so that no complete-looking file is left by a run that did
+    not finish. Each format is one module that both writes and reads. The plugin guide
+    (docs/plugins.md) has a complete format, run by the tests.
+    """
+
+    name: ClassVar[str]
+    #: file suffixes that select this format when ``--format`` is not given
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    #: the format's options (a frozen dataclass); ``imgpack plugins`` lists them
+    Options: ClassVar[type[Options]] = Options
+    #: whether one output may hold images of different shapes (each record carries its own)
+    variable_shape: ClassVar[bool] = False
+    #: whether ``write`` takes ``annotations`` (a labels file's extra fields, JSON text per image);
+    #: without it they are not kept, and convert says so
+    stores_annotations: ClassVar[bool] = False
+    #: how the format protects its bytes, for ``inspect --verify`` (e.g. "CRC32C per record")
+    checksum: ClassVar[str] = "none"
+
+    def __init__(self, path: str, meta: OutputMeta, options: AnyOptions | Mapping[str, Any]) -> None:
+        self.options = self.parse_options(options)
+        self.check(path, self.options)
+        self.path = path
+        self.meta = meta
+
+    # ------------------------------------------------------------------ options, target
+
+    @classmethod
+    def parse_options(cls, options: AnyOptions | Mapping[str, Any] | None) -> Any:
+        """The format's Options from ``{name: value or text}`` (None values: not given); UsageError when bad."""
+        if isinstance(options, cls.Options):
+            return options
+        if isinstance(options, AnyOptions):  # another format's
+            raise UsageError(f"the {cls.name} format takes {cls.Options.__name__}, not {type(options).__name__}")
+        values = {k: v for k, v in (options or {}).items() if v is not None}
+        return params.build(cls.Options, values, f"the {cls.name} format",
+                            unknown=lambda key: f"the {cls.name} writer does not take --{key.replace('_', '-')}")
+
+    @classmethod
+    def check(cls, path: str, options: Any) -> None:
+        """Refuse an unusable target before any work starts (OutputError): by default an existing
+        file without ``--overwrite``, or a folder that cannot be written."""
+        prepare_target(path, options.overwrite)
+
+    @classmethod
+    def encoder(cls, options: Any) -> Encoder | None:
+        """Per-image work to run in the worker processes rather than in the writing one.
+
+        A picklable callable, image -> bytes (JPEG encoding, say): ``write`` then gets
+        :class:`Encoded` items instead of arrays. None (the default): arrays.
+        """
+        return None
+
+    # ------------------------------------------------------------------ writing: the core
+
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
+              annotations: Sequence[str | None] | None = None) -> None:
+        """Store one chunk of images, in order.
+
+        ``images`` is an (n, H, W, C) uint8 array, or, for a format with an ``encoder`` or
+        ``variable_shape``, a sequence of (H, W, C) arrays and Encoded items. Either is only
+        valid during the call: copy what must be kept. ``labels`` is (n,) int64, or (n, K)
+        uint8 multi-hot when ``meta.multi_label``. ``annotations`` comes only to a format that
+        ``stores_annotations``, and only when the source has some.
+        """
+        raise NotImplementedError
+
+    def written_shape(self) -> tuple[int, ...] | None:
+        """The shape of every image written; None when they differ (``variable_shape`` formats)."""
+        return tuple(self.meta.image_shape)
+
+    def close(self) -> list[str]:
+        """Finish the output and move it into place; returns the paths written."""
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        """Remove whatever was written; the target is left as it was."""
+
+    # ------------------------------------------------------------------ reading: the core
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        """Whether ``path`` is output of this format (by content where possible)."""
+        return os.path.isfile(path) and path.lower().endswith(cls.suffixes) if cls.suffixes else False
+
+    @classmethod
+    def open(cls, path: str) -> PackedDataset:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ written once, for every format
+
+    @classmethod
+    def describe(cls, path: str) -> dict[str, Any]:
+        """What ``imgpack inspect`` shows, as JSON-ready data (see :class:`Description`)."""
+        with cls.open(path) as ds:
+            return describe_dataset(ds, cls.name).to_dict()
+
+    @classmethod
+    def verify(cls, path: str) -> None:
+        """Read every record; raise SourceError naming the first problem (``inspect --verify``).
+
+        Every image and label is read through the format's own checks (``verify_storage``:
+        its checksums, its per-shard counts) and checked against the metadata: dtype, shape,
+        label range and count.
+        """
+        with cls.open(path) as ds:
+            try:
+                check_contents(ds.verify_storage(), ds.label_names, len(ds), ds.image_shape)
+            except ValueError as exc:
+                raise SourceError(f"{path}: {exc}") from None
+
+
+def describe_dataset(ds: PackedDataset, format: str) -> Description:
+    sizes = {p: (os.path.getsize(p) if os.path.isfile(p) else None) for p in ds.stored_files()}
+    shards = [{"file": p, "count": n, "bytes": sizes.get(p)}
+              for p, n in zip(ds.shards, ds.shard_counts, strict=True)]
+    prov = ds.provenance
+    return Description(
+        format=format, path=ds.path, count=len(ds),
+        image_shape=list(ds.image_shape) if ds.image_shape else None, storage=ds.storage(),
+        label_names=list(ds.label_names), label_counts=ds.label_counts(),
+        multi_label=bool(prov.get("multi_label")), one_hot=ds.one_hot, annotations=ds.has_annotations,
+        recipe=ds.recipe, imgpack_version=prov.get("imgpack_version"), source=prov.get("source"),
+        created=prov.get("created"), file_size=sum(s or 0 for s in sizes.values()), shards=shards,
+        details=ds.details())
+
+
+# --------------------------------------------------------------------------- capabilities
+
+
+class Resumable:
+    """Capability: ``convert --resume`` continues an interrupted output of this format."""
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        """Make the records written so far outlive this process, and say how to reopen them.
+
+        Called after every batch. Returns JSON-ready state for :meth:`reopen` with
+        ``"written"``: how many records it covers (fewer than were written when the writer
+        still buffers some). None: nothing can be continued yet.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def reopen(cls, path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
+               labels: np.ndarray) -> Any:
+        """The writer of an interrupted run's partial output, as it was at the checkpoint ``state``.
+
+        ``labels`` are those of the records the checkpoint covers; whatever was written after it
+        is dropped. OutputError when the partial output is missing or damaged.
+        """
+        raise NotImplementedError
+
+    def detach(self) -> None:
+        """The run was interrupted: close what is open and keep the partial output for ``--resume``."""
+        raise NotImplementedError
+
+
+class Shards:
+    """Capability: an output may be a set of shards, with an index (or master file) over them written last.
+
+    A format's ordinary writer writes one shard; :class:`ShardedWriter` rotates shards of
+    ``--shard-size`` images on this machine, and a cluster engine has each worker write
+    whole shards (:meth:`write_shard`). The format implements :meth:`write_index`.
+    """
+
+    #: the shard names: NAME-00000-of-00008.SUFFIX (or NAME-000000.SUFFIX, WebDataset's)
+    shard_style: ClassVar[str] = "of"
+    #: False: the format's writer shards by itself (TFRecord); ShardedWriter is not used
+    one_file: ClassVar[bool] = True
+
+    @classmethod
+    def shard_names(cls, path: str) -> ShardNames:
+        return ShardNames.for_output(path, cls.suffixes, cls.shard_style)  # type: ignore[attr-defined]
+
+    @classmethod
+    def index_path(cls, path: str) -> str:
+        """The file that makes the shards one output (written last): NAME.SUFFIX.json by default."""
+        return cls.shard_names(path).index
+
+    @classmethod
+    def shard_size(cls, options: Any, item_bytes: int) -> int | None:
+        """Images per shard: ``--shard-size``, else the format's default for items of this size (None: one file)."""
+        return getattr(options, "shard_size", None)
+
+    @classmethod
+    def write_shard(cls, path: str, meta: OutputMeta, options: Any,
+                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
+        """On a cluster worker: one complete shard file at ``path`` from ``(image or Encoded, label, id,
+        annotation)`` items, in order. Returns JSON-ready stats for :meth:`write_index`: ``count``,
+        ``bytes`` and the ``shapes`` written. The default runs the format's ordinary writer."""
+        fmt: Any = cls
+        writer: Writer = fmt(path, meta, shard_options(options))
+        shapes: set[tuple[int, ...]] = set()
+        count = 0
+        try:
+            chunk: list[tuple[Any, Any, str, str | None]] = []
+            for item in [*items, None]:
+                if item is not None:
+                    chunk.append(item)
+                    shapes.add(tuple(item[0].shape))
+                    count += 1
+                if chunk and (item is None or len(chunk) == 64):
+                    write_items(writer, chunk, meta)
+                    chunk = []
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return {"count": count, "bytes": os.path.getsize(path), "shapes": sorted(map(list, shapes))}
+
+    @classmethod
+    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
+                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        """When every shard is in place under its final name: what makes them one output, written last.
+
+        ``labels`` are those of every image written, in order. Returns every path of the output.
+        """
+        raise NotImplementedError
+
+
+def shard_options(options: Any) -> Any:
+    """The options each shard's own writer gets: one file, and its partial name may be replaced."""
+    extra = {"shard_size": None} if hasattr(options, "shard_size") else {}
+    return dataclasses.replace(options, overwrite=True, **extra)
+
+
+def write_items(writer: Writer, items: Sequence[tuple[Any, Any, str, str | None]], meta: OutputMeta) -> None:
+    """``(image, label, id, annotation)`` items as one chunk."""
+    images, labels, ids, notes = zip(*items, strict=True)
+    stacked: Any = np.stack(images) if not any(isinstance(x, Encoded) for x in images) and \
+        len({x.shape for x in images}) == 1 else list(images)
+    if meta.annotations and writer.stores_annotations:
+        writer.write(stacked, np.stack(labels), list(ids), list(notes))
+    else:
+        writer.write(stacked, np.stack(labels), list(ids))
+
+
+def option_names(cls: type[Writer]) -> list[str]:
+    """The names of a format's options, ``overwrite`` aside."""
+    return [f.name for f in dataclasses.fields(cls.Options) if f.name != "overwrite"]
+
+
+CAPABILITIES: dict[str, str] = {
+    "resume": "convert --resume continues an interrupted output",
+    "shards": "--shard-size, and the cluster engines (--engine spark)",
+    "encode": "per-image encoding in the worker processes",
+}
+
+
+def capabilities(cls: type[Writer]) -> list[str]:
+    """The optional capabilities a format declares, by name (see :data:`CAPABILITIES`)."""
+    found = []
+    if issubclass(cls, Resumable) or (issubclass(cls, Shards) and cls.one_file):
+        found.append("resume")  # a ShardedWriter continues after the last whole shard
+    if issubclass(cls, Shards):
+        found.append("shards")
+    if cls.encoder.__func__ is not Writer.encoder.__func__:  # type: ignore[attr-defined]
+        found.append("encode")
+    return found
+
+
+def require(cls: type[Writer], capability: str, doing: str) -> None:
+    """UsageError ``the npz format cannot --resume`` unless ``cls`` declares ``capability``."""
+    if capability not in capabilities(cls):
+        raise UsageError(f"the {cls.name} format cannot {doing} (it does not declare the {capability} capability; "
+                         "imgpack plugins lists what each format can do)")
+
+
+# --------------------------------------------------------------------------- local shards
+
+
+class ShardedWriter(Writer, Resumable):
+    """Shards of ``shard_size`` images written by a format's ordinary writer, one after the other, on this machine.
+
+    Each shard is a complete output of the format under a partial name; when the last one is
+    written they take their final names and the format's index goes last, as on a cluster. A
+    resume continues after the last whole shard.
+    """
+
+    def __init__(self, fmt: type[Any], path: str, meta: OutputMeta, options: Any, start: bool = True) -> None:
+        self.fmt = fmt
+        self.name = fmt.name  # type: ignore[misc]
+        self.options = fmt.parse_options(options)
+        self.path = path
+        self.meta = meta
+        self.variable_shape = fmt.variable_shape  # type: ignore[misc]
+        self.stores_annotations = fmt.stores_annotations  # type: ignore[misc]
+        self.names: ShardNames = fmt.shard_names(path)
+        self.inner_options = shard_options(self.options)
+        #: images per shard: --shard-size, else the format's default, set by the first image's size
+        self.size: int | None = getattr(self.options, "shard_size", None)
+        self.partials: list[str] = []
+        self.stats: list[dict[str, Any]] = []
+        self.labels: list[np.ndarray] = []  # of the finished shards
+        self._open: Writer | None = None
+        self._open_labels: list[np.ndarray] = []
+        self._open_count = 0
+        self._shapes: set[tuple[int, ...]] = set()
+        if start and self.size is not None:
+            self._start()  # the first shard's writer checks its options and target now, before any work
+
+    def _start(self) -> None:
+        path = self.names.partial(len(self.partials))
+        count = min(self.size or self.meta.expected_count, self.meta.expected_count - self.written)
+        meta = dataclasses.replace(self.meta, expected_count=max(1, count))
+        self._open = self.fmt(path, meta, self.inner_options)
+        self.partials.append(path)
+        self._open_labels, self._open_count = [], 0
+
+    @property
+    def written(self) -> int:
+        return sum(int(s["count"]) for s in self.stats) + self._open_count
+
+    def _finish(self) -> None:
+        assert self._open is not None
+        self._open.close()
+        path = self.partials[-1]
+        self.stats.append({"count": self._open_count, "bytes": os.path.getsize(path)})
+        self.labels.append(np.concatenate(self._open_labels) if self._open_labels else self._empty_labels())
+        self._open = None
+        self._open_count = 0
+
+    def _empty_labels(self) -> np.ndarray:
+        k = len(self.meta.label_names)
+        return np.zeros((0, k), np.uint8) if self.meta.multi_label else np.zeros(0, np.int64)
+
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
+              annotations: Sequence[str | None] | None = None) -> None:
+        done = 0
+        while done < len(ids):
+            if self.size is None:
+                first = images[0]
+                item_bytes = len(first.data) if isinstance(first, Encoded) else int(np.asarray(first).nbytes)
+                self.size = self.fmt.shard_size(self.options, item_bytes) or max(1, self.meta.expected_count)
+            if self._open is None:
+                self._start()
+            assert self._open is not None and self.size is not None
+            take = min(self.size - self._open_count, len(ids) - done)
+            part = slice(done, done + take)
+            if annotations is not None and self.fmt.stores_annotations:
+                self._open.write(images[part], labels[part], ids[part], annotations[part])
+            else:
+                self._open.write(images[part], labels[part], ids[part])
+            self._open_labels.append(np.array(labels[part], copy=True))
+            self._open_count += take
+            for x in images[part]:
+                self._shapes.add(tuple(x.shape))
+            done += take
+            if self._open_count == self.size:
+                self._finish()
+
+    def written_shape(self) -> tuple[int, ...] | None:
+        if not self._shapes:
+            return tuple(self.meta.image_shape)
+        return next(iter(self._shapes)) if len(self._shapes) == 1 else None
+
+    def close(self) -> list[str]:
+        if self._open is not None:
+            self._finish()
+        if not self.partials:  # nothing converted: still a valid, empty output
+            self._start()
+            self._finish()
+        final = [self.names.shard(i, len(self.partials)) for i in range(len(self.partials))]
+        index = self.fmt.index_path(self.path)
+        # no earlier index may vouch for a mix of old and new shards
+        remove_quietly([index, self.names.index])
+        for src, dst in zip(self.partials, final, strict=True):
+            os.replace(src, dst)
+        self.partials = final
+        stats = [{**s, "shapes": sorted(map(list, self._shapes))} for s in self.stats]
+        return self.fmt.write_index(self.path, self.meta, self.options, final, stats,
+                                    np.concatenate([self._empty_labels(), *self.labels]))
+
+    def abort(self) -> None:
+        if self._open is not None:
+            with contextlib.suppress(Exception):
+                self._open.abort()
+        remove_quietly(self.partials)
+
+    # ------------------------------------------------------------------ resume
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The finished shards are complete files: the state names them; the open one is redone."""
+        return {"written": sum(int(s["count"]) for s in self.stats), "shard_size": self.size,
+                "shards": [{"file": os.path.basename(p), **s} for p, s in zip(self.partials, self.stats,
+                                                                             strict=False)]}
+
+    @classmethod
+    def reopen(cls, path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
+               labels: np.ndarray, fmt: type[Any] | None = None) -> ShardedWriter:
+        """Keep the partial shards the journal names (each checked against its size); go on with the next."""
+        assert fmt is not None
+        self = cls(fmt, path, meta, options, start=False)
+        self.size = state.get("shard_size") or self.size
+        start = 0
+        for shard in state["shards"]:
+            name, count, size = str(shard["file"]), int(shard["count"]), int(shard["bytes"])
+            if os.path.basename(name) != name or not name.endswith(".partial"):
+                raise OutputError(f"cannot resume {path}: the journal names {name!r}, not a partial shard")
+            file = os.path.join(os.path.dirname(self.names.index), name)
+            try:
+                found = os.path.getsize(file)
+            except OSError:
+                raise OutputError(f"cannot resume {path}: {file} is missing; run without --resume "
+                                  "to start again") from None
+            if found != size:
+                raise OutputError(f"cannot resume {path}: {file} has {found} bytes, its journal says {size}; "
+                                  "run without --resume to start again")
+            self.partials.append(file)
+            self.stats.append({"count": count, "bytes": size})
+            self.labels.append(np.asarray(labels[start:start + count]))
+            start += count
+        return self
+
+    def detach(self) -> None:
+        """The finished shards stay for --resume; the open one goes (a resume redoes it)."""
+        if self._open is not None:
+            with contextlib.suppress(Exception):
+                self._open.abort()
+            self.partials.pop()
+            self._open = None
+
+
+# --------------------------------------------------------------------------- which writer writes an output
+
+
+def is_sharded(fmt: type[Writer], options: Any) -> bool:
+    """Whether an output of ``fmt`` with these options is written by a :class:`ShardedWriter`."""
+    options = fmt.parse_options(options)
+    return issubclass(fmt, Shards) and fmt.one_file and fmt.shard_size(options, 1) is not None
+
+
+def check_target(fmt: type[Writer], path: str, options: Any) -> None:
+    """Refuse an unusable target (an earlier output, without --overwrite) before any work."""
+    options = fmt.parse_options(options)
+    if is_sharded(fmt, options):
+        assert issubclass(fmt, Shards)
+        fmt.shard_names(path).prepare(options.overwrite, also=fmt.index_path(path))
+    else:
+        fmt.check(path, options)
+
+
+def new_writer(fmt: type[Writer], path: str, meta: OutputMeta, options: Any) -> Writer:
+    """The writer of one output: the format's own, or shards of its own files."""
+    if is_sharded(fmt, options):
+        return ShardedWriter(fmt, path, meta, options)
+    return fmt(path, meta, options)
+
+
+def reopen_writer(fmt: type[Writer], path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
+                  labels: np.ndarray) -> Writer:
+    """The writer of an interrupted output, at its checkpoint ``state`` (see :class:`Resumable`)."""
+    if is_sharded(fmt, options):
+        return ShardedWriter.reopen(path, meta, options, state, labels, fmt=fmt)
+    assert issubclass(fmt, Resumable)
+    return fmt.reopen(path, meta, options, state, labels)

@@ -1,0 +1,166 @@
+"""The per-image work, the same on every engine: read, decode, preprocess, encode.
+
+A :class:`Job` says what to do to each image; :func:`process_image` does it to one file
+and :func:`process_into` to a chunk of files, into a ring of shared memory. A JPEG is
+decoded at 1/2, 1/4 or 1/8 scale where the recipe shrinks it anyway: each step tells the
+planner (:func:`reduced_scale`) what it needs through the Preprocessor contract.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .decode import DEFAULT_MAX_PIXELS, REDUCED_SCALES, can_reduce, decode, inspect_header, read_file
+from .errors import ImageError, ShapeMismatchError
+from .formats import Encoded, Encoder, Item
+from .plugins import Preprocessor
+from .probe import ImageInfo
+
+DEFAULT_QUALITY = 95  # JPEG
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs, sent once per worker (picklable)."""
+
+    chain: tuple[Preprocessor, ...]
+    image_shape: tuple[int, ...]  # the shape of the shared ring; () = not known yet
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    #: True: every image must have ``image_shape`` (HDF5, pickle). False: an image of another
+    #: shape is passed on by value instead of through the ring (TFRecord stores each record's shape).
+    fixed_shape: bool = True
+    #: the format's per-image work, run in the workers (picklable); results come back as Encoded
+    encoder: Encoder | None = None
+    #: "reduced": decode a JPEG at 1/2, 1/4 or 1/8 scale where the recipe shrinks it anyway
+    #: (see :func:`reduced_scale`); "full": every pixel, bit-exact with a plain decode
+    decode: str = "reduced"
+
+
+@dataclass(frozen=True)
+class ImageEncoder:
+    """JPEG or PNG encoding with OpenCV (or a .npy file); runs in the worker processes."""
+
+    format: str  # "jpeg" | "png" | "npy"
+    quality: int = DEFAULT_QUALITY
+
+    def __call__(self, image: np.ndarray) -> bytes:
+        import cv2
+
+        if self.format == "npy":
+            buffer = io.BytesIO()
+            np.save(buffer, image, allow_pickle=False)
+            return buffer.getvalue()
+        channels = image.shape[2] if image.ndim == 3 else 1
+        if channels == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # OpenCV encodes BGR; imgpack's pixels are RGB
+        elif channels == 4:
+            if self.format == "jpeg":
+                raise ImageError("JPEG cannot store an alpha channel: use --encode png or a to_rgb step")
+            image = cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA)
+        if self.format == "jpeg":
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        else:
+            ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+        if not ok:
+            raise ImageError(f"OpenCV could not encode the image as {self.format}")
+        return bytes(buf.data)
+
+
+def reduced_scale(chain: Sequence[Preprocessor], info: ImageInfo) -> tuple[int, int]:
+    """How far a reduced decode of this file may go: (scale, index of the resampling step it feeds).
+
+    (1, -1) when it does not apply: the file is not a JPEG, or a step before the recipe's
+    first resampling step needs full resolution, or that step would enlarge even the 1/2-scale
+    image. Otherwise the largest scale (8, 4, 2) whose image the step still only shrinks.
+    Each step says what it needs (:meth:`~imgpack.plugins.Preprocessor.shrinks_from`,
+    ``commutes_with_downscale``, :meth:`~imgpack.plugins.Preprocessor.size_after`).
+    """
+    if not can_reduce(info):
+        return 1, -1
+    width, height = info.width, info.height
+    for index, step in enumerate(chain):
+        if step.shrinks_from(width, height) is not None:  # the step resamples to a size of its own
+            for scale in REDUCED_SCALES:
+                if step.shrinks_from(-(-width // scale), -(-height // scale)):  # the decoder rounds up
+                    return scale, index
+            return 1, -1
+        if not type(step).commutes_with_downscale:
+            return 1, -1
+        width, height = step.size_after(width, height, info)
+    return 1, -1
+
+
+def _run_steps(steps: Sequence[Preprocessor], image: np.ndarray, info: ImageInfo) -> np.ndarray:
+    for step in steps:
+        try:
+            image = step.apply(image, info)
+        except ImageError:
+            raise
+        except Exception as exc:  # cv2.error or a plugin's bug on this image: a reason, not a crash
+            raise ImageError(f"step {step.name} failed: {type(exc).__name__}: {exc}") from None
+    return image
+
+
+def preprocess_bytes(data: bytes, job: Job) -> np.ndarray:
+    """Decode and preprocess one file's bytes. ImageError means: skip this one."""
+    info = inspect_header(data, job.max_pixels)
+    chain = job.chain
+    scale, resize_at = reduced_scale(chain, info) if job.decode == "reduced" else (1, -1)
+    if scale > 1:
+        image = _run_steps(chain[:resize_at], decode(data, info=info, scale=scale), info)
+        height, width = image.shape[:2]
+        if chain[resize_at].shrinks_from(width, height):
+            return _run_steps(chain[resize_at:], image, info)
+        # a step before the resize (a cropping plugin) left less than it needs: start again in full
+    return _run_steps(chain, decode(data, info=info), info)
+
+
+def process_image(path: str, job: Job) -> np.ndarray:
+    """Read, decode and preprocess one image. ImageError means: skip this one."""
+    image = preprocess_bytes(read_file(path), job)
+    if job.fixed_shape and job.image_shape and image.shape != job.image_shape:
+        raise ShapeMismatchError(
+            f"{path}: preprocessed shape {image.shape} differs from {job.image_shape} of the first image; "
+            "pass --size N or --size WxH so that every image gets one shape")
+    if image.dtype != np.uint8:
+        raise ImageError(f"the recipe produced {image.dtype}, not uint8")
+    return image
+
+
+Results = tuple[list[str | None], dict[int, Item]]
+
+
+def process_into(out: np.ndarray, offset: int, paths: Sequence[str], job: Job) -> Results:
+    """Process ``paths`` into ``out[offset:]``.
+
+    Returns per path None or the reason it failed, and the results that do not go into
+    ``out`` (encoded ones, and those of another shape when the job allows it) by position.
+    """
+    errors: list[str | None] = []
+    extras: dict[int, Item] = {}
+    for i, path in enumerate(paths):
+        try:
+            image = process_image(path, job)
+            if job.encoder is not None:
+                extras[i] = Encoded(encode(job.encoder, image), image.shape)
+            elif image.shape == out.shape[1:]:
+                out[offset + i] = image
+            else:
+                extras[i] = image
+            errors.append(None)
+        except ImageError as exc:
+            errors.append(str(exc))
+    return errors, extras
+
+
+def encode(encoder: Encoder, image: np.ndarray) -> bytes:
+    try:
+        return encoder(image)
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"encoding failed: {type(exc).__name__}: {exc}") from None

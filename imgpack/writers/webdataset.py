@@ -1,0 +1,278 @@
+"""WebDataset: POSIX tar shards that PyTorch training streams from (``webdataset``, ``wids``, torchdata).
+
+Layout (the trainer's contract, see the README)::
+
+    NAME-000000.tar ...   per sample, in input order: KEY.png (lossless, default), KEY.jpg
+                          (encode=jpeg) or KEY.npy (encode=npy); KEY.cls (the label, -1 =
+                          unlabeled; absent for multi-label data); KEY.json (id, label name(s),
+                          multi-hot labels, annotations)
+    NAME.tar.json         the index: count per shard and its SHA-256, label names, recipe
+
+KEY is the sample's position in the output (``000000042``): ids may hold dots, which
+WebDataset would read as extensions. ``wds.WebDataset("NAME-{000000..000003}.tar")`` reads
+the shards as they are; images are RGB, encoded in the worker processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import OutputError, SourceError, UsageError
+from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
+from ..formats import Options as BaseOptions
+from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
+from ..params import param
+from ..process import DEFAULT_QUALITY, ImageEncoder
+
+ENCODINGS = {"png": "png", "jpeg": "jpg", "npy": "npy"}  # --encode -> the member's extension
+SHARD_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class WebDatasetOptions(BaseOptions):
+    shard_size: int | None = param(None, help="samples per tar shard (default: ~256 MiB of samples per shard)")
+    encode: str = param("png", help="png (lossless), jpeg or npy (raw array)")
+    quality: int | None = param(None, help=f"JPEG quality 1..100 for encode=jpeg (default {DEFAULT_QUALITY})")
+
+    def __post_init__(self) -> None:
+        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
+            raise UsageError(f"--shard-size must be a positive number of samples, got {self.shard_size!r}")
+        if self.encode not in ENCODINGS:
+            raise UsageError(f"--encode must be one of {', '.join(ENCODINGS)} for webdataset, got {self.encode!r}")
+        if self.quality is not None and (self.encode != "jpeg" or not 1 <= self.quality <= 100):
+            raise UsageError(f"--quality is 1..100, for --encode jpeg only (got {self.quality!r})")
+
+
+class WebDatasetWriter(Writer, Shards):
+    """WebDataset tar shards (KEY.png/.jpg/.npy, KEY.cls, KEY.json) with a JSON index, for the webdataset library."""
+
+    name = "webdataset"
+    suffixes = (".tar",)
+    Options = WebDatasetOptions
+    variable_shape = True
+    stores_annotations = True
+    checksum = "SHA-256 per shard"
+    shard_style = "plain"
+    options: WebDatasetOptions
+
+    @classmethod
+    def encoder(cls, options: Any) -> ImageEncoder:
+        opts = cls.parse_options(options)
+        return ImageEncoder(opts.encode, DEFAULT_QUALITY if opts.quality is None else opts.quality)
+
+    @classmethod
+    def shard_size(cls, options: Any, item_bytes: int) -> int:
+        return options.shard_size or max(1, SHARD_BYTES // max(1, item_bytes))
+
+    def __init__(self, path: str, meta: OutputMeta, options: WebDatasetOptions | Mapping[str, Any]) -> None:
+        super().__init__(path, meta, options)
+        self._tmp = partial_path(path)
+        self._ext = ENCODINGS[self.options.encode]
+        self._encode = self.encoder(self.options)
+        try:
+            self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed by close)
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot create: {exc.strerror or exc}") from None
+        self.count = 0
+
+    def _add(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.mtime = len(data), 0o644, 0  # the same bytes for the same samples
+        try:
+            self._tar.addfile(info, io.BytesIO(data))
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
+
+    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
+              annotations: Sequence[str | None] | None = None) -> None:
+        names = self.meta.label_names
+        for i, (item, label, id_) in enumerate(zip(images, labels, ids, strict=True)):
+            key = f"{self.count:09d}"
+            data = item.data if isinstance(item, Encoded) else self._encode(item)
+            self._add(f"{key}.{self._ext}", data)
+            record: dict[str, Any] = {"id": id_}
+            if self.meta.multi_label:
+                hot = [int(x) for x in np.asarray(label)]
+                record.update(labels=hot, label_names=[n for n, x in zip(names, hot, strict=True) if x])
+            else:
+                self._add(f"{key}.cls", str(int(label)).encode())
+                record.update(label=int(label), label_name=names[int(label)] if 0 <= label < len(names) else None)
+            if annotations is not None and annotations[i] is not None:
+                record["annotations"] = json.loads(annotations[i] or "null")
+            self._add(f"{key}.json", json.dumps(record, ensure_ascii=False).encode())
+            self.count += 1
+
+    def close(self) -> list[str]:
+        try:
+            self._tar.close()
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
+        os.replace(self._tmp, self.path)
+        return [self.path]
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):  # the run already failed; its error is the one to report
+            self._tar.close()
+        remove_quietly([self._tmp])
+
+    @classmethod
+    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
+                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        shapes = {tuple(s) for st in stats for s in st.get("shapes", [])}
+        index = {
+            "format": "webdataset", "count": len(labels), "encoding": options.encode,
+            "image_shape": list(shapes.pop()) if len(shapes) == 1 else None, "annotations": meta.annotations,
+            "label_counts": label_counts(labels, meta.label_names), **provenance(meta),
+            "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": _sha256(p)}
+                       for p, st in zip(shards, stats, strict=True)],
+        }
+        names = cls.shard_names(path)
+        return [*names.commit(list(shards), index), names.index]
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)
+        return names is not None and names.read_index().get("format") == "webdataset"
+
+    @classmethod
+    def open(cls, path: str) -> WebDatasetDataset:
+        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)
+        if names is None:
+            raise SourceError(f"{path}: no WebDataset index found beside it (NAME.tar.json)")
+        return WebDatasetDataset(names)
+
+
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class WebDatasetDataset(PackedDataset):
+    """WebDataset shards opened for random access: each shard's member offsets are read once, then one seek per file."""
+
+    def __init__(self, names: ShardNames) -> None:
+        index = names.read_index()
+        if index.get("format") != "webdataset":
+            raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not webdataset")
+        self.path, self.index = names.index, index
+        self.shards = names.shard_paths(index)
+        self.shard_counts = [int(s.get("count", 0)) for s in index["shards"]]
+        self.label_names = list(index.get("label_names", []))
+        self.recipe = dict(index.get("recipe", {}))
+        self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
+        self.provenance = {k: index.get(k) for k in ("imgpack_version", "source", "created", "multi_label")}
+        self.has_annotations = bool(index.get("annotations"))
+        self._ext = ENCODINGS.get(str(index.get("encoding")), "png")
+        self._members: dict[int, list[dict[str, tuple[int, int]]]] = {}
+        self._records: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return sum(self.shard_counts)
+
+    def label_counts(self) -> dict[str, int]:
+        return dict(self.index.get("label_counts", {}))
+
+    def storage(self) -> str:
+        return f"{len(self.shards)} tar shards, {self.index.get('encoding', 'png')} images"
+
+    def _samples(self, shard: int) -> list[dict[str, tuple[int, int]]]:
+        """Per sample of the shard: extension -> (offset, size) of its member."""
+        if shard not in self._members:
+            samples: dict[str, dict[str, tuple[int, int]]] = {}
+            try:
+                with tarfile.open(self.shards[shard], "r:") as tar:
+                    for m in tar:
+                        key, _, ext = m.name.partition(".")
+                        samples.setdefault(key, {})[ext] = (m.offset_data, m.size)
+            except (OSError, tarfile.TarError) as exc:
+                raise SourceError(f"{self.shards[shard]}: not a readable tar shard: {exc}") from None
+            if len(samples) != self.shard_counts[shard]:
+                raise SourceError(f"{self.shards[shard]}: holds {len(samples)} samples, its index says "
+                                  f"{self.shard_counts[shard]}")
+            self._members[shard] = list(samples.values())
+        return self._members[shard]
+
+    def _read(self, shard: int, where: tuple[int, int]) -> bytes:
+        with open(self.shards[shard], "rb") as f:
+            f.seek(where[0])
+            return f.read(where[1])
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        index %= n
+        for shard, count in enumerate(self.shard_counts):
+            if index < count:
+                return shard, index
+            index -= count
+        raise IndexError(index)  # pragma: no cover
+
+    def _sample(self, shard: int, i: int) -> tuple[np.ndarray, dict[str, Any]]:
+        import cv2
+
+        members = self._samples(shard)[i]
+        if self._ext not in members or "json" not in members:
+            raise SourceError(f"{self.shards[shard]}: sample {i} lacks its .{self._ext} or .json")
+        data = self._read(shard, members[self._ext])
+        if self._ext == "npy":
+            image = np.load(io.BytesIO(data), allow_pickle=False)
+        else:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if image is None:
+                raise SourceError(f"{self.shards[shard]}: sample {i}: its image cannot be decoded")
+            image = (image[:, :, None] if image.ndim == 2 else
+                     cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB))
+        return image, json.loads(self._read(shard, members["json"]))
+
+    def _label(self, record: dict[str, Any]) -> Any:
+        return np.asarray(record["labels"], np.uint8) if "labels" in record else int(record.get("label", -1))
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        image, record = self._sample(*self._locate(index))
+        return image, self._label(record)
+
+    def _all_records(self) -> list[dict[str, Any]]:
+        if self._records is None:
+            self._records = [json.loads(self._read(s, m["json"]))
+                             for s in range(len(self.shards)) for m in self._samples(s)]
+        return self._records
+
+    @property
+    def ids(self) -> list[str]:
+        return [str(r["id"]) for r in self._all_records()]
+
+    @property
+    def labels(self) -> np.ndarray:
+        labels = [self._label(r) for r in self._all_records()]
+        if self.provenance.get("multi_label"):
+            return np.array(labels, np.uint8).reshape(-1, len(self.label_names))
+        return np.array(labels, np.int64)
+
+    @property
+    def annotations(self) -> list[Any] | None:
+        return [r.get("annotations") for r in self._all_records()] if self.has_annotations else None
+
+    def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Each shard's SHA-256 against the index, then every sample decoded."""
+        for shard, (path, entry) in enumerate(zip(self.shards, self.index["shards"], strict=True)):
+            if not os.path.isfile(path):
+                raise SourceError(f"{path}: shard missing (listed in {self.path})")
+            if _sha256(path) != entry.get("sha256"):
+                raise SourceError(f"{path}: its SHA-256 does not match the index: the shard was altered")
+            for i in range(self.shard_counts[shard]):
+                image, record = self._sample(shard, i)
+                yield image[None], np.asarray([self._label(record)])
