@@ -296,6 +296,8 @@ class Writer:
     stores_annotations: ClassVar[bool] = False
     #: how the format protects its bytes, for ``inspect --verify`` (e.g. "CRC32C per record")
     checksum: ClassVar[str] = "none"
+    #: the modules the format needs beyond imgpack's own dependencies (an extra, e.g. tensorflow)
+    requires: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, path: str, meta: OutputMeta, options: AnyOptions | Mapping[str, Any]) -> None:
         self.options = self.parse_options(options)
@@ -537,6 +539,13 @@ def capabilities(cls: type[Writer]) -> list[str]:
     if cls.encoder.__func__ is not Writer.encoder.__func__:  # type: ignore[attr-defined]
         found.append("encode")
     return found
+
+
+def missing_requirement(cls: type[Writer]) -> str | None:
+    """The first module of ``cls.requires`` that is not installed, if any (nothing is imported)."""
+    import importlib.util
+
+    return next((m for m in cls.requires if importlib.util.find_spec(m) is None), None)
 
 
 def require(cls: type[Writer], capability: str, doing: str) -> None:

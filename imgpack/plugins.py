@@ -25,12 +25,21 @@ import numpy as np
 
 from . import params
 from .errors import UsageError
-from .formats import Encoded, OutputMeta, PackedDataset, Writer, check_contents
 from .params import ParamInfo, param
 from .probe import ImageInfo
 
-__all__ = ["Encoded", "OutputMeta", "PackedDataset", "ParamInfo", "Preprocessor", "Problem", "Reader", "Sample",
-           "Scan", "Writer", "check_contents", "param"]
+__all__ = ["ParamInfo", "Preprocessor", "Problem", "Reader", "Sample", "Scan", "param"]
+
+#: the format contract's names, importable from here as before (they live in imgpack.formats)
+_FORMAT_NAMES = ("Encoded", "OutputMeta", "PackedDataset", "Writer", "check_contents")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FORMAT_NAMES:  # loaded on first use, so that a step never loads the format contract
+        from . import formats
+
+        return getattr(formats, name)
+    raise AttributeError(f"module 'imgpack.plugins' has no attribute {name!r}")
 
 # --------------------------------------------------------------------------- readers
 

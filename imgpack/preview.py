@@ -18,8 +18,8 @@ import cv2
 import numpy as np
 
 from .errors import OutputError, UsageError
+from .formats import PackedDataset
 from .outputs import write_atomically
-from .plugins import PackedDataset
 
 #: layout, in pixels: the sheet is PAD + columns * (tile + PAD) wide and
 #: TITLE + rows * (tile + CAPTION + PAD) + PAD high

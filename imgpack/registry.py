@@ -29,7 +29,8 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import UnknownPluginError
-from .plugins import Preprocessor, Reader, Writer
+from .formats import Writer
+from .plugins import Preprocessor, Reader
 
 if TYPE_CHECKING:
     from .engines import Engine

@@ -9,9 +9,16 @@ import cv2
 import numpy as np
 import pytest
 
+from imgpack.formats import missing_requirement
+from imgpack.registry import writers
+
 REPO = Path(__file__).resolve().parent.parent
-#: each built-in format and the suffix convert -o picks it by
-SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
+#: every registered format and the suffix convert -o picks it by
+SUFFIX = {name: cls.suffixes[0] for name, cls in writers.items()}
+#: every registered format, as a parameter that skips where the format's extra is not installed
+FORMATS = [pytest.param(name, marks=pytest.mark.skipif(
+    missing_requirement(cls) is not None, reason=f"{name} needs {missing_requirement(cls)}, not installed"))
+    for name, cls in writers.items()]
 
 
 def shared_dir() -> Path:

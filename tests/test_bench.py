@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 from cli.test_cli import run
-from conftest import SUFFIX
+from conftest import FORMATS, SUFFIX
 
 import imgpack
 from imgpack import bench
@@ -25,7 +25,7 @@ FORMAT_ROW_KEYS = {"format", "writer", "options", "write_images_per_second", "wr
 QUICK = ("--repeats", "1", "--random-reads", "5")
 
 
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_bench_a_packed_file(fmt: str, class_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / f"o{SUFFIX[fmt]}"
     imgpack.convert(str(class_tree), str(out), size=32, workers=0)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli.test_cli import run
-from conftest import SUFFIX
+from conftest import FORMATS, SUFFIX
 
 import imgpack
 from imgpack.datasets import content_digest
@@ -25,7 +25,7 @@ def reversed_copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_one_and_three_workers_any_batch_and_listing_order_give_one_digest(fmt: str, class_tree: Path,
                                                                            tmp_path: Path) -> None:
     other_tree = reversed_copy(class_tree, tmp_path / "reversed")

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SUFFIX, photo, write_image
+from conftest import FORMATS, REPO, SUFFIX, photo, write_image
 
 import imgpack
 
@@ -26,7 +26,7 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_a_write_past_the_limit_fails_cleanly_and_keeps_the_old_output(fmt: str, big: Path, class_tree: Path,
                                                                        tmp_path: Path) -> None:
     out = tmp_path / f"o{SUFFIX[fmt]}"

@@ -9,12 +9,11 @@ import cv2
 import numpy as np
 import pytest
 from cli.test_cli import run
-from conftest import SUFFIX, write_image
+from conftest import FORMATS, SUFFIX, write_image
 
 import imgpack
 from imgpack import preview
 
-FORMATS = ["hdf5", "tfrecord", "pickle"]
 #: one solid colour per class, far apart, so that a tile's centre says which image it shows
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 210)}
 

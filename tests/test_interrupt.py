@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from _helpers import Slow
-from conftest import REPO, SUFFIX, photo, write_image
+from conftest import FORMATS, REPO, SUFFIX, photo, write_image
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -67,7 +67,7 @@ def looks_complete(out: Path) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path, tmp_path: Path) -> None:
     folder = tmp_path / "out"
     folder.mkdir()
@@ -122,7 +122,7 @@ def kill_mid_run(proc: subprocess.Popen[bytes], folder: Path, journal: Path, at_
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_sigkill_twice_then_resume_gives_the_uninterrupted_output(fmt: str, many: Path, tmp_path: Path) -> None:
     """Killed mid-run, resumed and killed again (mid-resume), resumed: the clean run's content and shards."""
     folder = tmp_path / "out"

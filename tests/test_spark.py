@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _helpers import DIED, DieOnFirstAttempt
 from click.testing import CliRunner
-from conftest import REPO, SUFFIX, photo, write_image
+from conftest import FORMATS, REPO, SUFFIX, photo, write_image
 
 import imgpack
 from imgpack.cli import cli
@@ -25,6 +25,7 @@ if shutil.which("java") is None:
     pytest.skip("Spark needs Java", allow_module_level=True)
 
 from imgpack.engines.spark import SparkEngine
+from imgpack.registry import writers
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def files(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir())
 
 
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_spark_gives_the_local_engines_content(fmt: str, spark: SparkEngine, src: Path, tmp_path: Path) -> None:
     out = tmp_path / "spark" / f"o{SUFFIX[fmt]}"
     res = imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=12, progress="off")
@@ -66,8 +67,9 @@ def test_spark_gives_the_local_engines_content(fmt: str, spark: SparkEngine, src
     info = imgpack.describe(str(out))
     assert info["label_counts"] == imgpack.describe(str(tmp_path / f"local{SUFFIX[fmt]}"))["label_counts"]
     # 41 samples in shards of 12: 4 shards, written by the tasks; the index (master) over them; nothing else
-    shards = [f"o-{i:05d}-of-00004{SUFFIX[fmt]}" for i in range(4)]
-    index = f"o{SUFFIX[fmt]}" if fmt == "hdf5" else f"o{SUFFIX[fmt]}.json"
+    cls = writers.get(fmt)
+    shards = [os.path.basename(cls.shard_names(str(out)).shard(i, 4)) for i in range(4)]
+    index = os.path.basename(cls.index_path(str(out)))
     assert files(out.parent) == sorted([*shards, index])
     assert [s["count"] for s in info["shards"]] == [12, 11, 12, 5]  # the broken image is in the second
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import tarfile
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 from cli.test_cli import run
-from conftest import SUFFIX
+from conftest import FORMATS, SUFFIX
 
 import imgpack
 from imgpack.datasets import verify
@@ -23,6 +24,8 @@ def make(fmt: str, class_tree: Path, tmp_path: Path) -> tuple[str, Path]:
     res = imgpack.convert(str(class_tree), str(out), format=fmt, size=16, workers=0)
     if fmt == "tfrecord":
         return res.outputs[-1], tmp_path / "o-00000-of-00001.tfrecord"
+    if fmt == "webdataset":
+        return res.outputs[-1], tmp_path / "o-000000.tar"
     return str(out), out
 
 
@@ -33,13 +36,16 @@ def pixel_offset(fmt: str, file: Path, image: np.ndarray) -> int:
             offset = f["images"].id.get_chunk_info(5).byte_offset
             assert offset is not None
             return int(offset) + 100
+    if fmt == "webdataset":  # inside image 5's PNG
+        with tarfile.open(file) as tar:
+            return tar.getmember("000000005.png").offset_data + 100
     data = file.read_bytes()
     at = data.find(image.tobytes())
     assert at > 0
     return at + 100
 
 
-@pytest.mark.parametrize("fmt", ["hdf5", "tfrecord", "pickle"])
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_verify_catches_a_flipped_byte(fmt: str, class_tree: Path, tmp_path: Path) -> None:
     path, file = make(fmt, class_tree, tmp_path)
     assert verify(path)["ok"]
@@ -60,7 +66,7 @@ def test_verify_catches_a_flipped_byte(fmt: str, class_tree: Path, tmp_path: Pat
     assert code == 1
     assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("imgpack: error: ")
     assert {"hdf5": "damaged data in images 0..12", "tfrecord": "damaged record",
-            "pickle": "do not match their SHA-256"}[fmt] in stderr
+            "pickle": "do not match their SHA-256", "webdataset": "SHA-256 does not match the index"}[fmt] in stderr
 
 
 def test_verify_catches_counts_that_disagree(class_tree: Path, tmp_path: Path) -> None:

@@ -222,6 +222,7 @@ class TFRecordWriter(Writer, Resumable, Shards):
     variable_shape = True
     stores_annotations = True
     checksum = "CRC32C per record"
+    requires = ("tensorflow",)
     one_file = False  # the writer shards by itself: its output is always a shard set
     options: TFRecordOptions
 

@@ -14,7 +14,8 @@ from plugin_fixture import make_plugin_dist
 
 from imgpack.cli import cli
 
-COMMANDS = ["ingest", "convert", "inspect", "plugins"]
+#: every subcommand, from the command group itself: a new one is tested without a list to update
+COMMANDS = sorted(cli.commands)
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -27,6 +28,33 @@ def test_every_command_has_help_with_an_example(command: str | None) -> None:
     code, out, _ = run(*([command] if command else []), "--help")
     assert code == 0
     assert "Example" in out
+    assert f"imgpack {command or ''}".strip() in out.split("Example", 1)[1]  # the example runs this command
+
+
+def test_the_commands_are_all_there() -> None:
+    assert COMMANDS == ["bench", "convert", "ingest", "inspect", "plugins"]
+
+
+def test_convert_help_names_every_format_option_flag_and_option() -> None:
+    _, out, _ = run("convert", "--help")
+    for flag in ("--shard-size", "--encode", "--quality", "--one-hot", "--pickle-budget", "--compression",
+                 "--option NAME=VALUE"):
+        assert flag in out
+
+
+def test_option_flags_and_option_agree_or_are_refused(class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    code, _, err = run("convert", str(class_tree), "-o", str(out), "--size", "8", "--compression", "gzip",
+                       "--option", "compression=lzf")
+    assert code == 2 and "--option compression=lzf contradicts --compression gzip" in err
+    code, _, err = run("convert", str(class_tree), "-o", str(out), "--size", "8", "--option", "compression")
+    assert code == 2 and "--option takes NAME=VALUE" in err
+    code, _, err = run("convert", str(class_tree), "-o", str(out), "--size", "8", "--workers", "0",
+                       "--option", "compression=gzip:9", "--option", "one-hot=yes")
+    assert code == 0, err
+    code, stdout, _ = run("inspect", str(out), "--json")
+    info = json.loads(stdout)
+    assert (info["compression"], info["compression_opts"], info["one_hot"]) == ("gzip", 9, True)
 
 
 def test_convert_and_inspect_json(class_tree: Path, tmp_path: Path) -> None:

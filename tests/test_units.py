@@ -1,0 +1,115 @@
+"""Unit tests of the parts the end-to-end tests run through: the shared-memory ring of the local engine,
+shard naming, and what a resume sees as changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import photo, write_image
+
+from imgpack.engines.local import LocalEngine
+from imgpack.errors import OutputError
+from imgpack.outputs import ShardNames
+from imgpack.process import Job, process_image
+from imgpack.recipe import build_chain
+from imgpack.resume import fingerprint, what_changed
+
+# --------------------------------------------------------------------------- the ring
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> list[str]:
+    paths = [str(write_image(tmp_path / f"{i:02d}.png", photo(12 + i % 5, 10, i))) for i in range(30)]
+    Path(paths[7]).write_bytes(b"broken")
+    return paths
+
+
+def test_the_ring_gives_every_chunk_in_order_within_one_batch_of_memory(images: list[str]) -> None:
+    job = Job(tuple(build_chain(size=8)), (8, 8, 3))
+    seen: list[int] = []
+    rings = set()
+    for chunk in LocalEngine(2).run(job, images, batch_size=7):
+        assert chunk.start == len(seen)  # input order, no gap
+        ring = chunk.images
+        while ring.base is not None and isinstance(ring.base, np.ndarray):
+            ring = ring.base
+        rings.add(ring.nbytes)
+        for i, error in enumerate(chunk.errors):
+            path = images[chunk.start + i]
+            if error is None:
+                np.testing.assert_array_equal(chunk.item(i), process_image(path, job))
+            else:
+                assert (chunk.start + i == 7 and "broken" not in error) or path.endswith("07.png")
+            seen.append(chunk.start + i)
+    assert seen == list(range(30))
+    assert rings and max(rings) <= 7 * 8 * 8 * 3  # one batch in flight, whatever the number of images
+
+
+def test_without_a_pool_the_chunks_are_the_same(images: list[str]) -> None:
+    job = Job(tuple(build_chain(size=8)), (8, 8, 3))
+    pooled = [(c.start, [e is None for e in c.errors]) for c in LocalEngine(2).run(job, images, batch_size=30)]
+    serial = [(c.start, [e is None for e in c.errors]) for c in LocalEngine(0).run(job, images, batch_size=30)]
+    flat = [ok for _, oks in pooled for ok in oks]
+    assert flat == [ok for _, oks in serial for ok in oks] and flat.count(False) == 1
+
+
+# --------------------------------------------------------------------------- shard names
+
+
+def test_shard_names_in_both_styles(tmp_path: Path) -> None:
+    of = ShardNames.for_output(str(tmp_path / "x.tfrecord"), (".tfrecord",))
+    plain = ShardNames.for_output(str(tmp_path / "x.tar"), (".tar",), "plain")
+    assert Path(of.shard(2, 8)).name == "x-00002-of-00008.tfrecord" and Path(of.index).name == "x.tfrecord.json"
+    assert Path(plain.shard(2, 8)).name == "x-000002.tar" and Path(plain.index).name == "x.tar.json"
+    folder = ShardNames.for_output(str(tmp_path / "out") + "/", (".pkl",))
+    assert folder.shard(0, 1) == str(tmp_path / "out" / "out-00000-of-00001.pkl")
+
+
+def test_existing_shards_are_exactly_the_outputs(tmp_path: Path) -> None:
+    names = ShardNames.for_output(str(tmp_path / "x.tar"), (".tar",), "plain")
+    for name in ("x-000000.tar", "x-000001.tar", "x-1-000000.tar", "x-12.tar", "x.tar.json"):
+        (tmp_path / name).write_text("")
+    assert [Path(p).name for p in names.existing()] == ["x-000000.tar", "x-000001.tar", "x.tar.json"]
+    found = ShardNames.for_existing(str(tmp_path / "x-000001.tar"), (".tar",), "plain")
+    assert found == names and ShardNames.for_existing(str(tmp_path / "x.tar.json"), (".tar",), "plain") == names
+    with pytest.raises(OutputError, match="already exists"):
+        names.prepare(overwrite=False)
+    names.prepare(overwrite=True)
+
+
+def test_prepare_refuses_an_hdf5_master_too(tmp_path: Path) -> None:
+    (tmp_path / "x.h5").write_text("")
+    names = ShardNames.for_output(str(tmp_path / "x.h5"), (".h5",))
+    with pytest.raises(OutputError, match=r"x\.h5: already exists"):
+        names.prepare(overwrite=False, also=str(tmp_path / "x.h5"))
+
+
+# --------------------------------------------------------------------------- what a resume sees
+
+
+def base_fingerprint(**changes: object) -> dict[str, object]:
+    from imgpack.plugins import Sample
+
+    samples = [Sample("a", "a.png", 0), Sample("b", "b.png", 1)]
+    args: dict[str, object] = dict(source="/src", label_names=["x", "y"], recipe={"steps": [], "decode": "reduced"},
+                                   format="hdf5", options={}, image_shape=(8, 8, 3), max_pixels=100, on_error="skip")
+    args.update(changes)
+    return fingerprint(samples, ["/nonexistent/a", "/nonexistent/b"], **args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("change, words", [
+    ({}, None),
+    ({"source": "/other"}, "the source changed (was /src, now /other)"),
+    ({"label_names": ["x", "z"]}, "the label names changed"),
+    ({"format": "pickle"}, "the format changed (was hdf5, now pickle)"),
+    ({"options": {"compression": "lzf"}}, "the writer's options changed (were none, now compression=lzf)"),
+    ({"options": {"overwrite": True}}, None),  # not a change of what is written
+    ({"image_shape": (9, 9, 3)}, "the image shape changed"),
+    ({"max_pixels": 5}, "--max-pixels changed (was 100, now 5)"),
+    ({"recipe": {"steps": [], "decode": "full"}}, "the decode mode changed (was reduced, now full)"),
+])
+def test_what_changed_names_the_first_difference(change: dict[str, object], words: str | None) -> None:
+    found = what_changed(base_fingerprint(), base_fingerprint(**change))
+    assert found == words if words is None else found is not None and found.startswith(words)

@@ -1,0 +1,81 @@
+"""HDF5 --shard-size on this machine: shard files under a master of virtual datasets, the layout the
+Spark engine writes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import photo, write_image
+
+import imgpack
+from imgpack.datasets import content_digest, verify
+from imgpack.errors import OutputError
+from imgpack.formats import ShardedWriter, new_writer
+from imgpack.writers.hdf5 import HDF5Writer
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    root = tmp_path / "src"
+    for i in range(23):
+        write_image(root / ("a" if i % 2 else "b") / f"{i:02d}.png", photo(20, 16, i))
+    return root
+
+
+def test_shards_and_a_master_that_plain_h5py_reads(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "o.h5"
+    res = imgpack.convert(str(src), str(out), size=8, workers=2, options={"shard_size": 10}, compression="lzf",
+                          progress="off")
+    assert sorted(os.listdir(out.parent)) == ["o-00000-of-00003.h5", "o-00001-of-00003.h5", "o-00002-of-00003.h5",
+                                              "o.h5"]
+    assert res.outputs[-1] == str(out) and res.written == 23
+    clean = tmp_path / "one.h5"
+    imgpack.convert(str(src), str(clean), size=8, workers=0, progress="off")
+    with h5py.File(out) as master, h5py.File(clean) as one:
+        assert master["images"].is_virtual and master["images"].shape == (23, 8, 8, 3)
+        np.testing.assert_array_equal(master["images"][:], one["images"][:])
+        np.testing.assert_array_equal(master["labels"][:], one["labels"][:])
+    with h5py.File(out.parent / "o-00001-of-00003.h5") as shard:  # each shard is a complete output too
+        assert len(shard["images"]) == 10 and shard["images"].compression == "lzf"
+    assert content_digest(str(out)) == content_digest(str(clean))
+    verify(str(out))
+    info = imgpack.describe(str(out))
+    assert [s["count"] for s in info["shards"]] == [10, 10, 3] and info["compression"] == "lzf"
+    moved = tmp_path / "moved"
+    shutil.move(str(out.parent), moved)  # the master names its shards relatively
+    assert content_digest(str(moved / "o.h5")) == content_digest(str(clean))
+
+
+def test_an_earlier_sharded_output_is_refused_then_replaced(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=8, workers=0, options={"shard_size": 5}, progress="off")
+    assert len(list(tmp_path.glob("o-*.h5"))) == 5
+    with pytest.raises(OutputError, match="already exists"):
+        imgpack.convert(str(src), str(out), size=8, workers=0, options={"shard_size": 5}, progress="off")
+    imgpack.convert(str(src), str(out), size=8, workers=0, options={"shard_size": 12}, overwrite=True, progress="off")
+    assert sorted(p.name for p in tmp_path.glob("o*.h5")) == ["o-00000-of-00002.h5", "o-00001-of-00002.h5", "o.h5"]
+    verify(str(out))
+
+
+def test_a_sharded_writer_keeps_whole_shards_for_a_resume(tmp_path: Path) -> None:
+    meta = imgpack.plugins.OutputMeta((4, 4, 3), ["a"], {}, "src", expected_count=9)
+    writer = new_writer(HDF5Writer, str(tmp_path / "o.h5"), meta, {"shard_size": 4})
+    assert isinstance(writer, ShardedWriter)
+    images = np.arange(9 * 48, dtype=np.uint8).reshape(9, 4, 4, 3)
+    writer.write(images[:6], np.zeros(6, np.int64), [str(i) for i in range(6)])
+    state = writer.checkpoint()
+    assert state["written"] == 4 and [s["count"] for s in state["shards"]] == [4]  # the open shard is redone
+    writer.detach()
+    assert sorted(os.listdir(tmp_path)) == ["o-00000.h5.partial"]
+    again = ShardedWriter.reopen(str(tmp_path / "o.h5"), meta, HDF5Writer.parse_options({"shard_size": 4}), state,
+                                 np.zeros(4, np.int64), fmt=HDF5Writer)
+    again.write(images[4:], np.zeros(5, np.int64), [str(i) for i in range(4, 9)])
+    again.close()
+    with h5py.File(tmp_path / "o.h5") as f:
+        np.testing.assert_array_equal(f["images"][:], images)
+        assert [x.decode() for x in f["ids"][:]] == [str(i) for i in range(9)]

@@ -1,0 +1,117 @@
+"""WebDataset output read back as its users read it: the webdataset library through a torch DataLoader
+with worker processes, and plain tarfile."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import photo, write_image
+
+import imgpack
+from imgpack.datasets import content_digest
+
+wds = pytest.importorskip("webdataset")
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """23 images of 3 classes, one of them broken."""
+    root = tmp_path / "src"
+    for i in range(23):
+        write_image(root / ("ant", "bee", "cat")[i % 3] / f"im.{i:02d}.png", photo(30 + i, 20, i))
+    (root / "bee" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def shard_urls(out: Path) -> list[str]:
+    return sorted(str(p) for p in out.parent.glob(out.stem + "-*.tar"))
+
+
+def hdf5_by_id(src: Path, tmp_path: Path) -> dict[str, tuple[np.ndarray, int]]:
+    h5 = tmp_path / "ref.h5"
+    imgpack.convert(str(src), str(h5), size=16, workers=0, progress="off")
+    with h5py.File(h5) as f:
+        return {i.decode(): (x, int(y)) for i, x, y in zip(f["ids"][:], f["images"][:], f["labels"][:], strict=True)}
+
+
+def test_the_webdataset_library_reads_it_through_a_dataloader_with_workers(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "o.tar"
+    res = imgpack.convert(str(src), str(out), size=16, workers=2, options={"shard_size": 5}, progress="off")
+    assert res.written == 23 and len(res.skipped) == 1
+    urls = shard_urls(out)
+    assert [Path(u).name for u in urls] == [f"o-{i:06d}.tar" for i in range(5)]  # 5, 5, 5, 5, 3
+    dataset = wds.WebDataset(urls, shardshuffle=False).decode("rgb8").to_tuple("png", "cls", "json")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    seen = {}
+    for image, label, record in loader:
+        seen[record["id"]] = (np.asarray(image), int(label), record)
+    want = hdf5_by_id(src, tmp_path)
+    assert set(seen) == set(want) and len(seen) == 23
+    names = res.label_names
+    for id_, (image, label, record) in seen.items():
+        np.testing.assert_array_equal(image, want[id_][0])  # PNG is lossless: pixel-equal to HDF5
+        assert label == want[id_][1] == record["label"] and record["label_name"] == names[label]
+
+
+def test_tar_members_and_the_index(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.tar"
+    imgpack.convert(str(src), str(out), size=16, workers=0, options={"shard_size": 10}, progress="off")
+    with tarfile.open(tmp_path / "o-000000.tar") as tar:
+        members = tar.getmembers()
+        assert [m.name for m in members[:3]] == ["000000000.png", "000000000.cls", "000000000.json"]
+        assert {m.mtime for m in members} == {0} and len(members) == 30
+        assert tar.extractfile("000000000.cls").read() == b"0"  # type: ignore[union-attr]
+    index = json.loads((tmp_path / "o.tar.json").read_text())
+    assert index["format"] == "webdataset" and index["count"] == 23
+    assert [s["count"] for s in index["shards"]] == [10, 10, 3] and all(len(s["sha256"]) == 64 for s in index["shards"])
+    # the same content as every other format, through imgpack's own reader
+    imgpack.convert(str(src), str(tmp_path / "o.h5"), size=16, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(tmp_path / "o.h5"))
+    with imgpack.open_dataset(str(out)) as ds:
+        assert len(ds) == 23 and ds.ids[22] == ds.ids[-1] and ds[7][0].shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("encode, ext", [("jpeg", "jpg"), ("npy", "npy")])
+def test_other_encodings(encode: str, ext: str, src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.tar"
+    imgpack.convert(str(src), str(out), size=16, workers=0, options={"encode": encode}, progress="off")
+    dataset = wds.WebDataset(shard_urls(out), shardshuffle=False).decode("rgb8").to_tuple(ext, "json")
+    got = {record["id"]: np.asarray(image) for image, record in dataset}
+    want = hdf5_by_id(src, tmp_path)
+    for id_, image in got.items():
+        diff = np.abs(image.astype(int) - want[id_][0].astype(int)).mean()
+        assert diff == 0 if encode == "npy" else diff < 6  # JPEG quality 95
+    assert imgpack.describe(str(out))["storage"] == f"1 tar shards, {encode} images"
+
+
+def test_without_a_shard_size_shards_hold_about_256_mib(src: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgpack.writers import webdataset
+
+    monkeypatch.setattr(webdataset, "SHARD_BYTES", 2000)  # about 2 encoded 16x16 PNGs of ~800 bytes
+    res = imgpack.convert(str(src), str(tmp_path / "o.tar"), size=16, workers=0, progress="off")
+    counts = [s["count"] for s in imgpack.describe(res.outputs[-1])["shards"]]
+    assert sum(counts) == 23 and 1 < len(counts) < 23 and len(set(counts[:-1])) == 1
+
+
+def test_annotations_and_multi_label_go_to_the_json(tmp_path: Path) -> None:
+    root = tmp_path / "src"
+    for i in range(4):
+        write_image(root / f"p{i}.png", photo(20, 20, i))
+    labels = [{"image": f"p{i}.png", "labels": ["sky", "sea"][: 1 + i % 2], "box": [i, i, 5, 5]} for i in range(4)]
+    (root / "labels.json").write_text(json.dumps(labels))
+    out = tmp_path / "o.tar"
+    imgpack.convert(str(root), str(out), size=8, workers=0, labels=str(root / "labels.json"), progress="off")
+    with tarfile.open(tmp_path / "o-000000.tar") as tar:
+        names = tar.getnames()
+        record = json.load(io.BytesIO(tar.extractfile("000000001.json").read()))  # type: ignore[union-attr]
+    assert not [n for n in names if n.endswith(".cls")]  # multi-label: no single class
+    assert record["labels"] == [1, 1] and sorted(record["label_names"]) == ["sea", "sky"]
+    assert record["annotations"] == {"box": [1, 1, 5, 5]}
