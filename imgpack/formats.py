@@ -172,6 +172,18 @@ class PackedDataset:
         for i in range(len(self)):
             yield self[i]
 
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, position in that shard) of sample ``index`` (negative: from the end)."""
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(index)
+        index %= n
+        for shard, count in enumerate(self.shard_counts or [n]):
+            if index < count:
+                return shard, index
+            index -= count
+        raise IndexError(index)  # the counts add up to less than len: a damaged index
+
     # ------------------------------------------------------------------ what inspect shows
 
     def label_counts(self) -> dict[str, int]:

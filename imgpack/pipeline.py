@@ -1,4 +1,4 @@
-"""The conversion: reader -> batches -> engine (decode + preprocess) -> writer."""
+"""The conversion: reader -> engine (decode + preprocess, chunk by chunk) -> writer."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer
 
 
 def _after_kept(kept_rows: list[np.ndarray], n: int) -> int:
-    """The sample after the ``n``-th one kept (0 when n is 0), walking the batches, not concatenating them."""
+    """The sample after the ``n``-th one kept (0 when n is 0), walking the chunks, not concatenating them."""
     for rows in kept_rows:
         if n <= len(rows):
             return int(rows[n - 1]) + 1 if n else 0
@@ -357,26 +357,26 @@ class _Part:
         try:
             self._checkpoint(writer, journal, start, kept_rows, skipped_at)
             next_checkpoint = start + self.batch_size
-            for batch in self.engine.run(self.job, paths[start:], self.batch_size, update):
-                first = start + batch.start
-                ok = np.array([e is None for e in batch.errors], dtype=bool)
+            for chunk in self.engine.run(self.job, paths[start:], self.batch_size, update):
+                first = start + chunk.start
+                ok = np.array([e is None for e in chunk.errors], dtype=bool)
                 for i in np.flatnonzero(~ok):
-                    reason = batch.errors[i] or ""
+                    reason = chunk.errors[i] or ""
                     if self.on_error == "fail":
                         raise ImageError(f"{paths[first + i]}: {reason}")
                     skipped_at[first + int(i)] = reason
                 kept = np.flatnonzero(ok)
                 idx = first + kept
-                images: np.ndarray | list[Any] = batch.images if ok.all() else batch.images[ok]
-                if batch.extras:  # encoded images, or images of another shape: by value, in order
-                    images = [batch.item(int(i)) for i in kept]
+                images: np.ndarray | list[Any] = chunk.images if ok.all() else chunk.images[ok]
+                if chunk.extras:  # encoded images, or images of another shape: by value, in order
+                    images = [chunk.item(int(i)) for i in kept]
                 ids = [samples[int(i)].id for i in idx]
                 if self.annotations:
                     writer.write(images, labels[idx], ids, annotations=[samples[int(i)].annotation for i in idx])
                 else:
                     writer.write(images, labels[idx], ids)
                 kept_rows.append(idx)
-                consumed = first + len(batch.errors)
+                consumed = first + len(chunk.errors)
                 if consumed >= next_checkpoint and consumed < len(paths):
                     self._checkpoint(writer, journal, consumed, kept_rows, skipped_at)
                     next_checkpoint = consumed + self.batch_size

@@ -21,6 +21,16 @@ FORMATS = [pytest.param(name, marks=pytest.mark.skipif(
     for name, cls in writers.items()]
 
 
+def run(*args: str, catch_exceptions: bool = True) -> tuple[int, str, str]:
+    """``imgpack ARGS`` in this process: (exit code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from imgpack.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=catch_exceptions)
+    return result.exit_code, result.stdout, result.stderr
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("IMGPACK_SHARED", REPO.parent / "shared")).resolve()
 

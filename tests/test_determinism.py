@@ -8,8 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli.test_cli import run
-from conftest import FORMATS, SUFFIX
+from conftest import FORMATS, SUFFIX, run
 
 import imgpack
 from imgpack.datasets import content_digest

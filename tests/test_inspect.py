@@ -8,8 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from cli.test_cli import run
-from conftest import FORMATS, SUFFIX, write_image
+from conftest import FORMATS, SUFFIX, run, write_image
 
 import imgpack
 from imgpack import preview

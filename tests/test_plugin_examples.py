@@ -12,12 +12,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, run
 
 import imgpack
 import imgpack.registry as registry
-from imgpack.cli import cli
 from imgpack.datasets import content_digest
 from imgpack.plugins import Preprocessor, Reader
 
@@ -72,9 +70,6 @@ def npz() -> Iterator[type]:
     registry.writers._origins.pop("npz", None)
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args))
-    return result.exit_code, result.stdout, result.stderr
 
 
 def test_the_guide_format_converts_inspects_verifies_and_benches(npz: type, class_tree: Path, tmp_path: Path) -> None:

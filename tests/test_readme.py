@@ -24,17 +24,23 @@ def test_the_readme_has_the_examples() -> None:
 def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     if "tensorflow" in block:
         pytest.importorskip("tensorflow")
+    if "webdataset" in block:
+        pytest.importorskip("webdataset")
     monkeypatch.chdir(tmp_path)
     if "IMG_0042" in block:  # the example looks an image up by its id
         import shutil
 
         shutil.copyfile(class_tree / "bee" / "b1.jpg", class_tree / "bee" / "IMG_0042.jpg")
-    made = {"photos.h5": "photos.h5", "photos.pkl": "photos.pkl", "build/tiny.tfrecord": "build/tiny.tfrecord"}
+    made = {"photos.h5": "photos.h5", "photos.pkl": "photos.pkl", "build/tiny.tfrecord": "build/tiny.tfrecord",
+            "build/photos-": "build/photos.tar"}
     for name, out in made.items():
         if name in block or (name == "build/tiny.tfrecord" and "build/tiny" in block):
             imgpack.convert(str(class_tree), out, size=16, workers=0, progress="off")
     ns: dict[str, object] = {"__name__": "readme"}
     exec(compile(block, "README.md", "exec"), ns)
+    if "webdataset" in block:  # every sample came through the DataLoader
+        assert ns["image"].shape == (16, 16, 3) and ns["info"]["id"] in {"b1", "b2", "b3", "b4", "b5", "a1", "a2",  # type: ignore[index,attr-defined]
+                                                                          "a3", "a4", "z1", "z2", "z3", "z4"}
     if "tf.data" in block:  # the tf.data pipeline: take a batch through it
         x, y = next(iter(ns["ds"]))  # type: ignore[call-overload]
         assert tuple(x.shape) == (13, 16, 16, 3) and x.dtype.name == "float32" and float(x.numpy().max()) <= 1

@@ -9,11 +9,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from conftest import REPO, fundus, photo, write_image
+from conftest import REPO, fundus, photo, run, write_image
 
 import imgpack
-from imgpack.cli import cli
 from imgpack.errors import SourceError, UsageError
 from imgpack.recipe import build_chain, load_recipe, recipe_toml
 
@@ -43,9 +41,6 @@ def fundus_tree(tmp_path: Path) -> Path:
     return src
 
 
-def run(*args: str) -> tuple[int, str, str]:
-    res = CliRunner().invoke(cli, list(args))
-    return res.exit_code, res.stdout, res.stderr
 
 
 def read(path: Path) -> tuple[np.ndarray, list[str], dict]:

@@ -8,8 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from cli.test_cli import run
-from conftest import SUFFIX, photo, write_image
+from conftest import SUFFIX, photo, run, write_image
 
 import imgpack
 from imgpack.errors import printable, text_id

@@ -317,16 +317,9 @@ class PickleDataset(PackedDataset):
         return sum(self.counts)
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(index)
-        index %= n
-        for i, count in enumerate(self.counts):
-            if index < count:
-                data = self._shard(i)
-                return data["images"][index], data["labels"][index]
-            index -= count
-        raise IndexError(index)  # pragma: no cover
+        shard, offset = self.locate(index)
+        data = self._shard(shard)
+        return data["images"][offset], data["labels"][offset]
 
     def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Array indexing within each shard (one shard is in memory at a time)."""

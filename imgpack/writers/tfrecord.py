@@ -629,19 +629,9 @@ class TFRecordDataset(PackedDataset):
         images = np.stack([x for x, _ in batch])
         return (images.astype(np.float32) / 255 if normalize else images), np.asarray([y for _, y in batch])
 
-    def _locate(self, index: int) -> tuple[str, int]:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(index)
-        index %= n
-        for shard, count in zip(self.shards, self.counts, strict=True):
-            if index < count:
-                return shard, index
-            index -= count
-        raise IndexError(index)  # pragma: no cover - the counts add up to len
-
     def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
-        shard, offset = self._locate(index)
+        number, offset = self.locate(index)
+        shard = self.shards[number]
         for rec in self._records(shard, skip=offset, take=1):
             return self._image(rec), self._label(rec)
         raise SourceError(f"{shard}: holds fewer records than its index says ({self.path})")

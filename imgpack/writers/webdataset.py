@@ -210,17 +210,6 @@ class WebDatasetDataset(PackedDataset):
             f.seek(where[0])
             return f.read(where[1])
 
-    def _locate(self, index: int) -> tuple[int, int]:
-        n = len(self)
-        if not -n <= index < n:
-            raise IndexError(index)
-        index %= n
-        for shard, count in enumerate(self.shard_counts):
-            if index < count:
-                return shard, index
-            index -= count
-        raise IndexError(index)  # pragma: no cover
-
     def _sample(self, shard: int, i: int) -> tuple[np.ndarray, dict[str, Any]]:
         import cv2
 
@@ -242,7 +231,7 @@ class WebDatasetDataset(PackedDataset):
         return np.asarray(record["labels"], np.uint8) if "labels" in record else int(record.get("label", -1))
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
-        image, record = self._sample(*self._locate(index))
+        image, record = self._sample(*self.locate(index))
         return image, self._label(record)
 
     def _all_records(self) -> list[dict[str, Any]]:

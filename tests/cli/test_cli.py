@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import run as run_cli
 from plugin_fixture import make_plugin_dist
 
 from imgpack.cli import cli
@@ -19,8 +19,7 @@ COMMANDS = sorted(cli.commands)
 
 
 def run(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
-    return result.exit_code, result.stdout, result.stderr
+    return run_cli(*args, catch_exceptions=False)
 
 
 @pytest.mark.parametrize("command", [None, *COMMANDS])
