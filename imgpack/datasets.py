@@ -138,7 +138,7 @@ def content_digest(path: str) -> str:
     images, labels, ids = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
     for name, p in paths.items():
         with open_dataset(p) as ds:
-            fixed = getattr(ds, "index", {}).get("image_shape", True)  # a TFRecord of mixed shapes has none
+            fixed = ds.image_shape is not None  # images of mixed shapes (TFRecord, WebDataset) come one by one
             stream = ds.batches(256) if fixed else ((x[None], np.asarray([y])) for x, y in ds)
             for batch, _ in stream:
                 for x in batch:

@@ -107,3 +107,9 @@ def test_a_capability_the_format_lacks_is_refused_before_any_work(npz: type, cla
     code, stdout, _ = run("plugins", "--json")
     row = next(r for r in json.loads(stdout)["writers"] if r["name"] == "npz")
     assert row["capabilities"] == [] and [p["name"] for p in row["params"]] == ["compressed"]
+
+
+def test_a_cluster_engine_needs_the_shards_capability(npz: type, class_tree: Path, tmp_path: Path) -> None:
+    pytest.importorskip("pyspark")
+    code, _, err = run("convert", str(class_tree), "-o", str(tmp_path / "o.npz"), "--size", "16", "--engine", "spark")
+    assert code == 2 and err.startswith("imgpack: error: the npz format cannot write shards on --engine spark")

@@ -135,6 +135,11 @@ def test_plugins_lists_registry() -> None:
     assert code == 0
     data = json.loads(stdout)
     assert [r["name"] for r in data["writers"]] == ["hdf5", "pickle", "tfrecord", "webdataset"]
+    can = {r["name"]: r["capabilities"] for r in data["writers"]}
+    assert can == {"hdf5": ["resume", "shards"], "pickle": ["resume", "shards"],
+                   "tfrecord": ["resume", "shards", "encode"], "webdataset": ["resume", "shards", "encode"]}
+    hdf5 = next(r for r in data["writers"] if r["name"] == "hdf5")
+    assert [p["name"] for p in hdf5["params"]] == ["compression", "one_hot", "shard_size"]
     resize = next(r for r in data["preprocessors"] if r["name"] == "resize")
     assert [p["name"] for p in resize["params"]] == ["size", "mode", "interpolation", "color"]
 
