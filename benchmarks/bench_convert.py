@@ -89,7 +89,7 @@ def _tree_pss(proc: psutil.Process) -> int:
     return total
 
 
-SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
+SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl", "webdataset": ".tar"}
 
 
 def run_imgpack(src: str, out: str, workers: int, size: int, measure_memory: bool,
@@ -138,7 +138,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--formats", default="hdf5,tfrecord",
-                    help="comma-separated: hdf5, tfrecord, tfrecord:jpeg, tfrecord:png, pickle (default hdf5,tfrecord)")
+                    help="comma-separated: hdf5, tfrecord, tfrecord:jpeg, tfrecord:png, pickle, webdataset, "
+                         "webdataset:jpeg (default hdf5,tfrecord)")
     ap.add_argument("--out", default=os.path.join(REPO, "bench-out"))
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = ap.parse_args()
@@ -199,7 +200,9 @@ def _output_files(out: str) -> list[str]:
     if os.path.exists(out):
         return [out]
     base = os.path.splitext(out)[0]
-    return glob.glob(glob.escape(base) + "-*-of-*") + glob.glob(glob.escape(out) + ".json")
+    shards = glob.glob(glob.escape(base) + "-*-of-*")  # NAME-00000-of-00004.SUFFIX; WebDataset's NAME-000000.tar
+    shards += glob.glob(glob.escape(base) + "-" + "[0-9]" * 6 + ".*")
+    return shards + glob.glob(glob.escape(out) + ".json")
 
 
 def _output_bytes(out: str) -> int:

@@ -64,7 +64,8 @@ class ImageEncoder:
         if self.format == "jpeg":
             ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
         else:
-            ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+            # zlib level 1: ~25% less CPU than level 3 for ~3% more bytes (224x224 photos)
+            ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
         if not ok:
             raise ImageError(f"OpenCV could not encode the image as {self.format}")
         return bytes(buf.data)
