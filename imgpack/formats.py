@@ -488,14 +488,15 @@ class Shards:
         count = 0
         try:
             chunk: list[tuple[Any, Any, str, str | None]] = []
-            for item in [*items, None]:
-                if item is not None:
-                    chunk.append(item)
-                    shapes.add(tuple(item[0].shape))
-                    count += 1
-                if chunk and (item is None or len(chunk) == 64):
+            for item in items:  # streamed: a chunk of images in memory at a time
+                chunk.append(item)
+                shapes.add(tuple(item[0].shape))
+                count += 1
+                if len(chunk) == 64:
                     write_items(writer, chunk, meta)
                     chunk = []
+            if chunk:
+                write_items(writer, chunk, meta)
             writer.close()
         except BaseException:
             writer.abort()
@@ -682,9 +683,9 @@ class ShardedWriter(Writer, Resumable):
 
     def checkpoint(self) -> dict[str, Any]:
         """The finished shards are complete files: the state names them; the open one is redone."""
+        finished = self.partials[:len(self.stats)]  # the open shard, if any, is last and not finished
         return {"written": sum(int(s["count"]) for s in self.stats), "shard_size": self.size,
-                "shards": [{"file": os.path.basename(p), **s} for p, s in zip(self.partials, self.stats,
-                                                                             strict=False)]}
+                "shards": [{"file": os.path.basename(p), **s} for p, s in zip(finished, self.stats, strict=True)]}
 
     @classmethod
     def reopen(cls, path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
