@@ -459,8 +459,6 @@ class Shards:
 
     #: the shard names: NAME-00000-of-00008.SUFFIX (or NAME-000000.SUFFIX, WebDataset's)
     shard_style: ClassVar[str] = "of"
-    #: False: the format's writer shards by itself (TFRecord); ShardedWriter is not used
-    one_file: ClassVar[bool] = True
 
     @classmethod
     def shard_names(cls, path: str) -> ShardNames:
@@ -545,7 +543,7 @@ CAPABILITIES: dict[str, str] = {
 def capabilities(cls: type[Writer]) -> list[str]:
     """The optional capabilities a format declares, by name (see :data:`CAPABILITIES`)."""
     found = []
-    if issubclass(cls, Resumable) or (issubclass(cls, Shards) and cls.one_file):
+    if issubclass(cls, Resumable | Shards):
         found.append("resume")  # a ShardedWriter continues after the last whole shard
     if issubclass(cls, Shards):
         found.append("shards")
@@ -729,17 +727,16 @@ class ShardedWriter(Writer, Resumable):
 def is_sharded(fmt: type[Writer], options: Any) -> bool:
     """Whether an output of ``fmt`` with these options is written by a :class:`ShardedWriter`."""
     options = fmt.parse_options(options)
-    return issubclass(fmt, Shards) and fmt.one_file and fmt.shard_size(options, 1) is not None
+    return issubclass(fmt, Shards) and fmt.shard_size(options, 1) is not None
 
 
 def check_target(fmt: type[Writer], path: str, options: Any) -> None:
     """Refuse an unusable target (an earlier output, without --overwrite) before any work."""
     options = fmt.parse_options(options)
+    fmt.check(path, options)  # the format's own checks (TFRecord: TensorFlow is there), and the name itself
     if is_sharded(fmt, options):
         assert issubclass(fmt, Shards)
         fmt.shard_names(path).prepare(options.overwrite, also=fmt.index_path(path))
-    else:
-        fmt.check(path, options)
 
 
 def new_writer(fmt: type[Writer], path: str, meta: OutputMeta, options: Any) -> Writer:

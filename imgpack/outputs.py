@@ -108,9 +108,9 @@ class ShardNames:
             return f"{self.base}-{i:06d}{self.suffix}"
         return f"{self.base}-{i:05d}-of-{count:05d}{self.suffix}"
 
-    def partial(self, i: int, alternate: bool = False) -> str:
-        """Where shard ``i`` is written; a resume copies an open shard to its ``alternate`` name (or back)."""
-        return partial_path(f"{self.base}-{i:05d}{'.resumed' if alternate else ''}{self.suffix}")
+    def partial(self, i: int) -> str:
+        """Where shard ``i`` is written until the whole output is complete."""
+        return partial_path(f"{self.base}-{i:05d}{self.suffix}")
 
     def existing(self) -> list[str]:
         """The index and shards of an earlier output under these names."""

@@ -79,8 +79,8 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
     assert "interrupted after" in caplog.text and "--resume" in caplog.text
     done = journal(out)
     assert not out.exists() and leftovers(out.parent)
-    # batches of 5: images 35.. were being done. HDF5 and TFRecord keep every record written; the shards
-    # of 8 that imgpack rotates for pickle and WebDataset are durable 8 images at a time: their journal
+    # batches of 5: images 35.. were being done. HDF5 (Resumable) keeps every record written; the shards
+    # of 8 that imgpack rotates for the other formats are durable 8 images at a time: their journal
     # stops after the 32nd image kept, sample 32 (sample 16 is skipped)
     assert done["consumed"] == (35 if issubclass(writers.get(fmt), Resumable) else 33)
     # im33.png, the broken one, is sample 16 (the odd numbers are class a, first)

@@ -9,15 +9,15 @@ Feature keys are those of the usual TinyImageNet-to-TFRecord code, so that exist
 code works: ``image_raw`` (bytes, uint8 H*W*C, RGB), ``height``, ``width``, ``channel``,
 ``label`` (int64, -1 = unlabeled), plus ``id`` (bytes). With ``encode`` the pixels are
 stored as ``image_encoded`` (JPEG or PNG bytes, for ``tf.io.decode_image``) and ``format``
-instead; with ``one_hot``, ``label_one_hot`` holds K bytes of 0/1 (seeds/003's encoding).
+instead; with ``one_hot``, ``label_one_hot`` holds K bytes of 0/1 (as TinyImageNet TFRecord pipelines encode it).
 Multi-label data: ``label`` is the multi-hot vector, K int64 of 0/1 (``FixedLenFeature([K],
 tf.int64)``; the index says ``"multi_label": true``). A labels file's extra annotations
 (bounding boxes, ...): ``annotation``, bytes, the JSON text of each image's annotations.
 
 TensorFlow is imported only here, and only when a TFRecord is written or read: it is an
 extra (``pip install 'imgpack[tfrecord]'``), and ``import tensorflow`` takes seconds and
-~700 MB. The workers never import it: they decode (and JPEG/PNG-encode) images; this
-process builds the Examples with ``tf.train.Example`` and writes them with
+~700 MB. The workers never import it: they decode (and JPEG/PNG-encode) images; the
+writing process builds the Examples with ``tf.train.Example`` and writes them with
 ``tf.io.TFRecordWriter``, which frames and checksums (CRC32C) every record.
 """
 
@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImgpackError, MissingDependencyError, OutputError, SourceError, UsageError
-from ..formats import Encoded, OutputMeta, PackedDataset, Resumable, Shards, Writer, provenance
+from ..errors import MissingDependencyError, OutputError, SourceError, UsageError
+from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
 from ..params import param
@@ -209,7 +209,7 @@ class _ExampleBuilder:
         return self._example.SerializeToString()
 
 
-class TFRecordWriter(Writer, Resumable, Shards):
+class TFRecordWriter(Writer, Shards):
     """TFRecord shards of tf.train.Example records (TinyImageNet-style keys) with a JSON index; needs TensorFlow.
 
     Options: ``shard_size`` records per shard (default: ~256 MiB of records), ``encode``
@@ -223,111 +223,56 @@ class TFRecordWriter(Writer, Resumable, Shards):
     stores_annotations = True
     checksum = "CRC32C per record"
     requires = ("tensorflow",)
-    one_file = False  # the writer shards by itself: its output is always a shard set
     options: TFRecordOptions
 
     @classmethod
     def check(cls, path: str, options: Any) -> None:
         import_tensorflow()
-        cls.shard_names(path).prepare(options.overwrite)
+        super().check(path, options)
 
     @classmethod
     def encoder(cls, options: Any) -> ImageEncoder | None:
         opts = cls.parse_options(options)
         return None if opts.encode == "raw" else ImageEncoder(opts.encode, opts.jpeg_quality)
 
+    @classmethod
+    def shard_size(cls, options: Any, item_bytes: int) -> int:
+        """``--shard-size``, else ~256 MiB of records (TFDS aims for 64 MiB to 1 GiB per shard)."""
+        return options.shard_size or max(1, SHARD_BYTES // max(1, item_bytes))
+
     def __init__(self, path: str, meta: OutputMeta, options: TFRecordOptions | Mapping[str, Any]) -> None:
+        """One file of records (a shard: imgpack rotates them and writes the index)."""
         super().__init__(path, meta, options)
-        self._tf = import_tensorflow()
-        self._opts = self.options
-        self._names = self.shard_names(path)
-        self._build = _ExampleBuilder(self._tf, self._opts.encode,
-                                      len(meta.label_names) if self._opts.one_hot else None,
+        tf = import_tensorflow()
+        self._build = _ExampleBuilder(tf, self.options.encode, len(meta.label_names) if self.options.one_hot else None,
                                       meta.multi_label, meta.annotations)
-        self._shard_size = self._opts.shard_size
-        self._partials: list[str] = []
-        self._shard_counts: list[int] = []
-        self._file: Any = None
-        self._shapes: set[tuple[int, ...]] = set()
-        self._labels: list[np.ndarray] = []
-        self._superseded: list[str] = []  # partial shards replaced by a resume since the last checkpoint
-        self._unreferenced: list[str] = []  # ... before it: no journal names them any more
-
-    def _open_next_shard(self, first_record: bytes) -> None:
-        if self._shard_size is None:  # from the first record: deterministic, and right for encoded sizes too
-            self._shard_size = max(1, SHARD_BYTES // max(1, len(first_record)))
-        self._close_shard()
-        self._start_shard(self._names.partial(len(self._partials)))
-
-    def _start_shard(self, path: str, count: int = 0) -> None:
-        self._partials.append(path)
-        self._shard_counts.append(count)
+        self._tmp = partial_path(path)
         try:
-            self._file = self._tf.io.TFRecordWriter(path)
+            self._file = tf.io.TFRecordWriter(self._tmp)
         except Exception as exc:  # tf.errors.OpError
-            raise OutputError(f"{path}: cannot create: {_tf_message(exc)}") from None
-
-    def _close_shard(self) -> None:
-        if self._file is not None:
-            try:
-                self._file.close()
-            except Exception as exc:
-                raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
-            self._file = None
+            raise OutputError(f"{self._tmp}: cannot create: {_tf_message(exc)}") from None
 
     def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
               annotations: Sequence[str | None] | None = None) -> None:
         notes = annotations if annotations is not None else [None] * len(ids)
         for item, label, id_, note in zip(images, labels, ids, notes, strict=True):
-            record = self._build(item, label, id_, note)
-            if self._file is None or self._shard_counts[-1] >= (self._shard_size or 1):
-                self._open_next_shard(record)
             try:
-                self._file.write(record)
+                self._file.write(self._build(item, label, id_, note))
             except Exception as exc:  # disk full, ...
-                raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
-            self._shard_counts[-1] += 1
-            self._shapes.add(tuple(item.shape))
-        self._labels.append(np.array(labels, copy=True))
-
-    def written_shape(self) -> tuple[int, ...] | None:
-        return next(iter(self._shapes)) if len(self._shapes) == 1 else None
+                raise OutputError(f"{self._tmp}: cannot write: {_tf_message(exc)}") from None
 
     def close(self) -> list[str]:
-        if not self._partials:  # nothing converted: still a valid, empty output
-            self._open_next_shard(b"")
-        self._close_shard()
-        empty = np.zeros((0, len(self.meta.label_names)) if self.meta.multi_label else 0, np.int64)
-        stats = [{"count": n, "bytes": os.path.getsize(p)}
-                 for n, p in zip(self._shard_counts, self._partials, strict=True)]
-        index = _index(self.meta, self._opts, stats, np.concatenate([empty, *self._labels]), self.written_shape())
-        return [*self._names.commit(self._partials, index), self._names.index]
-
-    # ------------------------------------------------------------------ shards written on a cluster
-
-    @classmethod
-    def write_shard(cls, path: str, meta: OutputMeta, options: Any,
-                    items: Iterator[tuple[Any, Any, str, str | None]]) -> dict[str, Any]:
-        """One shard file of records at ``path`` (written as ``path.partial``, then renamed)."""
-        tf = import_tensorflow()
-        opts = cls.parse_options(options)
-        build = _ExampleBuilder(tf, opts.encode, len(meta.label_names) if opts.one_hot else None,
-                                meta.multi_label, meta.annotations)
-        tmp = partial_path(path)
-        count, shapes = 0, set()
         try:
-            with tf.io.TFRecordWriter(tmp) as f:
-                for item, label, id_, note in items:
-                    f.write(build(item, label, id_, note))
-                    shapes.add(tuple(item.shape))
-                    count += 1
-            os.replace(tmp, path)
-        except Exception as exc:  # tf.errors.OpError: disk full, ...
-            remove_quietly([tmp])
-            if isinstance(exc, ImgpackError):
-                raise
-            raise OutputError(f"{path}: cannot write: {_tf_message(exc)}") from None
-        return {"count": count, "bytes": os.path.getsize(path), "shapes": sorted(list(s) for s in shapes)}
+            self._file.close()
+        except Exception as exc:
+            raise OutputError(f"{self._tmp}: cannot write: {_tf_message(exc)}") from None
+        os.replace(self._tmp, self.path)
+        return [self.path]
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):  # the run already failed; its error is the one to report
+            self._file.close()
+        remove_quietly([self._tmp])
 
     @classmethod
     def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
@@ -339,89 +284,6 @@ class TFRecordWriter(Writer, Resumable, Shards):
                        labels, next(iter(shapes)) if len(shapes) == 1 else None)
         names = cls.shard_names(path)
         return [*names.commit(list(shards), index), names.index]
-
-    def abort(self) -> None:
-        try:
-            if self._file is not None:
-                self._file.close()
-        except Exception:  # the run already failed; its error is the one to report
-            pass
-        finally:
-            remove_quietly(self._partials + self._superseded + self._unreferenced)
-
-    # ------------------------------------------------------------------ resume
-
-    def checkpoint(self) -> dict[str, Any]:
-        """Flush the open shard; the state names each partial shard with its records and bytes so far."""
-        if self._file is not None:
-            try:
-                self._file.flush()
-            except Exception as exc:
-                raise OutputError(f"{self._partials[-1]}: cannot write: {_tf_message(exc)}") from None
-        remove_quietly(self._unreferenced)
-        self._unreferenced, self._superseded = self._superseded, []
-        return {"written": int(sum(self._shard_counts)), "shard_size": self._shard_size,
-                "shapes": sorted(list(s) for s in self._shapes),
-                "shards": [{"file": os.path.basename(p), "count": n, "bytes": os.path.getsize(p)}
-                           for p, n in zip(self._partials, self._shard_counts, strict=True)]}
-
-    @classmethod
-    def reopen(cls, path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
-               labels: np.ndarray) -> TFRecordWriter:
-        """Keep the finished partial shards; copy the journalled records of the open one into a new partial.
-
-        A TFRecord file cannot be appended to, and the open shard may end in half a record. Its
-        first records (as many as the journal says, each checked against its CRC) go to the
-        shard's other partial name, which the writer then goes on filling: the shards come out
-        as an uninterrupted run's. The old partial goes once a journal no longer names it.
-        """
-        self = cls(path, meta, options)
-        self._shard_size = state["shard_size"]
-        self._shapes = {tuple(s) for s in state["shapes"]}
-        self._labels = [np.array(labels, copy=True)]
-        folder = os.path.dirname(self._names.index)
-        shards = state["shards"]
-        for i, shard in enumerate(shards):
-            name, count, size = str(shard["file"]), int(shard["count"]), int(shard["bytes"])
-            if os.path.basename(name) != name or not name.endswith(".partial"):
-                raise OutputError(f"cannot resume {path}: the journal names {name!r}, not a partial shard")
-            old = os.path.join(folder, name)
-            where = f"cannot resume {path}: {old}"
-            try:
-                found = os.path.getsize(old)
-            except OSError:
-                raise OutputError(f"{where} is missing; run without --resume to start again") from None
-            if found < size:
-                raise OutputError(f"{where} is shorter than its journal says ({found} of {size} bytes); "
-                                  "run without --resume to start again")
-            if i < len(shards) - 1:
-                self._partials.append(old)
-                self._shard_counts.append(count)
-                continue
-            new = self._names.partial(i)
-            new = self._names.partial(i, alternate=True) if os.path.abspath(old) == os.path.abspath(new) else new
-            self._start_shard(new, count)
-            self._superseded.append(old)
-            try:
-                copied = 0
-                for record in _read_or_say_why(self._tf, iter(self._tf.data.TFRecordDataset(old).take(count)), old):
-                    self._file.write(record.numpy())
-                    copied += 1
-                if copied < count:
-                    raise SourceError(f"{copied} of {count} records")
-            except BaseException as exc:  # the copy goes; the interrupted run's files stay as they were
-                with contextlib.suppress(Exception):
-                    self._close_shard()
-                remove_quietly([new])
-                if isinstance(exc, SourceError):
-                    raise OutputError(f"{where} is damaged ({exc}); run without --resume to start again") from None
-                raise
-        return self
-
-    def detach(self) -> None:
-        with contextlib.suppress(Exception):
-            self._close_shard()
-        remove_quietly(self._unreferenced)
 
     @classmethod
     def can_open(cls, path: str) -> bool:
