@@ -100,3 +100,32 @@ def test_the_output_records_the_decode_mode(tmp_path: Path) -> None:
         imgpack.convert(str(tmp_path / "src"), str(out), size=64, decode=mode, workers=0, progress="off")
         with h5py.File(out) as f:
             assert json.loads(f.attrs["recipe"])["decode"] == mode
+
+
+@dataclass(frozen=True)
+class Thumbnail(Preprocessor):
+    """A plugin's own resize, not a subclass of the built-in one: it says what it needs through the contract."""
+
+    name = "thumbnail"
+    sets_size = True
+
+    def shrinks_from(self, width: int, height: int) -> bool:
+        return width >= 64 and height >= 64
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (64, 64), interpolation=cv2.INTER_AREA)
+
+
+def test_a_plugin_resize_gets_the_reduced_decode_through_the_contract(tmp_path: Path) -> None:
+    chain = build_chain([Thumbnail()])
+    assert [s.name for s in chain] == ["exif", "to_rgb", "thumbnail"]  # no --size resize added, exif and to_rgb are
+    assert reduced_scale(chain, ImageInfo("jpeg", 2000, 1500, 3, 8)) == (8, 2)  # 250x188 still >= 64: 1/8
+    assert reduced_scale(chain, ImageInfo("jpeg", 300, 300, 3, 8)) == (4, 2)  # 75x75 >= 64, 38x38 is not
+    path = write_image(tmp_path / "p.jpg", photo(900, 700, 3))
+    reduced = preprocess_bytes(path.read_bytes(), Job(tuple(chain), ()))
+    full = preprocess_bytes(path.read_bytes(), Job(tuple(chain), (), decode="full"))
+    builtin = preprocess_bytes(path.read_bytes(), Job(tuple(build_chain(size=64)), ()))
+    assert reduced.shape == full.shape == (64, 64, 3) and not np.array_equal(reduced, full)
+    np.testing.assert_array_equal(reduced, builtin)  # the 1/8-scale decode the built-in resize gets
+    with pytest.raises(imgpack.UsageError, match="--size and a resize step both set the size"):
+        build_chain([Thumbnail()], size=32)
