@@ -21,6 +21,18 @@ FORMATS = [pytest.param(name, marks=pytest.mark.skipif(
     for name, cls in writers.items()]
 
 
+def formats(*names: str) -> list[object]:
+    """Those of :data:`FORMATS` named here (each still skipped where its extra is missing)."""
+    return [p for p in FORMATS if p.values[0] in names]  # type: ignore[attr-defined]
+
+
+def needs(fmt: str) -> None:
+    """Skip the test where the format's extra (TensorFlow for tfrecord) is not installed."""
+    missing = missing_requirement(writers.get(fmt))
+    if missing:
+        pytest.skip(f"{fmt} needs {missing}, not installed")
+
+
 def run(*args: str, catch_exceptions: bool = True) -> tuple[int, str, str]:
     """``imgpack ARGS`` in this process: (exit code, stdout, stderr)."""
     from click.testing import CliRunner

@@ -6,13 +6,15 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import FORMATS, SUFFIX
 
 import imgpack
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("out", ["bad.h5", "bad.tfrecord", "bad.pkl"])
-def test_bad_inputs_never_crash_and_every_file_is_accounted_for(out: str, shared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_bad_inputs_never_crash_and_every_file_is_accounted_for(fmt: str, shared: Path, tmp_path: Path) -> None:
+    out = f"bad{SUFFIX[fmt]}"
     src = shared / "corpora" / "bad_inputs"  # its sub-folders act as classes
     files = [p for p in src.rglob("*") if p.is_file() and p.parent != src]
     res = imgpack.convert(str(src), str(tmp_path / out), size=32, workers=2, progress="off")

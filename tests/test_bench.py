@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import FORMATS, SUFFIX, run
+from conftest import FORMATS, SUFFIX, needs, run
 
 import imgpack
 from imgpack import bench
@@ -56,6 +56,7 @@ def test_bench_against_the_raw_images(class_tree: Path, tmp_path: Path) -> None:
 
 
 def test_bench_formats_side_by_side_with_a_plot(class_tree: Path, tmp_path: Path) -> None:
+    needs("tfrecord")
     plot = tmp_path / "bench.png"
     code, stdout, _ = run("bench", str(class_tree), "--formats", "hdf5,hdf5:gzip,tfrecord:jpeg,pickle",
                           "--size", "24", "--sample", "10", "--plot", str(plot), "--workdir", str(tmp_path / "w"),

@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, fundus, photo, run, write_image
+from conftest import REPO, fundus, needs, photo, run, write_image
 
 import imgpack
 from imgpack.errors import SourceError, UsageError
@@ -102,6 +102,7 @@ def test_a_json_recipe_from_inspect(fundus_tree: Path, tmp_path: Path) -> None:
 
 
 def test_recipe_from_a_tfrecord_output_by_the_name_it_was_made_under(class_tree: Path, tmp_path: Path) -> None:
+    needs("tfrecord")
     out = tmp_path / "build" / "o.tfrecord"  # no file has this name: the index and shards sit beside it
     imgpack.convert(str(class_tree), str(out), preprocess=["resize:size=20x10,mode=pad"], workers=0, progress="off")
     assert not out.exists()

@@ -113,7 +113,7 @@ def test_a_pickle_without_shards_starts_again(src: Path, tmp_path: Path, caplog:
      "the recipe changed (steps were exif | to_rgb | resize, now exif | to_rgb | ben | resize)"),
     ({"decode": "full"}, "the decode mode changed (was reduced, now full)"),
     ({"options": {"shard_size": 9}}, "the writer's options changed (were shard_size=8, now shard_size=9)"),
-    ({"format": "pickle", "output": "o.tfrecord"}, "the format changed (was tfrecord, now pickle)"),
+    ({"format": "pickle"}, "the format changed (was webdataset, now pickle)"),
     ({"on_error": "fail"}, "--on-error changed (was skip, now fail)"),
     ({"remove": "b/im00.png"}, "the source's samples changed (60 images then, 59 now)"),
     ({"rename": ("b/im00.png", "b/im00x.png")}, "the source's samples changed (the same number, but other"),
@@ -121,8 +121,8 @@ def test_a_pickle_without_shards_starts_again(src: Path, tmp_path: Path, caplog:
 ])
 def test_a_resume_of_another_run_is_refused_saying_what_changed(change: dict[str, object], expected: str,
                                                                 src: Path, tmp_path: Path) -> None:
-    out = tmp_path / "o.tfrecord"
-    interrupted(src, out, "tfrecord")
+    out = tmp_path / "o.tar"  # a sharded format that needs no extra
+    interrupted(src, out, "webdataset")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     if "remove" in change:
         (src / str(change["remove"])).unlink()
@@ -132,7 +132,7 @@ def test_a_resume_of_another_run_is_refused_saying_what_changed(change: dict[str
     if "touch" in change:
         os.utime(src / str(change["touch"]), ns=(0, 10**18))
     run = ("size", "preprocess", "decode", "options", "format", "on_error")
-    kwargs = {"size": 16, "options": options("tfrecord"), "format": None, "on_error": "skip",
+    kwargs = {"size": 16, "options": options("webdataset"), "format": None, "on_error": "skip",
               **{k: v for k, v in change.items() if k in run}}
     with pytest.raises(UsageError) as err:
         imgpack.convert(str(src), str(out), workers=0, batch_size=5, progress="off", resume=True, **kwargs)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import SUFFIX, photo, run, write_image
+from conftest import FORMATS, SUFFIX, photo, run, write_image
 
 import imgpack
 from imgpack.errors import printable, text_id
@@ -79,7 +79,7 @@ def odd_names(tmp_path: Path) -> Path:
     return src
 
 
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_odd_file_names_are_stored_as_ids_in_every_format(fmt: str, odd_names: Path, tmp_path: Path) -> None:
     out = tmp_path / f"o{SUFFIX[fmt]}"
     res = imgpack.convert(str(odd_names), str(out), size=8, workers=0, progress="off")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from _helpers import DIED, DieOnFirstAttempt
 from click.testing import CliRunner
-from conftest import FORMATS, REPO, SUFFIX, photo, write_image
+from conftest import FORMATS, REPO, SUFFIX, needs, photo, write_image
 
 import imgpack
 from imgpack.cli import cli
@@ -111,6 +111,7 @@ def test_a_task_that_dies_is_retried_and_leaves_no_half_shard(spark: SparkEngine
 
 
 def test_on_error_fail_and_splits(spark: SparkEngine, src: Path, tmp_path: Path) -> None:
+    needs("tfrecord")
     with pytest.raises(imgpack.ImageError, match=r"broken\.png: "):
         imgpack.convert(str(src), str(tmp_path / "f.tfrecord"), size=16, engine=spark, on_error="fail",
                         progress="off")

@@ -10,6 +10,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
+from conftest import FORMATS, formats
 
 import imgpack
 from imgpack.decode import load
@@ -25,7 +26,7 @@ def expected_pixels(path: str, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(img, size, interpolation=cv2.INTER_AREA if img.shape[1] >= size[0] else cv2.INTER_LINEAR)
 
 
-@pytest.mark.parametrize("fmt", writers.names())
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_every_writer_round_trips(fmt: str, class_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / f"out{SUFFIX.get(fmt, '.' + fmt)}"
     # decode="full": bit-exact with a plain decode + resize (the default may decode JPEGs at reduced scale)
@@ -109,7 +110,7 @@ def test_inspect_describes_the_file(class_tree: Path, tmp_path: Path) -> None:
     assert info["chunks"] == [1, 8, 8, 3] and info["compression"] == "none"
 
 
-@pytest.mark.parametrize("fmt", writers.names())
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_stores_rgb(fmt: str, tmp_path: Path) -> None:
     """Red, green and blue stripes written by OpenCV (which takes BGR) come back in R, G, B order."""
     stripes = np.zeros((30, 30, 3), np.uint8)
@@ -124,7 +125,7 @@ def test_every_format_stores_rgb(fmt: str, tmp_path: Path) -> None:
         np.testing.assert_array_equal(ds[0][0], stripes)
 
 
-@pytest.mark.parametrize("fmt", writers.names())
+@pytest.mark.parametrize("fmt", FORMATS)
 def test_every_format_stores_one_channel_images(fmt: str, class_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / f"gray{SUFFIX.get(fmt, '.' + fmt)}"
     res = imgpack.convert(str(class_tree), str(out), format=fmt, preprocess=["to_gray"], size=16, decode="full",
@@ -152,7 +153,7 @@ def multi_label_set(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("fmt", ["hdf5", "pickle", "tfrecord"])
+@pytest.mark.parametrize("fmt", formats("hdf5", "pickle", "tfrecord"))
 def test_multi_label_and_annotations_in_every_format(fmt: str, multi_label_set: Path, tmp_path: Path) -> None:
     if fmt == "tfrecord":
         pytest.importorskip("tensorflow")
