@@ -91,6 +91,10 @@ class Options:
 
     overwrite: bool = param(False, help="replace an existing output")
 
+    def get(self, name: str, default: Any = None) -> Any:
+        """``options.get(name)``, as a writer of the earlier contract (options as a dict) reads them."""
+        return getattr(self, name, default)
+
     def given(self) -> dict[str, Any]:
         """The options that differ from their defaults, ``overwrite`` aside: what makes two outputs differ."""
         defaults = type(self)()
@@ -310,6 +314,14 @@ class Writer:
     checksum: ClassVar[str] = "none"
     #: the modules the format needs beyond imgpack's own dependencies (an extra, e.g. tensorflow)
     requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = cls.__dict__.get("option_names")
+        if names and "Options" not in cls.__dict__:  # the earlier contract: a tuple of names, values as given
+            fields = [(n, Any, param(None, help="")) for n in names if n != "overwrite"]
+            cls.Options = dataclasses.make_dataclass(f"{cls.__name__}Options", fields, bases=(cls.Options,),
+                                                     frozen=True)
 
     def __init__(self, path: str, meta: OutputMeta, options: AnyOptions | Mapping[str, Any]) -> None:
         self.options = self.parse_options(options)

@@ -113,3 +113,24 @@ def test_a_cluster_engine_needs_the_shards_capability(npz: type, class_tree: Pat
     pytest.importorskip("pyspark")
     code, _, err = run("convert", str(class_tree), "-o", str(tmp_path / "o.npz"), "--size", "16", "--engine", "spark")
     assert code == 2 and err.startswith("imgpack: error: the npz format cannot write shards on --engine spark")
+
+
+def test_a_format_of_the_earlier_contract_still_converts(class_tree: Path, tmp_path: Path) -> None:
+    """Options as a tuple of names read with ``options.get``: the form before the Options dataclass."""
+
+    class Old(registry.writers.get("hdf5")):  # type: ignore[misc,valid-type]
+        option_names = ("label_note",)
+
+        def write(self, images, labels, ids, annotations=None):  # type: ignore[no-untyped-def]
+            assert self.options.get("label_note") == "hello" and self.options.get("compression") == "none"
+            super().write(images, labels, ids, annotations)
+
+    registry.writers.register("old")(Old)
+    try:
+        code, _, err = run("convert", str(class_tree), "-o", str(tmp_path / "o.h5"), "--format", "old", "--size", "8",
+                           "--workers", "0", "--option", "label_note=hello")
+        assert code == 0, err
+        assert imgpack.describe(str(tmp_path / "o.h5"))["count"] == 13
+    finally:
+        registry.writers._plugins.pop("old", None)
+        registry.writers._origins.pop("old", None)
