@@ -19,6 +19,7 @@ from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .engines.local import LocalEngine
 from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
 from .formats import OutputMeta, Resumable, Shards, Writer
+from .locking import locked
 from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import Preprocessor, Sample, Scan
 from .process import Job, process_image
@@ -162,6 +163,15 @@ def convert(
         formats.require(writer_cls, "resume", "--resume")
     if engine is not None and engine.writes_shards:
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
+    with locked(output):  # one run per output: a second is refused before it touches anything
+        return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
+                        batch_size, on_error, max_pixels, resume, progress, t0)
+
+
+def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
+             writer_cls: type[Writer], writer_options: Any, engine: Engine | None, workers: int | None,
+             batch_size: int, on_error: str, max_pixels: int, resume: bool, progress: str | None,
+             t0: float) -> ConvertResult:
     # the targets, and so the writer's options, are checked before the source is read
     # where the splits are known: from --split, or none at all
     checked: set[str] = set()

@@ -1,0 +1,79 @@
+"""One run per output: an exclusive lock held for the whole conversion (and its resume).
+
+A second run on the same target is refused at once, naming the run that holds it, before it
+touches a single file of the first's. The lock is the kernel's (``flock``): a run killed with
+SIGKILL or by the OOM killer releases it with its last file descriptor, so a lock is never
+stale. The lock files live in the temporary folder, named by a digest of the target's real
+path, so that an output folder gets no extra file (and none is left behind by a kill).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+
+from .errors import OutputError, printable
+
+LOCK_FOLDER = "imgpack-locks"
+
+
+def lock_path(target: str) -> str:
+    """Where the lock of ``target`` lives: the same file for every spelling of the same path."""
+    folder, name = os.path.split(os.path.abspath(target.rstrip("/") or "/"))
+    real = os.path.join(os.path.realpath(folder or "."), name)
+    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return os.path.join(tempfile.gettempdir(), LOCK_FOLDER, digest + ".lock")
+
+
+def _open_locked(path: str, target: str) -> int:
+    """A descriptor of ``path`` holding its exclusive lock; OutputError naming the holder when another has it."""
+    for _ in range(10):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 1000, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise OutputError(f"{target}: another imgpack run is writing it ({printable(holder or 'starting')}); "
+                              "wait for it to end, or stop it") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder removed it as we opened it: take the new one
+    raise OutputError(f"{target}: cannot take its lock {path}")
+
+
+@contextlib.contextmanager
+def locked(target: str) -> Iterator[None]:
+    """Hold the lock of ``target`` for the ``with`` block."""
+    path = lock_path(target)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o1777, exist_ok=True)
+        fd = _open_locked(path, target)
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise OutputError(f"{target}: cannot take its lock {path}: {exc.strerror or exc}") from None
+    try:
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {started}: "
+                      f"{' '.join(sys.argv)[:300]}\n".encode("utf-8", "replace"), 0)
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)  # while still holding it: a run waiting on the old file takes a new one
+        os.close(fd)
