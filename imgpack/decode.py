@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .errors import CorruptImageError, ImageError
-from .probe import ImageInfo, probe
+from .probe import ImageInfo, open_regular, probe
 
 #: images whose header claims more pixels than this are refused before decoding
 #: (Pillow refuses above the same number; OpenCV's own limit is 2**30)
@@ -31,9 +31,12 @@ REDUCED_SCALES = (8, 4, 2)
 
 
 def read_file(path: str) -> bytes:
+    """The bytes of an image file; ImageError for a file that cannot be read or is not a regular file."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return f.read()
+    except ImageError:
+        raise
     except OSError as exc:
         raise ImageError(f"cannot read: {exc.strerror or exc}") from None
 

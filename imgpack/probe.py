@@ -9,11 +9,14 @@ claims more pixels than allowed before any allocation.
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
-from .errors import CorruptImageError
+from .errors import CorruptImageError, ImageError
 
 #: extensions that make a file an image candidate without looking at its content
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".dib", ".tif", ".tiff",
@@ -81,9 +84,38 @@ def probe(data: bytes) -> ImageInfo:
     return info
 
 
+def special_kind(mode: int) -> str | None:
+    """What a file that is not a regular file is ("a FIFO", "a socket", ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"),
+                       (stat.S_ISBLK, "a device"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def open_regular(path: str) -> BinaryIO:
+    """``open(path, "rb")`` for a regular file only: a FIFO, socket or device is refused, and never blocks.
+
+    The file is opened without blocking (a FIFO would wait for a writer forever) and checked
+    on the open descriptor, so a file swapped after a check cannot slip through.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        kind = special_kind(os.fstat(fd).st_mode)
+        if kind is not None:
+            raise ImageError(f"not a regular file ({kind})")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def probe_file(path: str) -> ImageInfo:
     """:func:`probe` on a file, reading only its first HEADER_BYTES unless the header lies further."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         head = f.read(HEADER_BYTES)
         try:
             return probe(head)

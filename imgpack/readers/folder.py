@@ -8,16 +8,30 @@ from collections.abc import Iterator
 
 from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
-from ..probe import IMAGE_EXTENSIONS, sniff
+from ..probe import IMAGE_EXTENSIONS, open_regular, sniff, special_kind
 from ..splits import folder_order
 
 
+def not_regular(path: str) -> str | None:
+    """Why ``path`` is never opened as an image: "not a regular file (a FIFO)" ...; None for a regular file."""
+    try:
+        kind = special_kind(os.stat(path).st_mode)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    return None if kind is None else f"not a regular file ({kind})"
+
+
 def _is_image(path: str, name: str) -> bool:
-    """By extension, or by content for files whose extension says nothing (``IMG_0001``, ``x.dat``)."""
+    """By extension, or by content for files whose extension says nothing (``IMG_0001``, ``x.dat``).
+
+    Only regular files: a FIFO, socket or device (whatever its name) is not an image.
+    """
+    if not_regular(path):
+        return False
     if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
         return True
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return sniff(f.read(12)) is not None
     except OSError:
         return False
@@ -109,6 +123,8 @@ class FolderReader(Reader):
                     found.extend((entry.name, path) for path in images)
                 else:
                     ignored.append((rel + "/", "class folder with no images"))
+            elif not_regular(entry.path):
+                ignored.append((rel, not_regular(entry.path) or ""))
             elif _is_image(entry.path, entry.name):
                 loose.append(rel)
             else:
@@ -129,8 +145,11 @@ class FolderReader(Reader):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
             for name in filenames:
                 rel = f"{rel_dir}/{name}"
+                special = not_regular(os.path.join(dirpath, name))
                 if name.startswith("."):
                     ignored.append((rel, "hidden"))
+                elif special:
+                    ignored.append((rel, special))
                 elif _is_image(os.path.join(dirpath, name), name):
                     images.append(rel)
                 else:
