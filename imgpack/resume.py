@@ -147,8 +147,37 @@ class Journal:
             raise OutputError(f"{path}: cannot read the resume journal: {exc}") from None
         if not isinstance(data, dict) or data.get("kind") != KIND:
             raise OutputError(f"{path}: not an imgpack resume journal")
-        return cls(path, data["fingerprint"], int(data["consumed"]), int(data["written"]),
-                   [(int(i), str(r)) for i, r in data["skipped"]], data.get("writer"), data.get("result"))
+        try:
+            journal = cls(path, dict(data["fingerprint"]), int(data["consumed"]), int(data["written"]),
+                          [(int(i), str(r)) for i, r in data["skipped"]], data.get("writer"), data.get("result"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise OutputError(f"{path}: a damaged resume journal ({type(exc).__name__}: {exc}); "
+                              "run without --resume to start again") from None
+        journal.check()
+        return journal
+
+    def check(self) -> None:
+        """Refuse a journal whose counts disagree with each other (edited, or damaged): a resume from it
+        would drop or repeat images."""
+        count = self.fingerprint.get("count")
+        skipped = [i for i, _ in self.skipped]
+        state = self.writer or {}
+        problems = [
+            (not isinstance(count, int) or not 0 <= self.consumed <= count,
+             f"{self.consumed} samples consumed of {count}"),
+            (len(set(skipped)) != len(skipped) or any(not 0 <= i < self.consumed for i in skipped),
+             "skipped samples outside those consumed"),
+            (self.written != self.consumed - len(skipped),
+             f"{self.consumed} samples consumed, {len(skipped)} skipped, but {self.written} written"),
+            (self.writer is not None and state.get("written") != self.written,
+             f"the writer's state covers {state.get('written')} images, the journal {self.written}"),
+            ("shards" in state and sum(int(s.get("count", -1)) for s in state["shards"]) != self.written,
+             "its shards' counts do not add up to the images written"),
+        ]
+        for bad, why in problems:
+            if bad:
+                raise OutputError(f"{self.path}: the resume journal does not agree with itself ({why}); "
+                                  "run without --resume to start again")
 
     def save(self) -> None:
         data = {"kind": KIND, "fingerprint": self.fingerprint, "consumed": self.consumed, "written": self.written,

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
+from imgpack.engines.local import LocalEngine
 from imgpack.formats import missing_requirement
 from imgpack.registry import writers
 
@@ -110,3 +111,19 @@ def fundus(w: int, h: int, seed: int, radius: float = 0.45) -> np.ndarray:
     inside = (x - cx) ** 2 + (y - cy) ** 2 <= (radius * min(w, h)) ** 2
     dark = rng.integers(0, 7, size=img.shape, dtype=np.uint8)
     return np.where(inside[..., None], img, dark)
+
+
+class CtrlC(LocalEngine):
+    """The local engine without a pool, as if Ctrl-C came just before image ``at`` (counted over every output)."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__(0)
+        self.at = at
+        self.done = 0
+
+    def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
+        for batch in super().run(job, paths, batch_size, progress):
+            if self.done + len(batch.errors) > self.at:
+                raise KeyboardInterrupt
+            self.done += len(batch.errors)
+            yield batch

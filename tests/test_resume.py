@@ -13,31 +13,14 @@ from pathlib import Path
 import h5py
 import pytest
 from click.testing import CliRunner
-from conftest import FORMATS, SUFFIX, photo, write_image
+from conftest import FORMATS, SUFFIX, CtrlC, photo, write_image
 
 import imgpack
 from imgpack.cli import cli
 from imgpack.datasets import content_digest
-from imgpack.engines.local import LocalEngine
 from imgpack.errors import UsageError
 from imgpack.formats import Resumable
 from imgpack.registry import writers
-
-
-class CtrlC(LocalEngine):
-    """The local engine without a pool, as if Ctrl-C came just before image ``at`` (counted over every output)."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__(0)
-        self.at = at
-        self.done = 0
-
-    def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
-        for batch in super().run(job, paths, batch_size, progress):
-            if self.done + len(batch.errors) > self.at:
-                raise KeyboardInterrupt
-            self.done += len(batch.errors)
-            yield batch
 
 
 @pytest.fixture
