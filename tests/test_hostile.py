@@ -93,3 +93,41 @@ def test_an_intact_journal_still_resumes(interrupted_h5: tuple[Path, Path]) -> N
     src, out = interrupted_h5
     res = imgpack.convert(str(src), str(out), size=8, workers=0, batch_size=5, progress="off", resume=True)
     assert res.written == 60
+
+
+# --------------------------------------------------------------------------- runaway recipes
+
+
+@pytest.mark.parametrize("step, message", [
+    ("ben:sigma=1e5", "ben: sigma must be at most 1000 pixels, got 100000"),
+    ("ben:sigma=inf", "ben: sigma must be at most 1000 pixels, got inf"),
+    ("ben:sigma=nan", "ben: sigma must be positive, got nan"),
+    ("resize:size=100000", "resize: size 100000x100000 = 10,000,000,000 pixels exceeds the limit of 178,956,970"),
+    ("crop_dark:tol=300", "crop_dark: tol must be a gray level 0..254, got 300"),
+])
+def test_runaway_step_parameters_are_refused_when_the_recipe_is_read(step: str, message: str, tmp_path: Path) -> None:
+    res = run_cli("convert", str(tmp_path), "-o", str(tmp_path / "o.h5"), "--preprocess", step)
+    assert res.returncode == 2 and res.stderr.strip() == f"imgpack: error: {message}"
+
+
+@pytest.mark.parametrize("toml, message", [
+    ('[[steps]]\nname = "resize"\nsize = true\n', "size must be N or WxH, got True"),
+    ('[[steps]]\nname = "crop_dark"\ntol = true\n', "tol must be a gray level 0..254, got True"),
+    ('[[steps]]\nname = "ben"\nsigma = 100000.0\n', "sigma must be at most 1000 pixels"),
+])
+def test_recipe_files_get_the_same_bounds(toml: str, message: str, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(toml)
+    res = run_cli("convert", str(tmp_path), "-o", str(tmp_path / "o.h5"), "--recipe", str(recipe))
+    assert res.returncode == 2 and message in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_blur_wider_than_the_image_skips_it_instead_of_spinning(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_image(src / "small.png", photo(32, 32, 1))
+    write_image(src / "wide.png", photo(64, 64, 2))
+    res = imgpack.convert(str(src), str(tmp_path / "o.h5"), preprocess=["ben:sigma=50", "resize:size=16"],
+                          workers=0, progress="off")
+    assert res.written == 1
+    assert [(Path(s.path).name, s.reason) for s in res.skipped] == [
+        ("small.png", "ben: sigma 50 is wider than this 32x32 image (apply ben after the resize, or lower sigma)")]

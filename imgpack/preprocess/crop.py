@@ -35,7 +35,11 @@ class CropDark(Preprocessor):
     # Measured on a 2000x1500 fundus JPEG: the box found at 1/4 scale was 13 and 18 source
     # pixels narrower and shorter. So a reduced decode never runs before crop_dark.
     commutes_with_downscale = False
-    tol: int = param(7, help="gray levels <= tol count as dark")
+    tol: int = param(7, help="gray levels <= tol count as dark (0..254)")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tol, bool) or not isinstance(self.tol, int) or not 0 <= self.tol <= 254:
+            raise ValueError(f"tol must be a gray level 0..254, got {self.tol!r}")
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         if image.ndim == 3 and image.shape[2] == 1:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ..decode import DEFAULT_MAX_PIXELS
 from ..plugins import Preprocessor, param
 
 INTERPOLATIONS = {
@@ -67,6 +68,8 @@ class Resize(Preprocessor):
 
     def __post_init__(self) -> None:
         size = self.size
+        if isinstance(size, bool) or (isinstance(size, tuple | list) and any(isinstance(v, bool) for v in size)):
+            raise ValueError(f"size must be N or WxH, got {size!r}")
         if isinstance(size, int):
             size = (size, size)
         elif isinstance(size, str):
@@ -74,6 +77,9 @@ class Resize(Preprocessor):
         size = (int(size[0]), int(size[1]))
         if size[0] <= 0 or size[1] <= 0:
             raise ValueError(f"size must be positive, got {size}")
+        if size[0] * size[1] > DEFAULT_MAX_PIXELS:
+            raise ValueError(f"size {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels exceeds the limit of "
+                             f"{DEFAULT_MAX_PIXELS:,} per image")
         object.__setattr__(self, "size", size)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
