@@ -102,7 +102,8 @@ def test_an_intact_journal_still_resumes(interrupted_h5: tuple[Path, Path]) -> N
     ("ben:sigma=1e5", "ben: sigma must be at most 1000 pixels, got 100000"),
     ("ben:sigma=inf", "ben: sigma must be at most 1000 pixels, got inf"),
     ("ben:sigma=nan", "ben: sigma must be positive, got nan"),
-    ("resize:size=100000", "resize: size 100000x100000 = 10,000,000,000 pixels exceeds the limit of 178,956,970"),
+    ("resize:size=100000",
+     "resize: size 100000x100000 = 10,000,000,000 pixels exceeds the limit of 178,956,970 per image"),
     ("crop_dark:tol=300", "crop_dark: tol must be a gray level 0..254, got 300"),
 ])
 def test_runaway_step_parameters_are_refused_when_the_recipe_is_read(step: str, message: str, tmp_path: Path) -> None:
