@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, CtrlC, photo, write_image
 
@@ -132,3 +133,99 @@ def test_a_blur_wider_than_the_image_skips_it_instead_of_spinning(tmp_path: Path
     assert res.written == 1
     assert [(Path(s.path).name, s.reason) for s in res.skipped] == [
         ("small.png", "ben: sigma 50 is wider than this 32x32 image (apply ben after the resize, or lower sigma)")]
+
+
+# --------------------------------------------------------------------------- HDF5 files imgpack did not write
+
+
+@pytest.fixture
+def h5(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    for i in range(6):
+        write_image(src / ("a" if i % 2 else "b") / f"{i}.png", photo(20, 20, i))
+    out = tmp_path / "out" / "o.h5"
+    imgpack.convert(str(src), str(out), size=8, workers=0, progress="off")
+    (tmp_path / "secret.txt").write_bytes(b"s3cret!\n" * 10000)
+    return out
+
+
+def craft(path: Path, key: str, make: object) -> None:
+    """Replace dataset ``key`` of ``path`` with what ``make(file, key)`` creates."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        del f[key]
+        make(f, key)  # type: ignore[operator]
+
+
+def external_storage(f: object, key: str) -> None:
+    f.create_dataset(key, shape=(6, 8, 8, 3), dtype="u1",  # type: ignore[attr-defined]
+                     external=[(str(Path(f.filename).parent.parent / "secret.txt"), 0, 6 * 192)])  # type: ignore
+
+
+def external_link(f: object, key: str) -> None:
+    import h5py
+
+    other = Path(f.filename).parent.parent / "other.h5"  # type: ignore[attr-defined]
+    with h5py.File(other, "w") as o:
+        o["labels"] = np.zeros(6, np.int64)
+    f[key] = h5py.ExternalLink(str(other), "/labels")  # type: ignore[index]
+
+
+def virtual_elsewhere(f: object, key: str) -> None:
+    import h5py
+
+    other = Path(f.filename).parent.parent / "other.h5"  # type: ignore[attr-defined]
+    with h5py.File(other, "w") as o:
+        o["images"] = np.full((6, 8, 8, 3), 7, np.uint8)
+    layout = h5py.VirtualLayout(shape=(6, 8, 8, 3), dtype="u1")
+    layout[:] = h5py.VirtualSource(str(other), "images", shape=(6, 8, 8, 3))
+    f.create_virtual_dataset(key, layout)  # type: ignore[attr-defined]
+
+
+def as_group(f: object, key: str) -> None:
+    f.create_group(key)  # type: ignore[attr-defined]
+
+
+def billions_of_labels(f: object, key: str) -> None:
+    f.create_dataset(key, shape=(300_000_000,), dtype="i8", chunks=(1_000_000,))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("key, make, why", [
+    ("images", external_storage, "'images' keeps its data in other files (HDF5 external storage): refused"),
+    ("labels", external_link, "'labels' is a link (ExternalLink) to another place: refused"),
+    ("images", virtual_elsewhere, "'images' is a virtual dataset over"),
+    ("images", as_group, "'images' is a Group, not a dataset"),
+    ("labels", billions_of_labels, "300000000 labels for 6 images"),
+])
+def test_a_crafted_hdf5_file_is_refused_before_anything_is_read(key: str, make: object, why: str, h5: Path) -> None:
+    craft(h5, key, make)
+    for call in (imgpack.open_dataset, imgpack.describe):
+        with pytest.raises(imgpack.SourceError, match=r"refused|not a dataset|labels for") as err:
+            call(str(h5))
+        assert why in str(err.value) and str(h5) in str(err.value)
+    res = run_cli("inspect", str(h5), "--verify", "--preview", str(h5.parent / "p.png"))
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and why in res.stderr
+    assert "s3cret" not in res.stdout + res.stderr
+
+
+def test_a_tiny_file_declaring_millions_of_images_is_refused(h5: Path) -> None:
+    import h5py
+
+    with h5py.File(h5, "r+") as f:
+        for key in ("images", "labels", "ids"):
+            del f[key]
+        f.create_dataset("images", shape=(5_000_000, 8, 8, 3), dtype="u1", chunks=(1, 8, 8, 3))
+        f.create_dataset("labels", shape=(5_000_000,), dtype="i8", chunks=(100_000,))
+        f.create_dataset("ids", shape=(5_000_000,), dtype=h5py.string_dtype(), chunks=(100_000,))
+    assert h5.stat().st_size < 100_000
+    with pytest.raises(imgpack.SourceError, match=r"declares 5,000,000 images but stores 0 bytes of them"):
+        imgpack.open_dataset(str(h5))
+
+
+def test_imgpack_own_shards_under_a_master_still_open(h5: Path, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    out = tmp_path / "sharded" / "s.h5"
+    imgpack.convert(str(src), str(out), size=8, workers=0, options={"shard_size": 4}, progress="off")
+    with imgpack.open_dataset(str(out)) as ds:
+        assert len(ds) == 6 and len(ds.shards) == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -298,6 +299,69 @@ def _shard_files(path: str, f: h5py.File) -> list[str]:
     return [os.path.join(os.path.dirname(os.path.abspath(path)), n) for n in names]
 
 
+#: the per-image datasets of the layout; imgpack reads nothing else from a file
+PER_IMAGE = ("images", "labels", "ids", "labels_one_hot", "annotations")
+#: the largest image a file may declare (channels included): 4 channels of the decoder's pixel limit
+MAX_IMAGE_VALUES = 4 * 178_956_970
+
+
+def _is_dataset(f: h5py.File, key: str) -> bool:
+    return isinstance(f.get(key, getlink=True), h5py.HardLink) and isinstance(f[key], h5py.Dataset)
+
+
+def _refuse_unsafe(path: str, f: h5py.File, shards: list[str]) -> None:
+    """Refuse a file that would make imgpack read outside it, or allocate what it does not hold.
+
+    External links, soft links and external storage are refused; virtual datasets only over the
+    master's own shards, by name, beside it. The counts must agree, the images be (N, H, W, C)
+    within the pixel limit, and a plain file must hold at least a byte per image it declares
+    (HDF5 reads chunks it does not store as zeros: a tiny file could declare billions).
+    """
+    allowed = {os.path.basename(p) for p in shards}
+    for key in PER_IMAGE:
+        link = f.get(key, getlink=True)
+        if link is None:
+            if key in ("images", "labels", "ids"):
+                raise SourceError(f"{path}: not an imgpack HDF5 file (no {key!r} dataset)")
+            continue
+        if not isinstance(link, h5py.HardLink):
+            raise SourceError(f"{path}: {key!r} is a link ({type(link).__name__}) to another place: refused (imgpack "
+                              "reads only data inside the file, or its own shards)")
+        ds = f[key]
+        if not isinstance(ds, h5py.Dataset):
+            raise SourceError(f"{path}: not an imgpack HDF5 file ({key!r} is a {type(ds).__name__}, not a dataset)")
+        if ds.external:
+            raise SourceError(f"{path}: {key!r} keeps its data in other files (HDF5 external storage): refused")
+        if ds.is_virtual:
+            outside = sorted({v.file_name for v in ds.virtual_sources()} - allowed - {"."})
+            if outside:
+                raise SourceError(f"{path}: {key!r} is a virtual dataset over {outside[0]!r}, not one of its own "
+                                  "shards: refused")
+    images = f["images"]
+    n = images.shape[0] if images.ndim else 0
+    if images.ndim != 4 or images.dtype != np.uint8 or math.prod(images.shape[1:]) > MAX_IMAGE_VALUES:
+        raise SourceError(f"{path}: 'images' is {images.dtype} {images.shape}, not (N, H, W, C) uint8 images "
+                          "within the pixel limit")
+    for key in PER_IMAGE[1:]:
+        if key in f and (f[key].ndim == 0 or f[key].shape[0] != n):
+            raise SourceError(f"{path}: {f[key].shape[0] if f[key].ndim else 0} {key} for {n} images")
+    if not images.is_virtual and n and images.id.get_storage_size() < n:
+        raise SourceError(f"{path}: declares {n:,} images but stores {images.id.get_storage_size():,} bytes of them "
+                          "(altered or truncated)")
+
+
+def _json_attr(path: str, f: h5py.File, key: str, kind: type) -> Any:
+    """A JSON attribute of the kind the layout says; SourceError when it is something else."""
+    text = _attr(f, key)
+    try:
+        value = json.loads(text) if text is not None else kind()
+    except (TypeError, ValueError):
+        value = None
+    if not isinstance(value, kind):
+        raise SourceError(f"{path}: the {key!r} attribute is not a JSON {kind.__name__}")
+    return value
+
+
 def _attr(f: h5py.File, key: str) -> Any:
     value = f.attrs.get(key)
     return value.decode() if isinstance(value, bytes) else value
@@ -315,20 +379,21 @@ class HDF5Dataset(PackedDataset):
         self._file: h5py.File | None = None
         self._pid = -1
         f = self.file
-        for key in ("images", "labels", "ids"):
-            if key not in f:
-                self.close()
-                raise SourceError(f"{path}: not an imgpack HDF5 file (no {key!r} dataset)")
-        self.label_names = json.loads(_attr(f, "label_names") or "[]")
-        self.recipe = json.loads(_attr(f, "recipe") or "{}")
+        try:
+            #: a master file (of --shard-size, or a cluster engine): its datasets are virtual, over these shards
+            self.shards = _shard_files(path, f) if "images" in f and _is_dataset(f, "images") else []
+            _refuse_unsafe(path, f, self.shards)
+            self.label_names = _json_attr(path, f, "label_names", list)
+            self.recipe = _json_attr(path, f, "recipe", dict)
+        except BaseException:
+            self.close()
+            raise
         self._len = len(f["images"])
         self.image_shape = tuple(f["images"].shape[1:])
         self.provenance = {k: _attr(f, k) for k in ("imgpack_version", "source", "created")}
         self.provenance["multi_label"] = f["labels"].ndim == 2
         self.one_hot = "labels_one_hot" in f
         self.has_annotations = "annotations" in f
-        #: a master file (of --shard-size, or a cluster engine): its datasets are virtual, over these shards
-        self.shards = _shard_files(path, f)
         missing = [p for p in self.shards if not os.path.isfile(p)]
         if missing:  # HDF5 would read a missing shard's images as zeros
             self.close()
