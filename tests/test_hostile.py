@@ -229,3 +229,77 @@ def test_imgpack_own_shards_under_a_master_still_open(h5: Path, tmp_path: Path) 
     imgpack.convert(str(src), str(out), size=8, workers=0, options={"shard_size": 4}, progress="off")
     with imgpack.open_dataset(str(out)) as ds:
         assert len(ds) == 6 and len(ds.shards) == 2
+
+
+# ------------------------------------------------------ pickles and TFRecords that declare more than they hold
+
+
+class _Uninitialised:
+    def __reduce__(self) -> tuple[object, ...]:
+        return np.ndarray, ((40000, 40000, 3), np.dtype("u1"))
+
+
+class _BigBytearray:
+    def __reduce__(self) -> tuple[object, ...]:
+        return bytearray, (2**31 - 1,)
+
+
+class _ShortData:
+    def __reduce__(self) -> tuple[object, ...]:
+        from numpy._core.multiarray import _reconstruct
+
+        return _reconstruct, (np.ndarray, (0,), b"b"), (1, (40000, 40000, 3), np.dtype("u1"), False, b"xx")
+
+
+@pytest.mark.parametrize("evil, why", [
+    (_Uninitialised(), "an array of a size, not built from its own data"),
+    (_BigBytearray(), "a bytearray of a size"),
+    (_ShortData(), "not a readable pickle"),
+])
+def test_a_tiny_pickle_cannot_make_imgpack_allocate(evil: object, why: str, tmp_path: Path) -> None:
+    import pickle
+
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"images": evil, "labels": np.zeros(1, np.int64), "ids": ["a"],
+                                   "label_names": [], "meta": {}}, protocol=5))
+    assert path.stat().st_size < 400
+    res = run_cli("inspect", str(path), "--verify")
+    assert res.returncode == 1 and why in res.stderr and res.stderr.count("\n") == 1
+    with pytest.raises(imgpack.SourceError, match=why):
+        imgpack.open_dataset(str(path))
+
+
+def test_a_tfrecord_with_a_huge_encoded_image_is_refused_before_decoding(tmp_path: Path) -> None:
+    from conftest import needs
+
+    needs("tfrecord")
+    import cv2
+
+    src = tmp_path / "src"
+    write_image(src / "a.png", photo(16, 16, 0))
+    out = tmp_path / "o.tfrecord"
+    imgpack.convert(str(src), str(out), size=8, workers=0, options={"encode": "png"}, progress="off")
+    huge = np.zeros((20000, 20000), np.uint8)  # ~30 KB as a PNG, 400 MB of pixels (1.2 GB as RGB)
+    ok, png = cv2.imencode(".png", huge, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    import tensorflow as tf
+
+    shard = tmp_path / "o-00000-of-00001.tfrecord"
+    example = tf.train.Example()
+    feature = example.features.feature
+    for key, value in (("height", 20000), ("width", 20000), ("channel", 3), ("label", 0)):
+        feature[key].int64_list.value.append(value)
+    feature["id"].bytes_list.value.append(b"a")
+    feature["image_encoded"].bytes_list.value.append(png.tobytes())
+    feature["format"].bytes_list.value.append(b"png")
+    with tf.io.TFRecordWriter(str(shard)) as f:
+        f.write(example.SerializeToString())
+    with pytest.raises(imgpack.SourceError, match="not within the pixel limit"), imgpack.open_dataset(str(out)) as ds:
+        ds[0]
+    feature["height"].int64_list.value[0] = 8  # the record lies about its size instead
+    feature["width"].int64_list.value[0] = 8
+    with tf.io.TFRecordWriter(str(shard)) as f:
+        f.write(example.SerializeToString())
+    with pytest.raises(imgpack.SourceError, match=r"exceeds the limit|encoded image is 20000x20000"), \
+            imgpack.open_dataset(str(out)) as ds:
+        ds[0]

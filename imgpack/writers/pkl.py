@@ -48,11 +48,11 @@ log = logging.getLogger("imgpack")
 # What imgpack's reader lets a pickle construct: numpy arrays, dtypes and scalars. Plain
 # containers (dict, list, tuple, str, bytes, int, float, bool, None) need no lookup at all.
 _ALLOWED = {
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy", "dtype"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "_reconstruct"),
     ("numpy._core.numeric", "_frombuffer"), ("numpy.core.numeric", "_frombuffer"),
     ("numpy._core.multiarray", "scalar"), ("numpy.core.multiarray", "scalar"),
-    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "bytearray"), ("builtins", "complex"),
+    ("builtins", "set"), ("builtins", "frozenset"), ("builtins", "complex"),
 }
 
 
@@ -60,23 +60,55 @@ class UnsafePickleError(SourceError, pickle.UnpicklingError):
     """A pickle that asks for something other than arrays and plain containers."""
 
 
+class _DataArray(np.ndarray):
+    """``numpy.ndarray`` as a pickle may name it: only as the type ``_reconstruct`` fills from the pickle's
+    own bytes. Called with a shape, it would hand out that much uninitialised memory: refused."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _DataArray:
+        raise UnsafePickleError("it asks for an array of a size, not built from its own data")
+
+
+def _bytearray(data: Any = b"", *args: Any) -> bytearray:
+    """``bytearray`` from data the pickle holds, never of a size (``bytearray(2**31)`` is 2 GB of zeros)."""
+    if not isinstance(data, bytes | bytearray | str):
+        raise UnsafePickleError("it asks for a bytearray of a size, not of its own data")
+    return bytearray(data, *args) if isinstance(data, str) else bytearray(data)
+
+
+_STANDINS: dict[tuple[str, str], Any] = {("numpy", "ndarray"): _DataArray, ("builtins", "bytearray"): _bytearray}
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _STANDINS:
+            return _STANDINS[module, name]
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise UnsafePickleError(f"it asks for {module}.{name}")
 
 
+def _plain(obj: Any, depth: int = 0) -> Any:
+    """The loaded structure with its arrays as plain ndarrays (views, no copy), a few levels deep."""
+    if isinstance(obj, np.ndarray):
+        return obj.view(np.ndarray)
+    if depth < 3 and isinstance(obj, dict):
+        return {k: _plain(v, depth + 1) for k, v in obj.items()}
+    if depth < 3 and isinstance(obj, list):
+        return [_plain(v, depth + 1) for v in obj]
+    return obj
+
+
 def safe_load(file: BinaryIO, path: str = "<pickle>") -> Any:
     """``pickle.load`` that builds numpy arrays and plain containers only, and executes nothing else."""
     try:
-        return _RestrictedUnpickler(file).load()
+        return _plain(_RestrictedUnpickler(file).load())
     except UnsafePickleError as exc:
         raise UnsafePickleError(
             f"{path}: refused: {exc}, and imgpack loads only numpy arrays and plain containers from a "
             "pickle (a pickle can run code when loaded; open it with pickle.load only if you trust it)") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise SourceError(f"{path}: not a readable pickle: {type(exc).__name__}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, RecursionError, OverflowError) as exc:
+        raise SourceError(f"{path}: not a readable pickle: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def parse_budget(value: Any) -> int:

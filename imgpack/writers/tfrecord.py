@@ -34,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependencyError, OutputError, SourceError, UsageError
+from ..decode import DEFAULT_MAX_PIXELS, inspect_header
+from ..errors import ImageError, MissingDependencyError, OutputError, SourceError, UsageError
 from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
@@ -428,8 +429,18 @@ class TFRecordDataset(PackedDataset):
     def _image(self, rec: dict[str, Any]) -> np.ndarray:
         tf = self._tf
         shape = (int(rec["height"]), int(rec["width"]), int(rec["channel"]))
+        if min(shape) < 1 or shape[2] > 4 or shape[0] * shape[1] > DEFAULT_MAX_PIXELS:
+            raise SourceError(f"{self.path}: a record declares an image of {shape}: not within the pixel limit")
         if "image_encoded" in rec:
-            image = tf.io.decode_image(rec["image_encoded"], channels=shape[2], expand_animations=False).numpy()
+            data = rec["image_encoded"].numpy()
+            try:  # the encoded image's own header, before anything is decoded
+                info = inspect_header(data)
+            except ImageError as exc:
+                raise SourceError(f"{self.path}: a record's encoded image: {exc}") from None
+            if (info.height, info.width) != shape[:2]:
+                raise SourceError(f"{self.path}: a record's encoded image is {info.width}x{info.height}, the record "
+                                  f"says {shape[1]}x{shape[0]}")
+            image = tf.io.decode_image(data, channels=shape[2], expand_animations=False).numpy()
         else:
             image = tf.io.decode_raw(rec["image_raw"], tf.uint8).numpy()
         if image.size != math.prod(shape):
