@@ -16,8 +16,8 @@ def not_regular(path: str) -> str | None:
     """Why ``path`` is never opened as an image: "not a regular file (a FIFO)" ...; None for a regular file."""
     try:
         kind = special_kind(os.stat(path).st_mode)
-    except OSError as exc:
-        return f"cannot read: {exc.strerror or exc}"
+    except OSError:  # unreadable, a dangling link: convert skips it, saying why
+        return None
     return None if kind is None else f"not a regular file ({kind})"
 
 
