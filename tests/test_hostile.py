@@ -303,3 +303,41 @@ def test_a_tfrecord_with_a_huge_encoded_image_is_refused_before_decoding(tmp_pat
     with pytest.raises(imgpack.SourceError, match=r"exceeds the limit|encoded image is 20000x20000"), \
             imgpack.open_dataset(str(out)) as ds:
         ds[0]
+
+
+# --------------------------------------------------------------------------- a parent killed with SIGKILL
+
+
+@pytest.mark.slow
+def test_workers_forkserver_and_tracker_die_with_a_killed_parent(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    src = tmp_path / "src"
+    for i in range(200):
+        write_image(src / ("a" if i % 2 else "b") / f"{i:03d}.jpg", photo(24, 16, i))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from _helpers import Slow\nimport imgpack\n"
+            "imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers=2, "
+            "batch_size=10, progress='off')\n")
+    out = tmp_path / "o.h5"
+    proc = subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],
+                            env={**os.environ, "TMPDIR": str(tmp)}, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    family: list[psutil.Process] = []
+    while len(family) < 4:  # the tracker, the forkserver and two workers, running
+        assert proc.poll() is None and time.monotonic() - t0 < 120
+        time.sleep(0.05)
+        family = psutil.Process(proc.pid).children(recursive=True)
+    names = " ".join(" ".join(p.cmdline()) for p in family)
+    assert "forkserver" in names and "resource_tracker" in names and len(family) >= 4  # and two workers
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("pymp-")]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(family, timeout=20)
+    assert alive == []  # none of them lives on
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("pymp-")] == []  # nor their temp folder

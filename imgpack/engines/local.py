@@ -13,6 +13,10 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import select
+import shutil
+import threading
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -46,9 +50,46 @@ _job: Job | None = None
 _ring: np.ndarray | None = None
 
 
-def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool) -> None:
+def _die_with(parent: int, tempdir: str | None) -> None:
+    """End this worker as soon as the process that runs the conversion is gone, even after a ``kill -9``.
+
+    Workers of a killed parent would otherwise live on, and with them the forkserver and the
+    resource tracker (which hold until the last worker goes), the shared ring, and
+    multiprocessing's temporary folder. A thread waits on a pidfd of the parent (Linux 5.3+;
+    elsewhere it polls), removes that folder, and exits the process.
+    """
+    try:
+        fd: int | None = os.pidfd_open(parent)
+    except (AttributeError, OSError):  # no pidfd here, or the parent is already gone
+        fd = None
+
+    def alive() -> bool:
+        try:
+            os.kill(parent, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while alive():
+                time.sleep(0.5)
+        if tempdir:
+            shutil.rmtree(tempdir, ignore_errors=True)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="imgpack-die-with-parent", daemon=True).start()
+
+
+def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool, parent: int, tempdir: str | None) -> None:
     global _job, _ring
     import cv2
+
+    _die_with(parent, tempdir)
 
     cv2.setNumThreads(1)  # one process per core already
     if quiet_stderr:
@@ -67,6 +108,13 @@ def _run_chunk(offset: int, paths: Sequence[str]) -> Results:
 
 
 # --------------------------------------------------------------------------- parent side
+
+
+def _mp_tempdir() -> str:
+    """multiprocessing's temporary folder of this process (where the forkserver's socket goes)."""
+    from multiprocessing import util
+
+    return util.get_temp_dir()
 
 
 class LocalEngine(Engine):
@@ -112,7 +160,7 @@ class LocalEngine(Engine):
         ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, *job.image_shape))
         pending: deque[tuple[int, int, Future[Results]]] = deque()  # (start, ring offset, future)
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(buffer, job, self.quiet_stderr)) as pool:
+                                 initargs=(buffer, job, self.quiet_stderr, os.getpid(), _mp_tempdir())) as pool:
             next_start = 0
 
             def fill() -> int:
