@@ -341,3 +341,21 @@ def test_workers_forkserver_and_tracker_die_with_a_killed_parent(tmp_path: Path)
     _, alive = psutil.wait_procs(family, timeout=20)
     assert alive == []  # none of them lives on
     assert [p.name for p in tmp.iterdir() if p.name.startswith("pymp-")] == []  # nor their temp folder
+
+
+# --------------------------------------------------------------------------- --follow-symlinks and links up the tree
+
+
+def test_a_link_up_the_tree_neither_duplicates_nor_mislabels(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(8):
+        write_image(src / ("a" if i % 2 else "b") / f"{i}.png", photo(10, 10, i))
+    os.symlink("..", src / "a" / "loop")  # a/loop -> src: every class again, under a
+    os.symlink("../b", src / "a" / "bee")  # a/bee -> b: class b's images under a
+    os.symlink("../b/0.png", src / "a" / "same.png")  # a file of class b, under a
+    scan = imgpack.convert(str(src), str(tmp_path / "o.h5"), size=8, workers=0, follow_symlinks=True,
+                           progress="off")
+    assert scan.written == 8
+    with imgpack.open_dataset(str(tmp_path / "o.h5")) as ds:
+        labels = {i: ds.label_names[y] for i, y in zip(ds.ids, ds.labels, strict=True)}
+    assert labels == {str(i): "a" if i % 2 else "b" for i in range(8)}

@@ -38,23 +38,38 @@ def _is_image(path: str, name: str) -> bool:
 
 
 LINK_NOT_FOLLOWED = "symlinked folder, not followed (pass --follow-symlinks to walk it)"
+LINK_INSIDE = "a link to a place inside SOURCE, read at its own path"
 
 
-def walk(top: str, follow_symlinks: bool = False) -> Iterator[tuple[str, list[str], list[str], list[str]]]:
+def _inside(path: str, root: str | None) -> bool:
+    """Whether ``path`` leads (through links) to a place under ``root``."""
+    if root is None:
+        return False
+    real, top = os.path.realpath(path), os.path.realpath(root)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+
+
+def walk(top: str, follow_symlinks: bool = False, seen: set[str] | None = None,
+         root: str | None = None) -> Iterator[tuple[str, list[str], list[str], list[str]]]:
     """``os.walk`` in sorted order: (dirpath, dirnames, filenames, symlinked folders left out).
 
     Symlinked folders are walked only with ``follow_symlinks``, and then each real folder
-    once (a link back up the tree does not loop).
+    once (a link back up the tree does not loop). ``seen`` (real paths) is shared by the walks
+    of one scan: a folder already walked, or claimed (the root, the class folders), is not
+    walked again through a link, so no image is found twice or under another class. With
+    ``root``, a link to a folder inside it is not followed either (returned with the links
+    left out): that folder is walked at its own path.
     """
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     for dirpath, dirnames, filenames in os.walk(top, followlinks=follow_symlinks):
         if follow_symlinks:
             real = os.path.realpath(dirpath)
-            if real in seen:
+            if real in seen and dirpath != top:
                 dirnames[:] = []
                 continue
             seen.add(real)
-        links = [] if follow_symlinks else [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
+                 and (not follow_symlinks or _inside(os.path.join(dirpath, d), root))]
         dirnames[:] = sorted(d for d in dirnames if d not in links)
         yield dirpath, dirnames, sorted(filenames), sorted(links)
 
@@ -113,7 +128,12 @@ class FolderReader(Reader):
         """(class, path) of the images under ``root/prefix``: in class folders, or loose (an unlabeled set)."""
         found: list[tuple[str, str]] = []
         loose: list[str] = []
-        for entry in _entries(root, prefix, ignored, None):
+        entries = _entries(root, prefix, ignored, None)
+        # the root and every class folder belong to themselves: a link into one is not walked as part of another
+        self._seen = {os.path.realpath(root), os.path.realpath(os.path.join(root, prefix))} | {
+            os.path.realpath(e.path) for e in entries if e.is_dir()}
+        self._files: set[str] = getattr(self, "_files", set())  # the real paths of the images found
+        for entry in entries:
             rel = prefix + entry.name
             if entry.is_dir() and entry.is_symlink() and not self.options.get("follow_symlinks"):
                 ignored.append((rel + "/", LINK_NOT_FOLLOWED))
@@ -136,10 +156,10 @@ class FolderReader(Reader):
 
     def _walk(self, root: str, top: str, ignored: list[tuple[str, str]]) -> list[str]:
         images = []
-        for dirpath, dirnames, filenames, links in walk(os.path.join(root, top),
-                                                         bool(self.options.get("follow_symlinks"))):
+        follow = bool(self.options.get("follow_symlinks"))
+        for dirpath, dirnames, filenames, links in walk(os.path.join(root, top), follow, self._seen, root):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            ignored.extend((f"{rel_dir}/{d}/", LINK_NOT_FOLLOWED) for d in links)
+            ignored.extend((f"{rel_dir}/{d}/", LINK_INSIDE if follow else LINK_NOT_FOLLOWED) for d in links)
             for d in [d for d in dirnames if d.startswith(".")]:
                 ignored.append((f"{rel_dir}/{d}/", "hidden"))
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -151,7 +171,15 @@ class FolderReader(Reader):
                 elif special:
                     ignored.append((rel, special))
                 elif _is_image(os.path.join(dirpath, name), name):
-                    images.append(rel)
+                    path = os.path.join(dirpath, name)
+                    real = os.path.realpath(path)
+                    if follow and os.path.islink(path) and _inside(path, root):
+                        ignored.append((rel, LINK_INSIDE))  # the file is read at its own path, with its own label
+                    elif follow and real in self._files:  # a second link to one file outside: the first is kept
+                        ignored.append((rel, "the same file as another image (through a symlink)"))
+                    else:
+                        self._files.add(real)
+                        images.append(rel)
                 else:
                     ignored.append((rel, "not an image"))
         return images
