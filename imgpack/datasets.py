@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
-from .errors import SourceError
+from .errors import ImgpackError, SourceError
 from .formats import PackedDataset, Writer
 from .outputs import SPLITS_FILE
 from .registry import writers
+from .watchdog import beat
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _one_error(function: F) -> F:
+    """Any failure to read a file imgpack did not write (or that was damaged) as one SourceError naming it:
+    the API raises imgpack's own exceptions, and the command line prints one line."""
+
+    @functools.wraps(function)
+    def wrapper(path: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(path, *args, **kwargs)
+        except ImgpackError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError, MemoryError,
+                RecursionError, OverflowError) as exc:
+            reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise SourceError(f"{path}: cannot read it ({type(exc).__name__}{': ' + reason if reason else ''})") \
+                from None
+
+    return wrapper  # type: ignore[return-value]
 
 
 def writer_for(path: str) -> type[Writer]:
@@ -29,6 +53,7 @@ def writer_for(path: str) -> type[Writer]:
     raise SourceError(f"{path}: not a file imgpack can read (formats: {', '.join(writers.names())})")
 
 
+@_one_error
 def open_dataset(path: str) -> PackedDataset:
     """Open any imgpack output: ``len(ds)``, ``ds[i] -> (image, label)``, ``ds.ids``, ``ds.label_names``."""
     return writer_for(path).open(path)
@@ -54,12 +79,14 @@ def read_splits(folder: str) -> tuple[dict[str, Any], dict[str, str]]:
     return summary, {name: os.path.join(folder, name + cls.suffixes[0]) for name in names}
 
 
+@_one_error
 def open_splits(folder: str) -> dict[str, PackedDataset]:
     """Every split of a split folder, opened: ``{"train": ds, "val": ds}``."""
     _, paths = read_splits(folder)
     return {name: open_dataset(path) for name, path in paths.items()}
 
 
+@_one_error
 def describe(path: str) -> dict[str, Any]:
     """What ``imgpack inspect`` shows, as JSON-ready data.
 
@@ -109,6 +136,7 @@ def _describe_splits(folder: str) -> dict[str, Any]:
     }
 
 
+@_one_error
 def verify(path: str) -> dict[str, Any]:
     """Read every record of ``path`` and check it (``inspect --verify``); SourceError names the first problem.
 
@@ -127,6 +155,7 @@ def verify(path: str) -> dict[str, Any]:
     return {"ok": True, "checksum": ", ".join(sorted(checksums))}
 
 
+@_one_error
 def content_digest(path: str) -> str:
     """SHA-256 of what a trainer reads from ``path``: every image (shape and pixels), then the labels, then the ids.
 
@@ -141,6 +170,7 @@ def content_digest(path: str) -> str:
             fixed = ds.image_shape is not None  # images of mixed shapes (TFRecord, WebDataset) come one by one
             stream = ds.batches(256) if fixed else ((x[None], np.asarray([y])) for x, y in ds)
             for batch, _ in stream:
+                beat()
                 for x in batch:
                     images.update(np.asarray(x.shape, dtype=np.int64).tobytes())
                     images.update(np.ascontiguousarray(x, dtype=np.uint8).data)

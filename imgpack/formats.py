@@ -39,6 +39,7 @@ from ._version import __version__
 from .errors import OutputError, SourceError, UsageError
 from .outputs import ShardNames, label_counts, prepare_target, remove_quietly
 from .params import param
+from .watchdog import beat
 
 # --------------------------------------------------------------------------- what a writer gets
 
@@ -270,6 +271,7 @@ def check_contents(batches: Iterator[tuple[np.ndarray, np.ndarray]], label_names
     k = len(label_names)
     n = 0
     for images, labels in batches:
+        beat()
         if images.dtype != np.uint8:
             raise ValueError(f"images are {images.dtype}, not uint8")
         if expected_shape is not None and tuple(images.shape[1:]) != tuple(expected_shape):

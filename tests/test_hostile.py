@@ -359,3 +359,43 @@ def test_a_link_up_the_tree_neither_duplicates_nor_mislabels(tmp_path: Path) -> 
     with imgpack.open_dataset(str(tmp_path / "o.h5")) as ds:
         labels = {i: ds.label_names[y] for i, y in zip(ds.ids, ds.labels, strict=True)}
     assert labels == {str(i): "a" if i % 2 else "b" for i in range(8)}
+
+
+# --------------------------------------------------------------------------- reads that never return
+
+
+def test_a_file_that_makes_libhdf5_loop_ends_with_one_line(tmp_path: Path) -> None:
+    """An imgpack HDF5 output with 8 flipped bits (found by the fuzz test) on which libhdf5 spins forever."""
+    import time
+
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "imgpack", "inspect", str(REPO / "tests" / "data" / "hdf5-loop.h5"),
+                          "--verify"], capture_output=True, text=True, cwd=REPO, timeout=120,
+                         env={**os.environ, "IMGPACK_STALL_SECONDS": "5"})
+    assert res.returncode == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert time.monotonic() - t0 < 60  # bounded, whichever way this libhdf5 fails on it
+
+
+def test_a_read_that_never_returns_is_stopped(tmp_path: Path) -> None:
+    """The guard itself, on a format whose reader loops without releasing the interpreter."""
+    (tmp_path / "x.spin").write_bytes(b"")
+    code = (
+        "import sys\n"
+        "from imgpack.formats import Writer\n"
+        "from imgpack.registry import writers\n"
+        "@writers.register('spin')\n"
+        "class Spin(Writer):\n"
+        "    suffixes = ('.spin',)\n"
+        "    @classmethod\n"
+        "    def open(cls, path):\n"
+        "        while True:\n"
+        "            pass\n"
+        "from imgpack.cli import main\n"
+        "sys.argv = ['imgpack', 'inspect', sys.argv[1]]\n"
+        "main()\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.spin")], capture_output=True, text=True,
+                         cwd=REPO, timeout=120, env={**os.environ, "IMGPACK_STALL_SECONDS": "2"})
+    assert res.returncode == 1
+    assert res.stderr.strip() == (f"imgpack: error: {tmp_path / 'x.spin'}: no progress for 2 s, stopped (reading a "
+                                  "damaged file can make libhdf5 loop forever)")

@@ -17,6 +17,7 @@ import click
 
 from .._version import __version__
 from ..errors import ImgpackError, UsageError, printable
+from . import common
 from .bench import bench
 from .convert import convert
 from .ingest import ingest
@@ -83,6 +84,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
 
 
 def main() -> None:
+    common.GUARDED = True  # the real command line: inspect may fork to bound a read that never returns
     try:
         cli(prog_name="imgpack")
     finally:

@@ -9,6 +9,10 @@ import click
 
 from ..errors import printable
 
+#: set by ``main()``, the real command line (not an in-process call, as tests make): reads of files may run
+#: in a child process that is stopped when it makes no progress (see imgpack.watchdog)
+GUARDED = False
+
 
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from . import common
 from .common import SHOW, echo_json, fmt_counts, human_bytes, plural
 
 
@@ -65,6 +66,10 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
     from ..datasets import describe, is_split_folder, open_dataset, open_splits
     from ..recipe import format_recipe
     from ..recipe import recipe_toml as to_toml
+    from ..watchdog import guard
+
+    if common.GUARDED:
+        guard(path)  # from here on in a child process, stopped with one line if it stalls (a damaged file)
 
     info = describe(path)
     if verify:

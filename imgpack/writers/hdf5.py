@@ -17,15 +17,16 @@ master's folder): the same layout on this machine as on a cluster.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, TypeVar
 
 import h5py
 import numpy as np
@@ -35,6 +36,7 @@ from ..formats import Options as BaseOptions
 from ..formats import OutputMeta, PackedDataset, Resumable, Shards, Writer, provenance
 from ..outputs import one_hot, partial_path, remove_quietly
 from ..params import param
+from ..watchdog import beat
 
 COMPRESSIONS = ("none", "gzip", "lzf")
 log = logging.getLogger("imgpack")
@@ -285,6 +287,7 @@ class HDF5Writer(Writer, Resumable, Shards):
 
 
 def _count(path: str) -> int:
+    beat()
     with h5py.File(path, "r") as f:
         return len(f["images"])
 
@@ -367,6 +370,26 @@ def _attr(f: h5py.File, key: str) -> Any:
     return value.decode() if isinstance(value, bytes) else value
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reads(method: F) -> F:
+    """A read of a damaged file as one SourceError naming it (h5py raises OSError, RuntimeError,
+    KeyError or ValueError with HDF5's own words for the same damage)."""
+
+    @functools.wraps(method)
+    def wrapper(self: HDF5Dataset, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (SourceError, IndexError):
+            raise
+        except (OSError, RuntimeError, KeyError, ValueError, TypeError, MemoryError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"{self.path}: damaged HDF5 file ({reason.strip(chr(39) + chr(34))})") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
 class HDF5Dataset(PackedDataset):
     """An imgpack HDF5 file opened for reading.
 
@@ -374,6 +397,7 @@ class HDF5Dataset(PackedDataset):
     its own), so the object can be handed to worker processes.
     """
 
+    @_reads
     def __init__(self, path: str) -> None:
         self.path = path
         self._file: h5py.File | None = None
@@ -400,6 +424,7 @@ class HDF5Dataset(PackedDataset):
             raise SourceError(f"{missing[0]}: shard missing (a part of {path})")
         self.shard_counts = [_count(p) for p in self.shards]
 
+    @_reads
     def _storage(self) -> tuple[Any, Any, Any]:
         """(chunks, compression, level) of the images, in the shards' files for a master file."""
         if self.shards:
@@ -465,6 +490,7 @@ class HDF5Dataset(PackedDataset):
     def __len__(self) -> int:
         return self._len
 
+    @_reads
     def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
         if not -self._len <= index < self._len:
             raise IndexError(index)
@@ -473,20 +499,24 @@ class HDF5Dataset(PackedDataset):
         return images[index], labels[index]
 
     @property
+    @_reads
     def ids(self) -> list[str]:
         return [s.decode() if isinstance(s, bytes) else s for s in self.file["ids"][:]]
 
     @property
+    @_reads
     def labels(self) -> np.ndarray:
         return np.asarray(self.file["labels"][:])
 
     @property
+    @_reads
     def annotations(self) -> list[Any] | None:
         """Each image's annotations from the labels file (parsed JSON; None where it had none), if any."""
         if "annotations" not in self.file:
             return None
         return [json.loads(a.decode() if isinstance(a, bytes) else a) for a in self.file["annotations"][:]]
 
+    @_reads
     def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A slice when the indices are an increasing run; else one read per image (a chunk each), in order.
 

@@ -1,0 +1,68 @@
+"""Fuzz: damaged outputs of every format (bits flipped with fixed seeds) never make imgpack fail with anything but
+its own one-line errors, and never allocate past a memory bound; a case that makes libhdf5 loop is bounded by the
+command line's guard (tested in test_hostile.py) and counted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import FORMATS, REPO, SUFFIX, photo, write_image
+
+import imgpack
+
+CASES = 40
+#: seconds a case may take before it counts as a hang (the harness is then restarted after it)
+CASE_SECONDS = 20
+
+
+def run_cases(output: Path, fmt: str) -> dict[int, dict[str, str]]:
+    """Every case's outcome, restarting the harness after a case that hung or crashed it."""
+    outcomes: dict[int, dict[str, str]] = {}
+    first = 0
+    while first < CASES:
+        proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fuzz_cases.py"), str(output), str(first),
+                                 str(CASES - first), "7"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True, cwd=REPO)
+        assert proc.stdout is not None
+        started = first
+        try:
+            for line in iter(proc.stdout.readline, ""):
+                record = json.loads(line)
+                if "started" in record:
+                    started = record["case"]
+                else:
+                    outcomes[record["case"]] = record
+                    first = record["case"] + 1
+            proc.wait(timeout=CASE_SECONDS * CASES)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if first <= started and started < CASES and started not in outcomes:
+            # the harness stopped inside this case: a hang (killed) or a crash
+            outcomes[started] = {"outcome": "hang" if proc.returncode == -9 else f"crash {proc.returncode}"}
+            first = started + 1
+    return outcomes
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_damaged_outputs_fail_with_imgpack_errors_only(fmt: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(12):
+        write_image(src / ("a" if i % 2 else "b") / f"{i}.png", photo(16, 16, i))
+    output = tmp_path / "out" / f"o{SUFFIX[fmt]}"
+    imgpack.convert(str(src), str(output), size=8, workers=0, progress="off",
+                    options={"shard_size": 5} if fmt != "hdf5" else None)
+    outcomes = run_cases(output, fmt)
+    kinds = sorted(o["outcome"] for o in outcomes.values())
+    print(f"{fmt}: {len(outcomes)} cases: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
+    assert len(outcomes) == CASES
+    raw = {case: o for case, o in outcomes.items() if o["outcome"] not in ("ok", "imgpack", "hang")}
+    assert raw == {}
