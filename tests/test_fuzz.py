@@ -66,3 +66,46 @@ def test_damaged_outputs_fail_with_imgpack_errors_only(fmt: str, tmp_path: Path)
     assert len(outcomes) == CASES
     raw = {case: o for case, o in outcomes.items() if o["outcome"] not in ("ok", "imgpack", "hang")}
     assert raw == {}
+
+
+@pytest.mark.slow
+def test_damaged_resume_journals_never_drop_or_repeat_an_image(tmp_path: Path) -> None:
+    import random
+    import shutil
+
+    from conftest import CtrlC
+
+    from imgpack.datasets import content_digest
+    from imgpack.errors import ImgpackError
+
+    src = tmp_path / "src"
+    for i in range(40):
+        write_image(src / ("a" if i % 2 else "b") / f"{i:02d}.png", photo(12, 10, i))
+    clean = tmp_path / "clean.h5"
+    imgpack.convert(str(src), str(clean), size=8, workers=0, progress="off")
+    want = content_digest(str(clean))
+    base = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        imgpack.convert(str(src), str(base / "o.h5"), size=8, engine=CtrlC(23), batch_size=5, progress="off")
+    rng = random.Random(11)
+    outcomes: dict[str, int] = {}
+    for _ in range(CASES):
+        work = tmp_path / "case"
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(base, work)
+        journal = work / "o.h5.resume.json"
+        data = bytearray(journal.read_bytes())
+        progress = data.index(b'"consumed"')  # the counts and the writer's state, after the run's fingerprint
+        for _ in range(rng.choice([1, 2, 4])):
+            data[rng.randrange(progress, len(data))] = rng.choice(b'0123456789{}[],":-. abcxyz')
+        journal.write_bytes(bytes(data))
+        try:
+            imgpack.convert(str(src), str(work / "o.h5"), size=8, workers=0, batch_size=5, progress="off",
+                            resume=True)
+        except ImgpackError:
+            outcomes["refused"] = outcomes.get("refused", 0) + 1
+            continue
+        assert content_digest(str(work / "o.h5")) == want  # resumed: exactly the uninterrupted output
+        outcomes["resumed"] = outcomes.get("resumed", 0) + 1
+    print(f"journals: {outcomes}")
+    assert sum(outcomes.values()) == CASES
