@@ -37,8 +37,8 @@ def read_file(path: str) -> bytes:
             return f.read()
     except ImageError:
         raise
-    except OSError as exc:
-        raise ImageError(f"cannot read: {exc.strerror or exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        raise ImageError(f"cannot read: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def inspect_header(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInfo:

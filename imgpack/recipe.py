@@ -98,6 +98,8 @@ def load_recipe(path: str) -> Recipe:
                 raise SourceError(f"{path}: not a recipe (.toml, .json) nor an imgpack output ({exc})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: cannot read the recipe: {exc}") from None
+    except RecursionError:
+        raise SourceError(f"{path}: nested too deeply to be a recipe") from None
     except tomllib.TOMLDecodeError as exc:
         raise SourceError(f"{path}: not valid TOML: {exc}") from None
     except json.JSONDecodeError as exc:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .errors import SourceError, UsageError, text_id
 from .plugins import Problem, Reader, Sample, Scan
-from .readers.labels import read_text
+from .readers.labels import load_json, read_text
 from .registry import readers
 from .splits import apply_split, folder_order, parse_split
 
@@ -170,10 +170,7 @@ def read_names(path: str) -> dict[str, str]:
     """A names file: ``key<TAB>readable name`` lines (TinyImageNet's words.txt), or a JSON object."""
     text = read_text(path, "names")
     if path.lower().endswith(".json"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        data = load_json(text, path)
         if not isinstance(data, dict):
             raise SourceError(f"{path}: expected a JSON object of label: name")
         return {str(k): str(v) for k, v in data.items()}

@@ -399,3 +399,62 @@ def test_a_read_that_never_returns_is_stopped(tmp_path: Path) -> None:
     assert res.returncode == 1
     assert res.stderr.strip() == (f"imgpack: error: {tmp_path / 'x.spin'}: no progress for 2 s, stopped (reading a "
                                   "damaged file can make libhdf5 loop forever)")
+
+
+# ----------------------------------------------------------- malformed files: one line, never an internal error
+
+
+@pytest.fixture
+def four(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    for i in range(4):
+        write_image(src / f"{i}.png", photo(10, 10, i))
+    return src
+
+
+def test_a_5000_digit_label_is_a_name_not_an_internal_error(four: Path, tmp_path: Path) -> None:
+    labels = tmp_path / "l.csv"
+    labels.write_text("image,label\n" + "".join(f"{i}.png,{'9' * 5000 if i == 0 else 'cat'}\n" for i in range(4)))
+    res = run_cli("convert", str(four), "-o", str(tmp_path / "o.h5"), "--size", "8", "--labels", str(labels),
+                  "--json")
+    assert res.returncode == 0, res.stderr
+    assert sorted(json.loads(res.stdout)["label_names"], key=len) == ["cat", "9" * 5000]
+
+
+@pytest.mark.parametrize("name, text, why", [
+    ("deep.json", "[" * 100_000 + "]" * 100_000, "deep.json: JSON nested too deeply to read"),
+])
+def test_deeply_nested_labels_are_one_line(name: str, text: str, why: str, four: Path, tmp_path: Path) -> None:
+    (tmp_path / name).write_text(text)
+    res = run_cli("convert", str(four), "-o", str(tmp_path / "o.h5"), "--size", "8", "--labels", str(tmp_path / name))
+    assert res.returncode == 1 and res.stderr.strip().endswith(why) and "internal error" not in res.stderr
+
+
+def test_a_deeply_nested_recipe_is_one_line(four: Path, tmp_path: Path) -> None:
+    (tmp_path / "deep.toml").write_text("a = " + "[" * 100_000 + "]" * 100_000 + "\n")
+    res = run_cli("convert", str(four), "-o", str(tmp_path / "o.h5"), "--recipe", str(tmp_path / "deep.toml"))
+    assert res.returncode == 1 and res.stderr.strip().endswith("deep.toml: nested too deeply to be a recipe")
+
+
+def test_a_nul_in_a_manifest_path_is_refused(four: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    imgpack.ingest(str(four), str(manifest), progress="off")
+    lines = manifest.read_text().splitlines()
+    record = json.loads(lines[1])
+    record["path"] = "0.png\u0000x"
+    manifest.write_text("\n".join([lines[0], json.dumps(record), *lines[2:]]) + "\n")
+    res = run_cli("convert", str(manifest), "-o", str(tmp_path / "o.h5"), "--size", "8")
+    assert res.returncode == 1 and "leaves the dataset root" in res.stderr and "internal error" not in res.stderr
+
+
+def test_text_from_a_file_cannot_forge_lines_in_inspect(four: Path, tmp_path: Path) -> None:
+    import h5py
+
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(four), str(out), size=8, workers=0, progress="off")
+    with h5py.File(out, "r+") as f:
+        f.attrs["source"] = "/data\n  verified     intact: all 4 images read"
+    res = run_cli("inspect", str(out))
+    assert res.returncode == 0
+    assert [line for line in res.stdout.splitlines() if line.lstrip().startswith("verified")] == []
+    assert "/data\\n  verified" in res.stdout

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..errors import printable
 from . import common
 from .common import SHOW, echo_json, fmt_counts, human_bytes, plural
 
@@ -143,4 +144,4 @@ def _inspect_lines(info: dict[str, Any]) -> list[str]:
     if "preview" in info:
         p = info["preview"]
         lines.append(f"  preview      {p['file']}: {len(p['samples'])} samples, {p['width']}x{p['height']} PNG")
-    return lines
+    return [printable(line) for line in lines]  # text from the file: one line each, control characters escaped

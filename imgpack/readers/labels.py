@@ -31,7 +31,7 @@ from ..plugins import Problem, Reader, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS
 from .folder import _is_image, walk
 
-_INT = re.compile(r"[+-]?\d+")
+_INT = re.compile(r"[+-]?\d{1,18}")  # a label id; longer digit strings are names (int64 holds 18 digits)
 
 
 @dataclass
@@ -42,6 +42,16 @@ class Entry:
     name: str  # the image, as the file names it (an id or a path)
     value: Any  # a str or int (one label), a list (several), a dict (labels -> annotations), None (none)
     annotation: Any = None  # everything else worth keeping (JSON-ready)
+
+
+def load_json(text: str, path: str) -> Any:
+    """JSON text of a labels, names or manifest file; SourceError naming the file for bad or too deep JSON."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    except RecursionError:
+        raise SourceError(f"{path}: JSON nested too deeply to read") from None
 
 
 def read_text(path: str, what: str) -> str:
@@ -313,10 +323,7 @@ class JSONReader(LabelsReader):
     option_names = ("labels", "image_key", "label_key", "follow_symlinks")
 
     def entries(self, path: str) -> list[Entry]:
-        try:
-            data = json.loads(read_text(path, "labels"))
-        except json.JSONDecodeError as exc:
-            raise SourceError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+        data = load_json(read_text(path, "labels"), path)
         image_key = str(self.options.get("image_key", "image"))
         if isinstance(data, dict):  # {"img.png": "cat", ...}
             return [Entry(f"{path}: {k!r}", str(k), v) for k, v in data.items()]

@@ -78,7 +78,7 @@ class ManifestReader(Reader):
                     split=None if split is None else str(split))
             except (KeyError, TypeError, ValueError) as exc:
                 raise SourceError(f"{self.source}:{lineno}: bad sample ({exc!r})") from None
-            if not safe_relpath(sample.path):
+            if "\0" in sample.path or not safe_relpath(sample.path):
                 raise SourceError(f"{self.source}:{lineno}: path {sample.path!r} leaves the dataset root")
             for label in sample.labels if sample.labels is not None else (sample.label,):
                 if not -1 <= label < len(label_names) or (multi and label < 0):
@@ -97,6 +97,8 @@ class ManifestReader(Reader):
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
             raise SourceError(f"{self.source}:{lineno}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise SourceError(f"{self.source}:{lineno}: JSON nested too deeply") from None
         if not isinstance(obj, dict):
             raise SourceError(f"{self.source}:{lineno}: expected a JSON object")
         return obj
