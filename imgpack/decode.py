@@ -30,10 +30,11 @@ _SCALE_FLAGS = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_G
 REDUCED_SCALES = (8, 4, 2)
 
 
-def read_file(path: str) -> bytes:
-    """The bytes of an image file; ImageError for a file that cannot be read or is not a regular file."""
+def read_file(path: str, inside: str | None = None) -> bytes:
+    """The bytes of an image file; ImageError for a file that cannot be read or is not a regular file
+    (or, with ``inside``, one that is not really under that folder)."""
     try:
-        with open_regular(path) as f:
+        with open_regular(path, inside) as f:
             return f.read()
     except ImageError:
         raise

@@ -198,7 +198,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         annotations = False
     engine = engine or LocalEngine(workers)
     job = Job(tuple(chain), (), max_pixels, fixed_shape=not writer_cls.variable_shape,
-              encoder=writer_cls.encoder(writer_options), decode=decode)
+              encoder=writer_cls.encoder(writer_options), decode=decode,
+              root=None if source_opts.follow_symlinks else scan.root)
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of
     # any shape gets the others by value.

@@ -95,22 +95,37 @@ def special_kind(mode: int) -> str | None:
     return "not a file"
 
 
-def open_regular(path: str) -> BinaryIO:
+def open_regular(path: str, inside: str | None = None) -> BinaryIO:
     """``open(path, "rb")`` for a regular file only: a FIFO, socket or device is refused, and never blocks.
 
     The file is opened without blocking (a FIFO would wait for a writer forever) and checked
-    on the open descriptor, so a file swapped after a check cannot slip through.
+    on the open descriptor, so a file swapped after a check cannot slip through. With
+    ``inside`` (a folder), the file actually opened must be under it: a file swapped for a
+    symlink leading out after the scan is refused.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         kind = special_kind(os.fstat(fd).st_mode)
         if kind is not None:
             raise ImageError(f"not a regular file ({kind})")
+        if inside is not None:
+            opened = _opened_path(fd, path)
+            top = os.path.realpath(inside)
+            if not opened.startswith(top.rstrip(os.sep) + os.sep):
+                raise ImageError(f"leads outside the dataset root (to {opened}); not read without --follow-symlinks")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _opened_path(fd: int, path: str) -> str:
+    """The real path of the file open as ``fd`` (from /proc on Linux; elsewhere, resolved by name)."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return os.path.realpath(path)
 
 
 def probe_file(path: str) -> ImageInfo:

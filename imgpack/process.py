@@ -38,6 +38,8 @@ class Job:
     #: "reduced": decode a JPEG at 1/2, 1/4 or 1/8 scale where the recipe shrinks it anyway
     #: (see :func:`reduced_scale`); "full": every pixel, bit-exact with a plain decode
     decode: str = "reduced"
+    #: the dataset root every file read must really be under (None: --follow-symlinks, anywhere)
+    root: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,7 @@ def preprocess_bytes(data: bytes, job: Job) -> np.ndarray:
 
 def process_image(path: str, job: Job) -> np.ndarray:
     """Read, decode and preprocess one image. ImageError means: skip this one."""
-    image = preprocess_bytes(read_file(path), job)
+    image = preprocess_bytes(read_file(path, job.root), job)
     if job.fixed_shape and job.image_shape and image.shape != job.image_shape:
         raise ShapeMismatchError(
             f"{path}: preprocessed shape {image.shape} differs from {job.image_shape} of the first image; "

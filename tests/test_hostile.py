@@ -458,3 +458,23 @@ def test_text_from_a_file_cannot_forge_lines_in_inspect(four: Path, tmp_path: Pa
     assert res.returncode == 0
     assert [line for line in res.stdout.splitlines() if line.lstrip().startswith("verified")] == []
     assert "/data\\n  verified" in res.stdout
+
+
+def test_a_file_swapped_for_a_link_out_after_the_scan_is_not_read(four: Path, tmp_path: Path) -> None:
+    from imgpack.engines.local import LocalEngine
+
+    secret = tmp_path / "secret.png"
+    write_image(secret, photo(10, 10, 99))
+
+    class SwapFirst(LocalEngine):
+        """Swaps 0.png for a link out between convert's scan and its reads, as a hostile user would."""
+
+        def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
+            (four / "0.png").unlink()
+            (four / "0.png").symlink_to(secret)
+            yield from super().run(job, paths, batch_size, progress)
+
+    res = imgpack.convert(str(four), str(tmp_path / "o.h5"), size=8, engine=SwapFirst(0), progress="off")
+    assert res.written == 3
+    assert [s.reason for s in res.skipped] == [
+        f"leads outside the dataset root (to {secret}); not read without --follow-symlinks"]
