@@ -27,6 +27,14 @@ def beat() -> None:
             os.write(_beat_fd, b".")
 
 
+def _end_with_parent() -> None:
+    """Linux: have the kernel kill this process when its parent dies (a CI job's timeout kills the parent)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def stall_seconds() -> float:
     try:
         return max(0.1, float(os.environ.get("IMGPACK_STALL_SECONDS", DEFAULT_STALL_SECONDS)))
@@ -49,10 +57,11 @@ def guard(what: str, seconds: float | None = None) -> None:
     sys.stderr.flush()
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: does the work
+    if pid == 0:  # the child: does the work, and ends if the guarding parent is killed
         os.close(r)
         os.set_blocking(w, False)
         _beat_fd = w
+        _end_with_parent()
         return
     os.close(w)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the child, which says what it did
