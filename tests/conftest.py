@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -42,6 +45,21 @@ def run(*args: str, catch_exceptions: bool = True) -> tuple[int, str, str]:
 
     result = CliRunner().invoke(cli, list(args), catch_exceptions=catch_exceptions)
     return result.exit_code, result.stdout, result.stderr
+
+
+def start_slow_run(src: Path, out: Path, options: dict[str, Any] | None = None, resume: bool = False,
+                   workers: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """``imgpack.convert(src, out)`` in a process of its own, 20 ms an image (the Slow step), to be stopped midway."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "from _helpers import Slow\n"
+        "import imgpack\n"
+        f"imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers={workers}, "
+        f"batch_size=10, options={options or {}!r}, progress='off', resume={resume})\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, **(env or {})})
 
 
 def shared_dir() -> Path:

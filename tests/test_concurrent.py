@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FORMATS, REPO, SUFFIX, photo, write_image
+from conftest import FORMATS, REPO, SUFFIX, photo, start_slow_run, write_image
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -25,26 +25,12 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-def start(src: Path, out: Path, fmt: str) -> subprocess.Popen[bytes]:
-    """A slow run (20 ms an image on one worker) of ``src`` into ``out``."""
-    shards = {"shard_size": 25} if fmt != "hdf5" else {}
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from _helpers import Slow\n"
-        "import imgpack\n"
-        f"imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers=1, "
-        f"batch_size=10, options={shards!r}, progress='off')\n"
-    )
-    return subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(fmt: str, many: Path,
                                                                            tmp_path: Path) -> None:
     out = tmp_path / "out" / f"o{SUFFIX[fmt]}"
-    first = start(many, out, fmt)
+    first = start_slow_run(many, out, {"shard_size": 25} if fmt != "hdf5" else None)
     try:
         t0 = time.monotonic()
         while not (out.parent.exists() and any(p.name.endswith(".partial") for p in out.parent.iterdir())):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, CtrlC, photo, write_image
+from conftest import REPO, CtrlC, photo, start_slow_run, write_image
 
 import imgpack
 
@@ -320,13 +320,7 @@ def test_workers_forkserver_and_tracker_die_with_a_killed_parent(tmp_path: Path)
         write_image(src / ("a" if i % 2 else "b") / f"{i:03d}.jpg", photo(24, 16, i))
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
-            "from _helpers import Slow\nimport imgpack\n"
-            "imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers=2, "
-            "batch_size=10, progress='off')\n")
-    out = tmp_path / "o.h5"
-    proc = subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],
-                            env={**os.environ, "TMPDIR": str(tmp)}, stderr=subprocess.DEVNULL)
+    proc = start_slow_run(src, tmp_path / "o.h5", workers=2, env={"TMPDIR": str(tmp)})
     t0 = time.monotonic()
     family: list[psutil.Process] = []
     while len(family) < 4:  # the tracker, the forkserver and two workers, running

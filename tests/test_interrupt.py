@@ -8,13 +8,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from _helpers import Slow
-from conftest import FORMATS, REPO, SUFFIX, photo, write_image
+from conftest import FORMATS, SUFFIX, photo, start_slow_run, write_image
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -36,15 +35,7 @@ def options(fmt: str) -> dict[str, int]:
 
 
 def start(src: Path, out: Path, fmt: str, resume: bool = False) -> subprocess.Popen[bytes]:
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1])\n"
-        "from _helpers import Slow\n"
-        "import imgpack\n"
-        f"imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers=1, "
-        f"batch_size=10, options={options(fmt)!r}, progress='off', resume={resume})\n"
-    )
-    return subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return start_slow_run(src, out, options(fmt), resume)
 
 
 def wait_for_partial(folder: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
