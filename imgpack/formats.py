@@ -249,6 +249,7 @@ class PackedDataset:
         order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
+            beat()  # progress, for a guarded read (see imgpack.watchdog)
             images, labels = self.read_batch(order[start:start + batch_size])
             yield (images.astype(np.float32) / 255 if normalize else images), labels
 
