@@ -10,7 +10,6 @@ path, so that an output folder gets no extra file (and none is left behind by a 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import os
 import socket
@@ -20,6 +19,11 @@ import time
 from collections.abc import Iterator
 
 from .errors import OutputError, printable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs are not locked there
+    fcntl = None  # type: ignore[assignment]
 
 LOCK_FOLDER = "imgpack-locks"
 
@@ -59,6 +63,9 @@ def _open_locked(path: str, target: str) -> int:
 @contextlib.contextmanager
 def locked(target: str) -> Iterator[None]:
     """Hold the lock of ``target`` for the ``with`` block."""
+    if fcntl is None:
+        yield
+        return
     path = lock_path(target)
     try:
         os.makedirs(os.path.dirname(path), mode=0o1777, exist_ok=True)
