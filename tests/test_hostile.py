@@ -475,3 +475,23 @@ def test_a_file_swapped_for_a_link_out_after_the_scan_is_not_read(four: Path, tm
     assert res.written == 3
     assert [s.reason for s in res.skipped] == [
         f"leads outside the dataset root (to {secret}); not read without --follow-symlinks"]
+
+
+# --------------------------------------------------------------------------- a manifest's header widening its root
+
+
+@pytest.mark.parametrize("edit, why", [
+    ({"root": "/", "root_relative": "../" * 40}, "the dataset root is the file system's root: refused"),
+    ({"root_relative": "../" * 40}, "the dataset root is the file system's root: refused"),
+    ({"root_relative": ".."}, "not to the dataset root"),
+    ({"root": "relative/path"}, "is not an absolute path"),
+])
+def test_a_manifest_cannot_widen_its_own_root(edit: dict[str, str], why: str, four: Path, tmp_path: Path) -> None:
+    manifest = tmp_path / "m.jsonl"
+    imgpack.ingest(str(four), str(manifest), progress="off")
+    lines = manifest.read_text().splitlines()
+    header = json.loads(lines[0])
+    header.update(edit)
+    manifest.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+    res = run_cli("convert", str(manifest), "-o", str(tmp_path / "o.h5"), "--size", "8")
+    assert res.returncode == 1 and why in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -53,14 +53,7 @@ class ManifestReader(Reader):
             raise SourceError(f"{self.source}: line 1 is not an imgpack manifest header")
         if header.get("version", 0) > MANIFEST_VERSION:
             raise SourceError(f"{self.source}: manifest version {header['version']} is newer than this imgpack reads")
-        # root_relative (to the manifest's folder) first, so that a manifest moved together
-        # with its dataset still works; then the absolute root it was made from
-        base = os.path.dirname(os.path.abspath(self.source))
-        candidates = [os.path.normpath(os.path.join(base, header.get("root_relative", "."))),
-                      str(header.get("root", ""))]
-        root = next((c for c in candidates if c and os.path.isdir(c)), None)
-        if root is None:
-            raise SourceError(f"{self.source}: dataset root {header.get('root')!r} not found")
+        root = self._root(header)
         label_names = list(header.get("label_names", []))
         multi = bool(header.get("multi_label"))
         samples = []
@@ -91,6 +84,35 @@ class ManifestReader(Reader):
         return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored,
                     multi_label=multi, splits=splits + sorted(extra), labels_file=header.get("labels_file"),
                     label_keys=[str(k) for k in keys] if keys else None)
+
+    def _root(self, header: dict[str, Any]) -> str:
+        """The dataset root: where ``root_relative`` leads from the manifest's folder (so that a manifest moved
+        together with its dataset still works), else the absolute ``root`` it was made from.
+
+        The header cannot widen it by disagreeing with itself: ``root_relative`` must lead to the recorded
+        ``root`` (or, for a manifest moved with its dataset, to a folder of the same name), and the root is
+        never the file system's root. SourceError says which.
+        """
+        recorded = str(header.get("root") or "")
+        relative = str(header.get("root_relative") or ".")
+        base = os.path.dirname(os.path.abspath(self.source))
+        beside = os.path.normpath(os.path.join(base, relative))
+        if not recorded or not os.path.isabs(recorded) or "\0" in recorded + relative:
+            raise SourceError(f"{self.source}: the header's dataset root {recorded!r} is not an absolute path")
+        candidates = [c for c in (beside, recorded) if os.path.isdir(c)]
+        if not candidates:
+            raise SourceError(f"{self.source}: dataset root {recorded!r} not found")
+        root = candidates[0]
+        if os.path.realpath(root) == os.path.realpath(os.sep):
+            raise SourceError(f"{self.source}: the dataset root is the file system's root: refused")
+        if root == beside and os.path.isdir(recorded) and os.path.realpath(beside) != os.path.realpath(recorded):
+            raise SourceError(f"{self.source}: root_relative {relative!r} leads to {beside}, not to the dataset root "
+                              f"{recorded!r}: refused")
+        if os.path.basename(os.path.normpath(root)) != os.path.basename(os.path.normpath(recorded)):
+            raise SourceError(f"{self.source}: root_relative {relative!r} leads to {root}, not to a folder named like "
+                              f"the dataset root {recorded!r}: refused (for a renamed dataset, run imgpack ingest "
+                              "again)")
+        return root
 
     def _json(self, line: str, lineno: int) -> dict[str, Any]:
         try:
