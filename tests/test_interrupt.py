@@ -35,7 +35,10 @@ def options(fmt: str) -> dict[str, int]:
 
 
 def start(src: Path, out: Path, fmt: str, resume: bool = False) -> subprocess.Popen[bytes]:
-    return start_slow_run(src, out, options(fmt), resume)
+    # killpg below kills the workers too, so nothing can remove multiprocessing's temp folder: keep it here
+    tmp = out.parent.with_name(out.parent.name + "-tmp")
+    tmp.mkdir(exist_ok=True)
+    return start_slow_run(src, out, options(fmt), resume, env={"TMPDIR": str(tmp)})
 
 
 def wait_for_partial(folder: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
