@@ -41,8 +41,8 @@ test: lint
 	IMGPACK_SHARED=$(SHARED) $(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-bench
-	$(BIN)/python benchmarks/bench_convert.py --shared $(SHARED)
-	$(BIN)/python benchmarks/bench_decode.py --shared $(SHARED) -n 1000
+	$(BIN)/python benchmarks/bench_convert.py
+	$(BIN)/python benchmarks/bench_decode.py -n 1000
 
 clean:
 	rm -rf $(VENV) build bench-out .pytest_cache .mypy_cache .ruff_cache *.egg-info

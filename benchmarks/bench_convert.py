@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How close does `imgpack convert` come to the bare decode+resize loop, and does memory stay flat?
 
-1. Generates corpora of N and SCALE*N photos with ../shared/tools/make_corpus.py (cached
+1. Generates corpora of N and SCALE*N photos with benchmarks/make_corpus.py (cached
    under bench-out/; needs the bench extra: scikit-learn and scikit-image).
 2. The ceiling: a process pool of the same size that only decodes and resizes the same
    files (cv2.imread + cv2.resize, results thrown away), timed from the pool's start.
@@ -15,7 +15,7 @@ Each repeat runs the ceiling and imgpack back to back, so a ratio compares runs 
 the same load; the table gives medians. Speed and memory are measured here, never asserted
 in the tests.
 
-    python benchmarks/bench_convert.py --shared ../shared            # make bench
+    python benchmarks/bench_convert.py                               # make bench
     python benchmarks/bench_convert.py -n 200 --scale 5 --repeats 1  # quick look
     python benchmarks/bench_convert.py --size 64 --formats hdf5,tfrecord  # the TinyImageNet case
 """
@@ -40,13 +40,12 @@ import psutil
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_corpus(shared: str, profile: str, n: int, out_root: str) -> str:
+def make_corpus(profile: str, n: int, out_root: str) -> str:
+    """A corpus of ``n`` photos of ``profile`` from benchmarks/make_corpus.py, cached under ``out_root``."""
     out = os.path.join(out_root, f"{profile}-{n}")
     done = os.path.join(out, "manifest.json")
     if not os.path.exists(done):
-        tool = os.path.join(shared, "tools", "make_corpus.py")
-        if not os.path.exists(tool):
-            sys.exit(f"bench: {tool} not found (pass --shared DIR)")
+        tool = os.path.join(REPO, "benchmarks", "make_corpus.py")
         print(f"bench: generating {n} {profile} images in {out} ...", file=sys.stderr)
         subprocess.run([sys.executable, tool, "--profile", profile, "-n", str(n), "--out", out,
                         "--workers", str(os.cpu_count() or 1)], check=True, stdout=subprocess.DEVNULL)
@@ -130,7 +129,7 @@ def run_imgpack(src: str, out: str, workers: int, size: int, measure_memory: boo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=os.path.join(REPO, "..", "shared"))
+    ap.add_argument("--shared", help=argparse.SUPPRESS)  # earlier form; the generator is in benchmarks/ now
     ap.add_argument("--profile", default="medium", choices=["tiny", "medium", "large"])
     ap.add_argument("-n", type=int, default=1000, help="images in the small corpus (default 1000)")
     ap.add_argument("--scale", type=int, default=10, help="the large corpus has SCALE*N images (default 10)")
@@ -146,8 +145,8 @@ def main() -> None:
     global _SIZE
     _SIZE = (args.size, args.size)
 
-    small = make_corpus(args.shared, args.profile, args.n, args.out)
-    large = make_corpus(args.shared, args.profile, args.n * args.scale, args.out)
+    small = make_corpus(args.profile, args.n, args.out)
+    large = make_corpus(args.profile, args.n * args.scale, args.out)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     rows = []
     for src in (small, large):

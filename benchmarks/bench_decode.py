@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reduced JPEG decoding: how much faster, and how far do the pixels move?
 
-On the large profile of ../shared/tools/make_corpus.py (~2000x1500 JPEG photos, half of them
+On the large profile of benchmarks/make_corpus.py (~2000x1500 JPEG photos, half of them
 APTOS-like fundus images on a black background), for each recipe:
 
 1. the bare loop: a process pool of the same size that decodes every pixel and runs the
@@ -13,7 +13,7 @@ APTOS-like fundus images on a black background), for each recipe:
 Each repeat runs the three back to back; the table gives medians of the speeds and of the
 per-repeat ratios.
 
-    python benchmarks/bench_decode.py --shared ../shared            # part of make bench
+    python benchmarks/bench_decode.py                               # part of make bench
     python benchmarks/bench_decode.py -n 100 --repeats 1            # quick look
 """
 
@@ -82,7 +82,7 @@ def compare(full: str, reduced: str) -> list[float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--shared", default=os.path.join(REPO, "..", "shared"))
+    ap.add_argument("--shared", help=argparse.SUPPRESS)  # earlier form; the generator is in benchmarks/ now
     ap.add_argument("-n", type=int, default=300, help="images in the large-profile corpus (default 300)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = ap.parse_args()
 
-    src = make_corpus(args.shared, "large", args.n, args.out)
+    src = make_corpus("large", args.n, args.out)
     files = sorted(f for f in glob.glob(os.path.join(src, "**", "*.*"), recursive=True) if f.endswith(".jpg"))
     n = len(files)
     rows = []

@@ -296,7 +296,7 @@ def _finished_before(target: str) -> bool:
 
 def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split: dict[str, dict[str, Any]],
                          format: str) -> str:
-    """``splits.json`` beside the split outputs (seeds/003's sizes.txt, as JSON), written last."""
+    """``splits.json`` beside the split outputs (the per-split sizes, as JSON), written last."""
     summary = {
         "kind": "imgpack-splits", "format": format, "source": os.path.abspath(scan.source),
         "split": opts.split, "seed": (opts.seed or 0) if opts.split else None, "stratify": opts.stratify,

@@ -5,7 +5,7 @@ samples are sorted by path before they are shuffled, so the file system's listin
 order, the reader's order and the worker count change nothing. Each split gets its
 fraction of the samples by largest remainder, so the counts are exact to one sample;
 with ``stratify`` that holds within every class (every label set, for multi-label data,
-and the unlabeled samples as a group of their own), as in seeds/001's stratified 90/10 split.
+and the unlabeled samples as a group of their own), as the APTOS 2019 notebooks' stratified 90/10 split does.
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ def test_hdf5_with_a_torch_dataloader_and_two_workers(
     torch = pytest.importorskip("torch")
     root, images, labels, _ = reference
     ds = imgpack.open_dataset(str(root / "out.h5"))
-    ds[0]  # the parent has its handle open before the workers start (seeds/001's trap)
+    ds[0]  # the parent has its handle open before the workers start (a shared h5py handle's trap)
     loader = torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, multiprocessing_context=context)
     xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in loader], strict=True)
     np.testing.assert_array_equal(np.concatenate(xs), images)

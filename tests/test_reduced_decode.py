@@ -83,7 +83,7 @@ def test_a_step_that_leaves_too_little_falls_back_to_a_full_decode(tmp_path: Pat
 
 
 def test_the_aptos_recipe_stays_bit_exact(tmp_path: Path) -> None:
-    """crop_dark first: the default (reduced) gives the seed's pixels, a full decode."""
+    """crop_dark first: the default (reduced) gives the reference pixels, a full decode."""
     data = write_image(tmp_path / "f.jpg", fundus(2000, 1500, 3), IMWRITE_JPEG_QUALITY=90).read_bytes()
     chain = tuple(build_chain(["crop_dark:tol=7", "resize:size=256,interpolation=linear", "ben:sigma=10"]))
     full = preprocess_bytes(data, Job(chain, (), decode="full"))

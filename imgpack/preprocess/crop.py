@@ -19,11 +19,11 @@ def _span(flags: np.ndarray) -> tuple[int, int, bool]:
 
 @dataclass(frozen=True)
 class CropDark(Preprocessor):
-    """Crop the rows and columns whose gray value is <= tol everywhere (seeds/001's crop_image_from_gray).
+    """Crop the rows and columns whose gray value is <= tol everywhere (APTOS 2019's crop_image_from_gray).
 
-    Gives the same pixels as the seed's function: the rows and columns that hold at least one
+    Gives the same pixels as the notebooks' function: the rows and columns that hold at least one
     pixel brighter than ``tol`` are kept (gray = OpenCV's RGB->gray luma). An image with no
-    such pixel (too dark) is kept whole, as the seed does. Usually the kept rows and columns
+    such pixel (too dark) is kept whole, as the notebooks' function does. Usually the kept rows and columns
     are one block and the crop is a slice; when a dark line crosses the picture the seed
     drops that line too, and so does this step.
     """
@@ -49,7 +49,7 @@ class CropDark(Preprocessor):
         else:
             gray = image
         mask = gray > self.tol
-        # any() along each axis, as the seed's mask.any(1) and mask.any(0), via OpenCV's
+        # any() along each axis, as the notebooks' mask.any(1) and mask.any(0), via OpenCV's
         # reduce (several times faster than numpy's on a few-megapixel mask)
         m8 = mask.view(np.uint8)
         rows = cv2.reduce(m8, 1, cv2.REDUCE_MAX).ravel().astype(bool)
@@ -60,4 +60,4 @@ class CropDark(Preprocessor):
         c0, c1, cols_whole = _span(cols)
         if rows_whole and cols_whole:
             return image[r0:r1, c0:c1]
-        return image[np.ix_(rows, cols)]  # a dark line inside: drop it as the seed does
+        return image[np.ix_(rows, cols)]  # a dark line inside: drop it as the notebooks' function does

@@ -1,4 +1,4 @@
-"""Resizing: stretch (the seeds' plain resize), pad (letterbox) or crop (center crop)."""
+"""Resizing: stretch (a plain cv2.resize), pad (letterbox) or crop (center crop)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def _color(values: object) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class Resize(Preprocessor):
-    """Resize to exactly WxH: stretch (plain cv2.resize, as the seeds), pad (keep the ratio, fill) or crop (center)."""
+    """Resize to exactly WxH: stretch (plain cv2.resize), pad (keep the ratio, fill) or crop (center)."""
 
     name = "resize"
     sets_size = True

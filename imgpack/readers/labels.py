@@ -309,7 +309,7 @@ def _number(text: str) -> Any:
 
 
 class JSONReader(LabelsReader):
-    """Images under SRC, labels from a JSON list of objects (seeds/004's Blender labels.json).
+    """Images under SRC, labels from a JSON list of objects (rendered scenes' labels.json, say).
 
     Each entry names its image (``image_key``, default ``image``) and has a label field
     (``label_key``, default ``label``, else ``meshes``): a string or int (one class), a list

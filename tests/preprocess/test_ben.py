@@ -1,4 +1,4 @@
-"""ben gives exactly the pixels of seeds/001's addWeighted expression, and what the formula says."""
+"""ben gives exactly the pixels of the APTOS 2019 notebooks' addWeighted expression, and what the formula says."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from imgpack.preprocess.enhance import Ben
 
 
 def seed_ben(image: np.ndarray, sigma: float = 10) -> np.ndarray:
-    """seeds/001, verbatim."""
+    """The notebooks' expression, verbatim (the reference)."""
     return cv2.addWeighted(image, 4, cv2.GaussianBlur(image, (0, 0), sigma), -4, 128)
 
 

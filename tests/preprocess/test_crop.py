@@ -1,4 +1,4 @@
-"""crop_dark gives exactly the pixels of seeds/001's crop_image_from_gray."""
+"""crop_dark gives exactly the pixels of the APTOS 2019 notebooks' crop_image_from_gray."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from imgpack.preprocess.crop import CropDark
 
 
 def crop_image_from_gray(img: np.ndarray, tol: int = 7) -> np.ndarray:
-    """seeds/001, verbatim (the reference)."""
+    """The notebooks' function, verbatim (the reference)."""
     if img.ndim == 2:
         mask = img > tol
         return img[np.ix_(mask.any(1), mask.any(0))]
@@ -65,7 +65,7 @@ def test_a_too_dark_image_is_kept_whole() -> None:
     np.testing.assert_array_equal(crop_image_from_gray(img), img)
 
 
-def test_one_channel_images_crop_like_the_seeds_gray_branch() -> None:
+def test_one_channel_images_crop_like_the_reference_gray_branch() -> None:
     gray = cv2.cvtColor(fundus(120, 90, 6), cv2.COLOR_RGB2GRAY)
     ours = CropDark()(gray[:, :, None])
     assert ours.ndim == 3 and ours.shape[2] == 1

@@ -142,12 +142,12 @@ def test_ambiguous_bare_names_are_reported_not_guessed(tmp_path: Path) -> None:
     assert "matches 2 images" in scan.problems[0].detail
 
 
-# --------------------------------------------------------------------------- seeds/004-like labels.json
+# --------------------------------------------------------------------------- labels.json of rendered scenes
 
 
 @pytest.fixture
 def blender(tmp_path: Path) -> Path:
-    """renders/*.png and labels.json: image path + meshes {name: bounding box}, as seeds/004 renders them."""
+    """renders/*.png and labels.json: image path + meshes {name: bounding box}, as Blender scripts write them."""
     root = tmp_path / "blender"
     entries = [
         {"image": "renders/0000.png", "meshes": {"Bottle": [10, 12, 30, 40], "Can": [50, 5, 60, 20]}},

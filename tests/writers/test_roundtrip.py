@@ -140,7 +140,7 @@ def test_every_format_stores_one_channel_images(fmt: str, class_tree: Path, tmp_
 
 @pytest.fixture
 def multi_label_set(tmp_path: Path) -> Path:
-    """Five images and a labels.json with multi-label entries and bounding boxes (seeds/004's shape)."""
+    """Five images and a labels.json with multi-label entries and bounding boxes (rendered scenes')."""
     from conftest import photo, write_image
 
     root = tmp_path / "ml"

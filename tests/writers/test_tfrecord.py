@@ -30,7 +30,7 @@ FEATURES = {
 
 
 def read_raw(files: list[str]) -> tuple[list[np.ndarray], list[int], list[str]]:
-    """The seeds/003 way: parse_single_example + decode_raw + reshape by the stored height/width/channel."""
+    """The usual TinyImageNet way: parse_single_example + decode_raw + reshape by the stored height/width/channel."""
     spec = {**FEATURES, "image_raw": tf.io.FixedLenFeature([], tf.string)}
     images, labels, ids = [], [], []
     for record in tf.data.TFRecordDataset(files):
@@ -128,7 +128,7 @@ def test_encoded_images_decode_with_tf_decode_image(class_tree: Path, tmp_path: 
     assert sizes["jpeg"] * 3 < sum(os.path.getsize(p) for p in shards(raw))
 
 
-def test_one_hot_labels_as_in_seeds_003(class_tree: Path, tmp_path: Path) -> None:
+def test_one_hot_labels_as_tinyimagenet_pipelines_store_them(class_tree: Path, tmp_path: Path) -> None:
     res = imgpack.convert(str(class_tree), str(tmp_path / "o.tfrecord"), size=8, workers=0,
                           options={"one_hot": True}, progress="off")
     spec = {"label": FEATURES["label"], "label_one_hot": tf.io.FixedLenFeature([], tf.string)}
