@@ -24,7 +24,7 @@ class CropDark(Preprocessor):
     Gives the same pixels as the notebooks' function: the rows and columns that hold at least one
     pixel brighter than ``tol`` are kept (gray = OpenCV's RGB->gray luma). An image with no
     such pixel (too dark) is kept whole, as the notebooks' function does. Usually the kept rows and columns
-    are one block and the crop is a slice; when a dark line crosses the picture the seed
+    are one block and the crop is a slice; when a dark line crosses the picture the reference
     drops that line too, and so does this step.
     """
 
