@@ -658,8 +658,10 @@ class ShardedWriter(Writer, Resumable):
                 self._open.write(images[part], labels[part], ids[part])
             self._open_labels.append(np.array(labels[part], copy=True))
             self._open_count += take
-            for x in images[part]:
-                self._shapes.add(tuple(x.shape))
+            if isinstance(images, np.ndarray):  # one shape for the whole chunk
+                self._shapes.add(tuple(images.shape[1:]))
+            else:
+                self._shapes.update(tuple(x.shape) for x in images[part])
             done += take
             if self._open_count == self.size:
                 self._finish()

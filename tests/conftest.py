@@ -96,6 +96,13 @@ def write_image(path: Path, rgb: np.ndarray, **params: int) -> Path:
     return path
 
 
+def two_classes(root: Path, n: int, size: tuple[int, int], name: str = "{i}.png") -> Path:
+    """``n`` photos of ``size`` (w, h) in class folders a (odd i) and b (even i), named by ``name.format(i=i)``."""
+    for i in range(n):
+        write_image(root / ("a" if i % 2 else "b") / name.format(i=i), photo(*size, i))
+    return root
+
+
 @pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
     """3 classes, 12 images of different sizes and formats, nested at several depths, plus non-images.

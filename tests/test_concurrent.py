@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import FORMATS, REPO, SUFFIX, photo, start_slow_run, write_image
+from conftest import FORMATS, REPO, SUFFIX, start_slow_run, two_classes
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -20,8 +20,7 @@ from imgpack.locking import lock_path, locked
 @pytest.fixture(scope="module")
 def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     src = tmp_path_factory.mktemp("many") / "src"
-    for i in range(60):
-        write_image(src / ("a" if i % 2 else "b") / f"im{i:03d}.png", photo(24, 16, i))
+    two_classes(src, 60, (24, 16), "im{i:03d}.png")
     return src
 
 

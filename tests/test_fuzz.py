@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FORMATS, REPO, SUFFIX, photo, write_image
+from conftest import FORMATS, REPO, SUFFIX, two_classes
 
 import imgpack
 
@@ -55,8 +55,7 @@ def run_cases(output: Path, fmt: str) -> dict[int, dict[str, str]]:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_damaged_outputs_fail_with_imgpack_errors_only(fmt: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
-    for i in range(12):
-        write_image(src / ("a" if i % 2 else "b") / f"{i}.png", photo(16, 16, i))
+    two_classes(src, 12, (16, 16), "{i}.png")
     output = tmp_path / "out" / f"o{SUFFIX[fmt]}"
     imgpack.convert(str(src), str(output), size=8, workers=0, progress="off",
                     options={"shard_size": 5} if fmt != "hdf5" else None)
@@ -79,8 +78,7 @@ def test_damaged_resume_journals_never_drop_or_repeat_an_image(tmp_path: Path) -
     from imgpack.errors import ImgpackError
 
     src = tmp_path / "src"
-    for i in range(40):
-        write_image(src / ("a" if i % 2 else "b") / f"{i:02d}.png", photo(12, 10, i))
+    two_classes(src, 40, (12, 10), "{i:02d}.png")
     clean = tmp_path / "clean.h5"
     imgpack.convert(str(src), str(clean), size=8, workers=0, progress="off")
     want = content_digest(str(clean))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, CtrlC, photo, start_slow_run, write_image
+from conftest import REPO, CtrlC, photo, start_slow_run, two_classes, write_image
 
 import imgpack
 
@@ -20,8 +20,7 @@ import imgpack
 @pytest.fixture
 def with_fifos(tmp_path: Path) -> Path:
     src = tmp_path / "src"
-    for i in range(4):
-        write_image(src / ("a" if i % 2 else "b") / f"{i}.png", photo(20, 20, i))
+    two_classes(src, 4, (20, 20), "{i}.png")
     os.mkfifo(src / "a" / "notes")  # sniffed for its type: used to hang
     os.mkfifo(src / "a" / "pipe.png")  # an image by its name: used to hang at convert
     os.mkfifo(src / "loose")
@@ -60,8 +59,7 @@ def test_a_file_that_became_a_fifo_after_the_scan_is_skipped(with_fifos: Path, t
 def interrupted_h5(tmp_path: Path) -> tuple[Path, Path]:
     """An HDF5 output stopped by Ctrl-C after 35 of 60 images, with its journal."""
     src = tmp_path / "src"
-    for i in range(60):
-        write_image(src / ("a" if i % 2 else "b") / f"{i:02d}.png", photo(20, 16, i))
+    two_classes(src, 60, (20, 16), "{i:02d}.png")
     out = tmp_path / "o.h5"
     with pytest.raises(KeyboardInterrupt):
         imgpack.convert(str(src), str(out), size=8, engine=CtrlC(35), batch_size=5, progress="off")
@@ -141,8 +139,7 @@ def test_a_blur_wider_than_the_image_skips_it_instead_of_spinning(tmp_path: Path
 @pytest.fixture
 def h5(tmp_path: Path) -> Path:
     src = tmp_path / "src"
-    for i in range(6):
-        write_image(src / ("a" if i % 2 else "b") / f"{i}.png", photo(20, 20, i))
+    two_classes(src, 6, (20, 20), "{i}.png")
     out = tmp_path / "out" / "o.h5"
     imgpack.convert(str(src), str(out), size=8, workers=0, progress="off")
     (tmp_path / "secret.txt").write_bytes(b"s3cret!\n" * 10000)
@@ -316,8 +313,7 @@ def test_workers_forkserver_and_tracker_die_with_a_killed_parent(tmp_path: Path)
     import psutil
 
     src = tmp_path / "src"
-    for i in range(200):
-        write_image(src / ("a" if i % 2 else "b") / f"{i:03d}.jpg", photo(24, 16, i))
+    two_classes(src, 200, (24, 16), "{i:03d}.jpg")
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = start_slow_run(src, tmp_path / "o.h5", workers=2, env={"TMPDIR": str(tmp)})
@@ -342,8 +338,7 @@ def test_workers_forkserver_and_tracker_die_with_a_killed_parent(tmp_path: Path)
 
 def test_a_link_up_the_tree_neither_duplicates_nor_mislabels(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    for i in range(8):
-        write_image(src / ("a" if i % 2 else "b") / f"{i}.png", photo(10, 10, i))
+    two_classes(src, 8, (10, 10), "{i}.png")
     os.symlink("..", src / "a" / "loop")  # a/loop -> src: every class again, under a
     os.symlink("../b", src / "a" / "bee")  # a/bee -> b: class b's images under a
     os.symlink("../b/0.png", src / "a" / "same.png")  # a file of class b, under a

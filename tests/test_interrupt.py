@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from _helpers import Slow
-from conftest import FORMATS, SUFFIX, photo, start_slow_run, write_image
+from conftest import FORMATS, SUFFIX, start_slow_run, two_classes
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -25,8 +25,7 @@ from imgpack.errors import ImgpackError
 def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """120 small JPEGs in 2 classes: with the Slow step, a run of ~2.5 s on one worker."""
     src = tmp_path_factory.mktemp("many") / "src"
-    for i in range(120):
-        write_image(src / ("a" if i % 2 else "b") / f"im{i:03d}.jpg", photo(24, 16, i))
+    two_classes(src, 120, (24, 16), "im{i:03d}.jpg")
     return src
 
 

@@ -422,7 +422,11 @@ class HDF5Dataset(PackedDataset):
         if missing:  # HDF5 would read a missing shard's images as zeros
             self.close()
             raise SourceError(f"{missing[0]}: shard missing (a part of {path})")
-        self.shard_counts = [_count(p) for p in self.shards]
+
+    @functools.cached_property
+    def shard_counts(self) -> list[int]:  # type: ignore[override]
+        """Images per shard of a master file, read from the shards when first asked (inspect, not every open)."""
+        return [_count(p) for p in self.shards]
 
     @_reads
     def _storage(self) -> tuple[Any, Any, Any]:

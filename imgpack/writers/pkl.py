@@ -319,9 +319,10 @@ class PickleDataset(PackedDataset):
             self.recipe = dict(self.meta.get("recipe") or {})
             self.image_shape = tuple(data["images"].shape[1:])
         self.provenance = self.meta
-        first = self._shard(0) if self.counts else {}
-        self.one_hot = "labels_one_hot" in first
-        self.has_annotations = "annotations" in first
+        if self.sharded:  # the index says; no shard is loaded to open the output
+            self.one_hot, self.has_annotations = bool(index.get("one_hot")), bool(index.get("annotations"))
+        else:
+            self.one_hot, self.has_annotations = "labels_one_hot" in data, "annotations" in data
 
     def storage(self) -> str:
         return f"{super().storage()}, pickle protocol {self.meta.get('pickle_protocol', '?')}"

@@ -24,6 +24,7 @@ writing process builds the Examples with ``tf.train.Example`` and writes them wi
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -377,12 +378,13 @@ class TFRecordDataset(PackedDataset):
         self._ids: list[str] | None = None
         self._labels: np.ndarray | None = None
 
-    @property
+    @functools.cached_property
     def _tf(self) -> Any:
-        """TensorFlow, imported when the first record is read (inspect reads the index alone)."""
-        for shard in self.shards:
-            if not os.path.isfile(shard):
-                raise SourceError(f"{shard}: shard missing (listed in {self.path})")
+        """TensorFlow, imported when the first record is read (inspect reads the index alone); every shard
+        must be there by then (checked once)."""
+        missing = self._missing()
+        if missing:
+            raise SourceError(f"{missing[0]}: shard missing (listed in {self.path})")
         return import_tensorflow()
 
     def label_counts(self) -> dict[str, int]:
