@@ -59,9 +59,12 @@ class OutputMeta:
 
 @dataclass(frozen=True)
 class Encoded:
-    """An image that a format's encoder turned into bytes in a worker (JPEG, PNG, ...)."""
+    """An image that a format's encoder turned into bytes in a worker (JPEG, PNG, ...).
 
-    data: bytes
+    ``data`` may be a memoryview of the engine's shared ring, valid only during ``write``.
+    """
+
+    data: bytes | memoryview
     shape: tuple[int, ...]  # of the image before encoding
 
 

@@ -56,6 +56,9 @@ class ConvertResult:
     multi_label: bool = False
     label_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> count, examples
     splits: dict[str, dict[str, Any]] | None = None  # split -> count, skipped, files, label_counts
+    #: CPU seconds: "parent", this process from its start (the writing); "workers", the local
+    #: engine's worker processes on the images (0 on a cluster engine, which does not report it)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -210,6 +213,7 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     skipped: list[Skipped] = []
     outputs: list[str] = []
     written = 0
+    worker_cpu = 0.0
     shapes: set[tuple[int, ...] | None] = set()
     per_split: dict[str, dict[str, Any]] = {}
     bar = Progress(len(scan.samples), "convert", mode=progress)
@@ -220,6 +224,7 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
             res = part.run(members, target, bar.update, resume)
             finished.append(target)
             written += res.written
+            worker_cpu += res.worker_cpu
             skipped.extend(res.skipped)
             outputs.extend(res.outputs)
             shapes.add(res.shape)
@@ -250,7 +255,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         format=writer_cls.name, image_shape=list(shape) if shape else None,
         label_names=scan.label_names, multi_label=scan.multi_label,
         ignored=len(scan.ignored), recipe=stored_recipe, label_problems=problem_summary(scan.problems),
-        splits=per_split or None)
+        splits=per_split or None,
+        cpu_seconds={"parent": round(time.process_time(), 3), "workers": round(worker_cpu, 3)})
 
 
 def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[str, str]:
@@ -315,6 +321,7 @@ class _PartResult:
     outputs: list[str]
     shape: tuple[int, ...] | None
     label_counts: dict[str, int]
+    worker_cpu: float = 0.0  # CPU seconds of the local engine's workers
 
 
 @dataclass
@@ -355,6 +362,7 @@ class _Part:
         skipped_at: dict[int, str] = {}
         kept_rows: list[np.ndarray] = []
         start = 0
+        worker_cpu = 0.0
         if earlier is not None and earlier.writer is not None:
             start, skipped_at = earlier.consumed, dict(earlier.skipped)
             kept_rows = [np.array([i for i in range(start) if i not in skipped_at], dtype=np.int64)]
@@ -370,6 +378,7 @@ class _Part:
             next_checkpoint = start + self.batch_size
             for chunk in self.engine.run(self.job, paths[start:], self.batch_size, update):
                 first = start + chunk.start
+                worker_cpu += chunk.cpu
                 ok = np.array([e is None for e in chunk.errors], dtype=bool)
                 for i in np.flatnonzero(~ok):
                     reason = chunk.errors[i] or ""
@@ -407,7 +416,7 @@ class _Part:
             raise
         all_kept = np.concatenate(kept_rows) if kept_rows else np.zeros(0, np.int64)
         result = _PartResult(len(all_kept), [Skipped(paths[i], skipped_at[i]) for i in sorted(skipped_at)], outputs,
-                             writer.written_shape(), label_counts(labels[all_kept], scan.label_names))
+                             writer.written_shape(), label_counts(labels[all_kept], scan.label_names), worker_cpu)
         journal.result = {**asdict(result), "skipped": [[s.path, s.reason] for s in result.skipped]}
         journal.save()  # removed with the others when the whole conversion is complete
         return result

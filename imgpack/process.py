@@ -9,6 +9,8 @@ planner (:func:`reduced_scale`) what it needs through the Preprocessor contract.
 from __future__ import annotations
 
 import io
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -134,30 +136,75 @@ def process_image(path: str, job: Job) -> np.ndarray:
     return image
 
 
-Results = tuple[list[str | None], dict[int, Item]]
+@dataclass(frozen=True)
+class InSlot:
+    """An encoded result that a worker left in its slot of the ring: its length, and the image's shape."""
+
+    size: int
+    shape: tuple[int, ...]
 
 
-def process_into(out: np.ndarray, offset: int, paths: Sequence[str], job: Job) -> Results:
-    """Process ``paths`` into ``out[offset:]``.
+@dataclass
+class Results:
+    """What a worker sends back for a chunk: a few bytes per image, never the pixels."""
 
-    Returns per path None or the reason it failed, and the results that do not go into
-    ``out`` (encoded ones, and those of another shape when the job allows it) by position.
+    errors: list[str | None]  # per path: None, or why it was not converted
+    #: by position, results not stored as plain pixels in their slot: InSlot markers for encoded
+    #: bytes in the slot, Encoded bytes too long for it, images of another shape
+    extras: dict[int, Item | InSlot]
+    cpu: float  # CPU seconds this process spent on the chunk
+
+
+def slot_bytes(job: Job) -> int:
+    """Bytes per image in the ring: the image, and room for what the format's encoder adds to it.
+
+    An encoder's bytes (a checksummed chunk, a serialised record, a PNG of a noisy photo) can
+    be a little longer than the pixels; those that fit their slot cross no pipe.
     """
+    pixels = math.prod(job.image_shape)
+    return pixels if job.encoder is None else pixels + max(4096, pixels // 16)
+
+
+def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job) -> Results:
+    """Process ``paths`` into the rows ``slots[offset:]`` ((n, slot_bytes) uint8).
+
+    An image of ``job.image_shape`` goes into its row as pixels, or, with an encoder, its
+    encoded bytes do (when they fit). What does not fit comes back in ``Results.extras``.
+    """
+    started = time.process_time()
     errors: list[str | None] = []
-    extras: dict[int, Item] = {}
+    extras: dict[int, Item | InSlot] = {}
+    pixels = math.prod(job.image_shape) if job.image_shape else -1
     for i, path in enumerate(paths):
         try:
             image = process_image(path, job)
+            row = slots[offset + i]
             if job.encoder is not None:
-                extras[i] = Encoded(encode(job.encoder, image), image.shape)
-            elif image.shape == out.shape[1:]:
-                out[offset + i] = image
+                data = encode(job.encoder, image)
+                if len(data) <= row.size:
+                    row[:len(data)] = np.frombuffer(data, dtype=np.uint8)
+                    extras[i] = InSlot(len(data), image.shape)
+                else:
+                    extras[i] = Encoded(data, image.shape)
+            elif image.shape == job.image_shape:
+                row[:pixels] = image.reshape(-1)
             else:
                 extras[i] = image
             errors.append(None)
         except ImageError as exc:
             errors.append(str(exc))
-    return errors, extras
+    return Results(errors, extras, time.process_time() - started)
+
+
+def unpack(slots: np.ndarray, offset: int, results: Results, shape: tuple[int, ...]
+           ) -> tuple[np.ndarray, dict[int, Item]]:
+    """In the parent: the chunk's images as an (n, *shape) view of the ring, and its other results."""
+    n = len(results.errors)
+    pixels = math.prod(shape) if shape else 0
+    images = slots[offset:offset + n, :pixels].reshape((n, *shape)) if shape else slots[offset:offset + n, :0]
+    extras = {i: Encoded(slots[offset + i, :x.size].data, x.shape) if isinstance(x, InSlot) else x
+              for i, x in results.extras.items()}
+    return images, extras
 
 
 def encode(encoder: Encoder, image: np.ndarray) -> bytes:

@@ -116,18 +116,21 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
 def inside_root(scan: Scan) -> Scan:
     """The samples whose real location is inside the dataset root; those a symlink leads out of are ignored.
 
-    One ``realpath`` per folder and one ``lstat`` per file (~0.2 s per 100,000 files).
+    One ``realpath`` and one listing per folder, and a ``realpath`` per symlinked file: no
+    system call for a plain file (~0.1 s per 100,000 files).
     """
     real_root = os.path.realpath(scan.root)
-    real_dirs: dict[str, str] = {}
+    folders: dict[str, tuple[str, set[str] | None]] = {}  # folder -> its real path, the names of its links
     kept: list[Sample] = []
     outside: list[tuple[str, str]] = []
     for s in scan.samples:
         path = scan.abspath(s)
         folder, name = os.path.split(path)
-        if folder not in real_dirs:
-            real_dirs[folder] = os.path.realpath(folder)
-        real = os.path.realpath(path) if os.path.islink(path) else os.path.join(real_dirs[folder], name)
+        if folder not in folders:
+            folders[folder] = (os.path.realpath(folder), _links_in(folder))
+        real_dir, links = folders[folder]
+        is_link = os.path.islink(path) if links is None else name in links
+        real = os.path.realpath(path) if is_link else os.path.join(real_dir, name)
         if real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep):
             kept.append(s)
         else:
@@ -136,6 +139,15 @@ def inside_root(scan: Scan) -> Scan:
     if not outside:
         return scan
     return replace(scan, samples=kept, ignored=[*scan.ignored, *outside])
+
+
+def _links_in(folder: str) -> set[str] | None:
+    """The names of the symbolic links in ``folder`` (None: it cannot be listed; ask file by file)."""
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name for e in entries if e.is_symlink()}
+    except OSError:
+        return None
 
 
 def _splits_from_paths(scan: Scan) -> Scan:

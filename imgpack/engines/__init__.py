@@ -35,6 +35,7 @@ class Chunk:
     errors: list[str | None]  # per sample: None, or why it was not converted
     #: results that are not in ``images``: an image of another shape, or an Encoded one
     extras: dict[int, Item] = field(default_factory=dict)
+    cpu: float = 0.0  # CPU seconds the engine's workers spent on these images
 
     def item(self, i: int) -> Item:
         return self.extras[i] if i in self.extras else self.images[i]

@@ -26,7 +26,7 @@ from multiprocessing.heap import Arena
 import numpy as np
 
 from ..errors import UsageError, WorkerError
-from ..process import Job, Results, process_into
+from ..process import Job, Results, process_into, slot_bytes, unpack
 from . import Chunk, Engine, Progress
 
 
@@ -99,7 +99,7 @@ def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool, parent: int, tempd
         os.dup2(devnull, 2)
         os.close(devnull)
     _job = job
-    _ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((-1, *job.image_shape))
+    _ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((-1, slot_bytes(job)))
 
 
 def _run_chunk(offset: int, paths: Sequence[str]) -> Results:
@@ -156,8 +156,9 @@ class LocalEngine(Engine):
         # after a kill -9. Unlike RawArray it is not zero-filled up front, so the pages are
         # touched first by the workers that fill them (never, when the writer's encoder has the
         # workers send bytes instead).
-        buffer = Arena(capacity * math.prod(job.image_shape))
-        ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, *job.image_shape))
+        slot = slot_bytes(job)
+        buffer = Arena(capacity * slot)
+        ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, slot))
         pending: deque[tuple[int, int, Future[Results]]] = deque()  # (start, ring offset, future)
         with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
                                  initargs=(buffer, job, self.quiet_stderr, os.getpid(), _mp_tempdir())) as pool:
@@ -178,17 +179,18 @@ class LocalEngine(Engine):
                 while pending:
                     start, offset, fut = pending.popleft()
                     try:
-                        errors, extras = fut.result()
+                        results = fut.result()
                     except BrokenProcessPool:
                         last = min(start + chunk, len(paths)) - 1
                         raise WorkerError(
                             f"a worker process died (killed, or out of memory) while converting images "
                             f"{start}..{last} (from {paths[start]}); nothing was written") from None
                     if progress:
-                        progress(len(errors))
+                        progress(len(results.errors))
                     # results come back in input order, chunk by chunk, so the parent writes
                     # while the workers decode and the run ends one chunk after the last decode
-                    yield Chunk(start, ring[offset:offset + len(errors)], errors, extras)
+                    images, extras = unpack(ring, offset, results, job.image_shape)
+                    yield Chunk(start, images, results.errors, extras, results.cpu)
                     next_start = fill()  # the consumer is done with that part of the ring
             except BaseException:
                 for _, _, fut in pending:
@@ -197,11 +199,12 @@ class LocalEngine(Engine):
 
     def _run_serial(self, job: Job, paths: Sequence[str], batch_size: int,
                     progress: Progress | None) -> Iterator[Chunk]:
-        out = np.empty((min(batch_size, len(paths)), *job.image_shape), dtype=np.uint8)
+        slots = np.empty((min(batch_size, len(paths)), slot_bytes(job)), dtype=np.uint8)
         for start in range(0, len(paths), batch_size):
             items = paths[start:start + batch_size]
-            errors, extras = process_into(out, 0, items, job)
+            results = process_into(slots, 0, items, job)
             if progress:
                 progress(len(items))
-            yield Chunk(start, out[:len(items)], errors, extras)
+            images, extras = unpack(slots, 0, results, job.image_shape)
+            yield Chunk(start, images, results.errors, extras, results.cpu)
 

@@ -21,12 +21,17 @@ def not_regular(path: str) -> str | None:
     return None if kind is None else f"not a regular file ({kind})"
 
 
-def _is_image(path: str, name: str) -> bool:
+def _is_image(path: str | os.DirEntry[str], name: str) -> bool:
     """By extension, or by content for files whose extension says nothing (``IMG_0001``, ``x.dat``).
 
-    Only regular files: a FIFO, socket or device (whatever its name) is not an image.
+    Only regular files: a FIFO, socket or device (whatever its name) is not an image. A
+    directory entry that the listing already says is a regular file costs no system call.
     """
-    if not_regular(path):
+    if isinstance(path, os.DirEntry):
+        if path.is_symlink() or not path.is_file(follow_symlinks=False):
+            return _is_image(path.path, name)  # a link, or the listing did not say: stat it
+        path = path.path
+    elif not_regular(path):
         return False
     if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
         return True
@@ -35,6 +40,11 @@ def _is_image(path: str, name: str) -> bool:
             return sniff(f.read(12)) is not None
     except OSError:
         return False
+
+
+def _special(entry: os.DirEntry[str]) -> str | None:
+    """``not_regular`` of a directory entry, without a system call when the listing says it is a regular file."""
+    return None if entry.is_file(follow_symlinks=False) else not_regular(entry.path)
 
 
 LINK_NOT_FOLLOWED = "symlinked folder, not followed (pass --follow-symlinks to walk it)"
@@ -50,28 +60,48 @@ def _inside(path: str, root: str | None) -> bool:
 
 
 def walk(top: str, follow_symlinks: bool = False, seen: set[str] | None = None,
-         root: str | None = None) -> Iterator[tuple[str, list[str], list[str], list[str]]]:
-    """``os.walk`` in sorted order: (dirpath, dirnames, filenames, symlinked folders left out).
+         root: str | None = None) -> Iterator[tuple[str, list[str], list[os.DirEntry[str]], list[str]]]:
+    """Like ``os.walk``, in sorted order: (dirpath, dirnames, file entries, symlinked folders left out).
 
-    Symlinked folders are walked only with ``follow_symlinks``, and then each real folder
-    once (a link back up the tree does not loop). ``seen`` (real paths) is shared by the walks
-    of one scan: a folder already walked, or claimed (the root, the class folders), is not
-    walked again through a link, so no image is found twice or under another class. With
-    ``root``, a link to a folder inside it is not followed either (returned with the links
-    left out): that folder is walked at its own path.
+    The files come as the listing's ``os.DirEntry`` objects, which know (without a system
+    call per file, on most file systems) whether each is a regular file or a link. As with
+    ``os.walk``, the caller may prune ``dirnames``. Symlinked folders are walked only with
+    ``follow_symlinks``, and then each real folder once (a link back up the tree does not
+    loop). ``seen`` (real paths) is shared by the walks of one scan: a folder already
+    walked, or claimed (the root, the class folders), is not walked again through a link, so
+    no image is found twice or under another class. With ``root``, a link to a folder inside
+    it is not followed either (returned with the links left out): that folder is walked at its
+    own path.
     """
     seen = set() if seen is None else seen
-    for dirpath, dirnames, filenames in os.walk(top, followlinks=follow_symlinks):
+    stack = [top]
+    while stack:
+        dirpath = stack.pop()
         if follow_symlinks:
             real = os.path.realpath(dirpath)
             if real in seen and dirpath != top:
-                dirnames[:] = []
                 continue
             seen.add(real)
-        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))
-                 and (not follow_symlinks or _inside(os.path.join(dirpath, d), root))]
-        dirnames[:] = sorted(d for d in dirnames if d not in links)
-        yield dirpath, dirnames, sorted(filenames), sorted(links)
+        try:
+            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
+        except OSError:  # unreadable: os.walk leaves it out too
+            continue
+        dirnames: list[str] = []
+        files: list[os.DirEntry[str]] = []
+        links: list[str] = []
+        for entry in entries:
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if not is_dir:
+                files.append(entry)
+            elif entry.is_symlink() and (not follow_symlinks or _inside(entry.path, root)):
+                links.append(entry.name)
+            else:
+                dirnames.append(entry.name)
+        yield dirpath, dirnames, files, links
+        stack.extend(os.path.join(dirpath, d) for d in reversed(dirnames))
 
 
 class FolderReader(Reader):
@@ -157,25 +187,29 @@ class FolderReader(Reader):
     def _walk(self, root: str, top: str, ignored: list[tuple[str, str]]) -> list[str]:
         images = []
         follow = bool(self.options.get("follow_symlinks"))
-        for dirpath, dirnames, filenames, links in walk(os.path.join(root, top), follow, self._seen, root):
+        for dirpath, dirnames, files, links in walk(os.path.join(root, top), follow, self._seen, root):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
             ignored.extend((f"{rel_dir}/{d}/", LINK_INSIDE if follow else LINK_NOT_FOLLOWED) for d in links)
             for d in [d for d in dirnames if d.startswith(".")]:
                 ignored.append((f"{rel_dir}/{d}/", "hidden"))
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
+            real_dir = os.path.realpath(dirpath) if follow else ""
+            for entry in files:
+                name = entry.name
                 rel = f"{rel_dir}/{name}"
-                special = not_regular(os.path.join(dirpath, name))
                 if name.startswith("."):
                     ignored.append((rel, "hidden"))
-                elif special:
+                elif special := _special(entry):
                     ignored.append((rel, special))
-                elif _is_image(os.path.join(dirpath, name), name):
-                    path = os.path.join(dirpath, name)
-                    real = os.path.realpath(path)
-                    if follow and os.path.islink(path) and _inside(path, root):
+                elif _is_image(entry, name):
+                    if not follow:
+                        images.append(rel)  # a link among them is checked against the root later (inside_root)
+                        continue
+                    path = entry.path
+                    real = os.path.realpath(path) if entry.is_symlink() else os.path.join(real_dir, name)
+                    if entry.is_symlink() and _inside(path, root):
                         ignored.append((rel, LINK_INSIDE))  # the file is read at its own path, with its own label
-                    elif follow and real in self._files:  # a second link to one file outside: the first is kept
+                    elif real in self._files:  # a second link to one file outside: the first is kept
                         ignored.append((rel, "the same file as another image (through a symlink)"))
                     else:
                         self._files.add(real)

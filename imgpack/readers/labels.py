@@ -79,15 +79,13 @@ class ImageIndex:
     def __init__(self, root: str, follow_symlinks: bool = False) -> None:
         self.root = root
         self.paths: list[str] = []
-        for dirpath, dirnames, filenames, _ in walk(root, follow_symlinks):
+        for dirpath, dirnames, files, _ in walk(root, follow_symlinks):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
             prefix = "" if rel_dir == "." else rel_dir + "/"
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                if name.startswith("."):
-                    continue
-                if _is_image(os.path.join(dirpath, name), name):
-                    self.paths.append(prefix + name)
+            for entry in files:
+                if not entry.name.startswith(".") and _is_image(entry, entry.name):
+                    self.paths.append(prefix + entry.name)
         self._by: list[dict[str, list[str]]] = [defaultdict(list) for _ in range(4)]
         for rel in self.paths:
             base = posixpath.basename(rel)

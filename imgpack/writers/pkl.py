@@ -178,6 +178,7 @@ class PickleWriter(Writer, Shards):
         self._ids: list[str] = []
         self._annotations: list[Any] = []
         self._tmp = partial_path(path)
+        self._digest = hashlib.sha256()  # of the pixels as they come (the labels are added at the end)
 
     def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
               annotations: Sequence[str | None] | None = None) -> None:
@@ -187,6 +188,7 @@ class PickleWriter(Writer, Shards):
             grown[:at] = self._buffer[:at]
             self._buffer = grown
         self._buffer[at:at + n] = images
+        self._digest.update(self._buffer[at:at + n].data)  # while the workers decode, not after them
         self._labels.append(np.array(labels, copy=True))
         self._ids.extend(ids)
         if self.meta.annotations:
@@ -198,7 +200,7 @@ class PickleWriter(Writer, Shards):
         prov = provenance(self.meta)
         meta = {"format": "imgpack-pickle", "recipe": prov["recipe"], "imgpack_version": prov["imgpack_version"],
                 "source": prov["source"], "created": prov["created"], "pickle_protocol": PROTOCOL,
-                "multi_label": prov["multi_label"], "sha256": content_sha256(images, labels)}
+                "multi_label": prov["multi_label"], "sha256": _with_labels(self._digest, labels)}
         payload = {"images": images, "labels": labels, "ids": list(self._ids),
                    "label_names": prov["label_names"], "meta": meta}
         if self.options.one_hot:
@@ -259,6 +261,11 @@ def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:
     """SHA-256 over the pixel bytes, then the label bytes: stored in each pickle's meta, checked by verify."""
     digest = hashlib.sha256()
     digest.update(np.ascontiguousarray(images).data)
+    return _with_labels(digest, labels)
+
+
+def _with_labels(digest: Any, labels: np.ndarray) -> str:
+    digest = digest.copy()
     digest.update(np.ascontiguousarray(labels).data)
     return digest.hexdigest()
 

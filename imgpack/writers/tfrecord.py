@@ -16,9 +16,10 @@ tf.int64)``; the index says ``"multi_label": true``). A labels file's extra anno
 
 TensorFlow is imported only here, and only when a TFRecord is written or read: it is an
 extra (``pip install 'imgpack[tfrecord]'``), and ``import tensorflow`` takes seconds and
-~700 MB. The workers never import it: they decode (and JPEG/PNG-encode) images; the
-writing process builds the Examples with ``tf.train.Example`` and writes them with
-``tf.io.TFRecordWriter``, which frames and checksums (CRC32C) every record.
+~700 MB. The workers never import it: they decode images and serialise each image's
+features (pixels, or JPEG/PNG bytes, and its shape; :mod:`imgpack.writers.tfexample`);
+the writing process adds the sample's (label, id) and writes the record with
+``tf.io.TFRecordWriter``, which frames and checksums (CRC32C) it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, proven
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
 from ..params import param
-from ..process import DEFAULT_QUALITY, ImageEncoder
+from ..process import DEFAULT_QUALITY
+from .tfexample import ExampleEncoder, RecordFile, record, sample_features
 
 log = logging.getLogger("imgpack")
 
@@ -139,78 +141,6 @@ def feature_schema(encoding: str, one_hot: bool, multi_label: bool = False,
     return schema
 
 
-class _ExampleBuilder:
-    """Serialises one record: a tf.train.Example with the keys of the schema.
-
-    One Example is built and its values replaced for every record: half the parent's cost
-    of building a new one each time at 64x64 (measured 10 vs 20 us per record), where the
-    parent, the only writer, limits TFRecord conversion. At 224x224 it costs ~15 us more
-    (one more copy of the pixels), lost next to the ~1 ms decode. protobuf's upb runtime
-    keeps every replaced value in the message's arena until the message is freed (measured:
-    +274 MB over 20,000 records of 64x64), so the Example is rebuilt every ``RENEW_BYTES``.
-    """
-
-    RENEW_BYTES = 32 * 2**20
-
-    def __init__(self, tf: Any, encoding: str, classes: int | None, multi_label: bool = False,
-                 annotations: bool = False) -> None:
-        self._tf = tf
-        self._encoding = encoding
-        self._classes = classes  # K when one-hot labels are stored
-        self._multi = multi_label
-        self._annotations = annotations
-        self._renew()
-
-    def _renew(self) -> None:
-        self._example = self._tf.train.Example()
-        feature = self._example.features.feature
-
-        def value(key: str, kind: str, initial: Any) -> Any:
-            values = getattr(feature[key], kind).value
-            values.append(initial)
-            return values
-
-        self._height = value("height", "int64_list", 0)
-        self._width = value("width", "int64_list", 0)
-        self._channel = value("channel", "int64_list", 0)
-        self._label = feature["label"].int64_list.value
-        if not self._multi:
-            self._label.append(0)
-        self._id = value("id", "bytes_list", b"")
-        self._annotation = value("annotation", "bytes_list", b"null") if self._annotations else None
-        raw = self._encoding == "raw"
-        self._pixels = value("image_raw" if raw else "image_encoded", "bytes_list", b"")
-        if not raw:
-            value("format", "bytes_list", self._encoding.encode())
-        self._one_hot = value("label_one_hot", "bytes_list", b"") if self._classes is not None else None
-        self._used = 0
-
-    def __call__(self, item: np.ndarray | Encoded, label: int | np.ndarray, id_: str,
-                 annotation: str | None = None) -> bytes:
-        data = item.data if isinstance(item, Encoded) else np.ascontiguousarray(item).tobytes()
-        if self._used > self.RENEW_BYTES:
-            self._renew()
-        self._used += len(data)
-        shape = item.shape
-        self._height[0] = shape[0]
-        self._width[0] = shape[1]
-        self._channel[0] = shape[2] if len(shape) == 3 else 1
-        if self._multi:
-            self._label[:] = [int(x) for x in np.asarray(label)]
-        else:
-            self._label[0] = int(label)
-        self._id[0] = id_.encode()
-        self._pixels[0] = data
-        if self._annotation is not None:
-            self._annotation[0] = (annotation or "null").encode()
-        if self._one_hot is not None and self._classes is not None:
-            hot = np.zeros(self._classes, dtype=np.uint8)
-            if 0 <= int(label) < self._classes:
-                hot[int(label)] = 1
-            self._one_hot[0] = hot.tobytes()
-        return self._example.SerializeToString()
-
-
 class TFRecordWriter(Writer, Shards):
     """TFRecord shards of tf.train.Example records (TinyImageNet-style keys) with a JSON index; needs TensorFlow.
 
@@ -224,18 +154,24 @@ class TFRecordWriter(Writer, Shards):
     variable_shape = True
     stores_annotations = True
     checksum = "CRC32C per record"
-    requires = ("tensorflow",)
+    requires = ("tensorflow", "google_crc32c")
     options: TFRecordOptions
 
     @classmethod
     def check(cls, path: str, options: Any) -> None:
-        import_tensorflow()
+        """Writing needs google-crc32c (the records' checksums), not TensorFlow: reading back does."""
+        try:
+            import google_crc32c  # noqa: F401
+        except ImportError:
+            raise MissingDependencyError(f"the tfrecord format needs google-crc32c, which is not installed: {EXTRA}") \
+                from None
         super().check(path, options)
 
     @classmethod
-    def encoder(cls, options: Any) -> ImageEncoder | None:
+    def encoder(cls, options: Any) -> ExampleEncoder:
+        """The image's features, serialised in the workers (with the JPEG or PNG encoding, if any)."""
         opts = cls.parse_options(options)
-        return None if opts.encode == "raw" else ImageEncoder(opts.encode, opts.jpeg_quality)
+        return ExampleEncoder(opts.encode, opts.jpeg_quality)
 
     @classmethod
     def shard_size(cls, options: Any, item_bytes: int) -> int:
@@ -245,34 +181,36 @@ class TFRecordWriter(Writer, Shards):
     def __init__(self, path: str, meta: OutputMeta, options: TFRecordOptions | Mapping[str, Any]) -> None:
         """One file of records (a shard: imgpack rotates them and writes the index)."""
         super().__init__(path, meta, options)
-        tf = import_tensorflow()
-        self._build = _ExampleBuilder(tf, self.options.encode, len(meta.label_names) if self.options.one_hot else None,
-                                      meta.multi_label, meta.annotations)
+        self._encode = self.encoder(self.options)
+        self._classes = len(meta.label_names) if self.options.one_hot else None
         self._tmp = partial_path(path)
         try:
-            self._file = tf.io.TFRecordWriter(self._tmp)
-        except Exception as exc:  # tf.errors.OpError
-            raise OutputError(f"{self._tmp}: cannot create: {_tf_message(exc)}") from None
+            self._file = RecordFile(open(self._tmp, "wb"))  # noqa: SIM115 (closed by close or abort)
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot create: {exc.strerror or exc}") from None
 
     def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
               annotations: Sequence[str | None] | None = None) -> None:
         notes = annotations if annotations is not None else [None] * len(ids)
         for item, label, id_, note in zip(images, labels, ids, notes, strict=True):
+            image = item.data if isinstance(item, Encoded) else self._encode(item)
+            sample = sample_features(label, id_, self.meta.multi_label,
+                                     (note or "null") if self.meta.annotations else None, self._classes)
             try:
-                self._file.write(self._build(item, label, id_, note))
-            except Exception as exc:  # disk full, ...
-                raise OutputError(f"{self._tmp}: cannot write: {_tf_message(exc)}") from None
+                self._file.write(record(image, sample))
+            except OSError as exc:  # disk full, ...
+                raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
 
     def close(self) -> list[str]:
         try:
             self._file.close()
-        except Exception as exc:
-            raise OutputError(f"{self._tmp}: cannot write: {_tf_message(exc)}") from None
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
         os.replace(self._tmp, self.path)
         return [self.path]
 
     def abort(self) -> None:
-        with contextlib.suppress(Exception):  # the run already failed; its error is the one to report
+        with contextlib.suppress(OSError):  # the run already failed; its error is the one to report
             self._file.close()
         remove_quietly([self._tmp])
 

@@ -85,7 +85,7 @@ class WebDatasetWriter(Writer, Shards):
             raise OutputError(f"{self._tmp}: cannot create: {exc.strerror or exc}") from None
         self.count = 0
 
-    def _add(self, name: str, data: bytes) -> None:
+    def _add(self, name: str, data: bytes | memoryview) -> None:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.mtime = len(data), 0o644, 0  # the same bytes for the same samples
         try:

@@ -218,21 +218,35 @@ def test_inspect_reads_the_index_without_tensorflow(class_tree: Path, tmp_path: 
     assert info["file_size"] == sum(os.path.getsize(s["file"]) for s in info["shards"])
 
 
-def test_without_tensorflow_the_format_names_the_extra(class_tree: Path, tmp_path: Path) -> None:
+def _without(module: str, *argv: str) -> subprocess.CompletedProcess[str]:
     code = (
         "import sys\n"
-        "sys.modules['tensorflow'] = None  # as if it were not installed\n"
+        f"sys.modules[{module!r}] = None  # as if it were not installed\n"
         "from imgpack.cli import main\n"
-        f"sys.argv = ['imgpack', 'convert', {str(class_tree)!r}, '-o', {str(tmp_path / 'o.tfrecord')!r},"
-        " '--size', '8']\n"
+        f"sys.argv = ['imgpack', *{list(argv)!r}]\n"
         "main()\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+
+
+def test_without_crc32c_writing_names_the_extra(class_tree: Path, tmp_path: Path) -> None:
+    proc = _without("google_crc32c", "convert", str(class_tree), "-o", str(tmp_path / "o.tfrecord"), "--size", "8")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        "imgpack: error: the tfrecord format needs TensorFlow, which is not installed: "
+        "imgpack: error: the tfrecord format needs google-crc32c, which is not installed: "
         "pip install 'imgpack[tfrecord]'"]
     assert sorted(os.listdir(tmp_path)) == ["src"]
+
+
+def test_without_tensorflow_records_are_written_and_reading_names_the_extra(class_tree: Path, tmp_path: Path) -> None:
+    out = str(tmp_path / "o.tfrecord")
+    proc = _without("tensorflow", "-q", "convert", str(class_tree), "-o", out, "--size", "8")
+    assert proc.returncode == 0, proc.stderr
+    proc = _without("tensorflow", "inspect", out, "--verify")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].endswith("pip install 'imgpack[tfrecord]'")
+    images, _, _ = read_raw(sorted(str(p) for p in tmp_path.glob("o-*.tfrecord")))  # with TensorFlow, here
+    assert len(images) == 13
 
 
 def test_other_formats_never_import_tensorflow(class_tree: Path, tmp_path: Path) -> None:
@@ -270,24 +284,6 @@ def test_gray_source_images_become_rgb_records(tmp_path: Path) -> None:
     images, _, _ = read_raw(shards(res))
     assert images[0].shape == (10, 12, 3)
     np.testing.assert_array_equal(images[1][:, :, 2], photo(12, 10, 1)[:, :, 0])
-
-
-def test_the_reused_example_is_renewed_so_memory_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    from imgpack.writers.tfrecord import _ExampleBuilder
-
-    monkeypatch.setattr(_ExampleBuilder, "RENEW_BYTES", 1000)  # upb keeps replaced values until then
-    renewals = []
-    renew = _ExampleBuilder._renew
-    monkeypatch.setattr(_ExampleBuilder, "_renew", lambda self: renewals.append(1) or renew(self))
-    build = _ExampleBuilder(tf, "raw", 3)
-    for i in range(6):
-        image = np.full((10, 20, 3), i, np.uint8)  # 600 bytes: renewed every second record
-        record = tf.train.Example.FromString(build(image, i % 3, f"id{i}"))
-        f = record.features.feature
-        assert f["image_raw"].bytes_list.value[0] == image.tobytes() and f["label"].int64_list.value[0] == i % 3
-        assert f["id"].bytes_list.value[0] == f"id{i}".encode() and f["height"].int64_list.value[0] == 10
-        assert list(f["label_one_hot"].bytes_list.value[0]) == [int(k == i % 3) for k in range(3)]
-    assert len(renewals) == 3  # at the start, and after records 2 and 4
 
 
 def test_reading_prints_no_tensorflow_noise(class_tree: Path, tmp_path: Path) -> None:

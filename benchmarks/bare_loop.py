@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""The bare loop imgpack is measured against: decode to RGB + INTER_AREA resize on a process pool, nothing written.
+
+    python benchmarks/bare_loop.py DIR --size 256 --workers 2 [--scale 4]
+
+``--scale S`` decodes JPEGs at 1/S (2, 4 or 8), as imgpack's default decoding does where the
+resize shrinks the image anyway (for the large profile's ~2000x1500 photos at 256: 1/4).
+Run as a whole process (interpreter start included), like the ``imgpack convert`` it is
+compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from multiprocessing import get_context
+
+import cv2
+
+SIZE = 256
+SCALE = 1
+# the REDUCED_GRAYSCALE_N flags carry only the scale; IMREAD_COLOR_RGB keeps the colour (as imgpack decodes)
+_FLAGS = {1: cv2.IMREAD_COLOR_RGB,
+          2: cv2.IMREAD_REDUCED_GRAYSCALE_2 | cv2.IMREAD_COLOR_RGB,
+          4: cv2.IMREAD_REDUCED_GRAYSCALE_4 | cv2.IMREAD_COLOR_RGB,
+          8: cv2.IMREAD_REDUCED_GRAYSCALE_8 | cv2.IMREAD_COLOR_RGB}
+
+
+def _init(size: int, scale: int) -> None:
+    global SIZE, SCALE
+    cv2.setNumThreads(1)
+    SIZE, SCALE = size, scale
+
+
+def _work(paths: list[str]) -> int:
+    for path in paths:
+        image = cv2.imread(path, _FLAGS[SCALE if path.lower().endswith((".jpg", ".jpeg")) else 1])
+        cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+    return len(paths)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("src")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scale", type=int, default=1, choices=sorted(_FLAGS))
+    args = ap.parse_args()
+    files = sorted(f for f in glob.glob(os.path.join(args.src, "**", "*.*"), recursive=True)
+                   if f.lower().endswith((".jpg", ".jpeg", ".png")))
+    with get_context("forkserver").Pool(args.workers, initializer=_init, initargs=(args.size, args.scale)) as pool:
+        done = sum(pool.imap_unordered(_work, [files[i:i + 32] for i in range(0, len(files), 32)]))
+    print(done)
+
+
+if __name__ == "__main__":
+    main()

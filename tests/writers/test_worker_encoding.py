@@ -1,0 +1,169 @@
+"""What the workers build for the writing process: HDF5 chunks, TFRecord features, and how they travel."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, needs, photo, two_classes
+
+from imgpack.formats import Encoded
+from imgpack.process import InSlot, Job, process_into, slot_bytes, unpack
+from imgpack.writers.h5chunk import ChunkEncoder, fletcher32
+
+RNG = np.random.default_rng(7)
+ARRAYS = {
+    "zeros": np.zeros((5, 7, 3), np.uint8),
+    "white": np.full((256, 256, 3), 255, np.uint8),  # every tile's row and column sums at their largest
+    "noise 224": RNG.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+    "odd bytes": RNG.integers(0, 256, (3, 5, 1), dtype=np.uint8),
+    "one byte": np.full((1, 1, 1), 1, np.uint8),
+    "bright 601x401": RNG.integers(250, 256, (601, 401, 3), dtype=np.uint8),
+    "over 2**16 words": RNG.integers(0, 256, (700, 500, 3), dtype=np.uint8),
+    "photo": photo(320, 240, 3),
+}
+
+
+def libhdf5_chunk(image: np.ndarray, level: int | None, where: Path) -> bytes:
+    """The chunk libhdf5 itself stores for ``image``, read back raw."""
+    with h5py.File(where / "ref.h5", "w") as f:
+        kw = {"compression": "gzip", "compression_opts": level} if level is not None else {}
+        ds = f.create_dataset("x", shape=(1, *image.shape), chunks=(1, *image.shape), dtype=np.uint8,
+                              fletcher32=True, **kw)
+        ds[0] = image
+        mask, data = ds.id.read_direct_chunk((0,) * (image.ndim + 1))
+    assert mask == 0
+    return bytes(data)
+
+
+@pytest.mark.parametrize("level", [None, 1, 4, 9])
+@pytest.mark.parametrize("name", list(ARRAYS))
+def test_chunk_is_the_one_libhdf5_writes(name: str, level: int | None, tmp_path: Path) -> None:
+    image = ARRAYS[name]
+    assert ChunkEncoder(level)(image) == libhdf5_chunk(image, level, tmp_path)
+
+
+def test_fletcher32_of_nothing_but_zeros_is_zero_and_of_a_multiple_of_65535_is_not() -> None:
+    assert fletcher32(bytes(10)) == bytes(4)
+    # two words 0xFFFF: the plain sums are multiples of 65535, which HDF5's folding keeps as 0xFFFF, not 0
+    assert fletcher32(b"\xff\xff\xff\xff") == (0xFFFF << 16 | 0xFFFF).to_bytes(4, "little")
+
+
+def test_gzip_level_0_chunks_read_back_as_the_pixels(tmp_path: Path) -> None:
+    """zlib frames level 0's stored blocks as Python calls it, not byte for byte as libhdf5 does: same pixels."""
+    image = ARRAYS["noise 224"]
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        ds = f.create_dataset("x", shape=(1, *image.shape), chunks=(1, *image.shape), dtype=np.uint8,
+                              fletcher32=True, compression="gzip", compression_opts=0)
+        ds.id.write_direct_chunk((0, 0, 0, 0), ChunkEncoder(0)(image))
+        assert np.array_equal(ds[0], image)  # the checksum is checked on this read
+
+
+class _Fixed:
+    """An encoder whose output has a given length (picklable)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __call__(self, image: np.ndarray) -> bytes:
+        return bytes([image.flat[0]]) * self.n
+
+
+def test_encoded_bytes_travel_in_the_ring_when_they_fit_and_by_pipe_when_not(tmp_path: Path) -> None:
+    from imgpack.decode import DEFAULT_MAX_PIXELS
+
+    src = two_classes(tmp_path / "src", 2, (8, 8))
+    paths = sorted(str(p) for p in src.rglob("*.png"))
+    shape = (8, 8, 3)
+    for n, travels in ((100, InSlot), (slot_bytes(Job((), shape, encoder=_Fixed(1))) + 1, Encoded)):
+        job = Job((), shape, DEFAULT_MAX_PIXELS, encoder=_Fixed(n))
+        slots = np.zeros((4, slot_bytes(job)), np.uint8)
+        results = process_into(slots, 1, paths, job)
+        assert results.errors == [None, None]
+        assert all(isinstance(x, travels) for x in results.extras.values())
+        _, extras = unpack(slots, 1, results, shape)
+        for i, path in enumerate(paths):
+            import cv2
+
+            first = cv2.imread(path, cv2.IMREAD_COLOR_RGB).flat[0]
+            assert bytes(extras[i].data) == bytes([first]) * n  # type: ignore[union-attr]
+            assert extras[i].shape == shape  # type: ignore[union-attr]
+
+
+def test_json_reports_the_cpu_of_the_writing_process_and_of_the_workers(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 6, (32, 24))
+    out = subprocess.run([sys.executable, "-m", "imgpack", "-q", "convert", str(src), "-o", str(tmp_path / "o.h5"),
+                          "--workers", "1", "--json"], capture_output=True, text=True, cwd=REPO, check=True)
+    cpu = json.loads(out.stdout)["cpu_seconds"]
+    assert cpu["parent"] > 0 and cpu["workers"] > 0
+
+
+# --------------------------------------------------------------------------- TFRecord features
+
+
+def _expected(tf: object, image: np.ndarray, label: object, id_: str, encoding: str = "raw",
+              annotation: str | None = None, classes: int | None = None) -> object:
+    """The Example as TensorFlow's own API builds it."""
+    ex = tf.train.Example()  # type: ignore[attr-defined]
+    f = ex.features.feature
+    f["height"].int64_list.value.append(image.shape[0])
+    f["width"].int64_list.value.append(image.shape[1])
+    f["channel"].int64_list.value.append(image.shape[2])
+    f["label"].int64_list.value.extend(np.asarray(label).ravel().tolist())
+    f["id"].bytes_list.value.append(id_.encode())
+    if encoding == "raw":
+        f["image_raw"].bytes_list.value.append(image.tobytes())
+    else:
+        f["format"].bytes_list.value.append(encoding.encode())
+    if annotation is not None:
+        f["annotation"].bytes_list.value.append(annotation.encode())
+    if classes is not None:
+        hot = np.zeros(classes, np.uint8)
+        hot[int(label)] = 1  # type: ignore[call-overload]
+        f["label_one_hot"].bytes_list.value.append(hot.tobytes())
+    return ex
+
+
+@pytest.mark.parametrize("case", ["raw", "negative label", "multi-label", "annotation and one-hot", "png", "jpeg"])
+def test_records_parse_as_the_examples_tensorflow_builds(case: str) -> None:
+    needs("tfrecord")
+    from imgpack.writers.tfexample import ExampleEncoder, record, sample_features
+    from imgpack.writers.tfrecord import import_tensorflow
+
+    tf = import_tensorflow()
+    image = photo(40, 30, 1)
+    label: object = {"negative label": -1, "multi-label": np.array([0, 1, 1], np.uint8)}.get(case, 2)
+    multi = case == "multi-label"
+    encoding = case if case in ("png", "jpeg") else "raw"
+    note, classes = ('{"box": [1, 2]}', 4) if case == "annotation and one-hot" else (None, None)
+    data = record(ExampleEncoder(encoding)(image), sample_features(label, "id-7", multi, note, classes))
+    parsed = tf.train.Example.FromString(data)
+    expected = _expected(tf, image, label, "id-7", encoding, note, classes)
+    if encoding != "raw":
+        encoded = parsed.features.feature["image_encoded"].bytes_list.value[0]
+        decoded = tf.io.decode_image(encoded).numpy()
+        assert decoded.shape == image.shape
+        if encoding == "png":
+            assert np.array_equal(decoded, image)
+        del parsed.features.feature["image_encoded"]
+    assert parsed == expected
+
+
+def test_writing_tfrecords_does_not_import_tensorflow(tmp_path: Path) -> None:
+    needs("tfrecord")
+    src = two_classes(tmp_path / "src", 3, (16, 16))
+    code = ("import sys, imgpack; imgpack.convert(sys.argv[1], sys.argv[2], workers=1); "
+            "print('tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / "o.tfrecord")],
+                         capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False"
+    import tensorflow as tf
+
+    files = sorted(str(p) for p in tmp_path.glob("o-*.tfrecord"))
+    records = list(tf.data.TFRecordDataset(files))  # checks every record's framing CRCs
+    assert len(records) == 3
