@@ -98,7 +98,8 @@ def main() -> None:
     print(f"# imgpack throughput, {os.cpu_count()} cores, {w} workers, medians of {args.repeats} whole processes, "
           f"{time.strftime('%Y-%m-%d')}\n")
     # start-up
-    src10 = os.path.join(tmp, "ten")
+    src10 = os.path.join(args.out, "ten")  # ten medium photos, linked
+    subprocess.run(["rm", "-rf", src10], check=True)
     medium = make_corpus("medium", args.medium, args.out)
     os.makedirs(os.path.join(src10, "a"))
     for name in sorted(os.listdir(os.path.join(medium, "train", "class_000")))[:10]:
@@ -183,13 +184,7 @@ def main() -> None:
     print(f"\nAPTOS 2019 recipe, {args.large} large photos (~2000x1500), {w} workers: the notebooks' code "
           f"{med(notebook):.1f} s; imgpack {med(exact):.1f} s ({med(notebook) / med(exact):.1f}x faster, largest pixel "
           f"difference {diff}); with ben:blur=fast {med(fast):.1f} s ({med(notebook) / med(fast):.1f}x)")
-    for p in os.listdir(tmp):
-        path = os.path.join(tmp, p)
-        if os.path.isdir(path):
-            subprocess.run(["rm", "-rf", path], check=False)
-        else:
-            os.remove(path)
-    os.rmdir(tmp)
+    subprocess.run(["rm", "-rf", tmp, src10], check=True)
 
 
 if __name__ == "__main__":

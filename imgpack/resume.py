@@ -37,11 +37,8 @@ def journal_path(target: str) -> str:
 
 def samples_digest(samples: Sequence[Sample]) -> str:
     """SHA-256 over what the reader said: each sample's id, path, labels, annotation and split, in order."""
-    h = hashlib.sha256()
-    for s in samples:
-        h.update(json.dumps([s.id, s.path, s.label, s.labels, s.annotation, s.split],
-                            ensure_ascii=True).encode() + b"\n")
-    return h.hexdigest()
+    rows = [[s.id, s.path, s.label, s.labels, s.annotation, s.split] for s in samples]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=True).encode()).hexdigest()
 
 
 def files_digest(paths: Sequence[str]) -> str:

@@ -48,14 +48,14 @@ class CropDark(Preprocessor):
             gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if image.shape[2] == 3 else cv2.COLOR_RGBA2GRAY)
         else:
             gray = image
-        mask = gray > self.tol
-        # any() along each axis, as the notebooks' mask.any(1) and mask.any(0), via OpenCV's
-        # reduce (several times faster than numpy's on a few-megapixel mask)
-        m8 = mask.view(np.uint8)
-        rows = cv2.reduce(m8, 1, cv2.REDUCE_MAX).ravel().astype(bool)
+        # 1 where brighter than tol; then any() along each axis, as the notebooks' mask.any(1) and
+        # mask.any(0): a sum of the 0/1 mask is > 0 where any is, and OpenCV's float sums are fast
+        # along both axes (its uint8 row-wise max took ~12 ms on a 3-megapixel photo)
+        _, mask = cv2.threshold(np.ascontiguousarray(gray), self.tol, 1, cv2.THRESH_BINARY)
+        rows = cv2.reduce(mask, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel() > 0
         if not rows.any():  # too dark: nothing would be left
             return image
-        cols = cv2.reduce(m8, 0, cv2.REDUCE_MAX).ravel().astype(bool)
+        cols = cv2.reduce(mask, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel() > 0
         r0, r1, rows_whole = _span(rows)
         c0, c1, cols_whole = _span(cols)
         if rows_whole and cols_whole:

@@ -33,7 +33,8 @@ def _is_image(path: str | os.DirEntry[str], name: str) -> bool:
         path = path.path
     elif not_regular(path):
         return False
-    if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+    dot = name.rfind(".")
+    if dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS:  # os.path.splitext's extension, for less
         return True
     try:
         with open_regular(path) as f:
