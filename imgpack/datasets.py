@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from . import storage
 from .errors import ImgpackError, SourceError
 from .formats import PackedDataset, Writer
 from .outputs import SPLITS_FILE
@@ -55,8 +56,20 @@ def writer_for(path: str) -> type[Writer]:
 
 @_one_error
 def open_dataset(path: str) -> PackedDataset:
-    """Open any imgpack output: ``len(ds)``, ``ds[i] -> (image, label)``, ``ds.ids``, ``ds.label_names``."""
+    """Open any imgpack output: ``len(ds)``, ``ds[i] -> (image, label)``, ``ds.ids``, ``ds.label_names``.
+
+    ``path`` may be a URL (``s3://...``): an HDF5 file is read where it is, through a block
+    cache (random access); the other formats, read whole, from a local copy made once.
+    """
+    if storage.is_url(path) and path.lower().endswith(writers.get("hdf5").suffixes):
+        return writers.get("hdf5").open(path)
+    path = local(path)
     return writer_for(path).open(path)
+
+
+def local(path: str) -> str:
+    """``path``, or for a URL a local copy of the output there (downloaded once; cached by version)."""
+    return storage.local_output(path) if storage.is_url(path) else path
 
 
 def is_split_folder(path: str) -> bool:
@@ -92,6 +105,7 @@ def describe(path: str) -> dict[str, Any]:
 
     For a split folder: the totals, the split options, and under ``splits`` each split's own description.
     """
+    path = local(path)
     if is_split_folder(path):
         return _describe_splits(path)
     return writer_for(path).describe(path)
@@ -142,6 +156,7 @@ def verify(path: str) -> dict[str, Any]:
 
     A split folder is verified split by split.
     """
+    path = local(path)
     summary, paths = read_splits(path) if is_split_folder(path) else ({}, {"": path})
     checksums = set()
     for name, p in paths.items():
@@ -163,6 +178,7 @@ def content_digest(path: str) -> str:
     the file was made with, and of when it was made: two outputs with the same digest hold the
     same images, labels and ids in the same order. A split folder digests its splits in order.
     """
+    path = local(path)
     paths = read_splits(path)[1] if is_split_folder(path) else {"": path}
     images, labels, ids = hashlib.sha256(), hashlib.sha256(), hashlib.sha256()
     for name, p in paths.items():

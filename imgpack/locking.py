@@ -30,8 +30,11 @@ LOCK_FOLDER = "imgpack-locks"
 
 def lock_path(target: str) -> str:
     """Where the lock of ``target`` lives: the same file for every spelling of the same path."""
-    folder, name = os.path.split(os.path.abspath(target.rstrip("/") or "/"))
-    real = os.path.join(os.path.realpath(folder or "."), name)
+    if "://" in target:  # a URL: the same object whatever the working folder
+        real = target.rstrip("/")
+    else:
+        folder, name = os.path.split(os.path.abspath(target.rstrip("/") or "/"))
+        real = os.path.join(os.path.realpath(folder or "."), name)
     digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
     return os.path.join(tempfile.gettempdir(), LOCK_FOLDER, digest + ".lock")
 

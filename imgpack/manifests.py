@@ -8,6 +8,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from . import storage
 from ._version import __version__
 from .errors import CorruptImageError, OutputError, SourceError
 from .outputs import label_counts, partial_path, prepare_target
@@ -88,7 +89,7 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     header = {
         "kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "imgpack_version": __version__,
         "root": scan.root, "root_relative": os.path.relpath(scan.root, manifest_dir).replace(os.sep, "/"),
-        "source": os.path.abspath(scan.source), "label_names": scan.label_names,
+        "source": storage.where(scan.source), "label_names": scan.label_names,
         "label_keys": scan.label_keys, "multi_label": scan.multi_label,
         "labels_file": scan.labels_file,
         "options": {**opts.to_dict(), **({"seed": opts.seed or 0} if opts.split else {})},

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -13,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import formats
+from . import formats, storage
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .engines.local import LocalEngine
@@ -167,8 +168,49 @@ def convert(
     if engine is not None and engine.writes_shards:
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
     with locked(output):  # one run per output: a second is refused before it touches anything
+        if storage.is_url(output):
+            if engine is not None and engine.writes_shards:
+                raise UsageError(f"-o {output}: --engine {engine.name} writes to a folder every executor reaches, "
+                                 "not to a URL (yet); convert with the local engine, or to a shared folder")
+            return _convert_to_store(source, output, source_opts, chain, decode, writer_cls, writer_options,
+                                     engine, workers, batch_size, on_error, max_pixels, resume, progress, t0)
         return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
                         batch_size, on_error, max_pixels, resume, progress, t0)
+
+
+def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
+                      writer_cls: type[Writer], writer_options: Any, engine: Engine | None, workers: int | None,
+                      batch_size: int, on_error: str, max_pixels: int, resume: bool, progress: str | None,
+                      t0: float) -> ConvertResult:
+    """A conversion to a URL: written in a local staging folder, then uploaded file by file, the index last.
+
+    Each file is one completed put (a multipart upload completes at its end), and the index
+    (or HDF5 master, or splits.json) goes after everything it names: a reader never finds an
+    output that is not complete. The staging folder is kept after an interruption, for --resume.
+    """
+    base, _, name = output.rstrip("/").rpartition("/")
+    if not resume and not writer_options.overwrite and (storage.exists(output) or storage.exists(output + ".json")):
+        raise OutputError(f"{output} exists; pass --overwrite to replace it")
+    stage = storage.staging(output)
+    if not resume:
+        shutil.rmtree(stage, ignore_errors=True)
+        os.makedirs(stage)
+    local = os.path.join(stage, name) + ("/" if output.endswith("/") else "")
+    try:
+        result = _convert(source, local, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
+                          batch_size, on_error, max_pixels, resume, progress, t0)
+    except KeyboardInterrupt:
+        raise  # the staging folder stays, with its journal, for --resume
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    urls = [f"{base}/{os.path.relpath(p, stage)}" for p in result.outputs]
+    for path, url in zip(result.outputs, urls, strict=True):
+        storage.upload(path, url)
+    shutil.rmtree(stage, ignore_errors=True)
+    result.outputs = urls
+    log.debug("uploaded %d files to %s", len(urls), base)
+    return result
 
 
 def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
@@ -202,7 +244,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     engine = engine or LocalEngine(workers)
     job = Job(tuple(chain), (), max_pixels, fixed_shape=not writer_cls.variable_shape,
               encoder=writer_cls.encoder(writer_options), decode=decode,
-              root=None if source_opts.follow_symlinks else scan.root)
+              root=None if source_opts.follow_symlinks or storage.is_url(scan.root) else scan.root,
+              storage_options=storage.options())
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of
     # any shape gets the others by value.
@@ -304,7 +347,7 @@ def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split
                          format: str) -> str:
     """``splits.json`` beside the split outputs (the per-split sizes, as JSON), written last."""
     summary = {
-        "kind": "imgpack-splits", "format": format, "source": os.path.abspath(scan.source),
+        "kind": "imgpack-splits", "format": format, "source": storage.where(scan.source),
         "split": opts.split, "seed": (opts.seed or 0) if opts.split else None, "stratify": opts.stratify,
         "split_from_folders": opts.split_from_folders, "label_names": scan.label_names,
         "count": sum(p["count"] for p in per_split.values()), "splits": per_split,
@@ -341,7 +384,7 @@ class _Part:
     def run(self, samples: Sequence[Sample], target: str, update: Callable[[int], None],
             resume: bool = False) -> _PartResult:
         scan = self.scan
-        meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, os.path.abspath(scan.source),
+        meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, storage.where(scan.source),
                           len(samples), multi_label=scan.multi_label, annotations=self.annotations)
         paths = [scan.abspath(s) for s in samples]
         labels = label_array(samples, scan.multi_label, len(scan.label_names))

@@ -12,7 +12,8 @@ import io
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,7 @@ from .errors import ImageError, ShapeMismatchError
 from .formats import Encoded, Encoder, Item
 from .plugins import Preprocessor
 from .probe import ImageInfo
+from .storage import fetch, fetch_many, is_url, reason
 
 DEFAULT_QUALITY = 95  # JPEG
 
@@ -42,6 +44,8 @@ class Job:
     decode: str = "reduced"
     #: the dataset root every file read must really be under (None: --follow-symlinks, anywhere)
     root: str | None = None
+    #: the filesystem options of URL sources (``--storage-option``), for the workers
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,19 @@ def preprocess_bytes(data: bytes, job: Job) -> np.ndarray:
     return _run_steps(chain, decode(data, info=info), info)
 
 
-def process_image(path: str, job: Job) -> np.ndarray:
-    """Read, decode and preprocess one image. ImageError means: skip this one."""
-    image = preprocess_bytes(read_file(path, job.root), job)
+def read_image_file(path: str, job: Job) -> bytes:
+    """The bytes of one image file or object; ImageError when it cannot be read."""
+    if not is_url(path):
+        return read_file(path, job.root)
+    try:
+        return fetch(path, job.storage_options)
+    except OSError as exc:
+        raise ImageError(f"cannot read: {reason(exc)}") from None
+
+
+def process_image(path: str, job: Job, data: bytes | None = None) -> np.ndarray:
+    """Read (unless ``data`` is given), decode and preprocess one image. ImageError means: skip this one."""
+    image = preprocess_bytes(read_image_file(path, job) if data is None else data, job)
     if job.fixed_shape and job.image_shape and image.shape != job.image_shape:
         raise ShapeMismatchError(
             f"{path}: preprocessed shape {image.shape} differs from {job.image_shape} of the first image; "
@@ -175,9 +189,14 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
     errors: list[str | None] = []
     extras: dict[int, Item | InSlot] = {}
     pixels = math.prod(job.image_shape) if job.image_shape else -1
+    # objects in a store are fetched together, concurrently: the chunk waits for one round trip, not one per image
+    fetched = fetch_many(paths, job.storage_options) if paths and is_url(paths[0]) else None
     for i, path in enumerate(paths):
         try:
-            image = process_image(path, job)
+            got = fetched[i] if fetched is not None else None
+            if isinstance(got, BaseException):
+                raise ImageError(f"cannot read: {reason(got)}")
+            image = process_image(path, job, got)
             row = slots[offset + i]
             if job.encoder is not None:
                 data = encode(job.encoder, image)

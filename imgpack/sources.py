@@ -20,6 +20,7 @@ from .plugins import Problem, Reader, Sample, Scan
 from .readers.labels import load_json, read_text
 from .registry import readers
 from .splits import apply_split, folder_order, parse_split
+from .storage import is_url
 
 #: labels-file suffix -> reader
 LABEL_READERS = {".csv": "csv", ".json": "json", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv"}
@@ -64,7 +65,7 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
                                    "label_column": opts.label_column, "image_key": opts.image_key,
                                    "label_key": opts.label_key}
     name = opts.reader
-    if name is None and not os.path.exists(source):  # a named reader may take what is not a path
+    if name is None and not is_url(source) and not os.path.exists(source):  # a named reader may take what is not a path
         raise SourceError(f"{source}: no such file or directory")
     if name is None and opts.labels is not None:
         name = LABEL_READERS.get(os.path.splitext(opts.labels)[1].lower())
@@ -101,7 +102,7 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     scan = reader.scan()
     if any(text_id(s.id) != s.id for s in scan.samples):
         scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
-    if not opts.follow_symlinks:
+    if not opts.follow_symlinks and not is_url(scan.root):  # an object store has no links
         scan = inside_root(scan)
     if opts.split_from_folders and "split_from_folders" not in reader.option_names:
         scan = _splits_from_paths(scan)

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from .. import storage
 from .._version import __version__
 from ..errors import ImgpackError, UsageError, printable
 from . import common
@@ -62,8 +63,11 @@ class ImgpackGroup(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", is_flag=True, help="More log output (and decoder warnings).")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+              help="An option of the filesystem of s3:// gs:// az:// hdfs:// URLs (fsspec's): endpoint_url, "
+                   "profile, anon=true, ... Repeatable.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool, storage_options: tuple[str, ...]) -> None:
     """Turn image datasets into training-ready packed files, preprocessing each image once.
 
     \b
@@ -72,6 +76,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
       imgpack ingest photos/ -o photos.jsonl
       imgpack inspect photos.h5 --verify --preview grid.png
       imgpack bench photos.h5 --against photos/
+      imgpack convert s3://bucket/photos -o s3://bucket/packed/photos.h5 --size 128
       imgpack plugins
     """
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
@@ -81,6 +86,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool) -> None:
     log.setLevel(level)
     log.propagate = False
     ctx.obj = {"debug": debug, "verbose": verbose, "quiet": quiet}
+    storage.configure(dict(storage.parse_option(o) for o in storage_options))
 
 
 def main() -> None:

@@ -33,14 +33,18 @@ def _is_image(path: str | os.DirEntry[str], name: str) -> bool:
         path = path.path
     elif not_regular(path):
         return False
-    dot = name.rfind(".")
-    if dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS:  # os.path.splitext's extension, for less
+    if has_image_extension(name):
         return True
     try:
         with open_regular(path) as f:
             return sniff(f.read(12)) is not None
     except OSError:
         return False
+
+
+def has_image_extension(name: str) -> bool:
+    dot = name.rfind(".")
+    return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS  # os.path.splitext's extension, for less
 
 
 def _special(entry: os.DirEntry[str]) -> str | None:
@@ -142,18 +146,7 @@ class FolderReader(Reader):
                 raise SourceError(f"{self.source}: no images in split folders (SRC/<split>/<class>/<image>)")
         else:
             found.extend((None, cls, rel) for cls, rel in self._classes(root, "", ignored))
-        label_names = sorted({cls for _, cls, _ in found if cls})
-        label_of = {name: i for i, name in enumerate(label_names)}
-        label_of[""] = -1
-        found.sort(key=lambda item: (label_of[item[1]], item[2]))
-        stems = [os.path.splitext(os.path.basename(rel))[0] for _, _, rel in found]
-        dup = {stem for stem, n in Counter(stems).items() if n > 1}
-        samples = [
-            Sample(id=os.path.splitext(rel)[0] if stem in dup else stem, path=rel, label=label_of[cls], split=split)
-            for (split, cls, rel), stem in zip(found, stems, strict=True)
-        ]
-        return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored,
-                    splits=folder_order({s for s, _, _ in found if s is not None}))
+        return class_folder_scan(root, self.source, found, ignored)
 
     def _classes(self, root: str, prefix: str, ignored: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """(class, path) of the images under ``root/prefix``: in class folders, or loose (an unlabeled set)."""
@@ -218,6 +211,27 @@ class FolderReader(Reader):
                 else:
                     ignored.append((rel, "not an image"))
         return images
+
+
+def class_folder_scan(root: str, source: str, found: list[tuple[str | None, str, str]],
+                      ignored: list[tuple[str, str]]) -> Scan:
+    """The Scan of images found in class folders: (split or None, class or "" for unlabeled, relative path).
+
+    Label ids follow the sorted class names; samples are ordered by class, then path; the id
+    is the file name without extension, or the path without extension where two files share a name.
+    """
+    label_names = sorted({cls for _, cls, _ in found if cls})
+    label_of = {name: i for i, name in enumerate(label_names)}
+    label_of[""] = -1
+    found.sort(key=lambda item: (label_of[item[1]], item[2]))
+    stems = [os.path.splitext(os.path.basename(rel))[0] for _, _, rel in found]
+    dup = {stem for stem, n in Counter(stems).items() if n > 1}
+    samples = [
+        Sample(id=os.path.splitext(rel)[0] if stem in dup else stem, path=rel, label=label_of[cls], split=split)
+        for (split, cls, rel), stem in zip(found, stems, strict=True)
+    ]
+    return Scan(root=root, samples=samples, label_names=label_names, source=source, ignored=ignored,
+                splits=folder_order({s for s, _, _ in found if s is not None}))
 
 
 def _entries(root: str, prefix: str, ignored: list[tuple[str, str]],

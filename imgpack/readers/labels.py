@@ -29,7 +29,8 @@ from typing import Any
 from ..errors import SourceError, UsageError
 from ..plugins import Problem, Reader, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS
-from .folder import _is_image, walk
+from ..storage import is_url, list_files, read_bytes
+from .folder import _is_image, has_image_extension, walk
 
 _INT = re.compile(r"[+-]?\d{1,18}")  # a label id; longer digit strings are names (int64 holds 18 digits)
 
@@ -57,6 +58,8 @@ def load_json(text: str, path: str) -> Any:
 def read_text(path: str, what: str) -> str:
     """A labels, names or classes file as text (UTF-8, a BOM allowed); SourceError naming it otherwise."""
     try:
+        if is_url(path):
+            return read_bytes(path).decode("utf-8-sig")
         with open(path, encoding="utf-8-sig", newline="") as f:
             return f.read()
     except FileNotFoundError:
@@ -79,7 +82,10 @@ class ImageIndex:
     def __init__(self, root: str, follow_symlinks: bool = False) -> None:
         self.root = root
         self.paths: list[str] = []
-        for dirpath, dirnames, files, _ in walk(root, follow_symlinks):
+        if is_url(root):  # one listing of the prefix
+            self.paths = [rel for rel, _ in list_files(root)
+                          if not any(p.startswith(".") for p in rel.split("/")) and has_image_extension(rel)]
+        for dirpath, dirnames, files, _ in ([] if is_url(root) else walk(root, follow_symlinks)):
             rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
             prefix = "" if rel_dir == "." else rel_dir + "/"
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -137,8 +143,8 @@ class LabelsReader(Reader):
         raise NotImplementedError
 
     def scan(self) -> Scan:
-        root = os.path.abspath(self.source)
-        if not os.path.isdir(root):
+        root = self.source.rstrip("/") if is_url(self.source) else os.path.abspath(self.source)
+        if not is_url(root) and not os.path.isdir(root):
             raise SourceError(f"{self.source}: not a directory (with --labels, SRC is the folder the images are in)")
         labels_file = self.options.get("labels")
         if not labels_file:

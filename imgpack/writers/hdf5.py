@@ -36,6 +36,7 @@ from ..formats import Encoded, OutputMeta, PackedDataset, Resumable, Shards, Wri
 from ..formats import Options as BaseOptions
 from ..outputs import one_hot, partial_path, remove_quietly
 from ..params import param
+from ..storage import is_url, open_for_reading
 from ..watchdog import beat
 from .h5chunk import ChunkEncoder
 
@@ -316,6 +317,9 @@ def _shard_files(path: str, f: h5py.File) -> list[str]:
     """The shard files of a master file (beside it), in order; [] for a plain file."""
     if not f["images"].is_virtual:
         return []
+    if is_url(path):  # HDF5 finds a virtual dataset's sources by file name, on this machine
+        raise SourceError(f"{path}: a sharded HDF5 output is read from a local copy (imgpack inspect and bench "
+                          "make one; or copy the folder)")
     names = [str(n) for n in json.loads(_attr(f, "shards") or "[]")]
     if any(os.path.basename(n) != n or not n for n in names):  # a master names files beside it, nothing else
         raise SourceError(f"{path}: bad shard names in its attributes")
@@ -498,7 +502,8 @@ class HDF5Dataset(PackedDataset):
     def file(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
             try:
-                self._file = h5py.File(self.path, "r")
+                # a URL through a block-cached file object: a random image costs about one request
+                self._file = h5py.File(open_for_reading(self.path) if is_url(self.path) else self.path, "r")
             except OSError as exc:
                 raise SourceError(f"{self.path}: cannot open as HDF5: {exc}") from None
             self._pid = os.getpid()

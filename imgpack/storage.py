@@ -1,0 +1,212 @@
+"""Data where it lives: sources and outputs given as URLs, through fsspec.
+
+``s3://``, ``gs://``, ``az://`` (``abfs://``), ``hdfs://``, ``http(s)://`` (reading) and
+``memory://`` go through fsspec and the package of each protocol (``imgpack[s3]``,
+``imgpack[gcs]``, ...). A local path never comes here: it keeps the plain ``open`` and
+``os.scandir`` of the rest of imgpack.
+
+Credentials come the usual way for each store (environment, config files, instance roles);
+``--storage-option KEY=VALUE`` (:func:`configure`) passes the filesystem's own options, such
+as ``endpoint_url``, ``profile`` or ``anon``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .errors import MissingDependencyError, OutputError, SourceError, UsageError
+
+#: protocol -> the extra that installs its fsspec implementation
+EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
+          "hdfs": "hdfs", "http": "http", "https": "http"}
+
+_options: dict[str, Any] = {}
+
+
+def is_url(path: Any) -> bool:
+    """Whether ``path`` is a URL for fsspec (``file://`` and plain paths are local)."""
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+def where(path: str) -> str:
+    """``path`` as outputs record it: a URL as given, a local path made absolute."""
+    return path if is_url(path) else os.path.abspath(path)
+
+
+def configure(options: Mapping[str, Any]) -> None:
+    """The filesystem options every URL is opened with from now on (``--storage-option``)."""
+    _options.clear()
+    _options.update(options)
+
+
+def options() -> dict[str, Any]:
+    return dict(_options)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` -> (key, value): true/false, integers and numbers typed, the rest as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise UsageError(f"--storage-option takes KEY=VALUE, got {text!r}")
+    lowered = value.strip().lower()
+    typed: Any = value
+    if lowered in ("true", "false"):
+        typed = lowered == "true"
+    else:
+        for kind in (int, float):
+            try:
+                typed = kind(value)
+                break
+            except ValueError:
+                continue
+    return key.strip(), typed
+
+
+def filesystem(url: str, opts: Mapping[str, Any] | None = None) -> tuple[Any, str]:
+    """(fsspec filesystem, path within it) for ``url``; one line naming the extra when its package is missing."""
+    protocol = url.split("://", 1)[0].lower()
+    try:
+        import fsspec
+
+        return fsspec.core.url_to_fs(url, **(_options if opts is None else dict(opts)))
+    except ImportError as exc:
+        extra = EXTRAS.get(protocol)
+        hint = f"pip install 'imgpack[{extra}]'" if extra else f"install the fsspec implementation of {protocol}://"
+        raise MissingDependencyError(f"{url}: {protocol}:// needs a package that is not installed "
+                                     f"({exc.name or exc}): {hint}") from None
+    except ValueError as exc:  # an unknown protocol
+        raise UsageError(f"{url}: {exc}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
+
+
+def reason(exc: BaseException) -> str:
+    """What went wrong, in a few words, from an error of a store's client."""
+    return _reason(exc)
+
+
+def fetch(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
+    """The object's bytes; OSError (FileNotFoundError, PermissionError, ...) when it cannot be read."""
+    fs, path = filesystem(url, opts)
+    data: bytes = fs.cat_file(path)
+    return data
+
+
+def read_bytes(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
+    """The object's bytes; SourceError naming it when it cannot be read."""
+    try:
+        return fetch(url, opts)
+    except FileNotFoundError:
+        raise SourceError(f"{url}: no such object") from None
+    except OSError as exc:
+        raise SourceError(f"{url}: cannot read: {_reason(exc)}") from None
+
+
+def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> list[bytes | BaseException]:
+    """The objects' bytes, fetched concurrently where the store allows it (s3, gcs, http): one
+    round trip of latency for the lot, not one per object. A failure comes back in its place."""
+    if not urls:
+        return []
+    fs, _ = filesystem(urls[0], opts)
+    paths = [filesystem(u, opts)[1] for u in urls]
+    try:
+        got = fs.cat(paths, on_error="return")
+    except OSError as exc:  # the store could not be reached at all
+        return [exc for _ in urls]
+    if not isinstance(got, dict):  # one path: fsspec returns the bytes themselves
+        got = {paths[0]: got}
+    return [got.get(p, FileNotFoundError(p)) for p in paths]
+
+
+def list_files(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
+    """Every object under the prefix ``url``: (path relative to it, size), sorted. One paginated listing."""
+    fs, root = filesystem(url, opts)
+    root = root.rstrip("/")
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        raise SourceError(f"{url}: no such prefix") from None
+    except OSError as exc:
+        raise SourceError(f"{url}: cannot list: {_reason(exc)}") from None
+    out = []
+    for path, info in found.items():
+        if info.get("type", "file") != "file" or not path.startswith(root + "/"):
+            continue
+        out.append((path[len(root) + 1:], int(info.get("size") or 0)))
+    return sorted(out)
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    try:
+        return bool(fs.exists(path))
+    except OSError as exc:
+        raise OutputError(f"{url}: cannot reach: {_reason(exc)}") from None
+
+
+def upload(local: str, url: str) -> None:
+    """``local`` to ``url`` in one completed put (a multipart upload is completed last): never half there."""
+    fs, path = filesystem(url)
+    try:
+        fs.put_file(local, path)
+    except OSError as exc:
+        raise OutputError(f"{url}: cannot write: {_reason(exc)}") from None
+
+
+def remove(urls: Sequence[str]) -> None:
+    for url in urls:
+        fs, path = filesystem(url)
+        with contextlib.suppress(OSError):
+            fs.rm_file(path)
+
+
+def staging(url: str) -> str:
+    """The local folder where an output for ``url`` is written before it is uploaded (kept for --resume)."""
+    key = hashlib.sha256(url.encode()).hexdigest()[:16]
+    folder = os.path.join(tempfile.gettempdir(), "imgpack-staging", key)
+    os.makedirs(folder, exist_ok=True)
+    return folder
+
+
+def local_output(url: str) -> str:
+    """A local copy of the imgpack output at ``url`` (its file, or its index and shards beside it),
+    downloaded once per version (the objects' names and sizes) into a cache: for reading it whole."""
+    base, _, name = url.rstrip("/").rpartition("/")
+    stem = name.split(".", 1)[0]
+    parts = [(rel, size) for rel, size in list_files(base)
+             if "/" not in rel and (rel == name or rel.startswith(name + ".") or rel.startswith(stem + "-"))]
+    if not any(rel in (name, name + ".json") for rel, _ in parts):
+        raise SourceError(f"{url}: no such object")
+    key = hashlib.sha256(f"{url} {parts}".encode()).hexdigest()[:16]
+    folder = os.path.join(tempfile.gettempdir(), "imgpack-cache", key)
+    os.makedirs(folder, exist_ok=True)
+    fs, root = filesystem(base)
+    for rel, size in parts:
+        target = os.path.join(folder, rel)
+        if os.path.exists(target) and os.path.getsize(target) == size:
+            continue
+        try:
+            fs.get_file(f"{root.rstrip('/')}/{rel}", target + ".partial")
+        except OSError as exc:
+            raise SourceError(f"{base}/{rel}: cannot read: {_reason(exc)}") from None
+        os.replace(target + ".partial", target)
+    return os.path.join(folder, name)
+
+
+def open_for_reading(url: str) -> Any:
+    """A random-access file object over ``url``, in blocks cached as they are read: an HDF5 image costs
+    about one request."""
+    fs, path = filesystem(url)
+    try:
+        return fs.open(path, "rb", block_size=4 * 2**20, cache_type="blockcache")
+    except FileNotFoundError:
+        raise SourceError(f"{url}: no such object") from None
+    except OSError as exc:
+        raise SourceError(f"{url}: cannot read: {_reason(exc)}") from None
