@@ -194,7 +194,7 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     stage = storage.staging(output)
     if not resume:
         shutil.rmtree(stage, ignore_errors=True)
-        os.makedirs(stage)
+    os.makedirs(stage, exist_ok=True)
     local = os.path.join(stage, name) + ("/" if output.endswith("/") else "")
     try:
         result = _convert(source, local, source_opts, chain, decode, writer_cls, writer_options, engine, workers,

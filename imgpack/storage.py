@@ -17,6 +17,7 @@ import hashlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .errors import MissingDependencyError, OutputError, SourceError, UsageError
@@ -110,19 +111,30 @@ def read_bytes(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
 
 
 def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> list[bytes | BaseException]:
-    """The objects' bytes, fetched concurrently where the store allows it (s3, gcs, http): one
-    round trip of latency for the lot, not one per object. A failure comes back in its place."""
+    """The objects' bytes, fetched concurrently, in order: a chunk waits about one request's latency,
+    not one per object. A failure comes back in its place."""
     if not urls:
         return []
     fs, _ = filesystem(urls[0], opts)
-    paths = [filesystem(u, opts)[1] for u in urls]
-    try:
-        got = fs.cat(paths, on_error="return")
-    except OSError as exc:  # the store could not be reached at all
-        return [exc for _ in urls]
-    if not isinstance(got, dict):  # one path: fsspec returns the bytes themselves
-        got = {paths[0]: got}
-    return [got.get(p, FileNotFoundError(p)) for p in paths]
+    paths = [fs._strip_protocol(u) for u in urls]
+    if getattr(fs, "async_impl", False):  # s3, gcs, az, http: one event loop, the requests in flight together
+        try:
+            got = fs.cat(paths, on_error="return")
+        except OSError as exc:  # the store could not be reached at all
+            return [exc for _ in urls]
+        if not isinstance(got, dict):  # one path: fsspec returns the bytes themselves
+            got = {paths[0]: got}
+        return [got.get(p, FileNotFoundError(p)) for p in paths]
+
+    def one(path: str) -> bytes | BaseException:
+        try:
+            data: bytes = fs.cat_file(path)
+            return data
+        except OSError as exc:
+            return exc
+
+    with ThreadPoolExecutor(min(16, len(paths))) as pool:  # hdfs and the like: blocking clients, in threads
+        return list(pool.map(one, paths))
 
 
 def list_files(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
@@ -169,10 +181,7 @@ def remove(urls: Sequence[str]) -> None:
 
 def staging(url: str) -> str:
     """The local folder where an output for ``url`` is written before it is uploaded (kept for --resume)."""
-    key = hashlib.sha256(url.encode()).hexdigest()[:16]
-    folder = os.path.join(tempfile.gettempdir(), "imgpack-staging", key)
-    os.makedirs(folder, exist_ok=True)
-    return folder
+    return os.path.join(tempfile.gettempdir(), "imgpack-staging", hashlib.sha256(url.encode()).hexdigest()[:16])
 
 
 def local_output(url: str) -> str:

@@ -1,0 +1,209 @@
+"""Sources and outputs in an object store: a real S3 server (moto, standalone) on 127.0.0.1, and memory://."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import REPO, needs, run, two_classes, write_image
+
+import imgpack
+from imgpack import storage
+from imgpack.datasets import content_digest, describe, verify
+from imgpack.sources import load_scan
+
+
+class Bucket:
+    """A fresh bucket on the test server, the client users use (s3fs), and the CLI's --storage-option."""
+
+    def __init__(self, endpoint: str) -> None:
+        import s3fs
+
+        self.endpoint = endpoint
+        self.name = f"b{uuid.uuid4().hex[:12]}"
+        self.fs = s3fs.S3FileSystem(**OPTIONS, endpoint_url=endpoint)
+        self.fs.mkdir(self.name)
+        self.flags = [f for k, v in {**OPTIONS, "endpoint_url": endpoint}.items()
+                      for f in ("--storage-option", f"{k}={v}")]
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
+
+    def upload(self, local: Path, key: str) -> str:
+        self.fs.put(str(local), f"{self.name}/{key}", recursive=local.is_dir())
+        return self.url(key)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return sorted(p.split("/", 1)[1] for p in self.fs.find(f"{self.name}/{prefix}"))
+
+
+#: credentials as storage options, not environment variables: the worker processes of an in-process
+#: run come from a forkserver started by an earlier test, with the environment of that moment
+OPTIONS = {"key": "testing", "secret": "testing"}
+
+
+@pytest.fixture
+def bucket(s3_server: str) -> Iterator[Bucket]:
+    storage.configure({**OPTIONS, "endpoint_url": s3_server})  # as --storage-option does, for the API calls here
+    yield Bucket(s3_server)
+    storage.configure({})
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``imgpack ARGS`` as a real process (its workers fetch from the server)."""
+    return subprocess.run([sys.executable, "-m", "imgpack", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+
+
+def test_class_folders_in_a_bucket_convert_to_a_bucket_as_from_disk(bucket: Bucket, tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 12, (40, 30))
+    local = imgpack.convert(str(src), str(tmp_path / "local.h5"), size=16, workers=0, progress="off")
+    url = bucket.upload(src, "photos")
+    proc = cli(*bucket.flags, "-q", "convert", url, "-o", bucket.url("out/photos.h5"), "--size", "16",
+               "--workers", "2", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["written"] == local.written == 12 and result["outputs"] == [bucket.url("out/photos.h5")]
+    assert bucket.keys("out") == ["out/photos.h5"]
+    assert content_digest(bucket.url("out/photos.h5")) == content_digest(str(tmp_path / "local.h5"))
+    with imgpack.open_dataset(bucket.url("out/photos.h5")) as remote, \
+            imgpack.open_dataset(str(tmp_path / "local.h5")) as here:  # random access, in place
+        for i in (7, 0, 11):
+            assert np.array_equal(remote[i][0], here[i][0]) and remote[i][1] == here[i][1]
+        assert remote.ids == here.ids and remote.label_names == ["a", "b"]
+    proc = cli(*bucket.flags, "inspect", bucket.url("out/photos.h5"), "--verify")
+    assert proc.returncode == 0 and "intact: all 12 images read" in proc.stdout
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "webdataset", "pickle"])
+def test_sharded_outputs_are_uploaded_with_the_index_last(bucket: Bucket, tmp_path: Path, fmt: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    needs(fmt)
+    src = bucket.upload(two_classes(tmp_path / "src", 9, (20, 20)), "src")
+    suffix = {"tfrecord": ".tfrecord", "webdataset": ".tar", "pickle": ".pkl"}[fmt]
+    uploaded: list[str] = []
+    real_upload = storage.upload
+    monkeypatch.setattr(storage, "upload", lambda local, url: (uploaded.append(url), real_upload(local, url)))
+    out = bucket.url("packed/x" + suffix)
+    res = imgpack.convert(src, out, size=8, workers=0, options={"shard_size": 4}, progress="off")
+    assert res.written == 9 and len(uploaded) == 4 and uploaded == res.outputs
+    assert uploaded[-1].endswith(".json")  # the index, after every shard it names
+    assert [bucket.url(k) for k in bucket.keys("packed")] == sorted(uploaded)
+    assert not os.path.exists(storage.staging(out))  # the staging folder goes once all is uploaded
+    with imgpack.open_dataset(out) as ds:  # from a local copy of the index and shards
+        assert len(ds) == 9 and ds[8][0].shape == (8, 8, 3)
+    assert verify(out)["ok"] and describe(out)["count"] == 9
+
+
+def test_a_labels_file_in_the_bucket_names_the_images_there(bucket: Bucket, tmp_path: Path) -> None:
+    for i in range(4):
+        write_image(tmp_path / "imgs" / f"p{i}.png", np.full((10, 10, 3), 40 * i, np.uint8))
+    (tmp_path / "labels.csv").write_text("id,label\np0,cat\np1,dog\np2,cat\np3,dog\n")
+    src = bucket.upload(tmp_path / "imgs", "imgs")
+    labels = bucket.upload(tmp_path / "labels.csv", "labels.csv")
+    res = imgpack.convert(src, str(tmp_path / "o.h5"), labels=labels, workers=0, progress="off")
+    with imgpack.open_dataset(res.outputs[0]) as ds:
+        assert ds.label_names == ["cat", "dog"] and [int(ds[i][1]) for i in range(4)] == [0, 1, 0, 1]
+
+
+def test_an_existing_output_is_refused_without_overwrite_and_replaced_with_it(bucket: Bucket,
+                                                                               tmp_path: Path) -> None:
+    src = bucket.upload(two_classes(tmp_path / "src", 4, (12, 12)), "src")
+    out = bucket.url("o.h5")
+    imgpack.convert(src, out, workers=0, progress="off")
+    code, _, err = run(*bucket.flags, "convert", src, "-o", out)
+    assert code == 1 and err.strip() == f"imgpack: error: {out} exists; pass --overwrite to replace it"
+    code, _, _ = run(*bucket.flags, "-q", "convert", src, "-o", out, "--overwrite", "--size", "6")
+    assert code == 0
+    with imgpack.open_dataset(out) as ds:
+        assert ds.image_shape == (6, 6, 3)
+
+
+def test_a_failed_run_uploads_nothing(bucket: Bucket, tmp_path: Path) -> None:
+    src_dir = two_classes(tmp_path / "src", 4, (12, 12))
+    (src_dir / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
+    src = bucket.upload(src_dir, "src")
+    code, _, err = run(*bucket.flags, "convert", src, "-o", bucket.url("o.h5"), "--on-error", "fail")
+    assert code == 1 and f"{src}/a/broken.jpg" in err
+    assert bucket.keys("o") == [] and not os.path.exists(storage.staging(bucket.url("o.h5")))
+
+
+def test_an_unreadable_object_is_skipped_with_its_url(bucket: Bucket, tmp_path: Path) -> None:
+    src_dir = two_classes(tmp_path / "src", 4, (12, 12))
+    (src_dir / "a" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a JPEG")
+    src = bucket.upload(src_dir, "src")
+    proc = cli(*bucket.flags, "-q", "convert", src, "-o", str(tmp_path / "o.h5"), "--workers", "2", "--json")
+    result = json.loads(proc.stdout)
+    assert proc.returncode == 0 and result["written"] == 4
+    assert [s["path"] for s in result["skipped"]] == [f"{src}/a/broken.jpg"]
+
+
+def test_a_missing_prefix_or_bucket_is_one_line(bucket: Bucket) -> None:
+    code, _, err = run(*bucket.flags, "convert", bucket.url("nothing-here"), "-o", "x.h5")
+    assert code == 1 and err.strip() == f"imgpack: error: {bucket.url('nothing-here')}: nothing under this prefix"
+    code, _, err = run(*bucket.flags, "convert", "s3://no-such-bucket-imgpack/x", "-o", "x.h5")
+    assert code == 1 and err.startswith("imgpack: error: s3://no-such-bucket-imgpack/x: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- no server
+
+
+@pytest.fixture
+def memory_tree(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    src = two_classes(tmp_path / "src", 6, (16, 12))
+    root = f"memory://t{uuid.uuid4().hex[:8]}"
+    for path in src.rglob("*.png"):
+        fs.pipe(f"{root}/{path.relative_to(src).as_posix()}", path.read_bytes())
+    fs.pipe(f"{root}/.hidden/x.png", b"")
+    fs.pipe(f"{root}/a/notes.txt", b"hello")
+    yield root, src
+    fs.rm(root, recursive=True)
+
+
+def test_memory_prefix_scans_like_the_folder(memory_tree: tuple[str, Path], tmp_path: Path) -> None:
+    root, src = memory_tree
+    remote = imgpack.convert(root, str(tmp_path / "m.h5"), workers=0, progress="off")  # memory:// is per process
+    here = imgpack.convert(str(src), str(tmp_path / "d.h5"), workers=0, progress="off")
+    assert remote.written == here.written == 6 and remote.label_names == here.label_names == ["a", "b"]
+    assert content_digest(str(tmp_path / "m.h5")) == content_digest(str(tmp_path / "d.h5"))
+    scan = load_scan(root)
+    assert dict(scan.ignored) == {".hidden/x.png": "hidden", "a/notes.txt": "not an image"}
+
+
+def test_fetch_many_keeps_order_and_puts_failures_in_place(memory_tree: tuple[str, Path]) -> None:
+    root, _ = memory_tree
+    urls = [f"{root}/b/0.png", f"{root}/missing.png", f"{root}/a/1.png"]
+    got = storage.fetch_many(urls)
+    assert isinstance(got[1], FileNotFoundError)
+    assert got[0] == storage.read_bytes(urls[0]) and got[2] == storage.read_bytes(urls[2])
+
+
+@pytest.mark.parametrize(("text", "want"), [
+    ("endpoint_url=http://h:9000", ("endpoint_url", "http://h:9000")), ("anon=true", ("anon", True)),
+    ("max_concurrency=8", ("max_concurrency", 8)), ("profile=dev", ("profile", "dev"))])
+def test_storage_options_are_typed(text: str, want: tuple[str, Any]) -> None:
+    assert storage.parse_option(text) == want
+
+
+def test_a_missing_filesystem_package_names_the_extra(tmp_path: Path) -> None:
+    code = ("import sys; sys.modules['gcsfs'] = None\n"
+            "from imgpack.cli import main\n"
+            "sys.argv = ['imgpack', 'convert', 'gs://bucket/photos', '-o', sys.argv[1]]\n"
+            "main()\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o.h5")], capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 1
+    line = proc.stderr.strip()
+    assert line.startswith("imgpack: error: gs://bucket/photos: gs:// needs a package that is not installed")
+    assert line.endswith("pip install 'imgpack[gcs]'")
