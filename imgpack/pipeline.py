@@ -169,9 +169,9 @@ def convert(
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
     with locked(output):  # one run per output: a second is refused before it touches anything
         if storage.is_url(output):
-            if engine is not None and engine.writes_shards:
-                raise UsageError(f"-o {output}: --engine {engine.name} writes to a folder every executor reaches, "
-                                 "not to a URL (yet); convert with the local engine, or to a shared folder")
+            if engine is not None and engine.writes_shards:  # its workers upload their shards themselves
+                return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine,
+                                workers, batch_size, on_error, max_pixels, resume, progress, t0)
             return _convert_to_store(source, output, source_opts, chain, decode, writer_cls, writer_options,
                                      engine, workers, batch_size, on_error, max_pixels, resume, progress, t0)
         return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
@@ -314,6 +314,11 @@ def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[s
 
 def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer], options: Any,
                    checked: set[str], resume: bool) -> set[str]:
+    if storage.is_url(output):  # a cluster engine's: its shards go to the store (checked there, in _Part)
+        if "" not in targets:
+            raise UsageError(f"-o {output}: splits to a URL are written with the local engine (a cluster engine "
+                             "writes one output to a URL)")
+        return checked | set(targets.values())
     for target in set(targets.values()) - checked:
         if resume and _finished_before(target):
             continue  # a split output completed by the interrupted run: kept
@@ -470,12 +475,20 @@ class _Part:
         the engine; then the index (or HDF5 master file) over them, here."""
         fmt = self.writer_cls
         assert issubclass(fmt, Shards)
+        url = target if storage.is_url(target) else None
+        if url is not None:  # shards go straight to the store; the index is made here, then uploaded last
+            target = os.path.join(storage.staging(url), url.rstrip("/").rpartition("/")[2])
+            shutil.rmtree(os.path.dirname(target), ignore_errors=True)
         names = fmt.shard_names(target)
         names.prepare(self.writer_options.overwrite, also=fmt.index_path(target))
         remove_quietly([target, names.index])  # (with --overwrite) no earlier index vouches for the new shards
         size = int(getattr(self.writer_options, "shard_size", None) or self.batch_size)
         count = max(1, math.ceil(len(samples) / size))
         final = [names.shard(i, count) for i in range(count)]
+        if url is not None:
+            if not self.writer_options.overwrite and (storage.exists(url) or storage.exists(url + ".json")):
+                raise OutputError(f"{url} exists; pass --overwrite to replace it")
+            return self._shards_to_store(url, target, final, samples, meta, paths, labels, update, size)
         tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
                            [s.annotation for s in samples[a:a + size]] if self.annotations else None)
                  for i, a in enumerate(range(0, max(1, len(samples)), size))]
@@ -492,6 +505,44 @@ class _Part:
         except BaseException:
             remove_quietly(final)
             raise
+        return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
+                           label_counts(labels[kept], self.scan.label_names))
+
+    def _shards_to_store(self, url: str, target: str, local_names: list[str], samples: Sequence[Sample],
+                         meta: OutputMeta, paths: list[str], labels: np.ndarray, update: Callable[[int], None],
+                         size: int) -> _PartResult:
+        """The cluster's workers write each shard to the store; the index is written here over local
+        stand-ins of the shards (the first one fetched, for a format that reads it) and uploaded last."""
+        fmt = self.writer_cls
+        assert issubclass(fmt, Shards)
+        base = url.rstrip("/").rpartition("/")[0]
+        final = [f"{base}/{os.path.basename(p)}" for p in local_names]
+        tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
+                           [s.annotation for s in samples[a:a + size]] if self.annotations else None)
+                 for i, a in enumerate(range(0, max(1, len(samples)), size))]
+        spec = ShardSpec(self.job, fmt, meta, formats.shard_options(self.writer_options))
+        try:
+            results = self.engine.map_shards(spec, tasks, update)
+            skipped = [(tasks[r.index].paths[i], reason, r.index * size + i)
+                       for r in results for i, reason in r.skipped]
+            if skipped and self.on_error == "fail":
+                raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
+            gone = {k for _, _, k in skipped}
+            kept = np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
+            storage.download(final[0], local_names[0])  # HDF5 reads its layout from the first shard
+            for stand_in in local_names[1:]:
+                open(stand_in, "wb").close()
+            written = fmt.write_index(target, meta, formats.shard_options(self.writer_options), local_names,
+                                      [r.stats for r in results], labels[kept])
+            index = [p for p in written if p not in local_names]
+            for path in index:
+                storage.upload(path, f"{base}/{os.path.basename(path)}")
+        except BaseException:
+            storage.remove(final)
+            raise
+        finally:
+            shutil.rmtree(os.path.dirname(target), ignore_errors=True)
+        outputs = [*final, *(f"{base}/{os.path.basename(p)}" for p in index)]
         return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
                            label_counts(labels[kept], self.scan.label_names))
 

@@ -163,16 +163,25 @@ def exists(url: str) -> bool:
         raise OutputError(f"{url}: cannot reach: {_reason(exc)}") from None
 
 
-def upload(local: str, url: str) -> None:
+def upload(local: str, url: str, opts: Mapping[str, Any] | None = None) -> None:
     """``local`` to ``url`` in one completed put (a multipart upload is completed last): never half there."""
-    fs, path = filesystem(url)
+    fs, path = filesystem(url, opts)
     try:
         fs.put_file(local, path)
     except OSError as exc:
         raise OutputError(f"{url}: cannot write: {_reason(exc)}") from None
 
 
+def download(url: str, local: str) -> None:
+    fs, path = filesystem(url)
+    try:
+        fs.get_file(path, local)
+    except OSError as exc:
+        raise SourceError(f"{url}: cannot read: {_reason(exc)}") from None
+
+
 def remove(urls: Sequence[str]) -> None:
+    """Delete these objects (those already gone are fine)."""
     for url in urls:
         fs, path = filesystem(url)
         with contextlib.suppress(OSError):

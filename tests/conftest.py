@@ -50,11 +50,13 @@ def run(*args: str, catch_exceptions: bool = True) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def start_slow_run(src: Path, out: Path, options: dict[str, Any] | None = None, resume: bool = False,
+def start_slow_run(src: Path | str, out: Path | str, options: dict[str, Any] | None = None, resume: bool = False,
                    workers: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``imgpack.convert(src, out)`` in a process of its own, 20 ms an image (the Slow step), to be stopped midway."""
+    """``imgpack.convert(src, out)`` in a process of its own, 20 ms an image (the Slow step), to be stopped midway.
+
+    imgpack's log goes to its stderr."""
     code = (
-        "import sys; sys.path.insert(0, sys.argv[1])\n"
+        "import sys, logging; sys.path.insert(0, sys.argv[1]); logging.basicConfig(level=logging.INFO)\n"
         "from _helpers import Slow\n"
         "import imgpack\n"
         f"imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers={workers}, "

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,3 +208,37 @@ def test_a_missing_filesystem_package_names_the_extra(tmp_path: Path) -> None:
     line = proc.stderr.strip()
     assert line.startswith("imgpack: error: gs://bucket/photos: gs:// needs a package that is not installed")
     assert line.endswith("pip install 'imgpack[gcs]'")
+
+
+@pytest.mark.slow
+def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folder(bucket: Bucket,
+                                                                                 tmp_path: Path) -> None:
+    import signal
+
+    from conftest import start_slow_run
+
+    src = bucket.upload(two_classes(tmp_path / "src", 60, (24, 16), "im{i:03d}.jpg"), "src")
+    out = bucket.url("out/o.tfrecord")
+    env = {"TMPDIR": str(tmp_path / "tmp"), "AWS_ENDPOINT_URL": bucket.endpoint,
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    (tmp_path / "tmp").mkdir()
+    proc = start_slow_run(src, out, {"shard_size": 10}, env=env)
+    stage = tmp_path / "tmp" / "imgpack-staging" / os.path.basename(storage.staging(out))
+    deadline = time.monotonic() + 120
+    while not list(stage.glob("*.resume.json")) or json.loads(
+            next(stage.glob("*.resume.json")).read_text()).get("consumed", 0) < 20:
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert bucket.keys("out") == []  # nothing uploaded before the whole output is complete
+    resumed = start_slow_run(src, out, {"shard_size": 10}, resume=True, env=env)
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    assert b"resuming after" in err
+    assert bucket.keys("out") == [*(f"out/o-{i:05d}-of-00006.tfrecord" for i in range(6)), "out/o.tfrecord.json"]
+    clean = imgpack.convert(src, str(tmp_path / "clean.tfrecord"), preprocess=["resize:size=16"], workers=0,
+                            options={"shard_size": 10}, progress="off")
+    assert clean.written == 60
+    assert content_digest(out) == content_digest(str(tmp_path / "clean.tfrecord"))
+    assert not stage.exists()

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import photo, write_image
+from conftest import needs, photo, write_image
 
 import imgpack
+from imgpack import storage
 from imgpack.datasets import content_digest, verify
 
 pyspark = pytest.importorskip("pyspark")
@@ -93,3 +94,43 @@ def test_convert_on_a_standalone_cluster_gives_the_local_content(cluster: str, t
     verify(str(out))
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(
         ["o.h5", *(f"o-{i:05d}-of-00005.h5" for i in range(5))])
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "tfrecord"])
+def test_a_cluster_reads_from_and_writes_to_an_object_store(cluster: str, s3_server: str, tmp_path: Path,
+                                                            fmt: str) -> None:
+    """s3:// in and out, no folder shared: the executors fetch the images and upload their shards; the
+    driver uploads the index last."""
+    s3fs = pytest.importorskip("s3fs")
+    needs(fmt)
+    creds = {"key": "testing", "secret": "testing"}
+    fs = s3fs.S3FileSystem(**creds, endpoint_url=s3_server)
+    bucket = f"spark-{fmt}-{os.getpid()}"
+    fs.mkdir(bucket)
+    src = tmp_path / "src"
+    for i in range(30):
+        write_image(src / "ab"[i % 2] / f"im{i:02d}.jpg", photo(40, 30, i))
+    fs.put(str(src), f"{bucket}/src", recursive=True)
+    suffix = {"hdf5": ".h5", "tfrecord": ".tfrecord"}[fmt]
+    out = f"s3://{bucket}/out/o{suffix}"
+    flags = [f for k, v in {**creds, "endpoint_url": s3_server}.items() for f in ("--storage-option", f"{k}={v}")]
+    work = tmp_path / "cwd"
+    work.mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "imgpack", *flags, "convert", f"s3://{bucket}/src", "-o", out, "--size", "24",
+         "--engine", "spark", "--spark-master", cluster, "--batch-size", "10", "--json"],
+        capture_output=True, text=True, timeout=600, cwd=work)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    shards = [f"s3://{bucket}/out/o-{i:05d}-of-00003{suffix}" for i in range(3)]
+    index = out if fmt == "hdf5" else out + ".json"
+    assert result["written"] == 30 and result["outputs"] == [*shards, index]
+    assert sorted(f"s3://{p}" for p in fs.find(f"{bucket}/out")) == sorted([*shards, index])
+    assert list(work.iterdir()) == []  # nothing written on this machine's folders
+    imgpack.convert(str(src), str(tmp_path / "local.h5"), size=24, workers=0, progress="off")
+    storage.configure({**creds, "endpoint_url": s3_server})
+    try:
+        assert content_digest(out) == content_digest(str(tmp_path / "local.h5"))
+        verify(out)
+    finally:
+        storage.configure({})

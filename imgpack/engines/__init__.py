@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,7 @@ import numpy as np
 from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
 from ..process import Job, encode, process_image
+from ..storage import is_url, upload
 
 
 @dataclass
@@ -131,11 +133,19 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
                 continue
             yield item, task.labels[i], task.ids[i], task.annotations[i] if task.annotations else None
 
-    attempt = f"{task.path}.{uuid.uuid4().hex[:12]}"
+    # an object store's shard is written on this worker's disk and uploaded whole: one completed
+    # put, so a retried or speculative attempt never leaves half a shard there either
+    remote = is_url(task.path)
+    local = os.path.join(tempfile.gettempdir(), os.path.basename(task.path)) if remote else task.path
+    attempt = f"{local}.{uuid.uuid4().hex[:12]}"
     try:
         meta = replace(spec.meta, expected_count=len(task.paths))
         stats = spec.writer.write_shard(attempt, meta, spec.options, items())
-        os.replace(attempt, task.path)
+        if remote:
+            upload(attempt, task.path, spec.job.storage_options)
+            os.remove(attempt)
+        else:
+            os.replace(attempt, task.path)
     except BaseException:
         for leftover in (attempt, attempt + ".partial"):
             with contextlib.suppress(OSError):
