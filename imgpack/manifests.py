@@ -13,7 +13,7 @@ from ._version import __version__
 from .errors import CorruptImageError, OutputError, SourceError
 from .outputs import label_counts, partial_path, prepare_target
 from .plugins import Sample
-from .probe import probe_file
+from .probe import probe, probe_file
 from .progress import Progress
 from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
 from .sources import SourceOptions, label_array, load_scan, problem_summary, sample_record, split_counts_of
@@ -58,18 +58,26 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     problems = []
     formats: Counter[str] = Counter()
     bar = Progress(len(scan.samples), "ingest", mode=progress)
+    remote = storage.is_url(scan.root)
+    fetched: dict[str, bytes | BaseException] = {}
     try:
-        for sample in scan.samples:
+        for n, sample in enumerate(scan.samples):
             rec = sample_record(sample)
+            if remote and n % 64 == 0:  # the next objects' bytes, fetched together
+                urls = [scan.abspath(s) for s in scan.samples[n:n + 64]]
+                fetched = dict(zip(urls, storage.fetch_many(urls), strict=True))
             try:
-                info = probe_file(scan.abspath(sample))
+                got = fetched.get(scan.abspath(sample)) if remote else None
+                if isinstance(got, BaseException):
+                    raise got
+                info = probe(got) if got is not None else probe_file(scan.abspath(sample))
                 rec.update(format=info.format, width=info.width, height=info.height, channels=info.channels)
                 formats[info.format] += 1
             except CorruptImageError as exc:
                 problems.append({"path": sample.path, "reason": str(exc)})
                 rec["problem"] = str(exc)
             except OSError as exc:
-                reason = f"cannot read: {exc.strerror or exc}"
+                reason = f"cannot read: {storage.reason(exc)}"
                 problems.append({"path": sample.path, "reason": reason})
                 rec["problem"] = reason
             records.append(rec)
@@ -88,7 +96,9 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     manifest_dir = os.path.dirname(os.path.abspath(output))
     header = {
         "kind": MANIFEST_KIND, "version": MANIFEST_VERSION, "imgpack_version": __version__,
-        "root": scan.root, "root_relative": os.path.relpath(scan.root, manifest_dir).replace(os.sep, "/"),
+        "root": scan.root,
+        "root_relative": None if storage.is_url(scan.root) else os.path.relpath(scan.root, manifest_dir).replace(
+            os.sep, "/"),
         "source": storage.where(scan.source), "label_names": scan.label_names,
         "label_keys": scan.label_keys, "multi_label": scan.multi_label,
         "labels_file": scan.labels_file,

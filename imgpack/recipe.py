@@ -21,6 +21,7 @@ from .decode import DECODE_MODES
 from .errors import ImgpackError, SourceError, UsageError
 from .plugins import Preprocessor
 from .registry import preprocessors
+from .storage import is_url, read_bytes
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -79,16 +80,23 @@ def load_recipe(path: str) -> Recipe:
 
     ``steps`` may also be a list of command-line specs: ``steps = ["crop_dark:tol=7", ...]``.
     """
-    if not os.path.exists(path) and not _names_an_output(path):
+    remote = is_url(path)
+    if not remote and not os.path.exists(path) and not _names_an_output(path):
         raise SourceError(f"{path}: no such recipe file")
     lower = path.lower()
     try:
         if lower.endswith(".toml"):
-            with open(path, "rb") as f:
-                data: Any = tomllib.load(f)
+            if remote:
+                data: Any = tomllib.loads(read_bytes(path).decode("utf-8"))
+            else:
+                with open(path, "rb") as f:
+                    data = tomllib.load(f)
         elif lower.endswith(".json"):
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            if remote:
+                data = json.loads(read_bytes(path).decode("utf-8"))
+            else:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
         else:
             from .datasets import describe  # an imgpack output: reuse the recipe it was made with
 

@@ -242,3 +242,24 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
     assert clean.written == 60
     assert content_digest(out) == content_digest(str(tmp_path / "clean.tfrecord"))
     assert not stage.exists()
+
+
+def test_recipes_manifests_and_bench_take_urls(bucket: Bucket, tmp_path: Path) -> None:
+    src = bucket.upload(two_classes(tmp_path / "src", 6, (30, 20)), "src")
+    recipe = bucket.upload(REPO / "examples" / "aptos.toml", "aptos.toml")
+    out = bucket.url("o.h5")
+    res = imgpack.convert(src, out, recipe=recipe, workers=0, progress="off")
+    assert res.written == 6 and "crop_dark" in [s["name"] for s in describe(out)["recipe"]["steps"]]
+    again = imgpack.convert(src, str(tmp_path / "again.h5"), recipe=out, workers=0, progress="off")  # an output's
+    assert again.recipe == res.recipe
+    manifest = tmp_path / "m.jsonl"
+    ingested = imgpack.ingest(src, str(manifest), progress="off")
+    assert ingested.count == 6 and not ingested.problems
+    assert json.loads(manifest.read_text().splitlines()[0])["root"] == src
+    from_manifest = imgpack.convert(str(manifest), str(tmp_path / "m.h5"), size=8, workers=0, progress="off")
+    direct = imgpack.convert(src, str(tmp_path / "d.h5"), size=8, workers=0, progress="off")
+    assert from_manifest.written == 6
+    assert content_digest(str(tmp_path / "m.h5")) == content_digest(str(tmp_path / "d.h5"))
+    assert direct.written == 6
+    code, stdout, _ = run(*bucket.flags, "bench", out, "--json")
+    assert code == 0 and json.loads(stdout)["count"] == 6

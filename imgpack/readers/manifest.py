@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
+from ..storage import is_url
 
 MANIFEST_KIND = "imgpack-manifest"
 MANIFEST_VERSION = 1
@@ -94,6 +95,8 @@ class ManifestReader(Reader):
         never the file system's root. SourceError says which.
         """
         recorded = str(header.get("root") or "")
+        if is_url(recorded):  # a prefix in an object store: it does not move with the manifest
+            return recorded.rstrip("/")
         relative = str(header.get("root_relative") or ".")
         base = os.path.dirname(os.path.abspath(self.source))
         beside = os.path.normpath(os.path.join(base, relative))
