@@ -10,7 +10,7 @@ DEMO_OUT := build/demo
 help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
 	@echo "make test   install the test dependencies (TensorFlow, pyspark), run ruff, mypy and the test suite"
-	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, memory and reduced-decoding tables"
+	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, object-store, memory and reduced-decoding tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
 $(BIN)/python:
@@ -42,6 +42,7 @@ test: lint
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_decode.py -n 1000
 

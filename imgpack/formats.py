@@ -55,6 +55,9 @@ class OutputMeta:
     expected_count: int  # samples planned; fewer are written when some are skipped
     multi_label: bool = False  # labels are (n, K) uint8 multi-hot, not (n,) int64
     annotations: bool = False  # write() gets ``annotations`` (JSON text or None per image)
+    #: what ``convert --update`` compares (see :mod:`imgpack.update`): stored with the output as
+    #: provenance["update"] (in the file, or the index of a sharded output; never in each shard)
+    update: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ def provenance(meta: OutputMeta) -> dict[str, Any]:
         "imgpack_version": __version__,
         "source": meta.source,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"update": meta.update} if meta.update is not None else {}),
     }
 
 
@@ -204,6 +208,11 @@ class PackedDataset:
     def details(self) -> dict[str, Any]:
         """The format's own keys for ``inspect --json`` (chunks, encoding ...)."""
         return {}
+
+    def stored_update(self) -> dict[str, Any] | None:
+        """What ``convert --update`` stored with this output (``provenance["update"]``), or None."""
+        found = self.provenance.get("update")
+        return found if isinstance(found, dict) else None
 
     def stored_files(self) -> list[str]:
         """Every file the output is made of (for its size): the shards, or the one file."""
@@ -620,7 +629,7 @@ class ShardedWriter(Writer, Resumable):
     def _start(self) -> None:
         path = self.names.partial(len(self.partials))
         count = min(self.size or self.meta.expected_count, self.meta.expected_count - self.written)
-        meta = dataclasses.replace(self.meta, expected_count=max(1, count))
+        meta = dataclasses.replace(self.meta, expected_count=max(1, count), update=None)  # the index keeps it
         self._open = self.fmt(path, meta, self.inner_options)
         self.partials.append(path)
         self._open_labels, self._open_count = [], 0

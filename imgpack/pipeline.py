@@ -15,11 +15,13 @@ from typing import Any
 import numpy as np
 
 from . import formats, storage
+from .datasets import open_dataset
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .engines.local import LocalEngine
+from .engines.reuse import ReusingEngine
 from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
-from .formats import OutputMeta, Resumable, Shards, Writer
+from .formats import OutputMeta, PackedDataset, Resumable, Shards, Writer
 from .locking import locked
 from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import Preprocessor, Sample, Scan
@@ -30,6 +32,7 @@ from .registry import writers
 from .resume import Journal, fingerprint, journal_path, what_changed
 from .sources import SourceOptions, label_array, load_scan, problem_error, problem_summary
 from .splits import parse_split
+from .update import RECORD_VERSION, fingerprints, plan, record, run_key, what_differs
 
 log = logging.getLogger("imgpack")
 
@@ -60,6 +63,8 @@ class ConvertResult:
     #: CPU seconds: "parent", this process from its start (the writing); "workers", the local
     #: engine's worker processes on the images (0 on a cluster engine, which does not report it)
     cpu_seconds: dict[str, float] = field(default_factory=dict)
+    #: with update=True: up_to_date, rebuilt (why, for a full rebuild), added, changed, removed, reused, decoded
+    update: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +128,8 @@ def convert(
     engine: Engine | None = None,
     progress: str | None = None,
     resume: bool = False,
+    update: bool = False,
+    checksum: bool = False,
     **source_options: Any,
 ) -> ConvertResult:
     """Convert the images of ``source`` (a folder or a manifest) into ``output``.
@@ -148,18 +155,28 @@ def convert(
     continues the run it describes from its last complete batch, with the same result as a run
     that was never interrupted; a different source, recipe or writer options is a UsageError
     that says what changed. Without a journal, ``resume`` starts from the beginning.
+
+    ``update=True`` brings an existing output up to date: nothing is written when it was made
+    from the same files (paths, sizes, modification times; their content with ``checksum``),
+    labels, recipe and options; otherwise only new and changed images are decoded, the others
+    are read back from the output, and the result is what a clean run gives (see
+    :mod:`imgpack.update`). The result's ``update`` says what was added, changed, removed, reused.
     """
     t0 = time.perf_counter()
     if on_error not in ON_ERROR:
         raise UsageError(f"on_error must be one of {', '.join(ON_ERROR)}, got {on_error!r}")
     if batch_size < 1:
         raise UsageError(f"batch size must be at least 1, got {batch_size}")
+    if update and resume:
+        raise UsageError("--update and --resume: pick one (an interrupted update is started again by --update)")
+    if checksum and not update:
+        raise UsageError("--checksum goes with --update")
     if resume and engine is not None and engine.writes_shards:
         raise UsageError(f"--resume works with the local engine, not {engine.name} (which retries a failed task)")
     source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     chain, decode = resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
-    given = {**(options or {}), "overwrite": overwrite or None}
+    given = {**(options or {}), "overwrite": overwrite or update or None}
     if compression is not None:
         given["compression"] = compression
     writer_options = writer_cls.parse_options(given)  # validated once, here
@@ -171,17 +188,19 @@ def convert(
         if storage.is_url(output):
             if engine is not None and engine.writes_shards:  # its workers upload their shards themselves
                 return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine,
-                                workers, batch_size, on_error, max_pixels, resume, progress, t0)
+                                workers, batch_size, on_error, max_pixels, resume, progress, t0,
+                                Refresh(update, checksum))
             return _convert_to_store(source, output, source_opts, chain, decode, writer_cls, writer_options,
-                                     engine, workers, batch_size, on_error, max_pixels, resume, progress, t0)
+                                     engine, workers, batch_size, on_error, max_pixels, resume, progress, t0,
+                                     Refresh(update, checksum))
         return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
-                        batch_size, on_error, max_pixels, resume, progress, t0)
+                        batch_size, on_error, max_pixels, resume, progress, t0, Refresh(update, checksum))
 
 
 def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
                       writer_cls: type[Writer], writer_options: Any, engine: Engine | None, workers: int | None,
                       batch_size: int, on_error: str, max_pixels: int, resume: bool, progress: str | None,
-                      t0: float) -> ConvertResult:
+                      t0: float, refresh: Refresh) -> ConvertResult:
     """A conversion to a URL: written in a local staging folder, then uploaded file by file, the index last.
 
     Each file is one completed put (a multipart upload completes at its end), and the index
@@ -198,12 +217,15 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     local = os.path.join(stage, name) + ("/" if output.endswith("/") else "")
     try:
         result = _convert(source, local, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
-                          batch_size, on_error, max_pixels, resume, progress, t0)
+                          batch_size, on_error, max_pixels, resume, progress, t0, replace(refresh, stored_at=output))
     except KeyboardInterrupt:
         raise  # the staging folder stays, with its journal, for --resume
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    if result.update and result.update["up_to_date"]:
+        shutil.rmtree(stage, ignore_errors=True)
+        return result
     urls = [f"{base}/{os.path.relpath(p, stage)}" for p in result.outputs]
     for path, url in zip(result.outputs, urls, strict=True):
         storage.upload(path, url)
@@ -213,10 +235,20 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     return result
 
 
+@dataclass(frozen=True)
+class Refresh:
+    """``--update`` and ``--checksum``; ``stored_at``: where the output lives, when it is written elsewhere first."""
+
+    update: bool = False
+    checksum: bool = False
+    stored_at: str | None = None
+
+
 def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
              writer_cls: type[Writer], writer_options: Any, engine: Engine | None, workers: int | None,
              batch_size: int, on_error: str, max_pixels: int, resume: bool, progress: str | None,
-             t0: float) -> ConvertResult:
+             t0: float, refresh: Refresh | None = None) -> ConvertResult:
+    refresh = refresh or Refresh()
     # the targets, and so the writer's options, are checked before the source is read
     # where the splits are known: from --split, or none at all
     checked: set[str] = set()
@@ -252,6 +284,24 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     job = replace(job, image_shape=_first_shape(scan, job, on_error))
     stored_recipe = recipe_dict(chain, decode)
     part = _Part(scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, batch_size, on_error)
+    members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
+    prints = dict(zip((s.path for s in scan.samples), fingerprints(scan, scan.samples, refresh.checksum),
+                      strict=True))
+    key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
+                  image_shape=job.image_shape, max_pixels=max_pixels, checksum=refresh.checksum)
+    part.records = {t: record(key, members_of[n], [prints[s.path] for s in members_of[n]], scan.label_names)
+                    for n, t in targets.items()}
+    report = _bring_up_to_date(output, targets, part, key, prints, members_of, refresh, engine) \
+        if refresh.update else None
+    if report is not None and report["up_to_date"]:
+        log.info("%s: up to date (%d images): nothing to do", refresh.stored_at or output, report["reused"])
+        count = sum(len(m) for m in members_of.values())
+        return ConvertResult(
+            written=report["written"], skipped=[], outputs=list(targets.values()), seconds=round(
+                time.perf_counter() - t0, 3), images_per_second=0.0, format=writer_cls.name,
+            image_shape=list(job.image_shape), label_names=scan.label_names, multi_label=scan.multi_label,
+            ignored=len(scan.ignored), recipe=stored_recipe, label_problems=problem_summary(scan.problems),
+            update={**report, "samples": count})
 
     skipped: list[Skipped] = []
     outputs: list[str] = []
@@ -289,6 +339,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         raise
     finally:
         bar.close()
+        for ds in {id(d): d for _, olds in part.reuse.values() for d in olds}.values():
+            ds.close()
     remove_quietly([journal_path(t) for t in targets.values()])
     seconds = time.perf_counter() - t0
     shape = shapes.pop() if len(shapes) == 1 else None
@@ -299,7 +351,60 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         label_names=scan.label_names, multi_label=scan.multi_label,
         ignored=len(scan.ignored), recipe=stored_recipe, label_problems=problem_summary(scan.problems),
         splits=per_split or None,
-        cpu_seconds={"parent": round(time.process_time(), 3), "workers": round(worker_cpu, 3)})
+        cpu_seconds={"parent": round(time.process_time(), 3), "workers": round(worker_cpu, 3)},
+        update=report)
+
+
+def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, key: dict[str, Any],
+                      prints: dict[str, list[Any]], members_of: dict[str, list[Sample]], refresh: Refresh,
+                      engine: Engine) -> dict[str, Any]:
+    """``--update``: compare with the outputs there. Up to date: say so. Else set what each target can
+    reuse on ``part`` (nothing when the key differs: a full rebuild) and say what changed."""
+    def where(target: str) -> str:  # a staged output's old version is at its URL
+        return refresh.stored_at + target[len(output):] if refresh.stored_at else target
+
+    found = {t: _stored(where(t)) for t in targets.values()}
+    olds = [f for f in found.values() if f is not None]
+    samples = [s for m in members_of.values() for s in m]
+    summary_there = "" in targets or (storage.exists if refresh.stored_at else os.path.exists)(
+        where(os.path.join(output, SPLITS_FILE)))
+    if olds and len(olds) == len(targets) and summary_there and all(
+            f is not None and f[0]["key"] == key and f[0]["plan"] == part.records[t]["plan"]
+            for t, f in found.items()):
+        for _, _, ds in olds:
+            ds.close()
+        return {"up_to_date": True, "rebuilt": None, "added": 0, "changed": 0, "removed": 0,
+                "reused": sum(len(ids) for _, ids, _ in olds), "decoded": 0,
+                "written": sum(len(ids) for _, ids, _ in olds)}
+    rebuilt = next((what_differs(rec["key"], key) for rec, _, _ in olds if rec["key"] != key), None)
+    if rebuilt is None and olds and engine.writes_shards:
+        rebuilt = f"the {engine.name} engine converts every image again"
+    if rebuilt is not None:
+        log.warning("%s: %s: rebuilding in full", refresh.stored_at or output, rebuilt)
+        for _, _, ds in olds:
+            ds.close()
+        olds = []
+    history = [(rec, ids) for rec, ids, _ in olds]
+    overall = plan([prints[s.path] for s in samples], history, refresh.checksum)
+    if olds:
+        for name, target in targets.items():
+            mine = plan([prints[s.path] for s in members_of[name]], history, refresh.checksum)
+            part.reuse[target] = (mine.reuse, [ds for _, _, ds in olds])
+    return {"up_to_date": False, "rebuilt": rebuilt, "added": overall.added, "changed": overall.changed,
+            "removed": overall.removed, "reused": overall.reused, "decoded": len(samples) - overall.reused}
+
+
+def _stored(path: str) -> tuple[dict[str, Any], list[str], PackedDataset] | None:
+    """An existing output's update record, the ids it holds (in row order), and the output opened; None: none."""
+    try:
+        ds = open_dataset(path)
+    except ImgpackError:
+        return None
+    rec = ds.stored_update()
+    if not rec or rec.get("version") != RECORD_VERSION or "key" not in rec:
+        ds.close()
+        return None
+    return rec, list(ds.ids), ds
 
 
 def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[str, str]:
@@ -385,16 +490,21 @@ class _Part:
     engine: Engine
     batch_size: int
     on_error: str
+    #: per target: what --update stores with the output (see imgpack.update)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per target: where each sample's pixels come from in the old outputs, and those outputs (--update)
+    reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
 
-    def run(self, samples: Sequence[Sample], target: str, update: Callable[[int], None],
+    def run(self, samples: Sequence[Sample], target: str, advance: Callable[[int], None],
             resume: bool = False) -> _PartResult:
         scan = self.scan
         meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, storage.where(scan.source),
-                          len(samples), multi_label=scan.multi_label, annotations=self.annotations)
+                          len(samples), multi_label=scan.multi_label, annotations=self.annotations,
+                          update=self.records.get(target))
         paths = [scan.abspath(s) for s in samples]
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
         if self.engine.writes_shards:
-            return self._run_on_cluster(samples, target, meta, paths, labels, update)
+            return self._run_on_cluster(samples, target, meta, paths, labels, advance)
         journal = Journal(journal_path(target), fingerprint(
             samples, paths, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
             format=self.writer_cls.name, options=self.writer_options.given(), image_shape=self.job.image_shape,
@@ -404,7 +514,7 @@ class _Part:
             log.warning("%s: starting again over an interrupted run's partial output (--resume would continue it)",
                         target)
         if earlier is not None and earlier.result is not None:  # a split output finished before the interruption
-            update(len(samples))
+            advance(len(samples))
             return _PartResult(**{**earlier.result, "skipped": [Skipped(p, r) for p, r in earlier.result["skipped"]],
                                   "shape": tuple(earlier.result["shape"]) if earlier.result["shape"] else None})
         skipped_at: dict[int, str] = {}
@@ -418,13 +528,16 @@ class _Part:
                                            labels[kept_rows[0]])
             log.info("%s: resuming after %d of %d images (%d written, %d skipped)", target, start, len(samples),
                      earlier.written, len(skipped_at))
-            update(start)
+            advance(start)
         else:
             writer = formats.new_writer(self.writer_cls, target, meta, self.writer_options)
         try:
             self._checkpoint(writer, journal, start, kept_rows, skipped_at)
             next_checkpoint = start + self.batch_size
-            for chunk in self.engine.run(self.job, paths[start:], self.batch_size, update):
+            engine = self.engine
+            if target in self.reuse:
+                engine = ReusingEngine(self.engine, *self.reuse[target])
+            for chunk in engine.run(self.job, paths[start:], self.batch_size, advance):
                 first = start + chunk.start
                 worker_cpu += chunk.cpu
                 ok = np.array([e is None for e in chunk.errors], dtype=bool)
@@ -470,7 +583,7 @@ class _Part:
         return result
 
     def _run_on_cluster(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
-                        labels: np.ndarray, update: Callable[[int], None]) -> _PartResult:
+                        labels: np.ndarray, advance: Callable[[int], None]) -> _PartResult:
         """Shards of ``--shard-size`` (else ``--batch-size``) samples, each converted and written by a worker of
         the engine; then the index (or HDF5 master file) over them, here."""
         fmt = self.writer_cls
@@ -488,13 +601,13 @@ class _Part:
         if url is not None:
             if not self.writer_options.overwrite and (storage.exists(url) or storage.exists(url + ".json")):
                 raise OutputError(f"{url} exists; pass --overwrite to replace it")
-            return self._shards_to_store(url, target, final, samples, meta, paths, labels, update, size)
+            return self._shards_to_store(url, target, final, samples, meta, paths, labels, advance, size)
         tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
                            [s.annotation for s in samples[a:a + size]] if self.annotations else None)
                  for i, a in enumerate(range(0, max(1, len(samples)), size))]
-        spec = ShardSpec(self.job, fmt, meta, formats.shard_options(self.writer_options))
+        spec = ShardSpec(self.job, fmt, replace(meta, update=None), formats.shard_options(self.writer_options))
         try:
-            results = self.engine.map_shards(spec, tasks, update)
+            results = self.engine.map_shards(spec, tasks, advance)
             skipped = [(tasks[r.index].paths[i], reason, r.index * size + i)
                        for r in results for i, reason in r.skipped]
             if skipped and self.on_error == "fail":
@@ -509,7 +622,7 @@ class _Part:
                            label_counts(labels[kept], self.scan.label_names))
 
     def _shards_to_store(self, url: str, target: str, local_names: list[str], samples: Sequence[Sample],
-                         meta: OutputMeta, paths: list[str], labels: np.ndarray, update: Callable[[int], None],
+                         meta: OutputMeta, paths: list[str], labels: np.ndarray, advance: Callable[[int], None],
                          size: int) -> _PartResult:
         """The cluster's workers write each shard to the store; the index is written here over local
         stand-ins of the shards (the first one fetched, for a format that reads it) and uploaded last."""
@@ -520,9 +633,9 @@ class _Part:
         tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
                            [s.annotation for s in samples[a:a + size]] if self.annotations else None)
                  for i, a in enumerate(range(0, max(1, len(samples)), size))]
-        spec = ShardSpec(self.job, fmt, meta, formats.shard_options(self.writer_options))
+        spec = ShardSpec(self.job, fmt, replace(meta, update=None), formats.shard_options(self.writer_options))
         try:
-            results = self.engine.map_shards(spec, tasks, update)
+            results = self.engine.map_shards(spec, tasks, advance)
             skipped = [(tasks[r.index].paths[i], reason, r.index * size + i)
                        for r in results for i, reason in r.skipped]
             if skipped and self.on_error == "fail":

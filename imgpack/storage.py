@@ -133,12 +133,17 @@ def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> li
         except OSError as exc:
             return exc
 
-    with ThreadPoolExecutor(min(16, len(paths))) as pool:  # hdfs and the like: blocking clients, in threads
+    with ThreadPoolExecutor(min(64, len(paths))) as pool:  # hdfs and the like: blocking clients, in threads
         return list(pool.map(one, paths))
 
 
 def list_files(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
     """Every object under the prefix ``url``: (path relative to it, size), sorted. One paginated listing."""
+    return [(rel, size) for rel, size, _ in list_versions(url, opts)]
+
+
+def list_versions(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple[str, int, str | None]]:
+    """Every object under the prefix ``url``: (relative path, size, version: ETag or modification time), sorted."""
     fs, root = filesystem(url, opts)
     root = root.rstrip("/")
     try:
@@ -151,7 +156,8 @@ def list_files(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple[st
     for path, info in found.items():
         if info.get("type", "file") != "file" or not path.startswith(root + "/"):
             continue
-        out.append((path[len(root) + 1:], int(info.get("size") or 0)))
+        version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+        out.append((path[len(root) + 1:], int(info.get("size") or 0), None if version is None else str(version)))
     return sorted(out)
 
 

@@ -263,3 +263,23 @@ def test_recipes_manifests_and_bench_take_urls(bucket: Bucket, tmp_path: Path) -
     assert direct.written == 6
     code, stdout, _ = run(*bucket.flags, "bench", out, "--json")
     assert code == 0 and json.loads(stdout)["count"] == 6
+
+
+def test_update_of_an_output_in_the_bucket(bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src_dir = two_classes(tmp_path / "src", 8, (20, 16))
+    src, out = bucket.upload(src_dir, "src"), bucket.url("o.tfrecord")
+    kw: dict[str, Any] = {"size": 8, "workers": 0, "progress": "off", "options": {"shard_size": 3}}
+    first = imgpack.convert(src, out, update=True, **kw)
+    assert first.update["added"] == 8  # type: ignore[index]
+    uploads: list[str] = []
+    real_upload = storage.upload
+    monkeypatch.setattr(storage, "upload", lambda local, url, *a: (uploads.append(url), real_upload(local, url, *a)))
+    again = imgpack.convert(src, out, update=True, **kw)
+    assert again.update["up_to_date"] and uploads == []  # type: ignore[index]
+    write_image(tmp_path / "more" / "a" / "new.png", np.full((16, 20, 3), 7, np.uint8))
+    bucket.upload(tmp_path / "more" / "a" / "new.png", "src/a/new.png")
+    res = imgpack.convert(src, out, update=True, **kw)
+    assert (res.update["added"], res.update["reused"]) == (1, 8) and uploads[-1] == out + ".json"  # type: ignore[index]
+    write_image(src_dir / "a" / "new.png", np.full((16, 20, 3), 7, np.uint8))
+    imgpack.convert(str(src_dir), str(tmp_path / "clean.tfrecord"), **kw)
+    assert content_digest(out) == content_digest(str(tmp_path / "clean.tfrecord"))

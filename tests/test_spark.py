@@ -10,6 +10,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _helpers import DIED, DieOnFirstAttempt
@@ -149,3 +150,18 @@ def test_engine_usage_errors(args: list[str], message: str, src: Path, tmp_path:
     res = CliRunner().invoke(cli, ["convert", str(src), "-o", str(tmp_path / "o.h5"), "--size", "16", *args])
     assert res.exit_code == 2 and message in res.stderr, res.output
     assert files(tmp_path) == []
+
+
+def test_update_on_spark_sees_up_to_date_and_rebuilds_a_change_in_full(spark: SparkEngine, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(10):
+        write_image(src / "ab"[i % 2] / f"i{i}.png", photo(20, 16, i))
+    out = tmp_path / "o.tfrecord"
+    kw: dict[str, Any] = {"size": 8, "engine": spark, "batch_size": 4, "progress": "off", "update": True}
+    assert imgpack.convert(str(src), str(out), **kw).update["added"] == 10  # type: ignore[index]
+    assert imgpack.convert(str(src), str(out), **kw).update["up_to_date"]  # type: ignore[index]
+    write_image(src / "a" / "i99.png", photo(20, 16, 99))
+    res = imgpack.convert(str(src), str(out), **kw)
+    assert res.update["rebuilt"] == "the spark engine converts every image again"  # type: ignore[index]
+    imgpack.convert(str(src), str(tmp_path / "clean.tfrecord"), size=8, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(tmp_path / "clean.tfrecord"))

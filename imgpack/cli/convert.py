@@ -120,12 +120,19 @@ class _ConvertCommand(click.Command):
 @click.option("--resume", is_flag=True,
               help="Continue an interrupted run of the same command from its last complete batch (its journal is "
                    "OUTPUT.resume.json); refused, saying what changed, if the source, recipe or options differ.")
+@click.option("--update", is_flag=True,
+              help="Bring OUTPUT up to date: nothing to do when it was made from the same files, labels, recipe and "
+                   "options (exit 0, 'up to date'); else only new and changed images are decoded, the others read "
+                   "back from OUTPUT, and the result is what a clean run gives. For Makefiles and CI.")
+@click.option("--checksum", is_flag=True,
+              help="With --update: compare the images' content (SHA-256), not only their size and modification time.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
             steps: tuple[str, ...], recipe: str | None, decode: str | None, reader: str | None,
             workers: int | None, batch_size: int, engine_name: str, spark_master: str | None, on_error: str,
-            max_pixels: int | None, overwrite: bool, resume: bool, as_json: bool, **options: Any) -> None:
+            max_pixels: int | None, overwrite: bool, resume: bool, update: bool, checksum: bool, as_json: bool,
+            **options: Any) -> None:
     """Decode, preprocess and pack the images of SOURCE into OUTPUT.
 
     SOURCE is a folder of class folders (or of images only: unlabeled), the folder of the
@@ -156,6 +163,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
       imgpack convert photos/ -o photos.h5 --size 64 --shard-size 10000 --option compression=lzf
       imgpack convert photos.jsonl -o photos.h5 --size 64 --on-error fail --json
       imgpack convert photos/ -o photos.h5 --size 64 --resume      # after an interrupted run
+      imgpack convert photos/ -o photos.h5 --size 64 --update      # in a Makefile: only what changed
       imgpack convert /shared/photos/ -o /shared/out/photos.tfrecord --size 64 \\
           --engine spark --spark-master spark://head:7077
       imgpack convert aptos/train_images -o aptos/ --format hdf5 --labels aptos/train.csv \\
@@ -170,13 +178,20 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     try:
         res = run_convert(
             source, output, format=fmt, size=size, preprocess=steps, recipe=recipe, decode=decode, reader=reader,
-            batch_size=batch_size, on_error=on_error, overwrite=overwrite, resume=resume,
+            batch_size=batch_size, on_error=on_error, overwrite=overwrite, resume=resume, update=update,
+            checksum=checksum,
             options=take_format_options(options), max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             progress=progress_mode(ctx), engine=engine, **options)
     finally:
         engine.close()
     if as_json:
         echo_json(res.to_dict())
+    if res.update and res.update["up_to_date"]:
+        return  # said by the pipeline's log
+    if res.update:
+        u = res.update
+        say(ctx, f"imgpack: update: {u['added']} added, {u['changed']} changed, {u['removed']} removed, "
+                 f"{u['reused']} reused" + (f" (rebuilt in full: {u['rebuilt']})" if u["rebuilt"] else ""))
     shape = "x".join(str(d) for d in res.image_shape) if res.image_shape else "shapes vary"
     where = os.path.dirname(res.outputs[-1]) + "/" if res.splits else ", ".join(res.outputs)
     say(ctx, f"imgpack: wrote {plural(res.written, 'image')} ({shape}) to {where} "

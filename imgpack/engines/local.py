@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import UsageError, WorkerError
 from ..process import Job, Results, process_into, slot_bytes, unpack
+from ..storage import is_url
 from . import Chunk, Engine, Progress
 
 
@@ -160,7 +161,10 @@ class LocalEngine(Engine):
         buffer = Arena(capacity * slot)
         ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, slot))
         pending: deque[tuple[int, int, Future[Results]]] = deque()  # (start, ring offset, future)
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_worker,
+        # Objects in a store: twice the processes, so that one decodes while another waits for its
+        # chunk's objects (fetched together, about one request's latency a chunk).
+        processes = self.workers * (2 if is_url(paths[0]) else 1)
+        with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
                                  initargs=(buffer, job, self.quiet_stderr, os.getpid(), _mp_tempdir())) as pool:
             next_start = 0
 

@@ -79,7 +79,7 @@ class HDF5Options(BaseOptions):
 
 def store_provenance(attrs: Any, meta: OutputMeta) -> None:
     for key, value in provenance(meta).items():
-        attrs[key] = json.dumps(value) if key in ("label_names", "recipe") else value
+        attrs[key] = json.dumps(value) if key in ("label_names", "recipe", "update") else value
 
 
 class HDF5Writer(Writer, Resumable, Shards):
@@ -446,6 +446,11 @@ class HDF5Dataset(PackedDataset):
         if missing:  # HDF5 would read a missing shard's images as zeros
             self.close()
             raise SourceError(f"{missing[0]}: shard missing (a part of {path})")
+
+    def stored_update(self) -> dict[str, Any] | None:
+        """The ``update`` attribute, read when asked (it lists every sample: not at every open)."""
+        found = _json_attr(self.path, self.file, "update", dict)
+        return found or None
 
     @functools.cached_property
     def shard_counts(self) -> list[int]:  # type: ignore[override]

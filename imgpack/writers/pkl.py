@@ -200,7 +200,8 @@ class PickleWriter(Writer, Shards):
         prov = provenance(self.meta)
         meta = {"format": "imgpack-pickle", "recipe": prov["recipe"], "imgpack_version": prov["imgpack_version"],
                 "source": prov["source"], "created": prov["created"], "pickle_protocol": PROTOCOL,
-                "multi_label": prov["multi_label"], "sha256": _with_labels(self._digest, labels)}
+                "multi_label": prov["multi_label"], "sha256": _with_labels(self._digest, labels),
+                **({"update": prov["update"]} if "update" in prov else {})}
         payload = {"images": images, "labels": labels, "ids": list(self._ids),
                    "label_names": prov["label_names"], "meta": meta}
         if self.options.one_hot:
@@ -312,7 +313,7 @@ class PickleDataset(PackedDataset):
             self.recipe = dict(index.get("recipe", {}))
             self.image_shape = tuple(index.get("image_shape") or ())
             self.meta = {k: index.get(k) for k in ("imgpack_version", "source", "created", "pickle_protocol",
-                                                   "multi_label")}
+                                                   "multi_label", "update")}
             self.shards, self.shard_counts = self.files, self.counts
         else:
             self.path = path

@@ -1,0 +1,84 @@
+"""An engine for ``convert --update``: unchanged samples from the old output, the others from another engine."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from ..formats import Encoded, Item, PackedDataset
+from ..process import Job
+from . import Chunk, Engine, Progress
+
+
+class _Rows:
+    """Rows of an old output, read in one pass while they are asked for in order (as they are, unless
+    labels changed the order): a TFRecord has no fast random access. Going back starts a new pass."""
+
+    def __init__(self, ds: PackedDataset) -> None:
+        self.ds = ds
+        self._it: Iterator[tuple[np.ndarray, Any]] | None = None
+        self._at = 0
+
+    def __getitem__(self, row: int) -> np.ndarray:
+        if self._it is None or row < self._at:
+            self._it, self._at = iter(self.ds), 0
+        while self._at < row:
+            next(self._it)
+            self._at += 1
+        self._at += 1
+        return np.asarray(next(self._it)[0])
+
+
+class ReusingEngine(Engine):
+    """Yields, in input order, the old output's image where ``reuse`` says where it is, and the inner
+    engine's result for the others (only those are read and decoded)."""
+
+    name = "reuse"
+
+    def __init__(self, inner: Engine, reuse: Sequence[tuple[int, int] | None], olds: Sequence[PackedDataset]) -> None:
+        self.inner = inner
+        self.reuse = list(reuse)
+        self.rows = [_Rows(ds) for ds in olds]
+
+    def run(self, job: Job, paths: Sequence[str], batch_size: int,
+            progress: Progress | None = None) -> Iterator[Chunk]:
+        offset = len(self.reuse) - len(paths)  # a resumed run starts further in
+        reuse = self.reuse[offset:]
+        todo = [p for p, r in zip(paths, reuse, strict=True) if r is None]
+        inner = self.inner.run(job, todo, batch_size, progress) if todo else iter(())
+        ready: deque[tuple[str | None, Item | None]] = deque()
+
+        def decoded() -> tuple[str | None, Item | None]:
+            while not ready:
+                chunk = next(inner)
+                for i, error in enumerate(chunk.errors):  # the ring is reused: copy what is kept
+                    item = None if error else _copy(chunk.item(i))
+                    ready.append((error, item))
+            return ready.popleft()
+
+        step = max(1, min(64, batch_size))
+        for start in range(0, len(paths), step):
+            errors: list[str | None] = []
+            extras: dict[int, Item] = {}
+            reused = 0
+            for i, where in enumerate(reuse[start:start + step]):
+                if where is None:
+                    error, item = decoded()
+                else:
+                    error, item = None, self.rows[where[0]][where[1]]
+                    reused += 1
+                errors.append(error)
+                if item is not None:
+                    extras[i] = item
+            if progress and reused:
+                progress(reused)
+            yield Chunk(start, np.empty((0,), np.uint8), errors, extras)
+
+
+def _copy(item: Item) -> Item:
+    if isinstance(item, Encoded):
+        return Encoded(bytes(item.data), item.shape)
+    return np.array(item, copy=True)

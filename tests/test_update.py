@@ -1,0 +1,186 @@
+"""``convert --update``: up to date costs nothing; a change is decoded alone and gives what a clean run gives."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import FORMATS, SUFFIX, photo, run, write_image
+
+import imgpack
+from imgpack.datasets import content_digest
+
+
+def tree(root: Path, n: int = 12) -> Path:
+    for i in range(n):
+        write_image(root / ("cat" if i % 3 else "dog") / f"p{i:02d}.jpg", photo(30 + i, 24, i))
+    return root
+
+
+def update(src: Path, out: Path, **kw: Any) -> imgpack.ConvertResult:
+    return imgpack.convert(str(src), str(out), size=16, workers=0, progress="off", update=True, **kw)
+
+
+def clean(src: Path, out: Path, **kw: Any) -> str:
+    """The content digest of a clean run over the source as it is now."""
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    imgpack.convert(str(src), str(out), size=16, workers=0, progress="off", **kw)
+    return content_digest(str(out))
+
+
+def test_an_output_made_from_the_same_files_is_up_to_date_and_left_alone(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    first = update(src, out)
+    assert first.update == {"up_to_date": False, "rebuilt": None, "added": 12, "changed": 0, "removed": 0,
+                            "reused": 0, "decoded": 12}
+    before = os.stat(out)
+    code, stdout, err = run("convert", str(src), "-o", str(out), "--size", "16", "--update", "--json")
+    assert code == 0 and "up to date (12 images)" in err
+    result = json.loads(stdout)
+    assert result["update"]["up_to_date"] and result["update"]["reused"] == 12 and result["written"] == 12
+    after = os.stat(out)
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
+
+
+def test_a_plain_run_stores_what_a_later_update_needs(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=16, workers=0, progress="off")
+    assert update(src, out).update["up_to_date"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_added_and_removed_images_give_a_clean_runs_output_in_every_format(fmt: str, tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / f"o{SUFFIX[fmt]}"
+    options = {"shard_size": 5} if fmt != "hdf5" else {}
+    update(src, out, options=options)
+    write_image(src / "cat" / "p05b.jpg", photo(41, 24, 100))  # lands in the middle of the order
+    (src / "dog" / "p03.jpg").unlink()
+    res = update(src, out, options=options)
+    assert res.update == {"up_to_date": False, "rebuilt": None, "added": 1, "changed": 0, "removed": 1,
+                          "reused": 11, "decoded": 1}
+    assert content_digest(str(out)) == clean(src, tmp_path / f"clean{SUFFIX[fmt]}", options=options)
+    assert update(src, out, options=options).update["up_to_date"]  # type: ignore[index]
+
+
+def test_a_changed_image_is_found_by_its_modification_time(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out)
+    target = src / "cat" / "p04.jpg"
+    mtime = target.stat().st_mtime_ns
+    write_image(target, np.full((24, 34, 3), 200, np.uint8))
+    os.utime(target, ns=(mtime + 10**9, mtime + 10**9))
+    res = update(src, out)
+    assert (res.update["changed"], res.update["reused"]) == (1, 11)  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")
+
+
+def _same_size_and_time(path: Path, picture: np.ndarray) -> None:
+    """New content in ``path`` with its size and modification time kept (as a copy tool may keep them)."""
+    st = path.stat()
+    write_image(path, picture)
+    data = path.read_bytes()
+    assert len(data) <= st.st_size, "the new picture must encode smaller"
+    path.write_bytes(data + bytes(st.st_size - len(data)))  # JPEG decoders stop at EOI: padding is ignored
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def test_same_size_and_time_new_content_is_found_with_checksum(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out, checksum=True)
+    _same_size_and_time(src / "dog" / "p06.jpg", np.full((24, 36, 3), 90, np.uint8))
+    res = update(src, out, checksum=True)
+    assert (res.update["changed"], res.update["reused"]) == (1, 11)  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")
+
+
+def test_without_checksum_same_size_and_time_is_not_a_change(tmp_path: Path) -> None:
+    """What --checksum is for: size and time alone cannot see this edit."""
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out)
+    _same_size_and_time(src / "dog" / "p06.jpg", np.full((24, 36, 3), 90, np.uint8))
+    assert update(src, out).update["up_to_date"]  # type: ignore[index]
+    res = update(src, out, checksum=True)  # the first run had no checksums: a full rebuild, said so
+    assert res.update["rebuilt"] == "the output was made without --checksum"  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")
+
+
+def test_a_renamed_image_is_reused_by_content_with_checksum(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out, checksum=True)
+    (src / "cat" / "p01.jpg").rename(src / "cat" / "renamed.jpg")
+    res = update(src, out, checksum=True)
+    assert res.update == {"up_to_date": False, "rebuilt": None, "added": 1, "changed": 0, "removed": 1,
+                          "reused": 12, "decoded": 0}
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")
+
+
+def test_an_edited_labels_file_relabels_without_decoding(tmp_path: Path) -> None:
+    imgs = tmp_path / "imgs"
+    for i in range(6):
+        write_image(imgs / f"i{i}.png", photo(20, 20, i))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"i{i},{'ab'[i % 2]}\n" for i in range(6)))
+    out = tmp_path / "o.h5"
+    update(imgs, out, labels=str(labels))
+    labels.write_text("id,label\n" + "".join(f"i{i},{'abc'[i % 3]}\n" for i in range(6)))
+    res = update(imgs, out, labels=str(labels))
+    assert (res.update["reused"], res.update["decoded"]) == (6, 0)  # type: ignore[index]
+    assert res.label_names == ["a", "b", "c"]
+    assert content_digest(str(out)) == clean(imgs, tmp_path / "clean.h5", labels=str(labels))
+
+
+def test_a_changed_recipe_rebuilds_in_full_and_says_so(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out)
+    code, stdout, err = run("convert", str(src), "-o", str(out), "--size", "20", "--update", "--json")
+    assert code == 0 and "the recipe (or decode mode) changed: rebuilding in full" in err
+    assert json.loads(stdout)["update"]["rebuilt"] == "the recipe (or decode mode) changed"
+    with imgpack.open_dataset(str(out)) as ds:
+        assert ds.image_shape == (20, 20, 3)
+
+
+def test_splits_follow_a_clean_runs_assignment(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src", 20), tmp_path / "out"
+    kw: dict[str, Any] = {"split": "train=0.75,val=0.25", "seed": 3, "format": "hdf5"}
+    update(src, out, **kw)
+    assert update(src, out, **kw).update["up_to_date"]  # type: ignore[index]
+    for i in range(20, 26):
+        write_image(src / "cat" / f"p{i:02d}.jpg", photo(30, 24, i))
+    res = update(src, out, **kw)
+    assert res.update["added"] == 6 and res.update["reused"] == 20  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean", **kw)
+
+
+def test_update_refuses_resume_and_checksum_alone(tmp_path: Path) -> None:
+    src = tree(tmp_path / "src", 2)
+    code, _, err = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--update", "--resume")
+    assert code == 2 and "--update and --resume: pick one" in err
+    code, _, err = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--checksum")
+    assert code == 2 and "--checksum goes with --update" in err
+
+
+def test_the_readmes_makefile_target_costs_little_when_nothing_changed(tmp_path: Path) -> None:
+    import re
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    block = re.search(r"```make\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    assert block is not None and "--update" in block.group(1)
+    (tmp_path / "Makefile").write_text(block.group(1))
+    tree(tmp_path / "photos", 6)
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    first = subprocess.run(["make", "-s", "data"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    stamp = (tmp_path / "build" / "photos.h5").stat().st_mtime_ns
+    again = subprocess.run(["make", "-s", "data"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "up to date" in again.stderr
+    assert (tmp_path / "build" / "photos.h5").stat().st_mtime_ns == stamp
