@@ -65,6 +65,7 @@ def main() -> None:
         for _ in range(args.repeats):
             out = os.path.join(tmp, "o.h5")
             shutil.copyfile(base, out)
+            os.sync()  # the copy's writeback is not the update's
             updates.append(timed("convert", src, "-o", out, "--update", *flags))
             nothing.append(timed("convert", src, "-o", out, "--update", *flags))
         tiny = make_corpus("tiny", args.tiny, args.out)

@@ -209,6 +209,11 @@ class PackedDataset:
         """The format's own keys for ``inspect --json`` (chunks, encoding ...)."""
         return {}
 
+    def stored_item(self, index: int) -> Encoded | None:
+        """Image ``index`` as the format stored it, to be written again unchanged by a writer of the same
+        format and options (``convert --update``); None where the format cannot say (it is decoded)."""
+        return None
+
     def stored_update(self) -> dict[str, Any] | None:
         """What ``convert --update`` stored with this output (``provenance["update"]``), or None."""
         found = self.provenance.get("update")

@@ -235,6 +235,10 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     return result
 
 
+#: --update decodes this many new images or fewer in the converting process: a pool takes longer to start
+FEW = 200
+
+
 @dataclass(frozen=True)
 class Refresh:
     """``--update`` and ``--checksum``; ``stored_at``: where the output lives, when it is written elsewhere first."""
@@ -363,48 +367,52 @@ def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, key: di
     def where(target: str) -> str:  # a staged output's old version is at its URL
         return refresh.stored_at + target[len(output):] if refresh.stored_at else target
 
-    found = {t: _stored(where(t)) for t in targets.values()}
-    olds = [f for f in found.values() if f is not None]
+    found = {t: _record_of(where(t)) for t in targets.values()}
+    records = [r for r in found.values() if r is not None]
     samples = [s for m in members_of.values() for s in m]
     summary_there = "" in targets or (storage.exists if refresh.stored_at else os.path.exists)(
         where(os.path.join(output, SPLITS_FILE)))
-    if olds and len(olds) == len(targets) and summary_there and all(
-            f is not None and f[0]["key"] == key and f[0]["plan"] == part.records[t]["plan"]
-            for t, f in found.items()):
-        for _, _, ds in olds:
-            ds.close()
-        return {"up_to_date": True, "rebuilt": None, "added": 0, "changed": 0, "removed": 0,
-                "reused": sum(len(ids) for _, ids, _ in olds), "decoded": 0,
-                "written": sum(len(ids) for _, ids, _ in olds)}
-    rebuilt = next((what_differs(rec["key"], key) for rec, _, _ in olds if rec["key"] != key), None)
-    if rebuilt is None and olds and engine.writes_shards:
+    if len(records) == len(targets) and summary_there and all(
+            r is not None and r["key"] == key and r["plan"] == part.records[t]["plan"] for t, r in found.items()):
+        held = sum(r["written"] for r in records)
+        return {"up_to_date": True, "rebuilt": None, "added": 0, "changed": 0, "removed": 0, "reused": held,
+                "decoded": 0, "written": held}
+    rebuilt = next((what_differs(r["key"], key) for r in records if r["key"] != key), None)
+    if rebuilt is None and records and engine.writes_shards:
         rebuilt = f"the {engine.name} engine converts every image again"
     if rebuilt is not None:
         log.warning("%s: %s: rebuilding in full", refresh.stored_at or output, rebuilt)
-        for _, _, ds in olds:
-            ds.close()
-        olds = []
-    history = [(rec, ids) for rec, ids, _ in olds]
+    olds: list[tuple[dict[str, Any], PackedDataset]] = []
+    for target, rec in found.items():
+        if rec is not None and rebuilt is None:
+            try:
+                olds.append((rec, open_dataset(where(target))))  # its images, for those that are reused
+            except ImgpackError as exc:
+                log.warning("%s: cannot be read back (%s): its images are converted again", where(target), exc)
+    history = [(rec, list(ds.ids)) for rec, ds in olds]
     overall = plan([prints[s.path] for s in samples], history, refresh.checksum)
     if olds:
         for name, target in targets.items():
             mine = plan([prints[s.path] for s in members_of[name]], history, refresh.checksum)
-            part.reuse[target] = (mine.reuse, [ds for _, _, ds in olds])
+            part.reuse[target] = (mine.reuse, [ds for _, ds in olds])
     return {"up_to_date": False, "rebuilt": rebuilt, "added": overall.added, "changed": overall.changed,
             "removed": overall.removed, "reused": overall.reused, "decoded": len(samples) - overall.reused}
 
 
-def _stored(path: str) -> tuple[dict[str, Any], list[str], PackedDataset] | None:
-    """An existing output's update record, the ids it holds (in row order), and the output opened; None: none."""
+def _record_of(path: str) -> dict[str, Any] | None:
+    """The update record an existing output stores, with ``written``: how many images it holds; None: none.
+
+    Read without the images: for a sharded output in a store, only its index is fetched."""
     try:
-        ds = open_dataset(path)
+        if storage.is_url(path) and not path.lower().endswith(writers.get("hdf5").suffixes):
+            path = storage.local_output(path, index_only=True)
+        with open_dataset(path) as ds:
+            rec = ds.stored_update()
+            if not rec or rec.get("version") != RECORD_VERSION or "key" not in rec:
+                return None
+            return {**rec, "written": len(ds)}
     except ImgpackError:
         return None
-    rec = ds.stored_update()
-    if not rec or rec.get("version") != RECORD_VERSION or "key" not in rec:
-        ds.close()
-        return None
-    return rec, list(ds.ids), ds
 
 
 def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[str, str]:
@@ -536,7 +544,11 @@ class _Part:
             next_checkpoint = start + self.batch_size
             engine = self.engine
             if target in self.reuse:
-                engine = ReusingEngine(self.engine, *self.reuse[target])
+                where, olds = self.reuse[target]
+                inner = self.engine
+                if isinstance(inner, LocalEngine) and sum(w is None for w in where) <= FEW:
+                    inner = LocalEngine(0)  # a few new images: decoded here, sooner than a pool starts
+                engine = ReusingEngine(inner, where, olds)
             for chunk in engine.run(self.job, paths[start:], self.batch_size, advance):
                 first = start + chunk.start
                 worker_cpu += chunk.cpu

@@ -199,16 +199,18 @@ def staging(url: str) -> str:
     return os.path.join(tempfile.gettempdir(), "imgpack-staging", hashlib.sha256(url.encode()).hexdigest()[:16])
 
 
-def local_output(url: str) -> str:
+def local_output(url: str, index_only: bool = False) -> str:
     """A local copy of the imgpack output at ``url`` (its file, or its index and shards beside it),
-    downloaded once per version (the objects' names and sizes) into a cache: for reading it whole."""
+    downloaded once per version (the objects' names and sizes) into a cache: for reading it whole.
+    ``index_only``: the file or the index, not the shards (what the output says about itself)."""
     base, _, name = url.rstrip("/").rpartition("/")
     stem = name.split(".", 1)[0]
     parts = [(rel, size) for rel, size in list_files(base)
-             if "/" not in rel and (rel == name or rel.startswith(name + ".") or rel.startswith(stem + "-"))]
+             if "/" not in rel and (rel in (name, name + ".json") or (not index_only and (
+                 rel.startswith(name + ".") or rel.startswith(stem + "-"))))]
     if not any(rel in (name, name + ".json") for rel, _ in parts):
         raise SourceError(f"{url}: no such object")
-    key = hashlib.sha256(f"{url} {parts}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{url} {parts} {index_only}".encode()).hexdigest()[:16]
     folder = os.path.join(tempfile.gettempdir(), "imgpack-cache", key)
     os.makedirs(folder, exist_ok=True)
     fs, root = filesystem(base)

@@ -22,7 +22,10 @@ class _Rows:
         self._it: Iterator[tuple[np.ndarray, Any]] | None = None
         self._at = 0
 
-    def __getitem__(self, row: int) -> np.ndarray:
+    def __getitem__(self, row: int) -> Item:
+        stored = self.ds.stored_item(row)  # as the format stored it (an HDF5 chunk): no decode, no re-encode
+        if stored is not None:
+            return stored
         if self._it is None or row < self._at:
             self._it, self._at = iter(self.ds), 0
         while self._at < row:

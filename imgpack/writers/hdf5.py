@@ -447,6 +447,14 @@ class HDF5Dataset(PackedDataset):
             self.close()
             raise SourceError(f"{missing[0]}: shard missing (a part of {path})")
 
+    def stored_item(self, index: int) -> Encoded | None:
+        """The image's chunk as stored (compressed, checksummed): copied as it is by ``--update``."""
+        if self.shards:
+            return None
+        images = self._columns[0]
+        mask, data = images.id.read_direct_chunk((index, *(0,) * (images.ndim - 1)))
+        return Encoded(data, tuple(images.shape[1:])) if mask == 0 else None
+
     def stored_update(self) -> dict[str, Any] | None:
         """The ``update`` attribute, read when asked (it lists every sample: not at every open)."""
         found = _json_attr(self.path, self.file, "update", dict)
