@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 SHARED ?= ../shared
 DEMO_OUT := build/demo
 
-.PHONY: demo test lint bench clean help
+.PHONY: demo test lint docs bench clean help
 
 help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
 	@echo "make test   install the test dependencies (TensorFlow, pyspark), run ruff, mypy and the test suite"
+	@echo "make docs   build the documentation site (mkdocs, --strict) into build/site/"
 	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, object-store, memory and reduced-decoding tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
@@ -37,7 +38,10 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check imgpack tests benchmarks sample_data
 	$(BIN)/mypy imgpack
 
-test: lint
+docs: $(VENV)/.installed-test
+	$(BIN)/mkdocs build --strict --quiet
+
+test: lint docs
 	IMGPACK_SHARED=$(SHARED) $(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-bench

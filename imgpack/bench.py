@@ -1,6 +1,6 @@
 """``imgpack bench``: how fast a packed file feeds training, against the raw images, and format by format.
 
-Three questions, three functions (each returns JSON-ready data, documented in the README):
+Three questions, three functions (each returns JSON-ready data, documented in docs/inspect-and-bench.md):
 
 - :func:`read_speed`: a packed file read the way trainers read it: sequential batches,
   shuffled batches, single images at random positions; the peak memory while reading; and,

@@ -1,4 +1,5 @@
-"""The README's Python examples run as written, against outputs made the way the README says."""
+"""The Python examples of the README and the guides in docs/ run as written, against outputs made the way they say;
+the README's links lead to pages that exist, and the README stays short."""
 
 from __future__ import annotations
 
@@ -10,10 +11,26 @@ from conftest import REPO
 
 import imgpack
 
-BLOCKS = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+#: docs/plugins.md's examples define plugins: tests/test_plugin_examples.py runs them as modules
+BLOCKS = [b for page in PAGES if page.name != "plugins.md"
+          for b in re.findall(r"```python\n(.*?)```", page.read_text(), re.DOTALL)]
 
 
-def test_the_readme_has_the_examples() -> None:
+def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    assert "docs/update.md" in links and "docs/object-stores.md" in links
+    assert all((REPO / link).exists() for link in links if not link.startswith("http")), links
+
+
+def test_nothing_refers_to_files_a_clone_lacks() -> None:
+    for page in PAGES:
+        assert "../shared/" not in page.read_text() and "seeds/" not in page.read_text(), page
+
+
+def test_the_docs_have_the_examples() -> None:
     assert len(BLOCKS) >= 3
     assert any("h5py" in b for b in BLOCKS) and any("pickle.load" in b for b in BLOCKS)
     assert any("tf.data" in b for b in BLOCKS)

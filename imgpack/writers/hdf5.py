@@ -1,6 +1,6 @@
 """HDF5: one file that plain h5py reads, with one chunk per image for fast random access.
 
-Layout (the trainer's contract, see the README)::
+Layout (the trainer's contract, see docs/formats.md)::
 
     images          (N, H, W, C) uint8, chunks (1, H, W, C); Fletcher32 checksums (all but the strings)
     labels          (N,) int64, -1 = unlabeled; (N, K) uint8 multi-hot for multi-label data

@@ -1,6 +1,6 @@
 """pickle: one dict per file that ``pickle.load`` returns, for small and medium datasets.
 
-Layout (the trainer's contract, see the README)::
+Layout (the trainer's contract, see docs/formats.md)::
 
     {"images": ndarray (N, H, W, C) uint8, "labels": ndarray (N,) int64, "ids": list[str],
      "label_names": list[str], "meta": {"recipe": ..., "imgpack_version": ..., "source": ..., ...}}

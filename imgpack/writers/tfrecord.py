@@ -1,6 +1,6 @@
 """TFRecord: ``tf.train.Example`` records in shards, with a small JSON index beside them.
 
-Layout (the trainer's contract, see the README)::
+Layout (the trainer's contract, see docs/formats.md)::
 
     NAME-00000-of-00004.tfrecord ...   one Example per image, in input order
     NAME.tfrecord.json                 the index: schema, count per shard, label names, recipe

@@ -1,6 +1,6 @@
 """WebDataset: POSIX tar shards that PyTorch training streams from (``webdataset``, ``wids``, torchdata).
 
-Layout (the trainer's contract, see the README)::
+Layout (the trainer's contract, see docs/formats.md)::
 
     NAME-000000.tar ...   per sample, in input order: KEY.png (lossless, default), KEY.jpg
                           (encode=jpeg) or KEY.npy (encode=npy); KEY.cls (the label, -1 =
