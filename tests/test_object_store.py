@@ -101,6 +101,9 @@ def test_sharded_outputs_are_uploaded_with_the_index_last(bucket: Bucket, tmp_pa
     assert not os.path.exists(storage.staging(out))  # the staging folder goes once all is uploaded
     with imgpack.open_dataset(out) as ds:  # from a local copy of the index and shards
         assert len(ds) == 9 and ds[8][0].shape == (8, 8, 3)
+    if fmt == "tfrecord":
+        batch = next(iter(imgpack.tf_dataset(out, batch_size=9)))
+        assert tuple(batch[0].shape) == (9, 8, 8, 3)
     assert verify(out)["ok"] and describe(out)["count"] == 9
 
 
@@ -256,7 +259,8 @@ def test_recipes_manifests_and_bench_take_urls(bucket: Bucket, tmp_path: Path) -
     ingested = imgpack.ingest(src, str(manifest), progress="off")
     assert ingested.count == 6 and not ingested.problems
     assert json.loads(manifest.read_text().splitlines()[0])["root"] == src
-    from_manifest = imgpack.convert(str(manifest), str(tmp_path / "m.h5"), size=8, workers=0, progress="off")
+    remote_manifest = bucket.upload(manifest, "m.jsonl")  # a manifest in the bucket reads the same
+    from_manifest = imgpack.convert(remote_manifest, str(tmp_path / "m.h5"), size=8, workers=0, progress="off")
     direct = imgpack.convert(src, str(tmp_path / "d.h5"), size=8, workers=0, progress="off")
     assert from_manifest.written == 6
     assert content_digest(str(tmp_path / "m.h5")) == content_digest(str(tmp_path / "d.h5"))

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
-from ..storage import is_url
+from ..storage import is_url, read_bytes
 
 MANIFEST_KIND = "imgpack-manifest"
 MANIFEST_VERSION = 1
@@ -33,6 +33,8 @@ class ManifestReader(Reader):
 
     @classmethod
     def accepts(cls, source: str) -> bool:
+        if is_url(source):  # an object whose name says it (its first line would cost a request)
+            return source.lower().endswith(".jsonl")
         if not os.path.isfile(source):
             return False
         try:
@@ -43,8 +45,11 @@ class ManifestReader(Reader):
 
     def scan(self) -> Scan:
         try:
-            with open(self.source, encoding="utf-8") as f:
-                lines = f.read().splitlines()
+            if is_url(self.source):
+                lines = read_bytes(self.source).decode("utf-8").splitlines()
+            else:
+                with open(self.source, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise SourceError(f"{self.source}: cannot read manifest: {exc}") from None
         if not lines:

@@ -43,6 +43,7 @@ from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
 from ..params import param
 from ..process import DEFAULT_QUALITY
+from ..storage import is_url, local_output
 from .tfexample import ExampleEncoder, RecordFile, record, sample_features
 
 log = logging.getLogger("imgpack")
@@ -489,6 +490,8 @@ def tf_dataset(path: str, batch_size: int | None = 32, *, shuffle: bool = False,
     the same ``seed``). ``batch_size=None`` gives single examples (images of different
     shapes cannot be batched). Multi-label outputs give K-vectors of 0/1 as labels.
     """
+    if is_url(path):  # read from a local copy of the index and shards, made once
+        path = local_output(path)
     names = ShardNames.for_existing(path, TFRecordWriter.suffixes)
     if names is None:
         raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
