@@ -380,6 +380,8 @@ def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, key: di
     rebuilt = next((what_differs(r["key"], key) for r in records if r["key"] != key), None)
     if rebuilt is None and records and engine.writes_shards:
         rebuilt = f"the {engine.name} engine converts every image again"
+    if rebuilt is None and records and getattr(part.writer_options, "encode", None) == "jpeg":
+        rebuilt = "JPEG-encoded images cannot be read back as they were made"  # re-encoding would change them
     if rebuilt is not None:
         log.warning("%s: %s: rebuilding in full", refresh.stored_at or output, rebuilt)
     olds: list[tuple[dict[str, Any], PackedDataset]] = []

@@ -166,14 +166,14 @@ def test_update_refuses_resume_and_checksum_alone(tmp_path: Path) -> None:
     assert code == 2 and "--checksum goes with --update" in err
 
 
-def test_the_readmes_makefile_target_costs_little_when_nothing_changed(tmp_path: Path) -> None:
+def test_the_guides_makefile_target_costs_little_when_nothing_changed(tmp_path: Path) -> None:
     import re
     import subprocess
     import sys
 
     from conftest import REPO
 
-    block = re.search(r"```make\n(.*?)```", (REPO / "README.md").read_text(), re.DOTALL)
+    block = re.search(r"```make\n(.*?)```", (REPO / "docs" / "update.md").read_text(), re.DOTALL)
     assert block is not None and "--update" in block.group(1)
     (tmp_path / "Makefile").write_text(block.group(1))
     tree(tmp_path / "photos", 6)
@@ -184,3 +184,14 @@ def test_the_readmes_makefile_target_costs_little_when_nothing_changed(tmp_path:
     again = subprocess.run(["make", "-s", "data"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "up to date" in again.stderr
     assert (tmp_path / "build" / "photos.h5").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize("fmt", ["webdataset"])
+def test_a_jpeg_encoded_output_is_rebuilt_not_re_encoded(fmt: str, tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.tar"
+    options = {"encode": "jpeg"}
+    update(src, out, options=options)
+    write_image(src / "cat" / "p05b.jpg", photo(41, 24, 100))
+    res = update(src, out, options=options)
+    assert res.update["rebuilt"] == "JPEG-encoded images cannot be read back as they were made"  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.tar", options=options)
