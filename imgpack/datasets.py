@@ -54,16 +54,34 @@ def writer_for(path: str) -> type[Writer]:
     raise SourceError(f"{path}: not a file imgpack can read (formats: {', '.join(writers.names())})")
 
 
+class Splits(dict[str, PackedDataset]):
+    """The outputs of a split folder by split name (``train``, ``val`` ...), in splits.json's order."""
+
+    def close(self) -> None:
+        for ds in self.values():
+            ds.close()
+
+    def __enter__(self) -> Splits:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 @_one_error
-def open_dataset(path: str) -> PackedDataset:
+def open_dataset(path: str) -> Any:
     """Open any imgpack output: ``len(ds)``, ``ds[i] -> (image, label)``, ``ds.ids``, ``ds.label_names``.
 
-    ``path`` may be a URL (``s3://...``): an HDF5 file is read where it is, through a block
-    cache (random access); the other formats, read whole, from a local copy made once.
+    A split folder (``convert --split ... -o DIR``) gives a :class:`Splits` mapping, e.g.
+    ``open_dataset("out")["train"]``. ``path`` may be a URL (``s3://...``): an HDF5 file is
+    read where it is, through a block cache (random access); the other formats, read whole,
+    from a local copy made once.
     """
     if storage.is_url(path) and path.lower().endswith(writers.get("hdf5").suffixes):
         return writers.get("hdf5").open(path)
     path = local(path)
+    if is_split_folder(path):
+        return Splits((name, writer_for(p).open(p)) for name, p in read_splits(path)[1].items())
     return writer_for(path).open(path)
 
 

@@ -253,15 +253,33 @@ class PackedDataset:
         return np.stack([x for x, _ in items]), np.asarray([y for _, y in items])
 
     def batches(self, batch_size: int = 32, shuffle: bool = False, seed: int | None = None,
-                normalize: bool = False, drop_last: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """``(X, Y)`` numpy batches for a training loop, one epoch.
+                normalize: bool = False, drop_last: bool = False, *, epochs: int | None = 1,
+                one_hot: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(X, Y)`` numpy batches for a training loop.
 
         ``X`` is (n, H, W, C) uint8, or float32 0..1 with ``normalize`` (scaled here, at read
         time: the file stays uint8). ``shuffle`` visits the samples in a random order, the
-        same for the same ``seed``.
+        same for the same ``seed`` (each epoch its own order: seed + epoch). ``epochs``: how
+        many passes; None loops for ever, as a Keras-style generator does. ``one_hot``: ``Y``
+        as (n, K) float32 (multi-hot for multi-label data; all zeros for an unlabeled image).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if epochs is not None and epochs < 1:
+            raise ValueError(f"epochs must be at least 1 (or None: for ever), got {epochs}")
+        k = len(self.label_names)
+        epoch = 0
+        while epochs is None or epoch < epochs:
+            order_seed = None if seed is None else seed + epoch
+            for images, labels in self.epoch(batch_size, shuffle, order_seed, normalize, drop_last):
+                if one_hot:
+                    labels = labels.astype(np.float32) if labels.ndim == 2 else _one_hot(labels, k)
+                yield images, labels
+            epoch += 1
+
+    def epoch(self, batch_size: int, shuffle: bool, seed: int | None, normalize: bool,
+              drop_last: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """One pass of :meth:`batches` (a format reads it its own way by overriding this)."""
         n = len(self)
         order = np.random.default_rng(seed).permutation(n) if shuffle else np.arange(n)
         stop = n - n % batch_size if drop_last else n
@@ -278,6 +296,13 @@ class PackedDataset:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _one_hot(labels: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros((len(labels), k), np.float32)
+    known = (labels >= 0) & (labels < k)
+    out[np.flatnonzero(known), labels[known]] = 1
+    return out
 
 
 def check_contents(batches: Iterator[tuple[np.ndarray, np.ndarray]], label_names: Sequence[str], count: int,

@@ -10,13 +10,13 @@ from typing import Any
 
 from . import storage
 from ._version import __version__
-from .errors import CorruptImageError, OutputError, SourceError
+from .errors import CorruptImageError, OutputError
 from .outputs import label_counts, partial_path, prepare_target
 from .plugins import Sample
 from .probe import probe, probe_file
 from .progress import Progress
 from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
-from .sources import SourceOptions, label_array, load_scan, problem_summary, sample_record, split_counts_of
+from .sources import SourceOptions, label_array, load_scan, no_images, problem_summary, sample_record, split_counts_of
 
 
 @dataclass
@@ -52,7 +52,7 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     scan = load_scan(source, opts)
     if not scan.samples:
-        raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
+        raise no_images(source, scan, opts)
     prepare_target(output, overwrite)
     records = []
     problems = []

@@ -40,6 +40,10 @@ def write_atomically(path: str, data: bytes) -> None:
 
 def prepare_target(path: str, overwrite: bool) -> None:
     """Refuse an existing target without ``overwrite``; create the parent folder; check it is writable."""
+    if os.path.isdir(path):
+        raise OutputError(f"{path.rstrip(os.sep)}: is a directory; -o names the output file (e.g. "
+                          f"{os.path.join(path, 'NAME')}{os.path.splitext(path)[1] or '.h5'}), or a folder for splits "
+                          "(with --split)")
     if os.path.exists(path) and not overwrite:
         raise OutputError(f"{path}: already exists (pass --overwrite to replace it)")
     parent = os.path.dirname(os.path.abspath(path))

@@ -20,7 +20,7 @@ from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .engines.local import LocalEngine
 from .engines.reuse import ReusingEngine
-from .errors import ImageError, ImgpackError, OutputError, SourceError, UsageError
+from .errors import ImageError, ImgpackError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Resumable, Shards, Writer
 from .locking import locked
 from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
@@ -30,7 +30,7 @@ from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import writers
 from .resume import Journal, fingerprint, journal_path, what_changed
-from .sources import SourceOptions, label_array, load_scan, problem_error, problem_summary
+from .sources import SourceOptions, label_array, load_scan, no_images, problem_error, problem_summary
 from .splits import parse_split
 from .update import RECORD_VERSION, fingerprints, plan, record, run_key, what_differs
 
@@ -269,7 +269,7 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     if scan.problems and on_error == "fail":
         raise problem_error(scan.problems)
     if not scan.samples:
-        raise SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
+        raise no_images(source, scan, source_opts)
     if getattr(writer_options, "one_hot", False) and scan.multi_label:
         raise UsageError("--one-hot: the labels are multi-label, stored multi-hot already")
     annotations = any(s.annotation is not None for s in scan.samples)

@@ -193,8 +193,26 @@ def format_recipe(recipe: Mapping[str, Any]) -> str:
         parts.append(f"{step['name']}:{params}" if params else step["name"])
     line = " | ".join(parts) or "(none)"
     if recipe.get("decode"):
-        line += f"  (decode: {recipe['decode']})"
+        line += f"  (decode: {decode_in_effect(recipe)})"
     return line
+
+
+def decode_in_effect(recipe: Mapping[str, Any]) -> str:
+    """The decode mode a stored recipe really gives: ``reduced`` only where a resize comes before any
+    step that needs every pixel (the APTOS recipe's crop_dark does: its JPEGs are decoded in full)."""
+    mode = str(recipe.get("decode"))
+    if mode != "reduced":
+        return mode
+    try:
+        chain = build_chain(_recipe_from_data(recipe, "recipe").steps)
+    except ImgpackError:  # a plugin step not installed here: say what was asked
+        return mode
+    for step in chain:
+        if step.shrinks_from(2**16, 2**16) is not None:  # the first resampling step: a reduced decode may feed it
+            return mode
+        if not type(step).commutes_with_downscale:
+            return f"full, as {step.name} needs every pixel"
+    return "full, as no step resizes"
 
 
 def format_value(value: Any) -> str:

@@ -45,6 +45,7 @@ class SourceOptions:
     stratify: bool = False
     split_from_folders: bool = False
     follow_symlinks: bool = False  # read files and walk folders that symlinks lead to, even outside SRC
+    limit: int | None = None  # only this many samples: the first, or with ``seed`` a random few (in order)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> SourceOptions:
@@ -95,8 +96,10 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     opts = opts or SourceOptions()
     if opts.split is not None and opts.split_from_folders:
         raise UsageError("--split and --split-from-folders exclude each other")
-    if opts.split is None and (opts.stratify or opts.seed is not None):
-        raise UsageError(f"--{'stratify' if opts.stratify else 'seed'} goes with --split")
+    if opts.split is None and opts.stratify:
+        raise UsageError("--stratify goes with --split")
+    if opts.split is None and opts.limit is None and opts.seed is not None:
+        raise UsageError("--seed goes with --split or --limit")
     fractions = parse_split(opts.split) if opts.split is not None else None
     reader = pick_reader(source, opts)
     scan = reader.scan()
@@ -104,6 +107,8 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
         scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
     if not opts.follow_symlinks and not is_url(scan.root):  # an object store has no links
         scan = inside_root(scan)
+    if opts.limit is not None:
+        scan = limit(scan, opts.limit, opts.seed)
     if opts.split_from_folders and "split_from_folders" not in reader.option_names:
         scan = _splits_from_paths(scan)
     if opts.classes is not None or opts.names is not None:
@@ -112,6 +117,16 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     if fractions is not None:
         scan = apply_split(scan, fractions, opts.seed if opts.seed is not None else 0, opts.stratify)
     return scan
+
+
+def limit(scan: Scan, n: int, seed: int | None) -> Scan:
+    """``n`` of the samples: the first ``n``, or with ``seed`` a random ``n`` kept in their order."""
+    if n >= len(scan.samples):
+        return scan
+    if seed is None:
+        return replace(scan, samples=scan.samples[:n])
+    picked = sorted(np.random.default_rng(seed).choice(len(scan.samples), size=n, replace=False).tolist())
+    return replace(scan, samples=[scan.samples[i] for i in picked])
 
 
 def inside_root(scan: Scan) -> Scan:
@@ -257,6 +272,24 @@ PROBLEM_TITLES = {
     "ambiguous": "entries match several images",
     "no_split": "images are not in a split folder",
 }
+
+
+def no_images(source: str, scan: Scan, opts: SourceOptions) -> SourceError:
+    """Why a source gives no image to convert, in one line: what rejected them all, with the first case."""
+    rejected = [p for p in scan.problems if p.kind != "unlisted"]
+    if rejected:
+        counts = Counter(p.kind for p in rejected)
+        kinds = ", ".join(f"{n} {PROBLEM_TITLES.get(kind, kind.replace('_', ' '))}" for kind, n in counts.items())
+        first = rejected[0]
+        hint = ""
+        if first.kind == "missing":
+            hint = f" (looked for under {scan.root})"
+        elif first.kind == "unknown_label" and opts.classes and not opts.labels:
+            hint = (f"; without --labels the labels are the class folder names, and {opts.classes} lists other "
+                    "keys")
+        return SourceError(f"{source}: no images to convert: every entry was rejected: {kinds}; the first: "
+                           f"{first.where}: {first.detail}{hint}")
+    return SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
 
 
 def problem_error(problems: list[Problem]) -> SourceError:

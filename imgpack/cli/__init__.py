@@ -8,6 +8,7 @@ error (as click's own). ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -30,16 +31,14 @@ log = logging.getLogger("imgpack")
 
 class ImgpackGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
-        debug = bool(ctx.params.get("debug"))
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except ImgpackError as exc:
-            if debug:
+            if (ctx.obj or {}).get("debug"):
                 raise
-            click.echo(f"imgpack: error: {printable(str(exc))}", err=True)
-            ctx.exit(2 if isinstance(exc, UsageError) else 1)
+            _fail(ctx, printable(str(exc)), 2 if isinstance(exc, UsageError) else 1)
         except KeyboardInterrupt:
             click.echo("imgpack: interrupted", err=True)
             ctx.exit(130)
@@ -51,11 +50,18 @@ class ImgpackGroup(click.Group):
             os.close(devnull)
             ctx.exit(141)
         except Exception as exc:
-            if debug:
+            if (ctx.obj or {}).get("debug"):
                 raise
-            click.echo(f"imgpack: internal error: {type(exc).__name__}: {printable(str(exc))} "
-                       "(run with --debug for the traceback)", err=True)
-            ctx.exit(1)
+            _fail(ctx, f"{type(exc).__name__}: {printable(str(exc))} (run with --debug for the traceback)", 1,
+                  kind="internal error")
+
+
+def _fail(ctx: click.Context, message: str, code: int, kind: str = "error") -> None:
+    """One line on stderr, and with --json a JSON object on stdout too (a script reads one or the other)."""
+    click.echo(f"imgpack: {kind}: {message}", err=True)
+    if (ctx.obj or {}).get("json"):
+        click.echo(json.dumps({"error": message, "kind": kind, "exit_code": code}))
+    ctx.exit(code)
 
 
 @click.group(cls=ImgpackGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -79,12 +85,7 @@ def cli(ctx: click.Context, debug: bool, verbose: bool, quiet: bool, storage_opt
       imgpack convert s3://bucket/photos -o s3://bucket/packed/photos.h5 --size 128
       imgpack plugins
     """
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("imgpack: %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(level)
-    log.propagate = False
+    common.configure_logging(verbose, quiet)
     ctx.obj = {"debug": debug, "verbose": verbose, "quiet": quiet}
     storage.configure(dict(storage.parse_option(o) for o in storage_options))
 

@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import common
-from .common import echo_json, human_bytes, say
+from .common import echo_json, global_options, human_bytes, json_option, say
 
 
 def _rate(x: float | None) -> str:
@@ -42,7 +42,8 @@ def _seconds(x: float) -> str:
               help="--formats: draw the comparison as a PNG chart.")
 @click.option("--workdir", type=click.Path(file_okay=False),
               help="--formats: where the trial outputs are written (removed afterwards; default: the temp folder).")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as one JSON object on stdout.")
+@json_option("Print the figures as one JSON object on stdout.")
+@global_options
 @click.pass_context
 def bench(ctx: click.Context, path: str, against: str | None, formats: str | None, sample: int | None,
           size: str | None, steps: tuple[str, ...], recipe: str | None, batch_size: int, repeats: int,

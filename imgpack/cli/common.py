@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sys
 from typing import Any
 
 import click
@@ -12,6 +14,46 @@ from ..errors import printable
 #: set by ``main()``, the real command line (not an in-process call, as tests make): reads of files may run
 #: in a child process that is stopped when it makes no progress (see imgpack.watchdog)
 GUARDED = False
+
+
+def configure_logging(verbose: bool, quiet: bool) -> None:
+    """imgpack's log on stderr: INFO, DEBUG with --verbose, WARNING with --quiet."""
+    log = logging.getLogger("imgpack")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("imgpack: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Record a flag given after the command name where the group's handlers look (``ctx.obj``)."""
+    if value:
+        obj = ctx.find_root().obj
+        obj[param.name] = True
+        if param.name in ("verbose", "quiet"):
+            configure_logging(bool(obj.get("verbose")), bool(obj.get("quiet")))
+    return value
+
+
+def global_options(command: Any) -> Any:
+    """-q, -v and --debug after the command name too, as before it (``imgpack convert ... -q``)."""
+    for decl, name, text in (("--debug", "debug", "Show tracebacks instead of one-line errors."),
+                             ("-v/--verbose", "verbose", "More log output (and decoder warnings)."),
+                             ("-q/--quiet", "quiet", "Only errors on stderr.")):
+        flags = decl.split("/")
+        command = click.option(*flags, name, is_flag=True, expose_value=False, callback=_remember,
+                               help=text)(command)
+    return command
+
+
+def json_option(text: str) -> Any:
+    """``--json``: ``text`` says what goes to stdout. A failure then prints a JSON error object there too."""
+    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value:
+            ctx.find_root().obj["json"] = True
+        return value
+    return click.option("--json", "as_json", is_flag=True, callback=remember, help=text)
 
 
 def echo_json(data: Any) -> None:
@@ -72,7 +114,10 @@ SOURCE_OPTIONS = [
                       "ids for every split converted apart; other labels are reported."),
     click.option("--split", "split", metavar="NAME=FRAC,...",
                  help="Split the samples, e.g. train=0.8,val=0.1,test=0.1 (the same seed gives the same split)."),
-    click.option("--seed", type=int, help="Seed of --split (default 0)."),
+    click.option("--seed", type=int, help="Seed of --split and --limit (default 0)."),
+    click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
+                 help="Only N samples: the first N in order, or with --seed a random N (kept in order): to try a "
+                      "recipe on a few images."),
     click.option("--stratify", is_flag=True, help="--split keeps each class's proportion in every split."),
     click.option("--split-from-folders", is_flag=True,
                  help="SOURCE has split folders (train/, val/, test/ ...), each with class folders; keep them."),

@@ -9,6 +9,8 @@ import click
 
 from .common import (
     echo_json,
+    global_options,
+    json_option,
     plural,
     progress_mode,
     say,
@@ -126,7 +128,8 @@ class _ConvertCommand(click.Command):
                    "back from OUTPUT, and the result is what a clean run gives. For Makefiles and CI.")
 @click.option("--checksum", is_flag=True,
               help="With --update: compare the images' content (SHA-256), not only their size and modification time.")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object on stdout.")
+@json_option("Print the result as one JSON object on stdout.")
+@global_options
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
             steps: tuple[str, ...], recipe: str | None, decode: str | None, reader: str | None,

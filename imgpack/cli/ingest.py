@@ -6,7 +6,18 @@ from typing import Any
 
 import click
 
-from .common import echo_json, fmt_counts, plural, progress_mode, say, say_label_problems, show_list, source_options
+from .common import (
+    echo_json,
+    fmt_counts,
+    global_options,
+    json_option,
+    plural,
+    progress_mode,
+    say,
+    say_label_problems,
+    show_list,
+    source_options,
+)
 
 
 @click.command()
@@ -16,7 +27,8 @@ from .common import echo_json, fmt_counts, plural, progress_mode, say, say_label
                                 "--labels file; see imgpack plugins).")
 @source_options
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object on stdout.")
+@json_option("Print the summary as one JSON object on stdout.")
+@global_options
 @click.pass_context
 def ingest(ctx: click.Context, source: str, output: str, reader: str | None, overwrite: bool,
            as_json: bool, **source_options: Any) -> None:

@@ -9,7 +9,7 @@ import click
 
 from ..errors import printable
 from . import common
-from .common import SHOW, echo_json, fmt_counts, human_bytes, plural
+from .common import SHOW, echo_json, fmt_counts, global_options, human_bytes, json_option, plural
 
 
 def _labels_line(info: dict[str, Any]) -> str:
@@ -27,7 +27,8 @@ def _labels_line(info: dict[str, Any]) -> str:
 
 @click.command()
 @click.argument("path", type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object on stdout.")
+@json_option("Print everything as one JSON object on stdout.")
+@global_options
 @click.option("--recipe-toml", is_flag=True,
               help="Print only the recipe, as a TOML file for convert --recipe.")
 @click.option("--verify", is_flag=True,

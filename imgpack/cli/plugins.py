@@ -6,11 +6,12 @@ from typing import Any
 
 import click
 
-from .common import echo_json, summary
+from .common import echo_json, global_options, json_option, summary
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True, help="Print the registry as one JSON object on stdout.")
+@json_option("Print the registry as one JSON object on stdout.")
+@global_options
 def plugins(as_json: bool) -> None:
     """List the registered readers, preprocessors, writers and engines, with their parameters.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS, open_regular, sniff, special_kind
 from ..splits import folder_order
+
+log = logging.getLogger("imgpack")
 
 
 def not_regular(path: str) -> str | None:
@@ -146,7 +149,12 @@ class FolderReader(Reader):
                 raise SourceError(f"{self.source}: no images in split folders (SRC/<split>/<class>/<image>)")
         else:
             found.extend((None, cls, rel) for cls, rel in self._classes(root, "", ignored))
-        return class_folder_scan(root, self.source, found, ignored)
+        scan = class_folder_scan(root, self.source, found, ignored)
+        if scan.label_names == ["images"]:
+            log.warning("%s: its only class folder is 'images' (as in TinyImageNet's val/ and test/): these images "
+                        "get the label 'images'; for an unlabeled set point at %s, for their labels pass --labels FILE",
+                        self.source, os.path.join(self.source, "images"))
+        return scan
 
     def _classes(self, root: str, prefix: str, ignored: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """(class, path) of the images under ``root/prefix``: in class folders, or loose (an unlabeled set)."""

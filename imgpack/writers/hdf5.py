@@ -520,6 +520,12 @@ class HDF5Dataset(PackedDataset):
             except OSError as exc:
                 raise SourceError(f"{self.path}: cannot open as HDF5: {exc}") from None
             self._pid = os.getpid()
+            missing = [k for k in ("images", "labels", "ids") if k not in self._file]
+            if missing:
+                self._file.close()
+                self._file = None
+                raise SourceError(f"{self.path}: an HDF5 file imgpack did not write (no {missing[0]!r} dataset; "
+                                  "imgpack reads images, labels and ids)")
             self._dsets = (self._file["images"], self._file["labels"])
         return self._file
 

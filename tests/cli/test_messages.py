@@ -1,0 +1,88 @@
+"""What a newcomer reads when something is off: one line that says why, wherever the flags are."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+from conftest import REPO, photo, run, two_classes, write_image
+
+import imgpack
+
+
+def test_quiet_verbose_and_debug_work_after_the_command_too(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 4, (12, 12))
+    code, _, err = run("convert", str(src), "-o", str(tmp_path / "a.h5"), "-q")
+    assert code == 0 and err == ""
+    code, _, err = run("convert", str(src), "-o", str(tmp_path / "b.h5"), "-v")
+    assert code == 0 and "wrote 4 images" in err
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "inspect", str(tmp_path / "nothing.h5"), "--debug"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_with_json_a_failure_is_a_json_object_on_stdout_too(tmp_path: Path) -> None:
+    code, stdout, err = run("inspect", str(tmp_path / "nothing.h5"), "--json")
+    assert code == 1 and err.startswith("imgpack: error: ")
+    assert json.loads(stdout) == {"error": err.strip().removeprefix("imgpack: error: "), "kind": "error",
+                                  "exit_code": 1}
+    code, stdout, _ = run("convert", str(tmp_path), "-o", str(tmp_path / "x.h5"), "--size", "0", "--json")
+    assert code == 2 and json.loads(stdout)["exit_code"] == 2
+
+
+def test_an_hdf5_file_imgpack_did_not_write_is_named_as_such(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "foreign.h5", "w") as f:
+        f["data"] = np.zeros(3)
+    code, _, err = run("inspect", str(tmp_path / "foreign.h5"))
+    assert code == 1
+    assert err.strip() == (f"imgpack: error: {tmp_path / 'foreign.h5'}: an HDF5 file imgpack did not write "
+                           "(no 'images' dataset; imgpack reads images, labels and ids)")
+
+
+def test_an_existing_directory_as_output_is_named_as_such(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 2, (12, 12))
+    (tmp_path / "out").mkdir()
+    for extra in ([], ["--overwrite"]):
+        code, _, err = run("convert", str(src), "-o", str(tmp_path / "out"), "--format", "hdf5", *extra)
+        assert code == 1 and ": is a directory; -o names the output file (e.g. " in err, err
+
+
+def test_no_images_says_why_every_entry_was_rejected(tmp_path: Path) -> None:
+    write_image(tmp_path / "imgs" / "a.jpg", photo(10, 10, 0))
+    (tmp_path / "labels.json").write_text(json.dumps([{"image": "gone1.jpg", "label": "x"},
+                                                      {"image": "gone2.jpg", "label": "y"}]))
+    code, _, err = run("convert", str(tmp_path / "imgs"), "-o", str(tmp_path / "o.h5"),
+                       "--labels", str(tmp_path / "labels.json"))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "no images to convert: every entry was rejected: 2 entries name an image that is not there" in err
+    assert "gone1.jpg" in err and f"(looked for under {tmp_path / 'imgs'})" in err
+
+
+def test_no_images_says_classes_without_labels_lists_other_keys(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 2, (10, 10))
+    (tmp_path / "wnids.txt").write_text("n01443537\nn01629819\n")
+    code, _, err = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--classes", str(tmp_path / "wnids.txt"))
+    assert code == 1 and "every entry was rejected" in err
+    assert "without --labels the labels are the class folder names" in err
+
+
+def test_a_lone_images_folder_gets_a_warning_naming_the_intent(tmp_path: Path) -> None:
+    write_image(tmp_path / "val" / "images" / "v1.JPEG", photo(10, 10, 1))
+    code, _, err = run("convert", str(tmp_path / "val"), "-o", str(tmp_path / "v.h5"))
+    assert code == 0
+    assert "its only class folder is 'images'" in err and "--labels FILE" in err
+
+
+def test_inspect_shows_the_decode_mode_a_recipe_really_gives(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 2, (30, 30))
+    aptos = imgpack.convert(str(src), str(tmp_path / "a.h5"), recipe=str(REPO / "examples" / "aptos.toml"),
+                            workers=0, progress="off")
+    plain = imgpack.convert(str(src), str(tmp_path / "p.h5"), size=8, workers=0, progress="off")
+    _, out, _ = run("inspect", aptos.outputs[0])
+    assert "(decode: full, as crop_dark needs every pixel)" in out
+    _, out, _ = run("inspect", plain.outputs[0])
+    assert "(decode: reduced)" in out
