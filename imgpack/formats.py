@@ -55,6 +55,8 @@ class OutputMeta:
     expected_count: int  # samples planned; fewer are written when some are skipped
     multi_label: bool = False  # labels are (n, K) uint8 multi-hot, not (n,) int64
     annotations: bool = False  # write() gets ``annotations`` (JSON text or None per image)
+    #: the labels as the source spells them (TinyImageNet's wnids), when --names gave readable names
+    label_keys: list[str] | None = None
     #: what ``convert --update`` compares (see :mod:`imgpack.update`): stored with the output as
     #: provenance["update"] (in the file, or the index of a sharded output; never in each shard)
     update: dict[str, Any] | None = None
@@ -85,6 +87,7 @@ def provenance(meta: OutputMeta) -> dict[str, Any]:
         "imgpack_version": __version__,
         "source": meta.source,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **({"label_keys": list(meta.label_keys)} if meta.label_keys else {}),
         **({"update": meta.update} if meta.update is not None else {}),
     }
 
@@ -137,6 +140,8 @@ class Description:
     file_size: int
     shards: list[dict[str, Any]] = field(default_factory=list)  # file, count, bytes (None: missing)
     dtype: str = "uint8"
+    #: the labels as the source spells them (TinyImageNet's wnids), when readable names replaced them
+    label_keys: list[str] | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -473,7 +478,7 @@ def describe_dataset(ds: PackedDataset, format: str) -> Description:
         multi_label=bool(prov.get("multi_label")), one_hot=ds.one_hot, annotations=ds.has_annotations,
         recipe=ds.recipe, imgpack_version=prov.get("imgpack_version"), source=prov.get("source"),
         created=prov.get("created"), file_size=sum(s or 0 for s in sizes.values()), shards=shards,
-        details=ds.details())
+        label_keys=prov.get("label_keys") or None, details=ds.details())
 
 
 # --------------------------------------------------------------------------- capabilities

@@ -510,7 +510,7 @@ class _Part:
         scan = self.scan
         meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, storage.where(scan.source),
                           len(samples), multi_label=scan.multi_label, annotations=self.annotations,
-                          update=self.records.get(target))
+                          label_keys=scan.label_keys, update=self.records.get(target))
         paths = [scan.abspath(s) for s in samples]
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
         if self.engine.writes_shards:

@@ -135,3 +135,22 @@ def test_tf_dataset_reads_every_format(fmt: str, tmp_path: Path) -> None:
         assert y.numpy().tolist() == ds.labels[:4].tolist()
     singles = list(imgpack.tf_dataset(out, batch_size=None))
     assert len(singles) == 5 and tuple(singles[0][0].shape) == (8, 8, 3)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "pickle", "tfrecord", "webdataset"])
+def test_label_keys_are_stored_beside_the_readable_names(fmt: str, tmp_path: Path) -> None:
+    if fmt == "tfrecord":
+        pytest.importorskip("tensorflow")
+    from conftest import photo, write_image
+
+    from imgpack.datasets import describe
+
+    for i, wnid in enumerate(["n01443537", "n01629819"]):
+        write_image(tmp_path / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", photo(12, 12, i))
+    (tmp_path / "words.txt").write_text("n01443537\tgoldfish\nn01629819\tEuropean fire salamander\n")
+    suffix = {"hdf5": ".h5", "pickle": ".pkl", "tfrecord": ".tfrecord", "webdataset": ".tar"}[fmt]
+    out = str(tmp_path / f"o{suffix}")
+    imgpack.convert(str(tmp_path / "train"), out, names=str(tmp_path / "words.txt"), workers=0, progress="off")
+    info = describe(out)
+    assert info["label_names"] == ["goldfish", "European fire salamander"]
+    assert info["label_keys"] == ["n01443537", "n01629819"]

@@ -79,7 +79,7 @@ class HDF5Options(BaseOptions):
 
 def store_provenance(attrs: Any, meta: OutputMeta) -> None:
     for key, value in provenance(meta).items():
-        attrs[key] = json.dumps(value) if key in ("label_names", "recipe", "update") else value
+        attrs[key] = json.dumps(value) if key in ("label_names", "label_keys", "recipe", "update") else value
 
 
 class HDF5Writer(Writer, Resumable, Shards):
@@ -439,6 +439,8 @@ class HDF5Dataset(PackedDataset):
         self._len = len(f["images"])
         self.image_shape = tuple(f["images"].shape[1:])
         self.provenance = {k: _attr(f, k) for k in ("imgpack_version", "source", "created")}
+        if "label_keys" in f.attrs:
+            self.provenance["label_keys"] = _json_attr(path, f, "label_keys", list)
         self.provenance["multi_label"] = f["labels"].ndim == 2
         self.one_hot = "labels_one_hot" in f
         self.has_annotations = "annotations" in f

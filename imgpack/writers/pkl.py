@@ -198,10 +198,11 @@ class PickleWriter(Writer, Shards):
         labels = self._label_array()
         images = self._buffer[:len(self._ids)]
         prov = provenance(self.meta)
-        meta = {"format": "imgpack-pickle", "recipe": prov["recipe"], "imgpack_version": prov["imgpack_version"],
-                "source": prov["source"], "created": prov["created"], "pickle_protocol": PROTOCOL,
-                "multi_label": prov["multi_label"], "sha256": _with_labels(self._digest, labels),
-                **({"update": prov["update"]} if "update" in prov else {})}
+        meta: dict[str, Any] = {
+            "format": "imgpack-pickle", "recipe": prov["recipe"], "imgpack_version": prov["imgpack_version"],
+            "source": prov["source"], "created": prov["created"], "pickle_protocol": PROTOCOL,
+            "multi_label": prov["multi_label"], "sha256": _with_labels(self._digest, labels),
+            **{k: prov[k] for k in ("label_keys", "update") if k in prov}}
         payload = {"images": images, "labels": labels, "ids": list(self._ids),
                    "label_names": prov["label_names"], "meta": meta}
         if self.options.one_hot:
@@ -313,7 +314,7 @@ class PickleDataset(PackedDataset):
             self.recipe = dict(index.get("recipe", {}))
             self.image_shape = tuple(index.get("image_shape") or ())
             self.meta = {k: index.get(k) for k in ("imgpack_version", "source", "created", "pickle_protocol",
-                                                   "multi_label", "update")}
+                                                   "multi_label", "label_keys", "update")}
             self.shards, self.shard_counts = self.files, self.counts
         else:
             self.path = path

@@ -311,7 +311,8 @@ class TFRecordDataset(PackedDataset):
         self.recipe = dict(index.get("recipe", {}))
         self.multi_label = bool(index.get("multi_label"))
         self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
-        self.provenance = {k: index.get(k) for k in ("imgpack_version", "source", "created", "multi_label", "update")}
+        keys = ("imgpack_version", "source", "created", "multi_label", "label_keys", "update")
+        self.provenance = {k: index.get(k) for k in keys}
         self.one_hot = bool(index.get("one_hot"))
         self.has_annotations = bool(index.get("annotations"))
         self._ids: list[str] | None = None

@@ -173,7 +173,8 @@ class WebDatasetDataset(PackedDataset):
         self.label_names = list(index.get("label_names", []))
         self.recipe = dict(index.get("recipe", {}))
         self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
-        self.provenance = {k: index.get(k) for k in ("imgpack_version", "source", "created", "multi_label", "update")}
+        keys = ("imgpack_version", "source", "created", "multi_label", "label_keys", "update")
+        self.provenance = {k: index.get(k) for k in keys}
         self.has_annotations = bool(index.get("annotations"))
         self._ext = ENCODINGS.get(str(index.get("encoding")), "png")
         self._members: dict[int, list[dict[str, tuple[int, int]]]] = {}
