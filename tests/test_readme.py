@@ -56,6 +56,9 @@ def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monke
     for name, out in made.items():
         if name in block or (name == "build/tiny.tfrecord" and "build/tiny" in block):
             imgpack.convert(str(class_tree), out, size=16, workers=0, progress="off")
+    if 'open_dataset("out")' in block:  # a split folder
+        imgpack.convert(str(class_tree), "out", format="hdf5", size=16, workers=0, progress="off",
+                        split="train=0.8,val=0.2")
     ns: dict[str, object] = {"__name__": "readme"}
     exec(compile(block, "README.md", "exec"), ns)
     if "webdataset" in block:  # every sample came through the DataLoader
