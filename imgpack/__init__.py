@@ -33,10 +33,9 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .datasets import describe, open_dataset
+    from .datasets import describe, open_dataset, tf_dataset
     from .manifests import ingest
     from .pipeline import convert
-    from .writers.tfrecord import tf_dataset
 
 __all__ = [
     "CorruptImageError", "ImageError", "ImgpackError", "MissingDependencyError", "OutputError", "ShapeMismatchError",
@@ -45,7 +44,7 @@ __all__ = [
 ]
 
 _LAZY = {"convert": "pipeline", "ingest": "manifests", "open_dataset": "datasets", "describe": "datasets",
-         "tf_dataset": "writers.tfrecord"}
+         "tf_dataset": "datasets"}
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from . import storage
-from .errors import ImgpackError, SourceError
+from .errors import ImgpackError, SourceError, UsageError
 from .formats import PackedDataset, Writer
 from .outputs import SPLITS_FILE
 from .registry import writers
@@ -215,3 +215,37 @@ def content_digest(path: str) -> str:
     for part in (images, labels, ids):
         total.update(part.digest())
     return total.hexdigest()
+
+
+def tf_dataset(path: str, batch_size: int | None = 32, *, shuffle: bool = False, seed: int | None = None,
+               normalize: bool = False, drop_remainder: bool = False) -> Any:
+    """A ready ``tf.data.Dataset`` of ``(image, label)`` over an imgpack output of any format.
+
+    A TFRecord output is parsed by tf.data itself (see :func:`imgpack.writers.tfrecord.tf_dataset`);
+    HDF5, pickle and WebDataset outputs are read by their own reader in batches fed to
+    ``from_generator``. ``batch_size=None`` gives single examples.
+    """
+    from .writers import tfrecord
+
+    path = local(path)
+    if writer_for(path) is writers.get("tfrecord"):
+        return tfrecord.tf_dataset(path, batch_size, shuffle=shuffle, seed=seed, normalize=normalize,
+                                   drop_remainder=drop_remainder)
+    tf = tfrecord.import_tensorflow()
+    with open_dataset(path) as probe:
+        shape, multi = probe.image_shape, bool(probe.provenance.get("multi_label"))
+        k = len(probe.label_names)
+    if shape is None:
+        raise UsageError(f"{path}: the images have different shapes: tf_dataset reads those of TFRecord outputs only")
+    label_spec = tf.TensorSpec((None, k) if multi else (None,), tf.uint8 if multi else tf.int64)
+    image_spec = tf.TensorSpec((None, *shape), tf.float32 if normalize else tf.uint8)
+
+    def batches() -> Any:
+        with open_dataset(path) as ds:
+            yield from ds.batches(batch_size or 1, shuffle=shuffle, seed=seed, normalize=normalize,
+                                  drop_last=drop_remainder)
+
+    ds = tf.data.Dataset.from_generator(batches, output_signature=(image_spec, label_spec))
+    if batch_size is None:
+        ds = ds.unbatch()
+    return ds.prefetch(tf.data.AUTOTUNE)

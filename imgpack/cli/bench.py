@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from . import common
-from .common import echo_json, global_options, human_bytes, json_option, say
+from .common import echo_json, global_options, human_bytes, json_option, say, size_text
 
 
 def _rate(x: float | None) -> str:
@@ -97,7 +97,7 @@ def bench(ctx: click.Context, path: str, against: str | None, formats: str | Non
     if as_json:
         echo_json(result)
         return
-    shape = "x".join(str(d) for d in result["image_shape"])
+    shape = size_text(result["image_shape"])
     lines = [f"{result['source']}: {result['sample']} images, {shape}, {result['recipe']}",
              f"  {'format':<16}{'write img/s':>12}{'MB/s':>8}{'per image':>11}{'vs raw':>8}"
              f"{'read img/s':>12}{'shuffled':>11}{'random':>11}"]
@@ -114,7 +114,7 @@ def bench(ctx: click.Context, path: str, against: str | None, formats: str | Non
 
 
 def _bench_lines(r: dict[str, Any]) -> list[str]:
-    shape = "x".join(str(d) for d in r["image_shape"]) if r["image_shape"] else "(shapes vary)"
+    shape = size_text(r["image_shape"])
     seq, shuf, rnd, cold = r["sequential"], r["shuffled"], r["random"], r["first_read"]
     runs = f"median of {r['repeats']} after a warm-up"
     lines = [

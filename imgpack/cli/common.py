@@ -56,6 +56,17 @@ def json_option(text: str) -> Any:
     return click.option("--json", "as_json", is_flag=True, callback=remember, help=text)
 
 
+_CHANNELS = {1: "gray", 3: "RGB", 4: "RGBA"}
+
+
+def size_text(shape: Any) -> str:
+    """An image shape (H, W, C) in --size's convention, width first: ``320x240 RGB``."""
+    if not shape:
+        return "shapes vary"
+    height, width, channels = (*shape, 1)[:3]
+    return f"{width}x{height} {_CHANNELS.get(channels, f'{channels} channels')}"
+
+
 def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 

@@ -17,6 +17,7 @@ from .common import (
     say_label_problems,
     short_counts,
     show_list,
+    size_text,
     source_options,
     summary,
 )
@@ -195,7 +196,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
         u = res.update
         say(ctx, f"imgpack: update: {u['added']} added, {u['changed']} changed, {u['removed']} removed, "
                  f"{u['reused']} reused" + (f" (rebuilt in full: {u['rebuilt']})" if u["rebuilt"] else ""))
-    shape = "x".join(str(d) for d in res.image_shape) if res.image_shape else "shapes vary"
+    shape = size_text(res.image_shape)
     where = os.path.dirname(res.outputs[-1]) + "/" if res.splits else ", ".join(res.outputs)
     say(ctx, f"imgpack: wrote {plural(res.written, 'image')} ({shape}) to {where} "
              f"in {res.seconds:.1f} s ({res.images_per_second:.0f} images/s)")

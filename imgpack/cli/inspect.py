@@ -9,7 +9,7 @@ import click
 
 from ..errors import printable
 from . import common
-from .common import SHOW, echo_json, fmt_counts, global_options, human_bytes, json_option, plural
+from .common import SHOW, echo_json, fmt_counts, global_options, human_bytes, json_option, plural, size_text
 
 
 def _labels_line(info: dict[str, Any]) -> str:
@@ -104,7 +104,10 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
 
 
 def _shape_text(info: dict[str, Any]) -> str:
-    return "x".join(str(d) for d in info["image_shape"]) if info["image_shape"] else "(shapes vary)"
+    """``320x240 RGB uint8 (240, 320, 3)``: the size as --size gives it, and the arrays' shape."""
+    if not info["image_shape"]:
+        return f"(shapes vary) {info['dtype']}"
+    return f"{size_text(info['image_shape'])} {info['dtype']} {tuple(info['image_shape'])}"
 
 
 def _inspect_lines(info: dict[str, Any]) -> list[str]:
@@ -115,7 +118,7 @@ def _inspect_lines(info: dict[str, Any]) -> list[str]:
     lines = [
         f"{info['path']}  ({what}, {human_bytes(info['file_size'])}, "
         f"{human_bytes(info['bytes_per_image'] or 0)} per image)",
-        f"  images       {info['count']} x {_shape_text(info)} {info['dtype']}",
+        f"  images       {info['count']} x {_shape_text(info)}",
     ]
     if splits:
         how = ("from the source's folders" if info.get("split_from_folders")

@@ -29,6 +29,7 @@ import functools
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -257,9 +258,16 @@ def _index(meta: OutputMeta, opts: TFRecordOptions, shards: list[dict[str, Any]]
     }
 
 
+#: what TensorFlow wraps its messages in: ``{{function_node __wrapped__IteratorGetNext_...}}`` and
+#: ``[Op:IteratorGetNext] name:``, its internals, not the user's
+_TF_NOISE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\](\s*name:\s*\S*)?")
+
+
 def _tf_message(exc: BaseException) -> str:
-    message = getattr(exc, "message", None) or str(exc)
-    return str(message).strip().splitlines()[0] if str(message).strip() else type(exc).__name__
+    """A TensorFlow error in a few words: the first line, without its internal function names."""
+    message = str(getattr(exc, "message", None) or exc).strip()
+    line = _TF_NOISE.sub("", message.splitlines()[0] if message else "").strip()
+    return line or type(exc).__name__
 
 
 SHUFFLE_BUFFER = 10_000
@@ -483,9 +491,10 @@ class TFRecordDataset(PackedDataset):
 
 def tf_dataset(path: str, batch_size: int | None = 32, *, shuffle: bool = False, seed: int | None = None,
                normalize: bool = False, drop_remainder: bool = False) -> Any:
-    """A ready ``tf.data.Dataset`` of ``(image, label)`` over an imgpack output of any format.
+    """A ready ``tf.data.Dataset`` of ``(image, label)`` over an imgpack TFRecord output
+    (:func:`imgpack.tf_dataset` takes every format).
 
-    For TFRecord it parses each Example, decodes the pixels (raw, or JPEG/PNG with ``tf.io.decode_image``),
+    Parses each Example, decodes the pixels (raw, or JPEG/PNG with ``tf.io.decode_image``),
     restores the shape, scales to float32 0..1 with ``normalize``, and batches and
     prefetches. ``shuffle`` shuffles the shard order and a 10,000-record buffer (the same for
     the same ``seed``). ``batch_size=None`` gives single examples (images of different
@@ -494,8 +503,8 @@ def tf_dataset(path: str, batch_size: int | None = 32, *, shuffle: bool = False,
     if is_url(path):  # read from a local copy of the index and shards, made once
         path = local_output(path)
     names = ShardNames.for_existing(path, TFRecordWriter.suffixes)
-    if names is None:  # another format: its own reader, fed to tf.data
-        return _from_reader(path, batch_size, shuffle, seed, normalize, drop_remainder)
+    if names is None:
+        raise SourceError(f"{path}: no TFRecord index found beside it (NAME.tfrecord.json)")
     index = names.read_index()
     if index.get("format") != "tfrecord":
         raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not tfrecord")
@@ -531,29 +540,4 @@ def tf_dataset(path: str, batch_size: int | None = 32, *, shuffle: bool = False,
     ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if batch_size is not None:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
-
-
-def _from_reader(path: str, batch_size: int | None, shuffle: bool, seed: int | None, normalize: bool,
-                 drop_remainder: bool) -> Any:
-    """``tf_dataset`` for HDF5, pickle or WebDataset: the format's own batches, through ``from_generator``."""
-    from ..datasets import open_dataset
-
-    tf = import_tensorflow()
-    with open_dataset(path) as probe:
-        shape, multi = probe.image_shape, bool(probe.provenance.get("multi_label"))
-        k = len(probe.label_names)
-    if shape is None:
-        raise UsageError(f"{path}: the images have different shapes: tf_dataset reads those of TFRecord outputs only")
-    label_spec = tf.TensorSpec((None, k) if multi else (None,), tf.uint8 if multi else tf.int64)
-    image_spec = tf.TensorSpec((None, *shape), tf.float32 if normalize else tf.uint8)
-
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        with open_dataset(path) as ds:
-            yield from ds.batches(batch_size or 1, shuffle=shuffle, seed=seed, normalize=normalize,
-                                  drop_last=drop_remainder)
-
-    ds = tf.data.Dataset.from_generator(batches, output_signature=(image_spec, label_spec))
-    if batch_size is None:
-        ds = ds.unbatch()
     return ds.prefetch(tf.data.AUTOTUNE)

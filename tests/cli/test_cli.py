@@ -63,14 +63,14 @@ def test_convert_and_inspect_json(class_tree: Path, tmp_path: Path) -> None:
     data = json.loads(stdout)
     assert data["written"] == 13 and data["skipped"] == [] and data["outputs"] == [str(out)]
     assert data["seconds"] > 0 and data["images_per_second"] > 0
-    assert "wrote 13 images (16x16x3)" in stderr  # human text on stderr, JSON alone on stdout
+    assert "wrote 13 images (16x16 RGB)" in stderr  # human text on stderr, JSON alone on stdout
     code, stdout, _ = run("inspect", str(out), "--json")
     info = json.loads(stdout)
     for key in ("format", "count", "image_shape", "dtype", "label_names", "label_counts", "recipe"):
         assert key in info
     assert info["count"] == 13 and info["label_counts"] == {"ant": 4, "bee": 5, "zebra": 4}
     code, stdout, _ = run("inspect", str(out))
-    assert "13 x 16x16x3 uint8" in stdout and "ant 4, bee 5, zebra 4" in stdout
+    assert "13 x 16x16 RGB uint8 (16, 16, 3)" in stdout and "ant 4, bee 5, zebra 4" in stdout
     assert "exif:orientation=apply | to_rgb | resize:size=16x16,mode=stretch" in stdout
     assert "(decode: reduced)" in stdout
 
@@ -163,9 +163,11 @@ def test_real_process_convert_inspect_and_exit_codes(class_tree: Path, tmp_path:
     assert json.loads(proc.stdout)["written"] == 13
     assert "imgpack: wrote 13 images" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "imgpack", "inspect", str(out)], capture_output=True, text=True)
-    assert proc.returncode == 0 and "13 x 16x16x3 uint8" in proc.stdout
+    assert proc.returncode == 0 and "13 x 16x16 RGB uint8 (16, 16, 3)" in proc.stdout
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)  # exists now
-    assert proc.returncode == 1 and proc.stderr.startswith("imgpack: error:") and proc.stdout == ""
+    assert proc.returncode == 1 and proc.stderr.startswith("imgpack: error:")
+    assert json.loads(proc.stdout) == {"error": proc.stderr.strip().removeprefix("imgpack: error: "),
+                                       "kind": "error", "exit_code": 1}  # with --json, for the script too
     proc = subprocess.run([sys.executable, "-m", "imgpack", "convert", "--bogus"], capture_output=True, text=True)
     assert proc.returncode == 2
 

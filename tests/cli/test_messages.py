@@ -86,3 +86,20 @@ def test_inspect_shows_the_decode_mode_a_recipe_really_gives(tmp_path: Path) -> 
     assert "(decode: full, as crop_dark needs every pixel)" in out
     _, out, _ = run("inspect", plain.outputs[0])
     assert "(decode: reduced)" in out
+
+
+def test_tensorflows_internal_names_are_stripped_from_its_errors() -> None:
+    from imgpack.writers.tfrecord import _tf_message
+
+    raw = ("{{function_node __wrapped__IteratorGetNext_output_types_2_device_/job:localhost/replica:0/task:0/"
+           "device:CPU:0}} corrupted record at 12 [Op:IteratorGetNext] name: \nmore")
+    assert _tf_message(RuntimeError(raw)) == "corrupted record at 12"
+    assert _tf_message(RuntimeError("")) == "RuntimeError"
+
+
+def test_sizes_are_shown_width_first_as_size_takes_them(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 2, (40, 30))
+    code, _, err = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--size", "32x24")
+    assert code == 0 and "wrote 2 images (32x24 RGB)" in err
+    _, out, _ = run("inspect", str(tmp_path / "o.h5"))
+    assert "2 x 32x24 RGB uint8 (24, 32, 3)" in out
