@@ -82,3 +82,53 @@ def _on_test_server(block: str, class_tree: Path, endpoint: str, monkeypatch: py
     fs.put_file(str(class_tree.parent / "for-s3.h5"), "bucket/packed/photos.h5")
     assert "http://127.0.0.1:9000" in block
     return block.replace("http://127.0.0.1:9000", endpoint)
+
+
+def _commands() -> list[tuple[str, str]]:
+    """Every ``imgpack ...`` command line in a code block of the README and the guides: (page, line)."""
+    found = []
+    for page in PAGES:
+        fenced = False
+        for line in page.read_text().splitlines():
+            if line.startswith("```"):
+                fenced = not fenced
+                continue
+            text = line.strip()
+            in_code = fenced or line.startswith("    ")  # a fenced or an indented code block
+            if in_code and text.startswith("imgpack ") and not text.startswith("imgpack: "):
+                found.append((page.name, text.split("  #")[0].rstrip("\\ ").strip()))
+    return found
+
+
+def test_every_command_in_the_docs_parses() -> None:
+    """Each command's options exist and take the values given (the paths are the reader's, not read here)."""
+    import shlex
+    import warnings
+
+    import click
+
+    from imgpack.cli import cli
+
+    commands = _commands()
+    assert len(commands) > 20
+    for page, line in commands:
+        args = shlex.split(line)[1:]
+        for i, token in enumerate(args):  # the shell's part: a redirection, a pipe, the next command
+            if token in (">", ">>", "|", "&&", ";", "2>&1") or token.startswith(("2>", ">")):
+                args = args[:i]
+                break
+        if args and args[-1].endswith("\\\\"):
+            args = args[:-1]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # click 8.2 renames protected_args
+            ctx = cli.make_context("imgpack", list(args), resilient_parsing=False)
+            name, *rest = ctx.protected_args + ctx.args
+        command = cli.get_command(ctx, name)
+        assert command is not None, (page, line)
+        try:
+            command.make_context(name, list(rest), parent=ctx)
+        except click.BadParameter as exc:
+            if "does not exist" not in str(exc):  # the example's data is the reader's, not here
+                raise AssertionError(f"{page}: {line}: {exc}") from None
+        except click.ClickException as exc:  # an unknown option, a value of the wrong type
+            raise AssertionError(f"{page}: {line}: {exc}") from None

@@ -29,7 +29,8 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     """Record a flag given after the command name where the group's handlers look (``ctx.obj``)."""
     if value:
-        obj = ctx.find_root().obj
+        root = ctx.find_root()
+        root.obj = obj = root.obj if root.obj is not None else {}
         obj[param.name] = True
         if param.name in ("verbose", "quiet"):
             configure_logging(bool(obj.get("verbose")), bool(obj.get("quiet")))
@@ -51,7 +52,9 @@ def json_option(text: str) -> Any:
     """``--json``: ``text`` says what goes to stdout. A failure then prints a JSON error object there too."""
     def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
         if value:
-            ctx.find_root().obj["json"] = True
+            root = ctx.find_root()
+            root.obj = root.obj if root.obj is not None else {}
+            root.obj["json"] = True
         return value
     return click.option("--json", "as_json", is_flag=True, callback=remember, help=text)
 
