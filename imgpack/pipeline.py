@@ -87,7 +87,7 @@ def _first_shape(scan: Scan, job: Job, on_error: str) -> tuple[int, ...]:
             return process_image(path, job).shape
         except ImageError as exc:
             if on_error == "fail":
-                raise ImageError(f"{path}: {exc}") from None
+                raise ImageError(f"{_as_given(scan, sample, path)}: {exc}") from None
     raise ImgpackError(f"{scan.source}: none of the {len(scan.samples)} images could be converted")
 
 
@@ -417,6 +417,13 @@ def _record_of(path: str) -> dict[str, Any] | None:
         return None
 
 
+def _as_given(scan: Scan, sample: Sample, path: str) -> str:
+    """A sample's file as the user would write it: under SRC as SRC was given (``photos/cat/1.jpg``)."""
+    if storage.is_url(scan.source) or os.path.isdir(scan.source):
+        return os.path.join(scan.source, sample.path)
+    return path  # a manifest: the absolute path it leads to
+
+
 def _targets(output: str, writer_cls: type[Writer], splits: list[str]) -> dict[str, str]:
     """{split: output path}; one output named "" when the samples are not split."""
     if not splits:
@@ -558,7 +565,7 @@ class _Part:
                 for i in np.flatnonzero(~ok):
                     reason = chunk.errors[i] or ""
                     if self.on_error == "fail":
-                        raise ImageError(f"{paths[first + i]}: {reason}")
+                        raise ImageError(f"{_as_given(scan, samples[first + int(i)], paths[first + i])}: {reason}")
                     skipped_at[first + int(i)] = reason
                 kept = np.flatnonzero(ok)
                 idx = first + kept

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 from conftest import REPO, photo, run, two_classes, write_image
 
 import imgpack
@@ -103,3 +104,15 @@ def test_sizes_are_shown_width_first_as_size_takes_them(tmp_path: Path) -> None:
     assert code == 0 and "wrote 2 images (32x24 RGB)" in err
     _, out, _ = run("inspect", str(tmp_path / "o.h5"))
     assert "2 x 32x24 RGB uint8 (24, 32, 3)" in out
+
+
+def test_a_files_path_is_shown_as_the_source_was_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = two_classes(tmp_path / "photos", 2, (10, 10))
+    (src / "a" / "0bad.jpg").write_text("not a picture")  # first in order: the shape probe meets it
+    (src / "b" / "zbad.jpg").write_text("not a picture")  # last: a worker meets it
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run("convert", "photos", "-o", "o.h5", "--on-error", "fail")
+    assert code == 1 and err.startswith("imgpack: error: photos/a/0bad.jpg: not an image")
+    (src / "a" / "0bad.jpg").unlink()
+    code, _, err = run("convert", "./photos/", "-o", "o.h5", "--on-error", "fail", "--workers", "0")
+    assert code == 1 and err.startswith("imgpack: error: ./photos/b/zbad.jpg: not an image")
