@@ -623,24 +623,32 @@ class _Part:
             if not self.writer_options.overwrite and (storage.exists(url) or storage.exists(url + ".json")):
                 raise OutputError(f"{url} exists; pass --overwrite to replace it")
             return self._shards_to_store(url, target, final, samples, meta, paths, labels, advance, size)
-        tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
-                           [s.annotation for s in samples[a:a + size]] if self.annotations else None)
-                 for i, a in enumerate(range(0, max(1, len(samples)), size))]
-        spec = ShardSpec(self.job, fmt, replace(meta, update=None), formats.shard_options(self.writer_options))
         try:
-            results = self.engine.map_shards(spec, tasks, advance)
-            skipped = [(tasks[r.index].paths[i], reason, r.index * size + i)
-                       for r in results for i, reason in r.skipped]
-            if skipped and self.on_error == "fail":
-                raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
-            gone = {k for _, _, k in skipped}
-            kept = np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
-            outputs = fmt.write_index(target, meta, spec.options, final, [r.stats for r in results], labels[kept])
+            results, skipped, kept = self._map_shards(final, samples, meta, paths, labels, advance, size)
+            outputs = fmt.write_index(target, meta, formats.shard_options(self.writer_options), final,
+                                      [r.stats for r in results], labels[kept])
         except BaseException:
             remove_quietly(final)
             raise
         return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
                            label_counts(labels[kept], self.scan.label_names))
+
+    def _map_shards(self, final: list[str], samples: Sequence[Sample], meta: OutputMeta, paths: list[str],
+                    labels: np.ndarray, advance: Callable[[int], None], size: int
+                    ) -> tuple[list[ShardResult], list[tuple[str, str, int]], np.ndarray]:
+        """Each shard written by the engine's workers at ``final[i]``: the results, the skipped images
+        (path, reason, position) and the positions kept."""
+        tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
+                           [s.annotation for s in samples[a:a + size]] if self.annotations else None)
+                 for i, a in enumerate(range(0, max(1, len(samples)), size))]
+        spec = ShardSpec(self.job, self.writer_cls, replace(meta, update=None),  # the index keeps the record
+                         formats.shard_options(self.writer_options))
+        results = self.engine.map_shards(spec, tasks, advance)
+        skipped = [(tasks[r.index].paths[i], reason, r.index * size + i) for r in results for i, reason in r.skipped]
+        if skipped and self.on_error == "fail":
+            raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
+        gone = {k for _, _, k in skipped}
+        return results, skipped, np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
 
     def _shards_to_store(self, url: str, target: str, local_names: list[str], samples: Sequence[Sample],
                          meta: OutputMeta, paths: list[str], labels: np.ndarray, advance: Callable[[int], None],
@@ -651,18 +659,8 @@ class _Part:
         assert issubclass(fmt, Shards)
         base = url.rstrip("/").rpartition("/")[0]
         final = [f"{base}/{os.path.basename(p)}" for p in local_names]
-        tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
-                           [s.annotation for s in samples[a:a + size]] if self.annotations else None)
-                 for i, a in enumerate(range(0, max(1, len(samples)), size))]
-        spec = ShardSpec(self.job, fmt, replace(meta, update=None), formats.shard_options(self.writer_options))
         try:
-            results = self.engine.map_shards(spec, tasks, advance)
-            skipped = [(tasks[r.index].paths[i], reason, r.index * size + i)
-                       for r in results for i, reason in r.skipped]
-            if skipped and self.on_error == "fail":
-                raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
-            gone = {k for _, _, k in skipped}
-            kept = np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
+            results, skipped, kept = self._map_shards(final, samples, meta, paths, labels, advance, size)
             storage.download(final[0], local_names[0])  # HDF5 reads its layout from the first shard
             for stand_in in local_names[1:]:
                 open(stand_in, "wb").close()
