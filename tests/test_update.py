@@ -195,3 +195,14 @@ def test_a_jpeg_encoded_output_is_rebuilt_not_re_encoded(fmt: str, tmp_path: Pat
     res = update(src, out, options=options)
     assert res.update["rebuilt"] == "JPEG-encoded images cannot be read back as they were made"  # type: ignore[index]
     assert content_digest(str(out)) == clean(src, tmp_path / "clean.tar", options=options)
+
+
+def test_a_new_image_that_cannot_be_converted_is_skipped_as_in_a_clean_run(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out)
+    (src / "cat" / "p04b.jpg").write_text("not a picture")
+    (src / "dog" / "p99.jpg").write_text("nor this")
+    res = update(src, out, batch_size=2)
+    assert [os.path.basename(s.path) for s in res.skipped] == ["p04b.jpg", "p99.jpg"]
+    assert res.update["added"] == 2 and res.written == 12  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")

@@ -78,7 +78,8 @@ class ReusingEngine(Engine):
                     extras[i] = item
             if progress and reused:
                 progress(reused)
-            yield Chunk(start, np.empty((0,), np.uint8), errors, extras)
+            # every result is by value (extras); the array only gives the chunk its length
+            yield Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras)
 
 
 def _copy(item: Item) -> Item:
