@@ -73,7 +73,7 @@ class Problem:
 class Scan:
     """What a reader found: the samples in their final order, and what it passed over."""
 
-    root: str  # absolute directory the sample paths are relative to
+    root: str  # absolute directory (or URL prefix) the sample paths are relative to
     samples: list[Sample]
     label_names: list[str]
     source: str  # what the user named (a directory or a manifest file)
@@ -83,6 +83,9 @@ class Scan:
     label_keys: list[str] | None = None  # the labels as the source spells them, when names replace them
     labels_file: str | None = None  # the labels file the labels came from
     splits: list[str] = field(default_factory=list)  # the samples' splits, in order (train, val, test)
+    #: path -> (size, version: ETag or modification time), when the listing gave them (an object store's):
+    #: what ``convert --update`` compares, without listing again
+    versions: dict[str, tuple[int, str | None]] | None = None
 
     def abspath(self, sample: Sample) -> str:
         return os.path.join(self.root, sample.path)

@@ -31,8 +31,9 @@ RECORD_VERSION = 1
 
 def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[list[Any]]:
     """Each sample's source fingerprint: [path, size, modification time in ns (or ETag), SHA-256 or None]."""
-    if storage.is_url(scan.root):
-        listed = {rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
+    if storage.is_url(scan.root):  # from the reader's listing, or one listing of the prefix
+        listed = scan.versions if scan.versions is not None else {
+            rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
     out: list[list[Any]] = []
     for s in samples:
         path = scan.abspath(s)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import SourceError
 from ..plugins import Reader, Scan
-from ..storage import is_url, list_files
+from ..storage import is_url, list_versions
 from .folder import class_folder_scan, has_image_extension
 
 
@@ -29,7 +29,8 @@ class PrefixReader(Reader):
         ignored: list[tuple[str, str]] = []
         by_split: dict[str | None, list[tuple[str, str]]] = {}  # split -> (class, path)
         splits = bool(self.options.get("split_from_folders"))
-        for rel, _size in list_files(root):
+        listing = list_versions(root)
+        for rel, _size, _version in listing:
             parts = rel.split("/")
             if any(p.startswith(".") for p in parts):
                 ignored.append((rel, "hidden"))
@@ -48,4 +49,6 @@ class PrefixReader(Reader):
             found.extend((split, cls, rel) for cls, rel in images)
         if not found and not ignored:
             raise SourceError(f"{self.source}: nothing under this prefix")
-        return class_folder_scan(root, self.source, found, ignored)
+        scan = class_folder_scan(root, self.source, found, ignored)
+        scan.versions = {rel: (size, version) for rel, size, version in listing}
+        return scan
