@@ -84,13 +84,10 @@ def filesystem(url: str, opts: Mapping[str, Any] | None = None) -> tuple[Any, st
         raise UsageError(f"{url}: {exc}") from None
 
 
-def _reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc).splitlines()[0] or type(exc).__name__
-
-
 def reason(exc: BaseException) -> str:
     """What went wrong, in a few words, from an error of a store's client."""
-    return _reason(exc)
+    text = str(exc).strip()
+    return getattr(exc, "strerror", None) or (text.splitlines()[0] if text else type(exc).__name__)
 
 
 def fetch(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
@@ -107,7 +104,7 @@ def read_bytes(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
     except FileNotFoundError:
         raise SourceError(f"{url}: no such object") from None
     except OSError as exc:
-        raise SourceError(f"{url}: cannot read: {_reason(exc)}") from None
+        raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
 
 
 def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> list[bytes | BaseException]:
@@ -147,11 +144,12 @@ def list_versions(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple
     fs, root = filesystem(url, opts)
     root = root.rstrip("/")
     try:
+        fs.invalidate_cache(root)  # another process may have written there since this one listed it
         found = fs.find(root, detail=True)
     except FileNotFoundError:
         raise SourceError(f"{url}: no such prefix") from None
     except OSError as exc:
-        raise SourceError(f"{url}: cannot list: {_reason(exc)}") from None
+        raise SourceError(f"{url}: cannot list: {reason(exc)}") from None
     out = []
     for path, info in found.items():
         if info.get("type", "file") != "file" or not path.startswith(root + "/"):
@@ -166,7 +164,7 @@ def exists(url: str) -> bool:
     try:
         return bool(fs.exists(path))
     except OSError as exc:
-        raise OutputError(f"{url}: cannot reach: {_reason(exc)}") from None
+        raise OutputError(f"{url}: cannot reach: {reason(exc)}") from None
 
 
 def upload(local: str, url: str, opts: Mapping[str, Any] | None = None) -> None:
@@ -175,7 +173,7 @@ def upload(local: str, url: str, opts: Mapping[str, Any] | None = None) -> None:
     try:
         fs.put_file(local, path)
     except OSError as exc:
-        raise OutputError(f"{url}: cannot write: {_reason(exc)}") from None
+        raise OutputError(f"{url}: cannot write: {reason(exc)}") from None
 
 
 def download(url: str, local: str) -> None:
@@ -183,7 +181,7 @@ def download(url: str, local: str) -> None:
     try:
         fs.get_file(path, local)
     except OSError as exc:
-        raise SourceError(f"{url}: cannot read: {_reason(exc)}") from None
+        raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
 
 
 def remove(urls: Sequence[str]) -> None:
@@ -201,27 +199,38 @@ def staging(url: str) -> str:
 
 def local_output(url: str, index_only: bool = False) -> str:
     """A local copy of the imgpack output at ``url`` (its file, or its index and shards beside it),
-    downloaded once per version (the objects' names and sizes) into a cache: for reading it whole.
+    downloaded once per version of the objects (names, sizes, ETags) into a cache: for reading it whole.
     ``index_only``: the file or the index, not the shards (what the output says about itself)."""
     base, _, name = url.rstrip("/").rpartition("/")
     stem = name.split(".", 1)[0]
-    parts = [(rel, size) for rel, size in list_files(base)
-             if "/" not in rel and (rel in (name, name + ".json") or (not index_only and (
-                 rel.startswith(name + ".") or rel.startswith(stem + "-"))))]
-    if not any(rel in (name, name + ".json") for rel, _ in parts):
+    fs, root = filesystem(base)
+    try:
+        fs.invalidate_cache(root)  # another process may have written there since this one listed it
+        beside = fs.ls(root, detail=True)  # one level, not the whole prefix
+    except FileNotFoundError:
+        raise SourceError(f"{url}: no such object") from None
+    except OSError as exc:
+        raise SourceError(f"{base}: cannot list: {reason(exc)}") from None
+    parts = []
+    for info in beside:
+        rel = str(info["name"]).rstrip("/").rpartition("/")[2]
+        if info.get("type", "file") == "file" and (rel in (name, name + ".json") or (not index_only and (
+                rel.startswith(name + ".") or rel.startswith(stem + "-")))):
+            version = info.get("ETag") or info.get("LastModified") or info.get("mtime")
+            parts.append((rel, int(info.get("size") or 0), str(version)))
+    if not any(rel in (name, name + ".json") for rel, _, _ in parts):
         raise SourceError(f"{url}: no such object")
-    key = hashlib.sha256(f"{url} {parts} {index_only}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{url} {sorted(parts)} {index_only}".encode()).hexdigest()[:16]
     folder = os.path.join(tempfile.gettempdir(), "imgpack-cache", key)
     os.makedirs(folder, exist_ok=True)
-    fs, root = filesystem(base)
-    for rel, size in parts:
+    for rel, size, _ in parts:
         target = os.path.join(folder, rel)
         if os.path.exists(target) and os.path.getsize(target) == size:
             continue
         try:
             fs.get_file(f"{root.rstrip('/')}/{rel}", target + ".partial")
         except OSError as exc:
-            raise SourceError(f"{base}/{rel}: cannot read: {_reason(exc)}") from None
+            raise SourceError(f"{base}/{rel}: cannot read: {reason(exc)}") from None
         os.replace(target + ".partial", target)
     return os.path.join(folder, name)
 
@@ -235,4 +244,4 @@ def open_for_reading(url: str) -> Any:
     except FileNotFoundError:
         raise SourceError(f"{url}: no such object") from None
     except OSError as exc:
-        raise SourceError(f"{url}: cannot read: {_reason(exc)}") from None
+        raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
