@@ -23,6 +23,23 @@ def partial_path(path: str) -> str:
     return path + ".partial"
 
 
+def finish(handle: Any, tmp: str, path: str) -> list[str]:
+    """Close ``handle`` (written at ``tmp``) and give the file its final name: a writer's ``close``."""
+    try:
+        handle.close()
+    except OSError as exc:
+        raise OutputError(f"{tmp}: cannot write: {exc.strerror or exc}") from None
+    os.replace(tmp, path)
+    return [path]
+
+
+def discard(handle: Any, tmp: str) -> None:
+    """Close ``handle`` and remove ``tmp``, quietly: a writer's ``abort`` (the first error is the one reported)."""
+    with contextlib.suppress(OSError):
+        handle.close()
+    remove_quietly([tmp])
+
+
 def write_atomically(path: str, data: bytes) -> None:
     """``data`` into ``path`` through its partial name: a reader never sees half a file (OutputError on failure)."""
     tmp = partial_path(path)

@@ -522,8 +522,9 @@ class _Part:
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
         if self.engine.writes_shards:
             return self._run_on_cluster(samples, target, meta, paths, labels, advance)
+        sources = self.records[target]["samples"]  # each file's size and time, as --update's record has them
         journal = Journal(journal_path(target), fingerprint(
-            samples, paths, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
+            samples, sources, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
             format=self.writer_cls.name, options=self.writer_options.given(), image_shape=self.job.image_shape,
             max_pixels=self.job.max_pixels, on_error=self.on_error))
         earlier = self._earlier(journal, target) if resume else None

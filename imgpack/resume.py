@@ -41,19 +41,13 @@ def samples_digest(samples: Sequence[Sample]) -> str:
     return hashlib.sha256(json.dumps(rows, ensure_ascii=True).encode()).hexdigest()
 
 
-def files_digest(paths: Sequence[str]) -> str:
-    """SHA-256 over each file's size and modification time: an image replaced under the same name changes it."""
-    h = hashlib.sha256()
-    for path in paths:
-        try:
-            st = os.stat(path)
-            h.update(f"{st.st_size} {st.st_mtime_ns}\n".encode())
-        except OSError:
-            h.update(b"-\n")
-    return h.hexdigest()
+def files_digest(sources: Sequence[Sequence[Any]]) -> str:
+    """SHA-256 over each file's fingerprint (size, modification time: :func:`imgpack.update.fingerprints`):
+    an image replaced under the same name changes it."""
+    return hashlib.sha256(json.dumps(list(map(list, sources)), default=str).encode()).hexdigest()
 
 
-def fingerprint(samples: Sequence[Sample], paths: Sequence[str], *, source: str, label_names: Sequence[str],
+def fingerprint(samples: Sequence[Sample], sources: Sequence[Sequence[Any]], *, source: str, label_names: Sequence[str],
                 recipe: dict[str, Any], format: str, options: dict[str, Any], image_shape: Sequence[int],
                 max_pixels: int, on_error: str) -> dict[str, Any]:
     """What must be the same for a run to continue another: compared key by key (see :func:`what_changed`)."""
@@ -62,7 +56,7 @@ def fingerprint(samples: Sequence[Sample], paths: Sequence[str], *, source: str,
         "count": len(samples),
         "samples": samples_digest(samples),
         "label_names": list(label_names),
-        "files": files_digest(paths),
+        "files": files_digest(sources),
         "recipe": {"steps": recipe.get("steps", []), "decode": recipe.get("decode")},
         "imgpack_version": __version__,
         "format": format,

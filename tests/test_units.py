@@ -96,7 +96,7 @@ def base_fingerprint(**changes: object) -> dict[str, object]:
     args: dict[str, object] = dict(source="/src", label_names=["x", "y"], recipe={"steps": [], "decode": "reduced"},
                                    format="hdf5", options={}, image_shape=(8, 8, 3), max_pixels=100, on_error="skip")
     args.update(changes)
-    return fingerprint(samples, ["/nonexistent/a", "/nonexistent/b"], **args)  # type: ignore[arg-type]
+    return fingerprint(samples, [["a", -1, None, None], ["b", -1, None, None]], **args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("change, words", [

@@ -41,7 +41,7 @@ from ..decode import DEFAULT_MAX_PIXELS, inspect_header
 from ..errors import ImageError, MissingDependencyError, OutputError, SourceError, UsageError
 from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
-from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
+from ..outputs import ShardNames, discard, finish, label_counts, partial_path
 from ..params import param
 from ..process import DEFAULT_QUALITY
 from ..storage import is_url, local_output
@@ -204,17 +204,10 @@ class TFRecordWriter(Writer, Shards):
                 raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
 
     def close(self) -> list[str]:
-        try:
-            self._file.close()
-        except OSError as exc:
-            raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
-        os.replace(self._tmp, self.path)
-        return [self.path]
+        return finish(self._file, self._tmp, self.path)
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):  # the run already failed; its error is the one to report
-            self._file.close()
-        remove_quietly([self._tmp])
+        discard(self._file, self._tmp)
 
     @classmethod
     def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],

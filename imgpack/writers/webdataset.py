@@ -15,7 +15,6 @@ the shards as they are; images are RGB, encoded in the worker processes.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -30,7 +29,7 @@ import numpy as np
 from ..errors import OutputError, SourceError, UsageError
 from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
-from ..outputs import ShardNames, label_counts, partial_path, remove_quietly
+from ..outputs import ShardNames, discard, finish, label_counts, partial_path
 from ..params import param
 from ..process import DEFAULT_QUALITY, ImageEncoder
 
@@ -113,17 +112,10 @@ class WebDatasetWriter(Writer, Shards):
             self.count += 1
 
     def close(self) -> list[str]:
-        try:
-            self._tar.close()
-        except OSError as exc:
-            raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
-        os.replace(self._tmp, self.path)
-        return [self.path]
+        return finish(self._tar, self._tmp, self.path)
 
     def abort(self) -> None:
-        with contextlib.suppress(OSError):  # the run already failed; its error is the one to report
-            self._tar.close()
-        remove_quietly([self._tmp])
+        discard(self._tar, self._tmp)
 
     @classmethod
     def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
