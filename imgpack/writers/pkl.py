@@ -11,6 +11,8 @@ JSON value (dict, list, ...) or None per image.
 
 Written with pickle protocol 5: every Python imgpack supports (3.10+) reads it (3.8 was
 the first), and it stores large numpy arrays without an extra in-memory copy (PEP 574).
+The pixels are written to the file as they arrive, between the pickle's opening opcodes and
+the rest (:func:`_around_images`): the writer holds labels and ids, never the images.
 A pickle is loaded whole, so the writer estimates the size first and refuses one over
 ``pickle_budget`` (default 4 GiB), suggesting ``shard_size`` (one complete pickle per
 shard, NAME-00000-of-00004.pkl, with NAME.pkl.json) or HDF5.
@@ -26,6 +28,7 @@ import json
 import logging
 import os
 import pickle
+import pickletools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,30 +176,45 @@ class PickleWriter(Writer, Shards):
                 f"in one pickle, over the pickle budget of {_gib(budget)} (a pickle is loaded whole into memory): "
                 f"pass --shard-size {fit} for one complete pickle per {fit} images, use --format hdf5, "
                 "or raise --pickle-budget")
-        self._buffer = np.empty((max(1, count), *meta.image_shape), dtype=np.uint8)
         self._labels: list[np.ndarray] = []
         self._ids: list[str] = []
         self._annotations: list[Any] = []
         self._tmp = partial_path(path)
         self._digest = hashlib.sha256()  # of the pixels as they come (the labels are added at the end)
+        # the pixels go to the file as they come (memory stays flat): the pickle's opcodes before
+        # them now, their length and the rest of the pickle when the writer closes
+        self._head, _ = _around_images(self._payload(0))
+        try:
+            self._file: BinaryIO = open(self._tmp, "wb")
+            self._file.write(self._head + pickle.BYTEARRAY8 + bytes(8))
+        except OSError as exc:
+            raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
 
     def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
               annotations: Sequence[str | None] | None = None) -> None:
-        at, n = len(self._ids), len(ids)
-        if at + n > len(self._buffer):  # more than planned (a shard's last images): grow
-            grown = np.empty((max(at + n, 2 * len(self._buffer)), *self.meta.image_shape), dtype=np.uint8)
-            grown[:at] = self._buffer[:at]
-            self._buffer = grown
-        self._buffer[at:at + n] = images
-        self._digest.update(self._buffer[at:at + n].data)  # while the workers decode, not after them
+        n = len(ids)
+        for image in [images] if isinstance(images, np.ndarray) else images:
+            block = np.asarray(image)
+            if block.dtype != np.uint8 or block.shape[block.ndim - len(self.meta.image_shape):] != \
+                    self.meta.image_shape:
+                raise OutputError(f"{self.path}: an image of {block.shape} {block.dtype} among images of "
+                                  f"{self.meta.image_shape} uint8")
+            data = np.ascontiguousarray(block).data
+            self._digest.update(data)  # while the workers decode, not after them
+            try:
+                self._file.write(data)
+            except OSError as exc:
+                raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
         self._labels.append(np.array(labels, copy=True))
         self._ids.extend(ids)
         if self.meta.annotations:
             self._annotations.extend(None if a is None else json.loads(a) for a in (annotations or [None] * n))
 
-    def _payload(self) -> dict[str, Any]:
+    def _payload(self, count: int) -> dict[str, Any]:
+        """What ``pickle.load`` returns, with an unwritten stand-in of ``count`` images (their bytes are in the
+        file already)."""
         labels = self._label_array()
-        images = self._buffer[:len(self._ids)]
+        images = np.empty((count, *self.meta.image_shape), dtype=np.uint8)  # never touched: no memory
         prov = provenance(self.meta)
         meta: dict[str, Any] = {
             "format": "imgpack-pickle", "recipe": prov["recipe"], "imgpack_version": prov["imgpack_version"],
@@ -218,15 +236,22 @@ class PickleWriter(Writer, Shards):
         return np.concatenate([np.zeros(0, np.int64), *self._labels]).astype(np.int64)
 
     def close(self) -> list[str]:
+        count = len(self._ids)
+        head, tail = _around_images(self._payload(count))
+        if head != self._head:
+            raise RuntimeError(f"the pickle's opening changed while writing {self.path}")
         try:
-            with open(self._tmp, "wb") as f:
-                pickle.dump(self._payload(), f, protocol=PROTOCOL)
+            with self._file as f:
+                f.write(tail)
+                f.seek(len(head) + 1)
+                f.write((count * int(np.prod(self.meta.image_shape))).to_bytes(8, "little"))
         except OSError as exc:
             raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
         os.replace(self._tmp, self.path)
         return [self.path]
 
     def abort(self) -> None:
+        self._file.close()
         remove_quietly([self._tmp])
 
     # ------------------------------------------------------------------ shards
@@ -257,6 +282,32 @@ class PickleWriter(Writer, Shards):
     @classmethod
     def open(cls, path: str) -> PickleDataset:
         return PickleDataset(path)
+
+
+def _around_images(payload: dict[str, Any]) -> tuple[bytes, bytes]:
+    """The protocol-5 pickle of ``payload`` without the bytes of ``payload["images"]``: the opcodes
+    before them and those after. Between the two go ``BYTEARRAY8``, their length (8 bytes,
+    little-endian) and the bytes: what ``pickle.dump`` itself writes for a large array, outside
+    any frame; so the file is an ordinary pickle, written while its images arrive.
+    """
+    first = True
+
+    def in_band(buffer: pickle.PickleBuffer) -> bool:  # the images' buffer (the first) out of band
+        nonlocal first
+        was_first, first = first, False
+        return not was_first
+
+    stream = pickle.dumps(payload, protocol=PROTOCOL, buffer_callback=in_band)
+    at = next(pos for op, _, pos in pickletools.genops(stream) if op.name == "NEXT_BUFFER")
+    # PROTO 5, then FRAME and its length: the images' opcode lies in that first frame, cut in two around it
+    if stream[2:3] != pickle.FRAME:
+        raise RuntimeError("protocol-5 pickles open with a frame")
+    end = 11 + int.from_bytes(stream[3:11], "little")
+    return stream[:2] + _framed(stream[11:at]), _framed(stream[at + 1:end]) + stream[end:]
+
+
+def _framed(ops: bytes) -> bytes:
+    return pickle.FRAME + len(ops).to_bytes(8, "little") + ops if ops else b""
 
 
 def content_sha256(images: np.ndarray, labels: np.ndarray) -> str:

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 import imgpack
 from imgpack.cli import cli
 from imgpack.errors import OutputError, SourceError
-from imgpack.writers.pkl import PROTOCOL, parse_budget, safe_load
+from imgpack.writers.pkl import PROTOCOL, content_sha256, parse_budget, safe_load
 
 
 def test_pickle_load_gives_the_documented_dict(class_tree: Path, tmp_path: Path) -> None:
@@ -123,18 +123,49 @@ def test_shards_are_complete_pickles_and_read_back_in_order(class_tree: Path, tm
     assert info["count"] == 13 and info["storage"] == "3 shards, pickle protocol 5"
 
 
-def test_sharded_writer_holds_one_shard_in_memory(class_tree: Path, tmp_path: Path) -> None:
-    from imgpack.formats import ShardedWriter, new_writer
+def test_pixels_go_to_the_file_as_they_come(tmp_path: Path) -> None:
+    """Memory stays flat: a writer planned for a million images holds none of their pixels; each write
+    lands in the partial file, and the closed file is an ordinary pickle."""
+    import tracemalloc
+
+    from imgpack.formats import new_writer
+    from imgpack.outputs import partial_path
     from imgpack.plugins import OutputMeta
     from imgpack.writers.pkl import PickleWriter
 
-    meta = OutputMeta((16, 16, 3), ["a"], {}, "src", expected_count=1_000_000)
-    writer = new_writer(PickleWriter, str(tmp_path / "o.pkl"), meta, {"shard_size": 100})
+    target = str(tmp_path / "o.pkl")
+    meta = OutputMeta((16, 16, 3), ["a", "b"], {}, "src", expected_count=1_000_000)
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(0, 256, (20, 16, 16, 3), dtype=np.uint8) for _ in range(10)]
+    tracemalloc.start()
     try:
-        assert isinstance(writer, ShardedWriter) and isinstance(writer._open, PickleWriter)
-        assert writer._open._buffer.nbytes == 100 * 16 * 16 * 3  # not 1,000,000 images' worth
+        writer = new_writer(PickleWriter, target, meta, {})
+        for i, batch in enumerate(batches):
+            writer.write(batch, np.full(20, i % 2, np.int64), [f"{i}-{j}" for j in range(20)])
+            assert os.path.getsize(partial_path(target)) >= (i + 1) * batch.nbytes
+        _, peak = tracemalloc.get_traced_memory()
     finally:
-        writer.abort()
+        tracemalloc.stop()
+    assert peak < 2 * batches[0].nbytes + 2**20  # not a million images' 768 MB, nor the 153 KB written
+    writer.close()
+    with open(target, "rb") as f:
+        data = pickle.load(f)
+    np.testing.assert_array_equal(data["images"], np.concatenate(batches))
+    assert data["ids"][-1] == "9-19" and data["labels"].tolist() == [i % 2 for i in range(10) for _ in range(20)]
+    assert data["meta"]["sha256"] == content_sha256(data["images"], data["labels"])
+
+
+def test_an_image_of_another_shape_is_refused(tmp_path: Path) -> None:
+    from imgpack.formats import new_writer
+    from imgpack.plugins import OutputMeta
+    from imgpack.writers.pkl import PickleWriter
+
+    meta = OutputMeta((16, 16, 3), ["a"], {}, "src", expected_count=2)
+    writer = new_writer(PickleWriter, str(tmp_path / "o.pkl"), meta, {})
+    with pytest.raises(OutputError, match=r"\(16, 16, 1\) uint8 among images of \(16, 16, 3\)"):
+        writer.write([np.zeros((16, 16, 1), np.uint8)], np.zeros(1, np.int64), ["x"])
+    writer.abort()
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize(("text", "value"), [("4GiB", 4 * 2**30), ("500MB", 500 * 10**6), ("0", 0),
