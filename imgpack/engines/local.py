@@ -44,6 +44,11 @@ def default_start_method() -> str:
     # starts workers from a clean process and is cheaper than spawn.
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
+#: a chunk (one task) is at most 64 images and about this many bytes of results
+_CHUNK_BYTES = 8 * 2**20
+#: chunks in the ring per worker: one being filled, one done and waiting, one being written
+_CHUNKS_PER_WORKER = 3
+
 
 # --------------------------------------------------------------------------- worker side
 
@@ -148,16 +153,18 @@ class LocalEngine(Engine):
         # short tail when the last chunk is written), large enough that the per-task
         # overhead stays negligible.
         batch_size = min(batch_size, len(paths))
-        chunk = max(1, min(64, math.ceil(batch_size / (self.workers * 4))))
-        # The ring holds one batch, in whole chunks: the images in flight, and the bound on memory.
-        capacity = max(chunk, batch_size // chunk * chunk)
+        slot = slot_bytes(job)
+        chunk = max(1, min(64, _CHUNK_BYTES // slot, math.ceil(batch_size / (self.workers * 4))))
+        # The ring holds the images in flight, in whole chunks: at most one batch (the bound on
+        # memory), and no more than keeps every worker busy while the parent writes. Each of its
+        # pages is new memory to touch; a ring larger than the work in flight only costs that.
+        capacity = max(chunk, min(batch_size // chunk * chunk, _CHUNKS_PER_WORKER * self.workers * chunk))
         ctx = mp.get_context(self.start_method)
         # An Arena is what multiprocessing's RawArray is made of: an unlinked file in /dev/shm,
         # mapped shared, handed to the workers as they start, gone with the last process even
         # after a kill -9. Unlike RawArray it is not zero-filled up front, so the pages are
         # touched first by the workers that fill them (never, when the writer's encoder has the
         # workers send bytes instead).
-        slot = slot_bytes(job)
         buffer = Arena(capacity * slot)
         ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((capacity, slot))
         pending: deque[tuple[int, int, Future[Results]]] = deque()  # (start, ring offset, future)

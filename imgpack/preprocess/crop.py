@@ -10,11 +10,21 @@ import numpy as np
 from ..plugins import Preprocessor, param
 
 
-def _span(flags: np.ndarray) -> tuple[int, int, bool]:
-    """First and one-past-last True index, and whether every index between them is True."""
-    idx = np.flatnonzero(flags)
-    first, last = int(idx[0]), int(idx[-1]) + 1
-    return first, last, len(idx) == last - first
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """The runs of True in ``flags``: (first, one past last) of each."""
+    edges = np.diff(np.concatenate([[0], flags.view(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
+
+
+def _keep(image: np.ndarray, runs: list[tuple[int, int]], axis: int) -> np.ndarray:
+    """The runs' slices of ``image`` along ``axis``: a view for one run, else the slices joined (as fancy
+    indexing with the flags gives, several times faster)."""
+    cut = [slice(None)] * image.ndim
+    parts = []
+    for first, last in runs:
+        cut[axis] = slice(first, last)
+        parts.append(image[tuple(cut)])
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis)
 
 
 @dataclass(frozen=True)
@@ -56,8 +66,5 @@ class CropDark(Preprocessor):
         if not rows.any():  # too dark: nothing would be left
             return image
         cols = cv2.reduce(mask, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32F).ravel() > 0
-        r0, r1, rows_whole = _span(rows)
-        c0, c1, cols_whole = _span(cols)
-        if rows_whole and cols_whole:
-            return image[r0:r1, c0:c1]
-        return image[np.ix_(rows, cols)]  # a dark line inside: drop it as the notebooks' function does
+        # usually one block (a slice); a dark line inside is dropped too, as the notebooks' function does
+        return _keep(_keep(image, _runs(rows), 0), _runs(cols), 1)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 from conftest import fundus, photo
 
 from imgpack.errors import UsageError
-from imgpack.preprocess.enhance import Ben
+from imgpack.preprocess.enhance import Ben, fixed_point_kernel, gaussian_blur_8u
 
 
 def seed_ben(image: np.ndarray, sigma: float = 10) -> np.ndarray:
@@ -63,3 +65,35 @@ def test_bad_parameters() -> None:
         Ben.from_params({"sigma": "0"})
     with pytest.raises(UsageError, match="blur must be one of exact, fast"):
         Ben.from_params({"blur": "quick"})
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.5, 10.0, 17.3])
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize(("h", "w"), [(256, 256), (37, 91), (300, 200)])
+def test_the_fast_exact_blur_gives_opencvs_pixels(sigma: float, channels: int, h: int, w: int) -> None:
+    """gaussian_blur_8u reproduces cv2.GaussianBlur's fixed-point result on every pixel: noise, a photo,
+    all-255 (the largest sums) and a dark image."""
+    rng = np.random.default_rng(int(sigma * 10) + channels)
+    picture = photo(w, h, channels)
+    images = [rng.integers(0, 256, (h, w, channels), dtype=np.uint8),
+              picture[:, :, :channels] if channels <= 3 else np.dstack([picture, picture[:, :, :1]]),
+              np.full((h, w, channels), 255, np.uint8), rng.integers(0, 3, (h, w, channels), dtype=np.uint8)]
+    for image in images:
+        image = np.ascontiguousarray(image[:, :, 0] if channels == 1 else image)
+        np.testing.assert_array_equal(gaussian_blur_8u(image, sigma), cv2.GaussianBlur(image, (0, 0), sigma))
+
+
+def test_the_fast_exact_blur_on_real_photos(shared: Path) -> None:
+    photos = sorted((shared / "corpora" / "hymenoptera").rglob("*.jpg"))[:40]
+    if not photos:
+        pytest.skip("no photos in the corpora")
+    for path in photos:
+        image = cv2.resize(cv2.imread(str(path)), (256, 256), interpolation=cv2.INTER_LINEAR)
+        np.testing.assert_array_equal(gaussian_blur_8u(image, 10.0), cv2.GaussianBlur(image, (0, 0), 10.0))
+        np.testing.assert_array_equal(Ben()(image), seed_ben(image))
+
+
+def test_the_fixed_point_kernel_sums_to_256() -> None:
+    for sigma in (0.3, 1.0, 10.0, 99.0):
+        kernel = fixed_point_kernel(sigma).ravel()
+        assert kernel.sum() == 256 and (kernel >= 0).all() and (kernel == kernel[::-1]).all()

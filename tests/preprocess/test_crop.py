@@ -80,3 +80,18 @@ def test_real_photos_with_a_black_border(shared: Path) -> None:
         rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         framed = cv2.copyMakeBorder(rgb, 10 + i, 20, 30, 5 + i, cv2.BORDER_CONSTANT, value=(0, 0, 0))
         np.testing.assert_array_equal(CropDark()(framed), crop_image_from_gray(framed))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_dark_lines_anywhere_give_the_seeds_pixels(seed: int) -> None:
+    """Dark rows and columns at random places (none, one, several runs; at the edges or inside):
+    the slices joined equal the notebooks' fancy indexing."""
+    rng = np.random.default_rng(seed)
+    img = fundus(220, 180, seed)
+    for _ in range(int(rng.integers(0, 5))):
+        at = int(rng.integers(0, 180))
+        img[at:at + int(rng.integers(1, 4))] = rng.integers(0, 8)
+    for _ in range(int(rng.integers(0, 5))):
+        at = int(rng.integers(0, 220))
+        img[:, at:at + int(rng.integers(1, 4))] = rng.integers(0, 8)
+    np.testing.assert_array_equal(CropDark()(img), crop_image_from_gray(img))
