@@ -28,6 +28,7 @@ from .recipe import format_value
 
 KIND = "imgpack-resume"
 SUFFIX = ".resume.json"
+_PREVIOUS = ".previous"  # the journal before the one being saved
 
 
 def journal_path(target: str) -> str:
@@ -132,8 +133,10 @@ class Journal:
         try:
             with open(path, encoding="utf-8") as f:
                 data = json.load(f)
-        except FileNotFoundError:
-            return None
+        except FileNotFoundError:  # stopped between save()'s two renames: the previous one is whole
+            if not os.path.exists(path + _PREVIOUS):
+                return None
+            return cls.load(path + _PREVIOUS)
         except (OSError, ValueError) as exc:
             raise OutputError(f"{path}: cannot read the resume journal: {exc}") from None
         if not isinstance(data, dict) or data.get("kind") != KIND:
@@ -173,8 +176,17 @@ class Journal:
     def save(self) -> None:
         data = {"kind": KIND, "fingerprint": self.fingerprint, "consumed": self.consumed, "written": self.written,
                 "skipped": self.skipped, "writer": self.writer, "result": self.result}
+        # Renamed out of the way first, so that the new one is renamed to a free name: ext4 writes a file
+        # renamed over another out to disk first (auto_da_alloc), ~10 ms behind a big output's unwritten
+        # pages, at every checkpoint.
+        previous = self.path + _PREVIOUS
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path, previous)
         write_atomically(self.path, (json.dumps(data, ensure_ascii=True) + "\n").encode())
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(previous)
 
     def remove(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(self.path)
+        for path in (self.path, self.path + _PREVIOUS):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)

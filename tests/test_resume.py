@@ -185,3 +185,23 @@ def test_cli_resume(src: Path, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "resuming after 35 of 60 images (34 written, 1 skipped)" in res.stderr
     assert json.loads(res.stdout)["written"] == 59
+
+
+def test_a_journal_saved_over_another_survives_a_stop_between_its_renames(tmp_path: Path) -> None:
+    """save() moves the old journal aside before the new one takes its name (no rename over a file,
+    which ext4 makes wait for the disk): stopped in between, the old one is found and used."""
+    from imgpack.resume import Journal
+
+    path = str(tmp_path / "o.h5.resume.json")
+    journal = Journal(path, {"count": 10}, consumed=4, written=4, writer={"written": 4})
+    journal.save()
+    journal.consumed = journal.written = journal.writer["written"] = 8  # type: ignore[index]
+    journal.save()
+    assert sorted(os.listdir(tmp_path)) == ["o.h5.resume.json"]
+    loaded = Journal.load(path)
+    assert loaded is not None and loaded.consumed == 8
+    os.replace(path, path + ".previous")  # the state between save()'s two renames
+    loaded = Journal.load(path)
+    assert loaded is not None and loaded.consumed == 8
+    loaded.remove()
+    assert os.listdir(tmp_path) == [] and Journal.load(path) is None

@@ -44,7 +44,8 @@ def default_start_method() -> str:
     # starts workers from a clean process and is cheaper than spawn.
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
-#: a chunk (one task) is at most 64 images and about this many bytes of results
+#: a chunk (one task) is at most this many images, and about this many bytes of results
+_CHUNK_IMAGES = 256
 _CHUNK_BYTES = 8 * 2**20
 #: chunks in the ring per worker: one being filled, one done and waiting, one being written
 _CHUNKS_PER_WORKER = 3
@@ -154,7 +155,7 @@ class LocalEngine(Engine):
         # overhead stays negligible.
         batch_size = min(batch_size, len(paths))
         slot = slot_bytes(job)
-        chunk = max(1, min(64, _CHUNK_BYTES // slot, math.ceil(batch_size / (self.workers * 4))))
+        chunk = max(1, min(_CHUNK_IMAGES, _CHUNK_BYTES // slot, math.ceil(batch_size / (self.workers * 4))))
         # The ring holds the images in flight, in whole chunks: at most one batch (the bound on
         # memory), and no more than keeps every worker busy while the parent writes. Each of its
         # pages is new memory to touch; a ring larger than the work in flight only costs that.

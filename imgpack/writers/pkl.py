@@ -185,7 +185,7 @@ class PickleWriter(Writer, Shards):
         # them now, their length and the rest of the pickle when the writer closes
         self._head, _ = _around_images(self._payload(0))
         try:
-            self._file: BinaryIO = open(self._tmp, "wb")
+            self._file: BinaryIO = open(self._tmp, "wb")  # noqa: SIM115 (open while images arrive)
             self._file.write(self._head + pickle.BYTEARRAY8 + bytes(8))
         except OSError as exc:
             raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
@@ -298,7 +298,7 @@ def _around_images(payload: dict[str, Any]) -> tuple[bytes, bytes]:
         return not was_first
 
     stream = pickle.dumps(payload, protocol=PROTOCOL, buffer_callback=in_band)
-    at = next(pos for op, _, pos in pickletools.genops(stream) if op.name == "NEXT_BUFFER")
+    at = next(pos for op, _, pos in pickletools.genops(stream) if op.name == "NEXT_BUFFER" and pos is not None)
     # PROTO 5, then FRAME and its length: the images' opcode lies in that first frame, cut in two around it
     if stream[2:3] != pickle.FRAME:
         raise RuntimeError("protocol-5 pickles open with a frame")
