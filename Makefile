@@ -11,7 +11,7 @@ help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
 	@echo "make test   install the test dependencies (TensorFlow, pyspark), run ruff, mypy and the test suite"
 	@echo "make docs   build the documentation site (mkdocs, --strict) into build/site/"
-	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, object-store, memory and reduced-decoding tables"
+	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, --update, object-store, memory and reduced-decoding tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
 $(BIN)/python:
@@ -46,6 +46,7 @@ test: lint docs
 
 bench: $(VENV)/.installed-bench
 	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_update.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_decode.py -n 1000

@@ -24,6 +24,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 from bench_convert import make_corpus  # noqa: E402
+from bench_throughput import write_only  # noqa: E402
 
 
 def timed(*args: str) -> float:
@@ -61,13 +62,15 @@ def main() -> None:
                     os.makedirs(os.path.dirname(target), exist_ok=True)
                     os.link(os.path.join(root, name), target)
                     added += 1
-        updates, nothing = [], []
+        updates, nothing, writes = [], [], []
         for _ in range(args.repeats):
             out = os.path.join(tmp, "o.h5")
             shutil.copyfile(base, out)
             os.sync()  # the copy's writeback is not the update's
             updates.append(timed("convert", src, "-o", out, "--update", *flags))
             nothing.append(timed("convert", src, "-o", out, "--update", *flags))
+            writes.append(write_only(os.path.getsize(out), tmp))
+        gib = os.path.getsize(base) / 2**30
         tiny = make_corpus("tiny", args.tiny, args.out)
         tiny_out = os.path.join(tmp, "tiny.h5")
         timed("convert", tiny, "-o", tiny_out, "--size", "64", "--workers", str(args.workers))
@@ -80,6 +83,8 @@ def main() -> None:
     print(f"clean run, {args.n} medium photos -> 256 HDF5: {clean:.2f} s")
     print(f"--update after adding {added} photos ({added / args.n:.0%}): {upd:.2f} s "
           f"({upd / clean:.2f} of the clean run)")
+    print(f"writing the output's {gib:.1f} GiB to a new file here: "
+          f"{statistics.median(writes):.2f} s (what any update that replaces the file pays)")
     print(f"--update with nothing changed: {none:.2f} s")
     print(f"--update of an up-to-date output of {args.tiny:,} tiny photos: {statistics.median(tiny_up):.2f} s")
 

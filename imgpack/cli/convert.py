@@ -107,8 +107,8 @@ class _ConvertCommand(click.Command):
 @click.option("--workers", type=click.IntRange(min=0),
               help="Worker processes (default: the cores this process may use; 0: no pool).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Images in flight at once (the bound on memory) and between two --resume checkpoints "
-                   "(with --engine spark: images per shard unless --shard-size).")
+              help="At most this many images in flight at once (the bound on memory), and between two --resume "
+                   "checkpoints (with --engine spark: images per shard unless --shard-size).")
 @click.option("--engine", "engine_name", default="local", show_default=True,
               help="Where the work runs: local (a process pool on this machine) or spark (needs "
                    "imgpack[spark]; executors write the shards to OUTPUT, which they must all reach).")

@@ -1,7 +1,7 @@
 """Engines run the per-image work (:mod:`imgpack.process`) of a conversion somewhere.
 
 Words: a *chunk* is the images one task converts and one ``Writer.write`` call receives
-(tens of images); a *batch* (``--batch-size``) is the images in flight at once, the
+(tens to a few hundred images); a *batch* (``--batch-size``) is the most images in flight at once, the
 bound on memory, and how often a resume checkpoint is taken; a *shard* is one file of a
 sharded output.
 
