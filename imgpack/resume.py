@@ -136,7 +136,10 @@ class Journal:
         except FileNotFoundError:  # stopped between save()'s two renames: the previous one is whole
             if not os.path.exists(path + _PREVIOUS):
                 return None
-            return cls.load(path + _PREVIOUS)
+            found = cls.load(path + _PREVIOUS)
+            if found is not None:
+                found.path = path
+            return found
         except (OSError, ValueError) as exc:
             raise OutputError(f"{path}: cannot read the resume journal: {exc}") from None
         if not isinstance(data, dict) or data.get("kind") != KIND:

@@ -202,6 +202,6 @@ def test_a_journal_saved_over_another_survives_a_stop_between_its_renames(tmp_pa
     assert loaded is not None and loaded.consumed == 8
     os.replace(path, path + ".previous")  # the state between save()'s two renames
     loaded = Journal.load(path)
-    assert loaded is not None and loaded.consumed == 8
+    assert loaded is not None and loaded.consumed == 8 and loaded.path == path
     loaded.remove()
     assert os.listdir(tmp_path) == [] and Journal.load(path) is None

@@ -195,10 +195,10 @@ class PickleWriter(Writer, Shards):
         n = len(ids)
         for image in [images] if isinstance(images, np.ndarray) else images:
             block = np.asarray(image)
-            if block.dtype != np.uint8 or block.shape[block.ndim - len(self.meta.image_shape):] != \
-                    self.meta.image_shape:
+            shape = tuple(self.meta.image_shape)
+            if block.dtype != np.uint8 or block.shape[block.ndim - len(shape):] != shape:
                 raise OutputError(f"{self.path}: an image of {block.shape} {block.dtype} among images of "
-                                  f"{self.meta.image_shape} uint8")
+                                  f"{shape} uint8")
             data = np.ascontiguousarray(block).data
             self._digest.update(data)  # while the workers decode, not after them
             try:
