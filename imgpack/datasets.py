@@ -77,12 +77,18 @@ def open_dataset(path: str) -> Any:
     read where it is, through a block cache (random access); the other formats, read whole,
     from a local copy made once.
     """
-    if storage.is_url(path) and path.lower().endswith(writers.get("hdf5").suffixes):
+    if read_in_place(path):
         return writers.get("hdf5").open(path)
     path = local(path)
     if is_split_folder(path):
         return Splits((name, writer_for(p).open(p)) for name, p in read_splits(path)[1].items())
     return writer_for(path).open(path)
+
+
+def read_in_place(path: str) -> bool:
+    """Whether ``path`` is a URL of an output read where it is (an HDF5 file: random access through a
+    block cache); the other outputs at a URL are read from a local copy (:func:`local`)."""
+    return storage.is_url(path) and path.lower().endswith(writers.get("hdf5").suffixes)
 
 
 def local(path: str) -> str:

@@ -92,6 +92,10 @@ def provenance(meta: OutputMeta) -> dict[str, Any]:
     }
 
 
+#: what a sharded output's reader gives back as ``PackedDataset.provenance`` from its index
+PROVENANCE_KEYS = ("imgpack_version", "source", "created", "multi_label", "label_keys", "update")
+
+
 # --------------------------------------------------------------------------- options
 
 

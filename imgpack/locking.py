@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 
 from .errors import OutputError, printable
+from .storage import is_url
 
 try:
     import fcntl
@@ -30,7 +31,7 @@ LOCK_FOLDER = "imgpack-locks"
 
 def lock_path(target: str) -> str:
     """Where the lock of ``target`` lives: the same file for every spelling of the same path."""
-    if "://" in target:  # a URL: the same object whatever the working folder
+    if is_url(target):  # the same object whatever the working folder
         real = target.rstrip("/")
     else:
         folder, name = os.path.split(os.path.abspath(target.rstrip("/") or "/"))

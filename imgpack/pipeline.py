@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import formats, storage
-from .datasets import open_dataset
+from .datasets import open_dataset, read_in_place
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .engines.local import LocalEngine
@@ -208,8 +208,8 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     output that is not complete. The staging folder is kept after an interruption, for --resume.
     """
     base, _, name = output.rstrip("/").rpartition("/")
-    if not resume and not writer_options.overwrite and (storage.exists(output) or storage.exists(output + ".json")):
-        raise OutputError(f"{output} exists; pass --overwrite to replace it")
+    if not resume:
+        _refuse_existing(output, writer_options.overwrite)
     stage = storage.staging(output)
     if not resume:
         shutil.rmtree(stage, ignore_errors=True)
@@ -233,6 +233,12 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     result.outputs = urls
     log.debug("uploaded %d files to %s", len(urls), base)
     return result
+
+
+def _refuse_existing(url: str, overwrite: bool) -> None:
+    """An output at ``url`` (its file, or a sharded output's index) is replaced only with --overwrite."""
+    if not overwrite and (storage.exists(url) or storage.exists(url + ".json")):
+        raise OutputError(f"{url} exists; pass --overwrite to replace it")
 
 
 #: --update decodes this many new images or fewer in the converting process: a pool takes longer to start
@@ -406,7 +412,7 @@ def _record_of(path: str) -> dict[str, Any] | None:
 
     Read without the images: for a sharded output in a store, only its index is fetched."""
     try:
-        if storage.is_url(path) and not path.lower().endswith(writers.get("hdf5").suffixes):
+        if storage.is_url(path) and not read_in_place(path):
             path = storage.local_output(path, index_only=True)
         with open_dataset(path) as ds:
             rec = ds.stored_update()
@@ -621,8 +627,7 @@ class _Part:
         count = max(1, math.ceil(len(samples) / size))
         final = [names.shard(i, count) for i in range(count)]
         if url is not None:
-            if not self.writer_options.overwrite and (storage.exists(url) or storage.exists(url + ".json")):
-                raise OutputError(f"{url} exists; pass --overwrite to replace it")
+            _refuse_existing(url, self.writer_options.overwrite)
             return self._shards_to_store(url, target, final, samples, meta, paths, labels, advance, size)
         try:
             results, skipped, kept = self._map_shards(final, samples, meta, paths, labels, advance, size)

@@ -85,18 +85,14 @@ def load_recipe(path: str) -> Recipe:
         raise SourceError(f"{path}: no such recipe file")
     lower = path.lower()
     try:
-        if lower.endswith(".toml"):
+        if lower.endswith((".toml", ".json")):
             if remote:
-                data: Any = tomllib.loads(read_bytes(path).decode("utf-8"))
+                raw = read_bytes(path)
             else:
                 with open(path, "rb") as f:
-                    data = tomllib.load(f)
-        elif lower.endswith(".json"):
-            if remote:
-                data = json.loads(read_bytes(path).decode("utf-8"))
-            else:
-                with open(path, encoding="utf-8") as f:
-                    data = json.load(f)
+                    raw = f.read()
+            text = raw.decode("utf-8")
+            data: Any = tomllib.loads(text) if lower.endswith(".toml") else json.loads(text)
         else:
             from .datasets import describe  # an imgpack output: reuse the recipe it was made with
 

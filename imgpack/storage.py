@@ -154,9 +154,14 @@ def list_versions(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple
     for path, info in found.items():
         if info.get("type", "file") != "file" or not path.startswith(root + "/"):
             continue
-        version = info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
+        version = _version(info)
         out.append((path[len(root) + 1:], int(info.get("size") or 0), None if version is None else str(version)))
     return sorted(out)
+
+
+def _version(info: Mapping[str, Any]) -> Any:
+    """An object's version in a listing: its ETag, else its modification time; None when the store gives neither."""
+    return info.get("ETag") or info.get("etag") or info.get("LastModified") or info.get("mtime")
 
 
 def exists(url: str) -> bool:
@@ -216,8 +221,7 @@ def local_output(url: str, index_only: bool = False) -> str:
         rel = str(info["name"]).rstrip("/").rpartition("/")[2]
         if info.get("type", "file") == "file" and (rel in (name, name + ".json") or (not index_only and (
                 rel.startswith(name + ".") or rel.startswith(stem + "-")))):
-            version = info.get("ETag") or info.get("LastModified") or info.get("mtime")
-            parts.append((rel, int(info.get("size") or 0), str(version)))
+            parts.append((rel, int(info.get("size") or 0), str(_version(info))))
     if not any(rel in (name, name + ".json") for rel, _, _ in parts):
         raise SourceError(f"{url}: no such object")
     key = hashlib.sha256(f"{url} {sorted(parts)} {index_only}".encode()).hexdigest()[:16]

@@ -59,7 +59,7 @@ class ImgpackGroup(click.Group):
 def _fail(ctx: click.Context, message: str, code: int, kind: str = "error") -> None:
     """One line on stderr, and with --json a JSON object on stdout too (a script reads one or the other)."""
     click.echo(f"imgpack: {kind}: {message}", err=True)
-    if (ctx.obj or {}).get("json"):
+    if (ctx.obj or {}).get("as_json"):
         click.echo(json.dumps({"error": message, "kind": kind, "exit_code": code}))
     ctx.exit(code)
 

@@ -27,7 +27,8 @@ def configure_logging(verbose: bool, quiet: bool) -> None:
 
 
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-    """Record a flag given after the command name where the group's handlers look (``ctx.obj``)."""
+    """Record a flag of the command where the group's handlers look (``ctx.obj``): --json, and -q, -v and
+    --debug given after the command name."""
     if value:
         root = ctx.find_root()
         root.obj = obj = root.obj if root.obj is not None else {}
@@ -50,13 +51,7 @@ def global_options(command: Any) -> Any:
 
 def json_option(text: str) -> Any:
     """``--json``: ``text`` says what goes to stdout. A failure then prints a JSON error object there too."""
-    def remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
-        if value:
-            root = ctx.find_root()
-            root.obj = root.obj if root.obj is not None else {}
-            root.obj["json"] = True
-        return value
-    return click.option("--json", "as_json", is_flag=True, callback=remember, help=text)
+    return click.option("--json", "as_json", is_flag=True, callback=_remember, help=text)
 
 
 _CHANNELS = {1: "gray", 3: "RGB", 4: "RGBA"}

@@ -85,13 +85,14 @@ class ImageIndex:
         if is_url(root):  # one listing of the prefix
             self.paths = [rel for rel, _ in list_files(root)
                           if not any(p.startswith(".") for p in rel.split("/")) and has_image_extension(rel)]
-        for dirpath, dirnames, files, _ in ([] if is_url(root) else walk(root, follow_symlinks)):
-            rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
-            prefix = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for entry in files:
-                if not entry.name.startswith(".") and _is_image(entry, entry.name):
-                    self.paths.append(prefix + entry.name)
+        else:
+            for dirpath, dirnames, files, _ in walk(root, follow_symlinks):
+                rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+                prefix = "" if rel_dir == "." else rel_dir + "/"
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for entry in files:
+                    if not entry.name.startswith(".") and _is_image(entry, entry.name):
+                        self.paths.append(prefix + entry.name)
         self._by: list[dict[str, list[str]]] = [defaultdict(list) for _ in range(4)]
         for rel in self.paths:
             base = posixpath.basename(rel)

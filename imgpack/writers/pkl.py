@@ -37,9 +37,9 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..errors import OutputError, SourceError, UsageError
+from ..formats import PROVENANCE_KEYS, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
-from ..formats import OutputMeta, PackedDataset, Shards, Writer, provenance
-from ..outputs import ShardNames, label_counts, one_hot, partial_path, remove_quietly
+from ..outputs import ShardNames, discard, finish, label_counts, one_hot, partial_path
 from ..params import param
 
 #: read by Python 3.8 and later (all that imgpack supports); large arrays without a copy
@@ -241,18 +241,15 @@ class PickleWriter(Writer, Shards):
         if head != self._head:
             raise RuntimeError(f"the pickle's opening changed while writing {self.path}")
         try:
-            with self._file as f:
-                f.write(tail)
-                f.seek(len(head) + 1)
-                f.write((count * int(np.prod(self.meta.image_shape))).to_bytes(8, "little"))
+            self._file.write(tail)
+            self._file.seek(len(head) + 1)
+            self._file.write((count * int(np.prod(self.meta.image_shape))).to_bytes(8, "little"))
         except OSError as exc:
             raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
-        os.replace(self._tmp, self.path)
-        return [self.path]
+        return finish(self._file, self._tmp, self.path)
 
     def abort(self) -> None:
-        self._file.close()
-        remove_quietly([self._tmp])
+        discard(self._file, self._tmp)
 
     # ------------------------------------------------------------------ shards
 
@@ -364,8 +361,7 @@ class PickleDataset(PackedDataset):
             self.label_names = list(index.get("label_names", []))
             self.recipe = dict(index.get("recipe", {}))
             self.image_shape = tuple(index.get("image_shape") or ())
-            self.meta = {k: index.get(k) for k in ("imgpack_version", "source", "created", "pickle_protocol",
-                                                   "multi_label", "label_keys", "update")}
+            self.meta = {k: index.get(k) for k in (*PROVENANCE_KEYS, "pickle_protocol")}
             self.shards, self.shard_counts = self.files, self.counts
         else:
             self.path = path

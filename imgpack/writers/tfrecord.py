@@ -39,7 +39,7 @@ import numpy as np
 
 from ..decode import DEFAULT_MAX_PIXELS, inspect_header
 from ..errors import ImageError, MissingDependencyError, OutputError, SourceError, UsageError
-from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
+from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, label_counts, partial_path
 from ..params import param
@@ -312,8 +312,7 @@ class TFRecordDataset(PackedDataset):
         self.recipe = dict(index.get("recipe", {}))
         self.multi_label = bool(index.get("multi_label"))
         self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
-        keys = ("imgpack_version", "source", "created", "multi_label", "label_keys", "update")
-        self.provenance = {k: index.get(k) for k in keys}
+        self.provenance = {k: index.get(k) for k in PROVENANCE_KEYS}
         self.one_hot = bool(index.get("one_hot"))
         self.has_annotations = bool(index.get("annotations"))
         self._ids: list[str] | None = None

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
+from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, label_counts, partial_path
 from ..params import param
@@ -165,8 +165,7 @@ class WebDatasetDataset(PackedDataset):
         self.label_names = list(index.get("label_names", []))
         self.recipe = dict(index.get("recipe", {}))
         self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
-        keys = ("imgpack_version", "source", "created", "multi_label", "label_keys", "update")
-        self.provenance = {k: index.get(k) for k in keys}
+        self.provenance = {k: index.get(k) for k in PROVENANCE_KEYS}
         self.has_annotations = bool(index.get("annotations"))
         self._ext = ENCODINGS.get(str(index.get("encoding")), "png")
         self._members: dict[int, list[dict[str, tuple[int, int]]]] = {}
