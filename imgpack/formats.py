@@ -14,6 +14,8 @@ Optional capabilities, declared by subclassing (``imgpack plugins`` lists them):
 - :class:`Resumable`: ``convert --resume`` continues an interrupted output;
 - :class:`Shards`: the output may be a set of shards with an index written last: local
   ``--shard-size`` and the cluster engines (every shard written by a worker);
+- :class:`Patches` (with Shards): ``convert --update`` leaves the unchanged shards where they
+  are and writes only the new images, to a shard of their own, under a new index;
 - an ``encoder`` (per-image work such as JPEG encoding, run in the worker processes).
 
 The pipeline uses only what a format declares: asking for a capability it lacks is a
@@ -577,6 +579,29 @@ class Shards:
         raise NotImplementedError
 
 
+class Patches:
+    """Capability of a sharded format: an index that maps each image to any shard and row.
+
+    ``convert --update`` then writes the new and changed images to one new shard and a new
+    index over it and the old shards, which stay as they are: an update costs what is new, not
+    the whole output. The old index is replaced in one rename; shards it alone used go last.
+    """
+
+    @classmethod
+    def stored_rows(cls, path: str) -> tuple[list[tuple[str, int]], dict[str, int]] | None:
+        """Where each image of the output at ``path`` is stored, in order: (shard file name, row in it),
+        and how many rows each of those shards holds; None when the output is not sharded."""
+        raise NotImplementedError
+
+    @classmethod
+    def write_patched_index(cls, path: str, meta: OutputMeta, options: Any, rows: Sequence[tuple[str, int]],
+                            labels: np.ndarray, ids: Sequence[str],
+                            annotations: Sequence[str | None] | None) -> list[str]:
+        """The index at ``path`` over ``rows`` (shard file names beside it, as :meth:`stored_rows` gives),
+        with these labels, ids and annotations, replacing the old one atomically. Returns its path."""
+        raise NotImplementedError
+
+
 def shard_options(options: Any) -> Any:
     """The options each shard's own writer gets: one file, and its partial name may be replaced."""
     extra = {"shard_size": None} if hasattr(options, "shard_size") else {}
@@ -603,6 +628,7 @@ CAPABILITIES: dict[str, str] = {
     "resume": "convert --resume continues an interrupted output",
     "shards": "--shard-size, and the cluster engines (--engine spark)",
     "encode": "per-image encoding in the worker processes",
+    "patch": "convert --update of a sharded output writes only the new images",
 }
 
 
@@ -613,6 +639,8 @@ def capabilities(cls: type[Writer]) -> list[str]:
         found.append("resume")  # a ShardedWriter continues after the last whole shard
     if issubclass(cls, Shards):
         found.append("shards")
+    if issubclass(cls, Shards) and issubclass(cls, Patches):
+        found.append("patch")
     if cls.encoder.__func__ is not Writer.encoder.__func__:  # type: ignore[attr-defined]
         found.append("encode")
     return found

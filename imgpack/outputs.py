@@ -78,6 +78,8 @@ INDEX_KIND = "imgpack-index"
 #: the end of a shard's name, before the suffix, in each naming style
 _SHARD = {"of": re.compile(r"-(\d{5,})-of-(\d{5,})$"), "plain": re.compile(r"-(\d{6,})$")}
 _GLOB = {"of": "-[0-9]*-of-[0-9]*", "plain": "-[0-9]*"}
+#: the shard of an update's new images (see formats.Patches): NAME-update-1a2b3c4d.SUFFIX
+_UPDATE = re.compile(r"-update-[0-9a-f]{8}$")
 
 
 @dataclass(frozen=True)
@@ -129,15 +131,22 @@ class ShardNames:
             return f"{self.base}-{i:06d}{self.suffix}"
         return f"{self.base}-{i:05d}-of-{count:05d}{self.suffix}"
 
+    def update_shard(self, tag: str) -> str:
+        """The shard of an update's new images (``tag``: 8 hex digits of what it was made from)."""
+        return f"{self.base}-update-{tag}{self.suffix}"
+
     def partial(self, i: int) -> str:
         """Where shard ``i`` is written until the whole output is complete."""
         return partial_path(f"{self.base}-{i:05d}{self.suffix}")
 
     def existing(self) -> list[str]:
         """The index and shards of an earlier output under these names."""
-        found = sorted(glob.glob(glob.escape(self.base) + _GLOB[self.style] + glob.escape(self.suffix)))
+        globs, names = [_GLOB[self.style]], [_SHARD[self.style]]
+        if self.style == "of":  # and the shards of updates (formats.Patches)
+            globs, names = [*globs, "-update-*"], [*names, _UPDATE]
+        found = sorted(p for g in globs for p in glob.glob(glob.escape(self.base) + g + glob.escape(self.suffix)))
         # exactly NAME-#####-of-#####: not the shards of "NAME-1", which the glob also matches
-        found = [p for p in found if _SHARD[self.style].fullmatch(p[len(self.base):-len(self.suffix)])]
+        found = [p for p in found if any(n.fullmatch(p[len(self.base):-len(self.suffix)]) for n in names)]
         return [*found, self.index] if os.path.exists(self.index) else found
 
     def prepare(self, overwrite: bool, also: str | None = None) -> None:

@@ -8,7 +8,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -21,7 +21,7 @@ from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .engines.local import LocalEngine
 from .engines.reuse import ReusingEngine
 from .errors import ImageError, ImgpackError, OutputError, UsageError
-from .formats import OutputMeta, PackedDataset, Resumable, Shards, Writer
+from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
 from .locking import locked
 from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import Preprocessor, Sample, Scan
@@ -465,6 +465,25 @@ def _after_kept(kept_rows: list[np.ndarray], n: int) -> int:
     raise ValueError("fewer samples kept than the writer says it wrote")
 
 
+def _rewrite_whole(in_place: Sequence[tuple[str, int] | None], held: dict[str, int], fresh: int,
+                   shard_size: int) -> str:
+    """Why an update of a sharded output rewrites it whole rather than adding a shard of ``fresh`` images to
+    the shards it keeps (``in_place``: each sample's shard and row there, or None); "": it need not."""
+    used: dict[str, int] = {}
+    for row in in_place:
+        if row is not None:
+            used[row[0]] = used.get(row[0], 0) + 1
+    if not used:
+        return "none of its images are kept"
+    if fresh > shard_size:
+        return f"{fresh} new images are more than a shard's {shard_size}"
+    if sum(held[name] - n for name, n in used.items()) > len(in_place) // 4:
+        return "over a quarter of its shards' rows would be unused"
+    if len(used) + 1 > 2 * math.ceil(len(in_place) / shard_size) + 1:
+        return "it would be spread over twice as many shards as a clean run's"
+    return ""
+
+
 def _shape(results: Sequence[ShardResult], job: Job) -> tuple[int, ...] | None:
     """The shape of every image written; None when they differ (the shards say, for TFRecord)."""
     shapes = {tuple(s) for r in results for s in r.stats.get("shapes", [job.image_shape])}
@@ -528,6 +547,9 @@ class _Part:
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
         if self.engine.writes_shards:
             return self._run_on_cluster(samples, target, meta, paths, labels, advance)
+        patched = self._patch(samples, target, meta, paths, labels, advance) if target in self.reuse else None
+        if patched is not None:
+            return patched
         sources = self.records[target]["samples"]  # each file's size and time, as --update's record has them
         journal = Journal(journal_path(target), fingerprint(
             samples, sources, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
@@ -558,34 +580,10 @@ class _Part:
         try:
             self._checkpoint(writer, journal, start, kept_rows, skipped_at)
             next_checkpoint = start + self.batch_size
-            engine = self.engine
-            if target in self.reuse:
-                where, olds = self.reuse[target]
-                inner = self.engine
-                if isinstance(inner, LocalEngine) and sum(w is None for w in where) <= FEW:
-                    inner = LocalEngine(0)  # a few new images: decoded here, sooner than a pool starts
-                engine = ReusingEngine(inner, where, olds)
-            for chunk in engine.run(self.job, paths[start:], self.batch_size, advance):
-                first = start + chunk.start
-                worker_cpu += chunk.cpu
-                ok = np.array([e is None for e in chunk.errors], dtype=bool)
-                for i in np.flatnonzero(~ok):
-                    reason = chunk.errors[i] or ""
-                    if self.on_error == "fail":
-                        raise ImageError(f"{_as_given(scan, samples[first + int(i)], paths[first + i])}: {reason}")
-                    skipped_at[first + int(i)] = reason
-                kept = np.flatnonzero(ok)
-                idx = first + kept
-                images: np.ndarray | list[Any] = chunk.images if ok.all() else chunk.images[ok]
-                if chunk.extras:  # encoded images, or images of another shape: by value, in order
-                    images = [chunk.item(int(i)) for i in kept]
-                ids = [samples[int(i)].id for i in idx]
-                if self.annotations:
-                    writer.write(images, labels[idx], ids, annotations=[samples[int(i)].annotation for i in idx])
-                else:
-                    writer.write(images, labels[idx], ids)
-                kept_rows.append(idx)
-                consumed = first + len(chunk.errors)
+            engine = self._engine(*self.reuse[target]) if target in self.reuse else self.engine
+            for consumed, cpu in self._write(engine, writer, samples, paths, labels, start, advance, skipped_at,
+                                             kept_rows):
+                worker_cpu += cpu
                 if consumed >= next_checkpoint and consumed < len(paths):
                     self._checkpoint(writer, journal, consumed, kept_rows, skipped_at)
                     next_checkpoint = consumed + self.batch_size
@@ -609,6 +607,111 @@ class _Part:
         journal.result = {**asdict(result), "skipped": [[s.path, s.reason] for s in result.skipped]}
         journal.save()  # removed with the others when the whole conversion is complete
         return result
+
+    def _engine(self, where: Sequence[tuple[int, int] | None], olds: Sequence[PackedDataset]) -> Engine:
+        """``--update``'s engine: the old outputs' images where ``where`` says, the others converted."""
+        inner = self.engine
+        if isinstance(inner, LocalEngine) and sum(w is None for w in where) <= FEW:
+            inner = LocalEngine(0)  # a few new images: decoded here, sooner than a pool starts
+        return ReusingEngine(inner, where, olds)
+
+    def _write(self, engine: Engine, writer: Writer, samples: Sequence[Sample], paths: list[str],
+               labels: np.ndarray, start: int, advance: Callable[[int], None], skipped_at: dict[int, str],
+               kept_rows: list[np.ndarray]) -> Iterator[tuple[int, float]]:
+        """``paths[start:]`` converted by ``engine`` into ``writer``; each sample skipped goes to
+        ``skipped_at`` (or fails the run), the rows kept to ``kept_rows``. Yields, after each chunk, how
+        many samples are done and the CPU seconds the engine's workers spent on it."""
+        scan = self.scan
+        for chunk in engine.run(self.job, paths[start:], self.batch_size, advance):
+            first = start + chunk.start
+            ok = np.array([e is None for e in chunk.errors], dtype=bool)
+            for i in np.flatnonzero(~ok):
+                reason = chunk.errors[i] or ""
+                if self.on_error == "fail":
+                    raise ImageError(f"{_as_given(scan, samples[first + int(i)], paths[first + i])}: {reason}")
+                skipped_at[first + int(i)] = reason
+            kept = np.flatnonzero(ok)
+            idx = first + kept
+            images: np.ndarray | list[Any] = chunk.images if ok.all() else chunk.images[ok]
+            if chunk.extras:  # encoded images, or images of another shape: by value, in order
+                images = [chunk.item(int(i)) for i in kept]
+            ids = [samples[int(i)].id for i in idx]
+            if self.annotations:
+                writer.write(images, labels[idx], ids, annotations=[samples[int(i)].annotation for i in idx])
+            else:
+                writer.write(images, labels[idx], ids)
+            kept_rows.append(idx)
+            yield first + len(chunk.errors), chunk.cpu
+
+    def _patch(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
+               labels: np.ndarray, advance: Callable[[int], None]) -> _PartResult | None:
+        """``--update`` of a sharded output of a format that maps images to shards (formats.Patches): the
+        new and changed images go to one new shard, the others stay where they are, and a new index over
+        both replaces the old one. None: the output is rewritten whole instead (see :func:`_rewrite_whole`)."""
+        fmt = self.writer_cls
+        where, olds = self.reuse[target]
+        own = next((n for n, ds in enumerate(olds) if os.path.abspath(ds.path) == os.path.abspath(target)), None)
+        if not (issubclass(fmt, Patches) and issubclass(fmt, Shards) and formats.is_sharded(fmt, self.writer_options)
+                and own is not None and isinstance(self.engine, LocalEngine)):
+            return None
+        stored = fmt.stored_rows(target)
+        if stored is None:
+            return None
+        old_rows, held = stored
+        in_place = [old_rows[w[1]] if w is not None and w[0] == own else None for w in where]
+        fresh = [i for i, r in enumerate(in_place) if r is None]
+        why = _rewrite_whole(in_place, held, len(fresh), int(self.writer_options.shard_size))
+        if why:
+            log.info("%s: %s: rewriting it whole", target, why)
+            return None
+        names = fmt.shard_names(target)
+        digest = self.records[target]["plan"]
+        tag = next(t for t in (digest[i:i + 8] for i in range(0, 64, 8)) if os.path.basename(
+            names.update_shard(t)) not in held)  # never the name of a shard in use
+        shard = names.update_shard(tag)
+        advance(len(samples) - len(fresh))
+        skipped_at: dict[int, str] = {}
+        kept_rows: list[np.ndarray] = []
+        worker_cpu = 0.0
+        if fresh:
+            writer = fmt(shard, replace(meta, expected_count=len(fresh), update=None),
+                         formats.shard_options(self.writer_options))
+            try:
+                for _, cpu in self._write(self._engine([where[i] for i in fresh], olds), writer,
+                                          [samples[i] for i in fresh], [paths[i] for i in fresh], labels[fresh],
+                                          0, advance, skipped_at, kept_rows):
+                    worker_cpu += cpu
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        gone = {fresh[j] for j in skipped_at}
+        rows: list[tuple[str, int]] = []
+        kept: list[int] = []
+        kept_in_place: list[int] = []
+        for i, row in enumerate(in_place):
+            if row is None:
+                if i in gone:
+                    continue
+                row = (os.path.basename(shard), len(rows) - len(kept_in_place))
+            else:
+                kept_in_place.append(i)
+            rows.append(row)
+            kept.append(i)
+        try:
+            outputs = fmt.write_patched_index(
+                target, meta, self.writer_options, rows, labels[kept], [samples[i].id for i in kept],
+                [samples[i].annotation for i in kept] if self.annotations else None)
+        except BaseException:
+            remove_quietly([shard])
+            raise
+        used = {name for name, _ in rows}
+        remove_quietly([p for p in names.existing() if os.path.basename(p) not in used])  # no longer read
+        folder = os.path.dirname(os.path.abspath(target))
+        outputs = [*(os.path.join(folder, name) for name in dict.fromkeys(name for name, _ in rows)), *outputs]
+        return _PartResult(len(kept), [Skipped(paths[fresh[j]], skipped_at[j]) for j in sorted(skipped_at)],
+                           outputs, tuple(self.job.image_shape), label_counts(labels[kept], self.scan.label_names),
+                           worker_cpu)
 
     def _run_on_cluster(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
                         labels: np.ndarray, advance: Callable[[int], None]) -> _PartResult:

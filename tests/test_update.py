@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import pytest
 from conftest import FORMATS, SUFFIX, photo, run, write_image
@@ -206,3 +207,103 @@ def test_a_new_image_that_cannot_be_converted_is_skipped_as_in_a_clean_run(tmp_p
     assert [os.path.basename(s.path) for s in res.skipped] == ["p04b.jpg", "p99.jpg"]
     assert res.update["added"] == 2 and res.written == 12  # type: ignore[index]
     assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")
+
+
+# --------------------------------------------------------------------------- sharded HDF5: patched, not rewritten
+
+SHARDS = {"options": {"shard_size": 5}}
+
+
+def files_of(out: Path) -> dict[str, tuple[int, int]]:
+    """The shard files beside a master: name -> (inode, modification time)."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.parent.glob(out.stem + "-*.h5")}
+
+
+def test_a_sharded_hdf5_update_writes_only_a_shard_of_the_new_images(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out, **SHARDS)
+    before = files_of(out)
+    assert sorted(before) == [f"o-0000{i}-of-00003.h5" for i in range(3)]
+    with imgpack.open_dataset(str(out)) as ds:  # a reader that had the old output open
+        old_images = ds.read_batch(np.arange(len(ds)))[0]
+        write_image(src / "cat" / "p05b.jpg", photo(41, 24, 100))
+        (src / "dog" / "p03.jpg").unlink()
+        res = update(src, out, **SHARDS)
+        assert np.array_equal(ds.read_batch(np.arange(len(ds)))[0], old_images)  # still reads the old one
+    assert res.update == {"up_to_date": False, "rebuilt": None, "added": 1, "changed": 0, "removed": 1,
+                          "reused": 11, "decoded": 1}
+    after = files_of(out)
+    new = sorted(set(after) - set(before))
+    assert len(new) == 1 and new[0].startswith("o-update-")
+    assert {k: v for k, v in after.items() if k in before} == before  # the old shards untouched
+    with h5py.File(out.parent / new[0]) as shard:
+        assert [i.decode() for i in shard["ids"][:]] == ["p05b"]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5", **SHARDS)
+    code, stdout, _ = run("inspect", str(out), "--verify", "--json")
+    assert code == 0 and json.loads(stdout)["count"] == 12
+    assert update(src, out, **SHARDS).update["up_to_date"]  # type: ignore[index]
+
+
+def test_a_sharded_relabel_writes_no_shard(tmp_path: Path) -> None:
+    imgs = tmp_path / "imgs"
+    for i in range(10):
+        write_image(imgs / f"i{i}.png", photo(20, 20, i))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,label\n" + "".join(f"i{i},{'ab'[i % 2]}\n" for i in range(10)))
+    out = tmp_path / "o.h5"
+    update(imgs, out, labels=str(labels), **SHARDS)
+    before = files_of(out)
+    labels.write_text("id,label\n" + "".join(f"i{i},{'abc'[i % 3]}\n" for i in range(10)))
+    res = update(imgs, out, labels=str(labels), **SHARDS)
+    assert (res.update["reused"], res.update["decoded"]) == (10, 0)  # type: ignore[index]
+    assert files_of(out) == before
+    assert content_digest(str(out)) == clean(imgs, tmp_path / "clean.h5", labels=str(labels), **SHARDS)
+
+
+def test_many_sharded_updates_stay_equal_to_clean_runs_and_are_compacted(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out, **SHARDS)
+    counts = []
+    for k in range(8):
+        write_image(src / "cat" / f"p{2 * k:02d}x.jpg", photo(33, 24, 200 + k))
+        update(src, out, **SHARDS)
+        counts.append(sum("-update-" in name for name in files_of(out)))
+        assert len(files_of(out)) <= 2 * -(-(13 + k) // 5) + 1
+        assert content_digest(str(out)) == clean(src, tmp_path / f"clean{k}.h5", **SHARDS)
+    assert counts[:3] == [1, 2, 3] and 0 in counts  # shards added, then the whole rewritten
+
+
+def test_a_sharded_update_that_leaves_many_rows_unused_rewrites_it_whole(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src", 20), tmp_path / "o.h5"
+    update(src, out, **SHARDS)
+    for i in range(1, 20, 3):  # every other cat, in all three shards of cats
+        (src / "cat" / f"p{i:02d}.jpg").unlink()
+    res = update(src, out, **SHARDS)
+    assert res.update["removed"] == 7  # type: ignore[index]
+    assert sorted(files_of(out)) == [f"o-0000{i}-of-00003.h5" for i in range(3)]  # 13 images now
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5", **SHARDS)
+
+
+def test_a_failed_sharded_update_leaves_the_output_as_it_was(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out, **SHARDS)
+    before, digest = files_of(out), content_digest(str(out))
+    master = out.read_bytes()
+    (src / "cat" / "p04b.jpg").write_text("not a picture")
+    with pytest.raises(imgpack.ImageError, match=r"p04b\.jpg"):
+        update(src, out, on_error="fail", **SHARDS)
+    assert files_of(out) == before and out.read_bytes() == master and content_digest(str(out)) == digest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o-00000-of-00003.h5", "o-00001-of-00003.h5",
+                                                          "o-00002-of-00003.h5", "o.h5", "src"]
+
+
+def test_sharded_splits_follow_a_clean_runs_assignment(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src", 20), tmp_path / "out"
+    kw: dict[str, Any] = {"split": "train=0.75,val=0.25", "seed": 3, "format": "hdf5", **SHARDS}
+    update(src, out, **kw)
+    for i in range(20, 23):  # the assignment of a split moves some images from one split to the other
+        write_image(src / "cat" / f"p{i:02d}.jpg", photo(30, 24, i))
+    res = update(src, out, **kw)
+    assert res.update["added"] == 3  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean", **kw)
+    assert any("-update-" in p.name for p in out.iterdir())

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import Encoded, OutputMeta, PackedDataset, Resumable, Shards, Writer, provenance
+from ..formats import Encoded, OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
 from ..outputs import one_hot, partial_path, remove_quietly
 from ..params import param
@@ -82,7 +82,7 @@ def store_provenance(attrs: Any, meta: OutputMeta) -> None:
         attrs[key] = json.dumps(value) if key in ("label_names", "label_keys", "recipe", "update") else value
 
 
-class HDF5Writer(Writer, Resumable, Shards):
+class HDF5Writer(Writer, Resumable, Shards, Patches):
     """HDF5 via h5py: images, labels, ids and the recipe in one file that plain h5py reads.
 
     Options: ``compression`` none (default), gzip[:LEVEL] or lzf, applied per image chunk;
@@ -111,19 +111,18 @@ class HDF5Writer(Writer, Resumable, Shards):
         self._images = self._file.create_dataset(
             "images", shape=(0, *shape), maxshape=(None, *shape), chunks=(1, *shape), dtype=np.uint8,
             compression=compression, compression_opts=level, fletcher32=True)
-        # labels and ids are read whole: big chunks, but no bigger than the dataset
-        n = max(1, min(16384, meta.expected_count))
+        n = meta.expected_count
         k = len(meta.label_names)
         self._columns: dict[str, h5py.Dataset] = {}  # every per-image dataset but images
         if meta.multi_label:
             self._add("labels", (k,), np.uint8, n)
         else:
             self._add("labels", (), np.int64, n)
-        self._add("ids", (), h5py.string_dtype("utf-8"), n)
+        self._add("ids", (), _TEXT, n)
         if self.options.one_hot:
             self._add("labels_one_hot", (k,), np.uint8, n)
         if meta.annotations:
-            self._add("annotations", (), h5py.string_dtype("utf-8"), n)
+            self._add("annotations", (), _TEXT, n)
         store_provenance(self._file.attrs, meta)
         self._count = 0
 
@@ -135,10 +134,8 @@ class HDF5Writer(Writer, Resumable, Shards):
         return None if compression == "lzf" else ChunkEncoder(level)
 
     def _add(self, name: str, row: tuple[int, ...], dtype: Any, rows: int) -> None:
-        # read whole, not per image: big chunks, but no bigger than the dataset
-        chunk_rows = max(1, min(rows, 2**20 // max(1, int(np.prod(row)))))
         self._columns[name] = self._file.create_dataset(
-            name, shape=(0, *row), maxshape=(None, *row), chunks=(chunk_rows, *row), dtype=dtype,
+            name, shape=(0, *row), maxshape=(None, *row), chunks=(_column_rows(rows, row), *row), dtype=dtype,
             fletcher32=h5py.check_string_dtype(np.dtype(dtype)) is None)  # HDF5 cannot checksum vlen strings
 
     def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
@@ -238,31 +235,76 @@ class HDF5Writer(Writer, Resumable, Shards):
         Users open one file, with plain h5py too; HDF5 reads each part from its shard, found by a
         name relative to the master's folder (the output folder can be moved whole).
         """
-        tmp = partial_path(path)
         parts = [(os.path.basename(p), int(s["count"])) for p, s in zip(shards, stats, strict=True)]
-        total = sum(n for _, n in parts)
+        runs = [(name, 0, n, n) for name, n in parts if n]
         with h5py.File(shards[0], "r") as first:
             layouts = {key: (first[key].shape[1:], first[key].dtype) for key in first
                        if isinstance(first[key], h5py.Dataset)}
-        try:
-            with h5py.File(tmp, "w") as f:
-                for key, (row, dtype) in layouts.items():
-                    layout = h5py.VirtualLayout(shape=(total, *row), dtype=dtype)
-                    start = 0
-                    for name, n in parts:
-                        if n:
-                            layout[start:start + n] = h5py.VirtualSource(name, key, shape=(n, *row))
-                        start += n
-                    f.create_virtual_dataset(key, layout)
-                store_provenance(f.attrs, meta)
-                f.attrs["shards"] = json.dumps([name for name, _ in parts])
-            os.replace(tmp, path)
-        except OSError as exc:
-            remove_quietly([tmp])
-            raise OutputError(f"{path}: cannot write: {str(exc).splitlines()[0]}") from None
+
+        def fill(f: h5py.File) -> None:
+            for key, (row, dtype) in layouts.items():
+                _virtual(f, key, row, dtype, runs)
+            f.attrs["shards"] = json.dumps([name for name, _ in parts])
+
+        _write_master(path, meta, fill)
         names = cls.shard_names(path)
         remove_quietly(sorted(set(names.existing()) - {names.index} - set(shards)))  # an earlier output's
         return [*shards, path]
+
+    # ------------------------------------------------------------------ patches (convert --update)
+
+    @classmethod
+    def stored_rows(cls, path: str) -> tuple[list[tuple[str, int]], dict[str, int]] | None:
+        """Each image's shard and row, read from the master's virtual dataset, and the rows each of those
+        shards holds; None for a plain file."""
+        with h5py.File(path, "r") as f:
+            images = f["images"]
+            if not images.is_virtual:
+                return None
+            rows: list[tuple[str, int] | None] = [None] * len(images)
+            held: dict[str, int] = {}
+            for source in images.virtual_sources():
+                (start, *_), (end, *_) = source.vspace.get_select_bounds()
+                (first, *_), _ = source.src_space.get_select_bounds()
+                rows[start:end + 1] = [(source.file_name, first + k) for k in range(end - start + 1)]
+                held[source.file_name] = int(source.src_space.shape[0])
+        if any(r is None for r in rows):
+            return None  # rows read as fill values: not a master imgpack wrote
+        return rows, held  # type: ignore[return-value]
+
+    @classmethod
+    def write_patched_index(cls, path: str, meta: OutputMeta, options: Any, rows: Sequence[tuple[str, int]],
+                            labels: np.ndarray, ids: Sequence[str],
+                            annotations: Sequence[str | None] | None) -> list[str]:
+        """A master whose ``images`` maps each row to its shard and row there, by runs; the labels,
+        ids and annotations are stored in the master itself (a relabel costs no shard)."""
+        folder = os.path.dirname(os.path.abspath(path))
+        files = list(dict.fromkeys(name for name, _ in rows))
+        held = {name: _count(os.path.join(folder, name)) for name in files}
+        runs: list[tuple[str, int, int, int]] = []  # (shard, first row there, rows, rows the shard holds)
+        for name, row in rows:
+            if runs and runs[-1][0] == name and runs[-1][1] + runs[-1][2] == row:
+                runs[-1] = (name, runs[-1][1], runs[-1][2] + 1, held[name])
+            else:
+                runs.append((name, row, 1, held[name]))
+        options = cls.parse_options(options)
+        k = len(meta.label_names)
+        columns: dict[str, tuple[Any, Any]] = {"labels": (labels, labels.dtype), "ids": (list(ids), _TEXT)}
+        if options.one_hot:
+            columns["labels_one_hot"] = (one_hot(labels, k), np.uint8)
+        if meta.annotations:
+            columns["annotations"] = (["null" if a is None else a for a in annotations or [None] * len(ids)], _TEXT)
+
+        def fill(f: h5py.File) -> None:
+            _virtual(f, "images", tuple(meta.image_shape), np.dtype(np.uint8), runs)
+            for name, (data, dtype) in columns.items():
+                row = np.shape(data)[1:]
+                f.create_dataset(name, data=data, dtype=dtype, chunks=(_column_rows(len(ids), row), *row),
+                                 maxshape=(None, *row), fletcher32=dtype is not _TEXT)
+            f.attrs["shards"] = json.dumps(files)
+
+        _write_master(path, meta, fill)
+        return [path]
 
     def close(self) -> list[str]:
         with self._writing():
@@ -311,6 +353,40 @@ def _count(path: str) -> int:
     beat()
     with h5py.File(path, "r") as f:
         return len(f["images"])
+
+
+#: variable-length UTF-8 text: ids and annotations
+_TEXT = h5py.string_dtype("utf-8")
+
+
+def _column_rows(rows: int, row: tuple[int, ...]) -> int:
+    """Rows per chunk of a per-image column other than images (read whole, not per image): big chunks
+    (up to 16,384 rows, ~1 MiB), but no bigger than the dataset."""
+    return max(1, min(rows, 16384, 2**20 // max(1, int(np.prod(row)))))
+
+
+def _virtual(f: h5py.File, key: str, row: tuple[int, ...], dtype: Any,
+             runs: Sequence[tuple[str, int, int, int]]) -> None:
+    """A virtual dataset ``key`` made of runs (shard file name, first row there, rows, rows that shard holds)."""
+    layout = h5py.VirtualLayout(shape=(sum(n for _, _, n, _ in runs), *row), dtype=dtype)
+    start = 0
+    for name, first, n, held in runs:
+        layout[start:start + n] = h5py.VirtualSource(name, key, shape=(held, *row))[first:first + n]
+        start += n
+    f.create_virtual_dataset(key, layout)
+
+
+def _write_master(path: str, meta: OutputMeta, fill: Callable[[h5py.File], None]) -> None:
+    """A master file made by ``fill`` under a partial name, with the provenance, then renamed over ``path``."""
+    tmp = partial_path(path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            fill(f)
+            store_provenance(f.attrs, meta)
+        os.replace(tmp, path)
+    except OSError as exc:
+        remove_quietly([tmp])
+        raise OutputError(f"{path}: cannot write: {str(exc).splitlines()[0]}") from None
 
 
 def _shard_files(path: str, f: h5py.File) -> list[str]:
@@ -463,9 +539,16 @@ class HDF5Dataset(PackedDataset):
         return found or None
 
     @functools.cached_property
+    @_reads
     def shard_counts(self) -> list[int]:  # type: ignore[override]
-        """Images per shard of a master file, read from the shards when first asked (inspect, not every open)."""
-        return [_count(p) for p in self.shards]
+        """The images this master takes from each shard (a shard kept by ``--update`` may hold more)."""
+        if not self.shards:
+            return []
+        used: dict[str, int] = {}
+        for source in self.file["images"].virtual_sources():
+            (start, *_), (end, *_) = source.vspace.get_select_bounds()
+            used[source.file_name] = used.get(source.file_name, 0) + end - start + 1
+        return [used.get(os.path.basename(p), 0) for p in self.shards]
 
     @_reads
     def _storage(self) -> tuple[Any, Any, Any]:

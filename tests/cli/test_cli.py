@@ -136,7 +136,7 @@ def test_plugins_lists_registry() -> None:
     data = json.loads(stdout)
     assert [r["name"] for r in data["writers"]] == ["hdf5", "pickle", "tfrecord", "webdataset"]
     can = {r["name"]: r["capabilities"] for r in data["writers"]}
-    assert can == {"hdf5": ["resume", "shards", "encode"], "pickle": ["resume", "shards"],
+    assert can == {"hdf5": ["resume", "shards", "patch", "encode"], "pickle": ["resume", "shards"],
                    "tfrecord": ["resume", "shards", "encode"], "webdataset": ["resume", "shards", "encode"]}
     hdf5 = next(r for r in data["writers"] if r["name"] == "hdf5")
     assert [p["name"] for p in hdf5["params"]] == ["compression", "one_hot", "shard_size"]
