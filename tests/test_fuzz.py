@@ -5,9 +5,12 @@ command line's guard (tested in test_hostile.py) and counted here."""
 from __future__ import annotations
 
 import json
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import IO
 
 import pytest
 from conftest import FORMATS, REPO, SUFFIX, two_classes
@@ -19,8 +22,15 @@ CASES = 40
 CASE_SECONDS = 20
 
 
+def _pump(out: IO[str], lines: queue.Queue[str]) -> None:
+    """The harness's lines into ``lines``, then "" at its end."""
+    for line in iter(out.readline, ""):
+        lines.put(line)
+    lines.put("")
+
+
 def run_cases(output: Path, fmt: str) -> dict[int, dict[str, str]]:
-    """Every case's outcome, restarting the harness after a case that hung or crashed it."""
+    """Every case's outcome, restarting the harness after a case that hung (no line for CASE_SECONDS) or crashed it."""
     outcomes: dict[int, dict[str, str]] = {}
     first = 0
     while first < CASES:
@@ -28,22 +38,28 @@ def run_cases(output: Path, fmt: str) -> dict[int, dict[str, str]]:
                                  str(CASES - first), "7"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True, cwd=REPO)
         assert proc.stdout is not None
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
         started = first
         try:
-            for line in iter(proc.stdout.readline, ""):
+            while True:
+                line = lines.get(timeout=CASE_SECONDS)
+                if not line:  # the harness ended: done, or crashed
+                    break
                 record = json.loads(line)
                 if "started" in record:
                     started = record["case"]
                 else:
                     outcomes[record["case"]] = record
                     first = record["case"] + 1
-            proc.wait(timeout=CASE_SECONDS * CASES)
-        except subprocess.TimeoutExpired:
+                    if first >= CASES:
+                        break
+        except queue.Empty:  # a case hung
             pass
         finally:
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+            proc.wait()
         if first <= started and started < CASES and started not in outcomes:
             # the harness stopped inside this case: a hang (killed) or a crash
             outcomes[started] = {"outcome": "hang" if proc.returncode == -9 else f"crash {proc.returncode}"}
