@@ -390,21 +390,26 @@ def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, key: di
         rebuilt = "JPEG-encoded images cannot be read back as they were made"  # re-encoding would change them
     if rebuilt is not None:
         log.warning("%s: %s: rebuilding in full", refresh.stored_at or output, rebuilt)
-    olds: list[tuple[dict[str, Any], PackedDataset]] = []
-    for target, rec in found.items():
+    olds: list[tuple[int, dict[str, Any], PackedDataset]] = []  # (the split's turn, its record, its output)
+    for turn, (target, rec) in enumerate(found.items()):
         if rec is not None and rebuilt is None:
             try:
-                olds.append((rec, open_dataset(where(target))))  # its images, for those that are reused
+                olds.append((turn, rec, open_dataset(where(target))))  # its images, for those that are reused
             except ImgpackError as exc:
                 log.warning("%s: cannot be read back (%s): its images are converted again", where(target), exc)
-    history = [(rec, list(ds.ids)) for rec, ds in olds]
+    history = [(rec, list(ds.ids)) for _, rec, ds in olds]
     overall = plan([prints[s.path] for s in samples], history, refresh.checksum)
+    reused = 0
     if olds:
-        for name, target in targets.items():
+        for turn, (name, target) in enumerate(targets.items()):
             mine = plan([prints[s.path] for s in members_of[name]], history, refresh.checksum)
-            part.reuse[target] = (mine.reuse, [ds for _, ds in olds])
+            # an image that moved here from a split written before this one is converted again: that
+            # split's old output is replaced by then
+            kept = [w if w is not None and olds[w[0]][0] >= turn else None for w in mine.reuse]
+            part.reuse[target] = (kept, [ds for _, _, ds in olds])
+            reused += sum(w is not None for w in kept)
     return {"up_to_date": False, "rebuilt": rebuilt, "added": overall.added, "changed": overall.changed,
-            "removed": overall.removed, "reused": overall.reused, "decoded": len(samples) - overall.reused}
+            "removed": overall.removed, "reused": reused, "decoded": len(samples) - reused}
 
 
 def _record_of(path: str) -> dict[str, Any] | None:

@@ -526,12 +526,29 @@ class HDF5Dataset(PackedDataset):
             raise SourceError(f"{missing[0]}: shard missing (a part of {path})")
 
     def stored_item(self, index: int) -> Encoded | None:
-        """The image's chunk as stored (compressed, checksummed): copied as it is by ``--update``."""
+        """The image's chunk as stored (compressed, checksummed), in its shard for a master: copied as it
+        is by ``--update``."""
         if self.shards:
-            return None
-        images = self._columns[0]
+            name, index = self._stored_rows[index]
+            images = self._shard_images(name)
+        else:
+            images = self._columns[0]
         mask, data = images.id.read_direct_chunk((index, *(0,) * (images.ndim - 1)))
         return Encoded(data, tuple(images.shape[1:])) if mask == 0 else None
+
+    @functools.cached_property
+    def _stored_rows(self) -> list[tuple[str, int]]:
+        found = HDF5Writer.stored_rows(self.path)
+        assert found is not None  # a master (self.shards)
+        return found[0]
+
+    def _shard_images(self, name: str) -> h5py.Dataset:
+        """A shard's ``images``, opened once in this process (closed with the dataset)."""
+        _ = self.file  # (re)opened in this process: the shards opened by another process are dropped
+        if name not in self._open_shards:
+            shard = h5py.File(os.path.join(os.path.dirname(os.path.abspath(self.path)), name), "r")
+            self._open_shards[name] = shard["images"]
+        return self._open_shards[name]
 
     def stored_update(self) -> dict[str, Any] | None:
         """The ``update`` attribute, read when asked (it lists every sample: not at every open)."""
@@ -605,6 +622,7 @@ class HDF5Dataset(PackedDataset):
             except OSError as exc:
                 raise SourceError(f"{self.path}: cannot open as HDF5: {exc}") from None
             self._pid = os.getpid()
+            self._open_shards: dict[str, h5py.Dataset] = {}  # by stored_item
             missing = [k for k in ("images", "labels", "ids") if k not in self._file]
             if missing:
                 self._file.close()
@@ -675,9 +693,12 @@ class HDF5Dataset(PackedDataset):
         state = dict(self.__dict__)
         state["_file"], state["_pid"] = None, -1
         state.pop("_dsets", None)
+        state.pop("_open_shards", None)
         return state
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
+            for images in self._open_shards.values():
+                images.file.close()
             self._file.close()
         self._file = None
