@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import math
@@ -23,7 +24,7 @@ from .engines.reuse import ReusingEngine
 from .errors import ImageError, ImgpackError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
 from .locking import locked
-from .outputs import SPLITS_FILE, label_counts, prepare_target, remove_quietly, write_atomically
+from .outputs import SPLITS_FILE, label_counts, partial_path, prepare_target, remove_quietly, write_atomically
 from .plugins import Preprocessor, Sample, Scan
 from .process import Job, process_image
 from .progress import Progress
@@ -674,6 +675,8 @@ class _Part:
         tag = next(t for t in (digest[i:i + 8] for i in range(0, 64, 8)) if os.path.basename(
             names.update_shard(t)) not in held)  # never the name of a shard in use
         shard = names.update_shard(tag)
+        # an update killed while it wrote its shard left it partial (a running update holds the lock)
+        remove_quietly(glob.glob(glob.escape(names.base) + "-update-*" + glob.escape(partial_path(names.suffix))))
         advance(len(samples) - len(fresh))
         skipped_at: dict[int, str] = {}
         kept_rows: list[np.ndarray] = []

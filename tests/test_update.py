@@ -254,6 +254,18 @@ def test_a_sharded_hdf5_update_writes_only_a_shard_of_the_new_images(tmp_path: P
     assert update(src, out, **SHARDS).update["up_to_date"]  # type: ignore[index]
 
 
+def test_a_sharded_update_removes_what_a_killed_update_left(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out, **SHARDS)
+    (tmp_path / "o-update-0123abcd.h5.partial").write_bytes(b"half a shard")  # killed while writing it
+    (tmp_path / "o-update-4567cdef.h5").write_bytes(b"a shard no master names")  # killed before the master
+    write_image(src / "cat" / "p05b.jpg", photo(41, 24, 100))
+    update(src, out, **SHARDS)
+    assert not (tmp_path / "o-update-0123abcd.h5.partial").exists()
+    assert not (tmp_path / "o-update-4567cdef.h5").exists()
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5", **SHARDS)
+
+
 def test_a_sharded_relabel_writes_no_shard(tmp_path: Path) -> None:
     imgs = tmp_path / "imgs"
     for i in range(10):
