@@ -714,7 +714,7 @@ class _Part:
             remove_quietly([shard])
             raise
         used = {name for name, _ in rows}
-        remove_quietly([p for p in names.existing() if os.path.basename(p) not in used])  # no longer read
+        remove_quietly([p for p in names.existing() if p != names.index and os.path.basename(p) not in used])
         folder = os.path.dirname(os.path.abspath(target))
         outputs = [*(os.path.join(folder, name) for name in dict.fromkeys(name for name, _ in rows)), *outputs]
         return _PartResult(len(kept), [Skipped(paths[fresh[j]], skipped_at[j]) for j in sorted(skipped_at)],

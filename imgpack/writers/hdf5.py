@@ -256,16 +256,24 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
     @classmethod
     def stored_rows(cls, path: str) -> tuple[list[tuple[str, int]], dict[str, int]] | None:
         """Each image's shard and row, read from the master's virtual dataset, and the rows each of those
-        shards holds; None for a plain file."""
+        shards holds; None for a plain file, or a master whose mapping imgpack did not write."""
+        folder = os.path.dirname(os.path.abspath(path))
         with h5py.File(path, "r") as f:
             images = f["images"]
             if not images.is_virtual:
                 return None
-            rows: list[tuple[str, int] | None] = [None] * len(images)
+            n = len(images)
+            sources = images.virtual_sources()
+            files = [os.path.join(folder, name) for name in {s.file_name for s in sources}]
+            if n > sum(os.path.getsize(p) for p in files if os.path.isfile(p)):
+                return None  # more images than its shards hold bytes: not allocated here
+            rows: list[tuple[str, int] | None] = [None] * n
             held: dict[str, int] = {}
-            for source in images.virtual_sources():
+            for source in sources:
                 (start, *_), (end, *_) = source.vspace.get_select_bounds()
                 (first, *_), _ = source.src_space.get_select_bounds()
+                if not 0 <= start <= end < n:
+                    return None
                 rows[start:end + 1] = [(source.file_name, first + k) for k in range(end - start + 1)]
                 held[source.file_name] = int(source.src_space.shape[0])
         if any(r is None for r in rows):
@@ -529,6 +537,8 @@ class HDF5Dataset(PackedDataset):
         """The image's chunk as stored (compressed, checksummed), in its shard for a master: copied as it
         is by ``--update``."""
         if self.shards:
+            if self._stored_rows is None:
+                return None  # read by value
             name, index = self._stored_rows[index]
             images = self._shard_images(name)
         else:
@@ -537,10 +547,9 @@ class HDF5Dataset(PackedDataset):
         return Encoded(data, tuple(images.shape[1:])) if mask == 0 else None
 
     @functools.cached_property
-    def _stored_rows(self) -> list[tuple[str, int]]:
+    def _stored_rows(self) -> list[tuple[str, int]] | None:
         found = HDF5Writer.stored_rows(self.path)
-        assert found is not None  # a master (self.shards)
-        return found[0]
+        return found[0] if found is not None else None
 
     def _shard_images(self, name: str) -> h5py.Dataset:
         """A shard's ``images``, opened once in this process (closed with the dataset)."""
