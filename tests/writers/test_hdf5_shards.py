@@ -79,3 +79,18 @@ def test_a_sharded_writer_keeps_whole_shards_for_a_resume(tmp_path: Path) -> Non
     with h5py.File(tmp_path / "o.h5") as f:
         np.testing.assert_array_equal(f["images"][:], images)
         assert [x.decode() for x in f["ids"][:]] == [str(i) for i in range(9)]
+
+
+def test_a_masters_mapping_is_read_only_when_its_shards_can_hold_it(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options={"shard_size": 10})
+    rows, held = HDF5Writer.stored_rows(str(out)) or ([], {})
+    assert rows[10:12] == [("o-00001-of-00003.h5", 0), ("o-00001-of-00003.h5", 1)] and len(rows) == 23
+    assert held == {f"o-0000{i}-of-00003.h5": n for i, n in enumerate([10, 10, 3])}
+    # a master that declares 10**12 images over a shard of a few KB: refused before any list of them
+    huge = h5py.VirtualLayout(shape=(10**12, 8, 8, 3), dtype=np.uint8)
+    huge[:] = h5py.VirtualSource("o-00000-of-00003.h5", "images", shape=(10**12, 8, 8, 3))
+    with h5py.File(tmp_path / "bad.h5", "w") as f:
+        f.create_virtual_dataset("images", huge)
+    assert HDF5Writer.stored_rows(str(tmp_path / "bad.h5")) is None
+    assert HDF5Writer.stored_rows(str(tmp_path / "o-00000-of-00003.h5")) is None  # a plain file
