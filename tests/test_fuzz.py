@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -78,6 +79,26 @@ def test_damaged_outputs_fail_with_imgpack_errors_only(fmt: str, tmp_path: Path)
     outcomes = run_cases(output, fmt)
     kinds = sorted(o["outcome"] for o in outcomes.values())
     print(f"{fmt}: {len(outcomes)} cases: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
+    assert len(outcomes) == CASES
+    raw = {case: o for case, o in outcomes.items() if o["outcome"] not in ("ok", "imgpack", "hang")}
+    assert raw == {}
+
+
+@pytest.mark.slow
+def test_damaged_sharded_hdf5_after_an_update_fails_with_imgpack_errors_only(tmp_path: Path) -> None:
+    """A master of virtual datasets over shards, one of them an update's, with its labels and ids in itself."""
+    src = tmp_path / "src"
+    two_classes(src, 12, (16, 16), "{i}.png")
+    output = tmp_path / "out" / "o.h5"
+    options = {"shard_size": 5}
+    imgpack.convert(str(src), str(output), size=8, workers=0, progress="off", options=options)
+    two_classes(tmp_path / "more", 2, (16, 16), "{i}b.png")
+    shutil.copytree(tmp_path / "more", src, dirs_exist_ok=True)
+    res = imgpack.convert(str(src), str(output), size=8, workers=0, progress="off", options=options, update=True)
+    assert res.update and res.update["decoded"] == 2 and any("-update-" in p for p in res.outputs)
+    outcomes = run_cases(output, "hdf5")
+    kinds = sorted(o["outcome"] for o in outcomes.values())
+    print(f"sharded hdf5: {len(outcomes)} cases: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
     assert len(outcomes) == CASES
     raw = {case: o for case, o in outcomes.items() if o["outcome"] not in ("ok", "imgpack", "hang")}
     assert raw == {}
