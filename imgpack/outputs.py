@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import json
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -190,6 +191,50 @@ class ShardNames:
                 raise SourceError(f"{self.index}: bad shard name {name!r}")
             paths.append(os.path.join(folder, name))
         return paths
+
+
+class Snapshot:
+    """The files of a folder as they were, kept by hard links (no copy) until a run that replaces
+    some of them completes: :meth:`restore` puts them back after a failure, :meth:`drop` lets them go.
+
+    A folder of split outputs is replaced one split at a time; a run that fails in the second
+    split would otherwise leave the first one new and the others old, or none at all. Where the
+    filesystem has no hard links, nothing is kept (the run removes what it wrote, as before).
+    """
+
+    def __init__(self, folder: str) -> None:
+        self.kept: dict[str, str] = {}  # file -> its link
+        if not os.path.isdir(folder):
+            return
+        for entry in os.scandir(folder):
+            if entry.name.startswith(".") or entry.name.endswith(".partial") or \
+                    not entry.is_file(follow_symlinks=False):
+                continue
+            link = os.path.join(folder, f".{entry.name}.previous")
+            try:
+                remove_quietly([link])  # a killed run's
+                os.link(entry.path, link)
+            except OSError:
+                continue
+            self.kept[entry.path] = link
+
+    def restore(self, written: list[str]) -> None:
+        """Remove what the run wrote, then put the old files back under their names."""
+        remove_quietly(written)
+        for path, link in self.kept.items():
+            try:
+                if os.path.exists(path) and os.path.samefile(link, path):
+                    os.remove(link)  # left as it was (a rename onto the same file would do nothing)
+                else:
+                    os.replace(link, path)
+            except OSError as exc:
+                logging.getLogger("imgpack").warning("%s: cannot be put back (%s); the old file is %s", path,
+                                                     exc.strerror or exc, link)
+        self.kept = {}
+
+    def drop(self) -> None:
+        remove_quietly(list(self.kept.values()))
+        self.kept = {}
 
 
 def remove_quietly(paths: list[str]) -> None:

@@ -24,7 +24,7 @@ from .engines.reuse import ReusingEngine
 from .errors import ImageError, ImgpackError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
 from .locking import locked
-from .outputs import SPLITS_FILE, label_counts, partial_path, prepare_target, remove_quietly, write_atomically
+from .outputs import SPLITS_FILE, Snapshot, label_counts, partial_path, prepare_target, remove_quietly, write_atomically
 from .plugins import Preprocessor, Sample, Scan
 from .process import Job, process_image
 from .progress import Progress
@@ -322,6 +322,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     per_split: dict[str, dict[str, Any]] = {}
     bar = Progress(len(scan.samples), "convert", mode=progress)
     finished: list[str] = []  # the targets complete, each with its journal
+    # the splits are one output: a run that fails in one of them leaves the folder as it was
+    before = Snapshot(output) if "" not in targets and not resume else None
     try:
         for name, target in targets.items():
             members = [s for s in scan.samples if s.split == name] if splits else scan.samples
@@ -340,15 +342,18 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
             outputs.append(_write_split_summary(output, scan, source_opts, per_split, writer_cls.name))
     except KeyboardInterrupt:
         if not any(os.path.exists(journal_path(t)) for t in targets.values()):
-            remove_quietly(outputs)
+            _undo(outputs, before)
         raise  # else kept, with their journals, for --resume
     except BaseException:
-        # the splits are one output: the ones finished before the failure go too, so that no
-        # folder holds train.h5 without the val.h5 and splits.json of the same run. (The part that
-        # failed removed its own files; a resume refused, or of a damaged output, left them as they were.)
-        remove_quietly(outputs + [journal_path(t) for t in finished])
+        # the splits are one output: the ones finished before the failure go too (and the old ones
+        # come back), so that no folder holds train.h5 without the val.h5 and splits.json of the same
+        # run. (The part that failed removed its own files; a resume refused, or of a damaged output,
+        # left them as they were.)
+        _undo(outputs + [journal_path(t) for t in finished], before)
         raise
     finally:
+        if before is not None:
+            before.drop()  # (emptied by a restore)
         bar.close()
         for ds in {id(d): d for _, olds in part.reuse.values() for d in olds}.values():
             ds.close()
@@ -364,6 +369,14 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         splits=per_split or None,
         cpu_seconds={"parent": round(time.process_time(), 3), "workers": round(worker_cpu, 3)},
         update=report)
+
+
+def _undo(written: list[str], before: Snapshot | None) -> None:
+    """A failed run's files removed, and the split folder's old files back where it had some."""
+    if before is not None:
+        before.restore(written)
+    else:
+        remove_quietly(written)
 
 
 def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, key: dict[str, Any],

@@ -317,3 +317,25 @@ def test_a_failed_sharded_update_leaves_the_output_as_it_was(tmp_path: Path) -> 
     assert files_of(out) == before and out.read_bytes() == master and content_digest(str(out)) == digest
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o-00000-of-00003.h5", "o-00001-of-00003.h5",
                                                           "o-00002-of-00003.h5", "o.h5", "src"]
+
+
+@pytest.mark.parametrize("options", [{}, SHARDS["options"]])
+def test_an_update_that_fails_in_one_split_leaves_the_folder_as_it_was(options: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    src, out = tmp_path / "src", tmp_path / "out"
+    tree(src / "train", 12)
+    tree(src / "val", 4)
+    kw: dict[str, Any] = {"split_from_folders": True, "format": "hdf5", "options": options}
+    update(src, out, **kw)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    write_image(src / "train" / "cat" / "p50.jpg", photo(30, 24, 50))  # train is brought up to date first
+    (src / "train" / "dog" / "p00.jpg").unlink()
+    (src / "val" / "cat" / "p51.jpg").write_text("not a picture")  # then val fails
+    with pytest.raises(imgpack.ImageError, match=r"p51\.jpg"):
+        update(src, out, on_error="fail", **kw)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # every file as it was, nothing more
+    (src / "val" / "cat" / "p51.jpg").unlink()
+    res = update(src, out, **kw)
+    assert (res.update["added"], res.update["removed"]) == (1, 1)  # type: ignore[index]
+    assert not any(p.name.startswith(".") for p in out.iterdir())
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean", **kw)
