@@ -584,7 +584,8 @@ class Patches:
 
     ``convert --update`` then writes the new and changed images to one new shard and a new
     index over it and the old shards, which stay as they are: an update costs what is new, not
-    the whole output. The old index is replaced in one rename; shards it alone used go last.
+    the whole output. The old index is replaced in one rename; shards it alone used stay until the
+    next update, for readers that opened it.
     """
 
     @classmethod

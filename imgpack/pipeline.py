@@ -685,8 +685,8 @@ class _Part:
             return None
         names = fmt.shard_names(target)
         digest = self.records[target]["plan"]
-        tag = next(t for t in (digest[i:i + 8] for i in range(0, 64, 8)) if os.path.basename(
-            names.update_shard(t)) not in held)  # never the name of a shard in use
+        tag = next(t for t in (digest[i:i + 8] for i in range(0, 64, 8))
+                   if not os.path.exists(names.update_shard(t)))  # never the name of a shard there
         shard = names.update_shard(tag)
         # an update killed while it wrote its shard left it partial (a running update holds the lock)
         remove_quietly(glob.glob(glob.escape(names.base) + "-update-*" + glob.escape(partial_path(names.suffix))))
@@ -726,8 +726,10 @@ class _Part:
         except BaseException:
             remove_quietly([shard])
             raise
-        used = {name for name, _ in rows}
-        remove_quietly([p for p in names.existing() if p != names.index and os.path.basename(p) not in used])
+        # a shard the old master used stays until the next update, for readers that opened it before
+        # this one; a shard neither master uses (an earlier update's, or a killed one's) goes now
+        named = {name for name, _ in rows} | set(held)
+        remove_quietly([p for p in names.existing() if p != names.index and os.path.basename(p) not in named])
         folder = os.path.dirname(os.path.abspath(target))
         outputs = [*(os.path.join(folder, name) for name in dict.fromkeys(name for name, _ in rows)), *outputs]
         return _PartResult(len(kept), [Skipped(paths[fresh[j]], skipped_at[j]) for j in sorted(skipped_at)],

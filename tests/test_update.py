@@ -266,6 +266,27 @@ def test_a_sharded_update_removes_what_a_killed_update_left(tmp_path: Path) -> N
     assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5", **SHARDS)
 
 
+def test_a_shard_no_longer_used_stays_for_the_old_masters_readers_until_the_next_update(tmp_path: Path) -> None:
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    update(src, out, **SHARDS)  # rows 10 and 11, the last shard: dog/p06 and dog/p09
+    with imgpack.open_dataset(str(out)) as ds:
+        last_two = ds.read_batch(np.arange(10, 12))[0]
+    with h5py.File(out) as old:  # a training job that opened the master and has read only its first shard
+        old["images"][:5]
+        (src / "dog" / "p06.jpg").unlink()
+        (src / "dog" / "p09.jpg").unlink()
+        res = update(src, out, **SHARDS)
+        assert res.update["removed"] == 2  # type: ignore[index]
+        assert "o-00002-of-00003.h5" in files_of(out)  # no image uses it: kept for this reader
+        assert np.array_equal(old["images"][10:12], last_two)  # (zeros, had the shard gone)
+    with h5py.File(out) as f:
+        assert "o-00002-of-00003.h5" not in f.attrs["shards"]
+    write_image(src / "cat" / "p05b.jpg", photo(41, 24, 100))
+    update(src, out, **SHARDS)
+    assert "o-00002-of-00003.h5" not in files_of(out)  # gone with the next update
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5", **SHARDS)
+
+
 def test_a_sharded_relabel_writes_no_shard(tmp_path: Path) -> None:
     imgs = tmp_path / "imgs"
     for i in range(10):
