@@ -62,8 +62,13 @@ def bare(src: str, size: int, workers: int, scale: int = 1) -> float:
 
 
 def write_only(nbytes: int, where: str) -> float:
-    """Seconds to write ``nbytes`` to a new file in 1 MiB writes (the page cache's cost here)."""
-    block = os.urandom(2**20)
+    """Seconds to write ``nbytes`` to a new file in 256 KiB writes (the page cache's cost here).
+
+    256 KiB is about what the writers hand the kernel at a time (an HDF5 chunk or a TFRecord
+    record of a 256x256 image, a pickle's 512 KiB pieces): writes of 2 MiB and more go into
+    large page-cache folios, which cost several times as much on some machines (docs/performance.md).
+    """
+    block = os.urandom(2**18)
     path = os.path.join(where, "write-only.bin")
     t0 = time.perf_counter()
     with open(path, "wb") as f:
