@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SHARED ?= ../shared
 DEMO_OUT := build/demo
 
-.PHONY: demo test lint docs bench clean help
+.PHONY: demo test lint docs compile bench clean help
 
 help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
@@ -41,10 +41,15 @@ lint: $(VENV)/.installed-test
 docs: $(VENV)/.installed-test
 	$(BIN)/mkdocs build --strict --quiet
 
-test: lint docs
+# imgpack's bytecode, as an installed package has it: an editable install where
+# PYTHONDONTWRITEBYTECODE is set (CI, containers) would compile every module in every process
+compile: | $(BIN)/python
+	$(BIN)/python -m compileall -q imgpack
+
+test: lint docs compile
 	IMGPACK_SHARED=$(SHARED) $(BIN)/python -m pytest
 
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench compile
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_update.py
 	$(BIN)/python benchmarks/bench_store.py
