@@ -503,6 +503,23 @@ def _rewrite_whole(in_place: Sequence[tuple[str, int] | None], held: dict[str, i
     return ""
 
 
+def _patched_rows(in_place: Sequence[tuple[str, int] | None], gone: set[int], shard: str
+                  ) -> tuple[list[tuple[str, int]], list[int]]:
+    """Each kept sample's (shard, row), in order: where it stays, or its row in the update's ``shard``
+    (which holds the others in order, less those ``gone``: skipped); and the samples kept."""
+    rows: list[tuple[str, int]] = []
+    kept: list[int] = []
+    new = 0
+    for i, row in enumerate(in_place):
+        if row is None:
+            if i in gone:
+                continue
+            row, new = (shard, new), new + 1
+        rows.append(row)
+        kept.append(i)
+    return rows, kept
+
+
 def _shape(results: Sequence[ShardResult], job: Job) -> tuple[int, ...] | None:
     """The shape of every image written; None when they differ (the shards say, for TFRecord)."""
     shapes = {tuple(s) for r in results for s in r.stats.get("shapes", [job.image_shape])}
@@ -706,19 +723,7 @@ class _Part:
             except BaseException:
                 writer.abort()
                 raise
-        gone = {fresh[j] for j in skipped_at}
-        rows: list[tuple[str, int]] = []
-        kept: list[int] = []
-        kept_in_place: list[int] = []
-        for i, row in enumerate(in_place):
-            if row is None:
-                if i in gone:
-                    continue
-                row = (os.path.basename(shard), len(rows) - len(kept_in_place))
-            else:
-                kept_in_place.append(i)
-            rows.append(row)
-            kept.append(i)
+        rows, kept = _patched_rows(in_place, {fresh[j] for j in skipped_at}, os.path.basename(shard))
         try:
             outputs = fmt.write_patched_index(
                 target, meta, self.writer_options, rows, labels[kept], [samples[i].id for i in kept],

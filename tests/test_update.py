@@ -35,6 +35,10 @@ def clean(src: Path, out: Path, **kw: Any) -> str:
     return content_digest(str(out))
 
 
+#: a sharded HDF5 output (12 images: 3 shards), patched by an update rather than rewritten
+SHARDS = {"options": {"shard_size": 5}}
+
+
 def test_an_output_made_from_the_same_files_is_up_to_date_and_left_alone(tmp_path: Path) -> None:
     src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
     first = update(src, out)
@@ -208,21 +212,21 @@ def test_a_jpeg_encoded_output_is_rebuilt_not_re_encoded(fmt: str, tmp_path: Pat
     assert content_digest(str(out)) == clean(src, tmp_path / "clean.tar", options=options)
 
 
-def test_a_new_image_that_cannot_be_converted_is_skipped_as_in_a_clean_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [{}, SHARDS["options"]])
+def test_a_new_image_that_cannot_be_converted_is_skipped_as_in_a_clean_run(options: dict[str, Any],
+                                                                           tmp_path: Path) -> None:
     src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
-    update(src, out)
+    update(src, out, options=options)
     (src / "cat" / "p04b.jpg").write_text("not a picture")
+    write_image(src / "cat" / "p05b.jpg", photo(41, 24, 100))  # after a skipped one: its row in the new shard
     (src / "dog" / "p99.jpg").write_text("nor this")
-    res = update(src, out, batch_size=2)
+    res = update(src, out, batch_size=2, options=options)
     assert [os.path.basename(s.path) for s in res.skipped] == ["p04b.jpg", "p99.jpg"]
-    assert res.update["added"] == 2 and res.written == 12  # type: ignore[index]
-    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")
+    assert res.update["added"] == 3 and res.written == 13  # type: ignore[index]
+    assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5", options=options)
 
 
 # --------------------------------------------------------------------------- sharded HDF5: patched, not rewritten
-
-SHARDS = {"options": {"shard_size": 5}}
-
 
 def files_of(out: Path) -> dict[str, tuple[int, int]]:
     """The shard files beside a master: name -> (inode, modification time)."""
