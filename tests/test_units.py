@@ -11,7 +11,7 @@ from conftest import photo, write_image
 
 from imgpack.engines.local import LocalEngine
 from imgpack.errors import OutputError
-from imgpack.outputs import ShardNames
+from imgpack.outputs import WRITE_BYTES, ShardNames, write_pieces
 from imgpack.process import Job, process_image
 from imgpack.recipe import build_chain
 from imgpack.resume import fingerprint, what_changed
@@ -113,3 +113,21 @@ def base_fingerprint(**changes: object) -> dict[str, object]:
 def test_what_changed_names_the_first_difference(change: dict[str, object], words: str | None) -> None:
     found = what_changed(base_fingerprint(), base_fingerprint(**change))
     assert found == words if words is None else found is not None and found.startswith(words)
+
+
+def test_large_writes_are_handed_to_the_kernel_in_pieces() -> None:
+    class Recorder:
+        def __init__(self) -> None:
+            self.parts: list[bytes] = []
+
+        def write(self, data: memoryview) -> None:
+            self.parts.append(bytes(data))
+
+    data = np.arange(3 * WRITE_BYTES + 17, dtype=np.uint8) * 7
+    out = Recorder()
+    write_pieces(out, data.data)
+    assert [len(p) for p in out.parts] == [WRITE_BYTES] * 3 + [17]
+    assert b"".join(out.parts) == data.tobytes()
+    small = Recorder()
+    write_pieces(small, b"abc")
+    assert small.parts == [b"abc"]

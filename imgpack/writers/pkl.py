@@ -39,17 +39,13 @@ import numpy as np
 from ..errors import OutputError, SourceError, UsageError
 from ..formats import PROVENANCE_KEYS, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
-from ..outputs import ShardNames, discard, finish, label_counts, one_hot, partial_path
+from ..outputs import ShardNames, discard, finish, label_counts, one_hot, partial_path, write_pieces
 from ..params import param
 
 #: read by Python 3.8 and later (all that imgpack supports); large arrays without a copy
 PROTOCOL = 5
 DEFAULT_BUDGET = 4 * 2**30
 _MAGIC = pickle.PROTO + bytes([PROTOCOL])
-#: a chunk's pixels go to the file in writes of at most this many bytes: the kernel puts a larger
-#: write in large page-cache folios, which cost several times as much to fill on some machines
-#: (8 MiB writes: 2.4-3.1 s for 1.2 GB on the benchmark VM; 512 KiB writes: 0.26-0.36 s)
-WRITE_BYTES = 512 * 2**10
 log = logging.getLogger("imgpack")
 
 # What imgpack's reader lets a pickle construct: numpy arrays, dtypes and scalars. Plain
@@ -203,11 +199,10 @@ class PickleWriter(Writer, Shards):
             if block.dtype != np.uint8 or block.shape[block.ndim - len(shape):] != shape:
                 raise OutputError(f"{self.path}: an image of {block.shape} {block.dtype} among images of "
                                   f"{shape} uint8")
-            data = np.ascontiguousarray(block).data.cast("B")
+            data = np.ascontiguousarray(block).data
             self._digest.update(data)  # while the workers decode, not after them
             try:
-                for at in range(0, len(data), WRITE_BYTES):
-                    self._file.write(data[at:at + WRITE_BYTES])
+                write_pieces(self._file, data)  # a chunk's pixels are several MiB
             except OSError as exc:
                 raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
         self._labels.append(np.array(labels, copy=True))

@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..outputs import write_pieces
 from ..process import DEFAULT_QUALITY, ImageEncoder
 
 Buffer = bytes | memoryview
@@ -88,7 +89,7 @@ class RecordFile:
     def write(self, data: bytes) -> None:
         length = struct.pack("<Q", len(data))
         self._file.write(length + self._masked_crc(length))
-        self._file.write(data)
+        write_pieces(self._file, data)  # a large image's record can be several MiB
         self._file.write(self._masked_crc(data))
 
     def close(self) -> None:

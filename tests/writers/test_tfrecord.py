@@ -294,3 +294,17 @@ def test_reading_prints_no_tensorflow_noise(class_tree: Path, tmp_path: Path) ->
                           capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0 and "verified" in proc.stdout
     assert proc.stderr == ""
+
+
+def test_records_larger_than_one_write_read_back_with_tf_data(tmp_path: Path) -> None:
+    """A 600x600 image's record (1 MiB of pixels) is written in pieces (outputs.write_pieces): TensorFlow
+    reads it whole, its CRC intact."""
+    src = tmp_path / "src"
+    for i in range(2):
+        write_image(src / "a" / f"{i}.png", photo(40, 30, i))
+    h5 = tmp_path / "o.h5"
+    imgpack.convert(str(src), str(h5), size=600, workers=0, progress="off")
+    res = imgpack.convert(str(src), str(tmp_path / "o.tfrecord"), size=600, workers=0, progress="off")
+    images, _, ids = read_raw(shards(res))
+    want, _, want_ids = read_h5(h5)
+    assert ids == want_ids and len(images) == 2 and all(np.array_equal(a, b) for a, b in zip(images, want, strict=True))
