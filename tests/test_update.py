@@ -126,19 +126,22 @@ def test_a_renamed_image_is_reused_by_content_with_checksum(tmp_path: Path) -> N
     assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5")
 
 
-def test_an_edited_labels_file_relabels_without_decoding(tmp_path: Path) -> None:
+@pytest.mark.parametrize("options", [{}, SHARDS["options"]])
+def test_an_edited_labels_file_relabels_without_decoding(options: dict[str, Any], tmp_path: Path) -> None:
     imgs = tmp_path / "imgs"
-    for i in range(6):
+    for i in range(10):
         write_image(imgs / f"i{i}.png", photo(20, 20, i))
     labels = tmp_path / "labels.csv"
-    labels.write_text("id,label\n" + "".join(f"i{i},{'ab'[i % 2]}\n" for i in range(6)))
+    labels.write_text("id,label\n" + "".join(f"i{i},{'ab'[i % 2]}\n" for i in range(10)))
     out = tmp_path / "o.h5"
-    update(imgs, out, labels=str(labels))
-    labels.write_text("id,label\n" + "".join(f"i{i},{'abc'[i % 3]}\n" for i in range(6)))
-    res = update(imgs, out, labels=str(labels))
-    assert (res.update["reused"], res.update["decoded"]) == (6, 0)  # type: ignore[index]
+    update(imgs, out, labels=str(labels), options=options)
+    shards = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("o-*.h5")}
+    labels.write_text("id,label\n" + "".join(f"i{i},{'abc'[i % 3]}\n" for i in range(10)))
+    res = update(imgs, out, labels=str(labels), options=options)
+    assert (res.update["reused"], res.update["decoded"]) == (10, 0)  # type: ignore[index]
     assert res.label_names == ["a", "b", "c"]
-    assert content_digest(str(out)) == clean(imgs, tmp_path / "clean.h5", labels=str(labels))
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("o-*.h5")} == shards  # sharded: no shard written
+    assert content_digest(str(out)) == clean(imgs, tmp_path / "clean.h5", labels=str(labels), options=options)
 
 
 def test_a_changed_recipe_rebuilds_in_full_and_says_so(tmp_path: Path) -> None:
@@ -289,22 +292,6 @@ def test_a_shard_no_longer_used_stays_for_the_old_masters_readers_until_the_next
     update(src, out, **SHARDS)
     assert "o-00002-of-00003.h5" not in files_of(out)  # gone with the next update
     assert content_digest(str(out)) == clean(src, tmp_path / "clean.h5", **SHARDS)
-
-
-def test_a_sharded_relabel_writes_no_shard(tmp_path: Path) -> None:
-    imgs = tmp_path / "imgs"
-    for i in range(10):
-        write_image(imgs / f"i{i}.png", photo(20, 20, i))
-    labels = tmp_path / "labels.csv"
-    labels.write_text("id,label\n" + "".join(f"i{i},{'ab'[i % 2]}\n" for i in range(10)))
-    out = tmp_path / "o.h5"
-    update(imgs, out, labels=str(labels), **SHARDS)
-    before = files_of(out)
-    labels.write_text("id,label\n" + "".join(f"i{i},{'abc'[i % 3]}\n" for i in range(10)))
-    res = update(imgs, out, labels=str(labels), **SHARDS)
-    assert (res.update["reused"], res.update["decoded"]) == (10, 0)  # type: ignore[index]
-    assert files_of(out) == before
-    assert content_digest(str(out)) == clean(imgs, tmp_path / "clean.h5", labels=str(labels), **SHARDS)
 
 
 def test_many_sharded_updates_stay_equal_to_clean_runs_and_are_compacted(tmp_path: Path) -> None:
