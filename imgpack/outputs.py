@@ -149,6 +149,10 @@ class ShardNames:
         """The shard of an update's new images (``tag``: 8 hex digits of what it was made from)."""
         return f"{self.base}-update-{tag}{self.suffix}"
 
+    def update_partials(self) -> list[str]:
+        """Update shards still under their partial names: left by an update that was killed."""
+        return glob.glob(glob.escape(self.base) + "-update-*" + glob.escape(partial_path(self.suffix)))
+
     def partial(self, i: int) -> str:
         """Where shard ``i`` is written until the whole output is complete."""
         return partial_path(f"{self.base}-{i:05d}{self.suffix}")

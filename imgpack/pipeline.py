@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import logging
 import math
@@ -24,7 +23,7 @@ from .engines.reuse import ReusingEngine
 from .errors import ImageError, ImgpackError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
 from .locking import locked
-from .outputs import SPLITS_FILE, Snapshot, label_counts, partial_path, prepare_target, remove_quietly, write_atomically
+from .outputs import SPLITS_FILE, Snapshot, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import Preprocessor, Sample, Scan
 from .process import Job, process_image
 from .progress import Progress
@@ -688,7 +687,7 @@ class _Part:
         where, olds = self.reuse[target]
         own = next((n for n, ds in enumerate(olds) if os.path.abspath(ds.path) == os.path.abspath(target)), None)
         if not (issubclass(fmt, Patches) and issubclass(fmt, Shards) and formats.is_sharded(fmt, self.writer_options)
-                and own is not None and isinstance(self.engine, LocalEngine)):
+                and own is not None):
             return None
         stored = fmt.stored_rows(target)
         if stored is None:
@@ -706,7 +705,7 @@ class _Part:
                    if not os.path.exists(names.update_shard(t)))  # never the name of a shard there
         shard = names.update_shard(tag)
         # an update killed while it wrote its shard left it partial (a running update holds the lock)
-        remove_quietly(glob.glob(glob.escape(names.base) + "-update-*" + glob.escape(partial_path(names.suffix))))
+        remove_quietly(names.update_partials())
         advance(len(samples) - len(fresh))
         skipped_at: dict[int, str] = {}
         kept_rows: list[np.ndarray] = []
