@@ -67,6 +67,17 @@ def start_slow_run(src: Path | str, out: Path | str, options: dict[str, Any] | N
                             env={**os.environ, **(env or {})})
 
 
+def consumed(journal: Path) -> int:
+    """How many samples a running conversion's resume journal says are done; 0 before it has one.
+
+    Read as ``--resume`` reads it (``Journal.load``): a checkpoint renames the old journal aside before
+    the new one is in place, so the file itself is missing for a moment."""
+    from imgpack.resume import Journal
+
+    found = Journal.load(str(journal))
+    return found.consumed if found is not None else 0
+
+
 def shared_dir() -> Path:
     return Path(os.environ.get("IMGPACK_SHARED", REPO.parent / "shared")).resolve()
 

@@ -3,7 +3,6 @@ and ``--resume`` continues it to the output an uninterrupted run gives."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from _helpers import Slow
-from conftest import FORMATS, SUFFIX, start_slow_run, two_classes
+from conftest import FORMATS, SUFFIX, consumed, start_slow_run, two_classes
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -99,10 +98,7 @@ def kill_mid_run(proc: subprocess.Popen[bytes], folder: Path, journal: Path, at_
     """SIGKILL once the journal says ``at_least`` images are done; returns how many it says then."""
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:
-        consumed = 0
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            consumed = json.loads(journal.read_text())["consumed"]
-        if consumed >= at_least:
+        if consumed(journal) >= at_least:
             break
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before it could be killed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
@@ -111,7 +107,7 @@ def kill_mid_run(proc: subprocess.Popen[bytes], folder: Path, journal: Path, at_
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert not looks_complete(folder / journal.name.replace(".resume.json", ""))
-    return int(json.loads(journal.read_text())["consumed"])
+    return consumed(journal)
 
 
 @pytest.mark.slow

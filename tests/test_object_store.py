@@ -218,7 +218,7 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
                                                                                  tmp_path: Path) -> None:
     import signal
 
-    from conftest import start_slow_run
+    from conftest import consumed, start_slow_run
 
     src = bucket.upload(two_classes(tmp_path / "src", 60, (24, 16), "im{i:03d}.jpg"), "src")
     out = bucket.url("out/o.tfrecord")
@@ -228,8 +228,7 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
     proc = start_slow_run(src, out, {"shard_size": 10}, env=env)
     stage = tmp_path / "tmp" / "imgpack-staging" / os.path.basename(storage.staging(out))
     deadline = time.monotonic() + 120
-    while not list(stage.glob("*.resume.json")) or json.loads(
-            next(stage.glob("*.resume.json")).read_text()).get("consumed", 0) < 20:
+    while consumed(stage / "o.tfrecord.resume.json") < 20:
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
