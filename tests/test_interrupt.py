@@ -3,6 +3,7 @@ and ``--resume`` continues it to the output an uninterrupted run gives."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,8 +43,10 @@ def start(src: Path, out: Path, fmt: str, resume: bool = False) -> subprocess.Po
 def wait_for_partial(folder: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
-        if any(p.name.endswith(".partial") and p.stat().st_size > 0 for p in folder.iterdir()):
-            return
+        for p in folder.iterdir():
+            with contextlib.suppress(FileNotFoundError):  # a shard's partial renamed as it was listed
+                if p.name.endswith(".partial") and p.stat().st_size > 0:
+                    return
         if proc.poll() is not None:
             raise AssertionError(f"the run ended before it could be killed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
         time.sleep(0.02)
