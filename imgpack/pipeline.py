@@ -173,6 +173,9 @@ def convert(
         raise UsageError("--checksum goes with --update")
     if resume and engine is not None and engine.writes_shards:
         raise UsageError(f"--resume works with the local engine, not {engine.name} (which retries a failed task)")
+    engine = engine or LocalEngine(workers)
+    if not update:  # (an update may find nothing to do, or too little for a pool)
+        engine.prepare()  # the pool starts while the rest is checked and the source listed
     source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     chain, decode = resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)

@@ -111,6 +111,37 @@ def test_a_dying_worker_is_reported_not_hung(class_tree: Path, tmp_path: Path,
     assert os.listdir(tmp_path) == ["src"]
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc")
+def test_prepare_starts_the_forkserver_with_the_workers_modules_in_it() -> None:
+    """What convert calls before listing the source: the pool's forkserver starts, and imports
+    OpenCV itself (so workers forked from it import nothing); with --workers 0, nothing starts."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import sys\n"
+            "from multiprocessing import forkserver\n"
+            "from imgpack.engines.local import LocalEngine\n"
+            "LocalEngine(0).prepare()\n"
+            "print(forkserver._forkserver._forkserver_pid)\n"
+            "LocalEngine(2, start_method='forkserver').prepare()\n"
+            "print(forkserver._forkserver._forkserver_pid, flush=True)\n"
+            "sys.stdin.read()\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        assert proc.stdout.readline() == "None\n"  # workers=0: no forkserver
+        server = int(proc.stdout.readline())
+        deadline = time.monotonic() + 60
+        while "cv2" not in Path(f"/proc/{server}/maps").read_text():
+            assert time.monotonic() < deadline, "the forkserver did not import OpenCV"
+            time.sleep(0.05)
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
+
+
 def test_empty_source(tmp_path: Path) -> None:
     (tmp_path / "src" / "c").mkdir(parents=True)
     (tmp_path / "src" / "c" / "x.txt").write_text("x")

@@ -65,6 +65,10 @@ class Engine:
         """The engine as ``convert --engine NAME [--workers N] [--spark-master URL]`` makes it."""
         return cls()
 
+    def prepare(self) -> None:
+        """Start what takes long to start, in the background: called before the source is listed,
+        so that the two overlap. Optional; it must not fail where :meth:`run` would not."""
+
     def run(self, job: Job, paths: Sequence[str], batch_size: int,
             progress: Progress | None = None) -> Iterator[Chunk]:
         raise NotImplementedError(f"the {self.name} engine writes shards (map_shards)")

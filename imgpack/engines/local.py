@@ -143,6 +143,19 @@ class LocalEngine(Engine):
         self.start_method = start_method or default_start_method()
         self.quiet_stderr = quiet_stderr
 
+    def prepare(self) -> None:
+        """Start the forkserver now, with the workers' modules (OpenCV, numpy, this one) imported in it.
+
+        It starts while the parent lists the source, and every worker forked from it is ready at
+        once instead of importing them itself (~0.2 s of CPU a worker). ``__main__`` stays in
+        the list: it is what the forkserver preloads by default.
+        """
+        if self.workers and self.start_method == "forkserver":
+            from multiprocessing import forkserver
+
+            forkserver.set_forkserver_preload(["__main__", __name__])
+            forkserver.ensure_running()
+
     def run(self, job: Job, paths: Sequence[str], batch_size: int,
             progress: Progress | None = None) -> Iterator[Chunk]:
         if not paths:
