@@ -22,8 +22,10 @@ stays fast.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -105,7 +107,7 @@ class Registry(Generic[T]):
             for name, target in self._builtins.items():
                 module, _, attr = target.partition(":")
                 self.register(name)(getattr(importlib.import_module(module), attr))
-            for ep in entry_points(group=self.group):
+            for ep in _entry_points(tuple(sys.path)).select(group=self.group):
                 self._load_entry_point(ep)
             self._loaded = True
         finally:
@@ -123,6 +125,14 @@ class Registry(Generic[T]):
                 self.register(ep.name, origin=dist)(obj)  # type: ignore[arg-type]
             else:
                 self._origins[ep.name] = dist
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_points(path: tuple[str, ...]) -> Any:
+    """Every installed distribution's entry points, read once for all the registries (one scan of the
+    installed packages' metadata instead of one a registry: ~10 ms of each run's start); read again
+    when ``sys.path`` changes."""
+    return entry_points()
 
 
 #: the built-in plugins of each kind: name -> "module:Class", loaded as entry points are
