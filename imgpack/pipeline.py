@@ -185,25 +185,20 @@ def convert(
     writer_options = writer_cls.parse_options(given)  # validated once, here
     if resume:
         formats.require(writer_cls, "resume", "--resume")
-    if engine is not None and engine.writes_shards:
+    if engine.writes_shards:
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
+    args = (chain, decode, writer_cls, writer_options, engine, batch_size, on_error, max_pixels, resume, progress, t0,
+            Refresh(update, checksum))
     with locked(output):  # one run per output: a second is refused before it touches anything
-        if storage.is_url(output):
-            if engine is not None and engine.writes_shards:  # its workers upload their shards themselves
-                return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine,
-                                workers, batch_size, on_error, max_pixels, resume, progress, t0,
-                                Refresh(update, checksum))
-            return _convert_to_store(source, output, source_opts, chain, decode, writer_cls, writer_options,
-                                     engine, workers, batch_size, on_error, max_pixels, resume, progress, t0,
-                                     Refresh(update, checksum))
-        return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
-                        batch_size, on_error, max_pixels, resume, progress, t0, Refresh(update, checksum))
+        if storage.is_url(output) and not engine.writes_shards:  # (a cluster's workers upload their shards)
+            return _convert_to_store(source, output, source_opts, *args)
+        return _convert(source, output, source_opts, *args)
 
 
 def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
-                      writer_cls: type[Writer], writer_options: Any, engine: Engine | None, workers: int | None,
-                      batch_size: int, on_error: str, max_pixels: int, resume: bool, progress: str | None,
-                      t0: float, refresh: Refresh) -> ConvertResult:
+                      writer_cls: type[Writer], writer_options: Any, engine: Engine, batch_size: int, on_error: str,
+                      max_pixels: int, resume: bool, progress: str | None, t0: float,
+                      refresh: Refresh) -> ConvertResult:
     """A conversion to a URL: written in a local staging folder, then uploaded file by file, the index last.
 
     Each file is one completed put (a multipart upload completes at its end), and the index
@@ -219,8 +214,8 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     os.makedirs(stage, exist_ok=True)
     local = os.path.join(stage, name) + ("/" if output.endswith("/") else "")
     try:
-        result = _convert(source, local, source_opts, chain, decode, writer_cls, writer_options, engine, workers,
-                          batch_size, on_error, max_pixels, resume, progress, t0, replace(refresh, stored_at=output))
+        result = _convert(source, local, source_opts, chain, decode, writer_cls, writer_options, engine, batch_size,
+                          on_error, max_pixels, resume, progress, t0, replace(refresh, stored_at=output))
     except KeyboardInterrupt:
         raise  # the staging folder stays, with its journal, for --resume
     except BaseException:
@@ -258,9 +253,9 @@ class Refresh:
 
 
 def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
-             writer_cls: type[Writer], writer_options: Any, engine: Engine | None, workers: int | None,
-             batch_size: int, on_error: str, max_pixels: int, resume: bool, progress: str | None,
-             t0: float, refresh: Refresh | None = None) -> ConvertResult:
+             writer_cls: type[Writer], writer_options: Any, engine: Engine, batch_size: int, on_error: str,
+             max_pixels: int, resume: bool, progress: str | None, t0: float,
+             refresh: Refresh | None = None) -> ConvertResult:
     refresh = refresh or Refresh()
     # the targets, and so the writer's options, are checked before the source is read
     # where the splits are known: from --split, or none at all
@@ -286,7 +281,6 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         log.warning("the %s writer does not store annotations: those of %s are not kept",
                     writer_cls.name, scan.labels_file or source)
         annotations = False
-    engine = engine or LocalEngine(workers)
     job = Job(tuple(chain), (), max_pixels, fixed_shape=not writer_cls.variable_shape,
               encoder=writer_cls.encoder(writer_options), decode=decode,
               root=None if source_opts.follow_symlinks or storage.is_url(scan.root) else scan.root,
