@@ -32,7 +32,7 @@ REDUCED_SCALES = (8, 4, 2)
 
 def read_file(path: str, inside: str | None = None) -> bytes:
     """The bytes of an image file; ImageError for a file that cannot be read or is not a regular file
-    (or, with ``inside``, one that is not really under that folder)."""
+    (or, with ``inside``, a folder's real path, one that is not really under that folder)."""
     try:
         with open_regular(path, inside) as f:
             return f.read()

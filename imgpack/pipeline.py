@@ -283,7 +283,7 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         annotations = False
     job = Job(tuple(chain), (), max_pixels, fixed_shape=not writer_cls.variable_shape,
               encoder=writer_cls.encoder(writer_options), decode=decode,
-              root=None if source_opts.follow_symlinks or storage.is_url(scan.root) else scan.root,
+              root=None if source_opts.follow_symlinks or storage.is_url(scan.root) else os.path.realpath(scan.root),
               storage_options=storage.options())
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of

@@ -9,7 +9,6 @@ claims more pixels than allowed before any allocation.
 
 from __future__ import annotations
 
-import functools
 import os
 import stat
 import struct
@@ -101,8 +100,9 @@ def open_regular(path: str, inside: str | None = None) -> BinaryIO:
 
     The file is opened without blocking (a FIFO would wait for a writer forever) and checked
     on the open descriptor, so a file swapped after a check cannot slip through. With
-    ``inside`` (a folder), the file actually opened must be under it: a file swapped for a
-    symlink leading out after the scan is refused.
+    ``inside`` (a folder's real path, resolved by the caller once for all its files), the file
+    actually opened must be under it: a file swapped for a symlink leading out after the scan
+    is refused.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
@@ -111,21 +111,13 @@ def open_regular(path: str, inside: str | None = None) -> BinaryIO:
             raise ImageError(f"not a regular file ({kind})")
         if inside is not None:
             opened = _opened_path(fd, path)
-            if not opened.startswith(_real_folder(inside)):
+            if not opened.startswith(inside.rstrip(os.sep) + os.sep):
                 raise ImageError(f"leads outside the dataset root (to {opened}); not read without --follow-symlinks")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
-
-
-@functools.lru_cache(maxsize=16)
-def _real_folder(folder: str) -> str:
-    """``folder``'s real path, ending in a separator; resolved once a process (half the cost of
-    reading a small image). Should the folder be swapped for a link later, the old answer only
-    refuses more: a file is let through only if it really is under what was the root."""
-    return os.path.realpath(folder).rstrip(os.sep) + os.sep
 
 
 def _opened_path(fd: int, path: str) -> str:

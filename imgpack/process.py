@@ -42,7 +42,8 @@ class Job:
     #: "reduced": decode a JPEG at 1/2, 1/4 or 1/8 scale where the recipe shrinks it anyway
     #: (see :func:`reduced_scale`); "full": every pixel, bit-exact with a plain decode
     decode: str = "reduced"
-    #: the dataset root every file read must really be under (None: --follow-symlinks, anywhere)
+    #: the real path of the dataset root, resolved once a run, that every file read must really be
+    #: under (None: --follow-symlinks, anywhere)
     root: str | None = None
     #: the filesystem options of URL sources (``--storage-option``), for the workers
     storage_options: dict[str, Any] = field(default_factory=dict)

@@ -60,6 +60,17 @@ def test_convert_cli_leaves_the_outside_file_out_and_lists_it(linked: tuple[Path
     assert code == 0 and json.loads(stdout)["written"] == 4
 
 
+def test_a_root_given_through_a_link_is_read(linked: tuple[Path, Path], tmp_path: Path) -> None:
+    """The check that every file is really under the root compares real paths: a root reached
+    through a link (``data -> src``) is not "outside" itself, in the workers as in this process."""
+    src, _ = linked
+    (tmp_path / "data").symlink_to(src, target_is_directory=True)
+    for workers in (0, 2):
+        res = imgpack.convert(str(tmp_path / "data"), str(tmp_path / f"o{workers}.h5"), size=8, workers=workers,
+                              progress="off")
+        assert (res.written, res.skipped) == (3, [])
+
+
 def test_a_labels_file_naming_a_symlink_out_does_not_read_it(linked: tuple[Path, Path], tmp_path: Path) -> None:
     src, _ = linked
     labels = tmp_path / "labels.csv"
