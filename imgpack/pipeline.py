@@ -187,12 +187,13 @@ def convert(
         formats.require(writer_cls, "resume", "--resume")
     if engine.writes_shards:
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
-    args = (chain, decode, writer_cls, writer_options, engine, batch_size, on_error, max_pixels, resume, progress, t0,
-            Refresh(update, checksum))
+    refresh = Refresh(update, checksum)
     with locked(output):  # one run per output: a second is refused before it touches anything
         if storage.is_url(output) and not engine.writes_shards:  # (a cluster's workers upload their shards)
-            return _convert_to_store(source, output, source_opts, *args)
-        return _convert(source, output, source_opts, *args)
+            return _convert_to_store(source, output, source_opts, chain, decode, writer_cls, writer_options, engine,
+                                     batch_size, on_error, max_pixels, resume, progress, t0, refresh)
+        return _convert(source, output, source_opts, chain, decode, writer_cls, writer_options, engine, batch_size,
+                        on_error, max_pixels, resume, progress, t0, refresh)
 
 
 def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chain: list[Preprocessor], decode: str,
