@@ -32,7 +32,7 @@ from .registry import writers
 from .resume import Journal, fingerprint, journal_path, what_changed
 from .sources import SourceOptions, label_array, load_scan, no_images, problem_error, problem_summary
 from .splits import parse_split
-from .update import RECORD_VERSION, fingerprints, plan, record, run_key, what_differs
+from .update import RECORD_VERSION, digests, fingerprints, plan, record, run_key, what_differs
 
 log = logging.getLogger("imgpack")
 
@@ -297,8 +297,10 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
                       strict=True))
     key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                   image_shape=job.image_shape, max_pixels=max_pixels, checksum=refresh.checksum)
-    part.records = {t: record(key, members_of[n], [prints[s.path] for s in members_of[n]], scan.label_names)
-                    for n, t in targets.items()}
+    for name, target in targets.items():
+        mine = [prints[s.path] for s in members_of[name]]
+        part.digests[target] = digests(members_of[name], mine)
+        part.records[target] = record(key, members_of[name], mine, scan.label_names, part.digests[target])
     report = _bring_up_to_date(output, targets, part, key, prints, members_of, refresh, engine) \
         if refresh.update else None
     if report is not None and report["up_to_date"]:
@@ -567,6 +569,8 @@ class _Part:
     on_error: str
     #: per target: what --update stores with the output (see imgpack.update)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per target: the digests of its samples and of their files (see imgpack.update.digests)
+    digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: per target: where each sample's pixels come from in the old outputs, and those outputs (--update)
     reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
 
@@ -583,9 +587,8 @@ class _Part:
         patched = self._patch(samples, target, meta, paths, labels, advance) if target in self.reuse else None
         if patched is not None:
             return patched
-        sources = self.records[target]["samples"]  # each file's size and time, as --update's record has them
         journal = Journal(journal_path(target), fingerprint(
-            samples, sources, source=meta.source, label_names=scan.label_names, recipe=self.recipe,
+            len(samples), self.digests[target], source=meta.source, label_names=scan.label_names, recipe=self.recipe,
             format=self.writer_cls.name, options=self.writer_options.given(), image_shape=self.job.image_shape,
             max_pixels=self.job.max_pixels, on_error=self.on_error))
         earlier = self._earlier(journal, target) if resume else None

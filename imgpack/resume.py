@@ -13,7 +13,6 @@ whole conversion is complete, or when it fails with an error (the partial files 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -23,7 +22,6 @@ from typing import Any
 from ._version import __version__
 from .errors import OutputError
 from .outputs import write_atomically
-from .plugins import Sample
 from .recipe import format_value
 
 KIND = "imgpack-resume"
@@ -36,28 +34,22 @@ def journal_path(target: str) -> str:
     return os.path.normpath(target) + SUFFIX
 
 
-def samples_digest(samples: Sequence[Sample]) -> str:
-    """SHA-256 over what the reader said: each sample's id, path, labels, annotation and split, in order."""
-    rows = [[s.id, s.path, s.label, s.labels, s.annotation, s.split] for s in samples]
-    return hashlib.sha256(json.dumps(rows, ensure_ascii=True).encode()).hexdigest()
-
-
-def files_digest(sources: Sequence[Sequence[Any]]) -> str:
-    """SHA-256 over each file's fingerprint (size, modification time: :func:`imgpack.update.fingerprints`):
-    an image replaced under the same name changes it."""
-    return hashlib.sha256(json.dumps(list(map(list, sources)), default=str).encode()).hexdigest()
-
-
-def fingerprint(samples: Sequence[Sample], sources: Sequence[Sequence[Any]], *, source: str, label_names: Sequence[str],
+def fingerprint(count: int, digests: tuple[str, str], *, source: str, label_names: Sequence[str],
                 recipe: dict[str, Any], format: str, options: dict[str, Any], image_shape: Sequence[int],
                 max_pixels: int, on_error: str) -> dict[str, Any]:
-    """What must be the same for a run to continue another: compared key by key (see :func:`what_changed`)."""
+    """What must be the same for a run to continue another: compared key by key (see :func:`what_changed`).
+
+    ``digests``: of the samples as the reader listed them, and of their files' sizes and
+    modification times (:func:`imgpack.update.digests`): an image replaced under the same name
+    changes the second.
+    """
+    samples, files = digests
     return {
         "source": source,
-        "count": len(samples),
-        "samples": samples_digest(samples),
+        "count": count,
+        "samples": samples,
         "label_names": list(label_names),
-        "files": files_digest(sources),
+        "files": files,
         "recipe": {"steps": recipe.get("steps", []), "decode": recipe.get("decode")},
         "imgpack_version": __version__,
         "format": format,

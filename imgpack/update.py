@@ -31,26 +31,27 @@ RECORD_VERSION = 1
 
 def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[list[Any]]:
     """Each sample's source fingerprint: [path, size, modification time in ns (or ETag), SHA-256 or None]."""
+    out: list[list[Any]]
     if storage.is_url(scan.root):  # from the reader's listing, or one listing of the prefix
         listed = scan.versions if scan.versions is not None else {
             rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
-    out: list[list[Any]] = []
-    for s in samples:
-        path = scan.abspath(s)
-        version: Any = None
-        try:
-            if storage.is_url(scan.root):
-                size, version = listed.get(s.path, (-1, None))
-            else:
-                st = os.stat(path)
-                size, version = st.st_size, st.st_mtime_ns
-        except OSError:
-            size = -1
-        digest = None
-        if checksum and size >= 0:
-            digest = _sha256(path)
-        out.append([s.path, size, version, digest])
+        out = [[s.path, *listed.get(s.path, (-1, None)), None] for s in samples]
+    else:
+        out = [[s.path, *_stat(scan.abspath(s)), None] for s in samples]
+    if checksum:
+        for s, row in zip(samples, out, strict=True):
+            if row[1] >= 0:
+                row[3] = _sha256(scan.abspath(s))
     return out
+
+
+def _stat(path: str) -> tuple[int, int | None]:
+    """A file's size and modification time in ns; (-1, None) when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return -1, None
+    return st.st_size, st.st_mtime_ns
 
 
 def _sha256(path: str) -> str | None:
@@ -78,17 +79,21 @@ def run_key(*, recipe: dict[str, Any], format: str, options: dict[str, Any], ima
     }
 
 
-def plan_digest(samples: Sequence[Sample], prints: Sequence[list[Any]], label_names: Sequence[str]) -> str:
-    """SHA-256 over everything that decides an output's content besides the key, in order."""
-    rows = [[s.id, s.path, s.label, s.labels, s.split, s.annotation, fp] for s, fp in zip(samples, prints,
-                                                                                          strict=True)]
-    return hashlib.sha256(json.dumps([list(label_names), rows], default=str).encode()).hexdigest()
+def digests(samples: Sequence[Sample], prints: Sequence[list[Any]]) -> tuple[str, str]:
+    """The two halves of a plan, SHA-256 each: what the reader said of each sample (id, path, labels,
+    annotation, split), in order; and each file's fingerprint. ``--resume`` compares them apart."""
+    rows = [[s.id, s.path, s.label, s.labels, s.annotation, s.split] for s in samples]
+    said = hashlib.sha256(json.dumps(rows, ensure_ascii=True).encode()).hexdigest()
+    files = hashlib.sha256(json.dumps(prints, default=str).encode()).hexdigest()
+    return said, files
 
 
 def record(key: dict[str, Any], samples: Sequence[Sample], prints: Sequence[list[Any]],
-           label_names: Sequence[str]) -> dict[str, Any]:
-    """The record an output stores: its key, its plan's digest, and each sample's id and fingerprint."""
-    return {"version": RECORD_VERSION, "key": key, "plan": plan_digest(samples, prints, label_names),
+           label_names: Sequence[str], halves: tuple[str, str]) -> dict[str, Any]:
+    """The record an output stores: its key, its plan's digest (over the label names and ``halves``,
+    the :func:`digests` of ``samples`` and ``prints``), and each sample's id and fingerprint."""
+    plan = hashlib.sha256(json.dumps([list(label_names), *halves]).encode()).hexdigest()
+    return {"version": RECORD_VERSION, "key": key, "plan": plan,
             "samples": [[s.id, *fp] for s, fp in zip(samples, prints, strict=True)]}
 
 

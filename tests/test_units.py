@@ -15,6 +15,7 @@ from imgpack.outputs import WRITE_BYTES, ShardNames, write_pieces
 from imgpack.process import Job, process_image
 from imgpack.recipe import build_chain
 from imgpack.resume import fingerprint, what_changed
+from imgpack.update import digests
 
 # --------------------------------------------------------------------------- the ring
 
@@ -96,7 +97,8 @@ def base_fingerprint(**changes: object) -> dict[str, object]:
     args: dict[str, object] = dict(source="/src", label_names=["x", "y"], recipe={"steps": [], "decode": "reduced"},
                                    format="hdf5", options={}, image_shape=(8, 8, 3), max_pixels=100, on_error="skip")
     args.update(changes)
-    return fingerprint(samples, [["a", -1, None, None], ["b", -1, None, None]], **args)  # type: ignore[arg-type]
+    return fingerprint(2, digests(samples, [["a", -1, None, None], ["b", -1, None, None]]),
+                       **args)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("change, words", [
