@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -98,6 +99,34 @@ def test_abort_leaves_nothing(tmp_path: Path) -> None:
     assert os.listdir(tmp_path) == ["x.h5.partial"]  # never under the target name while incomplete
     w.abort()
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("held", [3, 16384])
+def test_hdf5_columns_held_between_writes_come_out_whole(held: int, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """labels, ids, labels_one_hot and annotations are held and written a batch at a time: each row lands
+    where its image did, whether the rows are written mid-run (``held`` 3) or at close and checkpoint."""
+    from imgpack.writers import hdf5
+
+    monkeypatch.setattr(hdf5, "_PENDING_ROWS", held)
+    meta = OutputMeta((2, 2, 3), ["a", "b"], {}, "src", 10, annotations=True)
+    w = writers.get("hdf5")(str(tmp_path / "x.h5"), meta, {"one_hot": True})
+    for start in range(0, 10, 2):
+        rows = np.arange(start, start + 2)
+        w.write(np.stack([np.full((2, 2, 3), r, np.uint8) for r in rows]), rows % 2, [f"id{r}" for r in rows],
+                annotations=[None if r == 4 else json.dumps({"r": int(r)}) for r in rows])
+        if start == 4:
+            assert w.checkpoint() == {"written": 6}
+            shutil.copy(tmp_path / "x.h5.partial", tmp_path / "copy.h5")  # the bytes a killed run would leave
+            with h5py.File(tmp_path / "copy.h5", "r") as f:
+                assert list(f["labels"][:]) == [0, 1, 0, 1, 0, 1] and len(f["ids"]) == 6
+    w.close()
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        assert [int(x[0, 0, 0]) for x in f["images"][:]] == list(range(10))
+        assert list(f["labels"][:]) == [r % 2 for r in range(10)]
+        assert [x.decode() for x in f["ids"][:]] == [f"id{r}" for r in range(10)]
+        assert f["labels_one_hot"][:].tolist() == [[1, 0] if r % 2 == 0 else [0, 1] for r in range(10)]
+        assert [json.loads(x) for x in f["annotations"][:]] == [None if r == 4 else {"r": r} for r in range(10)]
 
 
 def test_inspect_describes_the_file(class_tree: Path, tmp_path: Path) -> None:
