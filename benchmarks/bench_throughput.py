@@ -2,7 +2,9 @@
 """Throughput, whole processes: `imgpack convert` beside the bare loop, start-up, the parent's share, scaling, APTOS.
 
 Every figure is the median of --repeats runs of a whole process (interpreter start
-included), as a user's wall clock sees it, with the reference measured in the same run:
+included), as a user's wall clock sees it, with the reference measured in the same run.
+Each process starts as a first run does: its earlier output removed and the disk synced
+beforehand, outside the timing (see ``fresh``):
 
 1. convert vs the bare loop (benchmarks/bare_loop.py: decode + RGB + INTER_AREA on a pool of
    the same size, nothing written) on medium -> 256, tiny -> 64 and large -> 256 (the bare
@@ -14,7 +16,8 @@ included), as a user's wall clock sees it, with the reference measured in the sa
 3. the parent's CPU per image against a worker's (from `convert --json`'s cpu_seconds; the
    parent's fixed CPU, that of the 10-image conversion, taken off first).
 4. scaling: images/s and efficiency for 1, 2, 4 ... --max-workers workers; past this
-   machine's cores, projected from the parent's CPU per image (said as such).
+   machine's cores, projected (said as such) from a worker's and the parent's CPU per image,
+   the parent's measured with the smaller chunks that many workers get.
 5. the APTOS 2019 recipe (examples/aptos.toml, and with ben's fast blur) against the
    notebooks' own code (benchmarks/aptos_notebook.py), with the largest pixel difference.
 
@@ -41,7 +44,22 @@ PY = sys.executable
 SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 
-def timed(cmd: list[str]) -> tuple[float, str]:
+def fresh(*paths: str) -> None:
+    """Remove ``paths`` and write every dirty page back to disk, outside the timing.
+
+    Each timed process then starts as a first conversion does: no earlier output to free (an
+    ``--overwrite`` of a 1 GiB file spends ~0.5 s of system time dropping its pages, see
+    docs/performance.md) and no earlier run's write-back competing for the cores.
+    """
+    for path in paths:
+        if os.path.exists(path):
+            os.remove(path)
+    os.sync()
+
+
+def timed(cmd: list[str], out: str | None = None) -> tuple[float, str]:
+    """Wall seconds and stdout of one whole process, started fresh (its output ``out`` removed first)."""
+    fresh(*([out] if out else []))
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     wall = time.perf_counter() - t0
@@ -52,7 +70,7 @@ def timed(cmd: list[str]) -> tuple[float, str]:
 
 def convert(src: str, out: str, size: int, workers: int, *extra: str) -> tuple[float, dict]:
     wall, stdout = timed([PY, "-m", "imgpack", "-q", "convert", src, "-o", out, "--workers", str(workers),
-                          "--overwrite", "--json", *(("--size", str(size)) if size else ()), *extra])
+                          "--overwrite", "--json", *(("--size", str(size)) if size else ()), *extra], out)
     return wall, json.loads(stdout)
 
 
@@ -70,6 +88,7 @@ def write_only(nbytes: int, where: str) -> float:
     """
     block = os.urandom(2**18)
     path = os.path.join(where, "write-only.bin")
+    fresh()
     t0 = time.perf_counter()
     with open(path, "wb") as f:
         for _ in range(nbytes // len(block)):
@@ -77,6 +96,13 @@ def write_only(nbytes: int, where: str) -> float:
     took = time.perf_counter() - t0
     os.remove(path)
     return took
+
+
+def batch_for(workers: int, here: int, batch: int = 1000) -> int:
+    """The --batch-size that gives ``here`` workers the chunks (images a task) ``workers`` get at ``batch``:
+    imgpack.engines.local cuts a batch into four chunks a worker (under a cap on a chunk's images and bytes
+    that does not depend on the workers)."""
+    return 4 * here * -(-batch // (workers * 4))
 
 
 def med(xs: list[float]) -> float:
@@ -89,7 +115,7 @@ def main() -> None:
     ap.add_argument("--max-workers", type=int, default=16, help="the scaling table's last row (default 16)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--medium", type=int, default=6000)
-    ap.add_argument("--tiny", type=int, default=20000)
+    ap.add_argument("--tiny", type=int, default=100000)
     ap.add_argument("--large", type=int, default=300)
     ap.add_argument("--formats", default="hdf5,tfrecord,pickle")
     ap.add_argument("--quick", action="store_true", help="1,000 / 5,000 / 60 images, one repeat")
@@ -153,32 +179,41 @@ def main() -> None:
 
     # scaling
     cores = os.cpu_count() or 1
-    src = make_corpus("medium", args.medium, args.out)
-    print(f"\nscaling, medium -> 256, HDF5 ({cores} cores here; rows past them are projected from the parent's "
-          f"CPU per image: images/s = min(workers x one worker's rate, 1 / parent CPU per image))\n")
-    print("| workers | images/s | efficiency | parent share | measured |")
-    print("|---:|---:|---:|---:|---|")
-    one = None
-    counts = [c for c in (1, 2, 4, 8, 16, 32, 64) if c <= args.max_workers]
-    parent_cpu = per_image.get("medium/hdf5", (0.0, 1.0))[0]
-    for count in counts:
-        if count <= cores:
-            runs = [convert(src, os.path.join(tmp, "s.h5"), 256, count) for _ in range(args.repeats)]
-            wall = med([r[0] for r in runs])
-            rate = runs[0][1]["written"] / wall
-            share = med([(r[1]["cpu_seconds"]["parent"] - fixed_cpu) / r[1]["cpu_seconds"]["workers"] for r in runs])
-            one = one or rate
-            print(f"| {count} | {rate:.0f} | {rate / (count * one):.0%} | {share:.0%} | yes |")
-        else:
-            assert one is not None
-            rate = min(count * one, 1 / parent_cpu if parent_cpu else float("inf"))
-            print(f"| {count} | {rate:.0f} | {rate / (count * one):.0%} | - | projected |")
+    print(f"\nscaling, {cores} cores here. Measured rows: whole processes. Projected rows (past this machine's "
+          f"cores): the pool's steady rate, min(workers / a worker's CPU per image, 1 / the parent's CPU per image), "
+          f"the parent's measured here on {cores} workers with the chunks that many workers get (smaller: more tasks "
+          f"per image); start-up and listing left out")
+    for profile, n_images, size in (("medium", args.medium, 256), ("tiny", args.tiny, 64)):
+        src = make_corpus(profile, n_images, args.out)
+        print(f"\n{profile} -> {size}, HDF5\n")
+        print("| workers | images/s | efficiency | parent CPU / image | parent share | measured |")
+        print("|---:|---:|---:|---:|---:|---|")
+        one = per_worker = None
+        for count in [c for c in (1, 2, 4, 8, 16, 32, 64) if c <= args.max_workers]:
+            extra = () if count <= cores else ("--batch-size", str(batch_for(count, cores)))
+            runs = [convert(src, os.path.join(tmp, "s.h5"), size, min(count, cores), *extra)
+                    for _ in range(args.repeats)]
+            n = runs[0][1]["written"]
+            parent = med([(r[1]["cpu_seconds"]["parent"] - fixed_cpu) / n for r in runs])
+            worker = med([r[1]["cpu_seconds"]["workers"] / n for r in runs])
+            if count <= cores:
+                rate = n / med([r[0] for r in runs])
+                one = one or rate
+                per_worker = per_worker or 1 / worker
+                print(f"| {count} | {rate:.0f} | {rate / (count * one):.0%} | {parent * 1e3:.3f} ms "
+                      f"| {parent / worker:.0%} | yes |", flush=True)
+            else:
+                assert per_worker is not None
+                rate = min(count * per_worker, 1 / parent)
+                print(f"| {count} | {rate:.0f} | {rate / (count * per_worker):.0%} | {parent * 1e3:.3f} ms | - "
+                      f"| projected |", flush=True)
 
     # APTOS
     large = make_corpus("large", args.large, args.out)
     recipe = os.path.join(REPO, "examples", "aptos.toml")
     notebook = [timed([PY, os.path.join(REPO, "benchmarks", "aptos_notebook.py"), large,
-                       os.path.join(tmp, "notebook.h5"), "--workers", str(w)])[0] for _ in range(args.repeats)]
+                       os.path.join(tmp, "notebook.h5"), "--workers", str(w)], os.path.join(tmp, "notebook.h5"))[0]
+                for _ in range(args.repeats)]
     exact = [convert(large, os.path.join(tmp, "aptos.h5"), 0, w, "--recipe", recipe)[0] for _ in range(args.repeats)]
     steps = ["--preprocess", "crop_dark:tol=7", "--preprocess", "resize:size=256,interpolation=linear",
              "--preprocess", "ben:sigma=10,blur=fast"]  # the recipe's steps, with the fast blur
