@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,6 +21,25 @@ class DieInWorker(Preprocessor):
 
 
 DieInWorker.name = "die_in_worker"
+
+
+_SEEN = [0]  # images this process has run DieAfter on
+
+
+@dataclass(frozen=True)
+class DieAfter(Preprocessor):
+    """Kills the process that runs it at its ``after + 1``-th image, as the OOM killer would."""
+
+    after: int = 0
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        _SEEN[0] += 1
+        if _SEEN[0] > self.after:
+            os._exit(9)
+        return image
+
+
+DieAfter.name = "die_after"
 
 
 class Boom(Preprocessor):

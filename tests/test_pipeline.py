@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import h5py
@@ -109,6 +110,24 @@ def test_a_dying_worker_is_reported_not_hung(class_tree: Path, tmp_path: Path,
         imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), preprocess=[DieInWorker()], size=8, workers=2,
                         progress="off")
     assert os.listdir(tmp_path) == ["src"]
+
+
+def test_a_worker_that_dies_between_two_results_is_reported(class_tree: Path) -> None:
+    """The pool can break while the parent writes a chunk: the next chunk's submission then fails, and says
+    so as a result would (it was a raw BrokenProcessPool, a flaky 'internal error')."""
+    from _helpers import DieAfter
+
+    from imgpack.engines.local import LocalEngine
+    from imgpack.process import Job
+    from imgpack.recipe import build_chain
+
+    paths = sorted(str(p) for p in class_tree.rglob("*.*"))  # 13 images: chunks of 1 in batches of 4
+    job = Job(tuple(build_chain([DieAfter(after=1)], 8)), (8, 8, 3))
+    chunks = LocalEngine(1, start_method="forkserver").run(job, paths, batch_size=4)
+    assert next(chunks).start == 0  # the worker's first image; it dies on its second, in flight
+    time.sleep(2)  # the parent "writing": the pool breaks meanwhile
+    with pytest.raises(WorkerError, match=r"worker process died .* images 1\.\.2 "):
+        next(chunks)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc")

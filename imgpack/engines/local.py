@@ -189,13 +189,22 @@ class LocalEngine(Engine):
                                  initargs=(buffer, job, self.quiet_stderr, os.getpid(), _mp_tempdir())) as pool:
             next_start = 0
 
+            def died(first: int, end: int) -> WorkerError:
+                return WorkerError(
+                    f"a worker process died (killed, or out of memory) while converting images {first}..{end - 1} "
+                    f"(from {paths[first]}); nothing was written")
+
             def fill() -> int:
                 """Submit chunks while the ring has room; returns the next unsubmitted index."""
                 start = next_start
                 while start < len(paths) and len(pending) * chunk < capacity:
                     offset = start % capacity
                     items = paths[start:start + chunk]
-                    pending.append((start, offset, pool.submit(_run_chunk, offset, items)))
+                    try:
+                        future = pool.submit(_run_chunk, offset, items)
+                    except BrokenProcessPool:  # a worker died since the last result: on a chunk in flight, or idle
+                        raise died(*((pending[0][0], start) if pending else (start, start + len(items)))) from None
+                    pending.append((start, offset, future))
                     start += len(items)
                 return start
 
@@ -206,10 +215,7 @@ class LocalEngine(Engine):
                     try:
                         results = fut.result()
                     except BrokenProcessPool:
-                        last = min(start + chunk, len(paths)) - 1
-                        raise WorkerError(
-                            f"a worker process died (killed, or out of memory) while converting images "
-                            f"{start}..{last} (from {paths[start]}); nothing was written") from None
+                        raise died(start, min(start + chunk, len(paths))) from None
                     if progress:
                         progress(len(results.errors))
                     # results come back in input order, chunk by chunk, so the parent writes
