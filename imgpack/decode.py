@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from .errors import CorruptImageError, ImageError
-from .probe import ImageInfo, open_regular, probe
+from .probe import ImageInfo, probe, read_regular
 
 #: images whose header claims more pixels than this are refused before decoding
 #: (Pillow refuses above the same number; OpenCV's own limit is 2**30)
@@ -34,8 +34,7 @@ def read_file(path: str, inside: str | None = None) -> bytes:
     """The bytes of an image file; ImageError for a file that cannot be read or is not a regular file
     (or, with ``inside``, a folder's real path, one that is not really under that folder)."""
     try:
-        with open_regular(path, inside) as f:
-            return f.read()
+        return read_regular(path, inside)
     except ImageError:
         raise
     except (OSError, ValueError) as exc:  # ValueError: a NUL in the name

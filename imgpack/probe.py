@@ -106,18 +106,45 @@ def open_regular(path: str, inside: str | None = None) -> BinaryIO:
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        kind = special_kind(os.fstat(fd).st_mode)
-        if kind is not None:
-            raise ImageError(f"not a regular file ({kind})")
-        if inside is not None:
-            opened = _opened_path(fd, path)
-            if not opened.startswith(inside.rstrip(os.sep) + os.sep):
-                raise ImageError(f"leads outside the dataset root (to {opened}); not read without --follow-symlinks")
+        _check_opened(fd, path, inside)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_regular(path: str, inside: str | None = None) -> bytes:
+    """The bytes of a regular file, checked as :func:`open_regular` checks it.
+
+    Read straight from the descriptor, in one system call when the file is as long as it says:
+    at 64x64 a file object and its buffered read were a tenth of a worker's time an image.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # no effect on a regular file's reads
+    try:
+        size = _check_opened(fd, path, inside)
+        data = os.read(fd, size + 1)
+        if len(data) == size:
+            return data
+        parts = [data]  # it grew or shrank since, or its filesystem reads short: to its end
+        while part := os.read(fd, 2**20):
+            parts.append(part)
+        return b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+def _check_opened(fd: int, path: str, inside: str | None) -> int:
+    """Refuse the file open as ``fd`` unless it is a regular file (under ``inside``, when given); its size."""
+    st = os.fstat(fd)
+    kind = special_kind(st.st_mode)
+    if kind is not None:
+        raise ImageError(f"not a regular file ({kind})")
+    if inside is not None:
+        opened = _opened_path(fd, path)
+        if not opened.startswith(inside.rstrip(os.sep) + os.sep):
+            raise ImageError(f"leads outside the dataset root (to {opened}); not read without --follow-symlinks")
+    return st.st_size
 
 
 def _opened_path(fd: int, path: str) -> str:

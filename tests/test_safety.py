@@ -71,6 +71,36 @@ def test_a_root_given_through_a_link_is_read(linked: tuple[Path, Path], tmp_path
         assert (res.written, res.skipped) == (3, [])
 
 
+@pytest.mark.parametrize("size", [0, 1, 12_345, 2**20 + 3])
+def test_a_file_is_read_whole(size: int, tmp_path: Path) -> None:
+    from imgpack.decode import read_file
+
+    path = tmp_path / "f.bin"
+    path.write_bytes(os.urandom(size))
+    assert read_file(str(path)) == path.read_bytes()
+    assert read_file(str(path), os.path.realpath(tmp_path)) == path.read_bytes()
+
+
+@pytest.mark.skipif(not os.path.isfile("/proc/version"), reason="no /proc")
+def test_a_file_longer_than_its_size_says_is_read_to_its_end() -> None:
+    """A file whose size says 0 but that holds more (a /proc file; one that grew since it was opened)."""
+    from imgpack.decode import read_file
+
+    assert os.stat("/proc/version").st_size == 0
+    assert read_file("/proc/version") == Path("/proc/version").read_bytes() != b""
+
+
+def test_a_file_swapped_for_a_link_out_is_refused_when_read(linked: tuple[Path, Path]) -> None:
+    from imgpack.decode import read_file
+    from imgpack.errors import ImageError
+
+    src, _ = linked
+    link = src / "cat" / "leak.png"
+    with pytest.raises(ImageError, match="leads outside the dataset root"):
+        read_file(str(link), os.path.realpath(src))
+    assert read_file(str(link)) == link.read_bytes()  # --follow-symlinks: read where it leads
+
+
 def test_a_labels_file_naming_a_symlink_out_does_not_read_it(linked: tuple[Path, Path], tmp_path: Path) -> None:
     src, _ = linked
     labels = tmp_path / "labels.csv"
