@@ -153,7 +153,8 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
         if "annotations" in self._columns:
             values["annotations"] = ["null" if a is None else a for a in (annotations or [None] * n)]
         with self._writing():
-            self._images.resize(end, axis=0)
+            if end > len(self._images):  # room for every planned image at once (cut to the count at close)
+                self._images.resize(max(end, self.meta.expected_count, 2 * len(self._images)), axis=0)
             if isinstance(images, np.ndarray):
                 self._images[self._count:end] = images
             else:  # the chunks as the workers built them (see ``encoder``): placed as they are
@@ -342,6 +343,7 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
     def close(self) -> list[str]:
         self._store_columns()
         with self._writing():
+            self._images.resize(self._count, axis=0)
             self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self._file.close()
             os.replace(self._tmp, self.path)
