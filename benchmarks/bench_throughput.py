@@ -100,9 +100,9 @@ def write_only(nbytes: int, where: str) -> float:
 
 def batch_for(workers: int, here: int, batch: int = 1000) -> int:
     """The --batch-size that gives ``here`` workers the chunks (images a task) ``workers`` get at ``batch``:
-    imgpack.engines.local cuts a batch into four chunks a worker (under a cap on a chunk's images and bytes
+    imgpack.engines.local cuts a batch into three chunks a worker (under a cap on a chunk's images and bytes
     that does not depend on the workers)."""
-    return 4 * here * -(-batch // (workers * 4))
+    return 3 * here * -(-batch // (workers * 3))
 
 
 def med(xs: list[float]) -> float:

@@ -121,9 +121,9 @@ def test_a_worker_that_dies_between_two_results_is_reported(class_tree: Path) ->
     from imgpack.process import Job
     from imgpack.recipe import build_chain
 
-    paths = sorted(str(p) for p in class_tree.rglob("*.*"))  # 13 images: chunks of 1 in batches of 4
+    paths = sorted(str(p) for p in class_tree.rglob("*.*"))  # 13 images: chunks of 1, 3 in flight
     job = Job(tuple(build_chain([DieAfter(after=1)], 8)), (8, 8, 3))
-    chunks = LocalEngine(1, start_method="forkserver").run(job, paths, batch_size=4)
+    chunks = LocalEngine(1, start_method="forkserver").run(job, paths, batch_size=3)
     assert next(chunks).start == 0  # the worker's first image; it dies on its second, in flight
     time.sleep(2)  # the parent "writing": the pool breaks meanwhile
     with pytest.raises(WorkerError, match=r"worker process died .* images 1\.\.2 "):

@@ -165,10 +165,11 @@ class LocalEngine(Engine):
             return
         # Chunks small enough that every worker gets several per batch (load balance, and a
         # short tail when the last chunk is written), large enough that the per-task
-        # overhead stays negligible.
+        # overhead stays small: as large as the ring (one batch, three chunks a worker) allows.
         batch_size = min(batch_size, len(paths))
         slot = slot_bytes(job)
-        chunk = max(1, min(_CHUNK_IMAGES, _CHUNK_BYTES // slot, math.ceil(batch_size / (self.workers * 4))))
+        chunk = max(1, min(_CHUNK_IMAGES, _CHUNK_BYTES // slot,
+                           math.ceil(batch_size / (self.workers * _CHUNKS_PER_WORKER))))
         # The ring holds the images in flight, in whole chunks: at most one batch (the bound on
         # memory), and no more than keeps every worker busy while the parent writes. Each of its
         # pages is new memory to touch; a ring larger than the work in flight only costs that.
