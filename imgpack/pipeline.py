@@ -474,13 +474,19 @@ def _check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer
     return checked | set(targets.values())
 
 
-def _after_kept(kept_rows: list[np.ndarray], n: int) -> int:
-    """The sample after the ``n``-th one kept (0 when n is 0), walking the chunks, not concatenating them."""
-    for rows in kept_rows:
-        if n <= len(rows):
-            return int(rows[n - 1]) + 1 if n else 0
-        n -= len(rows)
-    raise ValueError("fewer samples kept than the writer says it wrote")
+def _after_kept(kept_rows: list[np.ndarray], kept: int, n: int) -> int:
+    """The sample after the ``n``-th one kept (0 when n is 0) of the ``kept`` in ``kept_rows``, walking the
+    chunks back from the last (a writer holds back only its last few): a checkpoint's cost does not grow
+    with the run."""
+    if not 0 <= n <= kept:
+        raise ValueError("fewer samples kept than the writer says it wrote")
+    if n == 0:
+        return 0
+    for rows in reversed(kept_rows):
+        kept -= len(rows)
+        if kept < n:
+            return int(rows[n - kept - 1]) + 1
+    raise ValueError("kept_rows holds fewer samples than kept")
 
 
 def _rewrite_whole(in_place: Sequence[tuple[str, int] | None], held: dict[str, int], fresh: int,
@@ -837,10 +843,10 @@ class _Part:
         """Record in the journal how far the writer's durable records go."""
         state = writer.checkpoint() if isinstance(writer, Resumable) else None
         if state is not None:
-            written = sum(len(r) for r in kept_rows)
+            written = consumed - len(skipped_at)  # every sample before ``consumed`` was kept or skipped
             covered = int(state["written"])
             if covered < written:  # the writer still buffers some: resume from the sample after its last durable one
-                consumed = _after_kept(kept_rows, covered)
+                consumed = _after_kept(kept_rows, written, covered)
             journal.consumed, journal.written, journal.writer = consumed, covered, state
             journal.skipped = sorted((i, r) for i, r in skipped_at.items() if i < consumed)
         journal.save()

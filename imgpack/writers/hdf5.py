@@ -126,7 +126,7 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
         if meta.annotations:
             self._add("annotations", (), _TEXT, n)
         store_provenance(self._file.attrs, meta)
-        self._count = 0
+        self._count = self._room = 0  # images written, and rows the images dataset has
         self._hold_columns()
 
     @classmethod
@@ -153,8 +153,9 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
         if "annotations" in self._columns:
             values["annotations"] = ["null" if a is None else a for a in (annotations or [None] * n)]
         with self._writing():
-            if end > len(self._images):  # room for every planned image at once (cut to the count at close)
-                self._images.resize(max(end, self.meta.expected_count, 2 * len(self._images)), axis=0)
+            if end > self._room:  # room for every planned image at once (cut to the count at close)
+                self._room = max(end, self.meta.expected_count, 2 * self._room)
+                self._images.resize(self._room, axis=0)
             if isinstance(images, np.ndarray):
                 self._images[self._count:end] = images
             else:  # the chunks as the workers built them (see ``encoder``): placed as they are
@@ -234,7 +235,7 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
         except BaseException:
             self._file.close()
             raise
-        self._count = count
+        self._count = self._room = count
         self._hold_columns()
         return self
 
