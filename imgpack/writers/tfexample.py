@@ -14,6 +14,7 @@ TensorFlow (seconds, and ~700 MB): writing needs only ``google-crc32c``.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..outputs import write_pieces
+from ..outputs import WRITE_BYTES, write_pieces
 from ..process import DEFAULT_QUALITY, ImageEncoder
 
 Buffer = bytes | memoryview
@@ -31,6 +32,8 @@ Buffer = bytes | memoryview
 _FEATURES = _ENTRY = _KEY = _LIST_VALUE = 1
 _VALUE = 2
 _BYTES_LIST, _INT64_LIST = 1, 3
+_UINT32, _UINT64 = struct.Struct("<I").pack, struct.Struct("<Q").pack
+_EXAMPLE_TAG = bytes((_FEATURES << 3 | 2,))
 
 
 def _varint(n: int) -> bytes:
@@ -67,7 +70,7 @@ def int64_feature(key: str, values: Iterable[int]) -> list[Buffer]:
 
 def record(*entries: Buffer) -> bytes:
     """A serialised Example from runs of map entries."""
-    return b"".join(_field(_FEATURES, entries))
+    return b"".join((_EXAMPLE_TAG, _varint(sum(map(len, entries))), *entries))
 
 
 class RecordFile:
@@ -84,11 +87,15 @@ class RecordFile:
 
     def _masked_crc(self, data: bytes) -> bytes:
         crc = self._crc(data)
-        return struct.pack("<I", ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF)
+        return _UINT32(((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF)
 
     def write(self, data: bytes) -> None:
-        length = struct.pack("<Q", len(data))
-        self._file.write(length + self._masked_crc(length))
+        length = _UINT64(len(data))
+        head = length + self._masked_crc(length)
+        if len(data) <= WRITE_BYTES:  # one write call
+            self._file.write(b"".join((head, data, self._masked_crc(data))))
+            return
+        self._file.write(head)
         write_pieces(self._file, data)  # a large image's record can be several MiB
         self._file.write(self._masked_crc(data))
 
@@ -120,14 +127,36 @@ class ExampleEncoder:
 
 def sample_features(label: int | np.ndarray, id_: str, multi_label: bool, annotation: str | None,
                     classes: int | None) -> bytes:
-    """The sample's map entries: label (an int, or K of 0/1), id, annotation, label_one_hot (K bytes)."""
-    parts = int64_feature("label", np.asarray(label).ravel().tolist() if multi_label else [int(label)])
-    parts += bytes_feature("id", [id_.encode()])
+    """The sample's map entries: label (an int, or K of 0/1), id, annotation, label_one_hot (K bytes).
+
+    Run by the writing process for every record, so built straight as bytes (the same bytes as
+    :func:`int64_feature` and :func:`bytes_feature` give, ~1.5 us instead of ~9).
+    """
+    parts = [b"".join(int64_feature("label", np.asarray(label).ravel().tolist())) if multi_label
+             else _label_entry(int(label)), _bytes_entry(_ID_KEY, id_.encode())]
     if annotation is not None:
-        parts += bytes_feature("annotation", [annotation.encode()])
+        parts.append(_bytes_entry(_ANNOTATION_KEY, annotation.encode()))
     if classes is not None:
         hot = np.zeros(classes, dtype=np.uint8)
         if 0 <= int(label) < classes:
             hot[int(label)] = 1
-        parts += bytes_feature("label_one_hot", [hot.tobytes()])
+        parts.append(_bytes_entry(_ONE_HOT_KEY, hot.tobytes()))
     return b"".join(parts)
+
+
+def _delimited(number: int, payload: bytes) -> bytes:
+    """A length-delimited field, as one bytes object."""
+    return bytes((number << 3 | 2,)) + _varint(len(payload)) + payload
+
+
+def _bytes_entry(key: bytes, value: bytes) -> bytes:
+    """The map entry of a ``bytes_list`` feature with one value, its key given as a serialised field."""
+    return _delimited(_ENTRY, key + _delimited(_VALUE, _delimited(_BYTES_LIST, _delimited(_LIST_VALUE, value))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _label_entry(label: int) -> bytes:
+    return b"".join(int64_feature("label", [label]))
+
+
+_ID_KEY, _ANNOTATION_KEY, _ONE_HOT_KEY = (_delimited(_KEY, k) for k in (b"id", b"annotation", b"label_one_hot"))

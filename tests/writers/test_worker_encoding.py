@@ -134,7 +134,8 @@ def _expected(tf: object, image: np.ndarray, label: object, id_: str, encoding: 
     return ex
 
 
-@pytest.mark.parametrize("case", ["raw", "negative label", "multi-label", "annotation and one-hot", "png", "jpeg"])
+@pytest.mark.parametrize("case", ["raw", "negative label", "multi-label", "annotation and one-hot", "long id and note",
+                                  "png", "jpeg"])
 def test_records_parse_as_the_examples_tensorflow_builds(case: str) -> None:
     needs("tfrecord")
     from imgpack.writers.tfexample import ExampleEncoder, record, sample_features
@@ -146,9 +147,12 @@ def test_records_parse_as_the_examples_tensorflow_builds(case: str) -> None:
     multi = case == "multi-label"
     encoding = case if case in ("png", "jpeg") else "raw"
     note, classes = ('{"box": [1, 2]}', 4) if case == "annotation and one-hot" else (None, None)
-    data = record(ExampleEncoder(encoding)(image), sample_features(label, "id-7", multi, note, classes))
+    id_ = "id-7"
+    if case == "long id and note":  # lengths past one varint byte (127), in several places
+        id_, note, label = "é" * 200, json.dumps({"text": "x" * 20000}), 300
+    data = record(ExampleEncoder(encoding)(image), sample_features(label, id_, multi, note, classes))
     parsed = tf.train.Example.FromString(data)
-    expected = _expected(tf, image, label, "id-7", encoding, note, classes)
+    expected = _expected(tf, image, label, id_, encoding, note, classes)
     if encoding != "raw":
         encoded = parsed.features.feature["image_encoded"].bytes_list.value[0]
         decoded = tf.io.decode_image(encoded).numpy()
