@@ -114,15 +114,20 @@ class ExampleEncoder:
     quality: int = DEFAULT_QUALITY
 
     def __call__(self, image: np.ndarray) -> bytes:
-        shape = image.shape
-        parts = [*int64_feature("height", [shape[0]]), *int64_feature("width", [shape[1]]),
-                 *int64_feature("channel", [shape[2] if len(shape) == 3 else 1])]
+        size = _size_entries(image.shape)
         if self.encoding == "raw":
-            parts += bytes_feature("image_raw", [np.ascontiguousarray(image).data.cast("B")])
-        else:
-            parts += bytes_feature("image_encoded", [ImageEncoder(self.encoding, self.quality)(image)])
-            parts += bytes_feature("format", [self.encoding.encode()])
-        return b"".join(parts)
+            pixels = np.ascontiguousarray(image).data.cast("B")
+            return b"".join((size, _bytes_entry_head(_IMAGE_RAW_KEY, len(pixels)), pixels))
+        encoded = ImageEncoder(self.encoding, self.quality)(image)
+        return b"".join((size, _bytes_entry(_IMAGE_ENCODED_KEY, encoded),
+                         _bytes_entry(_FORMAT_KEY, self.encoding.encode())))
+
+
+@functools.lru_cache(maxsize=256)
+def _size_entries(shape: tuple[int, ...]) -> bytes:
+    """The height, width and channel entries of an image of ``shape``."""
+    return b"".join([*int64_feature("height", [shape[0]]), *int64_feature("width", [shape[1]]),
+                     *int64_feature("channel", [shape[2] if len(shape) == 3 else 1])])
 
 
 def sample_features(label: int | np.ndarray, id_: str, multi_label: bool, annotation: str | None,
@@ -151,7 +156,19 @@ def _delimited(number: int, payload: bytes) -> bytes:
 
 def _bytes_entry(key: bytes, value: bytes) -> bytes:
     """The map entry of a ``bytes_list`` feature with one value, its key given as a serialised field."""
-    return _delimited(_ENTRY, key + _delimited(_VALUE, _delimited(_BYTES_LIST, _delimited(_LIST_VALUE, value))))
+    return _bytes_entry_head(key, len(value)) + value
+
+
+def _bytes_entry_head(key: bytes, size: int) -> bytes:
+    """What comes before a value of ``size`` bytes in :func:`_bytes_entry`: the fields that hold it, inside out."""
+    value = _tag(_LIST_VALUE) + _varint(size)
+    listed = _tag(_BYTES_LIST) + _varint(len(value) + size) + value
+    feature = _tag(_VALUE) + _varint(len(listed) + size) + listed
+    return _tag(_ENTRY) + _varint(len(key) + len(feature) + size) + key + feature
+
+
+def _tag(number: int) -> bytes:
+    return _TAGS[number]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -159,4 +176,6 @@ def _label_entry(label: int) -> bytes:
     return b"".join(int64_feature("label", [label]))
 
 
-_ID_KEY, _ANNOTATION_KEY, _ONE_HOT_KEY = (_delimited(_KEY, k) for k in (b"id", b"annotation", b"label_one_hot"))
+_TAGS = {n: bytes((n << 3 | 2,)) for n in (_ENTRY, _VALUE, _BYTES_LIST, _INT64_LIST)}  # length-delimited fields
+_ID_KEY, _ANNOTATION_KEY, _ONE_HOT_KEY, _IMAGE_RAW_KEY, _IMAGE_ENCODED_KEY, _FORMAT_KEY = (
+    _delimited(_KEY, k) for k in (b"id", b"annotation", b"label_one_hot", b"image_raw", b"image_encoded", b"format"))
