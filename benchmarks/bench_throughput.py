@@ -182,7 +182,8 @@ def main() -> None:
     print(f"\nscaling, {cores} cores here. Measured rows: whole processes. Projected rows (past this machine's "
           f"cores): the pool's steady rate, min(workers / a worker's CPU per image, 1 / the parent's CPU per image), "
           f"the parent's measured here on {cores} workers with the chunks that many workers get (smaller: more tasks "
-          f"per image); start-up and listing left out")
+          f"per image) and with its listing of the source counted in, so the projection errs low; start-up, memory "
+          f"bandwidth and the disk left out")
     for profile, n_images, size in (("medium", args.medium, 256), ("tiny", args.tiny, 64)):
         src = make_corpus(profile, n_images, args.out)
         print(f"\n{profile} -> {size}, HDF5\n")
