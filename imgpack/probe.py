@@ -104,9 +104,8 @@ def open_regular(path: str, inside: str | None = None) -> BinaryIO:
     actually opened must be under it: a file swapped for a symlink leading out after the scan
     is refused.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd, _ = _open_checked(path, inside)
     try:
-        _check_opened(fd, path, inside)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
@@ -120,9 +119,8 @@ def read_regular(path: str, inside: str | None = None) -> bytes:
     Read straight from the descriptor, in one system call when the file is as long as it says:
     at 64x64 a file object and its buffered read were a tenth of a worker's time an image.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # no effect on a regular file's reads
+    fd, size = _open_checked(path, inside)
     try:
-        size = _check_opened(fd, path, inside)
         data = os.read(fd, size + 1)
         if len(data) == size:
             return data
@@ -134,17 +132,23 @@ def read_regular(path: str, inside: str | None = None) -> bytes:
         os.close(fd)
 
 
-def _check_opened(fd: int, path: str, inside: str | None) -> int:
-    """Refuse the file open as ``fd`` unless it is a regular file (under ``inside``, when given); its size."""
-    st = os.fstat(fd)
-    kind = special_kind(st.st_mode)
-    if kind is not None:
-        raise ImageError(f"not a regular file ({kind})")
-    if inside is not None:
-        opened = _opened_path(fd, path)
-        if not opened.startswith(inside.rstrip(os.sep) + os.sep):
-            raise ImageError(f"leads outside the dataset root (to {opened}); not read without --follow-symlinks")
-    return st.st_size
+def _open_checked(path: str, inside: str | None) -> tuple[int, int]:
+    """A descriptor of ``path`` opened without blocking, and the file's size; ImageError unless it is a
+    regular file (under ``inside``, when given). (Non-blocking has no effect on a regular file's reads.)"""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        kind = special_kind(st.st_mode)
+        if kind is not None:
+            raise ImageError(f"not a regular file ({kind})")
+        if inside is not None:
+            opened = _opened_path(fd, path)
+            if not opened.startswith(inside.rstrip(os.sep) + os.sep):
+                raise ImageError(f"leads outside the dataset root (to {opened}); not read without --follow-symlinks")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
 
 
 def _opened_path(fd: int, path: str) -> str:
