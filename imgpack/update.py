@@ -37,7 +37,7 @@ def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[
             rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
         out = [[s.path, *listed.get(s.path, (-1, None)), None] for s in samples]
     else:
-        out = [[s.path, *_stat(scan.abspath(s)), None] for s in samples]
+        out = [[s.path, *_stat(path), None] for s, path in zip(samples, scan.abspaths(samples), strict=True)]
     if checksum:
         for s, row in zip(samples, out, strict=True):
             if row[1] >= 0:

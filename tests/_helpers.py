@@ -86,3 +86,19 @@ class DieOnFirstAttempt(Preprocessor):
 DieOnFirstAttempt.name = "die_on_first_attempt"
 DieOnFirstAttempt.seen = 0  # type: ignore[attr-defined]
 DIED = os.path.join(tempfile.gettempdir(), "imgpack-test-spark-task-died")
+
+
+GC_SEEN: list[tuple[bool, int]] = []  # (collector on, objects frozen) where GcState ran, in this process
+
+
+class GcState(Preprocessor):
+    """Notes the cyclic garbage collector's state each time it runs (with workers=0: in the converting process)."""
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import gc
+
+        GC_SEEN.append((gc.isenabled(), gc.get_freeze_count()))
+        return image
+
+
+GcState.name = "gc_state"

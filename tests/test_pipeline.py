@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from _helpers import Boom, DieInWorker
+from _helpers import GC_SEEN, Boom, DieInWorker, GcState
 from conftest import photo, write_image
 
 import imgpack
@@ -100,6 +100,28 @@ def test_a_plugin_exception_is_a_skip_reason(class_tree: Path, tmp_path: Path) -
     with pytest.raises(ImgpackError, match="none of the 13 images could be converted"):
         imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), preprocess=[Boom()], size=8, workers=0,
                         progress="off")
+
+
+def test_the_garbage_collector_is_paused_while_planning_and_given_back_as_it_was(class_tree: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The plan is built with the collector paused (the first image is decoded then), the run goes on with it
+    on and the plan frozen; afterwards all is as it was, and a caller's own setting is left alone."""
+    import gc
+
+    GC_SEEN.clear()
+    imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), preprocess=[GcState()], size=8, workers=0,
+                    progress="off")
+    assert GC_SEEN[0] == (False, 0)  # the first image, for the shape: while planning
+    assert {on for on, _ in GC_SEEN[1:]} == {True} and min(frozen for _, frozen in GC_SEEN[1:]) > 0
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    GC_SEEN.clear()
+    gc.disable()
+    try:
+        imgpack.convert(str(class_tree), str(tmp_path / "p.h5"), preprocess=[GcState()], size=8, workers=0,
+                        progress="off")
+        assert set(GC_SEEN) == {(False, 0)} and not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.slow

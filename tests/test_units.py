@@ -145,3 +145,12 @@ def test_the_sample_after_the_nth_kept() -> None:
     with pytest.raises(ValueError):
         _after_kept(kept_rows, 6, 7)
 
+
+
+@pytest.mark.parametrize("root", ["/data/set", "/data/set/", "/", "", "s3://bucket/prefix", "s3://bucket/prefix/"])
+def test_abspaths_are_abspath_of_each(root: str) -> None:
+    from imgpack.plugins import Sample, Scan
+
+    scan = Scan(root=root, samples=[], label_names=[], source=root)
+    samples = [Sample(id="x", path=p) for p in ("cat/1.jpg", "1.jpg", "/elsewhere/2.jpg", "a/b/c.png", "")]
+    assert scan.abspaths(samples) == [scan.abspath(s) for s in samples]
