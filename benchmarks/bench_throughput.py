@@ -28,6 +28,7 @@ beforehand, outside the timing (see ``fresh``):
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import statistics
@@ -45,15 +46,19 @@ SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 
 def fresh(*paths: str) -> None:
-    """Remove ``paths`` and write every dirty page back to disk, outside the timing.
+    """Remove ``paths`` with every file their conversion makes beside them (a sharded output's shards and
+    index: ``NAME-00000-of-00005.tfrecord``, ``NAME.tfrecord.json``), and write every dirty page back to disk,
+    outside the timing.
 
     Each timed process then starts as a first conversion does: no earlier output to free (an
     ``--overwrite`` of a 1 GiB file spends ~0.5 s of system time dropping its pages, see
     docs/performance.md) and no earlier run's write-back competing for the cores.
     """
     for path in paths:
-        if os.path.exists(path):
-            os.remove(path)
+        stem, suffix = os.path.splitext(path)
+        for made in [path, path + ".json", *glob.glob(f"{glob.escape(stem)}-*-of-*{suffix}")]:
+            if os.path.exists(made):
+                os.remove(made)
     os.sync()
 
 
