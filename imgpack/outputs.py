@@ -186,7 +186,7 @@ class ShardNames:
             os.replace(src, dst)
         shards = [{"file": os.path.basename(p), **s} for p, s in zip(final, index["shards"], strict=True)]
         index = {"kind": INDEX_KIND, **index, "shards": shards}
-        write_atomically(self.index, (json.dumps(index, indent=1) + "\n").encode())
+        write_atomically(self.index, key_a_line(index).encode())
         return final
 
     def read_index(self) -> dict[str, Any]:
@@ -252,6 +252,15 @@ class Snapshot:
     def drop(self) -> None:
         remove_quietly(list(self.kept.values()))
         self.kept = {}
+
+
+def key_a_line(obj: dict[str, Any]) -> str:
+    """``obj`` as JSON with each top-level key on a line of its own, its value compact.
+
+    Readable, and written by the json module's C encoder: ``indent`` would take its pure-Python
+    one (an index with the update record of 100,000 images: 0.19 s against 0.04 s).
+    """
+    return "{\n" + ",\n".join(f" {json.dumps(k)}: {json.dumps(v)}" for k, v in obj.items()) + "\n}\n"
 
 
 def remove_quietly(paths: list[str]) -> None:

@@ -308,3 +308,17 @@ def test_records_larger_than_one_write_read_back_with_tf_data(tmp_path: Path) ->
     images, _, ids = read_raw(shards(res))
     want, _, want_ids = read_h5(h5)
     assert ids == want_ids and len(images) == 2 and all(np.array_equal(a, b) for a, b in zip(images, want, strict=True))
+
+
+def test_small_records_held_and_large_ones_between_them_keep_their_order(tmp_path: Path) -> None:
+    """Records up to 512 KiB are held and written together, a larger one alone after those held (and in
+    pieces): TensorFlow reads them all, in order, each with its own shape and every pixel."""
+    sizes = [(10, 12), (300, 280), (16, 16), (500, 520), (8, 8), (200, 220), (430, 420), (250, 240), (12, 9)]
+    src = tmp_path / "src"
+    for i, (w, h) in enumerate(sizes):
+        write_image(src / "a" / f"{i}.png", photo(w, h, i))
+    res = imgpack.convert(str(src), str(tmp_path / "o.tfrecord"), workers=0, progress="off")
+    images, _, ids = read_raw(shards(res))
+    assert ids == [str(i) for i in range(len(sizes))]
+    for i, image in enumerate(images):
+        np.testing.assert_array_equal(image, load(str(src / "a" / f"{i}.png")))
