@@ -710,10 +710,10 @@ class _Part:
             idx = first + kept
             images: np.ndarray | list[Any] = chunk.images if ok.all() else chunk.images[ok]
             if chunk.extras:  # encoded images, or images of another shape: by value, in order
-                images = [chunk.item(int(i)) for i in kept]
-            ids = [samples[int(i)].id for i in idx]
+                images = [chunk.item(i) for i in kept.tolist()]
+            ids = [samples[i].id for i in idx.tolist()]
             if self.annotations:
-                writer.write(images, labels[idx], ids, annotations=[samples[int(i)].annotation for i in idx])
+                writer.write(images, labels[idx], ids, annotations=[samples[i].annotation for i in idx.tolist()])
             else:
                 writer.write(images, labels[idx], ids)
             kept_rows.append(idx)
