@@ -146,7 +146,6 @@ def test_the_sample_after_the_nth_kept() -> None:
         _after_kept(kept_rows, 6, 7)
 
 
-
 @pytest.mark.parametrize("root", ["/data/set", "/data/set/", "/", "", "s3://bucket/prefix", "s3://bucket/prefix/"])
 def test_abspaths_are_abspath_of_each(root: str) -> None:
     from imgpack.plugins import Sample, Scan

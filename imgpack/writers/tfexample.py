@@ -108,18 +108,16 @@ class RecordFile:
         """Frame one record (``data``, held until written: bytes, never a view of memory that is reused)."""
         length = _UINT64(len(data))
         head = length + self._masked_crc(length)
-        if len(data) + self._held_bytes <= WRITE_BYTES:
-            self._held += (head, data, self._masked_crc(data))
-            self._held_bytes += len(data) + 16
+        framed = len(data) + 16
+        if self._held_bytes + framed > WRITE_BYTES:
+            self.flush()
+        if framed > WRITE_BYTES:  # a large image's record can be several MiB: alone, in pieces
+            self._file.write(head)
+            write_pieces(self._file, data)
+            self._file.write(self._masked_crc(data))
             return
-        self.flush()
-        if len(data) <= WRITE_BYTES:
-            self._held += (head, data, self._masked_crc(data))
-            self._held_bytes = len(data) + 16
-            return
-        self._file.write(head)
-        write_pieces(self._file, data)  # a large image's record can be several MiB
-        self._file.write(self._masked_crc(data))
+        self._held += (head, data, self._masked_crc(data))
+        self._held_bytes += framed
 
     def flush(self) -> None:
         """Hand the records held to the file, in one write."""
