@@ -62,8 +62,8 @@ class ConvertResult:
     multi_label: bool = False
     label_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> count, examples
     splits: dict[str, dict[str, Any]] | None = None  # split -> count, skipped, files, label_counts
-    #: CPU seconds: "parent", this process from its start (the writing); "workers", the local
-    #: engine's worker processes on the images (0 on a cluster engine, which does not report it)
+    #: CPU seconds: "parent", this process from its start (the writing); "workers", the worker
+    #: processes (or a cluster's tasks) on the images
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     #: with update=True: up_to_date, rebuilt (why, for a full rebuild), added, changed, removed, reused, decoded
     update: dict[str, Any] | None = None
@@ -174,7 +174,8 @@ def convert(
     if checksum and not update:
         raise UsageError("--checksum goes with --update")
     if resume and engine is not None and engine.writes_shards:
-        raise UsageError(f"--resume works with the local engine, not {engine.name} (which retries a failed task)")
+        raise UsageError(f"--resume works with the local engine, not {engine.name}, whose workers write whole shards "
+                         "(Spark retries a failed task itself; --engine shards starts again)")
     engine = engine or LocalEngine(workers)
     if not update:  # (an update may find nothing to do, or too little for a pool)
         engine.prepare()  # the pool starts while the rest is checked and the source listed
@@ -591,7 +592,7 @@ class _PartResult:
     outputs: list[str]
     shape: tuple[int, ...] | None
     label_counts: dict[str, int]
-    worker_cpu: float = 0.0  # CPU seconds of the local engine's workers
+    worker_cpu: float = 0.0  # CPU seconds of the workers (a cluster's tasks) on these images
 
 
 @dataclass
@@ -808,7 +809,7 @@ class _Part:
             remove_quietly(final)
             raise
         return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
-                           label_counts(labels[kept], self.scan.label_names))
+                           label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results))
 
     def _map_shards(self, final: list[str], samples: Sequence[Sample], meta: OutputMeta, paths: list[str],
                     labels: np.ndarray, advance: Callable[[int], None], size: int
@@ -853,7 +854,7 @@ class _Part:
             shutil.rmtree(os.path.dirname(target), ignore_errors=True)
         outputs = [*final, *(f"{base}/{os.path.basename(p)}" for p in index)]
         return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
-                           label_counts(labels[kept], self.scan.label_names))
+                           label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results))
 
     def _earlier(self, journal: Journal, target: str) -> Journal | None:
         """The journal of the interrupted run to continue; None: start from the beginning."""

@@ -151,7 +151,8 @@ BUILTIN: dict[str, dict[str, str]] = {
         "hdf5": "imgpack.writers.hdf5:HDF5Writer", "tfrecord": "imgpack.writers.tfrecord:TFRecordWriter",
         "pickle": "imgpack.writers.pkl:PickleWriter", "webdataset": "imgpack.writers.webdataset:WebDatasetWriter",
     },
-    "engines": {"local": "imgpack.engines.local:LocalEngine", "spark": "imgpack.engines.spark:SparkEngine"},
+    "engines": {"local": "imgpack.engines.local:LocalEngine", "shards": "imgpack.engines.shards:ShardsEngine",
+                "spark": "imgpack.engines.spark:SparkEngine"},
 }
 
 readers: Registry[type[Reader]] = Registry("reader", "imgpack.readers", BUILTIN["readers"])

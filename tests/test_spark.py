@@ -144,7 +144,7 @@ def test_overwrite_replaces_an_earlier_sharded_output(spark: SparkEngine, src: P
     (["--engine", "spark", "--workers", "2"], "--workers is for the local engine"),
     (["--engine", "spark", "--resume"], "--resume works with the local engine, not spark"),
     (["--spark-master", "local[2]"], "--spark-master is for --engine spark"),
-    (["--engine", "ray"], "unknown engine 'ray'; known engines: local, spark"),
+    (["--engine", "ray"], "unknown engine 'ray'; known engines: local, shards, spark"),
 ])
 def test_engine_usage_errors(args: list[str], message: str, src: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["convert", str(src), "-o", str(tmp_path / "o.h5"), "--size", "16", *args])

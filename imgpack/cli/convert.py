@@ -108,10 +108,12 @@ class _ConvertCommand(click.Command):
               help="Worker processes (default: the cores this process may use; 0: no pool).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
               help="At most this many images in flight at once (the bound on memory), and between two --resume "
-                   "checkpoints (with --engine spark: images per shard unless --shard-size).")
+                   "checkpoints (with --engine shards or spark: images per shard unless --shard-size).")
 @click.option("--engine", "engine_name", default="local", show_default=True,
-              help="Where the work runs: local (a process pool on this machine) or spark (needs "
-                   "imgpack[spark]; executors write the shards to OUTPUT, which they must all reach).")
+              help="Where the work runs: local (a process pool on this machine, one process writing), shards "
+                   "(a process pool here whose workers each write whole shards: for many cores and small images) "
+                   "or spark (needs imgpack[spark]; executors write the shards to OUTPUT, which they must all "
+                   "reach).")
 @click.option("--spark-master", metavar="URL",
               help="--engine spark: local[N], spark://HOST:7077, yarn ... (default: spark-submit's, else local[*]).")
 @click.option("--on-error", type=click.Choice(["skip", "fail"]), default="skip", show_default=True,

@@ -13,8 +13,10 @@ hands each to the writer. A cluster engine has its workers write whole shards in
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -115,6 +117,15 @@ class ShardResult:
     index: int
     stats: dict[str, Any]  # the writer's: count, bytes, ...
     skipped: list[tuple[int, str]]  # (position in the shard, reason)
+    cpu: float = 0.0  # CPU seconds the worker spent on the shard
+
+
+def remove_attempts(tasks: Sequence[ShardTask]) -> None:
+    """Files of attempts that died while writing (their worker was lost before it could clean up)."""
+    for task in tasks:
+        for leftover in glob.glob(glob.escape(task.path) + ".*"):
+            with contextlib.suppress(OSError):
+                os.remove(leftover)
 
 
 def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
@@ -124,6 +135,7 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
     complete, so a retried (or speculative) attempt never leaves half a shard or a second
     copy; two attempts that both finish write the same content under the same name.
     """
+    started = time.process_time()
     skipped: list[tuple[int, str]] = []
 
     def items() -> Iterator[tuple[Item, Any, str, str | None]]:
@@ -155,6 +167,6 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
             with contextlib.suppress(OSError):
                 os.remove(leftover)
         raise
-    return ShardResult(task.index, stats, skipped)
+    return ShardResult(task.index, stats, skipped, time.process_time() - started)
 
 

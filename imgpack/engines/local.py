@@ -92,8 +92,9 @@ def _die_with(parent: int, tempdir: str | None) -> None:
     threading.Thread(target=watch, name="imgpack-die-with-parent", daemon=True).start()
 
 
-def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool, parent: int, tempdir: str | None) -> None:
-    global _job, _ring
+def settle_worker(quiet_stderr: bool, parent: int, tempdir: str | None) -> None:
+    """A pool worker's start: it ends with the parent, runs OpenCV on one thread, and (``quiet_stderr``)
+    keeps the decoders' warnings off the terminal."""
     import cv2
 
     _die_with(parent, tempdir)
@@ -105,6 +106,11 @@ def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool, parent: int, tempd
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 2)
         os.close(devnull)
+
+
+def _init_worker(buffer: Arena, job: Job, quiet_stderr: bool, parent: int, tempdir: str | None) -> None:
+    global _job, _ring
+    settle_worker(quiet_stderr, parent, tempdir)
     _job = job
     _ring = np.frombuffer(buffer.buffer, dtype=np.uint8).reshape((-1, slot_bytes(job)))
 
@@ -117,7 +123,7 @@ def _run_chunk(offset: int, paths: Sequence[str]) -> Results:
 # --------------------------------------------------------------------------- parent side
 
 
-def _mp_tempdir() -> str:
+def mp_tempdir() -> str:
     """multiprocessing's temporary folder of this process (where the forkserver's socket goes)."""
     from multiprocessing import util
 
@@ -187,7 +193,7 @@ class LocalEngine(Engine):
         # chunk's objects (fetched together, about one request's latency a chunk).
         processes = self.workers * (2 if is_url(paths[0]) else 1)
         with ProcessPoolExecutor(processes, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(buffer, job, self.quiet_stderr, os.getpid(), _mp_tempdir())) as pool:
+                                 initargs=(buffer, job, self.quiet_stderr, os.getpid(), mp_tempdir())) as pool:
             next_start = 0
 
             def died(first: int, end: int) -> WorkerError:

@@ -15,7 +15,6 @@ else the one ``spark-submit`` configured; else ``local[*]``, every core of this 
 
 from __future__ import annotations
 
-import glob
 import logging
 import os
 import sys
@@ -24,8 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import MissingDependencyError, UsageError, WorkerError
-from ..outputs import remove_quietly
-from . import Engine, Progress, ShardResult, ShardSpec, ShardTask, write_shard
+from . import Engine, Progress, ShardResult, ShardSpec, ShardTask, remove_attempts, write_shard
 
 log = logging.getLogger("imgpack")
 
@@ -94,7 +92,7 @@ class SparkEngine(Engine):
             raise WorkerError(f"the Spark job failed: {_spark_reason(exc)}") from None
         finally:
             shared.unpersist()
-        _remove_attempt_leftovers(tasks)
+        remove_attempts(tasks)
         images = sum(len(t.paths) for t in tasks)
         seconds = time.perf_counter() - t0
         log.info("spark: the tasks took %.1f s (%.0f images/s, without the session's start)", seconds,
@@ -114,12 +112,6 @@ def _configured_master() -> bool:
     from pyspark import SparkConf
 
     return SparkConf().contains("spark.master")
-
-
-def _remove_attempt_leftovers(tasks: Sequence[ShardTask]) -> None:
-    """Files of attempts that died while writing (their executor was lost before it could clean up)."""
-    for task in tasks:
-        remove_quietly(glob.glob(glob.escape(task.path) + ".*"))
 
 
 def _spark_reason(exc: BaseException) -> str:
