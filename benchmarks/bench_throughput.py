@@ -17,7 +17,8 @@ beforehand, outside the timing (see ``fresh``):
    parent's fixed CPU, that of the 10-image conversion, taken off first).
 4. scaling: images/s and efficiency for 1, 2, 4 ... --max-workers workers; past this
    machine's cores, projected (said as such) from a worker's and the parent's CPU per image,
-   the parent's measured with the smaller chunks that many workers get.
+   the parent's measured with the smaller chunks that many workers get; and the same for
+   ``--engine shards``, whose workers write the shards themselves.
 5. the APTOS 2019 recipe (examples/aptos.toml, and with ben's fast blur) against the
    notebooks' own code (benchmarks/aptos_notebook.py), with the largest pixel difference.
 
@@ -213,6 +214,35 @@ def main() -> None:
                 rate = min(count * per_worker, 1 / parent)
                 print(f"| {count} | {rate:.0f} | {rate / (count * per_worker):.0%} | {parent * 1e3:.3f} ms | - "
                       f"| projected |", flush=True)
+
+    # the shards engine: no writing process; the parent lists, plans and writes the index, nothing per image
+    print("\n--engine shards (each worker writes whole shards; HDF5, shards of 1/64 of the images). Projected "
+          "rows: images/s = 1 / (the parent's CPU per image + a worker's / workers), all of the parent's work "
+          "taken as serial (its listing and plan before the pool, the index after), start-up left out")
+    for profile, n_images, size in (("medium", args.medium, 256), ("tiny", args.tiny, 64)):
+        src = make_corpus(profile, n_images, args.out)
+        print(f"\n{profile} -> {size}\n")
+        print("| workers | images/s | efficiency | parent CPU / image | worker CPU / image | measured |")
+        print("|---:|---:|---:|---:|---:|---|")
+        one = parent = worker = None
+        shard = str(max(1, n_images // 64))
+        for count in [c for c in (1, 2, 4, 8, 16, 32, 64) if c <= args.max_workers]:
+            if count <= cores:
+                runs = [convert(src, os.path.join(tmp, "e.h5"), size, count, "--engine", "shards", "--shard-size",
+                                shard) for _ in range(args.repeats)]
+                n = runs[0][1]["written"]
+                parent = med([(r[1]["cpu_seconds"]["parent"] - fixed_cpu) / n for r in runs])
+                worker = med([r[1]["cpu_seconds"]["workers"] / n for r in runs])
+                rate = n / med([r[0] for r in runs])
+                one = one or rate
+                print(f"| {count} | {rate:.0f} | {rate / (count * one):.0%} | {parent * 1e3:.3f} ms "
+                      f"| {worker * 1e3:.3f} ms | yes |", flush=True)
+            else:
+                assert parent is not None and worker is not None
+                rate = 1 / (parent + worker / count)
+                print(f"| {count} | {rate:.0f} | {rate * worker / count:.0%} | {parent * 1e3:.3f} ms "
+                      f"| {worker * 1e3:.3f} ms | projected |", flush=True)
+        fresh(os.path.join(tmp, "e.h5"))
 
     # APTOS
     large = make_corpus("large", args.large, args.out)
