@@ -107,6 +107,19 @@ def test_sharded_outputs_are_uploaded_with_the_index_last(bucket: Bucket, tmp_pa
     assert verify(out)["ok"] and describe(out)["count"] == 9
 
 
+def test_the_shards_engine_workers_upload_their_shards_and_the_index_goes_last(bucket: Bucket,
+                                                                              tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 12, (40, 30))
+    imgpack.convert(str(src), str(tmp_path / "local.h5"), size=16, workers=0, progress="off")
+    url = bucket.upload(src, "photos")
+    proc = cli(*bucket.flags, "-q", "convert", url, "-o", bucket.url("out/photos.h5"), "--size", "16",
+               "--engine", "shards", "--workers", "2", "--shard-size", "5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert bucket.keys("out") == ["out/photos-00000-of-00003.h5", "out/photos-00001-of-00003.h5",
+                                  "out/photos-00002-of-00003.h5", "out/photos.h5"]
+    assert content_digest(bucket.url("out/photos.h5")) == content_digest(str(tmp_path / "local.h5"))
+
+
 def test_a_labels_file_in_the_bucket_names_the_images_there(bucket: Bucket, tmp_path: Path) -> None:
     for i in range(4):
         write_image(tmp_path / "imgs" / f"p{i}.png", np.full((10, 10, 3), 40 * i, np.uint8))
