@@ -27,8 +27,9 @@ from .local import LocalEngine, mp_tempdir, settle_worker
 
 
 class ShardsEngine(LocalEngine):
-    """``workers`` processes on this machine (default: every core this process may use; 0: in this one),
-    each converting and writing whole shards."""
+    """A process pool on this machine whose workers each write whole shards (``workers``: default every core).
+
+    ``workers=0`` writes them one after the other in this process."""
 
     name = "shards"
     writes_shards = True
