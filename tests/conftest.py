@@ -119,6 +119,42 @@ def two_classes(root: Path, n: int, size: tuple[int, int], name: str = "{i}.png"
     return root
 
 
+def three_classes_one_broken(root: Path) -> Path:
+    """41 images in class folders a, b, c: 40 photos of 20-23 x 14, and b/broken.png, which is not one."""
+    for i in range(40):
+        write_image(root / "abc"[i % 3] / f"im{i:02d}.png", photo(20 + i % 4, 14, i))
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    return root
+
+
+def names_in(folder: Path) -> list[str]:
+    """The names in ``folder``, sorted."""
+    return sorted(p.name for p in folder.iterdir())
+
+
+def check_shards_of_twelve(res: Any, src: Path, out: Path, fmt: str, tmp_path: Path) -> None:
+    """``res``, the conversion of :func:`three_classes_one_broken` at ``src`` to ``out`` in shards of 12 by
+    workers that write them: the local engine's content, skips and counts; 4 shards beside the index
+    (or master) and nothing else, the broken image's in the second."""
+    import imgpack
+    from imgpack.datasets import content_digest, verify
+
+    local = tmp_path / f"local{SUFFIX[fmt]}"
+    ref = imgpack.convert(str(src), str(local), size=16, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(local))
+    assert (res.written, res.image_shape, res.label_names) == (ref.written, ref.image_shape, ref.label_names) == (
+        40, [16, 16, 3], ["a", "b", "c"])
+    assert [(s.path, s.reason) for s in res.skipped] == [(s.path, s.reason) for s in ref.skipped]
+    assert len(res.skipped) == 1
+    verify(str(out))
+    info = imgpack.describe(str(out))
+    assert info["label_counts"] == imgpack.describe(str(local))["label_counts"]
+    cls = writers.get(fmt)
+    shards = [os.path.basename(cls.shard_names(str(out)).shard(i, 4)) for i in range(4)]
+    assert names_in(out.parent) == sorted([*shards, os.path.basename(cls.index_path(str(out)))])
+    assert [s["count"] for s in info["shards"]] == [12, 11, 12, 5]
+
+
 @pytest.fixture
 def class_tree(tmp_path: Path) -> Path:
     """3 classes, 12 images of different sizes and formats, nested at several depths, plus non-images.

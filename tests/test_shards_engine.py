@@ -10,28 +10,18 @@ import h5py
 import pytest
 from _helpers import DieInWorker
 from click.testing import CliRunner
-from conftest import FORMATS, SUFFIX, photo, write_image
+from conftest import FORMATS, SUFFIX, check_shards_of_twelve, names_in, photo, three_classes_one_broken, write_image
 
 import imgpack
 from imgpack.cli import cli
-from imgpack.datasets import content_digest, verify
+from imgpack.datasets import content_digest
 from imgpack.engines.shards import ShardsEngine
 from imgpack.errors import WorkerError
-from imgpack.registry import writers
 
 
 @pytest.fixture(scope="module")
 def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """41 images in 3 classes, one of them broken."""
-    root = tmp_path_factory.mktemp("shards") / "src"
-    for i in range(40):
-        write_image(root / "abc"[i % 3] / f"im{i:02d}.png", photo(20 + i % 4, 14, i))
-    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
-    return root
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return three_classes_one_broken(tmp_path_factory.mktemp("shards") / "src")
 
 
 @pytest.mark.parametrize("workers", [2, 0])
@@ -41,18 +31,7 @@ def test_the_workers_shards_hold_the_local_engines_content(fmt: str, workers: in
     out = tmp_path / "shards" / f"o{SUFFIX[fmt]}"
     res = imgpack.convert(str(src), str(out), size=16, engine=ShardsEngine(workers), batch_size=12,
                           progress="off")
-    ref = imgpack.convert(str(src), str(tmp_path / f"local{SUFFIX[fmt]}"), size=16, workers=0, progress="off")
-    assert content_digest(str(out)) == content_digest(str(tmp_path / f"local{SUFFIX[fmt]}"))
-    assert (res.written, res.image_shape, res.label_names) == (ref.written, ref.image_shape, ref.label_names) == (
-        40, [16, 16, 3], ["a", "b", "c"])
-    assert [(s.path, s.reason) for s in res.skipped] == [(s.path, s.reason) for s in ref.skipped]
-    assert len(res.skipped) == 1
-    verify(str(out))
-    # 41 samples in shards of 12: 4 shards, written by the workers; the index (master) over them; nothing else
-    cls = writers.get(fmt)
-    shards = [os.path.basename(cls.shard_names(str(out)).shard(i, 4)) for i in range(4)]
-    assert files(out.parent) == sorted([*shards, os.path.basename(cls.index_path(str(out)))])
-    assert [s["count"] for s in imgpack.describe(str(out))["shards"]] == [12, 11, 12, 5]
+    check_shards_of_twelve(res, src, out, fmt, tmp_path)
     assert res.cpu_seconds["workers"] > 0  # the workers' CPU comes back with their shards
 
 
@@ -73,7 +52,7 @@ def test_a_worker_that_dies_stops_the_run_naming_its_shard_and_leaves_nothing(
     with pytest.raises(WorkerError, match=r"a worker process died .* while writing shard \d \(o-0000\d-of-00004\.h5"):
         imgpack.convert(str(src), str(out / "o.h5"), preprocess=[DieInWorker()], size=16, engine=ShardsEngine(2),
                         batch_size=12, progress="off")
-    assert files(out) == []  # no shard, no attempt's half shard, no master
+    assert names_in(out) == []  # no shard, no attempt's half shard, no master
 
 
 def test_the_cli_takes_it_and_refuses_resume_saying_why(src: Path, tmp_path: Path) -> None:
@@ -82,12 +61,12 @@ def test_the_cli_takes_it_and_refuses_resume_saying_why(src: Path, tmp_path: Pat
     got = runner.invoke(cli, ["-q", "convert", str(src), "-o", str(out), "--size", "16", "--engine", "shards",
                               "--workers", "2", "--shard-size", "20"])
     assert got.exit_code == 0, got.output
-    assert files(tmp_path) == ["o-00000-of-00003.pkl", "o-00001-of-00003.pkl", "o-00002-of-00003.pkl", "o.pkl.json"]
+    assert names_in(tmp_path) == ["o-00000-of-00003.pkl", "o-00001-of-00003.pkl", "o-00002-of-00003.pkl", "o.pkl.json"]
     assert len(imgpack.open_dataset(str(out))) == 40
     got = runner.invoke(cli, ["convert", str(src), "-o", str(tmp_path / "r.h5"), "--size", "16", "--engine",
                               "shards", "--resume"])
     assert got.exit_code == 2 and "--resume works with the local engine, not shards" in got.output
-    assert "r.h5" not in files(tmp_path)
+    assert "r.h5" not in names_in(tmp_path)
     got = runner.invoke(cli, ["convert", str(src), "-o", str(tmp_path / "s.h5"), "--engine", "shards",
                               "--spark-master", "local[2]"])
     assert got.exit_code == 2 and "--spark-master is for --engine spark" in got.output

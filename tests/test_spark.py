@@ -15,7 +15,17 @@ from typing import Any
 import pytest
 from _helpers import DIED, DieOnFirstAttempt
 from click.testing import CliRunner
-from conftest import FORMATS, REPO, SUFFIX, needs, photo, write_image
+from conftest import (
+    FORMATS,
+    REPO,
+    SUFFIX,
+    check_shards_of_twelve,
+    names_in,
+    needs,
+    photo,
+    three_classes_one_broken,
+    write_image,
+)
 
 import imgpack
 from imgpack.cli import cli
@@ -26,7 +36,6 @@ if shutil.which("java") is None:
     pytest.skip("Spark needs Java", allow_module_level=True)
 
 from imgpack.engines.spark import SparkEngine
-from imgpack.registry import writers
 
 pytestmark = pytest.mark.slow
 
@@ -42,37 +51,14 @@ def spark() -> Iterator[SparkEngine]:
 
 @pytest.fixture(scope="module")
 def src(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """41 images in 3 classes, one of them broken."""
-    root = tmp_path_factory.mktemp("spark") / "src"
-    for i in range(40):
-        write_image(root / "abc"[i % 3] / f"im{i:02d}.png", photo(20 + i % 4, 14, i))
-    (root / "b" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
-    return root
-
-
-def files(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir())
+    return three_classes_one_broken(tmp_path_factory.mktemp("spark") / "src")
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_spark_gives_the_local_engines_content(fmt: str, spark: SparkEngine, src: Path, tmp_path: Path) -> None:
     out = tmp_path / "spark" / f"o{SUFFIX[fmt]}"
     res = imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=12, progress="off")
-    ref = imgpack.convert(str(src), str(tmp_path / f"local{SUFFIX[fmt]}"), size=16, workers=0, progress="off")
-    assert content_digest(str(out)) == content_digest(str(tmp_path / f"local{SUFFIX[fmt]}"))
-    assert (res.written, res.image_shape, res.label_names) == (ref.written, ref.image_shape, ref.label_names) == (
-        40, [16, 16, 3], ["a", "b", "c"])
-    assert [(s.path, s.reason) for s in res.skipped] == [(s.path, s.reason) for s in ref.skipped]
-    assert len(res.skipped) == 1
-    verify(str(out))
-    info = imgpack.describe(str(out))
-    assert info["label_counts"] == imgpack.describe(str(tmp_path / f"local{SUFFIX[fmt]}"))["label_counts"]
-    # 41 samples in shards of 12: 4 shards, written by the tasks; the index (master) over them; nothing else
-    cls = writers.get(fmt)
-    shards = [os.path.basename(cls.shard_names(str(out)).shard(i, 4)) for i in range(4)]
-    index = os.path.basename(cls.index_path(str(out)))
-    assert files(out.parent) == sorted([*shards, index])
-    assert [s["count"] for s in info["shards"]] == [12, 11, 12, 5]  # the broken image is in the second
+    check_shards_of_twelve(res, src, out, fmt, tmp_path)
 
 
 def test_the_hdf5_master_is_one_file_for_plain_h5py(spark: SparkEngine, src: Path, tmp_path: Path) -> None:
@@ -89,7 +75,7 @@ def test_the_hdf5_master_is_one_file_for_plain_h5py(spark: SparkEngine, src: Pat
     before = content_digest(str(out))
     moved = tmp_path / "moved"
     moved.mkdir()
-    for name in files(tmp_path):
+    for name in names_in(tmp_path):
         if name.startswith("o"):
             os.rename(tmp_path / name, moved / name)
     assert content_digest(str(moved / "o.h5")) == before  # opens where it is now, shards and all
@@ -105,7 +91,7 @@ def test_a_task_that_dies_is_retried_and_leaves_no_half_shard(spark: SparkEngine
     imgpack.convert(str(src), str(out), preprocess=[DieOnFirstAttempt()], size=16, engine=spark, batch_size=12,
                     progress="off")
     assert os.path.exists(DIED)  # the first attempt at shard 1 did die in the middle
-    assert files(tmp_path) == sorted(["o.h5", *(f"o-{i:05d}-of-00004.h5" for i in range(4))])
+    assert names_in(tmp_path) == sorted(["o.h5", *(f"o-{i:05d}-of-00004.h5" for i in range(4))])
     imgpack.convert(str(src), str(tmp_path / "local.h5"), size=16, workers=0, progress="off")
     assert content_digest(str(out)) == content_digest(str(tmp_path / "local.h5"))
     verify(str(out))
@@ -116,7 +102,7 @@ def test_on_error_fail_and_splits(spark: SparkEngine, src: Path, tmp_path: Path)
     with pytest.raises(imgpack.ImageError, match=r"broken\.png: "):
         imgpack.convert(str(src), str(tmp_path / "f.tfrecord"), size=16, engine=spark, on_error="fail",
                         progress="off")
-    assert files(tmp_path) == []
+    assert names_in(tmp_path) == []
     split = {"split": "train=0.7,val=0.3", "seed": 1, "stratify": True}
     res = imgpack.convert(str(src), str(tmp_path / "s"), size=16, format="tfrecord", engine=spark, batch_size=10,
                           progress="off", **split)  # type: ignore[arg-type]
@@ -136,7 +122,7 @@ def test_overwrite_replaces_an_earlier_sharded_output(spark: SparkEngine, src: P
     with pytest.raises(imgpack.OutputError, match="already exists"):
         imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=20, progress="off")
     imgpack.convert(str(src), str(out), size=16, engine=spark, batch_size=20, progress="off", overwrite=True)
-    assert files(tmp_path) == ["o-00000-of-00003.pkl", "o-00001-of-00003.pkl", "o-00002-of-00003.pkl", "o.pkl.json"]
+    assert names_in(tmp_path) == ["o-00000-of-00003.pkl", "o-00001-of-00003.pkl", "o-00002-of-00003.pkl", "o.pkl.json"]
     assert len(imgpack.open_dataset(str(out))) == 40
 
 
@@ -149,7 +135,7 @@ def test_overwrite_replaces_an_earlier_sharded_output(spark: SparkEngine, src: P
 def test_engine_usage_errors(args: list[str], message: str, src: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(cli, ["convert", str(src), "-o", str(tmp_path / "o.h5"), "--size", "16", *args])
     assert res.exit_code == 2 and message in res.stderr, res.output
-    assert files(tmp_path) == []
+    assert names_in(tmp_path) == []
 
 
 def test_update_on_spark_sees_up_to_date_and_rebuilds_a_change_in_full(spark: SparkEngine, tmp_path: Path) -> None:
