@@ -26,6 +26,7 @@ import numpy as np
 
 from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
+from ..outputs import remove_quietly
 from ..process import Job, encode, process_image
 from ..storage import is_url, upload
 
@@ -123,9 +124,7 @@ class ShardResult:
 def remove_attempts(tasks: Sequence[ShardTask]) -> None:
     """Files of attempts that died while writing (their worker was lost before it could clean up)."""
     for task in tasks:
-        for leftover in glob.glob(glob.escape(task.path) + ".*"):
-            with contextlib.suppress(OSError):
-                os.remove(leftover)
+        remove_quietly(glob.glob(glob.escape(task.path) + ".*"))
 
 
 def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:

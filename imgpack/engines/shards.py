@@ -59,14 +59,15 @@ class ShardsEngine(LocalEngine):
                 while running:
                     done, _ = wait(running, return_when=FIRST_COMPLETED)
                     for future in done:
-                        task = running.pop(future)
                         try:
                             results.append(future.result())
-                        except BrokenProcessPool:
+                        except BrokenProcessPool:  # every shard not finished fails with it: name the first
+                            first = min(running.values(), key=lambda t: t.index)
                             raise WorkerError(
-                                f"a worker process died (killed, or out of memory) while writing shard "
-                                f"{task.index} ({os.path.basename(task.path)}, images from {task.paths[0]}); "
-                                "nothing was written") from None
+                                f"a worker process died (killed, or out of memory) while writing shards; the first "
+                                f"not finished is shard {first.index} ({os.path.basename(first.path)}, images from "
+                                f"{first.paths[0]}); nothing was written") from None
+                        task = running.pop(future)
                         if progress:
                             progress(len(task.paths))
             except BaseException:
