@@ -327,16 +327,18 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     stored_recipe = recipe_dict(chain, decode)
     part = _Part(scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, batch_size, on_error)
     members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
-    prints = dict(zip((s.path for s in scan.samples), fingerprints(scan, scan.samples, refresh.checksum),
-                      strict=True))
-    key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
-                  image_shape=job.image_shape, max_pixels=max_pixels, checksum=refresh.checksum)
-    for name, target in targets.items():
-        mine = [prints[s.path] for s in members_of[name]]
-        part.digests[target] = digests(members_of[name], mine)
-        part.records[target] = record(key, members_of[name], mine, scan.label_names, part.digests[target])
-    report = _bring_up_to_date(output, targets, part, key, prints, members_of, refresh, engine) \
-        if refresh.update else None
+    part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
+                       image_shape=job.image_shape, max_pixels=max_pixels, checksum=refresh.checksum)
+    # Each file's size and time, taken before it is read: here, or, where nothing needs them before the
+    # images (no --update to plan, no journal: a cluster engine's run) by the workers as they read them
+    # (their shards' results bring them back, for the record the index stores).
+    prints: dict[str, list[Any]] = {}
+    if refresh.update or not engine.writes_shards or storage.is_url(scan.root):
+        prints = dict(zip((s.path for s in scan.samples), fingerprints(scan, scan.samples, refresh.checksum),
+                          strict=True))
+        for name, target in targets.items():
+            part.plan(target, members_of[name], [prints[s.path] for s in members_of[name]])
+    report = _bring_up_to_date(output, targets, part, prints, members_of, refresh, engine) if refresh.update else None
     if report is not None and report["up_to_date"]:
         log.info("%s: up to date (%d images): nothing to do", refresh.stored_at or output, report["reused"])
         count = sum(len(m) for m in members_of.values())
@@ -413,14 +415,14 @@ def _undo(written: list[str], before: Snapshot | None) -> None:
         remove_quietly(written)
 
 
-def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, key: dict[str, Any],
-                      prints: dict[str, list[Any]], members_of: dict[str, list[Sample]], refresh: Refresh,
-                      engine: Engine) -> dict[str, Any]:
+def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, prints: dict[str, list[Any]],
+                      members_of: dict[str, list[Sample]], refresh: Refresh, engine: Engine) -> dict[str, Any]:
     """``--update``: compare with the outputs there. Up to date: say so. Else set what each target can
     reuse on ``part`` (nothing when the key differs: a full rebuild) and say what changed."""
     def where(target: str) -> str:  # a staged output's old version is at its URL
         return refresh.stored_at + target[len(output):] if refresh.stored_at else target
 
+    key = part.key
     found = {t: _record_of(where(t)) for t in targets.values()}
     records = [r for r in found.values() if r is not None]
     samples = [s for m in members_of.values() for s in m]
@@ -608,12 +610,19 @@ class _Part:
     engine: Engine
     batch_size: int
     on_error: str
+    #: what must not change for an output's pixels to be reused (see imgpack.update.run_key)
+    key: dict[str, Any] = field(default_factory=dict)
     #: per target: what --update stores with the output (see imgpack.update)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: per target: the digests of its samples and of their files (see imgpack.update.digests)
     digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: per target: where each sample's pixels come from in the old outputs, and those outputs (--update)
     reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
+
+    def plan(self, target: str, samples: Sequence[Sample], prints: Sequence[list[Any]]) -> None:
+        """The digests and the record of ``target``, made of ``samples`` whose files have these fingerprints."""
+        self.digests[target] = digests(samples, prints)
+        self.records[target] = record(self.key, samples, prints, self.scan.label_names, self.digests[target])
 
     def run(self, samples: Sequence[Sample], target: str, advance: Callable[[int], None],
             resume: bool = False) -> _PartResult:
@@ -803,13 +812,23 @@ class _Part:
             return self._shards_to_store(url, target, final, samples, meta, paths, labels, advance, size)
         try:
             results, skipped, kept = self._map_shards(final, samples, meta, paths, labels, advance, size)
-            outputs = fmt.write_index(target, meta, formats.shard_options(self.writer_options), final,
-                                      [r.stats for r in results], labels[kept])
+            outputs = fmt.write_index(target, self._with_record(target, meta, samples, results),
+                                      formats.shard_options(self.writer_options), final, [r.stats for r in results],
+                                      labels[kept])
         except BaseException:
             remove_quietly(final)
             raise
         return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
                            label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results))
+
+    def _with_record(self, target: str, meta: OutputMeta, samples: Sequence[Sample],
+                     results: Sequence[ShardResult]) -> OutputMeta:
+        """``meta`` with the record of ``target``: made before the run, or now from the fingerprints the workers
+        took as they read each file."""
+        if target not in self.records:
+            files = [fp for r in results for fp in r.files]
+            self.plan(target, samples, [[s.path, *fp, None] for s, fp in zip(samples, files, strict=True)])
+        return replace(meta, update=self.records[target])
 
     def _map_shards(self, final: list[str], samples: Sequence[Sample], meta: OutputMeta, paths: list[str],
                     labels: np.ndarray, advance: Callable[[int], None], size: int
@@ -842,7 +861,8 @@ class _Part:
             storage.download(final[0], local_names[0])  # HDF5 reads its layout from the first shard
             for stand_in in local_names[1:]:
                 open(stand_in, "wb").close()
-            written = fmt.write_index(target, meta, formats.shard_options(self.writer_options), local_names,
+            written = fmt.write_index(target, self._with_record(url, meta, samples, results),
+                                      formats.shard_options(self.writer_options), local_names,
                                       [r.stats for r in results], labels[kept])
             index = [p for p in written if p not in local_names]
             for path in index:

@@ -37,7 +37,7 @@ def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[
             rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
         out = [[s.path, *listed.get(s.path, (-1, None)), None] for s in samples]
     else:
-        out = [[s.path, *_stat(path), None] for s, path in zip(samples, scan.abspaths(samples), strict=True)]
+        out = [[s.path, *size_and_time(path), None] for s, path in zip(samples, scan.abspaths(samples), strict=True)]
     if checksum:
         for s, row in zip(samples, out, strict=True):
             if row[1] >= 0:
@@ -45,8 +45,9 @@ def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[
     return out
 
 
-def _stat(path: str) -> tuple[int, int | None]:
-    """A file's size and modification time in ns; (-1, None) when it cannot be read."""
+def size_and_time(path: str) -> tuple[int, int | None]:
+    """A file's size and modification time in ns, its fingerprint without ``--checksum``; (-1, None) when it
+    cannot be read. Taken before the file is read: an image changed after it is converted again next time."""
     try:
         st = os.stat(path)
     except OSError:

@@ -153,6 +153,8 @@ def check_shards_of_twelve(res: Any, src: Path, out: Path, fmt: str, tmp_path: P
     shards = [os.path.basename(cls.shard_names(str(out)).shard(i, 4)) for i in range(4)]
     assert names_in(out.parent) == sorted([*shards, os.path.basename(cls.index_path(str(out)))])
     assert [s["count"] for s in info["shards"]] == [12, 11, 12, 5]
+    with imgpack.open_dataset(str(out)) as ours, imgpack.open_dataset(str(local)) as theirs:
+        assert ours.stored_update() == theirs.stored_update()  # each file's size and time, taken by the workers
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from ..formats import Encoded, Item, OutputMeta
 from ..outputs import remove_quietly
 from ..process import Job, encode, process_image
 from ..storage import is_url, upload
+from ..update import size_and_time
 
 
 @dataclass
@@ -119,6 +120,9 @@ class ShardResult:
     stats: dict[str, Any]  # the writer's: count, bytes, ...
     skipped: list[tuple[int, str]]  # (position in the shard, reason)
     cpu: float = 0.0  # CPU seconds the worker spent on the shard
+    #: each image file's size and modification time, taken before the worker read it (a local source's;
+    #: none for objects in a store, whose listing gives them): what ``--update`` compares
+    files: list[tuple[int, int | None]] = field(default_factory=list)
 
 
 def remove_attempts(tasks: Sequence[ShardTask]) -> None:
@@ -136,9 +140,12 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
     """
     started = time.process_time()
     skipped: list[tuple[int, str]] = []
+    files: list[tuple[int, int | None]] = []
 
     def items() -> Iterator[tuple[Item, Any, str, str | None]]:
         for i, path in enumerate(task.paths):
+            if not is_url(path):
+                files.append(size_and_time(path))
             try:
                 image = process_image(path, spec.job)
                 item: Item = (Encoded(encode(spec.job.encoder, image), image.shape)
@@ -166,6 +173,6 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
             with contextlib.suppress(OSError):
                 os.remove(leftover)
         raise
-    return ShardResult(task.index, stats, skipped, time.process_time() - started)
+    return ShardResult(task.index, stats, skipped, time.process_time() - started, files)
 
 
