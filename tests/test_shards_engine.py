@@ -87,3 +87,16 @@ def test_an_update_converts_every_image_again_to_a_clean_runs_content(src: Path,
     assert res.update is not None and res.update["rebuilt"] == "the shards engine converts every image again"
     imgpack.convert(str(mine), str(tmp_path / "clean.h5"), size=16, workers=0, progress="off")
     assert res.written == 41 and content_digest(str(out)) == content_digest(str(tmp_path / "clean.h5"))
+
+
+def test_splits_hold_the_local_engines_content_and_their_records_say_up_to_date(src: Path, tmp_path: Path) -> None:
+    split = {"split": "train=0.7,val=0.3", "seed": 1, "stratify": True}
+    imgpack.convert(str(src), str(tmp_path / "s"), size=16, format="hdf5", engine=ShardsEngine(2), batch_size=10,
+                    progress="off", **split)  # type: ignore[arg-type]
+    imgpack.convert(str(src), str(tmp_path / "l"), size=16, format="hdf5", workers=0, progress="off",
+                    **split)  # type: ignore[arg-type]
+    for name in ("train", "val"):
+        assert content_digest(str(tmp_path / "s" / f"{name}.h5")) == content_digest(str(tmp_path / "l" / f"{name}.h5"))
+    again = imgpack.convert(str(src), str(tmp_path / "s"), size=16, format="hdf5", engine=ShardsEngine(2),
+                            batch_size=10, update=True, progress="off", **split)  # type: ignore[arg-type]
+    assert again.update is not None and again.update["up_to_date"]
