@@ -10,7 +10,6 @@ or the decorator of :mod:`imgpack.registry` (see that module).
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -88,10 +87,11 @@ class Scan:
     versions: dict[str, tuple[int, str | None]] | None = None
 
     def abspath(self, sample: Sample) -> str:
-        return os.path.join(self.root, sample.path)
+        return self.abspaths((sample,))[0]
 
     def abspaths(self, samples: Iterable[Sample]) -> list[str]:
-        """:meth:`abspath` of each sample: the same paths, a fifth of the time (100,000: ~8 ms)."""
+        """Each sample's path joined to the root, as ``os.path.join`` joins them in a fifth of its time
+        (100,000: ~8 ms)."""
         top = self.root if not self.root or self.root.endswith("/") else self.root + "/"
         return [path if path.startswith("/") else top + path for path in (s.path for s in samples)]
 

@@ -32,16 +32,17 @@ RECORD_VERSION = 1
 def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[list[Any]]:
     """Each sample's source fingerprint: [path, size, modification time in ns (or ETag), SHA-256 or None]."""
     out: list[list[Any]]
+    paths = scan.abspaths(samples)
     if storage.is_url(scan.root):  # from the reader's listing, or one listing of the prefix
         listed = scan.versions if scan.versions is not None else {
             rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
         out = [[s.path, *listed.get(s.path, (-1, None)), None] for s in samples]
     else:
-        out = [[s.path, *size_and_time(path), None] for s, path in zip(samples, scan.abspaths(samples), strict=True)]
+        out = [[s.path, *size_and_time(path), None] for s, path in zip(samples, paths, strict=True)]
     if checksum:
-        for s, row in zip(samples, out, strict=True):
+        for path, row in zip(paths, out, strict=True):
             if row[1] >= 0:
-                row[3] = _sha256(scan.abspath(s))
+                row[3] = _sha256(path)
     return out
 
 

@@ -147,9 +147,12 @@ def test_the_sample_after_the_nth_kept() -> None:
 
 
 @pytest.mark.parametrize("root", ["/data/set", "/data/set/", "/", "", "s3://bucket/prefix", "s3://bucket/prefix/"])
-def test_abspaths_are_abspath_of_each(root: str) -> None:
+def test_abspaths_join_as_os_path_join_does(root: str) -> None:
+    import os
+
     from imgpack.plugins import Sample, Scan
 
     scan = Scan(root=root, samples=[], label_names=[], source=root)
     samples = [Sample(id="x", path=p) for p in ("cat/1.jpg", "1.jpg", "/elsewhere/2.jpg", "a/b/c.png", "")]
-    assert scan.abspaths(samples) == [scan.abspath(s) for s in samples]
+    assert scan.abspaths(samples) == [os.path.join(root, s.path) for s in samples]
+    assert [scan.abspath(s) for s in samples] == scan.abspaths(samples)
