@@ -6,6 +6,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
+from operator import attrgetter, itemgetter
 
 from ..errors import SourceError
 from ..plugins import Reader, Sample, Scan
@@ -13,6 +14,8 @@ from ..probe import IMAGE_EXTENSIONS, open_regular, sniff, special_kind
 from ..splits import folder_order
 
 log = logging.getLogger("imgpack")
+
+BY_NAME = attrgetter("name")  # the sort key of directory entries
 
 
 def not_regular(path: str) -> str | None:
@@ -48,6 +51,12 @@ def _is_image(path: str | os.DirEntry[str], name: str) -> bool:
 def has_image_extension(name: str) -> bool:
     dot = name.rfind(".")
     return dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS  # os.path.splitext's extension, for less
+
+
+def stem(name: str) -> str:
+    """``os.path.splitext(name)[0]`` for a file name (no folder), in a third of its time."""
+    dot = name.rfind(".")
+    return name[:dot] if dot > 0 and name[:dot].lstrip(".") else name
 
 
 def _special(entry: os.DirEntry[str]) -> str | None:
@@ -91,7 +100,7 @@ def walk(top: str, follow_symlinks: bool = False, seen: set[str] | None = None,
                 continue
             seen.add(real)
         try:
-            entries = sorted(os.scandir(dirpath), key=lambda e: e.name)
+            entries = sorted(os.scandir(dirpath), key=BY_NAME)
         except OSError:  # unreadable: os.walk leaves it out too
             continue
         dirnames: list[str] = []
@@ -199,6 +208,9 @@ class FolderReader(Reader):
             for entry in files:
                 name = entry.name
                 rel = f"{rel_dir}/{name}"
+                if not follow and has_image_extension(name) and name[0] != "." and entry.is_file(follow_symlinks=False):
+                    images.append(rel)  # the common case, decided from the listing alone
+                    continue
                 if name.startswith("."):
                     ignored.append((rel, "hidden"))
                 elif special := _special(entry):
@@ -231,8 +243,8 @@ def class_folder_scan(root: str, source: str, found: list[tuple[str | None, str,
     label_names = sorted({cls for _, cls, _ in found if cls})
     label_of = {name: i for i, name in enumerate(label_names)}
     label_of[""] = -1
-    found.sort(key=lambda item: (label_of[item[1]], item[2]))
-    stems = [os.path.splitext(os.path.basename(rel))[0] for _, _, rel in found]
+    found.sort(key=itemgetter(1, 2))  # by label ("" first, then the sorted names), then path
+    stems = [stem(rel.rpartition("/")[2]) for _, _, rel in found]
     dup = {stem for stem, n in Counter(stems).items() if n > 1}
     samples = [
         Sample(id=os.path.splitext(rel)[0] if stem in dup else stem, path=rel, label=label_of[cls], split=split)
@@ -247,7 +259,7 @@ def _entries(root: str, prefix: str, ignored: list[tuple[str, str]],
     """The visible entries of ``root/prefix``, sorted by name; hidden ones (and, with a reason, files) are ignored."""
     folder = os.path.join(root, prefix) if prefix else root
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        entries = sorted(os.scandir(folder), key=BY_NAME)
     except OSError as exc:
         raise SourceError(f"{folder}: cannot list: {exc.strerror or exc}") from None
     out = []

@@ -7,7 +7,7 @@ import pytest
 from conftest import photo, write_image
 
 from imgpack.errors import SourceError
-from imgpack.readers.folder import FolderReader
+from imgpack.readers.folder import FolderReader, stem
 
 
 def test_labels_follow_sorted_class_names(class_tree: Path) -> None:
@@ -71,3 +71,16 @@ def test_tinyimagenet_layout(tmp_path: Path) -> None:
     assert scan.label_names == ["n01", "n02"]
     assert [s.id for s in scan.samples] == ["n01_0", "n01_1", "n02_0", "n02_1"]
     assert len(scan.ignored) == 2
+
+
+@pytest.mark.parametrize("name", ["a.jpg", "a.b.jpg", "noext", "..jpg", "...", "a.", ".a.jpg", "..a.jpg", "x..png"])
+def test_stem_is_splitext_of_a_name(name: str) -> None:
+    assert stem(name) == os.path.splitext(name)[0]
+
+
+def test_ids_keep_dots_and_order_puts_a_folder_by_its_name(tmp_path: Path) -> None:
+    for rel in ("c/b.jpg", "c/a/x.y.jpg", "c/a.jpg", "c/a-1.jpg"):
+        write_image(tmp_path / rel, photo(8, 8, 0))
+    samples = FolderReader(str(tmp_path)).scan().samples
+    assert [s.path for s in samples] == ["c/a-1.jpg", "c/a.jpg", "c/a/x.y.jpg", "c/b.jpg"]
+    assert [s.id for s in samples] == ["a-1", "a", "x.y", "b"]
