@@ -26,7 +26,8 @@ ARRAYS = {
     "bright 601x401": RNG.integers(250, 256, (601, 401, 3), dtype=np.uint8),
     "over 2**16 words": RNG.integers(0, 256, (700, 500, 3), dtype=np.uint8),
     "photo": photo(320, 240, 3),
-    # the small-chunk path (one dot product, up to 8,192 words) at its largest terms and at its limit
+    "a strided view": photo(128, 96, 5)[::2, ::2],  # not contiguous: the chunk holds its pixels in C order
+    # the small-chunk path (dot products, up to 8,192 words) at its largest terms and at its limit
     "white 64x64": np.full((64, 64, 3), 255, np.uint8),
     "noise 64x64": RNG.integers(0, 256, (64, 64, 3), dtype=np.uint8),
     "white 8192 words": np.full((64, 64, 4), 255, np.uint8),
