@@ -5,6 +5,7 @@
 
 ``--scale S`` decodes JPEGs at 1/S (2, 4 or 8), as imgpack's default decoding does where the
 resize shrinks the image anyway (for the large profile's ~2000x1500 photos at 256: 1/4).
+``--size 0`` decodes only, no resize: the floor of any recipe that decodes every pixel.
 Run as a whole process (interpreter start included), like the ``imgpack convert`` it is
 compared with.
 """
@@ -36,7 +37,8 @@ def _init(size: int, scale: int) -> None:
 def _work(paths: list[str]) -> int:
     for path in paths:
         image = cv2.imread(path, _FLAGS[SCALE if path.lower().endswith((".jpg", ".jpeg")) else 1])
-        cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
+        if SIZE:
+            cv2.resize(image, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
     return len(paths)
 
 
