@@ -36,6 +36,8 @@ _UINT32, _UINT64 = struct.Struct("<I").pack, struct.Struct("<Q").pack
 
 
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x4000:  # lengths and most labels: one or two bytes, built at once
+        return _SMALL_VARINTS[n] if n < 0x80 else bytes((n & 0x7F | 0x80, n >> 7))
     n &= 0xFFFF_FFFF_FFFF_FFFF  # an int64 as protobuf writes it: a negative one takes ten bytes
     out = bytearray()
     while n > 0x7F:
@@ -43,6 +45,9 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 
 
 def _tag(number: int) -> bytes:
@@ -99,6 +104,7 @@ class RecordFile:
         #: (a 64x64 image's record is 12 KiB: one write call each cost 2-8 us in the writing process)
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self._head = (-1, b"")  # the last record's length, and its length field with that field's CRC
 
     def _masked_crc(self, data: bytes) -> bytes:
         crc = self._crc(data)
@@ -106,9 +112,12 @@ class RecordFile:
 
     def write(self, data: bytes) -> None:
         """Frame one record (``data``, held until written: bytes, never a view of memory that is reused)."""
-        length = _UINT64(len(data))
-        head = length + self._masked_crc(length)
-        framed = len(data) + 16
+        size = len(data)
+        if self._head[0] != size:  # images of one shape make records of one length: framed alike
+            length = _UINT64(size)
+            self._head = (size, length + self._masked_crc(length))
+        head = self._head[1]
+        framed = size + 16
         if self._held_bytes + framed > WRITE_BYTES:
             self.flush()
         if framed > WRITE_BYTES:  # a large image's record can be several MiB: alone, in pieces

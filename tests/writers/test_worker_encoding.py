@@ -177,3 +177,15 @@ def test_writing_tfrecords_does_not_import_tensorflow(tmp_path: Path) -> None:
     files = sorted(str(p) for p in tmp_path.glob("o-*.tfrecord"))
     records = list(tf.data.TFRecordDataset(files))  # checks every record's framing CRCs
     assert len(records) == 3
+
+
+@pytest.mark.parametrize("value", [0, 1, 127, 128, 300, 16383, 16384, 2**21, 2**63 - 1, -1, -300, -(2**63)])
+def test_int64_entries_are_the_ones_tensorflow_serialises(value: int) -> None:
+    """Varints of one, two (the fast path's edges) and more bytes, and negative ones (ten bytes)."""
+    needs("tfrecord")
+    from imgpack.writers.tfexample import int64_feature
+    from imgpack.writers.tfrecord import import_tensorflow
+
+    tf = import_tensorflow()
+    feature = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+    assert int64_feature("k", [value]) == tf.train.Features(feature={"k": feature}).SerializeToString()
