@@ -15,7 +15,7 @@ from ..splits import folder_order
 
 log = logging.getLogger("imgpack")
 
-BY_NAME = attrgetter("name")  # the sort key of directory entries
+_BY_NAME = attrgetter("name")  # the sort key of directory entries
 
 
 def not_regular(path: str) -> str | None:
@@ -100,7 +100,7 @@ def walk(top: str, follow_symlinks: bool = False, seen: set[str] | None = None,
                 continue
             seen.add(real)
         try:
-            entries = sorted(os.scandir(dirpath), key=BY_NAME)
+            entries = sorted(os.scandir(dirpath), key=_BY_NAME)
         except OSError:  # unreadable: os.walk leaves it out too
             continue
         dirnames: list[str] = []
@@ -259,7 +259,7 @@ def _entries(root: str, prefix: str, ignored: list[tuple[str, str]],
     """The visible entries of ``root/prefix``, sorted by name; hidden ones (and, with a reason, files) are ignored."""
     folder = os.path.join(root, prefix) if prefix else root
     try:
-        entries = sorted(os.scandir(folder), key=BY_NAME)
+        entries = sorted(os.scandir(folder), key=_BY_NAME)
     except OSError as exc:
         raise SourceError(f"{folder}: cannot list: {exc.strerror or exc}") from None
     out = []

@@ -34,6 +34,8 @@ _VALUE = 2
 _BYTES_LIST, _INT64_LIST = 1, 3
 _UINT32, _UINT64 = struct.Struct("<I").pack, struct.Struct("<Q").pack
 
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]  # the varints of 0..127
+
 
 def _varint(n: int) -> bytes:
     if 0 <= n < 0x4000:  # lengths and most labels: one or two bytes, built at once
@@ -45,9 +47,6 @@ def _varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
-
-
-_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
 
 
 def _tag(number: int) -> bytes:
