@@ -69,11 +69,18 @@ def printable(text: str) -> str:
     return "".join(out)
 
 
+def is_text(name: str) -> bool:
+    """Whether ``name`` is valid UTF-8 text (a file name's undecodable bytes are not: surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def text_id(name: str) -> str:
     """A sample id as valid UTF-8 text: undecodable bytes of a file name become ``\\xNN`` escapes
     (HDF5, TFRecord and JSON store UTF-8 only); everything else, newlines and quotes included, is kept."""
-    try:
-        name.encode("utf-8")
+    if is_text(name):
         return name
-    except UnicodeEncodeError:
-        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SourceError, UsageError, text_id
+from .errors import SourceError, UsageError, is_text, text_id
 from .plugins import Problem, Reader, Sample, Scan
 from .readers.labels import load_json, read_text
 from .registry import readers
@@ -103,7 +103,7 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     fractions = parse_split(opts.split) if opts.split is not None else None
     reader = pick_reader(source, opts)
     scan = reader.scan()
-    if any(text_id(s.id) != s.id for s in scan.samples):
+    if not is_text("".join(s.id for s in scan.samples)):  # one check of every id at once
         scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
     if not opts.follow_symlinks and not is_url(scan.root):  # an object store has no links
         scan = inside_root(scan)

@@ -11,7 +11,7 @@ import pytest
 from conftest import FORMATS, SUFFIX, photo, run, write_image
 
 import imgpack
-from imgpack.errors import printable, text_id
+from imgpack.errors import is_text, printable, text_id
 from imgpack.sources import load_scan
 
 
@@ -150,3 +150,4 @@ def test_printable_and_text_id() -> None:
     assert printable("caf\u00e9 \udcff") == "caf\u00e9 \\xff"
     assert text_id("ok \u00e9\n") == "ok \u00e9\n"
     assert text_id("\udcff\udcfe") == "\\xff\\xfe"
+    assert is_text("ok \u00e9\n") and not is_text("ok \udcff") and not is_text("\ud83d\ude00")
