@@ -45,8 +45,8 @@ class SparkEngine(Engine):
     @classmethod
     def create(cls, workers: int | None = None, master: str | None = None, verbose: bool = False) -> SparkEngine:
         if workers is not None:
-            raise UsageError("--workers is for the local engine: Spark runs a task per executor core "
-                             "(--spark-master local[N] for N on this machine)")
+            raise UsageError("--workers is for the local engine and --engine shards: Spark runs a task per "
+                             "executor core (--spark-master local[N] for N on this machine)")
         return cls(master)
 
     def __init__(self, master: str | None = None, app_name: str = "imgpack",
