@@ -36,10 +36,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import params
+from . import params, publish
 from ._version import __version__
 from .errors import OutputError, SourceError, UsageError
-from .outputs import ShardNames, label_counts, prepare_target, remove_quietly
+from .outputs import ShardNames, label_counts, prepare_target, remove_quietly, rename_durably
 from .params import param
 from .watchdog import beat
 
@@ -757,12 +757,12 @@ class ShardedWriter(Writer, Resumable):
         if not self.partials:  # nothing converted: still a valid, empty output
             self._start()
             self._finish()
-        final = [self.names.shard(i, len(self.partials)) for i in range(len(self.partials))]
-        index = self.fmt.index_path(self.path)
-        # no earlier index may vouch for a mix of old and new shards
-        remove_quietly([index, self.names.index])
+        # under names no version there uses (this run's tag): the output there stays whole until the
+        # format's write_index commits this one (see imgpack.publish)
+        names = self.names.tagged(publish.new_tag(self.names))
+        final = [names.shard(i, len(self.partials)) for i in range(len(self.partials))]
         for src, dst in zip(self.partials, final, strict=True):
-            os.replace(src, dst)
+            rename_durably(src, dst)
         self.partials = final
         stats = [{**s, "shapes": sorted(map(list, self._shapes))} for s in self.stats]
         return self.fmt.write_index(self.path, self.meta, self.options, final, stats,

@@ -1,10 +1,14 @@
 """One run per output: an exclusive lock held for the whole conversion (and its resume).
 
 A second run on the same target is refused at once, naming the run that holds it, before it
-touches a single file of the first's. The lock is the kernel's (``flock``): a run killed with
-SIGKILL or by the OOM killer releases it with its last file descriptor, so a lock is never
-stale. The lock files live in the temporary folder, named by a digest of the target's real
-path, so that an output folder gets no extra file (and none is left behind by a kill).
+touches a single file of the first's. The lock is the kernel's (``flock``) on a file beside the
+target (``.NAME.imgpack-lock``, on the target's own file system): runs with different temporary
+folders, users or containers that share the output's volume exclude each other. A run killed
+with SIGKILL or by the OOM killer releases it with its last file descriptor, so a lock is never
+stale; its file stays behind (empty of meaning) until the next run on the target removes it.
+
+A URL target (an object store) is locked on this machine only, in the temporary folder: a store
+offers no lock that every client honours (docs/writing.md says what that means).
 """
 
 from __future__ import annotations
@@ -26,18 +30,19 @@ try:
 except ImportError:  # Windows: no flock; runs are not locked there
     fcntl = None  # type: ignore[assignment]
 
+#: a URL target's lock folder, in the temporary folder
 LOCK_FOLDER = "imgpack-locks"
+#: a local target's lock file beside it: .NAME.imgpack-lock
+LOCK_SUFFIX = ".imgpack-lock"
 
 
 def lock_path(target: str) -> str:
     """Where the lock of ``target`` lives: the same file for every spelling of the same path."""
     if is_url(target):  # the same object whatever the working folder
-        real = target.rstrip("/")
-    else:
-        folder, name = os.path.split(os.path.abspath(target.rstrip("/") or "/"))
-        real = os.path.join(os.path.realpath(folder or "."), name)
-    digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    return os.path.join(tempfile.gettempdir(), LOCK_FOLDER, digest + ".lock")
+        digest = hashlib.sha256(target.rstrip("/").encode("utf-8", "surrogateescape")).hexdigest()[:32]
+        return os.path.join(tempfile.gettempdir(), LOCK_FOLDER, digest + ".lock")
+    folder, name = os.path.split(os.path.abspath(target.rstrip("/") or "/"))
+    return os.path.join(os.path.realpath(folder or "."), f".{name}{LOCK_SUFFIX}")
 
 
 def _open_locked(path: str, target: str) -> int:
@@ -72,7 +77,10 @@ def locked(target: str) -> Iterator[None]:
         return
     path = lock_path(target)
     try:
-        os.makedirs(os.path.dirname(path), mode=0o1777, exist_ok=True)
+        if is_url(target):  # a folder every user's runs share
+            os.makedirs(os.path.dirname(path), mode=0o1777, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
         fd = _open_locked(path, target)
     except OutputError:
         raise

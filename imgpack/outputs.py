@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import glob
+import dataclasses
 import json
 import logging
 import os
@@ -30,8 +30,30 @@ def finish(handle: Any, tmp: str, path: str) -> list[str]:
         handle.close()
     except OSError as exc:
         raise OutputError(f"{tmp}: cannot write: {exc.strerror or exc}") from None
-    os.replace(tmp, path)
+    rename_durably(tmp, path)
     return [path]
+
+
+def rename_durably(tmp: str, path: str) -> None:
+    """The complete file ``tmp`` renamed to ``path``, its bytes on the disk first (fsync) and the rename after
+    (the folder's): after a crash of the machine too, ``path`` is the old file or the new one, whole."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    sync_folder(path)
+
+
+def sync_folder(path: str) -> None:
+    """The folder of ``path`` on the disk: a rename in it survives a crash (where the system allows it)."""
+    with contextlib.suppress(OSError):  # (not every file system lets a folder be opened or synced)
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def discard(handle: Any, tmp: str) -> None:
@@ -54,15 +76,22 @@ def write_pieces(file: Any, data: Any) -> None:
         file.write(view[at:at + WRITE_BYTES])
 
 
-def write_atomically(path: str, data: bytes) -> None:
-    """``data`` into ``path`` through its partial name: a reader never sees half a file (OutputError on failure)."""
+def write_atomically(path: str, data: bytes, durable: bool = False) -> None:
+    """``data`` into ``path`` through its partial name: a reader never sees half a file (OutputError on failure).
+
+    ``durable``: on the disk before the rename, and the rename after it (:func:`rename_durably`): for what
+    commits an output. Not for a resume journal, saved at every checkpoint: an fsync there waits for the
+    output's own unwritten pages on some file systems (ext4's ordered mode)."""
     tmp = partial_path(path)
     try:
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        if durable:
+            rename_durably(tmp, path)
+        else:
+            os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.remove(tmp)
@@ -89,29 +118,34 @@ def prepare_target(path: str, overwrite: bool) -> None:
 # --------------------------------------------------------------------------- shard sets
 
 INDEX_KIND = "imgpack-index"
-#: the end of a shard's name, before the suffix, in each naming style
-_SHARD = {"of": re.compile(r"-(\d{5,})-of-(\d{5,})$"), "plain": re.compile(r"-(\d{6,})$")}
-_GLOB = {"of": "-[0-9]*-of-[0-9]*", "plain": "-[0-9]*"}
+#: a run's tag in its shards' names (see imgpack.publish): 8 hex digits
+TAG = r"[0-9a-f]{8}"
+#: the end of a shard's name, before the suffix, in each naming style: tagged (this layout) or not (written
+#: before it: still read, and still recognised as this output's files)
+_SHARD = {"of": re.compile(rf"(?:-{TAG})?-(\d{{5,}})-of-(\d{{5,}})$"), "plain": re.compile(rf"(?:-{TAG})?-(\d{{6,}})$")}
 #: the shard of an update's new images (see formats.Patches): NAME-update-1a2b3c4d.SUFFIX
-_UPDATE = re.compile(r"-update-[0-9a-f]{8}$")
+_UPDATE = re.compile(rf"-update-{TAG}$")
 
 
 @dataclass(frozen=True)
 class ShardNames:
-    """The files of a sharded output: ``NAME-00000-of-00008.SUFFIX`` and ``NAME.SUFFIX.json``.
+    """The files of a sharded output: ``NAME-TAG-00000-of-00008.SUFFIX`` and ``NAME.SUFFIX.json``.
 
-    The ``plain`` style names shards ``NAME-000000.SUFFIX`` (WebDataset's brace-expandable names).
+    ``TAG`` is the run's (:func:`imgpack.publish.new_tag`): every run writes its shards under
+    names no earlier version of the output uses, so that the version there stays whole until the
+    index of the new one replaces its index (see :mod:`imgpack.publish`). The ``plain`` style names
+    shards ``NAME-TAG-000000.SUFFIX`` (WebDataset's brace-expandable names). Outputs written before
+    the tag (``NAME-00000-of-00008.SUFFIX``) are read as ever: readers find shards by the index.
 
-    ``-o out/tiny.tfrecord`` gives ``out/tiny-00000-of-00008.tfrecord`` ... and the index
-    ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-00000-of-00008.tfrecord``.
-    Shards are written as ``NAME-00000.SUFFIX.partial``; they take their final names, and
-    the index is written last, only when the whole output is complete: shards without
-    their index are not an output.
+    ``-o out/tiny.tfrecord`` gives ``out/tiny-1a2b3c4d-00000-of-00008.tfrecord`` ... and the index
+    ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-1a2b3c4d-00000-of-00008.tfrecord``.
+    Shards without their index are not an output.
     """
 
     base: str  # folder/NAME
     suffix: str  # ".tfrecord"
     style: str = "of"  # or "plain"
+    tag: str = ""  # the run's, in the names of the shards it writes
 
     @classmethod
     def for_output(cls, path: str, suffixes: tuple[str, ...], style: str = "of") -> ShardNames:
@@ -136,58 +170,61 @@ class ShardNames:
             names = cls(names.base[: match.start()], names.suffix, style)
         return names if os.path.isfile(names.index) else None
 
+    def tagged(self, tag: str) -> ShardNames:
+        """These names, for the shards of the run ``tag``."""
+        return dataclasses.replace(self, tag=tag)
+
     @property
     def index(self) -> str:
         return self.base + self.suffix + ".json"
 
     def shard(self, i: int, count: int) -> str:
+        stem = f"{self.base}-{self.tag}" if self.tag else self.base
         if self.style == "plain":
-            return f"{self.base}-{i:06d}{self.suffix}"
-        return f"{self.base}-{i:05d}-of-{count:05d}{self.suffix}"
+            return f"{stem}-{i:06d}{self.suffix}"
+        return f"{stem}-{i:05d}-of-{count:05d}{self.suffix}"
 
     def update_shard(self, tag: str) -> str:
         """The shard of an update's new images (``tag``: 8 hex digits of what it was made from)."""
         return f"{self.base}-update-{tag}{self.suffix}"
 
-    def update_partials(self) -> list[str]:
-        """Update shards still under their partial names: left by an update that was killed."""
-        return glob.glob(glob.escape(self.base) + "-update-*" + glob.escape(partial_path(self.suffix)))
-
     def partial(self, i: int) -> str:
         """Where shard ``i`` is written until the whole output is complete."""
         return partial_path(f"{self.base}-{i:05d}{self.suffix}")
 
+    def owns(self, name: str) -> bool:
+        """Whether the file ``name`` (a base name) is one of this output's shards, of any run, or the
+        partial file of one; not the shards of another output ``NAME-1``."""
+        folder_base = os.path.basename(self.base)
+        if name.endswith(".partial"):
+            name = name[: -len(".partial")]
+            if name.startswith(folder_base + "-") and name.endswith(self.suffix) and \
+                    re.fullmatch(r"-(?:\d{5,}|update-" + TAG + ")", name[len(folder_base):-len(self.suffix)]):
+                return True
+        if not (name.startswith(folder_base) and name.endswith(self.suffix)):
+            return False
+        rest = name[len(folder_base):len(name) - len(self.suffix)]
+        names = [_SHARD[self.style], *([_UPDATE] if self.style == "of" else [])]
+        return any(n.fullmatch(rest) for n in names)
+
     def existing(self) -> list[str]:
-        """The index and shards of an earlier output under these names."""
-        globs, names = [_GLOB[self.style]], [_SHARD[self.style]]
-        if self.style == "of":  # and the shards of updates (formats.Patches)
-            globs, names = [*globs, "-update-*"], [*names, _UPDATE]
-        found = sorted(p for g in globs for p in glob.glob(glob.escape(self.base) + g + glob.escape(self.suffix)))
-        # exactly NAME-#####-of-#####: not the shards of "NAME-1", which the glob also matches
-        found = [p for p in found if any(n.fullmatch(p[len(self.base):-len(self.suffix)]) for n in names)]
+        """The index and the shards of any earlier run under these names, and their partial files."""
+        folder = os.path.dirname(self.base) or "."
+        try:
+            entries = sorted(os.listdir(folder))
+        except FileNotFoundError:
+            return []
+        found = [os.path.join(os.path.dirname(self.base), e) for e in entries if self.owns(e)]
         return [*found, self.index] if os.path.exists(self.index) else found
 
     def prepare(self, overwrite: bool, also: str | None = None) -> None:
-        """Refuse an earlier output (its shards, its index, ``also``: an HDF5 master) without ``overwrite``;
-        check the folder (as :func:`prepare_target`)."""
-        old = self.existing() + ([also] if also and also != self.index and os.path.exists(also) else [])
+        """Refuse an earlier output (its index, or ``also``: an HDF5 master) without ``overwrite``; check the
+        folder (as :func:`prepare_target`). Shards no index names are not an output: a killed run's leftovers,
+        removed when this run commits."""
+        old = [p for p in (self.index, also) if p and os.path.exists(p)]
         if old and not overwrite:
             raise OutputError(f"{old[-1]}: already exists (pass --overwrite to replace the output)")
         prepare_target(self.index, overwrite=True)
-
-    def commit(self, partials: list[str], index: dict[str, Any]) -> list[str]:
-        """Give the finished shards their final names, replacing an earlier output, and write the index last."""
-        final = [self.shard(i, len(partials)) for i in range(len(partials))]
-        # An earlier output loses its index first: killed anywhere from here on, no index
-        # vouches for a mix of old and new shards.
-        remove_quietly([self.index])
-        remove_quietly(sorted(set(self.existing()) - set(final)))
-        for src, dst in zip(partials, final, strict=True):
-            os.replace(src, dst)
-        shards = [{"file": os.path.basename(p), **s} for p, s in zip(final, index["shards"], strict=True)]
-        index = {"kind": INDEX_KIND, **index, "shards": shards}
-        write_atomically(self.index, key_a_line(index).encode())
-        return final
 
     def read_index(self) -> dict[str, Any]:
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import formats, storage
+from . import formats, publish, storage
 from .datasets import open_dataset, read_in_place
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, ShardResult, ShardSpec, ShardTask
@@ -31,7 +31,7 @@ from .process import Job, process_image
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import writers
-from .resume import Journal, fingerprint, journal_path, what_changed
+from .resume import Journal, fingerprint, journal_path, remove_journal, what_changed
 from .sources import SourceOptions, label_array, load_scan, no_images, problem_error, problem_summary
 from .splits import parse_split
 from .update import RECORD_VERSION, digests, fingerprints, plan, record, run_key, what_differs
@@ -261,9 +261,19 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
         shutil.rmtree(stage, ignore_errors=True)
         return result
     urls = [f"{base}/{os.path.relpath(p, stage)}" for p in result.outputs]
-    for path, url in zip(result.outputs, urls, strict=True):
-        storage.upload(path, url)
-    shutil.rmtree(stage, ignore_errors=True)
+    targets = [output] if not result.splits else [f"{output.rstrip('/')}/{split}{writer_cls.suffixes[0]}"
+                                                  for split in result.splits]
+    shard_names = [writer_cls.shard_names(t) for t in targets] if issubclass(writer_cls, Shards) else []
+    try:  # the data files first, each output's index (or master, or single file) after them, splits.json last
+        for path, url in zip(result.outputs, urls, strict=True):
+            storage.upload(path, url)
+    except BaseException:  # the new version's shards go; the old version is whole (its files have other names)
+        storage.remove([u for u in urls if any(n.owns(u.rpartition("/")[2]) for n in shard_names)])
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    for names in shard_names:
+        publish.sweep_store(names, urls)
     result.outputs = urls
     log.debug("uploaded %d files to %s", len(urls), base)
     return result
@@ -325,7 +335,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     # any shape gets the others by value.
     job = replace(job, image_shape=_first_shape(scan, job, on_error))
     stored_recipe = recipe_dict(chain, decode)
-    part = _Part(scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, batch_size, on_error)
+    part = _Part(scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, batch_size, on_error,
+                 refresh.update)
     members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=max_pixels, checksum=refresh.checksum)
@@ -341,6 +352,13 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     report = _bring_up_to_date(output, targets, part, prints, members_of, refresh, engine) if refresh.update else None
     if report is not None and report["up_to_date"]:
         log.info("%s: up to date (%d images): nothing to do", refresh.stored_at or output, report["reused"])
+        if not refresh.stored_at:  # what a run killed after its commit left: its journal, the old version's files
+            for target in targets.values():
+                remove_journal(journal_path(target))
+            for target in targets.values():
+                if issubclass(writer_cls, Shards):
+                    with open_dataset(target) as ds:
+                        publish.tidy(writer_cls.shard_names(target), ds.shards)
         count = sum(len(m) for m in members_of.values())
         return ConvertResult(
             written=report["written"], skipped=[], outputs=list(targets.values()), seconds=round(
@@ -393,7 +411,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
         bar.close()
         for ds in {id(d): d for _, olds in part.reuse.values() for d in olds}.values():
             ds.close()
-    remove_quietly([journal_path(t) for t in targets.values()])
+    for target in targets.values():
+        remove_journal(journal_path(target))
     seconds = time.perf_counter() - t0
     shape = shapes.pop() if len(shapes) == 1 else None
     return ConvertResult(
@@ -610,6 +629,7 @@ class _Part:
     engine: Engine
     batch_size: int
     on_error: str
+    update: bool = False  # --update: an interrupted run is started again, not resumed
     #: what must not change for an output's pixels to be reused (see imgpack.update.run_key)
     key: dict[str, Any] = field(default_factory=dict)
     #: per target: what --update stores with the output (see imgpack.update)
@@ -643,8 +663,8 @@ class _Part:
             max_pixels=self.job.max_pixels, on_error=self.on_error))
         earlier = self._earlier(journal, target) if resume else None
         if not resume and os.path.exists(journal.path):
-            log.warning("%s: starting again over an interrupted run's partial output (--resume would continue it)",
-                        target)
+            log.warning("%s: starting again over an interrupted run's partial output%s", target,
+                        "" if self.update else " (--resume would continue it)")
         if earlier is not None and earlier.result is not None:  # a split output finished before the interruption
             advance(len(samples))
             return _PartResult(**{**earlier.result, "skipped": [Skipped(p, r) for p, r in earlier.result["skipped"]],
@@ -675,9 +695,12 @@ class _Part:
                     next_checkpoint = consumed + self.batch_size
             outputs = writer.close()
         except KeyboardInterrupt:
-            if journal.writer is None or journal.consumed == 0 or not isinstance(writer, Resumable):
+            if self.update or journal.writer is None or journal.consumed == 0 or not isinstance(writer, Resumable):
                 writer.abort()
                 journal.remove()
+                if self.update:  # (an update is not resumed: it is quick to start again, reusing the output)
+                    log.warning("%s: interrupted; the output is as it was, and the same command starts the "
+                                "update again", target)
             else:
                 writer.detach()
                 log.warning("%s: interrupted after %d of %d images; the same command with --resume continues "
@@ -755,8 +778,6 @@ class _Part:
         tag = next(t for t in (digest[i:i + 8] for i in range(0, 64, 8))
                    if not os.path.exists(names.update_shard(t)))  # never the name of a shard there
         shard = names.update_shard(tag)
-        # an update killed while it wrote its shard left it partial (a running update holds the lock)
-        remove_quietly(names.update_partials())
         advance(len(samples) - len(fresh))
         skipped_at: dict[int, str] = {}
         kept_rows: list[np.ndarray] = []
@@ -783,8 +804,7 @@ class _Part:
             raise
         # a shard the old master used stays until the next update, for readers that opened it before
         # this one; a shard neither master uses (an earlier update's, or a killed one's) goes now
-        named = {name for name, _ in rows} | set(held)
-        remove_quietly([p for p in names.existing() if p != names.index and os.path.basename(p) not in named])
+        publish.sweep(names, {name for name, _ in rows} | set(held))
         folder = os.path.dirname(os.path.abspath(target))
         outputs = [*(os.path.join(folder, name) for name in dict.fromkeys(name for name, _ in rows)), *outputs]
         return _PartResult(len(kept), [Skipped(paths[fresh[j]], skipped_at[j]) for j in sorted(skipped_at)],
@@ -803,12 +823,16 @@ class _Part:
             shutil.rmtree(os.path.dirname(target), ignore_errors=True)
         names = fmt.shard_names(target)
         names.prepare(self.writer_options.overwrite, also=fmt.index_path(target))
-        remove_quietly([target, names.index])  # (with --overwrite) no earlier index vouches for the new shards
         size = int(getattr(self.writer_options, "shard_size", None) or self.batch_size)
         count = max(1, math.ceil(len(samples) / size))
-        final = [names.shard(i, count) for i in range(count)]
         if url is not None:
             _refuse_existing(url, self.writer_options.overwrite)
+            there = storage.names_in(url.rstrip("/").rpartition("/")[0])
+        # under names no version there uses (this run's tag): the output there stays whole until the
+        # index commits this one (see imgpack.publish)
+        names = names.tagged(publish.new_tag(names, there if url is not None else None))
+        final = [names.shard(i, count) for i in range(count)]
+        if url is not None:
             return self._shards_to_store(url, target, final, samples, meta, paths, labels, advance, size)
         try:
             results, skipped, kept = self._map_shards(final, samples, meta, paths, labels, advance, size)
@@ -865,7 +889,7 @@ class _Part:
                                       formats.shard_options(self.writer_options), local_names,
                                       [r.stats for r in results], labels[kept])
             index = [p for p in written if p not in local_names]
-            for path in index:
+            for path in index:  # the commit: one PUT, after every shard's
                 storage.upload(path, f"{base}/{os.path.basename(path)}")
         except BaseException:
             storage.remove(final)
@@ -873,6 +897,7 @@ class _Part:
         finally:
             shutil.rmtree(os.path.dirname(target), ignore_errors=True)
         outputs = [*final, *(f"{base}/{os.path.basename(p)}" for p in index)]
+        publish.sweep_store(fmt.shard_names(url), outputs)
         return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
                            label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results))
 

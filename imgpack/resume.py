@@ -21,7 +21,7 @@ from typing import Any
 
 from ._version import __version__
 from .errors import OutputError
-from .outputs import write_atomically
+from .outputs import partial_path, write_atomically
 from .recipe import format_value
 
 KIND = "imgpack-resume"
@@ -182,6 +182,11 @@ class Journal:
             os.remove(previous)
 
     def remove(self) -> None:
-        for path in (self.path, self.path + _PREVIOUS):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(path)
+        remove_journal(self.path)
+
+
+def remove_journal(path: str) -> None:
+    """The journal at ``path`` and what a save stopped midway left of it."""
+    for leftover in (path, path + _PREVIOUS, partial_path(path)):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(leftover)

@@ -197,6 +197,19 @@ def remove(urls: Sequence[str]) -> None:
             fs.rm_file(path)
 
 
+def names_in(url: str) -> list[str]:
+    """The names of the objects directly under the folder ``url`` (one level); [] where there is none."""
+    fs, root = filesystem(url)
+    root = root.rstrip("/")
+    try:
+        fs.invalidate_cache(root)  # another process may have written there since this one listed it
+        return sorted(str(p).rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False))
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise OutputError(f"{url}: cannot list: {reason(exc)}") from None
+
+
 def staging(url: str) -> str:
     """The local folder where an output for ``url`` is written before it is uploaded (kept for --resume)."""
     return os.path.join(tempfile.gettempdir(), "imgpack-staging", hashlib.sha256(url.encode()).hexdigest()[:16])

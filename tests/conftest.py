@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,7 +16,9 @@ import cv2
 import numpy as np
 import pytest
 
+from imgpack.datasets import content_digest
 from imgpack.engines.local import LocalEngine
+from imgpack.errors import ImgpackError
 from imgpack.formats import missing_requirement
 from imgpack.registry import writers
 
@@ -65,6 +68,27 @@ def start_slow_run(src: Path | str, out: Path | str, options: dict[str, Any] | N
     return subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],
                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, **(env or {})})
+
+
+def killed_at(step: int, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``imgpack ARGS`` in a session of its own, its process group killed (SIGKILL) at ``step`` (tests/_killer.py);
+    0: not killed."""
+    return subprocess.run([sys.executable, str(REPO / "tests" / "_killer.py"), *args], capture_output=True,
+                          text=True, timeout=300, start_new_session=True,
+                          env={**os.environ, **(env or {}), "IMGPACK_KILL_AT": str(step)})
+
+
+def steps(proc: subprocess.CompletedProcess[str]) -> int:
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stderr.strip().splitlines()[-1].split()[1])
+
+
+def readable_digest(path: str) -> str | None:
+    """The content digest of the output at ``path``; None where it cannot be opened at all."""
+    try:
+        return content_digest(path)
+    except ImgpackError:
+        return None
 
 
 def consumed(journal: Path) -> int:
@@ -127,9 +151,25 @@ def three_classes_one_broken(root: Path) -> Path:
     return root
 
 
+#: a run's tag in a shard's name (imgpack.publish): NAME-1a2b3c4d-00000-of-00003.h5, NAME-1a2b3c4d-000000.tar
+TAGGED = re.compile(r"-([0-9a-f]{8})(?=-\d{5,}(?:-of-\d{5,})?\.)")
+
+
+def untagged(name: str) -> str:
+    """A shard's name without its run's tag: the names a test can spell (``o-00000-of-00003.h5``)."""
+    return TAGGED.sub("", name)
+
+
 def names_in(folder: Path) -> list[str]:
-    """The names in ``folder``, sorted."""
-    return sorted(p.name for p in folder.iterdir())
+    """The names in ``folder``, sorted, shards without their run's tag."""
+    return sorted(untagged(p.name) for p in folder.iterdir())
+
+
+def shard_file(folder: Path, name: str) -> Path:
+    """The one file in ``folder`` that is the shard ``name`` (as :func:`untagged` spells it)."""
+    found = [p for p in folder.iterdir() if untagged(p.name) == name]
+    assert len(found) == 1, (name, sorted(p.name for p in folder.iterdir()))
+    return found[0]
 
 
 def check_shards_of_twelve(res: Any, src: Path, out: Path, fmt: str, tmp_path: Path) -> None:

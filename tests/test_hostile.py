@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, CtrlC, photo, start_slow_run, two_classes, write_image
+from conftest import REPO, CtrlC, photo, shard_file, start_slow_run, two_classes, write_image
 
 import imgpack
 
@@ -281,7 +281,7 @@ def test_a_tfrecord_with_a_huge_encoded_image_is_refused_before_decoding(tmp_pat
     assert ok
     import tensorflow as tf
 
-    shard = tmp_path / "o-00000-of-00001.tfrecord"
+    shard = shard_file(tmp_path, "o-00000-of-00001.tfrecord")
     example = tf.train.Example()
     feature = example.features.feature
     for key, value in (("height", 20000), ("width", 20000), ("channel", 3), ("label", 0)):

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO, needs, run, two_classes, write_image
+from conftest import REPO, killed_at, needs, readable_digest, run, steps, two_classes, untagged, write_image
 
 import imgpack
 from imgpack import storage
@@ -115,7 +115,7 @@ def test_the_shards_engine_workers_upload_their_shards_and_the_index_goes_last(b
     proc = cli(*bucket.flags, "-q", "convert", url, "-o", bucket.url("out/photos.h5"), "--size", "16",
                "--engine", "shards", "--workers", "2", "--shard-size", "5", "--json")
     assert proc.returncode == 0, proc.stderr
-    assert bucket.keys("out") == ["out/photos-00000-of-00003.h5", "out/photos-00001-of-00003.h5",
+    assert [untagged(k) for k in bucket.keys("out")] == ["out/photos-00000-of-00003.h5", "out/photos-00001-of-00003.h5",
                                   "out/photos-00002-of-00003.h5", "out/photos.h5"]
     assert content_digest(bucket.url("out/photos.h5")) == content_digest(str(tmp_path / "local.h5"))
 
@@ -251,7 +251,8 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert b"resuming after" in err
-    assert bucket.keys("out") == [*(f"out/o-{i:05d}-of-00006.tfrecord" for i in range(6)), "out/o.tfrecord.json"]
+    assert [untagged(k) for k in bucket.keys("out")] == [*(f"out/o-{i:05d}-of-00006.tfrecord" for i in range(6)),
+                                                         "out/o.tfrecord.json"]
     clean = imgpack.convert(src, str(tmp_path / "clean.tfrecord"), preprocess=["resize:size=16"], workers=0,
                             options={"shard_size": 10}, progress="off")
     assert clean.written == 60
@@ -299,3 +300,46 @@ def test_update_of_an_output_in_the_bucket(bucket: Bucket, tmp_path: Path, monke
     write_image(src_dir / "a" / "new.png", np.full((16, 20, 3), 7, np.uint8))
     imgpack.convert(str(src_dir), str(tmp_path / "clean.tfrecord"), **kw)
     assert content_digest(out) == content_digest(str(tmp_path / "clean.tfrecord"))
+
+
+@pytest.mark.slow
+def test_a_kill_at_every_step_of_an_overwrite_in_the_store_leaves_the_old_or_the_new_version(
+        bucket: Bucket, tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 6, (24, 18))
+    url = bucket.url("out/o.tar")
+    common = [*bucket.flags, "-q", "convert", str(src), "-o", url, "--shard-size", "2", "--workers", "0"]
+    assert cli(*common, "--size", "8").returncode == 0
+    old, old_keys = content_digest(url), bucket.keys("out")
+    command = [*common, "--size", "12", "--overwrite"]
+    total = steps(killed_at(0, *command, env={"TMPDIR": str(tmp_path)}))
+    new, new_keys = content_digest(url), [untagged(k) for k in bucket.keys("out")]
+    assert new != old and total >= 4, total
+    outcomes = []
+    for step in range(1, total + 1):
+        bucket.fs.rm(f"{bucket.name}/out", recursive=True)
+        assert cli(*common, "--size", "8").returncode == 0  # the old version again
+        old_keys = bucket.keys("out")
+        proc = killed_at(step, *command, env={"TMPDIR": str(tmp_path)})
+        assert proc.returncode == -9, (step, proc.stderr)
+        seen = readable_digest(url)
+        assert seen in (old, new), f"killed at step {step} of {total}: {bucket.keys('out')}"
+        outcomes.append("new" if seen == new else "old")
+        if seen == old:  # nothing of the old version was removed before the new one's index was in
+            assert set(old_keys) <= set(bucket.keys("out"))
+        again = killed_at(0, *command, env={"TMPDIR": str(tmp_path)})
+        assert again.returncode == 0, (step, again.stderr)
+        assert content_digest(url) == new and [untagged(k) for k in bucket.keys("out")] == new_keys
+        assert not (tmp_path / "imgpack-staging").exists() or not os.listdir(tmp_path / "imgpack-staging")
+    flips = outcomes.index("new")
+    assert outcomes == ["old"] * flips + ["new"] * (total - flips) and flips > 0, outcomes
+    print(f"s3 o.tar --overwrite: killed at each of {total} steps: old version at {flips}, new at {total - flips}")
+
+
+def test_a_failed_upload_leaves_nothing_in_the_staging_folder(s3_server: str, tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 4, (24, 18))
+    flags = [f for k, v in {**OPTIONS, "endpoint_url": s3_server}.items() for f in ("--storage-option", f"{k}={v}")]
+    proc = subprocess.run([sys.executable, "-m", "imgpack", *flags, "convert", str(src), "-o",
+                           "s3://no-such-bucket-here/o.h5", "--size", "8", "--workers", "0"], capture_output=True,
+                          text=True, cwd=REPO, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 1 and "no-such-bucket-here" in proc.stderr, proc.stderr
+    assert os.listdir(tmp_path / "imgpack-staging") == []

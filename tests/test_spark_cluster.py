@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import needs, photo, write_image
+from conftest import needs, photo, untagged, write_image
 
 import imgpack
 from imgpack import storage
@@ -92,7 +92,7 @@ def test_convert_on_a_standalone_cluster_gives_the_local_content(cluster: str, t
     imgpack.convert(str(src), str(tmp_path / "local.h5"), size=24, workers=0, progress="off")
     assert content_digest(str(out)) == content_digest(str(tmp_path / "local.h5"))
     verify(str(out))
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted(
+    assert sorted(untagged(p.name) for p in out.parent.iterdir()) == sorted(
         ["o.h5", *(f"o-{i:05d}-of-00005.h5" for i in range(5))])
 
 
@@ -124,8 +124,8 @@ def test_a_cluster_reads_from_and_writes_to_an_object_store(cluster: str, s3_ser
     result = json.loads(proc.stdout)
     shards = [f"s3://{bucket}/out/o-{i:05d}-of-00003{suffix}" for i in range(3)]
     index = out if fmt == "hdf5" else out + ".json"
-    assert result["written"] == 30 and result["outputs"] == [*shards, index]
-    assert sorted(f"s3://{p}" for p in fs.find(f"{bucket}/out")) == sorted([*shards, index])
+    assert result["written"] == 30 and [untagged(u) for u in result["outputs"]] == [*shards, index]
+    assert sorted(untagged(f"s3://{p}") for p in fs.find(f"{bucket}/out")) == sorted([*shards, index])
     assert list(work.iterdir()) == []  # nothing written on this machine's folders
     imgpack.convert(str(src), str(tmp_path / "local.h5"), size=24, workers=0, progress="off")
     storage.configure({**creds, "endpoint_url": s3_server})

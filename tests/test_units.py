@@ -64,17 +64,23 @@ def test_shard_names_in_both_styles(tmp_path: Path) -> None:
     plain = ShardNames.for_output(str(tmp_path / "x.tar"), (".tar",), "plain")
     assert Path(of.shard(2, 8)).name == "x-00002-of-00008.tfrecord" and Path(of.index).name == "x.tfrecord.json"
     assert Path(plain.shard(2, 8)).name == "x-000002.tar" and Path(plain.index).name == "x.tar.json"
+    # a run's shards carry its tag (imgpack.publish): names no earlier run's shards have
+    assert Path(of.tagged("0123abcd").shard(2, 8)).name == "x-0123abcd-00002-of-00008.tfrecord"
+    assert Path(plain.tagged("0123abcd").shard(2, 8)).name == "x-0123abcd-000002.tar"
     folder = ShardNames.for_output(str(tmp_path / "out") + "/", (".pkl",))
     assert folder.shard(0, 1) == str(tmp_path / "out" / "out-00000-of-00001.pkl")
 
 
 def test_existing_shards_are_exactly_the_outputs(tmp_path: Path) -> None:
     names = ShardNames.for_output(str(tmp_path / "x.tar"), (".tar",), "plain")
-    for name in ("x-000000.tar", "x-000001.tar", "x-1-000000.tar", "x-12.tar", "x.tar.json"):
+    for name in ("x-000000.tar", "x-000001.tar", "x-0123abcd-000000.tar", "x-00000.tar.partial", "x-1-000000.tar",
+                 "x-12.tar", "x-0123abcd-00000-of-00001.tar", "x-1-0123abcd-000000.tar", "x.tar.json"):
         (tmp_path / name).write_text("")
-    assert [Path(p).name for p in names.existing()] == ["x-000000.tar", "x-000001.tar", "x.tar.json"]
+    assert [Path(p).name for p in names.existing()] == [*sorted(["x-000000.tar", "x-000001.tar", "x-00000.tar.partial",
+                                                                 "x-0123abcd-000000.tar"]), "x.tar.json"]
     found = ShardNames.for_existing(str(tmp_path / "x-000001.tar"), (".tar",), "plain")
-    assert found == names and ShardNames.for_existing(str(tmp_path / "x.tar.json"), (".tar",), "plain") == names
+    assert found == names == ShardNames.for_existing(str(tmp_path / "x-0123abcd-000000.tar"), (".tar",), "plain")
+    assert found and ShardNames.for_existing(str(tmp_path / "x.tar.json"), (".tar",), "plain") == names
     with pytest.raises(OutputError, match="already exists"):
         names.prepare(overwrite=False)
     names.prepare(overwrite=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import FORMATS, SUFFIX, run
+from conftest import FORMATS, SUFFIX, run, shard_file
 
 import imgpack
 from imgpack.datasets import verify
@@ -22,9 +22,9 @@ def make(fmt: str, class_tree: Path, tmp_path: Path) -> tuple[str, Path]:
     out = tmp_path / f"o{SUFFIX[fmt]}"
     res = imgpack.convert(str(class_tree), str(out), format=fmt, size=16, workers=0)
     if fmt == "tfrecord":
-        return res.outputs[-1], tmp_path / "o-00000-of-00001.tfrecord"
+        return res.outputs[-1], shard_file(tmp_path, "o-00000-of-00001.tfrecord")
     if fmt == "webdataset":
-        return res.outputs[-1], tmp_path / "o-000000.tar"
+        return res.outputs[-1], shard_file(tmp_path, "o-000000.tar")
     return str(out), out
 
 

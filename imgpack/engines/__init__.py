@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
-from ..outputs import remove_quietly
+from ..outputs import remove_quietly, rename_durably
 from ..process import Job, encode, process_image
 from ..storage import is_url, upload
 from ..update import size_and_time
@@ -167,7 +167,7 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
             upload(attempt, task.path, spec.job.storage_options)
             os.remove(attempt)
         else:
-            os.replace(attempt, task.path)
+            rename_durably(attempt, task.path)
     except BaseException:
         for leftover in (attempt, attempt + ".partial"):
             with contextlib.suppress(OSError):

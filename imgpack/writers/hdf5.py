@@ -31,10 +31,11 @@ from typing import Any, TypeVar
 import h5py
 import numpy as np
 
+from .. import publish
 from ..errors import OutputError, SourceError, UsageError
 from ..formats import Encoded, OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
-from ..outputs import one_hot, partial_path, remove_quietly
+from ..outputs import one_hot, partial_path, remove_quietly, rename_durably
 from ..params import param
 from ..storage import is_url, open_for_reading
 from ..watchdog import beat
@@ -274,8 +275,7 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
             f.attrs["shards"] = json.dumps([name for name, _ in parts])
 
         _write_master(path, meta, fill)
-        names = cls.shard_names(path)
-        remove_quietly(sorted(set(names.existing()) - {names.index} - set(shards)))  # an earlier output's
+        publish.sweep(cls.shard_names(path), shards)  # an earlier version's shards, a killed run's leftovers
         return [*shards, path]
 
     # ------------------------------------------------------------------ patches (convert --update)
@@ -347,7 +347,7 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
             self._images.resize(self._count, axis=0)
             self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             self._file.close()
-            os.replace(self._tmp, self.path)
+            rename_durably(self._tmp, self.path)
         return [self.path]
 
     @contextlib.contextmanager
@@ -422,7 +422,7 @@ def _write_master(path: str, meta: OutputMeta, fill: Callable[[h5py.File], None]
         with h5py.File(tmp, "w") as f:
             fill(f)
             store_provenance(f.attrs, meta)
-        os.replace(tmp, path)
+        rename_durably(tmp, path)
     except OSError as exc:
         remove_quietly([tmp])
         raise OutputError(f"{path}: cannot write: {str(exc).splitlines()[0]}") from None

@@ -36,6 +36,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from .. import publish
 from ..errors import OutputError, SourceError, UsageError
 from ..formats import PROVENANCE_KEYS, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
@@ -264,7 +265,7 @@ class PickleWriter(Writer, Shards):
             "pickle_protocol": PROTOCOL, "label_counts": label_counts(labels, meta.label_names), **prov,
             "shards": [{"count": s["count"], "bytes": s["bytes"]} for s in stats],
         }
-        return [*names.commit(list(shards), index), names.index]
+        return publish.commit(names, shards, index)
 
     @classmethod
     def can_open(cls, path: str) -> bool:

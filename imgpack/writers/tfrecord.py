@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import publish
 from ..decode import DEFAULT_MAX_PIXELS, inspect_header
 from ..errors import ImageError, MissingDependencyError, OutputError, SourceError, UsageError
 from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
@@ -218,7 +219,7 @@ class TFRecordWriter(Writer, Shards):
                                                            for st in stats],
                        labels, next(iter(shapes)) if len(shapes) == 1 else None)
         names = cls.shard_names(path)
-        return [*names.commit(list(shards), index), names.index]
+        return publish.commit(names, shards, index)
 
     @classmethod
     def can_open(cls, path: str) -> bool:

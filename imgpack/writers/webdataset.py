@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import publish
 from ..errors import OutputError, SourceError, UsageError
 from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
@@ -129,7 +131,7 @@ class WebDatasetWriter(Writer, Shards):
                        for p, st in zip(shards, stats, strict=True)],
         }
         names = cls.shard_names(path)
-        return [*names.commit(list(shards), index), names.index]
+        return publish.commit(names, shards, index)
 
     @classmethod
     def can_open(cls, path: str) -> bool:
@@ -179,6 +181,23 @@ class WebDatasetDataset(PackedDataset):
 
     def storage(self) -> str:
         return f"{len(self.shards)} tar shards, {self.index.get('encoding', 'png')} images"
+
+    def details(self) -> dict[str, Any]:
+        return {"shard_pattern": self.shard_pattern()}
+
+    def shard_pattern(self) -> str | None:
+        """The shards' names in the brace notation the webdataset library expands (``o-1a2b3c4d-{000000..000004}.tar``,
+        beside the index), when they are numbered from 0 in order; else None."""
+        names = [os.path.basename(p) for p in self.shards]
+        found = [re.fullmatch(r"(.*-)(\d{6,})(\.tar)", n) for n in names]
+        if not names or any(m is None for m in found):
+            return None
+        first, last = found[0], found[-1]
+        assert first is not None and last is not None
+        expected = [f"{first.group(1)}{i:0{len(first.group(2))}d}{first.group(3)}" for i in range(len(names))]
+        if names != expected:
+            return None
+        return names[0] if len(names) == 1 else f"{first.group(1)}{{{first.group(2)}..{last.group(2)}}}{first.group(3)}"
 
     def _samples(self, shard: int) -> list[dict[str, tuple[int, int]]]:
         """Per sample of the shard: extension -> (offset, size) of its member."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import photo, write_image
+from conftest import photo, shard_file, untagged, write_image
 
 import imgpack
 from imgpack.datasets import content_digest
@@ -30,10 +30,6 @@ def src(tmp_path: Path) -> Path:
     return root
 
 
-def shard_urls(out: Path) -> list[str]:
-    return sorted(str(p) for p in out.parent.glob(out.stem + "-*.tar"))
-
-
 def hdf5_by_id(src: Path, tmp_path: Path) -> dict[str, tuple[np.ndarray, int]]:
     h5 = tmp_path / "ref.h5"
     imgpack.convert(str(src), str(h5), size=16, workers=0, progress="off")
@@ -45,9 +41,10 @@ def test_the_webdataset_library_reads_it_through_a_dataloader_with_workers(src: 
     out = tmp_path / "out" / "o.tar"
     res = imgpack.convert(str(src), str(out), size=16, workers=2, options={"shard_size": 5}, progress="off")
     assert res.written == 23 and len(res.skipped) == 1
-    urls = shard_urls(out)
-    assert [Path(u).name for u in urls] == [f"o-{i:06d}.tar" for i in range(5)]  # 5, 5, 5, 5, 3
-    dataset = wds.WebDataset(urls, shardshuffle=False).decode("rgb8").to_tuple("png", "cls", "json")
+    pattern = imgpack.describe(str(out))["shard_pattern"]  # as inspect shows it: o-1a2b3c4d-{000000..000004}.tar
+    assert untagged(pattern.replace("{000000..000004}", "000000")) == "o-000000.tar"  # 5, 5, 5, 5, 3
+    dataset = wds.WebDataset(str(out.parent / pattern), shardshuffle=False).decode("rgb8")
+    dataset = dataset.to_tuple("png", "cls", "json")
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
     seen = {}
     for image, label, record in loader:
@@ -63,7 +60,7 @@ def test_the_webdataset_library_reads_it_through_a_dataloader_with_workers(src: 
 def test_tar_members_and_the_index(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.tar"
     imgpack.convert(str(src), str(out), size=16, workers=0, options={"shard_size": 10}, progress="off")
-    with tarfile.open(tmp_path / "o-000000.tar") as tar:
+    with tarfile.open(shard_file(tmp_path, "o-000000.tar")) as tar:
         members = tar.getmembers()
         assert [m.name for m in members[:3]] == ["000000000.png", "000000000.cls", "000000000.json"]
         assert {m.mtime for m in members} == {0} and len(members) == 30
@@ -82,7 +79,8 @@ def test_tar_members_and_the_index(src: Path, tmp_path: Path) -> None:
 def test_other_encodings(encode: str, ext: str, src: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.tar"
     imgpack.convert(str(src), str(out), size=16, workers=0, options={"encode": encode}, progress="off")
-    dataset = wds.WebDataset(shard_urls(out), shardshuffle=False).decode("rgb8").to_tuple(ext, "json")
+    pattern = imgpack.describe(str(out))["shard_pattern"]  # one shard: its name
+    dataset = wds.WebDataset(str(out.parent / pattern), shardshuffle=False).decode("rgb8").to_tuple(ext, "json")
     got = {record["id"]: np.asarray(image) for image, record in dataset}
     want = hdf5_by_id(src, tmp_path)
     for id_, image in got.items():
@@ -109,7 +107,7 @@ def test_annotations_and_multi_label_go_to_the_json(tmp_path: Path) -> None:
     (root / "labels.json").write_text(json.dumps(labels))
     out = tmp_path / "o.tar"
     imgpack.convert(str(root), str(out), size=8, workers=0, labels=str(root / "labels.json"), progress="off")
-    with tarfile.open(tmp_path / "o-000000.tar") as tar:
+    with tarfile.open(shard_file(tmp_path, "o-000000.tar")) as tar:
         names = tar.getnames()
         record = json.load(io.BytesIO(tar.extractfile("000000001.json").read()))  # type: ignore[union-attr]
     assert not [n for n in names if n.endswith(".cls")]  # multi-label: no single class
