@@ -52,7 +52,7 @@ def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monke
 
         shutil.copyfile(class_tree / "bee" / "b1.jpg", class_tree / "bee" / "IMG_0042.jpg")
     made = {"photos.h5": "photos.h5", "photos.pkl": "photos.pkl", "build/tiny.tfrecord": "build/tiny.tfrecord",
-            "build/photos-": "build/photos.tar"}
+            "build/photos.tar": "build/photos.tar"}
     for name, out in made.items():
         if name in block or (name == "build/tiny.tfrecord" and "build/tiny" in block):
             imgpack.convert(str(class_tree), out, size=16, workers=0, progress="off")
