@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from . import formats, publish, storage
+from . import formats, publish, shardplan, storage
 from .datasets import open_dataset, read_in_place
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine, ShardResult, ShardSpec, ShardTask
@@ -34,7 +34,7 @@ from .registry import writers
 from .resume import Journal, fingerprint, journal_path, remove_journal, what_changed
 from .sources import SourceOptions, label_array, load_scan, no_images, problem_error, problem_summary
 from .splits import parse_split
-from .update import RECORD_VERSION, digests, fingerprints, plan, record, run_key, what_differs
+from .update import RECORD_VERSION, digests, fingerprints, plan, record, run_key, same_file, what_differs
 
 log = logging.getLogger("imgpack")
 
@@ -156,7 +156,9 @@ def convert(
     Every output keeps a journal (``TARGET.resume.json``) until it is complete. ``resume=True``
     continues the run it describes from its last complete batch, with the same result as a run
     that was never interrupted; a different source, recipe or writer options is a UsageError
-    that says what changed. Without a journal, ``resume`` starts from the beginning.
+    that says what changed. Without a journal, ``resume`` starts from the beginning. On a cluster engine
+    (``--engine shards``, Spark) the shard is the unit: a resume keeps every shard the interrupted run
+    finished, and an update keeps every shard whose images are unchanged (:mod:`imgpack.shardplan`).
 
     ``update=True`` brings an existing output up to date: nothing is written when it was made
     from the same files (paths, sizes, modification times; their content with ``checksum``),
@@ -173,9 +175,9 @@ def convert(
         raise UsageError("--update and --resume: pick one (an interrupted update is started again by --update)")
     if checksum and not update:
         raise UsageError("--checksum goes with --update")
-    if resume and engine is not None and engine.writes_shards:
-        raise UsageError(f"--resume works with the local engine, not {engine.name}, whose workers write whole shards "
-                         "(Spark retries a failed task itself; --engine shards starts again)")
+    if resume and engine is not None and engine.writes_shards and storage.is_url(output):
+        raise UsageError(f"--resume with --engine {engine.name} continues an output in a folder, not at a URL "
+                         "(run the same command again without --resume)")
     engine = engine or LocalEngine(workers)
     if not update:  # (an update may find nothing to do, or too little for a pool)
         engine.prepare()  # the pool starts while the rest is checked and the source listed
@@ -344,7 +346,7 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     # images (no --update to plan, no journal: a cluster engine's run) by the workers as they read them
     # (their shards' results bring them back, for the record the index stores).
     prints: dict[str, list[Any]] = {}
-    if refresh.update or not engine.writes_shards or storage.is_url(scan.root):
+    if refresh.update or resume or not engine.writes_shards or storage.is_url(scan.root):
         prints = dict(zip((s.path for s in scan.samples), fingerprints(scan, scan.samples, refresh.checksum),
                           strict=True))
         for name, target in targets.items():
@@ -372,6 +374,7 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
     outputs: list[str] = []
     written = 0
     worker_cpu = 0.0
+    reused = 0  # images in shards a cluster engine kept
     shapes: set[tuple[int, ...] | None] = set()
     per_split: dict[str, dict[str, Any]] = {}
     bar = Progress(len(scan.samples), "convert", mode=progress)
@@ -383,6 +386,7 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
             members = [s for s in scan.samples if s.split == name] if splits else scan.samples
             res = part.run(members, target, bar.update, resume)
             finished.append(target)
+            reused += res.reused
             written += res.written
             worker_cpu += res.worker_cpu
             skipped.extend(res.skipped)
@@ -413,6 +417,8 @@ def _convert(source: str, output: str, source_opts: SourceOptions, chain: list[P
             ds.close()
     for target in targets.values():
         remove_journal(journal_path(target))
+    if report is not None and engine.writes_shards:
+        report = {**report, "reused": reused, "decoded": sum(len(m) for m in members_of.values()) - reused}
     seconds = time.perf_counter() - t0
     shape = shapes.pop() if len(shapes) == 1 else None
     return ConvertResult(
@@ -454,7 +460,14 @@ def _bring_up_to_date(output: str, targets: dict[str, str], part: _Part, prints:
                 "decoded": 0, "written": held}
     rebuilt = next((what_differs(r["key"], key) for r in records if r["key"] != key), None)
     if rebuilt is None and records and engine.writes_shards:
-        rebuilt = f"the {engine.name} engine converts every image again"
+        # a cluster engine keeps the old output's shards whose images are the same (imgpack.shardplan)
+        olds_of = [(rec, [row[0] for row in rec.get("samples", [])]) for rec in records]
+        overall = plan([prints[s.path] for s in samples], olds_of, refresh.checksum)
+        for target, rec in found.items():
+            if rec is not None and not refresh.stored_at:
+                part.old_shards[target] = (rec.get("shards") or [], rec.get("samples", []))
+        return {"up_to_date": False, "rebuilt": None, "added": overall.added, "changed": overall.changed,
+                "removed": overall.removed, "reused": 0, "decoded": len(samples)}  # (counted as the shards run)
     if rebuilt is None and records and getattr(part.writer_options, "encode", None) == "jpeg":
         rebuilt = "JPEG-encoded images cannot be read back as they were made"  # re-encoding would change them
     if rebuilt is not None:
@@ -614,6 +627,7 @@ class _PartResult:
     shape: tuple[int, ...] | None
     label_counts: dict[str, int]
     worker_cpu: float = 0.0  # CPU seconds of the workers (a cluster's tasks) on these images
+    reused: int = 0  # images in the shards a cluster engine kept (--resume, --update)
 
 
 @dataclass
@@ -638,6 +652,8 @@ class _Part:
     digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     #: per target: where each sample's pixels come from in the old outputs, and those outputs (--update)
     reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
+    #: per target, on a cluster engine (--update): the shards the old output's record names, and its samples
+    old_shards: dict[str, tuple[list[dict[str, Any]], list[list[Any]]]] = field(default_factory=dict)
 
     def plan(self, target: str, samples: Sequence[Sample], prints: Sequence[list[Any]]) -> None:
         """The digests and the record of ``target``, made of ``samples`` whose files have these fingerprints."""
@@ -653,7 +669,7 @@ class _Part:
         paths = scan.abspaths(samples)
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
         if self.engine.writes_shards:
-            return self._run_on_cluster(samples, target, meta, paths, labels, advance)
+            return self._run_on_cluster(samples, target, meta, paths, labels, advance, resume)
         patched = self._patch(samples, target, meta, paths, labels, advance) if target in self.reuse else None
         if patched is not None:
             return patched
@@ -812,9 +828,10 @@ class _Part:
                            worker_cpu)
 
     def _run_on_cluster(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
-                        labels: np.ndarray, advance: Callable[[int], None]) -> _PartResult:
+                        labels: np.ndarray, advance: Callable[[int], None], resume: bool) -> _PartResult:
         """Shards of ``--shard-size`` (else ``--batch-size``) samples, each converted and written by a worker of
-        the engine; then the index (or HDF5 master file) over them, here."""
+        the engine, but for those an interrupted run (``resume``) or the version there (``--update``) holds
+        already (see :mod:`imgpack.shardplan`); then the index (or HDF5 master file) over them, here."""
         fmt = self.writer_cls
         assert issubclass(fmt, Shards)
         url = target if storage.is_url(target) else None
@@ -824,56 +841,129 @@ class _Part:
         names = fmt.shard_names(target)
         names.prepare(self.writer_options.overwrite, also=fmt.index_path(target))
         size = int(getattr(self.writer_options, "shard_size", None) or self.batch_size)
-        count = max(1, math.ceil(len(samples) / size))
+        shards = shardplan.plan(self.key, self.scan.label_names, samples, size)
         if url is not None:
             _refuse_existing(url, self.writer_options.overwrite)
             there = storage.names_in(url.rstrip("/").rpartition("/")[0])
         # under names no version there uses (this run's tag): the output there stays whole until the
         # index commits this one (see imgpack.publish)
         names = names.tagged(publish.new_tag(names, there if url is not None else None))
-        final = [names.shard(i, count) for i in range(count)]
+        final = [names.shard(sh.index, sh.count) for sh in shards]
         if url is not None:
-            return self._shards_to_store(url, target, final, samples, meta, paths, labels, advance, size)
+            return self._shards_to_store(url, target, final, shards, samples, meta, paths, labels, advance)
+        journal = Journal(journal_path(target), fingerprint(
+            len(samples), (digests(samples, [])[0], "checked shard by shard"), source=meta.source,
+            label_names=self.scan.label_names, recipe=self.recipe, format=fmt.name,
+            options=self.writer_options.given(), image_shape=self.job.image_shape, max_pixels=self.job.max_pixels,
+            on_error=self.on_error), shards=[])
+        held = self._held_shards(target, shards, journal if resume else None)
+        for i, old in held.items():
+            final[i] = os.path.join(os.path.dirname(names.index), old["file"])
+            if resume:
+                journal.shards = [*(journal.shards or []), old]
+        journal.save()
+        advance(sum(shards[i].stop - shards[i].start for i in held))
+        run = [sh for sh in shards if sh.index not in held]
         try:
-            results, skipped, kept = self._map_shards(final, samples, meta, paths, labels, advance, size)
-            outputs = fmt.write_index(target, self._with_record(target, meta, samples, results),
+            results, skipped, kept = self._map_shards(final, shards, run, held, samples, meta, paths, labels,
+                                                      advance, journal, self.records.get(target, {}).get("samples"))
+            outputs = fmt.write_index(target, self._with_record(target, meta, samples, shards, final, results),
                                       formats.shard_options(self.writer_options), final, [r.stats for r in results],
                                       labels[kept])
+        except KeyboardInterrupt:
+            log.warning("%s: interrupted with %d of %d shards written; the same command with --resume continues "
+                        "from there", target, len(journal.shards or []), len(shards))
+            raise
         except BaseException:
-            remove_quietly(final)
+            remove_quietly([final[sh.index] for sh in run])
+            journal.remove()
             raise
         return _PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
-                           label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results))
+                           label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results),
+                           reused=sum(int(old["count"]) for old in held.values()))
+
+    def _held_shards(self, target: str, shards: Sequence[shardplan.Shard], journal: Journal | None
+                     ) -> dict[int, dict[str, Any]]:
+        """The shards written already that this run keeps: by the interrupted run of ``journal`` (``--resume``),
+        or in the output there (``--update``)."""
+        folder = os.path.dirname(os.path.abspath(target))
+        rows = self.records.get(target, {}).get("samples")  # each sample's [id, path, size, time, sha256]
+        if journal is not None:
+            earlier = self._earlier(journal, target)
+            if earlier is None or rows is None:
+                return {}
+
+            def same_files(shard: shardplan.Shard, old: Mapping[str, Any]) -> bool:
+                return [list(f) for f in old.get("files", [])] == [r[2:4] for r in rows[shard.start:shard.stop]]
+
+            held = shardplan.kept(shards, earlier.shards or [], folder, same_files)
+            log.info("%s: resuming with %d of %d shards written", target, len(held), len(shards))
+            return held
+        if target not in self.old_shards or rows is None:
+            return {}
+        written, old_rows = self.old_shards[target]
+        if not written:
+            log.info("%s: its record names no shards (written by the local engine, or an earlier imgpack): every "
+                     "shard is written again", target)
+
+        def same_source(shard: shardplan.Shard, old: Mapping[str, Any]) -> bool:
+            return shard.stop <= len(old_rows) and all(
+                same_file(o[1:], r[1:], self.key.get("checksum", False))
+                for o, r in zip(old_rows[shard.start:shard.stop], rows[shard.start:shard.stop], strict=True))
+
+        return shardplan.kept(shards, written, folder, same_source)
 
     def _with_record(self, target: str, meta: OutputMeta, samples: Sequence[Sample],
+                     shards: Sequence[shardplan.Shard], final: Sequence[str],
                      results: Sequence[ShardResult]) -> OutputMeta:
-        """``meta`` with the record of ``target``: made before the run, or now from the fingerprints the workers
-        took as they read each file."""
+        """``meta`` with the record of ``target``, made before the run or now from the fingerprints the workers
+        took as they read each file, and its shards (what a later ``--update`` keeps)."""
         if target not in self.records:
             files = [fp for r in results for fp in r.files]
             self.plan(target, samples, [[s.path, *fp, None] for s, fp in zip(samples, files, strict=True)])
-        return replace(meta, update=self.records[target])
+        entries = [shardplan.entry(sh, f, r.stats, r.skipped) for sh, f, r in zip(shards, final, results, strict=True)]
+        return replace(meta, update={**self.records[target], "shards": entries})
 
-    def _map_shards(self, final: list[str], samples: Sequence[Sample], meta: OutputMeta, paths: list[str],
-                    labels: np.ndarray, advance: Callable[[int], None], size: int
+    def _map_shards(self, final: list[str], shards: Sequence[shardplan.Shard], run: Sequence[shardplan.Shard],
+                    held: Mapping[int, Mapping[str, Any]], samples: Sequence[Sample], meta: OutputMeta,
+                    paths: list[str], labels: np.ndarray, advance: Callable[[int], None], journal: Journal | None,
+                    rows: Sequence[list[Any]] | None = None
                     ) -> tuple[list[ShardResult], list[tuple[str, str, int]], np.ndarray]:
-        """Each shard written by the engine's workers at ``final[i]``: the results, the skipped images
-        (path, reason, position) and the positions kept."""
-        tasks = [ShardTask(i, final[i], paths[a:a + size], labels[a:a + size], [s.id for s in samples[a:a + size]],
-                           [s.annotation for s in samples[a:a + size]] if self.annotations else None)
-                 for i, a in enumerate(range(0, max(1, len(samples)), size))]
+        """The shards of ``run`` written by the engine's workers at their ``final`` names (each recorded in
+        ``journal`` as it is done, with its files' fingerprints: from ``rows``, the record's, else as the
+        workers took them), those ``held`` kept: every shard's result, in order, the skipped images (path,
+        reason, position) and the positions kept."""
+        tasks = [ShardTask(sh.index, final[sh.index], paths[sh.start:sh.stop], labels[sh.start:sh.stop],
+                           [s.id for s in samples[sh.start:sh.stop]],
+                           [s.annotation for s in samples[sh.start:sh.stop]] if self.annotations else None)
+                 for sh in run]
         spec = ShardSpec(self.job, self.writer_cls, replace(meta, update=None),  # the index keeps the record
                          formats.shard_options(self.writer_options))
-        results = self.engine.map_shards(spec, tasks, advance)
-        skipped = [(tasks[r.index].paths[i], reason, r.index * size + i) for r in results for i, reason in r.skipped]
+
+        def done(result: ShardResult) -> None:  # the shard is complete under its final name: a resume keeps it
+            if journal is None:
+                return
+            shard = shards[result.index]
+            files = [r[2:4] for r in rows[shard.start:shard.stop]] if rows else [list(f) for f in result.files]
+            journal.shards = [*(journal.shards or []), {**shardplan.entry(shard, final[shard.index], result.stats,
+                                                                          result.skipped), "files": files}]
+            journal.save()
+
+        found = {r.index: r for r in (self.engine.map_shards(spec, tasks, advance, done) if tasks else [])}
+        for i, old in held.items():
+            found[i] = ShardResult(i, {k: old[k] for k in ("count", "bytes", "shapes")},
+                                   [(int(p), str(why)) for p, why in old.get("skipped", [])])
+        results = [found[sh.index] for sh in shards]
+        skipped = [(paths[shards[r.index].start + i], reason, shards[r.index].start + i)
+                   for r in results for i, reason in r.skipped]
         if skipped and self.on_error == "fail":
             raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
         gone = {k for _, _, k in skipped}
         return results, skipped, np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
 
-    def _shards_to_store(self, url: str, target: str, local_names: list[str], samples: Sequence[Sample],
-                         meta: OutputMeta, paths: list[str], labels: np.ndarray, advance: Callable[[int], None],
-                         size: int) -> _PartResult:
+    def _shards_to_store(self, url: str, target: str, local_names: list[str], shards: Sequence[shardplan.Shard],
+                         samples: Sequence[Sample], meta: OutputMeta, paths: list[str], labels: np.ndarray,
+                         advance: Callable[[int], None]) -> _PartResult:
         """The cluster's workers write each shard to the store; the index is written here over local
         stand-ins of the shards (the first one fetched, for a format that reads it) and uploaded last."""
         fmt = self.writer_cls
@@ -881,11 +971,12 @@ class _Part:
         base = url.rstrip("/").rpartition("/")[0]
         final = [f"{base}/{os.path.basename(p)}" for p in local_names]
         try:
-            results, skipped, kept = self._map_shards(final, samples, meta, paths, labels, advance, size)
+            results, skipped, kept = self._map_shards(final, shards, shards, {}, samples, meta, paths, labels,
+                                                      advance, None)
             storage.download(final[0], local_names[0])  # HDF5 reads its layout from the first shard
             for stand_in in local_names[1:]:
                 open(stand_in, "wb").close()
-            written = fmt.write_index(target, self._with_record(url, meta, samples, results),
+            written = fmt.write_index(target, self._with_record(url, meta, samples, shards, final, results),
                                       formats.shard_options(self.writer_options), local_names,
                                       [r.stats for r in results], labels[kept])
             index = [p for p in written if p not in local_names]
@@ -913,7 +1004,7 @@ class _Part:
             raise UsageError(f"cannot resume {target}: {changed}; run without --resume to start again")
         if earlier.result is not None and not os.path.exists(target):
             raise OutputError(f"cannot resume {target}: it was complete, but is gone; run without --resume")
-        if earlier.result is None and earlier.writer is None:
+        if earlier.result is None and earlier.writer is None and earlier.shards is None:
             log.warning("%s: the interrupted run had kept nothing that can be continued (a %s output without "
                         "shards is written at the end): starting from the beginning", target, self.writer_cls.name)
         return earlier

@@ -155,6 +155,12 @@ def plan(prints: Sequence[list[Any]], olds: Sequence[tuple[dict[str, Any], list[
     return Plan(reuse, added, changed, removed)
 
 
+def same_file(old: Sequence[Any], new: Sequence[Any], checksum: bool) -> bool:
+    """Whether two fingerprints ([path, size, time or ETag, SHA-256]) are of one file, unchanged."""
+    key = _match_key(old[0], old[1], old[2], old[3], checksum)
+    return key is not None and key == _match_key(new[0], new[1], new[2], new[3], checksum)
+
+
 def _match_key(path: str, size: int, version: Any, digest: str | None, checksum: bool) -> tuple[Any, ...] | None:
     if size is None or size < 0:
         return None  # unreadable: decode (and skip) it again

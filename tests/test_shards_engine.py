@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -10,7 +11,19 @@ import h5py
 import pytest
 from _helpers import DieInWorker
 from click.testing import CliRunner
-from conftest import FORMATS, SUFFIX, check_shards_of_twelve, names_in, photo, three_classes_one_broken, write_image
+from conftest import (
+    FORMATS,
+    SUFFIX,
+    TAGGED,
+    check_shards_of_twelve,
+    killed_at,
+    names_in,
+    photo,
+    steps,
+    three_classes_one_broken,
+    untagged,
+    write_image,
+)
 
 import imgpack
 from imgpack.cli import cli
@@ -57,7 +70,7 @@ def test_a_worker_that_dies_stops_the_run_naming_its_shard_and_leaves_nothing(
     assert names_in(out) == []  # no shard, no attempt's half shard, no master
 
 
-def test_the_cli_takes_it_and_refuses_resume_saying_why(src: Path, tmp_path: Path) -> None:
+def test_the_cli_takes_it_and_resume_without_a_journal_starts_from_the_beginning(src: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "o.pkl"
     got = runner.invoke(cli, ["-q", "convert", str(src), "-o", str(out), "--size", "16", "--engine", "shards",
@@ -67,14 +80,17 @@ def test_the_cli_takes_it_and_refuses_resume_saying_why(src: Path, tmp_path: Pat
     assert len(imgpack.open_dataset(str(out))) == 40
     got = runner.invoke(cli, ["convert", str(src), "-o", str(tmp_path / "r.h5"), "--size", "16", "--engine",
                               "shards", "--resume"])
-    assert got.exit_code == 2 and "--resume works with the local engine, not shards" in got.output
-    assert "r.h5" not in names_in(tmp_path)
+    assert got.exit_code == 0 and "no interrupted run to resume" in got.output
+    assert content_digest(str(tmp_path / "r.h5")) == content_digest(str(out))
+    got = runner.invoke(cli, ["convert", str(src), "-o", "s3://bucket/r.h5", "--engine", "shards", "--resume"])
+    assert got.exit_code == 2 and "continues an output in a folder, not at a URL" in got.output
     got = runner.invoke(cli, ["convert", str(src), "-o", str(tmp_path / "s.h5"), "--engine", "shards",
                               "--spark-master", "local[2]"])
     assert got.exit_code == 2 and "--spark-master is for --engine spark" in got.output
 
 
-def test_an_update_converts_every_image_again_to_a_clean_runs_content(src: Path, tmp_path: Path) -> None:
+def test_an_update_keeps_the_shards_before_a_new_image_and_gives_a_clean_runs_content(src: Path,
+                                                                                      tmp_path: Path) -> None:
     mine = tmp_path / "src"
     shutil.copytree(src, mine)
     out = tmp_path / "o.h5"
@@ -85,7 +101,9 @@ def test_an_update_converts_every_image_again_to_a_clean_runs_content(src: Path,
     write_image(mine / "c" / "new.png", photo(20, 14, 99))
     res = imgpack.convert(str(mine), str(out), size=16, engine=ShardsEngine(2), batch_size=12, update=True,
                           progress="off")
-    assert res.update is not None and res.update["rebuilt"] == "the shards engine converts every image again"
+    # c/new.png is sample 41 of 42: the last of 4 shards of 12 (11 before, one skipped) is written again
+    assert res.update is not None and res.update["rebuilt"] is None and res.update["added"] == 1
+    assert (res.update["reused"], res.update["decoded"]) == (35, 7)
     imgpack.convert(str(mine), str(tmp_path / "clean.h5"), size=16, workers=0, progress="off")
     assert res.written == 41 and content_digest(str(out)) == content_digest(str(tmp_path / "clean.h5"))
 
@@ -101,3 +119,61 @@ def test_splits_hold_the_local_engines_content_and_their_records_say_up_to_date(
     again = imgpack.convert(str(src), str(tmp_path / "s"), size=16, format="hdf5", engine=ShardsEngine(2),
                             batch_size=10, update=True, progress="off", **split)  # type: ignore[arg-type]
     assert again.update is not None and again.update["up_to_date"]
+
+
+def tagged_shards(folder: Path) -> dict[str, str]:
+    """The shards in ``folder``: untagged name -> the tag of the run that wrote it."""
+    return {untagged(p.name): TAGGED.search(p.name).group(1)  # type: ignore[union-attr]
+            for p in folder.iterdir() if TAGGED.search(p.name)}
+
+
+@pytest.mark.slow
+def test_killed_then_resumed_keeps_the_finished_shards_and_equals_a_clean_run(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out" / "o.tar"
+    command = ["convert", str(src), "-o", str(out), "--size", "16", "--engine", "shards", "--workers", "0",
+               "--shard-size", "8"]
+    total = steps(killed_at(0, *command))  # a clean run, then the same killed halfway
+    clean, clean_names = content_digest(str(out)), names_in(out.parent)
+    shutil.rmtree(out.parent)
+    assert killed_at(total // 2, *command).returncode == -9
+    assert not out.with_name("o.tar.json").exists()
+    journal = json.loads((out.parent / "o.tar.resume.json").read_text())
+    done = {untagged(e["file"]) for e in journal["shards"]}  # finished, and recorded as such
+    before = {n: t for n, t in tagged_shards(out.parent).items() if n in done}
+    assert 0 < len(before) < 6, before
+    resumed = killed_at(0, *command, "--resume")  # no --overwrite: the killed run's shards are not an output
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming with {len(before)} of 6 shards written" in resumed.stderr
+    assert content_digest(str(out)) == clean and names_in(out.parent) == clean_names
+    after = tagged_shards(out.parent)
+    assert {n: t for n, t in after.items() if n in before} == before  # kept, not written again
+    assert len(set(after.values())) == 2  # the others written by the resumed run, under its own tag
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "webdataset"])
+def test_an_update_rewrites_only_the_shards_whose_images_changed(fmt: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(20):
+        write_image(src / "ab"[i % 2] / f"{i:02d}.png", photo(20, 16, i))
+    out = tmp_path / "out" / f"o{SUFFIX[fmt]}"
+    options = {"shard_size": 5}
+
+    def update() -> imgpack.ConvertResult:
+        return imgpack.convert(str(src), str(out), size=16, engine=ShardsEngine(0), options=options, update=True,
+                               progress="off")
+
+    update()
+    before = tagged_shards(out.parent)
+    write_image(src / "a" / "12.png", photo(20, 16, 99))  # sample 6 of 20 (a/00 ... a/18 first): shard 1 of 4
+    res = update()
+    assert res.update is not None and res.update["changed"] == 1 and res.update["reused"] == 15
+    assert res.update["decoded"] == 5
+    after = tagged_shards(out.parent)
+    assert sorted(after) == sorted(before) and [n for n in after if after[n] != before[n]] == [
+        untagged(os.path.basename(out.with_suffix("")) + "-" + ("000001" if fmt == "webdataset" else
+                                                               "00001-of-00004") + out.suffix)]
+    clean = tmp_path / f"clean{SUFFIX[fmt]}"
+    imgpack.convert(str(src), str(clean), size=16, workers=0, options=options, progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+    again = update()  # nothing changed since: up to date, nothing written
+    assert again.update is not None and again.update["up_to_date"] and tagged_shards(out.parent) == after

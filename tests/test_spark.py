@@ -131,7 +131,7 @@ def test_overwrite_replaces_an_earlier_sharded_output(spark: SparkEngine, src: P
 
 @pytest.mark.parametrize("args, message", [
     (["--engine", "spark", "--workers", "2"], "--workers is for the local engine"),
-    (["--engine", "spark", "--resume"], "--resume works with the local engine, not spark"),
+    (["--engine", "spark", "--resume", "-o", "s3://b/o.h5"], "continues an output in a folder, not at a URL"),
     (["--spark-master", "local[2]"], "--spark-master is for --engine spark"),
     (["--engine", "ray"], "unknown engine 'ray'; known engines: local, shards, spark"),
 ])
@@ -141,7 +141,8 @@ def test_engine_usage_errors(args: list[str], message: str, src: Path, tmp_path:
     assert names_in(tmp_path) == []
 
 
-def test_update_on_spark_sees_up_to_date_and_rebuilds_a_change_in_full(spark: SparkEngine, tmp_path: Path) -> None:
+def test_update_on_spark_sees_up_to_date_and_rewrites_only_the_shards_that_changed(spark: SparkEngine,
+                                                                                   tmp_path: Path) -> None:
     src = tmp_path / "src"
     for i in range(10):
         write_image(src / "ab"[i % 2] / f"i{i}.png", photo(20, 16, i))
@@ -149,8 +150,12 @@ def test_update_on_spark_sees_up_to_date_and_rebuilds_a_change_in_full(spark: Sp
     kw: dict[str, Any] = {"size": 8, "engine": spark, "batch_size": 4, "progress": "off", "update": True}
     assert imgpack.convert(str(src), str(out), **kw).update["added"] == 10  # type: ignore[index]
     assert imgpack.convert(str(src), str(out), **kw).update["up_to_date"]  # type: ignore[index]
-    write_image(src / "a" / "i99.png", photo(20, 16, 99))
+    before = {untagged(p.name): p.name for p in tmp_path.iterdir() if p.name.startswith("o-")}
+    write_image(src / "a" / "i99.png", photo(20, 16, 99))  # the 6th of 11: shards 1 and 2 of 3 change, 0 stays
     res = imgpack.convert(str(src), str(out), **kw)
-    assert res.update["rebuilt"] == "the spark engine converts every image again"  # type: ignore[index]
+    assert res.update["rebuilt"] is None and res.update["reused"] == 4  # type: ignore[index]
+    after = {untagged(p.name): p.name for p in tmp_path.iterdir() if p.name.startswith("o-")}
+    assert sorted(after) == sorted(before) and [n for n in after if after[n] == before[n]] == [
+        "o-00000-of-00003.tfrecord"]
     imgpack.convert(str(src), str(tmp_path / "clean.tfrecord"), size=8, workers=0, progress="off")
     assert content_digest(str(out)) == content_digest(str(tmp_path / "clean.tfrecord"))

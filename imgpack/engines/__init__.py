@@ -77,9 +77,10 @@ class Engine:
             progress: Progress | None = None) -> Iterator[Chunk]:
         raise NotImplementedError(f"the {self.name} engine writes shards (map_shards)")
 
-    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None
-                   ) -> list[ShardResult]:
-        """Run :func:`write_shard` for every task on the workers; the results in task order.
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None,
+                   done: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
+        """Run :func:`write_shard` for every task on the workers; the results in task order. ``done`` is
+        called with each result as soon as its shard is complete (the journal of ``--resume`` records it).
 
         A task that fails is retried by the engine; one that still fails raises WorkerError.
         """

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -34,22 +34,24 @@ class ShardsEngine(LocalEngine):
     name = "shards"
     writes_shards = True
 
-    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None
-                   ) -> list[ShardResult]:
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None,
+                   done: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
         try:
             if self.workers == 0:
                 results = []
                 for task in tasks:
                     results.append(write_shard(spec, task))
+                    if done:
+                        done(results[-1])
                     if progress:
                         progress(len(task.paths))
                 return results
-            return self._on_pool(spec, tasks, progress)
+            return self._on_pool(spec, tasks, progress, done)
         finally:
             remove_attempts(tasks)  # a killed worker's half-written attempt
 
-    def _on_pool(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None
-                 ) -> list[ShardResult]:
+    def _on_pool(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None,
+                 done: Callable[[ShardResult], None] | None) -> list[ShardResult]:
         results: list[ShardResult] = []
         ctx = mp.get_context(self.start_method)
         with ProcessPoolExecutor(min(self.workers, len(tasks)) or 1, mp_context=ctx, initializer=settle_worker,
@@ -57,8 +59,8 @@ class ShardsEngine(LocalEngine):
             running: dict[Future[ShardResult], ShardTask] = {pool.submit(write_shard, spec, t): t for t in tasks}
             try:
                 while running:
-                    done, _ = wait(running, return_when=FIRST_COMPLETED)
-                    for future in done:
+                    ready, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in ready:
                         try:
                             results.append(future.result())
                         except BrokenProcessPool:  # every shard not finished fails with it: name the first
@@ -68,6 +70,8 @@ class ShardsEngine(LocalEngine):
                                 f"not finished is shard {first.index} ({os.path.basename(first.path)}, images from "
                                 f"{first.paths[0]}); nothing was written") from None
                         task = running.pop(future)
+                        if done:
+                            done(results[-1])
                         if progress:
                             progress(len(task.paths))
             except BaseException:

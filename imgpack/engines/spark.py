@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import MissingDependencyError, UsageError, WorkerError
@@ -79,8 +79,8 @@ class SparkEngine(Engine):
             self._session.sparkContext.setLogLevel("ERROR")
         return self._session
 
-    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None
-                   ) -> list[ShardResult]:
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None,
+                   done: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
         sc = self.session().sparkContext
         log.info("spark: %d shard tasks on %s", len(tasks), sc.master)
         t0 = time.perf_counter()
@@ -97,6 +97,9 @@ class SparkEngine(Engine):
         seconds = time.perf_counter() - t0
         log.info("spark: the tasks took %.1f s (%.0f images/s, without the session's start)", seconds,
                  images / seconds if seconds else 0)
+        for result in results:  # (collected when the job ends: a driver killed before then keeps no shard)
+            if done:
+                done(result)
         if progress:
             progress(images)
         return sorted(results, key=lambda r: r.index)
