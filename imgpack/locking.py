@@ -1,24 +1,31 @@
 """One run per output: an exclusive lock held for the whole conversion (and its resume).
 
 A second run on the same target is refused at once, naming the run that holds it, before it
-touches a single file of the first's. The lock is the kernel's (``flock``) on a file beside the
-target (``.NAME.imgpack-lock``, on the target's own file system): runs with different temporary
-folders, users or containers that share the output's volume exclude each other. A run killed
-with SIGKILL or by the OOM killer releases it with its last file descriptor, so a lock is never
-stale; its file stays behind (empty of meaning) until the next run on the target removes it.
+touches a single file of the first's.
 
-A URL target (an object store) is locked on this machine only, in the temporary folder: a store
-offers no lock that every client honours (docs/writing.md says what that means).
+- A path: the lock is the kernel's (``flock``) on a file beside the target
+  (``.NAME.imgpack-lock``, on the target's own file system), so runs with different temporary
+  folders, users or containers that share the output's volume exclude each other. A run killed
+  with SIGKILL or by the OOM killer releases it with its last file descriptor, so a lock is never
+  stale; its file stays behind, empty of meaning, until the next run on the target removes it.
+- A URL: the lock is an object beside the target, ``.NAME.imgpack-lock``, created only where none
+  is (a conditional PUT: S3's ``If-None-Match: *``, fsspec's ``mode="create"``). It names its
+  holder and when its lease ends; the run renews it while it lasts and removes it at its end. One
+  whose lease ended, or whose holder ran on this machine and is gone, is taken over by a PUT
+  conditional on its ETag. A store that offers no conditional PUT is locked on this machine only,
+  in the temporary folder (docs/writing.md says what each store gets).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 
@@ -72,6 +79,16 @@ def _open_locked(path: str, target: str) -> int:
 @contextlib.contextmanager
 def locked(target: str) -> Iterator[None]:
     """Hold the lock of ``target`` for the ``with`` block."""
+    if is_url(target):
+        lock = StoreLock(target)
+        if lock.acquire():
+            _HELD[target] = lock
+            try:
+                yield
+            finally:
+                del _HELD[target]
+                lock.release()
+            return
     if fcntl is None:
         yield
         return
@@ -96,3 +113,126 @@ def locked(target: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.remove(path)  # while still holding it: a run waiting on the old file takes a new one
         os.close(fd)
+
+
+#: a lock in an object store lasts this long unless renewed; its run renews it every quarter of that
+LEASE_SECONDS = 60.0
+#: the store locks this process holds, by target (see :func:`check_held`)
+_HELD: dict[str, StoreLock] = {}
+
+
+def check_held(target: str) -> None:
+    """Before a commit to a store: OutputError if this run's lock on ``target`` was taken over (its lease
+    ran out while the run could not renew it), so that two runs never both publish."""
+    lock = _HELD.get(target)
+    if lock is not None and lock.lost:
+        raise OutputError(f"{target}: {lock.lost}; nothing was published (run the command again)")
+
+
+class StoreLock:
+    """The lock object of an output in an object store (see the module's docstring)."""
+
+    def __init__(self, target: str) -> None:
+        from .storage import filesystem
+
+        base, _, name = target.rstrip("/").rpartition("/")
+        self.target = target
+        self.url = f"{base}/.{name}{LOCK_SUFFIX}"
+        self.fs, self.path = filesystem(self.url)
+        self.etag: str | None = None
+        self.lost = ""  # why the lock is no longer this run's, once it is not
+        self._stop = threading.Event()
+        self._renewer: threading.Thread | None = None
+
+    def _body(self) -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                           "since": time.strftime("%Y-%m-%d %H:%M:%S"), "expires": time.time() + LEASE_SECONDS,
+                           "command": " ".join(sys.argv)[:300]}).encode()
+
+    def acquire(self) -> bool:
+        """Take the lock (OutputError naming the holder when another run has it); False: the store offers
+        no conditional PUT, and nothing was taken."""
+        from .storage import reason
+
+        try:
+            self.fs.pipe_file(self.path, self._body(), mode="create")
+        except FileExistsError:
+            self._take_over()
+        except (TypeError, NotImplementedError, ValueError):
+            return False  # (a filesystem without mode="create")
+        except OSError as exc:
+            raise OutputError(f"{self.target}: cannot take its lock {self.url}: {reason(exc)}") from None
+        self.etag = self._etag()
+        if self.etag is None:  # no ETag: no conditional renewal either; this machine's lock instead
+            with contextlib.suppress(OSError):
+                self.fs.rm_file(self.path)
+            return False
+        self._renewer = threading.Thread(target=self._renew, name="imgpack-lock", daemon=True)
+        self._renewer.start()
+        return True
+
+    def _etag(self) -> str | None:
+        self.fs.invalidate_cache(self.path)
+        return self.fs.info(self.path).get("ETag")
+
+    def _take_over(self) -> None:
+        """The lock object is there: take it over if its holder is gone, else refuse naming the holder."""
+        try:
+            etag = self._etag()
+            holder = json.loads(self.fs.cat_file(self.path))
+        except FileNotFoundError:  # released meanwhile: try once more
+            holder, etag = {}, None
+        except (OSError, ValueError):
+            holder, etag = {"damaged": True}, None
+        gone = holder.get("damaged") or float(holder.get("expires", 0)) < time.time() or (
+            holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0))))
+        if gone:
+            try:
+                if etag is None:
+                    self.fs.pipe_file(self.path, self._body(), mode="create")
+                else:
+                    self.fs.pipe_file(self.path, self._body(), IfMatch=etag)
+                return
+            except (TypeError, OSError):  # taken by another meanwhile, or a store without IfMatch
+                pass
+        text = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: "
+                f"{holder.get('command', '')}" if holder.get("host") else "starting")
+        raise OutputError(f"{self.target}: another imgpack run is writing it ({printable(text)}); wait for it to "
+                          f"end, or stop it (its lock {self.url} lasts {LEASE_SECONDS:.0f} s after it stops)")
+
+    def _renew(self) -> None:
+        while not self._stop.wait(LEASE_SECONDS / 4) and self.renew():
+            pass
+
+    def renew(self) -> bool:
+        """Extend the lease, if the lock object is still this run's (its ETag); else set ``lost``, for
+        :func:`check_held`, and return False."""
+        try:
+            self.fs.pipe_file(self.path, self._body(), IfMatch=self.etag)
+            self.etag = self._etag()
+            return True
+        except Exception as exc:  # (in a thread: whatever happened, the run must learn it at its commit)
+            self.lost = f"its lock {self.url} was taken over, or could not be renewed ({type(exc).__name__}: {exc})"
+            return False
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._renewer is not None:
+            self._renewer.join()
+        if not self.lost:
+            with contextlib.suppress(OSError):
+                if self._etag() == self.etag:  # still this run's
+                    self.fs.rm_file(self.path)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (ours or another user's)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -24,7 +24,7 @@ from .engines.local import LocalEngine
 from .engines.reuse import ReusingEngine
 from .errors import ImageError, ImgpackError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
-from .locking import locked
+from .locking import check_held, locked
 from .outputs import SPLITS_FILE, Snapshot, label_counts, prepare_target, remove_quietly, write_atomically
 from .plugins import Preprocessor, Sample, Scan
 from .process import Job, process_image
@@ -266,6 +266,7 @@ def _convert_to_store(source: str, output: str, source_opts: SourceOptions, chai
     targets = [output] if not result.splits else [f"{output.rstrip('/')}/{split}{writer_cls.suffixes[0]}"
                                                   for split in result.splits]
     shard_names = [writer_cls.shard_names(t) for t in targets] if issubclass(writer_cls, Shards) else []
+    check_held(output)  # (a run that lost its lock to another publishes nothing)
     try:  # the data files first, each output's index (or master, or single file) after them, splits.json last
         for path, url in zip(result.outputs, urls, strict=True):
             storage.upload(path, url)
@@ -980,6 +981,7 @@ class _Part:
                                       formats.shard_options(self.writer_options), local_names,
                                       [r.stats for r in results], labels[kept])
             index = [p for p in written if p not in local_names]
+            check_held(url)  # (a run that lost its lock to another publishes nothing)
             for path in index:  # the commit: one PUT, after every shard's
                 storage.upload(path, f"{base}/{os.path.basename(path)}")
         except BaseException:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -246,7 +248,8 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    assert bucket.keys("out") == []  # nothing uploaded before the whole output is complete
+    # nothing uploaded before the whole output is complete; the killed run's lock is taken over by the next
+    assert bucket.keys("out") == ["out/.o.tfrecord.imgpack-lock"]
     resumed = start_slow_run(src, out, {"shard_size": 10}, resume=True, env=env)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
@@ -335,11 +338,64 @@ def test_a_kill_at_every_step_of_an_overwrite_in_the_store_leaves_the_old_or_the
     print(f"s3 o.tar --overwrite: killed at each of {total} steps: old version at {flips}, new at {total - flips}")
 
 
-def test_a_failed_upload_leaves_nothing_in_the_staging_folder(s3_server: str, tmp_path: Path) -> None:
+def test_a_failed_upload_says_why_and_leaves_nothing_in_the_staging_folder(
+        bucket: Bucket, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = two_classes(tmp_path / "src", 6, (24, 18))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    real_upload = storage.upload
+
+    def bucket_gone_first(local: str, url: str, opts: Any = None) -> None:  # as a lifecycle rule or a person might
+        bucket.fs.rm(bucket.name, recursive=True)
+        real_upload(local, url, opts)
+
+    monkeypatch.setattr(storage, "upload", bucket_gone_first)
+    with pytest.raises(imgpack.OutputError, match=r"o-[0-9a-f]{8}-000000\.tar: cannot write: .*bucket does not exist"):
+        imgpack.convert(str(src), bucket.url("out/o.tar"), size=8, workers=0, options={"shard_size": 2},
+                        progress="off")
+    assert os.listdir(tmp_path / "tmp" / "imgpack-staging") == []
+
+
+def test_a_run_holding_the_store_lock_excludes_another_and_a_dead_ones_lock_is_taken_over(
+        bucket: Bucket, tmp_path: Path) -> None:
+    from imgpack.locking import StoreLock
+
     src = two_classes(tmp_path / "src", 4, (24, 18))
-    flags = [f for k, v in {**OPTIONS, "endpoint_url": s3_server}.items() for f in ("--storage-option", f"{k}={v}")]
-    proc = subprocess.run([sys.executable, "-m", "imgpack", *flags, "convert", str(src), "-o",
-                           "s3://no-such-bucket-here/o.h5", "--size", "8", "--workers", "0"], capture_output=True,
-                          text=True, cwd=REPO, timeout=300, env={**os.environ, "TMPDIR": str(tmp_path)})
-    assert proc.returncode == 1 and "no-such-bucket-here" in proc.stderr, proc.stderr
-    assert os.listdir(tmp_path / "imgpack-staging") == []
+    url = bucket.url("out/o.h5")
+    command = [*bucket.flags, "-q", "convert", str(src), "-o", url, "--size", "8", "--workers", "0"]
+    lock = StoreLock(url)
+    assert lock.acquire()  # as a run on another machine (or in another container) would hold it
+    try:
+        assert bucket.keys("out") == ["out/.o.h5.imgpack-lock"]
+        proc = cli(*command)
+        assert proc.returncode == 1 and "another imgpack run is writing it (pid " in proc.stderr, proc.stderr
+        assert bucket.keys("out") == ["out/.o.h5.imgpack-lock"]  # nothing written
+    finally:
+        lock.release()
+    assert bucket.keys("out") == []
+    # a lock left by a run of this machine that is gone (killed): taken over at once
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = {"host": socket.gethostname(), "pid": int(dead.stdout), "since": "then", "expires": time.time() + 600}
+    bucket.fs.pipe_file(f"{bucket.name}/out/.o.h5.imgpack-lock", json.dumps(stale).encode())
+    assert cli(*command).returncode == 0
+    # and one whose lease ran out, from another machine
+    stale = {"host": "elsewhere", "pid": 1, "since": "then", "expires": time.time() - 1}
+    bucket.fs.pipe_file(f"{bucket.name}/out/.o.h5.imgpack-lock", json.dumps(stale).encode())
+    assert cli(*command, "--overwrite").returncode == 0
+    assert bucket.keys("out") == ["out/o.h5"]
+
+
+def test_a_run_whose_store_lock_was_taken_over_publishes_nothing(bucket: Bucket) -> None:
+    from imgpack.locking import StoreLock, check_held, locked
+
+    url = bucket.url("out/o.h5")
+    with locked(url):
+        check_held(url)  # held: nothing to say
+        bucket.fs.pipe_file(f"{bucket.name}/out/.o.h5.imgpack-lock", b"{}")  # another run took it over
+        from imgpack import locking
+
+        lock: StoreLock = locking._HELD[url]
+        assert not lock.renew()  # the next renewal finds the object is not this run's any more
+        with pytest.raises(imgpack.OutputError, match=r"o\.h5: its lock .* was taken over"):
+            check_held(url)
+    assert bucket.keys("out") == ["out/.o.h5.imgpack-lock"]  # the other run's, left alone
