@@ -60,6 +60,22 @@ def sweep_store(names: ShardNames, keep: Collection[str]) -> None:
                     if names.owns(name) and name not in kept and name != names.index.rpartition("/")[2]])
 
 
+def to_store(files: Sequence[str], urls: Sequence[str], outputs: Sequence[ShardNames],
+             keep: Collection[str] = ()) -> None:
+    """Commit in an object store: each of ``files`` (complete, local) uploaded to its URL, in order, one PUT each
+    (the data files first, the index, master or single file after them). On a failure the shards uploaded are
+    removed; the version there is whole, its files having other names. Then the files of ``outputs`` (their
+    names, in the store) that neither ``urls`` nor ``keep`` names are removed."""
+    try:
+        for path, url in zip(files, urls, strict=True):
+            storage.upload(path, url)
+    except BaseException:
+        storage.remove([u for u in urls if any(n.owns(u.rpartition("/")[2]) for n in outputs)])
+        raise
+    for names in outputs:
+        sweep_store(names, [*urls, *keep])
+
+
 def commit(names: ShardNames, shards: Sequence[str], index: dict[str, Any]) -> list[str]:
     """Publish ``shards`` (complete, in place, under names no index there uses): the JSON ``index`` over them
     (its ``shards``: one entry each, to which their file names are added) written last; then the output's

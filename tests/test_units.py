@@ -144,7 +144,7 @@ def test_large_writes_are_handed_to_the_kernel_in_pieces() -> None:
 def test_the_sample_after_the_nth_kept() -> None:
     """Where a resume starts when the writer has made only ``n`` of the kept images durable (samples 1 and
     4 were skipped)."""
-    from imgpack.pipeline import _after_kept
+    from imgpack.run import after_kept as _after_kept
 
     kept_rows = [np.array([0, 2]), np.array([3]), np.array([5, 6, 7])]
     assert [_after_kept(kept_rows, 6, n) for n in range(7)] == [0, 1, 3, 4, 6, 7, 8]

@@ -1,0 +1,348 @@
+"""Running one output of a conversion (the whole dataset, or one split) on an engine of this machine.
+
+A :class:`Part` holds what the output is written with; ``run`` feeds the engine's chunks, in order,
+to one writer here, with a journal for ``--resume`` and, for ``--update``, the old output's pixels
+where they can be kept (:mod:`imgpack.update`). A cluster engine's run, where the workers write
+whole shards, is :class:`imgpack.shardrun.ShardPart`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from . import formats, publish, storage
+from .engines import Engine
+from .engines.local import LocalEngine
+from .engines.reuse import ReusingEngine
+from .errors import ImageError, OutputError, UsageError
+from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
+from .outputs import label_counts, remove_quietly
+from .plugins import Sample, Scan
+from .process import Job
+from .resume import Journal, fingerprint, journal_path, what_changed
+from .sources import label_array
+from .update import digests, record
+
+log = logging.getLogger("imgpack")
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An image not converted, and why."""
+
+    path: str
+    reason: str
+
+
+#: --update decodes this many new images or fewer in the converting process: a pool takes longer to start
+FEW = 200
+
+
+@dataclass
+class PartResult:
+    written: int
+    skipped: list[Skipped]
+    outputs: list[str]
+    shape: tuple[int, ...] | None
+    label_counts: dict[str, int]
+    worker_cpu: float = 0.0  # CPU seconds of the workers (a cluster's tasks) on these images
+    reused: int = 0  # images in the shards a cluster engine kept (--resume, --update)
+
+
+@dataclass
+class Part:
+    """Everything one output (the whole dataset, or one split) is written with."""
+
+    scan: Scan
+    job: Job
+    writer_cls: type[Writer]
+    writer_options: Any  # the format's Options
+    recipe: dict[str, Any]
+    annotations: bool
+    engine: Engine
+    batch_size: int
+    on_error: str
+    update: bool = False  # --update: an interrupted run is started again, not resumed
+    shard_size: int = 0  # images per shard, on a cluster engine (imgpack.plan.cluster_shard_size)
+    #: what must not change for an output's pixels to be reused (see imgpack.update.run_key)
+    key: dict[str, Any] = field(default_factory=dict)
+    #: per target: what --update stores with the output (see imgpack.update)
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: per target: the digests of its samples and of their files (see imgpack.update.digests)
+    digests: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: per target: where each sample's pixels come from in the old outputs, and those outputs (--update)
+    reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
+    #: per target, on a cluster engine (--update): the shards the old output's record names, and its samples
+    old_shards: dict[str, tuple[list[dict[str, Any]], list[list[Any]]]] = field(default_factory=dict)
+
+    def plan(self, target: str, samples: Sequence[Sample], prints: Sequence[list[Any]]) -> None:
+        """The digests and the record of ``target``, made of ``samples`` whose files have these fingerprints."""
+        self.digests[target] = digests(samples, prints)
+        self.records[target] = record(self.key, samples, prints, self.scan.label_names, self.digests[target])
+
+    def run(self, samples: Sequence[Sample], target: str, advance: Callable[[int], None],
+            resume: bool = False) -> PartResult:
+        """Write ``samples`` to ``target`` (``advance``: the progress, in samples); ``resume``: continue an
+        interrupted run there."""
+        scan = self.scan
+        meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, storage.where(scan.source),
+                          len(samples), multi_label=scan.multi_label, annotations=self.annotations,
+                          label_keys=scan.label_keys, update=self.records.get(target))
+        paths = scan.abspaths(samples)
+        labels = label_array(samples, scan.multi_label, len(scan.label_names))
+        return self._run(samples, target, meta, paths, labels, advance, resume)
+
+    def _run(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str], labels: np.ndarray,
+             advance: Callable[[int], None], resume: bool) -> PartResult:
+        """On the local engine: one writer here, fed the engine's chunks in order; a journal for --resume."""
+        scan = self.scan
+        patched = self._patch(samples, target, meta, paths, labels, advance) if target in self.reuse else None
+        if patched is not None:
+            return patched
+        journal = Journal(journal_path(target), fingerprint(
+            len(samples), self.digests[target], source=meta.source, label_names=scan.label_names, recipe=self.recipe,
+            format=self.writer_cls.name, options=self.writer_options.given(), image_shape=self.job.image_shape,
+            max_pixels=self.job.max_pixels, on_error=self.on_error))
+        earlier = self._earlier(journal, target) if resume else None
+        if not resume and os.path.exists(journal.path):
+            log.warning("%s: starting again over an interrupted run's partial output%s", target,
+                        "" if self.update else " (--resume would continue it)")
+        if earlier is not None and earlier.result is not None:  # a split output finished before the interruption
+            advance(len(samples))
+            return PartResult(**{**earlier.result, "skipped": [Skipped(p, r) for p, r in earlier.result["skipped"]],
+                                  "shape": tuple(earlier.result["shape"]) if earlier.result["shape"] else None})
+        skipped_at: dict[int, str] = {}
+        kept_rows: list[np.ndarray] = []
+        start = 0
+        worker_cpu = 0.0
+        if earlier is not None and earlier.writer is not None:
+            start, skipped_at = earlier.consumed, dict(earlier.skipped)
+            kept_rows = [np.array([i for i in range(start) if i not in skipped_at], dtype=np.int64)]
+            writer = formats.reopen_writer(self.writer_cls, target, meta, self.writer_options, earlier.writer,
+                                           labels[kept_rows[0]])
+            log.info("%s: resuming after %d of %d images (%d written, %d skipped)", target, start, len(samples),
+                     earlier.written, len(skipped_at))
+            advance(start)
+        else:
+            writer = formats.new_writer(self.writer_cls, target, meta, self.writer_options)
+        try:
+            self._checkpoint(writer, journal, start, kept_rows, skipped_at)
+            next_checkpoint = start + self.batch_size
+            engine = self._engine(*self.reuse[target]) if target in self.reuse else self.engine
+            for consumed, cpu in self._write(engine, writer, samples, paths, labels, start, advance, skipped_at,
+                                             kept_rows):
+                worker_cpu += cpu
+                if consumed >= next_checkpoint and consumed < len(paths):
+                    self._checkpoint(writer, journal, consumed, kept_rows, skipped_at)
+                    next_checkpoint = consumed + self.batch_size
+            outputs = writer.close()
+        except KeyboardInterrupt:
+            if self.update or journal.writer is None or journal.consumed == 0 or not isinstance(writer, Resumable):
+                writer.abort()
+                journal.remove()
+                if self.update:  # (an update is not resumed: it is quick to start again, reusing the output)
+                    log.warning("%s: interrupted; the output is as it was, and the same command starts the "
+                                "update again", target)
+            else:
+                writer.detach()
+                log.warning("%s: interrupted after %d of %d images; the same command with --resume continues "
+                            "from there", target, journal.consumed, len(samples))
+            raise
+        except BaseException:
+            writer.abort()
+            journal.remove()
+            raise
+        all_kept = np.concatenate(kept_rows) if kept_rows else np.zeros(0, np.int64)
+        result = PartResult(len(all_kept), [Skipped(paths[i], skipped_at[i]) for i in sorted(skipped_at)], outputs,
+                             writer.written_shape(), label_counts(labels[all_kept], scan.label_names), worker_cpu)
+        journal.result = {**asdict(result), "skipped": [[s.path, s.reason] for s in result.skipped]}
+        journal.save()  # removed with the others when the whole conversion is complete
+        return result
+
+    def _engine(self, where: Sequence[tuple[int, int] | None], olds: Sequence[PackedDataset]) -> Engine:
+        """``--update``'s engine: the old outputs' images where ``where`` says, the others converted."""
+        inner = self.engine
+        if isinstance(inner, LocalEngine) and sum(w is None for w in where) <= FEW:
+            inner = LocalEngine(0)  # a few new images: decoded here, sooner than a pool starts
+        return ReusingEngine(inner, where, olds)
+
+    def _write(self, engine: Engine, writer: Writer, samples: Sequence[Sample], paths: list[str],
+               labels: np.ndarray, start: int, advance: Callable[[int], None], skipped_at: dict[int, str],
+               kept_rows: list[np.ndarray]) -> Iterator[tuple[int, float]]:
+        """``paths[start:]`` converted by ``engine`` into ``writer``; each sample skipped goes to
+        ``skipped_at`` (or fails the run), the rows kept to ``kept_rows``. Yields, after each chunk, how
+        many samples are done and the CPU seconds the engine's workers spent on it."""
+        scan = self.scan
+        for chunk in engine.run(self.job, paths[start:], self.batch_size, advance):
+            first = start + chunk.start
+            ok = np.array([e is None for e in chunk.errors], dtype=bool)
+            for i in np.flatnonzero(~ok):
+                reason = chunk.errors[i] or ""
+                if self.on_error == "fail":
+                    raise ImageError(f"{as_given(scan, samples[first + int(i)], paths[first + i])}: {reason}")
+                skipped_at[first + int(i)] = reason
+            kept = np.flatnonzero(ok)
+            idx = first + kept
+            images: np.ndarray | list[Any] = chunk.images if ok.all() else chunk.images[ok]
+            if chunk.extras:  # encoded images, or images of another shape: by value, in order
+                images = [chunk.item(i) for i in kept.tolist()]
+            ids = [samples[i].id for i in idx.tolist()]
+            if self.annotations:
+                writer.write(images, labels[idx], ids, annotations=[samples[i].annotation for i in idx.tolist()])
+            else:
+                writer.write(images, labels[idx], ids)
+            kept_rows.append(idx)
+            yield first + len(chunk.errors), chunk.cpu
+
+    def _patch(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
+               labels: np.ndarray, advance: Callable[[int], None]) -> PartResult | None:
+        """``--update`` of a sharded output of a format that maps images to shards (formats.Patches): the
+        new and changed images go to one new shard, the others stay where they are, and a new index over
+        both replaces the old one. None: the output is rewritten whole instead (see :func:`_rewrite_whole`)."""
+        fmt = self.writer_cls
+        where, olds = self.reuse[target]
+        own = next((n for n, ds in enumerate(olds) if os.path.abspath(ds.path) == os.path.abspath(target)), None)
+        if not (issubclass(fmt, Patches) and issubclass(fmt, Shards) and formats.is_sharded(fmt, self.writer_options)
+                and own is not None):
+            return None
+        stored = fmt.stored_rows(target)
+        if stored is None:
+            return None
+        old_rows, held = stored
+        in_place = [old_rows[w[1]] if w is not None and w[0] == own else None for w in where]
+        fresh = [i for i, r in enumerate(in_place) if r is None]
+        why = _rewrite_whole(in_place, held, len(fresh), int(self.writer_options.shard_size))
+        if why:
+            log.info("%s: %s: rewriting it whole", target, why)
+            return None
+        names = fmt.shard_names(target)
+        digest = self.records[target]["plan"]
+        tag = next(t for t in (digest[i:i + 8] for i in range(0, 64, 8))
+                   if not os.path.exists(names.update_shard(t)))  # never the name of a shard there
+        shard = names.update_shard(tag)
+        advance(len(samples) - len(fresh))
+        skipped_at: dict[int, str] = {}
+        kept_rows: list[np.ndarray] = []
+        worker_cpu = 0.0
+        if fresh:
+            writer = fmt(shard, replace(meta, expected_count=len(fresh), update=None),
+                         formats.shard_options(self.writer_options))
+            try:
+                for _, cpu in self._write(self._engine([where[i] for i in fresh], olds), writer,
+                                          [samples[i] for i in fresh], [paths[i] for i in fresh], labels[fresh],
+                                          0, advance, skipped_at, kept_rows):
+                    worker_cpu += cpu
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+        rows, kept = _patched_rows(in_place, {fresh[j] for j in skipped_at}, os.path.basename(shard))
+        try:
+            outputs = fmt.write_patched_index(
+                target, meta, self.writer_options, rows, labels[kept], [samples[i].id for i in kept],
+                [samples[i].annotation for i in kept] if self.annotations else None)
+        except BaseException:
+            remove_quietly([shard])
+            raise
+        # a shard the old master used stays until the next update, for readers that opened it before
+        # this one; a shard neither master uses (an earlier update's, or a killed one's) goes now
+        publish.sweep(names, {name for name, _ in rows} | set(held))
+        folder = os.path.dirname(os.path.abspath(target))
+        outputs = [*(os.path.join(folder, name) for name in dict.fromkeys(name for name, _ in rows)), *outputs]
+        return PartResult(len(kept), [Skipped(paths[fresh[j]], skipped_at[j]) for j in sorted(skipped_at)],
+                           outputs, tuple(self.job.image_shape), label_counts(labels[kept], self.scan.label_names),
+                           worker_cpu)
+
+    def _earlier(self, journal: Journal, target: str) -> Journal | None:
+        """The journal of the interrupted run to continue; None: start from the beginning."""
+        earlier = Journal.load(journal.path)
+        if earlier is None:
+            log.warning("%s: no interrupted run to resume (no %s): starting from the beginning",
+                        target, os.path.basename(journal.path))
+            return None
+        changed = what_changed(earlier.fingerprint, journal.fingerprint)
+        if changed:
+            raise UsageError(f"cannot resume {target}: {changed}; run without --resume to start again")
+        if earlier.result is not None and not os.path.exists(target):
+            raise OutputError(f"cannot resume {target}: it was complete, but is gone; run without --resume")
+        if earlier.result is None and earlier.writer is None and earlier.shards is None:
+            log.warning("%s: the interrupted run had kept nothing that can be continued (a %s output without "
+                        "shards is written at the end): starting from the beginning", target, self.writer_cls.name)
+        return earlier
+
+    def _checkpoint(self, writer: Writer, journal: Journal, consumed: int, kept_rows: list[np.ndarray],
+                    skipped_at: dict[int, str]) -> None:
+        """Record in the journal how far the writer's durable records go."""
+        state = writer.checkpoint() if isinstance(writer, Resumable) else None
+        if state is not None:
+            written = consumed - len(skipped_at)  # every sample before ``consumed`` was kept or skipped
+            covered = int(state["written"])
+            if covered < written:  # the writer still buffers some: resume from the sample after its last durable one
+                consumed = after_kept(kept_rows, written, covered)
+            journal.consumed, journal.written, journal.writer = consumed, covered, state
+            journal.skipped = sorted((i, r) for i, r in skipped_at.items() if i < consumed)
+        journal.save()
+
+
+def after_kept(kept_rows: list[np.ndarray], kept: int, n: int) -> int:
+    """The sample after the ``n``-th one kept (0 when n is 0) of the ``kept`` in ``kept_rows``, walking the
+    chunks back from the last (a writer holds back only its last few): a checkpoint's cost does not grow
+    with the run."""
+    if not 0 <= n <= kept:
+        raise ValueError("fewer samples kept than the writer says it wrote")
+    if n == 0:
+        return 0
+    for rows in reversed(kept_rows):
+        kept -= len(rows)
+        if kept < n:
+            return int(rows[n - kept - 1]) + 1
+    raise ValueError("kept_rows holds fewer samples than kept")
+
+
+def _rewrite_whole(in_place: Sequence[tuple[str, int] | None], held: dict[str, int], fresh: int,
+                   shard_size: int) -> str:
+    """Why an update of a sharded output rewrites it whole rather than adding a shard of ``fresh`` images to
+    the shards it keeps (``in_place``: each sample's shard and row there, or None); "": it need not."""
+    used: dict[str, int] = {}
+    for row in in_place:
+        if row is not None:
+            used[row[0]] = used.get(row[0], 0) + 1
+    if not used:
+        return "none of its images are kept"
+    if fresh > shard_size:
+        return f"{fresh} new images are more than a shard's {shard_size}"
+    if sum(held[name] - n for name, n in used.items()) > len(in_place) // 4:
+        return "over a quarter of its shards' rows would be unused"
+    if len(used) + 1 > 2 * math.ceil(len(in_place) / shard_size) + 1:
+        return "it would be spread over twice as many shards as a clean run's"
+    return ""
+
+
+def _patched_rows(in_place: Sequence[tuple[str, int] | None], gone: set[int], shard: str
+                  ) -> tuple[list[tuple[str, int]], list[int]]:
+    """Each kept sample's (shard, row), in order: where it stays, or its row in the update's ``shard``
+    (which holds the others in order, less those ``gone``: skipped); and the samples kept."""
+    rows: list[tuple[str, int]] = []
+    kept: list[int] = []
+    new = 0
+    for i, row in enumerate(in_place):
+        if row is None:
+            if i in gone:
+                continue
+            row, new = (shard, new), new + 1
+        rows.append(row)
+        kept.append(i)
+    return rows, kept
+
+def as_given(scan: Scan, sample: Sample, path: str) -> str:
+    """A sample's file as the user would write it: under SRC as SRC was given (``photos/cat/1.jpg``)."""
+    if storage.is_url(scan.source) or os.path.isdir(scan.source):
+        return os.path.join(scan.source, sample.path)
+    return path  # a manifest: the absolute path it leads to
