@@ -23,7 +23,6 @@ except ImportError:  # Python 3.10: only type checkers care
 import numpy as np
 
 from . import params
-from .errors import UsageError
 from .params import ParamInfo, param
 from .probe import ImageInfo
 
@@ -96,6 +95,18 @@ class Scan:
         return [path if path.startswith("/") else top + path for path in (s.path for s in samples)]
 
 
+@dataclass(frozen=True)
+class ReaderOptions:
+    """A reader's options: subclass it with fields declared by :func:`~imgpack.params.param` (their names are
+    the ``ingest``/``convert`` flags, as keyword names), as a format declares its Options."""
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The option ``name``, or ``default`` where it was not given: what readers of the earlier contract
+        (options as a dict) call."""
+        value = getattr(self, name, None)
+        return default if value is None else value
+
+
 class Reader:
     """Lists the samples of a source, in a deterministic order.
 
@@ -122,16 +133,26 @@ class Reader:
     """
 
     name: ClassVar[str]
-    #: the options (``ingest``/``convert`` flags, as keyword names) this reader takes
+    #: the reader's options (a frozen dataclass); ``imgpack plugins`` lists them
+    Options: ClassVar[type[ReaderOptions]] = ReaderOptions
+    #: their names; a reader of the earlier contract declares only these (its options are then untyped)
     option_names: ClassVar[tuple[str, ...]] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Options" in cls.__dict__:
+            cls.option_names = tuple(f.name for f in dataclasses.fields(cls.Options))
+        elif "option_names" in cls.__dict__:  # the earlier contract: names only, values as given
+            fields = [(n, Any, param(None, help="")) for n in cls.option_names]
+            cls.Options = dataclasses.make_dataclass(f"{cls.__name__}Options", fields, bases=(ReaderOptions,),
+                                                     frozen=True)
 
     def __init__(self, source: str, options: Mapping[str, Any] | None = None) -> None:
         self.source = source
-        self.options = {k: v for k, v in (options or {}).items() if v is not None}
-        unknown = sorted(set(self.options) - set(self.option_names))
-        if unknown:
-            name = getattr(self, "name", type(self).__name__)
-            raise UsageError(f"the {name} reader does not take --{unknown[0].replace('_', '-')}")
+        name = getattr(self, "name", type(self).__name__)
+        values = {k: v for k, v in (options or {}).items() if v is not None}
+        self.options = params.build(self.Options, values, f"the {name} reader",
+                                    unknown=lambda key: f"the {name} reader does not take --{key.replace('_', '-')}")
 
     @classmethod
     def accepts(cls, source: str) -> bool:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from plugin_fixture import make_plugin_dist
 
-from imgpack.errors import UnknownPluginError
+from imgpack.errors import UnknownPluginError, UsageError
 from imgpack.plugins import Preprocessor
 from imgpack.registry import Registry, preprocessors, readers, writers
 
@@ -55,3 +55,27 @@ def test_a_broken_plugin_does_not_break_the_registry(tmp_path: Path, monkeypatch
     assert reg.names() == []
     assert "could not load preprocessor plugin 'invert'" in caplog.text
     sys.modules.pop("demo_imgpack_plugin", None)
+
+
+def test_readers_declare_typed_options_and_the_earlier_names_still_work(tmp_path: Path) -> None:
+    from imgpack.params import describe
+    from imgpack.plugins import Reader, Scan
+    from imgpack.readers.folder import FolderReader
+
+    assert [p.name for p in describe(FolderReader.Options)] == ["split_from_folders", "follow_symlinks"]
+    reader = FolderReader(str(tmp_path), {"follow_symlinks": "yes", "split_from_folders": None})
+    assert reader.options.get("follow_symlinks") is True and reader.options.get("split_from_folders") is False
+    with pytest.raises(UsageError, match="the folder reader does not take --labels"):
+        FolderReader(str(tmp_path), {"labels": "x.csv"})
+
+    class Earlier(Reader):  # a reader of the earlier contract: option names only, values as given
+        name = "earlier"
+        option_names = ("labels",)
+
+        def scan(self) -> Scan:
+            return Scan(root=self.source, samples=[], label_names=[], source=self.source)
+
+    assert Earlier("src", {"labels": "a.csv"}).options.get("labels") == "a.csv"
+    assert Earlier("src").options.get("labels", "default") == "default"
+    with pytest.raises(UsageError, match="the earlier reader does not take --seed"):
+        Earlier("src", {"seed": 1})

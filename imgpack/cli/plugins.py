@@ -35,18 +35,14 @@ def plugins(as_json: bool) -> None:
         rows = []
         for name, cls in registry.items():
             row: dict[str, Any] = {"name": name, "origin": registry.origin(name), "summary": summary(cls)}
+            if kind == "readers":
+                row["params"] = _rows(params.describe(cls.Options))
             if kind == "preprocessors":
-                row["params"] = [
-                    {"name": p.name, "type": p.type, "default": p.default, "required": p.required, "help": p.help}
-                    for p in cls.describe_params()
-                ]
+                row["params"] = _rows(cls.describe_params())
             if kind == "writers":
                 row["suffixes"] = list(cls.suffixes)
                 row["capabilities"] = capabilities(cls)
-                row["params"] = [
-                    {"name": p.name, "type": p.type, "default": p.default, "required": p.required, "help": p.help}
-                    for p in params.describe(cls.Options) if p.name != "overwrite"
-                ]
+                row["params"] = _rows([p for p in params.describe(cls.Options) if p.name != "overwrite"])
             rows.append(row)
         data[kind] = rows
     if as_json:
@@ -64,3 +60,9 @@ def plugins(as_json: bool) -> None:
                 default = "required" if p["required"] else f"default {format_value(p['default'])}"
                 said = p["default"] is None and "default" in p["help"]  # the help says what None means
                 click.echo(f"      {p['name']}: {p['help']}" + ("" if said else f" ({default})"))
+
+
+def _rows(infos: list[Any]) -> list[dict[str, Any]]:
+    """A plugin's parameters (:class:`~imgpack.params.ParamInfo`) as JSON-ready rows."""
+    return [{"name": p.name, "type": p.type, "default": p.default, "required": p.required, "help": p.help}
+            for p in infos]

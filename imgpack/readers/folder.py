@@ -6,10 +6,12 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from operator import attrgetter, itemgetter
 
 from ..errors import SourceError
-from ..plugins import Reader, Sample, Scan
+from ..params import param
+from ..plugins import Reader, ReaderOptions, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS, open_regular, sniff, special_kind
 from ..splits import folder_order
 
@@ -138,7 +140,10 @@ class FolderReader(Reader):
 
     name = "folder"
 
-    option_names = ("split_from_folders", "follow_symlinks")
+    @dataclass(frozen=True)
+    class Options(ReaderOptions):
+        split_from_folders: bool = param(False, help="SRC/<split>/<class>/<image>: each first-level folder a split")
+        follow_symlinks: bool = param(False, help="read files and folders that symlinks lead to, even outside SRC")
 
     @classmethod
     def accepts(cls, source: str) -> bool:

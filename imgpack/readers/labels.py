@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SourceError, UsageError
-from ..plugins import Problem, Reader, Sample, Scan
+from ..params import param
+from ..plugins import Problem, Reader, ReaderOptions, Sample, Scan
 from ..probe import IMAGE_EXTENSIONS
 from ..storage import is_url, list_files, read_bytes
 from .folder import _is_image, has_image_extension, walk
@@ -138,7 +139,13 @@ def _keys_of(value: Any) -> list[str] | None:
 class LabelsReader(Reader):
     """Base of the labels-file readers: subclasses parse their file into :class:`Entry` items."""
 
-    option_names = ("labels", "id_column", "label_column", "follow_symlinks")
+    @dataclass(frozen=True)
+    class Options(ReaderOptions):
+        labels: str | None = param(None, help="the labels file (required, no default; SRC is the folder of the images)")
+        id_column: str | None = param(None, help="the column naming each image: a header name or a 0-based "
+                                                 "number (default: the first)")
+        label_column: str | None = param(None, help="the column of labels, as --id-column (default: the second)")
+        follow_symlinks: bool = param(False, help="read files that symlinks lead to, even outside the image folder")
 
     def entries(self, path: str) -> list[Entry]:
         raise NotImplementedError
@@ -325,7 +332,13 @@ class JSONReader(LabelsReader):
 
     name = "json"
 
-    option_names = ("labels", "image_key", "label_key", "follow_symlinks")
+    @dataclass(frozen=True)
+    class Options(ReaderOptions):
+        labels: str | None = param(None, help="the labels file (required, no default; SRC is the folder of the images)")
+        image_key: str | None = param(None, help="the key naming each entry's image (default: image)")
+        label_key: str | None = param(None, help="the key of its labels (default: the first of label, labels, "
+                                                 "meshes)")
+        follow_symlinks: bool = param(False, help="read files that symlinks lead to, even outside the image folder")
 
     def entries(self, path: str) -> list[Entry]:
         data = load_json(read_text(path, "labels"), path)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import SourceError
-from ..plugins import Reader, Scan
+from ..params import param
+from ..plugins import Reader, ReaderOptions, Scan
 from ..storage import is_url, list_versions
 from .folder import class_folder_scan, has_image_extension
 
@@ -18,7 +21,9 @@ class PrefixReader(Reader):
     """
 
     name = "prefix"
-    option_names = ("split_from_folders",)
+    @dataclass(frozen=True)
+    class Options(ReaderOptions):
+        split_from_folders: bool = param(False, help="PREFIX/<split>/<class>/<image>: each first-level folder a split")
 
     @classmethod
     def accepts(cls, source: str) -> bool:
