@@ -152,7 +152,7 @@ def main() -> None:
         if args.spark:
             fs.put(src, "bench/photos", recursive=True)
             flags = [f for k, v in creds.items() for f in ("--storage-option", f"{k}={v}")]
-            spark = ["--engine", "spark", "--batch-size", "250", "--size", "256", "--overwrite"]
+            spark = ["--engine", "spark", "--shard-size", "250", "--size", "256", "--overwrite"]
             on_disk = timed([sys.executable, "-m", "imgpack", "-q", "convert", src, "-o",
                              os.path.join(tmp, "sp.tfrecord"), *spark])
             in_store = timed([sys.executable, "-m", "imgpack", "-q", *flags, "convert", "s3://bench/photos", "-o",

@@ -177,3 +177,21 @@ def test_an_update_rewrites_only_the_shards_whose_images_changed(fmt: str, tmp_p
     assert content_digest(str(out)) == content_digest(str(clean))
     again = update()  # nothing changed since: up to date, nothing written
     assert again.update is not None and again.update["up_to_date"] and tagged_shards(out.parent) == after
+
+
+def test_the_shard_size_is_its_own_and_batch_size_its_earlier_form(src: Path, tmp_path: Path) -> None:
+    from imgpack.engines.local import LocalEngine
+    from imgpack.plan import SHARD_IMAGES, cluster_shard_size
+    from imgpack.writers.hdf5 import HDF5Writer
+
+    options = HDF5Writer.parse_options({})
+    assert cluster_shard_size(ShardsEngine(0), options, None) == SHARD_IMAGES
+    assert cluster_shard_size(ShardsEngine(0), HDF5Writer.parse_options({"shard_size": 7}), 12) == 7
+    assert cluster_shard_size(LocalEngine(0), options, 12) == 0  # (batches, not shards)
+    runner = CliRunner()
+    got = runner.invoke(cli, ["convert", str(src), "-o", str(tmp_path / "o.pkl"), "--size", "16", "--engine",
+                              "shards", "--workers", "0", "--batch-size", "20"])
+    assert got.exit_code == 0, got.output
+    assert "--batch-size 20 as the shard size of --engine shards is the earlier form: give --shard-size 20" in \
+        got.stderr
+    assert [s["count"] for s in imgpack.describe(str(tmp_path / "o.pkl"))["shards"]] == [19, 20, 1]

@@ -84,7 +84,7 @@ def test_convert_on_a_standalone_cluster_gives_the_local_content(cluster: str, t
     out = tmp_path / "out" / "o.h5"
     proc = subprocess.run(
         [sys.executable, "-m", "imgpack", "convert", str(src), "-o", str(out), "--size", "24", "--engine", "spark",
-         "--spark-master", cluster, "--batch-size", "10", "--json"], capture_output=True, text=True, timeout=600)
+         "--spark-master", cluster, "--shard-size", "10", "--json"], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert result["written"] == 50 and result["outputs"][-1] == str(out)
@@ -118,7 +118,7 @@ def test_a_cluster_reads_from_and_writes_to_an_object_store(cluster: str, s3_ser
     work.mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "imgpack", *flags, "convert", f"s3://{bucket}/src", "-o", out, "--size", "24",
-         "--engine", "spark", "--spark-master", cluster, "--batch-size", "10", "--json"],
+         "--engine", "spark", "--spark-master", cluster, "--shard-size", "10", "--json"],
         capture_output=True, text=True, timeout=600, cwd=work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)

@@ -106,9 +106,10 @@ class _ConvertCommand(click.Command):
 @source_options
 @click.option("--workers", type=click.IntRange(min=0),
               help="Worker processes (default: the cores this process may use; 0: no pool).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="At most this many images in flight at once (the bound on memory), and between two --resume "
-                   "checkpoints (with --engine shards or spark: images per shard unless --shard-size).")
+                   "checkpoints; default 1000. (With --engine shards or spark and no --shard-size, the earlier "
+                   "form of --shard-size, with a warning.)")
 @click.option("--engine", "engine_name", default="local", show_default=True,
               help="Where the work runs: local (a process pool on this machine, one process writing), shards "
                    "(a process pool here whose workers each write whole shards: for many cores and small images) "
@@ -137,7 +138,7 @@ class _ConvertCommand(click.Command):
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
             steps: tuple[str, ...], recipe: str | None, decode: str | None, reader: str | None,
-            workers: int | None, batch_size: int, engine_name: str, spark_master: str | None, on_error: str,
+            workers: int | None, batch_size: int | None, engine_name: str, spark_master: str | None, on_error: str,
             max_pixels: int | None, overwrite: bool, resume: bool, update: bool, checksum: bool, as_json: bool,
             **options: Any) -> None:
     """Decode, preprocess and pack the images of SOURCE into OUTPUT.
