@@ -159,13 +159,18 @@ class Writer:
     @classmethod
     def parse_options(cls, options: AnyOptions | Mapping[str, Any] | None) -> Any:
         """The format's Options from ``{name: value or text}`` (None values: not given); UsageError when bad."""
-        if isinstance(options, cls.Options):
-            return options
-        if isinstance(options, AnyOptions):  # another format's
+        if isinstance(options, AnyOptions) and not isinstance(options, cls.Options):  # another format's
             raise UsageError(f"the {cls.name} format takes {cls.Options.__name__}, not {type(options).__name__}")
-        values = {k: v for k, v in (options or {}).items() if v is not None}
-        return params.build(cls.Options, values, f"the {cls.name} format",
-                            unknown=lambda key: f"the {cls.name} writer does not take --{key.replace('_', '-')}")
+        if isinstance(options, cls.Options):
+            parsed = options
+        else:
+            values = {k: v for k, v in (options or {}).items() if v is not None}  # type: ignore[union-attr]
+            parsed = params.build(cls.Options, values, f"the {cls.name} format",
+                                  unknown=lambda key: f"the {cls.name} writer does not take --{key.replace('_', '-')}")
+        size = getattr(parsed, "shard_size", None)
+        if issubclass(cls, Shards) and size is not None and (not isinstance(size, int) or size < 1):
+            raise UsageError(f"--shard-size must be a positive number of {cls.shard_unit}, got {size!r}")
+        return parsed
 
     @classmethod
     def check(cls, path: str, options: Any) -> None:
@@ -281,6 +286,8 @@ class Shards:
 
     #: the shard names: NAME-00000-of-00008.SUFFIX (or NAME-000000.SUFFIX, WebDataset's)
     shard_style: ClassVar[str] = "of"
+    #: what ``--shard-size`` counts (an Options field ``shard_size``: a positive int, or None: checked here)
+    shard_unit: ClassVar[str] = "images"
 
     @classmethod
     def shard_names(cls, path: str) -> ShardNames:

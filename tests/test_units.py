@@ -162,3 +162,17 @@ def test_abspaths_join_as_os_path_join_does(root: str) -> None:
     samples = [Sample(id="x", path=p) for p in ("cat/1.jpg", "1.jpg", "/elsewhere/2.jpg", "a/b/c.png", "")]
     assert scan.abspaths(samples) == [os.path.join(root, s.path) for s in samples]
     assert [scan.abspath(s) for s in samples] == scan.abspaths(samples)
+
+
+@pytest.mark.parametrize(("fmt", "unit"), [("hdf5", "images"), ("pickle", "images"), ("tfrecord", "records"),
+                                           ("webdataset", "samples")])
+@pytest.mark.parametrize("bad", [0, -3, "5", 2.5])
+def test_every_sharded_format_refuses_a_shard_size_that_is_not_a_positive_count(fmt: str, unit: str,
+                                                                                bad: object) -> None:
+    from imgpack.errors import UsageError
+    from imgpack.registry import writers
+
+    cls = writers.get(fmt)
+    with pytest.raises(UsageError, match=rf"--shard-size must be a positive number of {unit}, got {bad!r}"):
+        cls.parse_options({"shard_size": bad} if bad != "5" else cls.Options(shard_size=bad))  # (a typed one too)
+    assert cls.parse_options({"shard_size": "5"}).shard_size == 5  # text from --option, parsed

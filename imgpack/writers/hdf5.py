@@ -74,8 +74,6 @@ class HDF5Options(BaseOptions):
 
     def __post_init__(self) -> None:
         parse_compression(self.compression)
-        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
-            raise UsageError(f"--shard-size must be a positive number of images, got {self.shard_size!r}")
 
 
 def store_provenance(attrs: Any, meta: OutputMeta) -> None:

@@ -146,8 +146,6 @@ class PickleOptions(BaseOptions):
 
     def __post_init__(self) -> None:
         parse_budget(self.pickle_budget)
-        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
-            raise UsageError(f"--shard-size must be a positive number of images, got {self.shard_size!r}")
 
 
 class PickleWriter(Writer, Shards):

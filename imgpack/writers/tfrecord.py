@@ -109,8 +109,6 @@ class TFRecordOptions(BaseOptions):
     one_hot: bool = param(False, help="also store label_one_hot, K bytes of 0/1")
 
     def __post_init__(self) -> None:
-        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
-            raise UsageError(f"--shard-size must be a positive number of records, got {self.shard_size!r}")
         if self.encode not in ENCODINGS:
             raise UsageError(f"--encode must be one of {', '.join(ENCODINGS)}, got {self.encode!r}")
         if self.quality is not None:
@@ -150,6 +148,8 @@ class TFRecordWriter(Writer, Shards):
     Options: ``shard_size`` records per shard (default: ~256 MiB of records), ``encode``
     raw (default) / jpeg / png, ``quality`` (JPEG, default 95), ``one_hot``.
     """
+
+    shard_unit = "records"
 
     name = "tfrecord"
     suffixes = (".tfrecord", ".tfrecords")

@@ -46,8 +46,6 @@ class WebDatasetOptions(BaseOptions):
     quality: int | None = param(None, help=f"JPEG quality 1..100 for encode=jpeg (default {DEFAULT_QUALITY})")
 
     def __post_init__(self) -> None:
-        if self.shard_size is not None and (not isinstance(self.shard_size, int) or self.shard_size < 1):
-            raise UsageError(f"--shard-size must be a positive number of samples, got {self.shard_size!r}")
         if self.encode not in ENCODINGS:
             raise UsageError(f"--encode must be one of {', '.join(ENCODINGS)} for webdataset, got {self.encode!r}")
         if self.quality is not None and (self.encode != "jpeg" or not 1 <= self.quality <= 100):
@@ -56,6 +54,8 @@ class WebDatasetOptions(BaseOptions):
 
 class WebDatasetWriter(Writer, Shards):
     """WebDataset tar shards (KEY.png/.jpg/.npy, KEY.cls, KEY.json) with a JSON index, for the webdataset library."""
+
+    shard_unit = "samples"
 
     name = "webdataset"
     suffixes = (".tar",)
