@@ -96,7 +96,8 @@ class Options:
     """A format's options. Subclass it with fields declared by :func:`~imgpack.params.param`;
     validate in ``__post_init__`` (raise ValueError or UsageError)."""
 
-    overwrite: bool = param(False, help="replace an existing output")
+    overwrite: bool = param(False, help="replace an existing output (a run sets it where it may: --overwrite, and for "
+                                        "its writers once it has checked their targets)")
 
     def get(self, name: str, default: Any = None) -> Any:
         """``options.get(name)``, as a writer of the earlier contract (options as a dict) reads them."""
@@ -588,9 +589,12 @@ def is_sharded(fmt: type[Writer], options: Any) -> bool:
     return issubclass(fmt, Shards) and fmt.shard_size(options, 1) is not None
 
 
-def check_target(fmt: type[Writer], path: str, options: Any) -> None:
-    """Refuse an unusable target (an earlier output, without --overwrite) before any work."""
+def check_target(fmt: type[Writer], path: str, options: Any, replaces: bool | None = None) -> None:
+    """Refuse an unusable target (an earlier output, unless the run ``replaces`` it: by default, the options'
+    ``overwrite``) before any work."""
     options = fmt.parse_options(options)
+    if replaces is not None:  # the run's say (--overwrite or --update), as the format's checks read it
+        options = dataclasses.replace(options, overwrite=replaces)
     fmt.check(path, options)  # the format's own checks (TFRecord: TensorFlow is there), and the name itself
     if is_sharded(fmt, options):
         assert issubclass(fmt, Shards)

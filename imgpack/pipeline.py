@@ -175,7 +175,7 @@ def convert(
     source_opts = SourceOptions.from_kwargs(reader=reader, **source_options)
     chain, decode = resolve_recipe(preprocess, size, recipe, decode)
     writer_cls = resolve_writer(format, output)
-    given = {**(options or {}), "overwrite": overwrite or update or None}
+    given = {**(options or {}), "overwrite": overwrite or None}
     if compression is not None:
         given["compression"] = compression
     writer_options = writer_cls.parse_options(given)  # validated once, here
@@ -185,7 +185,7 @@ def convert(
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
     settings = Settings(source, output, source_opts, chain, decode, writer_cls, writer_options, engine,
                         batch_size or BATCH_SIZE, on_error, max_pixels, progress, resume, update, checksum,
-                        shard_size=cluster_shard_size(engine, writer_options, batch_size))
+                        shard_size=cluster_shard_size(engine, writer_options, batch_size), replaces=overwrite or update)
     # one run per output: a second is refused before it touches anything
     with locked(output), _collector_settled() as settle:
         if storage.is_url(output) and not engine.writes_shards:  # (a cluster's workers upload their shards)
@@ -234,7 +234,7 @@ def _convert_to_store(settings: Settings, t0: float, settle: Callable[[], None])
     output, writer_cls = settings.output, settings.writer
     base, _, name = output.rstrip("/").rpartition("/")
     if not settings.resume:
-        refuse_existing(output, settings.options.overwrite)
+        refuse_existing(output, settings.replaces)
     stage = storage.staging(output)
     if not settings.resume:
         shutil.rmtree(stage, ignore_errors=True)
@@ -273,14 +273,13 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     checked: set[str] = set()
     if not source_opts.split_from_folders:
         planned = [k for k, v in parse_split(source_opts.split).items() if v > 0] if source_opts.split else []
-        checked = check_targets(output, targets_of(output, writer_cls, planned), writer_cls, writer_options, checked,
-                                 resume)
+        checked = check_targets(output, targets_of(output, writer_cls, planned), settings, checked)
     scan = load_scan(source, source_opts)
     splits = [name for name in scan.splits if any(s.split == name for s in scan.samples)]
     for name in sorted(set(scan.splits) - set(splits)):
         log.warning("split %r gets no sample (of %d): no file is written for it", name, len(scan.samples))
     targets = targets_of(output, writer_cls, splits)
-    check_targets(output, targets, writer_cls, writer_options, checked, resume)
+    check_targets(output, targets, settings, checked)
     if scan.problems and on_error == "fail":
         raise problem_error(scan.problems)
     if not scan.samples:
@@ -303,7 +302,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     stored_recipe = recipe_dict(settings.chain, settings.decode)
     part = (ShardPart if engine.writes_shards else Part)(scan, job, writer_cls, writer_options, stored_recipe,
                                                           annotations, engine, settings.batch_size, on_error,
-                                                          settings.update, settings.shard_size)
+                                                          settings.update, settings.shard_size, settings.replaces)
     members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=settings.max_pixels, checksum=settings.checksum)

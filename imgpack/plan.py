@@ -50,6 +50,9 @@ class Settings:
     stored_at: str | None = None
     #: images per shard on a cluster engine (see :func:`cluster_shard_size`); 0 on the local engine
     shard_size: int = 0
+    #: an output there may be replaced: --overwrite, or --update (by its up-to-date version). Not the format's
+    #: ``overwrite`` option, which holds --overwrite alone: the run tells a format's checks and writers itself
+    replaces: bool = False
 
 
 #: --batch-size's default: images in flight at once
@@ -174,19 +177,20 @@ def targets_of(output: str, writer_cls: type[Writer], splits: list[str]) -> dict
     return {name: os.path.join(output, name + writer_cls.suffixes[0]) for name in splits}
 
 
-def check_targets(output: str, targets: dict[str, str], writer_cls: type[Writer], options: Any,
-                   checked: set[str], resume: bool) -> set[str]:
+def check_targets(output: str, targets: dict[str, str], settings: Settings, checked: set[str]) -> set[str]:
+    """Refuse, before any work, a target the run may not write (an output there, without --overwrite or
+    --update); returns the targets checked so far (``checked`` with these)."""
     if storage.is_url(output):  # a cluster engine's: its shards go to the store (checked there, in Part)
         if "" not in targets:
             raise UsageError(f"-o {output}: splits to a URL are written with the local engine (a cluster engine "
                              "writes one output to a URL)")
         return checked | set(targets.values())
     for target in set(targets.values()) - checked:
-        if resume and finished_before(target):
+        if settings.resume and finished_before(target):
             continue  # a split output completed by the interrupted run: kept
-        formats.check_target(writer_cls, target, options)
+        formats.check_target(settings.writer, target, settings.options, settings.replaces)
     if "" not in targets:
-        prepare_target(os.path.join(output, SPLITS_FILE), options.overwrite)
+        prepare_target(os.path.join(output, SPLITS_FILE), settings.replaces)
     return checked | set(targets.values())
 
 

@@ -71,6 +71,7 @@ class Part:
     on_error: str
     update: bool = False  # --update: an interrupted run is started again, not resumed
     shard_size: int = 0  # images per shard, on a cluster engine (imgpack.plan.cluster_shard_size)
+    replaces: bool = False  # an output there may be replaced (imgpack.plan.Settings.replaces)
     #: what must not change for an output's pixels to be reused (see imgpack.update.run_key)
     key: dict[str, Any] = field(default_factory=dict)
     #: per target: what --update stores with the output (see imgpack.update)
@@ -81,6 +82,11 @@ class Part:
     reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
     #: per target, on a cluster engine (--update): the shards the old output's record names, and its samples
     old_shards: dict[str, tuple[list[dict[str, Any]], list[list[Any]]]] = field(default_factory=dict)
+
+    @property
+    def checked_options(self) -> Any:
+        """The options a writer of this run gets: its target was checked by the plan (may it be replaced?)."""
+        return replace(self.writer_options, overwrite=True)
 
     def plan(self, target: str, samples: Sequence[Sample], prints: Sequence[list[Any]]) -> None:
         """The digests and the record of ``target``, made of ``samples`` whose files have these fingerprints."""
@@ -125,13 +131,13 @@ class Part:
         if earlier is not None and earlier.writer is not None:
             start, skipped_at = earlier.consumed, dict(earlier.skipped)
             kept_rows = [np.array([i for i in range(start) if i not in skipped_at], dtype=np.int64)]
-            writer = formats.reopen_writer(self.writer_cls, target, meta, self.writer_options, earlier.writer,
+            writer = formats.reopen_writer(self.writer_cls, target, meta, self.checked_options, earlier.writer,
                                            labels[kept_rows[0]])
             log.info("%s: resuming after %d of %d images (%d written, %d skipped)", target, start, len(samples),
                      earlier.written, len(skipped_at))
             advance(start)
         else:
-            writer = formats.new_writer(self.writer_cls, target, meta, self.writer_options)
+            writer = formats.new_writer(self.writer_cls, target, meta, self.checked_options)
         try:
             self._checkpoint(writer, journal, start, kept_rows, skipped_at)
             next_checkpoint = start + self.batch_size

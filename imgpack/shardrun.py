@@ -48,10 +48,10 @@ class ShardPart(Part):
             target = os.path.join(storage.staging(url), url.rstrip("/").rpartition("/")[2])
             shutil.rmtree(os.path.dirname(target), ignore_errors=True)
         names = fmt.shard_names(target)
-        names.prepare(self.writer_options.overwrite, also=fmt.index_path(target))
+        names.prepare(self.replaces, also=fmt.index_path(target))
         shards = shardplan.plan(self.key, self.scan.label_names, samples, self.shard_size)
         if url is not None:
-            refuse_existing(url, self.writer_options.overwrite)
+            refuse_existing(url, self.replaces)
             there = storage.names_in(url.rstrip("/").rpartition("/")[0])
         # under names no version there uses (this run's tag): the output there stays whole until the
         # index commits this one (see imgpack.publish)
