@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import storage
 from ._version import __version__
 from .errors import OutputError
 from .outputs import partial_path, write_atomically
@@ -27,6 +28,17 @@ from .recipe import format_value
 KIND = "imgpack-resume"
 SUFFIX = ".resume.json"
 _PREVIOUS = ".previous"  # the journal before the one being saved
+
+
+def can_resume(output: str) -> bool:
+    """Whether an interrupted run on ``output`` (a file, a folder of splits, or a URL's staging folder) left a
+    journal that ``--resume`` continues."""
+    if storage.is_url(output):
+        folder = storage.staging(output)
+        return any(name.endswith(SUFFIX) for _, _, names in os.walk(folder) for name in names)
+    if os.path.exists(journal_path(output)):
+        return True
+    return os.path.isdir(output) and any(name.endswith(SUFFIX) for name in os.listdir(output))
 
 
 def journal_path(target: str) -> str:

@@ -8,12 +8,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 from _helpers import Slow
-from conftest import FORMATS, SUFFIX, consumed, names_in, start_slow_run, two_classes, untagged
+from conftest import FORMATS, REPO, SUFFIX, consumed, names_in, start_slow_run, two_classes, untagged
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -139,3 +140,48 @@ def test_sigkill_twice_then_resume_gives_the_uninterrupted_output(fmt: str, many
         assert [s["count"] for s in index["shards"]] == [s["count"] for s in clean_index["shards"]] == [25] * 4 + [20]
         assert index["label_counts"] == clean_index["label_counts"]
     verify(str(out))
+
+
+#: ``imgpack ARGS`` with the test step ``slow`` (20 ms an image) registered: a command line to interrupt midway
+SLOW_CLI = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+            "from _helpers import Slow\n"
+            "from imgpack.registry import preprocessors\n"
+            "preprocessors.register('slow', origin='tests')(Slow)\n"
+            "from imgpack.cli import main\n"
+            "sys.argv = ['imgpack', *sys.argv[2:]]\n"
+            "main()\n")
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_command_that_continues_and_that_command_works(many: Path, tmp_path: Path) -> None:
+    import shlex
+
+    out = tmp_path / "out" / "o.tar"
+    args = ["convert", str(many), "-o", str(out), "--preprocess", "slow", "--preprocess", "resize:size=16",
+            "--workers", "1", "--batch-size", "10", "--shard-size", "25"]
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, str(REPO / "tests"), *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    kill_at = kill_mid_run_signal(proc, out.parent / "o.tar.resume.json", at_least=30)
+    assert kill_at == 130, kill_at  # as a shell reports Ctrl-C
+    last = proc.stderr.read().strip().splitlines()[-1]  # type: ignore[union-attr]
+    said, _, command = last.partition("; continue with: ")
+    assert said == "imgpack: interrupted" and command.startswith("imgpack convert ") and command.endswith(
+        " --resume"), last
+    again = subprocess.run([sys.executable, "-c", SLOW_CLI, str(REPO / "tests"), *shlex.split(command)[1:]],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "resuming after" in again.stderr, again.stderr
+    clean = tmp_path / "clean.tar"
+    imgpack.convert(str(many), str(clean), size=16, workers=0, options={"shard_size": 25}, progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+
+
+def kill_mid_run_signal(proc: subprocess.Popen[str], journal: Path, at_least: int) -> int:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) once the journal says ``at_least`` images
+    are done; the exit code."""
+    t0 = time.monotonic()
+    while consumed(journal) < at_least:
+        assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.stderr.read()!r}"  # type: ignore[union-attr]
+        assert time.monotonic() - t0 < 120, "the run did not get that far"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.wait(timeout=60)

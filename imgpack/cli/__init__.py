@@ -40,7 +40,8 @@ class ImgpackGroup(click.Group):
                 raise
             _fail(ctx, printable(str(exc)), 2 if isinstance(exc, UsageError) else 1)
         except KeyboardInterrupt:
-            click.echo("imgpack: interrupted", err=True)
+            then = (ctx.obj or {}).get("continue_with")
+            click.echo(f"imgpack: interrupted{f'; continue with: {then}' if then else ''}", err=True)
             ctx.exit(130)
         except BrokenPipeError:
             # the reader of stdout went away (`imgpack inspect x.h5 --json | head`): stop quietly, as

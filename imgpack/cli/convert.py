@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shlex
+import sys
 from typing import Any
 
 import click
@@ -181,6 +183,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
     from ..decode import DEFAULT_MAX_PIXELS
     from ..pipeline import convert as run_convert
     from ..registry import engines
+    from ..resume import can_resume
 
     engine = engines.get(engine_name).create(workers, spark_master, verbose=bool(ctx.obj.get("verbose")))
     try:
@@ -190,6 +193,11 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
             checksum=checksum,
             options=take_format_options(options), max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             progress=progress_mode(ctx), engine=engine, **options)
+    except KeyboardInterrupt:
+        if not update and can_resume(output):  # (an --update is started again, not resumed)
+            ctx.obj["continue_with"] = shlex.join(["imgpack", *(a for a in sys.argv[1:] if a != "--resume"),
+                                                   "--resume"])
+        raise
     finally:
         engine.close()
     if as_json:
