@@ -52,6 +52,11 @@ def plan(key: Mapping[str, Any], label_names: Sequence[str], samples: Sequence[S
     return shards
 
 
+def digest(shards: Sequence[Shard]) -> str:
+    """One digest of the whole plan: of its shards' (what a resumed run must be made of, sample for sample)."""
+    return hashlib.sha256("".join(s.digest for s in shards).encode()).hexdigest()
+
+
 def entry(shard: Shard, file: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]]) -> dict[str, Any]:
     """What a journal or a record keeps of a shard written: enough to keep it without reading it."""
     return {"plan": shard.digest, "file": os.path.basename(file), "count": int(stats["count"]),

@@ -27,7 +27,7 @@ from .plugins import Sample
 from .process import Job
 from .resume import Journal, fingerprint, journal_path
 from .run import Part, PartResult, Skipped
-from .update import digests, same_file
+from .update import same_file
 
 log = logging.getLogger("imgpack")
 
@@ -60,7 +60,7 @@ class ShardPart(Part):
         if url is not None:
             return self._shards_to_store(url, target, final, shards, samples, meta, paths, labels, advance)
         journal = Journal(journal_path(target), fingerprint(
-            len(samples), (digests(samples, [])[0], "checked shard by shard"), source=meta.source,
+            len(samples), (shardplan.digest(shards), "checked shard by shard"), source=meta.source,
             label_names=self.scan.label_names, recipe=self.recipe, format=fmt.name,
             options=self.writer_options.given(), image_shape=self.job.image_shape, max_pixels=self.job.max_pixels,
             on_error=self.on_error), shards=[])
