@@ -199,8 +199,9 @@ def _output_files(out: str) -> list[str]:
     if os.path.exists(out):
         return [out]
     base = os.path.splitext(out)[0]
-    shards = glob.glob(glob.escape(base) + "-*-of-*")  # NAME-00000-of-00004.SUFFIX; WebDataset's NAME-000000.tar
-    shards += glob.glob(glob.escape(base) + "-" + "[0-9]" * 6 + ".*")
+    # NAME-TAG-00000-of-00004.SUFFIX; WebDataset's NAME-TAG-000000.tar (TAG: the run's; older: none)
+    shards = glob.glob(glob.escape(base) + "-*-of-*")
+    shards += glob.glob(glob.escape(base) + "-*" + "[0-9]" * 6 + ".*")
     return shards + glob.glob(glob.escape(out) + ".json")
 
 

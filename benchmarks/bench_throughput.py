@@ -49,7 +49,7 @@ SUFFIX = {"hdf5": ".h5", "tfrecord": ".tfrecord", "pickle": ".pkl"}
 
 def fresh(*paths: str) -> None:
     """Remove ``paths`` with every file their conversion makes beside them (a sharded output's shards and
-    index: ``NAME-00000-of-00005.tfrecord``, ``NAME.tfrecord.json``), and write every dirty page back to disk,
+    index: ``NAME-1a2b3c4d-00000-of-00005.tfrecord``, ``NAME.tfrecord.json``), and write every dirty page back to disk,
     outside the timing.
 
     Each timed process then starts as a first conversion does: no earlier output to free (an
