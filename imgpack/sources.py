@@ -105,6 +105,7 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     scan = reader.scan()
     if not is_text("".join(s.id for s in scan.samples)):  # one check of every id at once
         scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
+    scan = unique_ids(scan)
     if not opts.follow_symlinks and not is_url(scan.root):  # an object store has no links
         scan = inside_root(scan)
     if opts.limit is not None:
@@ -117,6 +118,22 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     if fractions is not None:
         scan = apply_split(scan, fractions, opts.seed if opts.seed is not None else 0, opts.stratify)
     return scan
+
+
+def unique_ids(scan: Scan) -> Scan:
+    """Every sample's id unique within the source, as ``--update``, ``--resume`` and every format key on it:
+    files whose ids would be one (``a/dup.png`` and ``a/dup.bmp``, both ``a/dup``) keep their extension
+    (their ids are their paths under SRC). SourceError where even their paths are one."""
+    if len(set(s.id for s in scan.samples)) == len(scan.samples):
+        return scan
+    counts = Counter(s.id for s in scan.samples)
+    samples = [replace(s, id=s.path) if counts[s.id] > 1 else s for s in scan.samples]
+    again = Counter(s.id for s in samples)
+    same = [s.path for s in samples if again[s.id] > 1][:2]
+    if same:
+        raise SourceError(f"{scan.source}: {same[0]} and {same[1]} would have one id; a sample's id is unique "
+                          "within its source")
+    return replace(scan, samples=samples)
 
 
 def limit(scan: Scan, n: int, seed: int | None) -> Scan:

@@ -176,3 +176,18 @@ def test_every_sharded_format_refuses_a_shard_size_that_is_not_a_positive_count(
     with pytest.raises(UsageError, match=rf"--shard-size must be a positive number of {unit}, got {bad!r}"):
         cls.parse_options({"shard_size": bad} if bad != "5" else cls.Options(shard_size=bad))  # (a typed one too)
     assert cls.parse_options({"shard_size": "5"}).shard_size == 5  # text from --option, parsed
+
+
+def test_ids_are_made_unique_by_the_path_and_one_file_twice_is_refused() -> None:
+    from imgpack.errors import SourceError
+    from imgpack.plugins import Sample, Scan
+    from imgpack.sources import unique_ids
+
+    scan = Scan(root="/r", samples=[Sample(id="x", path="a/x.png"), Sample(id="x", path="a/x.bmp"),
+                                    Sample(id="y", path="b/y.png")], label_names=[], source="src")
+    assert [s.id for s in unique_ids(scan).samples] == ["a/x.png", "a/x.bmp", "y"]
+    assert unique_ids(Scan(root="/r", samples=scan.samples[2:], label_names=[], source="src")).samples[0].id == "y"
+    twice = Scan(root="/r", samples=[Sample(id="x", path="a/x.png"), Sample(id="x", path="a/x.png")],
+                 label_names=[], source="src")
+    with pytest.raises(SourceError, match=r"src: a/x\.png and a/x\.png would have one id"):
+        unique_ids(twice)

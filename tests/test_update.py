@@ -351,3 +351,22 @@ def test_an_update_that_fails_in_one_split_leaves_the_folder_as_it_was(options: 
     assert (res.update["added"], res.update["removed"]) == (1, 1)  # type: ignore[index]
     assert not any(p.name.startswith(".") for p in out.iterdir())
     assert content_digest(str(out)) == clean(src, tmp_path / "clean", **kw)
+
+
+def test_two_files_of_one_stem_get_two_ids_and_an_update_keeps_them_apart(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_image(src / "a" / "dup.png", photo(24, 18, 1))
+    write_image(src / "a" / "dup.bmp", photo(24, 18, 2))
+    write_image(src / "b" / "one.png", photo(24, 18, 3))
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", update=True)
+    with imgpack.open_dataset(str(out)) as ds:
+        assert sorted(ds.ids) == ["a/dup.bmp", "a/dup.png", "one"]
+    write_image(src / "b" / "two.png", photo(24, 18, 4))  # an unrelated image: the two stay two
+    res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", update=True)
+    assert res.update is not None and res.update["added"] == 1 and res.update["reused"] == 3
+    clean = tmp_path / "clean.h5"
+    imgpack.convert(str(src), str(clean), size=8, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+    again = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", update=True)
+    assert again.update is not None and again.update["up_to_date"]
