@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import re
 import subprocess
 import sys
+import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -490,3 +496,74 @@ def test_a_manifest_cannot_widen_its_own_root(edit: dict[str, str], why: str, fo
     manifest.write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
     res = run_cli("convert", str(manifest), "-o", str(tmp_path / "o.h5"), "--size", "8")
     assert res.returncode == 1 and why in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------------- a WebDataset shard made hostile
+
+
+def webdataset_with(tmp_path: Path, member: Callable[[tarfile.TarInfo, bytes], tuple[tarfile.TarInfo, bytes]]) -> Path:
+    """A WebDataset output whose first sample's image member ``member`` rewrites, its index's SHA-256 made to
+    match (as someone who edits a shard would): its index."""
+    src = two_classes(tmp_path / "src", 4, (24, 18))
+    out = tmp_path / "o.tar"
+    imgpack.convert(str(src), str(out), size=16, workers=0, progress="off")
+    shard = shard_file(tmp_path, "o-000000.tar")
+    with tarfile.open(shard) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
+    with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for k, (m, data) in enumerate(members):
+            if k == 0:
+                m, data = member(m, data)
+            tar.addfile(m, io.BytesIO(data) if m.isreg() else None)
+    index = json.loads(Path(f"{out}.json").read_text())
+    index["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    Path(f"{out}.json").write_text(json.dumps(index))
+    return out
+
+
+def png_bomb(m: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    import cv2
+
+    ok, png = cv2.imencode(".png", np.zeros((20000, 20000), np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    assert ok
+    m.size = len(png)
+    return m, png.tobytes()
+
+
+def a_symlink(m: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    m.type, m.linkname, m.size = tarfile.SYMTYPE, "/etc/passwd", 0
+    return m, b""
+
+
+def a_hard_link(m: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+    m.type, m.linkname, m.size = tarfile.LNKTYPE, "000000001.png", 0
+    return m, b""
+
+
+@pytest.mark.parametrize(("member", "why"), [
+    (png_bomb, r"sample 0: 20000x20000 = 400,000,000 pixels exceeds the limit"),
+    (a_symlink, r"member '000000000\.png' is not a regular file \(a symbolic link\): refused"),
+    (a_hard_link, r"member '000000000\.png' is not a regular file \(a hard link\): refused"),
+])
+def test_a_hostile_webdataset_member_is_one_error_before_any_decode(member: Any, why: str, tmp_path: Path) -> None:
+    out = webdataset_with(tmp_path, member)
+    with pytest.raises(imgpack.SourceError, match=why), imgpack.open_dataset(str(out)) as ds:
+        ds[0]
+    proc = run_cli("inspect", str(out), "--verify")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert re.search(why, proc.stderr), proc.stderr
+
+
+def test_a_sixteen_bit_image_in_a_webdataset_shard_is_refused(tmp_path: Path) -> None:
+    import cv2
+
+    def sixteen_bits(m: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+        ok, png = cv2.imencode(".png", np.full((16, 16, 3), 60000, np.uint16))
+        assert ok
+        m.size = len(png)
+        return m, png.tobytes()
+
+    out = webdataset_with(tmp_path, sixteen_bits)
+    with pytest.raises(imgpack.SourceError, match="sample 0: a 16-bit image; imgpack stores 8-bit ones"), \
+            imgpack.open_dataset(str(out)) as ds:
+        ds[0]

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from .. import publish
-from ..errors import OutputError, SourceError, UsageError
+from ..decode import inspect_header
+from ..errors import ImageError, OutputError, SourceError, UsageError
 from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, label_counts, partial_path
@@ -206,6 +207,9 @@ class WebDatasetDataset(PackedDataset):
             try:
                 with tarfile.open(self.shards[shard], "r:") as tar:
                     for m in tar:
+                        if not m.isreg():  # a link, a folder, a device: never followed or read
+                            raise SourceError(f"{self.shards[shard]}: member {m.name!r} is not a regular file "
+                                              f"({_kind(m)}): refused")
                         key, _, ext = m.name.partition(".")
                         samples.setdefault(key, {})[ext] = (m.offset_data, m.size)
             except (OSError, tarfile.TarError) as exc:
@@ -231,6 +235,16 @@ class WebDatasetDataset(PackedDataset):
         if self._ext == "npy":
             image = np.load(io.BytesIO(data), allow_pickle=False)
         else:
+            where = f"{self.shards[shard]}: sample {i}"
+            try:  # its header, before anything is decoded: the pixel limit, and the 8 bits imgpack stores
+                info = inspect_header(data)
+            except ImageError as exc:
+                raise SourceError(f"{where}: {exc}") from None
+            if info.bit_depth != 8:
+                raise SourceError(f"{where}: a {info.bit_depth}-bit image; imgpack stores 8-bit ones")
+            if self.image_shape and (info.height, info.width) != tuple(self.image_shape[:2]):
+                raise SourceError(f"{where}: its image is {info.width}x{info.height}, the index says "
+                                  f"{self.image_shape[1]}x{self.image_shape[0]}")
             image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
             if image is None:
                 raise SourceError(f"{self.shards[shard]}: sample {i}: its image cannot be decoded")
@@ -276,3 +290,8 @@ class WebDatasetDataset(PackedDataset):
             for i in range(self.shard_counts[shard]):
                 image, record = self._sample(shard, i)
                 yield image[None], np.asarray([self._label(record)])
+
+
+def _kind(member: tarfile.TarInfo) -> str:
+    return ("a symbolic link" if member.issym() else "a hard link" if member.islnk() else
+            "a folder" if member.isdir() else "a special file")
