@@ -111,6 +111,10 @@ def read_splits(folder: str) -> tuple[dict[str, Any], dict[str, str]]:
         names = list(summary["splits"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SourceError(f"{summary_path}: not an imgpack splits summary ({exc})") from None
+    for name in names:  # a summary names outputs in its folder, nothing else
+        if not isinstance(name, str) or not name or name in (".", "..") or "/" in name or "\\" in name or \
+                "\0" in name:
+            raise SourceError(f"{summary_path}: bad split name {name!r}: a split is a plain name in its folder")
     cls = writers.get(fmt)
     # each split was written to -o DIR/<split><first suffix>, the name its format opens by
     return summary, {name: os.path.join(folder, name + cls.suffixes[0]) for name in names}

@@ -567,3 +567,18 @@ def test_a_sixteen_bit_image_in_a_webdataset_shard_is_refused(tmp_path: Path) ->
     with pytest.raises(imgpack.SourceError, match="sample 0: a 16-bit image; imgpack stores 8-bit ones"), \
             imgpack.open_dataset(str(out)) as ds:
         ds[0]
+
+
+@pytest.mark.parametrize("name", ["../../x", "/etc/x", "a/b", "..", "", "a\\b"])
+def test_a_splits_summary_names_only_outputs_in_its_folder(name: str, tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 10, (24, 18))
+    out = tmp_path / "out"
+    imgpack.convert(str(src), str(out), format="hdf5", size=8, workers=0, progress="off", split="train=0.5,val=0.5")
+    (tmp_path / "x.h5").write_bytes((out / "train.h5").read_bytes())  # a file outside the folder, to be found
+    summary = json.loads((out / "splits.json").read_text())
+    summary["splits"] = {name: summary["splits"]["train"]}
+    (out / "splits.json").write_text(json.dumps(summary))
+    with pytest.raises(imgpack.SourceError, match=r"splits\.json: bad split name .*: a split is a plain name"):
+        imgpack.open_dataset(str(out))
+    proc = run_cli("inspect", str(out))
+    assert proc.returncode == 1 and "bad split name" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
