@@ -501,9 +501,10 @@ def test_a_manifest_cannot_widen_its_own_root(edit: dict[str, str], why: str, fo
 # --------------------------------------------------------------------------- a WebDataset shard made hostile
 
 
-def webdataset_with(tmp_path: Path, member: Callable[[tarfile.TarInfo, bytes], tuple[tarfile.TarInfo, bytes]]) -> Path:
-    """A WebDataset output whose first sample's image member ``member`` rewrites, its index's SHA-256 made to
-    match (as someone who edits a shard would): its index."""
+def webdataset_with(tmp_path: Path, member: Callable[[tarfile.TarInfo, bytes], tuple[tarfile.TarInfo, bytes]],
+                    name: str = "000000000.png") -> Path:
+    """A WebDataset output whose member ``name`` (the first sample's image) ``member`` rewrites, its index's
+    SHA-256 made to match (as someone who edits a shard would): its index."""
     src = two_classes(tmp_path / "src", 4, (24, 18))
     out = tmp_path / "o.tar"
     imgpack.convert(str(src), str(out), size=16, workers=0, progress="off")
@@ -511,8 +512,8 @@ def webdataset_with(tmp_path: Path, member: Callable[[tarfile.TarInfo, bytes], t
     with tarfile.open(shard) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar]  # type: ignore[union-attr]
     with tarfile.open(shard, "w", format=tarfile.USTAR_FORMAT) as tar:
-        for k, (m, data) in enumerate(members):
-            if k == 0:
+        for m, data in members:
+            if m.name == name:
                 m, data = member(m, data)
             tar.addfile(m, io.BytesIO(data) if m.isreg() else None)
     index = json.loads(Path(f"{out}.json").read_text())
@@ -582,3 +583,29 @@ def test_a_splits_summary_names_only_outputs_in_its_folder(name: str, tmp_path: 
         imgpack.open_dataset(str(out))
     proc = run_cli("inspect", str(out))
     assert proc.returncode == 1 and "bad split name" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("sidecar", "why"), [
+    (b'["a list"]', "not an object with a text id"),
+    (b'{"id": "a", "label": 0, "x": "\xff\xfe"}', r"not JSON \(UnicodeDecodeError\)"),
+    (b"[" * 100_000 + b"]" * 100_000, r"not JSON \(RecursionError\)"),
+    (b'{"id": "a", "label": "abc"}', "label 'abc' is not an id of its 2 label names"),
+    (b'{"id": "a", "label": 1e400}', "label 'inf' is not an id"),
+    (b'{"id": "a", "label": 100000000000000000000000}', "label '100000000000000000000000' is not an id"),
+    (b'{"id": "a", "labels": [300, 0]}', "labels is not 2 values of 0/1"),
+    (b'{"label": 0}', "not an object with a text id"),
+])
+def test_a_crafted_sidecar_is_a_source_error_in_every_reading_call(sidecar: bytes, why: str, tmp_path: Path) -> None:
+    def edit(m: tarfile.TarInfo, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
+        m.size = len(sidecar)
+        return m, sidecar
+
+    out = webdataset_with(tmp_path, edit, "000000000.json")
+    with imgpack.open_dataset(str(out)) as ds:
+        calls = [lambda: ds[0], lambda: ds.ids, lambda: ds.labels, lambda: list(ds),
+                 lambda: list(ds.batches(2)), lambda: ds.get("0")]
+        for call in calls:
+            with pytest.raises(imgpack.SourceError, match=r"o-[0-9a-f]{8}-000000\.tar: sample 0's \.json: " + why):
+                call()
+    proc = run_cli("inspect", str(out), "--verify")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

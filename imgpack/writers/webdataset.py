@@ -250,7 +250,28 @@ class WebDatasetDataset(PackedDataset):
                 raise SourceError(f"{self.shards[shard]}: sample {i}: its image cannot be decoded")
             image = (image[:, :, None] if image.ndim == 2 else
                      cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB))
-        return image, json.loads(self._read(shard, members["json"]))
+        return image, self._record(shard, i, members["json"])
+
+    def _record(self, shard: int, i: int, where: tuple[int, int]) -> dict[str, Any]:
+        """Sample ``i``'s ``.json``, checked: an object with a text ``id`` and a label in range (an int from -1,
+        or K multi-hot 0/1 values); SourceError naming the shard and the sample, whatever the file holds."""
+        at = f"{self.shards[shard]}: sample {i}'s .json"
+        try:
+            record = json.loads(self._read(shard, where))
+        except (ValueError, RecursionError) as exc:  # (bad UTF-8 is a ValueError too)
+            raise SourceError(f"{at}: not JSON ({type(exc).__name__})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise SourceError(f"{at}: not an object with a text id")
+        k = len(self.label_names)
+        if "labels" in record:
+            hot = record["labels"]
+            if not isinstance(hot, list) or len(hot) != k or any(v not in (0, 1) or isinstance(v, float) for v in hot):
+                raise SourceError(f"{at}: labels is not {k} values of 0/1")
+        else:
+            label = record.get("label", -1)
+            if not isinstance(label, int) or isinstance(label, bool) or not -1 <= label < k:
+                raise SourceError(f"{at}: label {str(label)[:40]!r} is not an id of its {k} label names (or -1)")
+        return record
 
     def _label(self, record: dict[str, Any]) -> Any:
         return np.asarray(record["labels"], np.uint8) if "labels" in record else int(record.get("label", -1))
@@ -261,8 +282,8 @@ class WebDatasetDataset(PackedDataset):
 
     def _all_records(self) -> list[dict[str, Any]]:
         if self._records is None:
-            self._records = [json.loads(self._read(s, m["json"]))
-                             for s in range(len(self.shards)) for m in self._samples(s)]
+            self._records = [self._record(s, i, m["json"])
+                             for s in range(len(self.shards)) for i, m in enumerate(self._samples(s))]
         return self._records
 
     @property
