@@ -49,23 +49,52 @@ def options() -> dict[str, Any]:
     return dict(_options)
 
 
-def parse_option(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` -> (key, value): true/false, integers and numbers typed, the rest as text."""
+def parse_option(text: str) -> tuple[str, str]:
+    """``KEY=VALUE`` -> (key, value as text): :func:`typed` types it for the filesystem it goes to."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise UsageError(f"--storage-option takes KEY=VALUE, got {text!r}")
-    lowered = value.strip().lower()
-    typed: Any = value
-    if lowered in ("true", "false"):
-        typed = lowered == "true"
-    else:
-        for kind in (int, float):
+    return key.strip(), value
+
+
+_BOOLEANS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False, "off": False}
+#: s3's connections without the user's own botocore config: an unreachable endpoint fails within ~10 s (3 tries
+#: of 3 s to connect, botocore's standard retry mode), not after its legacy default (60 s a try)
+S3_CONFIG = {"connect_timeout": 3, "retries": {"max_attempts": 3, "mode": "standard"}}
+
+
+def typed(protocol: str, opts: Mapping[str, Any]) -> dict[str, Any]:
+    """Options given as text (``--storage-option``) typed as the filesystem's own signature types them: a
+    parameter whose default is a bool takes true/false (yes/no, 1/0, on/off; anything else is refused), an
+    int or float one a number; everything else stays text (credentials of digits too: ``key=0012``)."""
+    import inspect
+
+    import fsspec
+
+    try:
+        cls = fsspec.get_filesystem_class(protocol)
+    except (ImportError, ValueError):
+        return dict(opts)  # (filesystem() says what is missing)
+    params = inspect.signature(cls.__init__).parameters
+    out: dict[str, Any] = {}
+    for key, value in opts.items():
+        default = params[key].default if key in params else None
+        if not isinstance(value, str) or default is None or isinstance(default, str):
+            out[key] = value
+        elif isinstance(default, bool):
+            if value.strip().lower() not in _BOOLEANS:
+                raise UsageError(f"--storage-option {key}={value}: {key} is true or false")
+            out[key] = _BOOLEANS[value.strip().lower()]
+        elif isinstance(default, int | float):
             try:
-                typed = kind(value)
-                break
+                out[key] = type(default)(value)
             except ValueError:
-                continue
-    return key.strip(), typed
+                raise UsageError(f"--storage-option {key}={value}: {key} is a number") from None
+        else:
+            out[key] = value
+    if protocol in ("s3", "s3a") and "config_kwargs" not in out:
+        out["config_kwargs"] = S3_CONFIG
+    return out
 
 
 def filesystem(url: str, opts: Mapping[str, Any] | None = None) -> tuple[Any, str]:
@@ -74,7 +103,7 @@ def filesystem(url: str, opts: Mapping[str, Any] | None = None) -> tuple[Any, st
     try:
         import fsspec
 
-        return fsspec.core.url_to_fs(url, **(_options if opts is None else dict(opts)))
+        return fsspec.core.url_to_fs(url, **typed(protocol, _options if opts is None else opts))
     except ImportError as exc:
         extra = EXTRAS.get(protocol)
         hint = f"pip install 'imgpack[{extra}]'" if extra else f"install the fsspec implementation of {protocol}://"
@@ -82,6 +111,27 @@ def filesystem(url: str, opts: Mapping[str, Any] | None = None) -> tuple[Any, st
                                      f"({exc.name or exc}): {hint}") from None
     except ValueError as exc:  # an unknown protocol
         raise UsageError(f"{url}: {exc}") from None
+
+
+#: the packages whose exceptions are a store's client failing (credentials, connection, a refusal): besides
+#: OSError, which fsspec's implementations mostly raise
+_CLIENTS = ("botocore", "aiobotocore", "s3fs", "gcsfs", "google", "adlfs", "azure", "aiohttp", "requests", "pyarrow")
+
+
+def failed_to_reach(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store could not be reached or refused (so: one line naming the store), rather
+    than a fault of imgpack's (re-raised)."""
+    return isinstance(exc, OSError) or type(exc).__module__.split(".")[0] in _CLIENTS
+
+
+def forget(fs: Any, root: str) -> None:
+    """Drop what ``fs`` remembers of ``root`` and everything under it (fsspec's ``invalidate_cache`` drops a
+    folder and its parents, not its subfolders: a new object in one would be "not found")."""
+    fs.invalidate_cache(root)
+    cache = getattr(fs, "dircache", None)
+    if cache is not None:
+        for key in [k for k in list(cache) if str(k).startswith(root.rstrip("/") + "/")]:
+            cache.pop(key, None)
 
 
 def reason(exc: BaseException) -> str:
@@ -103,7 +153,9 @@ def read_bytes(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
         return fetch(url, opts)
     except FileNotFoundError:
         raise SourceError(f"{url}: no such object") from None
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
 
 
@@ -117,7 +169,9 @@ def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> li
     if getattr(fs, "async_impl", False):  # s3, gcs, az, http: one event loop, the requests in flight together
         try:
             got = fs.cat(paths, on_error="return")
-        except OSError as exc:  # the store could not be reached at all
+        except Exception as exc:  # the store could not be reached at all
+            if not failed_to_reach(exc):
+                raise
             return [exc for _ in urls]
         if not isinstance(got, dict):  # one path: fsspec returns the bytes themselves
             got = {paths[0]: got}
@@ -127,7 +181,9 @@ def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> li
         try:
             data: bytes = fs.cat_file(path)
             return data
-        except OSError as exc:
+        except Exception as exc:
+            if not failed_to_reach(exc):
+                raise
             return exc
 
     with ThreadPoolExecutor(min(64, len(paths))) as pool:  # hdfs and the like: blocking clients, in threads
@@ -144,11 +200,13 @@ def list_versions(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple
     fs, root = filesystem(url, opts)
     root = root.rstrip("/")
     try:
-        fs.invalidate_cache(root)  # another process may have written there since this one listed it
+        forget(fs, root)  # another process may have written there since this one listed it
         found = fs.find(root, detail=True)
     except FileNotFoundError:
         raise SourceError(f"{url}: no such prefix") from None
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise SourceError(f"{url}: cannot list: {reason(exc)}") from None
     out = []
     for path, info in found.items():
@@ -168,7 +226,9 @@ def exists(url: str) -> bool:
     fs, path = filesystem(url)
     try:
         return bool(fs.exists(path))
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise OutputError(f"{url}: cannot reach: {reason(exc)}") from None
 
 
@@ -177,7 +237,9 @@ def upload(local: str, url: str, opts: Mapping[str, Any] | None = None) -> None:
     fs, path = filesystem(url, opts)
     try:
         fs.put_file(local, path)
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise OutputError(f"{url}: cannot write: {reason(exc)}") from None
 
 
@@ -185,7 +247,9 @@ def download(url: str, local: str) -> None:
     fs, path = filesystem(url)
     try:
         fs.get_file(path, local)
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
 
 
@@ -202,11 +266,13 @@ def names_in(url: str) -> list[str]:
     fs, root = filesystem(url)
     root = root.rstrip("/")
     try:
-        fs.invalidate_cache(root)  # another process may have written there since this one listed it
+        forget(fs, root)  # another process may have written there since this one listed it
         return sorted(str(p).rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False))
     except FileNotFoundError:
         return []
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise OutputError(f"{url}: cannot list: {reason(exc)}") from None
 
 
@@ -223,11 +289,13 @@ def local_output(url: str, index_only: bool = False) -> str:
     stem = name.split(".", 1)[0]
     fs, root = filesystem(base)
     try:
-        fs.invalidate_cache(root)  # another process may have written there since this one listed it
+        forget(fs, root)  # another process may have written there since this one listed it
         beside = fs.ls(root, detail=True)  # one level, not the whole prefix
     except FileNotFoundError:
         raise SourceError(f"{url}: no such object") from None
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise SourceError(f"{base}: cannot list: {reason(exc)}") from None
     parts = []
     for info in beside:
@@ -246,7 +314,9 @@ def local_output(url: str, index_only: bool = False) -> str:
             continue
         try:
             fs.get_file(f"{root.rstrip('/')}/{rel}", target + ".partial")
-        except OSError as exc:
+        except Exception as exc:
+            if not failed_to_reach(exc):
+                raise
             raise SourceError(f"{base}/{rel}: cannot read: {reason(exc)}") from None
         os.replace(target + ".partial", target)
     return os.path.join(folder, name)
@@ -260,5 +330,7 @@ def open_for_reading(url: str) -> Any:
         return fs.open(path, "rb", block_size=4 * 2**20, cache_type="blockcache")
     except FileNotFoundError:
         raise SourceError(f"{url}: no such object") from None
-    except OSError as exc:
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
         raise SourceError(f"{url}: cannot read: {reason(exc)}") from None

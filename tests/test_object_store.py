@@ -45,6 +45,7 @@ class Bucket:
         return self.url(key)
 
     def keys(self, prefix: str = "") -> list[str]:
+        self.fs.invalidate_cache()  # imgpack's own client (its options typed: another instance) wrote there
         return sorted(p.split("/", 1)[1] for p in self.fs.find(f"{self.name}/{prefix}"))
 
 
@@ -209,10 +210,35 @@ def test_fetch_many_keeps_order_and_puts_failures_in_place(memory_tree: tuple[st
 
 
 @pytest.mark.parametrize(("text", "want"), [
-    ("endpoint_url=http://h:9000", ("endpoint_url", "http://h:9000")), ("anon=true", ("anon", True)),
-    ("max_concurrency=8", ("max_concurrency", 8)), ("profile=dev", ("profile", "dev"))])
-def test_storage_options_are_typed(text: str, want: tuple[str, Any]) -> None:
-    assert storage.parse_option(text) == want
+    ("endpoint_url=http://h:9000", "http://h:9000"), ("anon=true", True), ("anon=no", False),
+    ("max_concurrency=8", 8), ("profile=dev", "dev"), ("key=12345", "12345"), ("secret=0012", "0012")])
+def test_storage_options_are_text_unless_the_filesystem_types_them(text: str, want: Any) -> None:
+    key, value = storage.parse_option(text)
+    got = storage.typed("s3", {key: value})
+    assert got[key] == want and type(got[key]) is type(want)
+    assert got["config_kwargs"] == storage.S3_CONFIG  # bounded connections, unless the user gives a config
+
+
+@pytest.mark.parametrize(("text", "why"), [("anon=maybe", "anon is true or false"),
+                                           ("max_concurrency=many", "max_concurrency is a number")])
+def test_a_storage_option_of_the_wrong_kind_is_one_line(text: str, why: str, tmp_path: Path) -> None:
+    proc = cli("--storage-option", text, "inspect", "s3://bucket/o.h5")
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"imgpack: error: s3://bucket: --storage-option {text}: {why}"
+
+
+def test_partial_credentials_and_a_closed_endpoint_are_one_line_naming_the_store(s3_server: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "--storage-option", "secret=only",
+                           "--storage-option", f"endpoint_url={s3_server}", "inspect", "s3://bucket/o.h5"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("imgpack: error: s3://bucket") and "internal error" not in proc.stderr
+    assert "Partial credentials" in proc.stderr, proc.stderr
+    proc = cli(*[f for kv in (*(f"{k}={v}" for k, v in OPTIONS.items()), "endpoint_url=http://127.0.0.1:9")
+                 for f in ("--storage-option", kv)], "inspect", "s3://bucket/o.h5")
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("imgpack: error: s3://bucket") and "internal error" not in proc.stderr
 
 
 def test_a_missing_filesystem_package_names_the_extra(tmp_path: Path) -> None:
