@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,7 @@ def cluster_shard_size(engine: Engine, options: Any, batch_size: int | None) -> 
 
 def first_shape(scan: Scan, job: Job, on_error: str) -> tuple[int, ...]:
     """The shape every image must have: that of the first image that converts."""
+    reasons: Counter[str] = Counter()
     for sample in scan.samples:
         path = scan.abspath(sample)
         try:
@@ -86,7 +88,10 @@ def first_shape(scan: Scan, job: Job, on_error: str) -> tuple[int, ...]:
         except ImageError as exc:
             if on_error == "fail":
                 raise ImageError(f"{as_given(scan, sample, path)}: {exc}") from None
-    raise ImgpackError(f"{scan.source}: none of the {len(scan.samples)} images could be converted")
+            reasons[str(exc)] += 1
+    said = "; ".join(f"{why} ({n})" if n > 1 else why for why, n in reasons.most_common(3))
+    more = f"; and {len(reasons) - 3} other reasons" if len(reasons) > 3 else ""
+    raise ImgpackError(f"{scan.source}: none of the {len(scan.samples)} images could be converted: {said}{more}")
 
 
 def refuse_existing(url: str, overwrite: bool) -> None:

@@ -7,6 +7,7 @@ or a manifest gives the same samples, labels and splits in either command.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from .storage import is_url
 LABEL_READERS = {".csv": "csv", ".json": "json", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv"}
 #: how many examples of each kind of problem a summary keeps (the counts are always complete)
 EXAMPLES = 20
+
+log = logging.getLogger("imgpack")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,8 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     if not is_text("".join(s.id for s in scan.samples)):  # one check of every id at once
         scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
     scan = unique_ids(scan)
+    for hint in _hints(scan, opts):
+        log.warning("%s", hint)
     if not opts.follow_symlinks and not is_url(scan.root):  # an object store has no links
         scan = inside_root(scan)
     if opts.limit is not None:
@@ -118,6 +123,27 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     if fractions is not None:
         scan = apply_split(scan, fractions, opts.seed if opts.seed is not None else 0, opts.stratify)
     return scan
+
+
+#: class folder names that are, more likely, splits
+SPLIT_NAMES = {"train", "training", "val", "valid", "validation", "test", "testing"}
+#: files beside the images that are, more likely, labels
+LABEL_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
+
+
+def _hints(scan: Scan, opts: SourceOptions) -> list[str]:
+    """What a newcomer's source most likely means and the run does not do: said, not guessed."""
+    said = []
+    names = {n.lower() for n in scan.label_names}
+    if not opts.split_from_folders and len(names) >= 2 and names <= SPLIT_NAMES:
+        said.append(f"{scan.source}: its folders {', '.join(sorted(scan.label_names))} became classes; if they "
+                    "are splits (each with class folders), pass --split-from-folders")
+    if scan.labels_file is None:
+        for path, _ in scan.ignored:
+            if os.path.dirname(path) in ("", ".") and path.lower().endswith(LABEL_SUFFIXES):
+                said.append(f"{scan.source}: {path} was not read (the labels come from the folders); to take the "
+                            f"labels from it, pass --labels {os.path.join(scan.source, path)}")
+    return said
 
 
 def unique_ids(scan: Scan) -> Scan:

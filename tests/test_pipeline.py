@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 from _helpers import GC_SEEN, Boom, DieInWorker, GcState
-from conftest import photo, write_image
+from conftest import photo, run, write_image
 
 import imgpack
 from imgpack.errors import ImageError, ImgpackError, ShapeMismatchError, WorkerError
@@ -97,9 +97,21 @@ def test_same_shapes_need_no_size(tmp_path: Path) -> None:
 
 
 def test_a_plugin_exception_is_a_skip_reason(class_tree: Path, tmp_path: Path) -> None:
-    with pytest.raises(ImgpackError, match="none of the 13 images could be converted"):
+    said = r"none of the 13 images could be converted: step boom failed: ZeroDivisionError: plugin bug \(13\)$"
+    with pytest.raises(ImgpackError, match=said):
         imgpack.convert(str(class_tree), str(tmp_path / "o.h5"), preprocess=[Boom()], size=8, workers=0,
                         progress="off")
+
+
+def test_when_no_image_converts_the_reasons_are_said_counted(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "a").mkdir(parents=True)
+    (src / "a" / "empty.png").write_bytes(b"")
+    (src / "a" / "one.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    (src / "a" / "two.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    code, _, err = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--workers", "0", "--size", "8")
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "none of the 3 images could be converted: " in err and "(2)" in err and "empty" in err.lower(), err
 
 
 def test_the_garbage_collector_is_paused_while_planning_and_given_back_as_it_was(class_tree: Path,

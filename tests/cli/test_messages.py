@@ -116,3 +116,24 @@ def test_a_files_path_is_shown_as_the_source_was_given(tmp_path: Path, monkeypat
     (src / "a" / "0bad.jpg").unlink()
     code, _, err = run("convert", "./photos/", "-o", "o.h5", "--on-error", "fail", "--workers", "0")
     assert code == 1 and err.startswith("imgpack: error: ./photos/b/zbad.jpg: not an image")
+
+
+def test_split_named_folders_and_a_labels_file_beside_the_images_are_pointed_out(tmp_path: Path) -> None:
+    splits = tmp_path / "splits"
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            write_image(splits / split / cls / "1.png", photo(10, 8, 1))
+    code, _, err = run("convert", str(splits), "-o", str(tmp_path / "a.h5"), "--size", "8", "--workers", "0")
+    assert code == 0 and f"{splits}: its folders train, val became classes; if they are splits (each with class " \
+        "folders), pass --split-from-folders" in err
+    code, _, err = run("convert", str(splits), "-o", str(tmp_path / "b"), "--size", "8", "--workers", "0",
+                       "--format", "hdf5", "--split-from-folders")
+    assert code == 0 and "became classes" not in err, err  # read as the user meant: nothing to say
+    beside = two_classes(tmp_path / "beside", 4, (12, 12))
+    (beside / "labels.csv").write_text("id,label\n1,cat\n")
+    code, _, err = run("convert", str(beside), "-o", str(tmp_path / "c.h5"), "--workers", "0")
+    assert code == 0 and f"labels.csv was not read (the labels come from the folders); to take the labels from " \
+        f"it, pass --labels {beside / 'labels.csv'}" in err
+    code, _, err = run("convert", str(beside), "-o", str(tmp_path / "d.h5"), "--workers", "0", "--labels",
+                       str(beside / "labels.csv"))
+    assert "was not read" not in err, err
