@@ -64,6 +64,28 @@ class Slow(Preprocessor):
 
 Slow.name = "slow"
 
+_PASSED = [0]  # images this process has let through a Gate
+
+
+@dataclass(frozen=True)
+class Gate(Preprocessor):
+    """Lets ``after`` images through (in each worker process), then holds each next one until the file ``opens``
+    exists: a test decides when a run goes on (or kills it while held), instead of racing it."""
+
+    opens: str = ""
+    after: int = 0
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        import time
+
+        _PASSED[0] += 1
+        while _PASSED[0] > self.after and not os.path.exists(self.opens):
+            time.sleep(0.01)  # (polling the event the test makes: the file)
+        return image
+
+
+Gate.name = "gate"
+
 
 
 class DieOnFirstAttempt(Preprocessor):

@@ -54,15 +54,18 @@ def run(*args: str, catch_exceptions: bool = True) -> tuple[int, str, str]:
 
 
 def start_slow_run(src: Path | str, out: Path | str, options: dict[str, Any] | None = None, resume: bool = False,
-                   workers: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """``imgpack.convert(src, out)`` in a process of its own, 20 ms an image (the Slow step), to be stopped midway.
+                   workers: int = 1, env: dict[str, str] | None = None,
+                   gate: tuple[Path, int] | None = None) -> subprocess.Popen[bytes]:
+    """``imgpack.convert(src, out)`` in a process of its own, 20 ms an image (the Slow step), to be stopped midway;
+    ``gate`` (a file, a count): after that many images the run waits for the file to exist (``_helpers.Gate``).
 
     imgpack's log goes to its stderr."""
+    held = f"Gate({str(gate[0])!r}, {gate[1]}), " if gate else ""
     code = (
         "import sys, logging; sys.path.insert(0, sys.argv[1]); logging.basicConfig(level=logging.INFO)\n"
-        "from _helpers import Slow\n"
+        "from _helpers import Gate, Slow\n"
         "import imgpack\n"
-        f"imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), 'resize:size=16'], workers={workers}, "
+        f"imgpack.convert(sys.argv[2], sys.argv[3], preprocess=[Slow(), {held}'resize:size=16'], workers={workers}, "
         f"batch_size=10, options={options or {}!r}, progress='off', resume={resume})\n"
     )
     return subprocess.Popen([sys.executable, "-c", code, str(REPO / "tests"), str(src), str(out)],

@@ -29,7 +29,8 @@ def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(fmt: str, many: Path,
                                                                            tmp_path: Path) -> None:
     out = tmp_path / "out" / f"o{SUFFIX[fmt]}"
-    first = start_slow_run(many, out, {"shard_size": 25} if fmt != "hdf5" else None)
+    gate = tmp_path / "go-on"  # the first run holds after 5 images until the second has been refused
+    first = start_slow_run(many, out, {"shard_size": 25} if fmt != "hdf5" else None, gate=(gate, 5))
     try:
         t0 = time.monotonic()
         while not (out.parent.exists() and any(p.name.endswith(".partial") for p in out.parent.iterdir())):
@@ -42,6 +43,7 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(fmt: 
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and "another imgpack run is writing it" in lines[0]
         assert f"pid {first.pid} " in lines[0]  # it names the holder
+        gate.touch()
         # the first run ends well, its output whole (the second used to truncate its partial file)
         assert first.wait(timeout=300) == 0, first.stderr.read()  # type: ignore[union-attr]
     finally:

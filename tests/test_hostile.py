@@ -19,6 +19,7 @@ import pytest
 from conftest import REPO, CtrlC, photo, shard_file, start_slow_run, two_classes, write_image
 
 import imgpack
+from imgpack.datasets import content_digest
 
 # --------------------------------------------------------------------------- special files in a source
 
@@ -94,10 +95,11 @@ def test_an_edited_journal_is_refused(edit: dict[str, object], why: str, interru
     assert Path(str(out) + ".partial").exists()  # nothing of the interrupted run was touched
 
 
-def test_an_intact_journal_still_resumes(interrupted_h5: tuple[Path, Path]) -> None:
+def test_an_intact_journal_still_resumes(interrupted_h5: tuple[Path, Path], tmp_path: Path) -> None:
     src, out = interrupted_h5
     res = imgpack.convert(str(src), str(out), size=8, workers=0, batch_size=5, progress="off", resume=True)
-    assert res.written == 60
+    imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=8, workers=0, progress="off")
+    assert res.written == 60 and content_digest(str(out)) == content_digest(str(tmp_path / "clean.h5"))
 
 
 # --------------------------------------------------------------------------- runaway recipes

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _helpers import Slow
+from _helpers import Gate, Slow
 from conftest import FORMATS, REPO, SUFFIX, consumed, names_in, start_slow_run, two_classes, untagged
 
 import imgpack
@@ -35,23 +35,17 @@ def options(fmt: str) -> dict[str, int]:
 
 
 def start(src: Path, out: Path, fmt: str, resume: bool = False) -> subprocess.Popen[bytes]:
+    """A slow run that holds after 60 images of each of its processes (``gate_of(out)``): killed while held, it
+    can never have finished first."""
     # killpg below kills the workers too, so nothing can remove multiprocessing's temp folder: keep it here
     tmp = out.parent.with_name(out.parent.name + "-tmp")
     tmp.mkdir(exist_ok=True)
-    return start_slow_run(src, out, options(fmt), resume, env={"TMPDIR": str(tmp)})
+    return start_slow_run(src, out, options(fmt), resume, env={"TMPDIR": str(tmp)}, gate=(gate_of(out), 60))
 
 
-def wait_for_partial(folder: Path, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        for p in folder.iterdir():
-            with contextlib.suppress(FileNotFoundError):  # a shard's partial renamed as it was listed
-                if p.name.endswith(".partial") and p.stat().st_size > 0:
-                    return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before it could be killed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        time.sleep(0.02)
-    raise AssertionError("no partial output appeared")
+def gate_of(out: Path) -> Path:
+    """The file that lets a held run (:func:`start`) go on: never made for a run that is to be killed."""
+    return out.parent.with_name(out.parent.name + "-go-on")
 
 
 def looks_complete(out: Path) -> bool:
@@ -69,10 +63,7 @@ def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path,
     folder.mkdir()
     out = folder / f"o{SUFFIX[fmt]}"
     proc = start(many, out, fmt)
-    wait_for_partial(folder, proc)
-    time.sleep(0.3)  # well into the run
-    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker
-    proc.wait(timeout=30)
+    kill_mid_run(proc, folder, folder / f"o{SUFFIX[fmt]}.resume.json", at_least=25)  # held after 60
     names = sorted(p.name for p in folder.iterdir())
     assert not out.exists() and not (folder / f"o{SUFFIX[fmt]}.json").exists(), names
     # only partial files, the resume journal and the lock's file (released by the kill), no final names
@@ -101,15 +92,16 @@ class Counting(LocalEngine):
 def kill_mid_run(proc: subprocess.Popen[bytes], folder: Path, journal: Path, at_least: int) -> int:
     """SIGKILL once the journal says ``at_least`` images are done; returns how many it says then."""
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 120:
-        if consumed(journal) >= at_least:
-            break
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before it could be killed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-        time.sleep(0.01)
-    time.sleep(0.05)  # in the middle of the next batch
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        while consumed(journal) < at_least:
+            if proc.poll() is not None:
+                raise AssertionError(f"the run ended before it could be killed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+            assert time.monotonic() - t0 < 120, f"the journal never said {at_least} images"
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker, held at the gate (a failure too)
+        proc.wait(timeout=30)
     assert not looks_complete(folder / journal.name.replace(".resume.json", ""))
     return consumed(journal)
 
@@ -122,12 +114,15 @@ def test_sigkill_twice_then_resume_gives_the_uninterrupted_output(fmt: str, many
     folder.mkdir()
     out = folder / f"o{SUFFIX[fmt]}"
     journal = folder / f"o{SUFFIX[fmt]}.resume.json"
-    first = kill_mid_run(start(many, out, fmt), folder, journal, at_least=30)
+    # each run holds after 60 images: its journal gets at least 25 further (a checkpoint every batch of 10,
+    # and the sharded formats' whole shards of 25)
+    first = kill_mid_run(start(many, out, fmt), folder, journal, at_least=25)
     second = kill_mid_run(start(many, out, fmt, resume=True), folder, journal, at_least=first + 25)
     assert 0 < first < second < 120
     engine = Counting()
-    imgpack.convert(str(many), str(out), preprocess=[Slow(), "resize:size=16"], engine=engine, batch_size=10,
-                    options=options(fmt), progress="off", resume=True)
+    gate_of(out).touch()  # the last resume goes through (the same steps: the journal's recipe)
+    imgpack.convert(str(many), str(out), preprocess=[Slow(), Gate(str(gate_of(out)), 60), "resize:size=16"],
+                    engine=engine, batch_size=10, options=options(fmt), progress="off", resume=True)
     assert engine.given == [120 - second]  # only the rest: not started again
     clean = tmp_path / f"clean{SUFFIX[fmt]}"
     imgpack.convert(str(many), str(clean), size=16, workers=0, progress="off", options=options(fmt))
@@ -144,9 +139,10 @@ def test_sigkill_twice_then_resume_gives_the_uninterrupted_output(fmt: str, many
 
 #: ``imgpack ARGS`` with the test step ``slow`` (20 ms an image) registered: a command line to interrupt midway
 SLOW_CLI = ("import sys; sys.path.insert(0, sys.argv[1])\n"
-            "from _helpers import Slow\n"
+            "from _helpers import Gate, Slow\n"
             "from imgpack.registry import preprocessors\n"
             "preprocessors.register('slow', origin='tests')(Slow)\n"
+            "preprocessors.register('gate', origin='tests')(Gate)\n"
             "from imgpack.cli import main\n"
             "sys.argv = ['imgpack', *sys.argv[2:]]\n"
             "main()\n")
@@ -157,16 +153,18 @@ def test_ctrl_c_names_the_command_that_continues_and_that_command_works(many: Pa
     import shlex
 
     out = tmp_path / "out" / "o.tar"
-    args = ["convert", str(many), "-o", str(out), "--preprocess", "slow", "--preprocess", "resize:size=16",
-            "--workers", "1", "--batch-size", "10", "--shard-size", "25"]
+    gate = tmp_path / "go-on"  # held after 60 images: interrupted while held, never after its end
+    args = ["convert", str(many), "-o", str(out), "--preprocess", "slow", "--preprocess", f"gate:opens={gate},after=60",
+            "--preprocess", "resize:size=16", "--workers", "1", "--batch-size", "10", "--shard-size", "25"]
     proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, str(REPO / "tests"), *args], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    kill_at = kill_mid_run_signal(proc, out.parent / "o.tar.resume.json", at_least=30)
+    kill_at = kill_mid_run_signal(proc, out.parent / "o.tar.resume.json", at_least=25)
     assert kill_at == 130, kill_at  # as a shell reports Ctrl-C
     last = proc.stderr.read().strip().splitlines()[-1]  # type: ignore[union-attr]
     said, _, command = last.partition("; continue with: ")
     assert said == "imgpack: interrupted" and command.startswith("imgpack convert ") and command.endswith(
         " --resume"), last
+    gate.touch()
     again = subprocess.run([sys.executable, "-c", SLOW_CLI, str(REPO / "tests"), *shlex.split(command)[1:]],
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "resuming after" in again.stderr, again.stderr
@@ -179,9 +177,13 @@ def kill_mid_run_signal(proc: subprocess.Popen[str], journal: Path, at_least: in
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) once the journal says ``at_least`` images
     are done; the exit code."""
     t0 = time.monotonic()
-    while consumed(journal) < at_least:
-        assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.stderr.read()!r}"  # type: ignore[union-attr]
-        assert time.monotonic() - t0 < 120, "the run did not get that far"
-        time.sleep(0.01)
+    try:
+        while consumed(journal) < at_least:
+            assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.stderr.read()!r}"  # type: ignore[union-attr]
+            assert time.monotonic() - t0 < 120, "the run did not get that far"
+            time.sleep(0.01)
+    except BaseException:
+        os.killpg(proc.pid, signal.SIGKILL)  # held at its gate: it would wait for ever
+        raise
     os.killpg(proc.pid, signal.SIGINT)
     return proc.wait(timeout=60)

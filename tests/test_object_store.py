@@ -266,17 +266,21 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
     env = {"TMPDIR": str(tmp_path / "tmp"), "AWS_ENDPOINT_URL": bucket.endpoint,
            "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     (tmp_path / "tmp").mkdir()
-    proc = start_slow_run(src, out, {"shard_size": 10}, env=env)
+    gate = (tmp_path / "go-on", 40)  # the run holds after 40 images, until the file is there
+    proc = start_slow_run(src, out, {"shard_size": 10}, env=env, gate=gate)
     stage = tmp_path / "tmp" / "imgpack-staging" / os.path.basename(storage.staging(out))
     deadline = time.monotonic() + 120
-    while consumed(stage / "o.tfrecord.resume.json") < 20:
-        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
+    try:
+        while consumed(stage / "o.tfrecord.resume.json") < 20:
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+            time.sleep(0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # held at its gate, never finished
+        proc.wait(timeout=30)
     # nothing uploaded before the whole output is complete; the killed run's lock is taken over by the next
     assert bucket.keys("out") == ["out/.o.tfrecord.imgpack-lock"]
-    resumed = start_slow_run(src, out, {"shard_size": 10}, resume=True, env=env)
+    gate[0].touch()
+    resumed = start_slow_run(src, out, {"shard_size": 10}, resume=True, env=env, gate=gate)
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err
     assert b"resuming after" in err
