@@ -152,17 +152,22 @@ class StoreLock:
     def acquire(self) -> bool:
         """Take the lock (OutputError naming the holder when another run has it); False: the store offers
         no conditional PUT, and nothing was taken."""
-        from .storage import reason
+        from .storage import failed_to_reach, reason
 
         try:
-            self.fs.pipe_file(self.path, self._body(), mode="create")
-        except FileExistsError:
-            self._take_over()
+            try:
+                self.fs.pipe_file(self.path, self._body(), mode="create")
+            except FileExistsError:
+                self._take_over()
+            self.etag = self._etag()
         except (TypeError, NotImplementedError, ValueError):
             return False  # (a filesystem without mode="create")
-        except OSError as exc:
+        except OutputError:
+            raise
+        except Exception as exc:  # the store refused or could not be reached (credentials, endpoint ...)
+            if not failed_to_reach(exc):
+                raise
             raise OutputError(f"{self.target}: cannot take its lock {self.url}: {reason(exc)}") from None
-        self.etag = self._etag()
         if self.etag is None:  # no ETag: no conditional renewal either; this machine's lock instead
             with contextlib.suppress(OSError):
                 self.fs.rm_file(self.path)
@@ -177,13 +182,16 @@ class StoreLock:
 
     def _take_over(self) -> None:
         """The lock object is there: take it over if its holder is gone, else refuse naming the holder."""
+        etag: str | None = None
         try:
             etag = self._etag()
             holder = json.loads(self.fs.cat_file(self.path))
+            if not isinstance(holder, dict):
+                raise ValueError("not an object")
         except FileNotFoundError:  # released meanwhile: try once more
             holder, etag = {}, None
-        except (OSError, ValueError):
-            holder, etag = {"damaged": True}, None
+        except ValueError:  # not what a lock holds: taken over (on its ETag)
+            holder = {"damaged": True}
         gone = holder.get("damaged") or float(holder.get("expires", 0)) < time.time() or (
             holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", 0))))
         if gone:
@@ -193,7 +201,7 @@ class StoreLock:
                 else:
                     self.fs.pipe_file(self.path, self._body(), IfMatch=etag)
                 return
-            except (TypeError, OSError):  # taken by another meanwhile, or a store without IfMatch
+            except (TypeError, OSError):  # taken by another meanwhile (412), or a store without IfMatch
                 pass
         text = (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}: "
                 f"{holder.get('command', '')}" if holder.get("host") else "starting")

@@ -429,3 +429,13 @@ def test_a_run_whose_store_lock_was_taken_over_publishes_nothing(bucket: Bucket)
         with pytest.raises(imgpack.OutputError, match=r"o\.h5: its lock .* was taken over"):
             check_held(url)
     assert bucket.keys("out") == ["out/.o.h5.imgpack-lock"]  # the other run's, left alone
+
+
+def test_a_conversion_to_a_store_with_partial_credentials_is_one_line(s3_server: str, tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 2, (12, 12))
+    proc = subprocess.run([sys.executable, "-m", "imgpack", "--storage-option", "secret=only",
+                           "--storage-option", f"endpoint_url={s3_server}", "convert", str(src), "-o",
+                           "s3://bucket/o.h5"], capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "s3://bucket/o.h5: cannot take its lock" in proc.stderr and "Partial credentials" in proc.stderr
