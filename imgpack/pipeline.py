@@ -324,7 +324,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
             for target in targets.values():
                 if issubclass(writer_cls, Shards):
                     with open_dataset(target) as ds:
-                        publish.tidy(writer_cls.shard_names(target), ds.shards)
+                        publish.sweep(writer_cls.shard_names(target), ds.shards)
         count = sum(len(m) for m in members_of.values())
         return ConvertResult(
             written=report["written"], skipped=[], outputs=list(targets.values()), seconds=round(

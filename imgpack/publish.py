@@ -40,16 +40,10 @@ def new_tag(names: ShardNames, there: Collection[str] | None = None) -> str:
 
 
 def sweep(names: ShardNames, keep: Collection[str]) -> None:
-    """After a commit: remove the output's files that neither its index nor ``keep`` (paths) names."""
+    """After a commit (or in a run that finds the output up to date, so commits nothing): remove the output's
+    files that neither its index nor ``keep`` (paths) names: the old version's, a killed run's leftovers."""
     kept = {os.path.basename(p) for p in keep}
     remove_quietly([p for p in names.existing() if p != names.index and os.path.basename(p) not in kept])
-
-
-def tidy(names: ShardNames, shards: Collection[str]) -> None:
-    """A run that commits nothing (its output is up to date) still removes what a killed run left: the files
-    of the output that its index (naming ``shards``) does not name."""
-    if not storage.is_url(names.base):
-        sweep(names, shards)
 
 
 def sweep_store(names: ShardNames, keep: Collection[str]) -> None:
