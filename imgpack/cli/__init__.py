@@ -30,9 +30,19 @@ log = logging.getLogger("imgpack")
 
 
 class ImgpackGroup(click.Group):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # the command line as given: a usage error found while it is parsed still honours --json
+        ctx.meta["argv"] = list(args)
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # click's own (a missing argument, an unknown option, a bad value)
+            argv = ctx.meta.get("argv", [])
+            if "--json" in argv[:argv.index("--") if "--" in argv else None]:
+                click.echo(json.dumps({"error": exc.format_message(), "kind": "error", "exit_code": exc.exit_code}))
+            raise
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except ImgpackError as exc:

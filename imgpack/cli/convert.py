@@ -68,6 +68,24 @@ def take_format_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _checked_size(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """--size checked as given, so that a bad one is named as the flag (``--size 0``)."""
+    from ..preprocess.resize import parse_size
+
+    if value is not None:
+        try:
+            parse_size(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).replace("size must be positive", "must be positive")) from None
+    return value
+
+
+def _named(output: str, files: list[str]) -> str:
+    """The output as the summary names it: its file, or its name and how many files it has (a sharded
+    output's thousand shards are not listed: --json does)."""
+    return files[0] if len(files) == 1 else f"{output} ({len(files)} files)"
+
+
 class _ConvertCommand(click.Command):
     """convert's --help ends with the registered preprocessing steps and their parameters."""
 
@@ -94,7 +112,8 @@ class _ConvertCommand(click.Command):
 @click.option("--format", "fmt",
               help="hdf5, tfrecord, pickle, webdataset or a plugin's (see imgpack plugins); default: from the "
                    "OUTPUT suffix (.h5/.hdf5, .tfrecord, .pkl/.pickle, .tar).")
-@click.option("--size", help="Final size: N for NxN or WxH (a last resize step, unless the recipe has one).")
+@click.option("--size", callback=_checked_size,
+              help="Final size: N for NxN or WxH (a last resize step, unless the recipe has one).")
 @click.option("--preprocess", "steps", multiple=True, metavar="STEP[:k=v,...]",
               help="A preprocessing step, in order; repeat it. See imgpack plugins.")
 @click.option("--recipe", type=click.Path(dir_okay=False),
@@ -209,7 +228,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
         say(ctx, f"imgpack: update: {u['added']} added, {u['changed']} changed, {u['removed']} removed, "
                  f"{u['reused']} reused" + (f" (rebuilt in full: {u['rebuilt']})" if u["rebuilt"] else ""))
     shape = size_text(res.image_shape)
-    where = os.path.dirname(res.outputs[-1]) + "/" if res.splits else ", ".join(res.outputs)
+    where = os.path.dirname(res.outputs[-1]) + "/" if res.splits else _named(output, res.outputs)
     say(ctx, f"imgpack: wrote {plural(res.written, 'image')} ({shape}) to {where} "
              f"in {res.seconds:.1f} s ({res.images_per_second:.0f} images/s)")
     for name, info in (res.splits or {}).items():

@@ -101,7 +101,7 @@ def test_on_error_fail_exits_1_with_one_line(class_tree: Path, tmp_path: Path) -
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--format", "parquet"], 2,
      "unknown writer 'parquet'; known writers: hdf5"),
     (["convert", "{src}", "-o", "{tmp}/o.xyz"], 2, "cannot tell the format"),
-    (["convert", "{src}", "-o", "{tmp}/o.h5", "--size", "0"], 2, "resize: bad value '0' for size"),
+    (["convert", "{src}", "-o", "{tmp}/o.h5", "--size", "0"], 2, "Invalid value for '--size': must be positive"),
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--workers", "-1"], 2, "Invalid value for '--workers'"),
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--workers", "0"], 1, "pass --size"),
     (["inspect", "{src}/README.txt"], 1, "not a file imgpack can read"),

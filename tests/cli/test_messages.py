@@ -35,6 +35,35 @@ def test_with_json_a_failure_is_a_json_object_on_stdout_too(tmp_path: Path) -> N
     assert code == 2 and json.loads(stdout)["exit_code"] == 2
 
 
+def test_a_command_line_click_refuses_is_a_json_object_too_under_json(tmp_path: Path) -> None:
+    for args in (["convert", "--json"], ["convert", str(tmp_path), "-o", "x.h5", "--bogus", "--json"],
+                 ["inspect", "--json"]):
+        code, stdout, err = run(*args)
+        assert code == 2 and "Error: " in err
+        said = json.loads(stdout)
+        assert said["kind"] == "error" and said["exit_code"] == 2 and said["error"] in err
+    code, stdout, _ = run("convert", str(tmp_path), "-o", "x.h5", "--bogus")  # no --json: stdout stays empty
+    assert code == 2 and stdout == ""
+    code, stdout, _ = run("convert", str(tmp_path), "-o", "x.h5", "--bogus", "--", "--json")  # an argument
+    assert code == 2 and stdout == ""
+
+
+def test_a_bad_size_is_named_as_the_flag(tmp_path: Path) -> None:
+    for bad, why in (("0", "must be positive, got '0'"), ("3x-1", "expected N or WxH")):
+        code, _, err = run("convert", str(tmp_path), "-o", str(tmp_path / "x.h5"), "--size", bad)
+        assert code == 2 and f"Invalid value for '--size': {why}" in err, err
+        assert "resize" not in err
+
+
+def test_a_sharded_run_names_its_output_and_counts_its_files(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 6, (12, 12))
+    out = tmp_path / "out.tar"
+    code, stdout, err = run("convert", str(src), "-o", str(out), "--shard-size", "2", "--json")
+    files = json.loads(stdout)["outputs"]
+    assert code == 0 and len(files) == 4  # three shards of two, and the index
+    assert f"to {out} (4 files) in " in err and not any(Path(f).name in err for f in files)
+
+
 def test_an_hdf5_file_imgpack_did_not_write_is_named_as_such(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "foreign.h5", "w") as f:
         f["data"] = np.zeros(3)
