@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
-import time
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import h5py
@@ -159,7 +160,11 @@ def test_a_worker_that_dies_between_two_results_is_reported(class_tree: Path) ->
     job = Job(tuple(build_chain([DieAfter(after=1)], 8)), (8, 8, 3))
     chunks = LocalEngine(1, start_method="forkserver").run(job, paths, batch_size=3)
     assert next(chunks).start == 0  # the worker's first image; it dies on its second, in flight
-    time.sleep(2)  # the parent "writing": the pool breaks meanwhile
+    # the parent "writing" while the pool breaks: wait for the event itself, a chunk in flight failed (the
+    # pool is marked broken before its futures are), so that the next submission meets it
+    in_flight = [future for _, _, future in chunks.gi_frame.f_locals["pending"]]
+    concurrent.futures.wait(in_flight, timeout=120, return_when=concurrent.futures.FIRST_EXCEPTION)
+    assert any(f.done() and isinstance(f.exception(), BrokenProcessPool) for f in in_flight)
     with pytest.raises(WorkerError, match=r"worker process died .* images 1\.\.2 "):
         next(chunks)
 
