@@ -140,6 +140,10 @@ class Writer:
     checksum: ClassVar[str] = "none"
     #: the modules the format needs beyond imgpack's own dependencies (an extra, e.g. tensorflow)
     requires: ClassVar[tuple[str, ...]] = ()
+    #: whether the output is a folder (``-o photos.pngs``) rather than one file: ``--overwrite`` then replaces
+    #: the folder there (the writer builds the new one under another name and publishes it with
+    #: :func:`imgpack.outputs.replace_folder`), and :meth:`can_open` recognises a folder with a suffix
+    folder: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -177,7 +181,7 @@ class Writer:
     def check(cls, path: str, options: Any) -> None:
         """Refuse an unusable target before any work starts (OutputError): by default an existing
         file without ``--overwrite``, or a folder that cannot be written."""
-        prepare_target(path, options.overwrite)
+        prepare_target(path, options.overwrite, folder=cls.folder)
 
     @classmethod
     def encoder(cls, options: Any) -> Encoder | None:
@@ -218,7 +222,9 @@ class Writer:
     @classmethod
     def can_open(cls, path: str) -> bool:
         """Whether ``path`` is output of this format (by content where possible)."""
-        return os.path.isfile(path) and path.lower().endswith(cls.suffixes) if cls.suffixes else False
+        if not cls.suffixes or not path.rstrip(os.sep).lower().endswith(cls.suffixes):
+            return False
+        return os.path.isdir(path) if cls.folder else os.path.isfile(path)
 
     @classmethod
     def open(cls, path: str) -> PackedDataset:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import dataclasses
 import json
 import logging
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,9 +100,46 @@ def write_atomically(path: str, data: bytes, durable: bool = False) -> None:
         raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
 
 
-def prepare_target(path: str, overwrite: bool) -> None:
-    """Refuse an existing target without ``overwrite``; create the parent folder; check it is writable."""
-    if os.path.isdir(path):
+def replace_folder(staged: str, path: str) -> None:
+    """The complete folder ``staged`` put at ``path``, replacing a folder there: a format whose output is a
+    folder publishes it so. Where the system can swap two names in one step (Linux's ``renameat2``), a
+    reader sees the old folder or the new one at every instant, and a crash leaves one of them whole at
+    ``path``; elsewhere the old folder is renamed aside first, for the instant between two renames."""
+    staged, path = staged.rstrip(os.sep), path.rstrip(os.sep)
+    sync_folder(os.path.join(staged, "."))
+    if not os.path.isdir(path):
+        os.replace(staged, path)
+    elif _exchange(staged, path):
+        shutil.rmtree(staged)  # (the old folder, now under the staged name)
+    else:
+        aside = f"{path}.replaced"
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(path, aside)
+        os.replace(staged, path)
+        shutil.rmtree(aside)
+    sync_folder(path)
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two names in one step (``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def prepare_target(path: str, overwrite: bool, folder: bool = False) -> None:
+    """Refuse an existing target without ``overwrite``; create the parent folder; check it is writable.
+    ``folder``: the output is a folder (a format's :attr:`~imgpack.formats.Writer.folder`), not a file."""
+    if folder:
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise OutputError(f"{path}: is a file; the output of this format is a folder")
+        if os.path.exists(path) and not overwrite:
+            raise OutputError(f"{path.rstrip(os.sep)}: already exists (pass --overwrite to replace it)")
+    elif os.path.isdir(path):
         raise OutputError(f"{path.rstrip(os.sep)}: is a directory; -o names the output file (e.g. "
                           f"{os.path.join(path, 'NAME')}{os.path.splitext(path)[1] or '.h5'}), or a folder for splits "
                           "(with --split)")

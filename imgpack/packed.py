@@ -135,7 +135,9 @@ class PackedDataset:
         return found if isinstance(found, dict) else None
 
     def stored_files(self) -> list[str]:
-        """Every file the output is made of (for its size): the shards, or the one file."""
+        """Every file the output is made of (for its size): the shards, the one file, or a folder's files."""
+        if not self.shards and os.path.isdir(self.path):
+            return sorted(os.path.join(root, f) for root, _, files in os.walk(self.path) for f in files)
         return list(self.shards) or [self.path]
 
     def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:

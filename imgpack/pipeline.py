@@ -79,7 +79,7 @@ def resolve_writer(format: str | None, output: str) -> type[Writer]:
     if format is not None:
         return writers.get(format)
     for _, cls in writers.items():
-        if cls.suffixes and output.lower().endswith(cls.suffixes):
+        if cls.suffixes and output.rstrip("/").lower().endswith(cls.suffixes):
             return cls
     raise UsageError(f"cannot tell the format from {output!r}: pass --format ({', '.join(writers.names())})")
 

@@ -15,9 +15,14 @@ can also register a class directly with the ``register`` decorator::
     @preprocessors.register("invert")
     class Invert(Preprocessor): ...
 
-The registry loads the built-ins and the entry points lazily, the first time a name
-is looked up or listed (as Pillow's ``Image.init()`` does), so ``import imgpack``
-stays fast.
+For the command line, such a script names its module (or its file) in
+``$IMGPACK_PLUGINS``, a comma-separated list imported before the first lookup::
+
+    IMGPACK_PLUGINS=my_npz.py imgpack convert photos/ -o photos.npz
+
+The registry loads the built-ins, those modules and the entry points lazily, the first
+time a name is looked up or listed (as Pillow's ``Image.init()`` does), so ``import
+imgpack`` stays fast.
 """
 
 from __future__ import annotations
@@ -25,12 +30,13 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .errors import UnknownPluginError
+from .errors import UnknownPluginError, UsageError
 from .formats import Writer
 from .plugins import Preprocessor, Reader
 
@@ -107,6 +113,7 @@ class Registry(Generic[T]):
             for name, target in self._builtins.items():
                 module, _, attr = target.partition(":")
                 self.register(name)(getattr(importlib.import_module(module), attr))
+            import_named_plugins(os.environ.get(PLUGINS_VARIABLE, ""))
             for ep in _entry_points(tuple(sys.path)).select(group=self.group):
                 self._load_entry_point(ep)
             self._loaded = True
@@ -125,6 +132,31 @@ class Registry(Generic[T]):
                 self.register(ep.name, origin=dist)(obj)  # type: ignore[arg-type]
             else:
                 self._origins[ep.name] = dist
+
+
+#: modules of plugins that register themselves (with the decorator), imported before the first lookup
+PLUGINS_VARIABLE = "IMGPACK_PLUGINS"
+_imported: set[str] = set()
+
+
+def import_named_plugins(value: str) -> None:
+    """Import each module ``value`` names (comma-separated): a module name, or a ``.py`` file, whose folder is
+    then put on ``sys.path`` so that worker processes import it by the same name. Once each."""
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry or entry in _imported:
+            continue
+        name = entry
+        if entry.endswith(".py") or os.sep in entry:
+            if not os.path.isfile(entry):
+                raise UsageError(f"{PLUGINS_VARIABLE}: {entry}: no such file")
+            folder, name = os.path.split(os.path.abspath(entry)[:-3] if entry.endswith(".py") else entry)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # named on purpose: an error, not a warning as a broken entry point is
+            raise UsageError(f"{PLUGINS_VARIABLE}: cannot import {entry}: {type(exc).__name__}: {exc}") from None
+        _imported.add(entry)
 
 
 @functools.lru_cache(maxsize=1)

@@ -138,9 +138,11 @@ def _inspect_lines(info: dict[str, Any]) -> list[str]:
     lines += [
         f"  labels       {_labels_line(info)}",
         f"  recipe       {format_recipe(info['recipe'])}",
-        f"  made by      imgpack {info['imgpack_version']} on {info['created']}",
-        f"  source       {info['source']}",
     ]
+    if info["imgpack_version"] or info["created"]:  # (a plugin's format may not store its provenance)
+        lines.append(f"  made by      imgpack {info['imgpack_version'] or '(version not recorded)'}"
+                     f"{' on ' + info['created'] if info['created'] else ''}")
+    lines.append(f"  source       {info['source'] or '(not recorded)'}")
     if "verify" in info:
         lines.append(f"  verified     intact: all {info['count']} images read; checksums: {info['verify']['checksum']}")
     if "content_sha256" in info:
