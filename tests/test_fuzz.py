@@ -30,13 +30,13 @@ def _pump(out: IO[str], lines: queue.Queue[str]) -> None:
     lines.put("")
 
 
-def run_cases(output: Path, fmt: str) -> dict[int, dict[str, str]]:
+def run_cases(output: Path, mode: str = "bits") -> dict[int, dict[str, str]]:
     """Every case's outcome, restarting the harness after a case that hung (no line for CASE_SECONDS) or crashed it."""
     outcomes: dict[int, dict[str, str]] = {}
     first = 0
     while first < CASES:
         proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fuzz_cases.py"), str(output), str(first),
-                                 str(CASES - first), "7"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                 str(CASES - first), "7", mode], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True, cwd=REPO)
         assert proc.stdout is not None
         lines: queue.Queue[str] = queue.Queue()
@@ -69,16 +69,18 @@ def run_cases(output: Path, fmt: str) -> dict[int, dict[str, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("mode", ["bits", "structure"])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_damaged_outputs_fail_with_imgpack_errors_only(fmt: str, tmp_path: Path) -> None:
+def test_damaged_outputs_fail_with_imgpack_errors_only(fmt: str, mode: str, tmp_path: Path) -> None:
+    """Through the reading API (every way to read, the torch and tf.data datasets) and the command line."""
     src = tmp_path / "src"
     two_classes(src, 12, (16, 16), "{i}.png")
     output = tmp_path / "out" / f"o{SUFFIX[fmt]}"
     imgpack.convert(str(src), str(output), size=8, workers=0, progress="off",
                     options={"shard_size": 5} if fmt != "hdf5" else None)
-    outcomes = run_cases(output, fmt)
+    outcomes = run_cases(output, mode)
     kinds = sorted(o["outcome"] for o in outcomes.values())
-    print(f"{fmt}: {len(outcomes)} cases: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
+    print(f"{fmt} {mode}: {len(outcomes)} cases: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
     assert len(outcomes) == CASES
     raw = {case: o for case, o in outcomes.items() if o["outcome"] not in ("ok", "imgpack", "hang")}
     assert raw == {}
@@ -96,7 +98,7 @@ def test_damaged_sharded_hdf5_after_an_update_fails_with_imgpack_errors_only(tmp
     shutil.copytree(tmp_path / "more", src, dirs_exist_ok=True)
     res = imgpack.convert(str(src), str(output), size=8, workers=0, progress="off", options=options, update=True)
     assert res.update and res.update["decoded"] == 2 and any("-update-" in p for p in res.outputs)
-    outcomes = run_cases(output, "hdf5")
+    outcomes = run_cases(output)
     kinds = sorted(o["outcome"] for o in outcomes.values())
     print(f"sharded hdf5: {len(outcomes)} cases: " + ", ".join(f"{k} {kinds.count(k)}" for k in sorted(set(kinds))))
     assert len(outcomes) == CASES

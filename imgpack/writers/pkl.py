@@ -102,9 +102,40 @@ def _plain(obj: Any, depth: int = 0) -> Any:
     return obj
 
 
+class _Bounded:
+    """A file as ``pickletools.genops`` reads it, refusing a length past the file's end (a damaged length
+    field) before the read, which would allocate what the field asks for."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        here = file.tell()
+        self.left = file.seek(0, os.SEEK_END) - here
+        file.seek(here)
+
+    def _take(self, n: int) -> int:
+        if n < 0 or n > self.left:
+            raise ValueError(f"a length of {n:,} bytes where {self.left:,} remain")
+        self.left -= n
+        return n
+
+    def read(self, n: int = -1) -> bytes:
+        return self.file.read(self._take(self.left if n < 0 else n))
+
+    def readline(self) -> bytes:
+        line = self.file.readline()
+        self.left -= len(line)
+        return line
+
+
 def safe_load(file: BinaryIO, path: str = "<pickle>") -> Any:
     """``pickle.load`` that builds numpy arrays and plain containers only, and executes nothing else."""
+    start = file.tell()
     try:
+        # every length the pickle gives checked against the bytes that follow it before the unpickler
+        # allocates what the length asks for (it would: a damaged one may ask for any size)
+        for _ in pickletools.genops(_Bounded(file)):
+            pass
+        file.seek(start)
         return _plain(_RestrictedUnpickler(file).load())
     except UnsafePickleError as exc:
         raise UnsafePickleError(
