@@ -32,7 +32,7 @@ import pickletools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def safe_load(file: BinaryIO, path: str = "<pickle>") -> Any:
     try:
         # every length the pickle gives checked against the bytes that follow it before the unpickler
         # allocates what the length asks for (it would: a damaged one may ask for any size)
-        for _ in pickletools.genops(_Bounded(file)):
+        for _ in pickletools.genops(cast(BinaryIO, _Bounded(file))):  # (it calls read and readline only)
             pass
         file.seek(start)
         return _plain(_RestrictedUnpickler(file).load())
