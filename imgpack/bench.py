@@ -33,9 +33,10 @@ import numpy as np
 
 from .datasets import describe, is_split_folder, open_dataset
 from .errors import ImageError, SourceError, UsageError
-from .formats import Encoded, OutputMeta, PackedDataset, check_target, new_writer, option_names
+from .formats import Encoded, OutputMeta, PackedDataset, check_target, is_sharded, new_writer, option_names
 from .plugins import Preprocessor
 from .process import Job, process_image
+from .publish import new_tag
 from .recipe import format_recipe, recipe_dict
 from .registry import writers
 from .sources import label_array, load_scan
@@ -345,6 +346,12 @@ def _write(cls: Any, target: str, meta: OutputMeta, options: dict[str, Any], ima
            labels: np.ndarray, ids: list[str], batch: int = 1000) -> list[str]:
     opts = cls.parse_options(options)
     encoder = cls.encoder(opts)
+    if is_sharded(cls, opts):  # one shard and its index, as convert writes each shard
+        names = cls.shard_names(target)
+        shard = names.tagged(new_tag(names)).shard(0, 1)
+        stats = cls.write_shard(shard, meta, opts, ((Encoded(encoder(x), x.shape) if encoder else x, y, i, None)
+                                                    for x, y, i in zip(images, labels, ids, strict=True)))
+        return list(cls.write_index(target, meta, opts, [shard], [stats], labels))
     writer = new_writer(cls, target, meta, opts)
     try:
         for start in range(0, len(images), batch):

@@ -13,10 +13,12 @@ A small core every format implements:
 Optional capabilities, declared by subclassing (``imgpack plugins`` lists them):
 
 - :class:`Resumable`: ``convert --resume`` continues an interrupted output;
-- :class:`Shards`: the output may be a set of shards with an index written last: local
-  ``--shard-size`` and the cluster engines (every shard written by a worker);
-- :class:`Patches` (with Shards): ``convert --update`` leaves the unchanged shards where they
-  are and writes only the new images, to a shard of their own, under a new index;
+- :class:`Shards`: the output may be a set of shards with an index written last (``--shard-size``,
+  the cluster engines): the shard is then the unit of ``--resume`` and ``--update`` on every engine
+  (:mod:`imgpack.shardrun`);
+- :class:`Patches` (with Shards): an index that maps each image to any shard and row, so that
+  ``convert --update`` on this machine leaves every old shard where it is and writes only the new
+  images, to a shard of their own, under a new index;
 - an ``encoder`` (per-image work such as JPEG encoding, run in the worker processes).
 
 The pipeline uses only what a format declares: asking for a capability it lacks is a
@@ -27,7 +29,6 @@ once, here.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -37,10 +38,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import params, publish
+from . import params
 from ._version import __version__
-from .errors import OutputError, SourceError, UsageError
-from .outputs import ShardNames, prepare_target, remove_quietly, rename_durably
+from .errors import SourceError, UsageError
+from .outputs import ShardNames, prepare_target
 from .packed import Encoded, PackedDataset, check_contents, describe_dataset
 from .params import param
 
@@ -286,9 +287,9 @@ class Resumable:
 class Shards:
     """Capability: an output may be a set of shards, with an index (or master file) over them written last.
 
-    A format's ordinary writer writes one shard; :class:`ShardedWriter` rotates shards of
-    ``--shard-size`` images on this machine, and a cluster engine has each worker write
-    whole shards (:meth:`write_shard`). The format implements :meth:`write_index`.
+    A format's ordinary writer writes one shard (:meth:`write_shard`: on a cluster engine's
+    worker, or in the local engine's process from its pool's results); the format implements
+    :meth:`write_index`.
     """
 
     #: the shard names: NAME-00000-of-00008.SUFFIX (or NAME-000000.SUFFIX, WebDataset's)
@@ -405,7 +406,7 @@ def capabilities(cls: type[Writer]) -> list[str]:
     """The optional capabilities a format declares, by name (see :data:`CAPABILITIES`)."""
     found = []
     if issubclass(cls, Resumable | Shards):
-        found.append("resume")  # a ShardedWriter continues after the last whole shard
+        found.append("resume")  # a sharded output keeps every complete shard (imgpack.shardrun)
     if issubclass(cls, Shards):
         found.append("shards")
     if issubclass(cls, Shards) and issubclass(cls, Patches):
@@ -429,168 +430,11 @@ def require(cls: type[Writer], capability: str, doing: str) -> None:
                          "imgpack plugins lists what each format can do)")
 
 
-# --------------------------------------------------------------------------- local shards
-
-
-class ShardedWriter(Writer, Resumable):
-    """Shards of ``shard_size`` images written by a format's ordinary writer, one after the other, on this machine.
-
-    Each shard is a complete output of the format under a partial name; when the last one is
-    written they take their final names and the format's index goes last, as on a cluster. A
-    resume continues after the last whole shard.
-    """
-
-    def __init__(self, fmt: type[Any], path: str, meta: OutputMeta, options: Any, start: bool = True) -> None:
-        self.fmt = fmt
-        self.name = fmt.name  # type: ignore[misc]
-        self.options = fmt.parse_options(options)
-        self.path = path
-        self.meta = meta
-        self.variable_shape = fmt.variable_shape  # type: ignore[misc]
-        self.stores_annotations = fmt.stores_annotations  # type: ignore[misc]
-        self.names: ShardNames = fmt.shard_names(path)
-        self.inner_options = shard_options(self.options)
-        #: images per shard: --shard-size, else the format's default, set by the first image's size
-        self.size: int | None = getattr(self.options, "shard_size", None)
-        self.partials: list[str] = []
-        self.stats: list[dict[str, Any]] = []
-        self.labels: list[np.ndarray] = []  # of the finished shards
-        self._open: Writer | None = None
-        self._open_labels: list[np.ndarray] = []
-        self._open_count = 0
-        self._shapes: set[tuple[int, ...]] = set()
-        if start and self.size is not None:
-            self._start()  # the first shard's writer checks its options and target now, before any work
-
-    def _start(self) -> None:
-        path = self.names.partial(len(self.partials))
-        count = min(self.size or self.meta.expected_count, self.meta.expected_count - self.written)
-        meta = dataclasses.replace(self.meta, expected_count=max(1, count), update=None)  # the index keeps it
-        self._open = self.fmt(path, meta, self.inner_options)
-        self.partials.append(path)
-        self._open_labels, self._open_count = [], 0
-
-    @property
-    def written(self) -> int:
-        return sum(int(s["count"]) for s in self.stats) + self._open_count
-
-    def _finish(self) -> None:
-        assert self._open is not None
-        self._open.close()
-        path = self.partials[-1]
-        self.stats.append({"count": self._open_count, "bytes": os.path.getsize(path)})
-        self.labels.append(np.concatenate(self._open_labels) if self._open_labels else self._empty_labels())
-        self._open = None
-        self._open_count = 0
-
-    def _empty_labels(self) -> np.ndarray:
-        k = len(self.meta.label_names)
-        return np.zeros((0, k), np.uint8) if self.meta.multi_label else np.zeros(0, np.int64)
-
-    def write(self, images: np.ndarray | Sequence[Any], labels: np.ndarray, ids: Sequence[str],
-              annotations: Sequence[str | None] | None = None) -> None:
-        done = 0
-        while done < len(ids):
-            if self.size is None:
-                first = images[0]
-                item_bytes = len(first.data) if isinstance(first, Encoded) else int(np.asarray(first).nbytes)
-                self.size = self.fmt.shard_size(self.options, item_bytes) or max(1, self.meta.expected_count)
-            if self._open is None:
-                self._start()
-            assert self._open is not None and self.size is not None
-            take = min(self.size - self._open_count, len(ids) - done)
-            part = slice(done, done + take)
-            if annotations is not None and self.fmt.stores_annotations:
-                self._open.write(images[part], labels[part], ids[part], annotations[part])
-            else:
-                self._open.write(images[part], labels[part], ids[part])
-            self._open_labels.append(np.array(labels[part], copy=True))
-            self._open_count += take
-            if isinstance(images, np.ndarray):  # one shape for the whole chunk
-                self._shapes.add(tuple(images.shape[1:]))
-            else:
-                self._shapes.update(tuple(x.shape) for x in images[part])
-            done += take
-            if self._open_count == self.size:
-                self._finish()
-
-    def written_shape(self) -> tuple[int, ...] | None:
-        if not self._shapes:
-            return tuple(self.meta.image_shape)
-        return next(iter(self._shapes)) if len(self._shapes) == 1 else None
-
-    def close(self) -> list[str]:
-        if self._open is not None:
-            self._finish()
-        if not self.partials:  # nothing converted: still a valid, empty output
-            self._start()
-            self._finish()
-        # under names no version there uses (this run's tag): the output there stays whole until the
-        # format's write_index commits this one (see imgpack.publish)
-        names = self.names.tagged(publish.new_tag(self.names))
-        final = [names.shard(i, len(self.partials)) for i in range(len(self.partials))]
-        for src, dst in zip(self.partials, final, strict=True):
-            rename_durably(src, dst)
-        self.partials = final
-        stats = [{**s, "shapes": sorted(map(list, self._shapes))} for s in self.stats]
-        return self.fmt.write_index(self.path, self.meta, self.options, final, stats,
-                                    np.concatenate([self._empty_labels(), *self.labels]))
-
-    def abort(self) -> None:
-        if self._open is not None:
-            with contextlib.suppress(Exception):
-                self._open.abort()
-        remove_quietly(self.partials)
-
-    # ------------------------------------------------------------------ resume
-
-    def checkpoint(self) -> dict[str, Any]:
-        """The finished shards are complete files: the state names them; the open one is redone."""
-        finished = self.partials[:len(self.stats)]  # the open shard, if any, is last and not finished
-        return {"written": sum(int(s["count"]) for s in self.stats), "shard_size": self.size,
-                "shards": [{"file": os.path.basename(p), **s} for p, s in zip(finished, self.stats, strict=True)]}
-
-    @classmethod
-    def reopen(cls, path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
-               labels: np.ndarray, fmt: type[Any] | None = None) -> ShardedWriter:
-        """Keep the partial shards the journal names (each checked against its size); go on with the next."""
-        assert fmt is not None
-        self = cls(fmt, path, meta, options, start=False)
-        self.size = state.get("shard_size") or self.size
-        start = 0
-        for shard in state["shards"]:
-            name, count, size = str(shard["file"]), int(shard["count"]), int(shard["bytes"])
-            if os.path.basename(name) != name or not name.endswith(".partial"):
-                raise OutputError(f"cannot resume {path}: the journal names {name!r}, not a partial shard")
-            file = os.path.join(os.path.dirname(self.names.index), name)
-            try:
-                found = os.path.getsize(file)
-            except OSError:
-                raise OutputError(f"cannot resume {path}: {file} is missing; run without --resume "
-                                  "to start again") from None
-            if found != size:
-                raise OutputError(f"cannot resume {path}: {file} has {found} bytes, its journal says {size}; "
-                                  "run without --resume to start again")
-            self.partials.append(file)
-            self.stats.append({"count": count, "bytes": size})
-            self.labels.append(np.asarray(labels[start:start + count]))
-            start += count
-        return self
-
-    def detach(self) -> None:
-        """The finished shards stay for --resume; the open one goes (a resume redoes it)."""
-        if self._open is not None:
-            with contextlib.suppress(Exception):
-                self._open.abort()
-            self.partials.pop()
-            self._open = None
-
-
 # --------------------------------------------------------------------------- which writer writes an output
 
 
 def is_sharded(fmt: type[Writer], options: Any) -> bool:
-    """Whether an output of ``fmt`` with these options is written by a :class:`ShardedWriter`."""
+    """Whether an output of ``fmt`` with these options is a set of shards (see :mod:`imgpack.shardrun`)."""
     options = fmt.parse_options(options)
     return issubclass(fmt, Shards) and fmt.shard_size(options, 1) is not None
 
@@ -608,16 +452,12 @@ def check_target(fmt: type[Writer], path: str, options: Any, replaces: bool | No
 
 
 def new_writer(fmt: type[Writer], path: str, meta: OutputMeta, options: Any) -> Writer:
-    """The writer of one output: the format's own, or shards of its own files."""
-    if is_sharded(fmt, options):
-        return ShardedWriter(fmt, path, meta, options)
+    """The writer of a single-file output (a sharded one is written shard by shard: imgpack.shardrun)."""
     return fmt(path, meta, options)
 
 
 def reopen_writer(fmt: type[Writer], path: str, meta: OutputMeta, options: Any, state: Mapping[str, Any],
                   labels: np.ndarray) -> Writer:
     """The writer of an interrupted output, at its checkpoint ``state`` (see :class:`Resumable`)."""
-    if is_sharded(fmt, options):
-        return ShardedWriter.reopen(path, meta, options, state, labels, fmt=fmt)
     assert issubclass(fmt, Resumable)
     return fmt.reopen(path, meta, options, state, labels)

@@ -223,13 +223,10 @@ class ShardNames:
             return f"{stem}-{i:06d}{self.suffix}"
         return f"{stem}-{i:05d}-of-{count:05d}{self.suffix}"
 
+
     def update_shard(self, tag: str) -> str:
         """The shard of an update's new images (``tag``: 8 hex digits of what it was made from)."""
         return f"{self.base}-update-{tag}{self.suffix}"
-
-    def partial(self, i: int) -> str:
-        """Where shard ``i`` is written until the whole output is complete."""
-        return partial_path(f"{self.base}-{i:05d}{self.suffix}")
 
     def owns(self, name: str) -> bool:
         """Whether the file ``name`` (a base name) is one of this output's shards, of any run, or the partial

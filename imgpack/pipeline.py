@@ -28,12 +28,12 @@ from .plan import (
     bring_up_to_date,
     check_targets,
     cluster_shard_size,
-    first_shape,
+    first_image,
     refuse_existing,
     targets_of,
 )
 from .plugins import Preprocessor, Scan
-from .process import Job
+from .process import Job, encode
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import writers
@@ -147,9 +147,9 @@ def convert(
     Every output keeps a journal (``TARGET.resume.json``) until it is complete. ``resume=True``
     continues the run it describes from its last complete batch, with the same result as a run
     that was never interrupted; a different source, recipe or writer options is a UsageError
-    that says what changed. Without a journal, ``resume`` starts from the beginning. On a cluster engine
-    (``--engine shards``, Spark) the shard is the unit: a resume keeps every shard the interrupted run
-    finished, and an update keeps every shard whose images are unchanged (:mod:`imgpack.shardplan`).
+    that says what changed. Without a journal, ``resume`` starts from the beginning. For a sharded output,
+    on every engine, the shard is the unit: a resume keeps every shard the interrupted run finished, and
+    an update keeps every shard whose images are unchanged (:mod:`imgpack.shardplan`).
 
     ``update=True`` brings an existing output up to date: nothing is written when it was made
     from the same files (paths, sizes, modification times; their content with ``checksum``),
@@ -179,7 +179,7 @@ def convert(
     if compression is not None:
         given["compression"] = compression
     writer_options = writer_cls.parse_options(given)  # validated once, here
-    if resume:
+    if resume and not formats.is_sharded(writer_cls, writer_options):  # (a sharded output resumes by its shards)
         formats.require(writer_cls, "resume", "--resume")
     if engine.writes_shards:
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
@@ -298,11 +298,14 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of
     # any shape gets the others by value.
-    job = replace(job, image_shape=first_shape(scan, job, on_error))
+    first = first_image(scan, job, on_error)
+    job = replace(job, image_shape=first.shape)
     stored_recipe = recipe_dict(settings.chain, settings.decode)
-    part = (ShardPart if engine.writes_shards else Part)(scan, job, writer_cls, writer_options, stored_recipe,
-                                                          annotations, engine, settings.batch_size, on_error,
-                                                          settings.update, settings.shard_size, settings.replaces)
+    # a sharded output's default shard size: the format's, for images of the first one's size as stored
+    stored = len(encode(job.encoder, first)) if job.encoder is not None else first.nbytes
+    part = (ShardPart if settings.by_shards else Part)(
+        scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, settings.batch_size, on_error,
+        settings.update, settings.shard_size_for(stored) if settings.by_shards else 0, settings.replaces)
     members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=settings.max_pixels, checksum=settings.checksum)
@@ -381,7 +384,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
             ds.close()
     for target in targets.values():
         remove_journal(journal_path(target))
-    if report is not None and engine.writes_shards:
+    if report is not None and engine.writes_shards:  # (counted as its shards ran)
         report = {**report, "reused": reused, "decoded": sum(len(m) for m in members_of.values()) - reused}
     seconds = time.perf_counter() - t0
     shape = shapes.pop() if len(shapes) == 1 else None

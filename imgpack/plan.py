@@ -10,6 +10,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import formats, storage
 from .datasets import open_dataset, read_in_place
 from .engines import Engine
@@ -49,11 +51,25 @@ class Settings:
     checksum: bool = False  # (with update)
     #: where the output lives when it is written elsewhere first (a URL, staged here)
     stored_at: str | None = None
-    #: images per shard on a cluster engine (see :func:`cluster_shard_size`); 0 on the local engine
+    #: images per shard on a cluster engine (see :func:`cluster_shard_size`); 0 on the local engine, where a
+    #: sharded output's shards have ``--shard-size`` images, else the format's default (:meth:`shard_size_for`)
     shard_size: int = 0
     #: an output there may be replaced: --overwrite, or --update (by its up-to-date version). Not the format's
     #: ``overwrite`` option, which holds --overwrite alone: the run tells a format's checks and writers itself
     replaces: bool = False
+
+    @property
+    def by_shards(self) -> bool:
+        """Whether the output is written shard by shard (:mod:`imgpack.shardrun`): every output of a cluster
+        engine, and a sharded one on this machine. Otherwise one writer here writes one file."""
+        return self.engine.writes_shards or formats.is_sharded(self.writer, self.options)
+
+    def shard_size_for(self, item_bytes: int) -> int:
+        """Images per shard: the cluster engine's, ``--shard-size``, else the format's default for images of
+        about this size as stored (TFRecord and WebDataset: about 256 MiB a shard)."""
+        if self.shard_size:
+            return self.shard_size
+        return int(self.writer.shard_size(self.options, max(1, item_bytes)) or 1)  # type: ignore[attr-defined]
 
 
 #: --batch-size's default: images in flight at once
@@ -78,13 +94,13 @@ def cluster_shard_size(engine: Engine, options: Any, batch_size: int | None) -> 
         return batch_size
     return SHARD_IMAGES
 
-def first_shape(scan: Scan, job: Job, on_error: str) -> tuple[int, ...]:
-    """The shape every image must have: that of the first image that converts."""
+def first_image(scan: Scan, job: Job, on_error: str) -> np.ndarray:
+    """The first image that converts: every image must have its shape."""
     reasons: Counter[str] = Counter()
     for sample in scan.samples:
         path = scan.abspath(sample)
         try:
-            return process_image(path, job).shape
+            return process_image(path, job)
         except ImageError as exc:
             if on_error == "fail":
                 raise ImageError(f"{as_given(scan, sample, path)}: {exc}") from None
@@ -119,19 +135,22 @@ def bring_up_to_date(output: str, targets: dict[str, str], part: Part, prints: d
         return {"up_to_date": True, "rebuilt": None, "added": 0, "changed": 0, "removed": 0, "reused": held,
                 "decoded": 0, "written": held}
     rebuilt = next((what_differs(r["key"], key) for r in records if r["key"] != key), None)
-    if rebuilt is None and records and settings.engine.writes_shards:
-        # a cluster engine keeps the old output's shards whose images are the same (imgpack.shardplan)
-        olds_of = [(rec, [row[0] for row in rec.get("samples", [])]) for rec in records]
-        overall = plan([prints[s.path] for s in samples], olds_of, settings.checksum)
+    if rebuilt is None and records and settings.by_shards:
+        # a run shard by shard keeps the old output's shards whose images are the same (imgpack.shardplan)
         for target, rec in found.items():
             if rec is not None and not settings.stored_at:
                 part.old_shards[target] = (rec.get("shards") or [], rec.get("samples", []))
-        return {"up_to_date": False, "rebuilt": None, "added": overall.added, "changed": overall.changed,
-                "removed": overall.removed, "reused": 0, "decoded": len(samples)}  # (counted as the shards run)
+        if settings.engine.writes_shards:  # (a cluster's workers convert the other shards' images from the source)
+            olds_of = [(rec, [row[0] for row in rec.get("samples", [])]) for rec in records]
+            overall = plan([prints[s.path] for s in samples], olds_of, settings.checksum)
+            return {"up_to_date": False, "rebuilt": None, "added": overall.added, "changed": overall.changed,
+                    "removed": overall.removed, "reused": 0, "decoded": len(samples)}  # (counted as shards run)
     if rebuilt is None and records and getattr(part.writer_options, "encode", None) == "jpeg":
         rebuilt = "JPEG-encoded images cannot be read back as they were made"  # re-encoding would change them
     if rebuilt is not None:
-        log.warning("%s: %s: rebuilding in full", settings.stored_at or output, rebuilt)
+        log.warning("%s: %s: %s", settings.stored_at or output, rebuilt,
+                    "its unchanged shards are kept, the others converted again" if part.old_shards
+                    else "rebuilding in full")
     olds: list[tuple[int, dict[str, Any], PackedDataset]] = []  # (the split's turn, its record, its output)
     for turn, (target, rec) in enumerate(found.items()):
         if rec is not None and rebuilt is None:

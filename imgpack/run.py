@@ -1,9 +1,10 @@
-"""Running one output of a conversion (the whole dataset, or one split) on an engine of this machine.
+"""Running one output of a conversion (the whole dataset, or one split) that is one file, on this machine.
 
 A :class:`Part` holds what the output is written with; ``run`` feeds the engine's chunks, in order,
 to one writer here, with a journal for ``--resume`` and, for ``--update``, the old output's pixels
-where they can be kept (:mod:`imgpack.update`). A cluster engine's run, where the workers write
-whole shards, is :class:`imgpack.shardrun.ShardPart`.
+where they can be kept (:mod:`imgpack.update`). A sharded output, and every output of a cluster
+engine, is written shard by shard (:class:`imgpack.shardrun.ShardPart`), but for the ``--update``
+of a format whose index maps images to any shard (:meth:`Part.patch`).
 """
 
 from __future__ import annotations
@@ -109,9 +110,6 @@ class Part:
              advance: Callable[[int], None], resume: bool) -> PartResult:
         """On the local engine: one writer here, fed the engine's chunks in order; a journal for --resume."""
         scan = self.scan
-        patched = self._patch(samples, target, meta, paths, labels, advance) if target in self.reuse else None
-        if patched is not None:
-            return patched
         journal = Journal(journal_path(target), fingerprint(
             len(samples), self.digests[target], source=meta.source, label_names=scan.label_names, recipe=self.recipe,
             format=self.writer_cls.name, options=self.writer_options.given(), image_shape=self.job.image_shape,
@@ -207,8 +205,8 @@ class Part:
             kept_rows.append(idx)
             yield first + len(chunk.errors), chunk.cpu
 
-    def _patch(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
-               labels: np.ndarray, advance: Callable[[int], None]) -> PartResult | None:
+    def patch(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
+              labels: np.ndarray, advance: Callable[[int], None]) -> PartResult | None:
         """``--update`` of a sharded output of a format that maps images to shards (formats.Patches): the
         new and changed images go to one new shard, the others stay where they are, and a new index over
         both replaces the old one. None: the output is rewritten whole instead (see :func:`_rewrite_whole`)."""

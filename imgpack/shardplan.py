@@ -42,7 +42,8 @@ class Shard:
 def plan(key: Mapping[str, Any], label_names: Sequence[str], samples: Sequence[Sample], size: int) -> list[Shard]:
     """The shards of ``size`` samples each (one shard, empty, when there is no sample)."""
     count = max(1, math.ceil(len(samples) / size))
-    head = json.dumps([key, list(label_names), count], sort_keys=True, default=str).encode()
+    # (not the count of shards: samples added at the end leave every earlier shard as it was)
+    head = json.dumps([key, list(label_names), size], sort_keys=True, default=str).encode()
     shards = []
     for i in range(count):
         start, stop = i * size, min(len(samples), (i + 1) * size)

@@ -1,8 +1,9 @@
-"""Running one output on a cluster engine (``--engine shards``, Spark): the workers write whole shards.
+"""Running one output shard by shard: a sharded output on any engine, every output on a cluster engine.
 
 The shards are planned by :mod:`imgpack.shardplan`; those an interrupted run (``--resume``) or the
-output there (``--update``) holds already are kept, the others written by the engine's workers
-under this run's names, and the index over all of them is written last (:mod:`imgpack.publish`).
+output there (``--update``) holds already are kept, the others written by the engine (by its workers
+on a cluster, in this process from the pool's results on this machine) under this run's names, and
+the index over all of them is written last (:mod:`imgpack.publish`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import formats, publish, shardplan, storage
-from .engines import ShardResult, ShardSpec, ShardTask
+from .engines import Engine, ShardResult, ShardSpec, ShardTask
 from .errors import ImageError
 from .formats import OutputMeta, Shards
 from .locking import check_held
@@ -33,14 +34,17 @@ log = logging.getLogger("imgpack")
 
 
 class ShardPart(Part):
-    """A :class:`~imgpack.run.Part` whose engine's workers write whole shards."""
+    """A :class:`~imgpack.run.Part` written shard by shard."""
 
     def _run(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
              labels: np.ndarray, advance: Callable[[int], None], resume: bool) -> PartResult:
-        """Shards of ``--shard-size`` samples (:func:`imgpack.plan.cluster_shard_size`), each converted and
-        written by a worker of the engine, but for those an interrupted run (``resume``) or the version there
-        (``--update``) holds already (see :mod:`imgpack.shardplan`); then the index (or HDF5 master file) over
-        them, here."""
+        """Shards of ``--shard-size`` samples (:meth:`imgpack.plan.Settings.shard_size_for`), each converted and
+        written by the engine, but for those an interrupted run (``resume``) or the version there (``--update``)
+        holds already (see :mod:`imgpack.shardplan`); then the index (or HDF5 master file) over them, here."""
+        if target in self.reuse:  # --update here of a format that maps images to any shard: only the new ones
+            patched = self.patch(samples, target, meta, paths, labels, advance)
+            if patched is not None:
+                return patched
         fmt = self.writer_cls
         assert issubclass(fmt, Shards)
         url = target if storage.is_url(target) else None
@@ -60,10 +64,17 @@ class ShardPart(Part):
         if url is not None:
             return self._shards_to_store(url, target, final, shards, samples, meta, paths, labels, advance)
         journal = Journal(journal_path(target), fingerprint(
-            len(samples), (shardplan.digest(shards), "checked shard by shard"), source=meta.source,
+            # (on this machine the files' fingerprints are taken before every run: a resume says what changed;
+            # a cluster's workers take them, and the plan's digest stands for them)
+            len(samples), (shardplan.digest(shards), "checked shard by shard") if self.engine.writes_shards
+            else self.digests[target],
+            source=meta.source,
             label_names=self.scan.label_names, recipe=self.recipe, format=fmt.name,
             options=self.writer_options.given(), image_shape=self.job.image_shape, max_pixels=self.job.max_pixels,
             on_error=self.on_error), shards=[])
+        if not resume and os.path.exists(journal.path):
+            log.warning("%s: starting again over an interrupted run's partial output%s", target,
+                        "" if self.update else " (--resume would continue it)")
         held = self._held_shards(target, shards, journal if resume else None)
         for i, old in held.items():
             final[i] = os.path.join(os.path.dirname(names.index), old["file"])
@@ -72,9 +83,15 @@ class ShardPart(Part):
         journal.save()
         advance(sum(shards[i].stop - shards[i].start for i in held))
         run = [sh for sh in shards if sh.index not in held]
+        # --update on this machine: the images of the shards written again come from the old output where it
+        # has them (imgpack.engines.reuse), the others are converted
+        where, olds = self.reuse.get(target, (None, []))
+        engine = self.engine if where is None else self._engine(
+            [where[k] for sh in run for k in range(sh.start, sh.stop)], olds)
         try:
             results, skipped, kept = self._map_shards(final, shards, run, held, samples, meta, paths, labels,
-                                                      advance, journal, self.records.get(target, {}).get("samples"))
+                                                      advance, journal, self.records.get(target, {}).get("samples"),
+                                                      engine)
             outputs = fmt.write_index(target, self._with_record(target, meta, samples, shards, final, results),
                                       formats.shard_options(self.writer_options), final, [r.stats for r in results],
                                       labels[kept])
@@ -86,9 +103,11 @@ class ShardPart(Part):
             remove_quietly([final[sh.index] for sh in run])
             journal.remove()
             raise
+        reused = sum(int(old["count"]) for old in held.values()) + (
+            sum(where[k] is not None for sh in run for k in range(sh.start, sh.stop)) if where is not None else 0)
         return PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
                            label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results),
-                           reused=sum(int(old["count"]) for old in held.values()))
+                           reused=reused)
 
     def _held_shards(self, target: str, shards: Sequence[shardplan.Shard], journal: Journal | None
                      ) -> dict[int, dict[str, Any]]:
@@ -135,18 +154,18 @@ class ShardPart(Part):
     def _map_shards(self, final: list[str], shards: Sequence[shardplan.Shard], run: Sequence[shardplan.Shard],
                     held: Mapping[int, Mapping[str, Any]], samples: Sequence[Sample], meta: OutputMeta,
                     paths: list[str], labels: np.ndarray, advance: Callable[[int], None], journal: Journal | None,
-                    rows: Sequence[list[Any]] | None = None
+                    rows: Sequence[list[Any]] | None = None, engine: Engine | None = None
                     ) -> tuple[list[ShardResult], list[tuple[str, str, int]], np.ndarray]:
-        """The shards of ``run`` written by the engine's workers at their ``final`` names (each recorded in
-        ``journal`` as it is done, with its files' fingerprints: from ``rows``, the record's, else as the
-        workers took them), those ``held`` kept: every shard's result, in order, the skipped images (path,
-        reason, position) and the positions kept."""
+        """The shards of ``run`` written by ``engine`` (the part's by default) at their ``final`` names (each
+        recorded in ``journal`` as it is done, with its files' fingerprints: from ``rows``, the record's, else
+        as the workers took them), those ``held`` kept: every shard's result, in order, the skipped images
+        (path, reason, position) and the positions kept."""
         tasks = [ShardTask(sh.index, final[sh.index], paths[sh.start:sh.stop], labels[sh.start:sh.stop],
                            [s.id for s in samples[sh.start:sh.stop]],
                            [s.annotation for s in samples[sh.start:sh.stop]] if self.annotations else None)
                  for sh in run]
         spec = ShardSpec(self.job, self.writer_cls, replace(meta, update=None),  # the index keeps the record
-                         formats.shard_options(self.writer_options))
+                         formats.shard_options(self.writer_options), self.batch_size)
 
         def done(result: ShardResult) -> None:  # the shard is complete under its final name: a resume keeps it
             if journal is None:
@@ -157,7 +176,7 @@ class ShardPart(Part):
                                                                           result.skipped), "files": files}]
             journal.save()
 
-        found = {r.index: r for r in (self.engine.map_shards(spec, tasks, advance, done) if tasks else [])}
+        found = {r.index: r for r in ((engine or self.engine).map_shards(spec, tasks, advance, done) if tasks else [])}
         for i, old in held.items():
             found[i] = ShardResult(i, {k: old[k] for k in ("count", "bytes", "shapes")},
                                    [(int(p), str(why)) for p, why in old.get("skipped", [])])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,8 +67,10 @@ def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path,
     kill_mid_run(proc, folder, folder / f"o{SUFFIX[fmt]}.resume.json", at_least=25)  # held after 60
     names = sorted(p.name for p in folder.iterdir())
     assert not out.exists() and not (folder / f"o{SUFFIX[fmt]}.json").exists(), names
-    # only partial files, the resume journal and the lock's file (released by the kill), no final names
-    assert not [n for n in names if not n.endswith((".partial", ".resume.json")) and n != f".{out.name}.imgpack-lock"]
+    # only partial files, complete shards no index names, the resume journal and the lock's file (released by
+    # the kill): no index
+    assert not [n for n in names if not n.endswith((".partial", ".resume.json")) and n != f".{out.name}.imgpack-lock"
+                and untagged(n) == n]
     assert not looks_complete(out)
     # a new run over the leftovers (no --overwrite needed: partial files are not outputs) gives a clean result
     imgpack.convert(str(many), str(out), size=16, workers=0, progress="off", options=options(fmt))
@@ -167,7 +170,7 @@ def test_ctrl_c_names_the_command_that_continues_and_that_command_works(many: Pa
     gate.touch()
     again = subprocess.run([sys.executable, "-c", SLOW_CLI, str(REPO / "tests"), *shlex.split(command)[1:]],
                            capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "resuming after" in again.stderr, again.stderr
+    assert again.returncode == 0 and re.search(r"resuming with [1-4] of 5 shards written", again.stderr), again.stderr
     clean = tmp_path / "clean.tar"
     imgpack.convert(str(many), str(clean), size=16, workers=0, options={"shard_size": 25}, progress="off")
     assert content_digest(str(out)) == content_digest(str(clean))

@@ -145,8 +145,8 @@ class _ConvertCommand(click.Command):
               help="Refuse images whose header claims more pixels (default 178,956,970).")
 @click.option("--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted run of the same command from its last complete batch (on --engine "
-                   "shards or spark: keeping its finished shards; its journal is OUTPUT.resume.json); refused, "
+              help="Continue an interrupted run of the same command from its last complete batch (a sharded "
+                   "output: keeping its finished shards; its journal is OUTPUT.resume.json); refused, "
                    "saying what changed, if the source, recipe or options differ.")
 @click.option("--update", is_flag=True,
               help="Bring OUTPUT up to date: nothing to do when it was made from the same files, labels, recipe and "

@@ -7,18 +7,20 @@ sharded output.
 
 An engine on this machine takes a :class:`~imgpack.process.Job` and the samples' paths
 and yields their results in input order, one :class:`Chunk` at a time; the pipeline
-hands each to the writer. A cluster engine has its workers write whole shards instead.
+hands each to the writer of a single-file output, or :meth:`Engine.map_shards` to each
+planned shard's in turn. A cluster engine has its workers write whole shards instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -50,15 +52,24 @@ class Chunk:
 Progress = Callable[[int], None]
 
 
-class Engine:
-    """Where the CPU work runs. Two kinds, told apart by ``writes_shards``:
+def copy_item(item: Item) -> Item:
+    """A chunk's result made to outlive the chunk (its pixels, or its encoded bytes, are views of the ring)."""
+    if isinstance(item, Encoded):
+        return Encoded(bytes(item.data), item.shape)
+    return np.array(item, copy=True)
 
-    - an engine on this machine (``local``) implements :meth:`run`: results stream back in
-      input order and the pipeline hands them to one writer in this process;
-    - a cluster engine (``spark``) implements :meth:`map_shards`: the pipeline plans the
-      output's shards, the engine's workers each convert and write whole shards
-      (:func:`write_shard`), and the pipeline writes the index over them. Pixel data never
-      comes back. Another cluster (Ray, Dask) is one module with a ``map_shards``.
+
+class Engine:
+    """Where the CPU work runs. A sharded output is written by :meth:`map_shards` on every engine: the
+    pipeline plans its shards, each is converted and written whole (:func:`write_shard`), and the pipeline
+    writes the index over them. Told apart by ``writes_shards``:
+
+    - an engine on this machine (``local``) also implements :meth:`run`: results stream back in
+      input order, to one writer in this process (a single-file output), or to each shard's in
+      turn (its ``map_shards``);
+    - a cluster engine (``shards``, ``spark``) has its workers each convert and write whole
+      shards; pixel data never comes back. Another cluster (Ray, Dask) is one module with a
+      ``map_shards``.
     """
 
     name: str
@@ -79,12 +90,36 @@ class Engine:
 
     def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None,
                    done: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
-        """Run :func:`write_shard` for every task on the workers; the results in task order. ``done`` is
-        called with each result as soon as its shard is complete (the journal of ``--resume`` records it).
+        """Run :func:`write_shard` for every task; the results in task order. ``done`` is called with each
+        result as soon as its shard is complete (the journal of ``--resume`` records it).
 
-        A task that fails is retried by the engine; one that still fails raises WorkerError.
+        On a cluster engine, on its workers: a task that fails is retried by the engine; one that still
+        fails raises WorkerError. Here, by default, each shard is written in this process in turn, from
+        :meth:`run`'s results in input order: the engine converts across the shards' boundaries, so that
+        no shard waits for it to start.
         """
-        raise NotImplementedError(f"the {self.name} engine does not write shards")
+        cpu = [0.0]
+
+        def converted() -> Generator[Item | str, None, None]:
+            paths = [p for task in tasks for p in task.paths]
+            for chunk in self.run(spec.job, paths, spec.batch_size, progress):
+                cpu[0] += chunk.cpu
+                for i, error in enumerate(chunk.errors):  # (the ring is reused once the next chunk is asked for)
+                    yield error if error is not None else copy_item(chunk.item(i))
+
+        stream = converted()
+        results = []
+        try:
+            for task in tasks:
+                before = cpu[0]
+                result = write_shard(spec, task, itertools.islice(stream, len(task.paths)))
+                result.cpu = cpu[0] - before
+                results.append(result)
+                if done:
+                    done(result)
+        finally:
+            stream.close()  # (the engine's pool stops with it)
+        return results
 
     def close(self) -> None:
         """Release what the engine holds (a cluster session)."""
@@ -101,6 +136,7 @@ class ShardSpec:
     writer: type[Any]  # the format's Writer class, pickled by reference (its module must be installed there too)
     meta: OutputMeta
     options: Any  # the format's Options
+    batch_size: int = 1000  # images in flight at once, on the local engine (--batch-size)
 
 
 @dataclass(frozen=True)
@@ -132,8 +168,10 @@ def remove_attempts(tasks: Sequence[ShardTask]) -> None:
         remove_quietly(glob.glob(glob.escape(task.path) + ".*"))
 
 
-def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
-    """On a worker: convert the task's images and write them as one complete shard at ``task.path``.
+def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str] | None = None) -> ShardResult:
+    """Convert the task's images and write them as one complete shard at ``task.path``: on a worker, or in
+    the local engine's process from its pool's results (``converted``: each image's result in order, or why
+    it was not converted).
 
     The shard is written under a name of its own for this attempt and renamed into place when
     complete, so a retried (or speculative) attempt never leaves half a shard or a second
@@ -143,16 +181,20 @@ def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
     skipped: list[tuple[int, str]] = []
     files: list[tuple[int, int | None]] = []
 
-    def items() -> Iterator[tuple[Item, Any, str, str | None]]:
-        for i, path in enumerate(task.paths):
+    def convert() -> Iterator[Item | str]:
+        for path in task.paths:
             if not is_url(path):
                 files.append(size_and_time(path))
             try:
                 image = process_image(path, spec.job)
-                item: Item = (Encoded(encode(spec.job.encoder, image), image.shape)
-                              if spec.job.encoder is not None else image)
+                yield Encoded(encode(spec.job.encoder, image), image.shape) if spec.job.encoder is not None else image
             except ImageError as exc:
-                skipped.append((i, str(exc)))
+                yield str(exc)
+
+    def items() -> Iterator[tuple[Item, Any, str, str | None]]:
+        for i, item in enumerate(converted if converted is not None else convert()):
+            if isinstance(item, str):
+                skipped.append((i, item))
                 continue
             yield item, task.labels[i], task.ids[i], task.annotations[i] if task.annotations else None
 

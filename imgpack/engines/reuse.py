@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..formats import Encoded, Item, PackedDataset
+from ..formats import Item, PackedDataset
 from ..process import Job
-from . import Chunk, Engine, Progress
+from . import Chunk, Engine, Progress, copy_item
 
 
 class _Rows:
@@ -58,7 +58,7 @@ class ReusingEngine(Engine):
             while not ready:
                 chunk = next(inner)
                 for i, error in enumerate(chunk.errors):  # the ring is reused: copy what is kept
-                    item = None if error else _copy(chunk.item(i))
+                    item = None if error else copy_item(chunk.item(i))
                     ready.append((error, item))
             return ready.popleft()
 
@@ -80,9 +80,3 @@ class ReusingEngine(Engine):
                 progress(reused)
             # every result is by value (extras); the array only gives the chunk its length
             yield Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras)
-
-
-def _copy(item: Item) -> Item:
-    if isinstance(item, Encoded):
-        return Encoded(bytes(item.data), item.shape)
-    return np.array(item, copy=True)

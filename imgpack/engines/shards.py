@@ -9,8 +9,8 @@ matters with many cores and small images. The output is sharded (one shard per
 ``--shard-size`` images, else per ``--batch-size``) and its content is the local engine's.
 
 A shard is written under a name of its own and renamed into place when complete. A worker
-that dies stops the run with an error naming the first shard not finished, and the shards
-written are removed: there is no ``--resume`` (use the local engine for that).
+that dies stops the run with an error naming the first shard not finished; the journal keeps
+the shards finished, for ``--resume`` (:mod:`imgpack.shardrun`).
 """
 
 from __future__ import annotations

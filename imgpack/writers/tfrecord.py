@@ -182,7 +182,7 @@ class TFRecordWriter(Writer, Shards):
         return options.shard_size or max(1, SHARD_BYTES // max(1, item_bytes))
 
     def __init__(self, path: str, meta: OutputMeta, options: TFRecordOptions | Mapping[str, Any]) -> None:
-        """One file of records (a shard: imgpack rotates them and writes the index)."""
+        """One file of records (a shard: imgpack plans them and writes the index)."""
         super().__init__(path, meta, options)
         self._encode = self.encoder(self.options)
         self._classes = len(meta.label_names) if self.options.one_hot else None

@@ -3,7 +3,6 @@ Spark engine writes."""
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from conftest import names_in, photo, shard_file, untagged, write_image
 import imgpack
 from imgpack.datasets import content_digest, verify
 from imgpack.errors import OutputError
-from imgpack.formats import ShardedWriter, new_writer
 from imgpack.writers.hdf5 import HDF5Writer
 
 
@@ -60,25 +58,6 @@ def test_an_earlier_sharded_output_is_refused_then_replaced(src: Path, tmp_path:
     imgpack.convert(str(src), str(out), size=8, workers=0, options={"shard_size": 12}, overwrite=True, progress="off")
     assert names_in(tmp_path) == ["o-00000-of-00002.h5", "o-00001-of-00002.h5", "o.h5", "src"]
     verify(str(out))
-
-
-def test_a_sharded_writer_keeps_whole_shards_for_a_resume(tmp_path: Path) -> None:
-    meta = imgpack.plugins.OutputMeta((4, 4, 3), ["a"], {}, "src", expected_count=9)
-    writer = new_writer(HDF5Writer, str(tmp_path / "o.h5"), meta, {"shard_size": 4})
-    assert isinstance(writer, ShardedWriter)
-    images = np.arange(9 * 48, dtype=np.uint8).reshape(9, 4, 4, 3)
-    writer.write(images[:6], np.zeros(6, np.int64), [str(i) for i in range(6)])
-    state = writer.checkpoint()
-    assert state["written"] == 4 and [s["count"] for s in state["shards"]] == [4]  # the open shard is redone
-    writer.detach()
-    assert sorted(os.listdir(tmp_path)) == ["o-00000.h5.partial"]
-    again = ShardedWriter.reopen(str(tmp_path / "o.h5"), meta, HDF5Writer.parse_options({"shard_size": 4}), state,
-                                 np.zeros(4, np.int64), fmt=HDF5Writer)
-    again.write(images[4:], np.zeros(5, np.int64), [str(i) for i in range(4, 9)])
-    again.close()
-    with h5py.File(tmp_path / "o.h5") as f:
-        np.testing.assert_array_equal(f["images"][:], images)
-        assert [x.decode() for x in f["ids"][:]] == [str(i) for i in range(9)]
 
 
 def test_a_masters_mapping_is_read_only_when_its_shards_can_hold_it(src: Path, tmp_path: Path) -> None:

@@ -63,11 +63,11 @@ def test_tar_members_and_the_index(src: Path, tmp_path: Path) -> None:
     with tarfile.open(shard_file(tmp_path, "o-000000.tar")) as tar:
         members = tar.getmembers()
         assert [m.name for m in members[:3]] == ["000000000.png", "000000000.cls", "000000000.json"]
-        assert {m.mtime for m in members} == {0} and len(members) == 30
+        assert {m.mtime for m in members} == {0} and len(members) == 27  # ten samples, one of them broken
         assert tar.extractfile("000000000.cls").read() == b"0"  # type: ignore[union-attr]
     index = json.loads((tmp_path / "o.tar.json").read_text())
     assert index["format"] == "webdataset" and index["count"] == 23
-    assert [s["count"] for s in index["shards"]] == [10, 10, 3] and all(len(s["sha256"]) == 64 for s in index["shards"])
+    assert [s["count"] for s in index["shards"]] == [9, 10, 4] and all(len(s["sha256"]) == 64 for s in index["shards"])
     # the same content as every other format, through imgpack's own reader
     imgpack.convert(str(src), str(tmp_path / "o.h5"), size=16, workers=0, progress="off")
     assert content_digest(str(out)) == content_digest(str(tmp_path / "o.h5"))
@@ -96,7 +96,9 @@ def test_without_a_shard_size_shards_hold_about_256_mib(src: Path, tmp_path: Pat
     monkeypatch.setattr(webdataset, "SHARD_BYTES", 2000)  # about 2 encoded 16x16 PNGs of ~800 bytes
     res = imgpack.convert(str(src), str(tmp_path / "o.tar"), size=16, workers=0, progress="off")
     counts = [s["count"] for s in imgpack.describe(res.outputs[-1])["shards"]]
-    assert sum(counts) == 23 and 1 < len(counts) < 23 and len(set(counts[:-1])) == 1
+    # shards of the same number of samples, less the one broken image
+    assert sum(counts) == 23 and 1 < len(counts) < 23 and sorted(set(counts[:-1])) in ([max(counts)],
+                                                                                       [max(counts) - 1, max(counts)])
 
 
 def test_annotations_and_multi_label_go_to_the_json(tmp_path: Path) -> None:
