@@ -106,7 +106,7 @@ def replace_folder(staged: str, path: str) -> None:
     reader sees the old folder or the new one at every instant, and a crash leaves one of them whole at
     ``path``; elsewhere the old folder is renamed aside first, for the instant between two renames."""
     staged, path = staged.rstrip(os.sep), path.rstrip(os.sep)
-    sync_folder(os.path.join(staged, "."))
+    sync_folder(os.path.join(staged, "-"))  # (the staged folder itself: its entries on the disk)
     if not os.path.isdir(path):
         os.replace(staged, path)
     elif _exchange(staged, path):
