@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # PyTorch's CPU build first (the reading API's DataLoader test needs no GPU): the test extra's torch is then
 # installed already, and none of the CUDA build's 3.4 GB (nvidia-*, triton) comes with it. TensorFlow's and
 # PyTorch's C++ headers (490 MB) are for building extensions, which the tests do not: removed. A fresh
-# .venv is then 3.4 GB (7.7 GB before).
+# .venv is then 3.5 GB (7.7 GB before).
 TORCH_CPU := torch==2.13.0+cpu
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet '$(TORCH_CPU)' 2>/dev/null || \
