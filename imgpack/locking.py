@@ -152,22 +152,17 @@ class StoreLock:
     def acquire(self) -> bool:
         """Take the lock (OutputError naming the holder when another run has it); False: the store offers
         no conditional PUT, and nothing was taken."""
-        from .storage import failed_to_reach, reason
+        from .storage import client_errors
 
         try:
-            try:
-                self.fs.pipe_file(self.path, self._body(), mode="create")
-            except FileExistsError:
-                self._take_over()
-            self.etag = self._etag()
+            with client_errors(OutputError, f"{self.target}: cannot take its lock {self.url}"):
+                try:
+                    self.fs.pipe_file(self.path, self._body(), mode="create")
+                except FileExistsError:
+                    self._take_over()
+                self.etag = self._etag()
         except (TypeError, NotImplementedError, ValueError):
             return False  # (a filesystem without mode="create")
-        except OutputError:
-            raise
-        except Exception as exc:  # the store refused or could not be reached (credentials, endpoint ...)
-            if not failed_to_reach(exc):
-                raise
-            raise OutputError(f"{self.target}: cannot take its lock {self.url}: {reason(exc)}") from None
         if self.etag is None:  # no ETag: no conditional renewal either; this machine's lock instead
             with contextlib.suppress(OSError):
                 self.fs.rm_file(self.path)

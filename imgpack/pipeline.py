@@ -301,11 +301,12 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     first = first_image(scan, job, on_error)
     job = replace(job, image_shape=first.shape)
     stored_recipe = recipe_dict(settings.chain, settings.decode)
-    # a sharded output's default shard size: the format's, for images of the first one's size as stored
-    stored = len(encode(job.encoder, first)) if job.encoder is not None else first.nbytes
+    shard_size = 0
+    if settings.by_shards:  # without --shard-size, the format's default for images of the first one's size as stored
+        shard_size = settings.shard_size_for(len(encode(job.encoder, first)) if job.encoder else first.nbytes)
     part = (ShardPart if settings.by_shards else Part)(
         scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, settings.batch_size, on_error,
-        settings.update, settings.shard_size_for(stored) if settings.by_shards else 0, settings.replaces)
+        settings.update, shard_size, settings.replaces)
     members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=settings.max_pixels, checksum=settings.checksum)

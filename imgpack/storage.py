@@ -16,11 +16,11 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .errors import MissingDependencyError, OutputError, SourceError, UsageError
+from .errors import ImgpackError, MissingDependencyError, OutputError, SourceError, UsageError
 
 #: protocol -> the extra that installs its fsspec implementation
 EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure", "abfss": "azure",
@@ -134,6 +134,21 @@ def forget(fs: Any, root: str) -> None:
             cache.pop(key, None)
 
 
+@contextlib.contextmanager
+def client_errors(error: type[ImgpackError], what: str) -> Iterator[None]:
+    """A store's client failing inside the block (:func:`failed_to_reach`: credentials, connection, a refusal)
+    raises ``error("WHAT: REASON")``, one line naming the store; imgpack's own errors and any other exception
+    (a fault of imgpack's) go through as they are."""
+    try:
+        yield
+    except ImgpackError:
+        raise
+    except Exception as exc:
+        if not failed_to_reach(exc):
+            raise
+        raise error(f"{what}: {reason(exc)}") from None
+
+
 def reason(exc: BaseException) -> str:
     """What went wrong, in a few words, from an error of a store's client."""
     text = str(exc).strip()
@@ -149,14 +164,11 @@ def fetch(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
 
 def read_bytes(url: str, opts: Mapping[str, Any] | None = None) -> bytes:
     """The object's bytes; SourceError naming it when it cannot be read."""
-    try:
-        return fetch(url, opts)
-    except FileNotFoundError:
-        raise SourceError(f"{url}: no such object") from None
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
+    with client_errors(SourceError, f"{url}: cannot read"):
+        try:
+            return fetch(url, opts)
+        except FileNotFoundError:
+            raise SourceError(f"{url}: no such object") from None
 
 
 def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> list[bytes | BaseException]:
@@ -199,15 +211,12 @@ def list_versions(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple
     """Every object under the prefix ``url``: (relative path, size, version: ETag or modification time), sorted."""
     fs, root = filesystem(url, opts)
     root = root.rstrip("/")
-    try:
-        forget(fs, root)  # another process may have written there since this one listed it
-        found = fs.find(root, detail=True)
-    except FileNotFoundError:
-        raise SourceError(f"{url}: no such prefix") from None
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise SourceError(f"{url}: cannot list: {reason(exc)}") from None
+    with client_errors(SourceError, f"{url}: cannot list"):
+        try:
+            forget(fs, root)  # another process may have written there since this one listed it
+            found = fs.find(root, detail=True)
+        except FileNotFoundError:
+            raise SourceError(f"{url}: no such prefix") from None
     out = []
     for path, info in found.items():
         if info.get("type", "file") != "file" or not path.startswith(root + "/"):
@@ -224,33 +233,21 @@ def _version(info: Mapping[str, Any]) -> Any:
 
 def exists(url: str) -> bool:
     fs, path = filesystem(url)
-    try:
+    with client_errors(OutputError, f"{url}: cannot reach"):
         return bool(fs.exists(path))
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise OutputError(f"{url}: cannot reach: {reason(exc)}") from None
 
 
 def upload(local: str, url: str, opts: Mapping[str, Any] | None = None) -> None:
     """``local`` to ``url`` in one completed put (a multipart upload is completed last): never half there."""
     fs, path = filesystem(url, opts)
-    try:
+    with client_errors(OutputError, f"{url}: cannot write"):
         fs.put_file(local, path)
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise OutputError(f"{url}: cannot write: {reason(exc)}") from None
 
 
 def download(url: str, local: str) -> None:
     fs, path = filesystem(url)
-    try:
+    with client_errors(SourceError, f"{url}: cannot read"):
         fs.get_file(path, local)
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
 
 
 def remove(urls: Sequence[str]) -> None:
@@ -265,15 +262,12 @@ def names_in(url: str) -> list[str]:
     """The names of the objects directly under the folder ``url`` (one level); [] where there is none."""
     fs, root = filesystem(url)
     root = root.rstrip("/")
-    try:
-        forget(fs, root)  # another process may have written there since this one listed it
-        return sorted(str(p).rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False))
-    except FileNotFoundError:
-        return []
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise OutputError(f"{url}: cannot list: {reason(exc)}") from None
+    with client_errors(OutputError, f"{url}: cannot list"):
+        try:
+            forget(fs, root)  # another process may have written there since this one listed it
+            return sorted(str(p).rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False))
+        except FileNotFoundError:
+            return []
 
 
 def staging(url: str) -> str:
@@ -288,15 +282,12 @@ def local_output(url: str, index_only: bool = False) -> str:
     base, _, name = url.rstrip("/").rpartition("/")
     stem = name.split(".", 1)[0]
     fs, root = filesystem(base)
-    try:
-        forget(fs, root)  # another process may have written there since this one listed it
-        beside = fs.ls(root, detail=True)  # one level, not the whole prefix
-    except FileNotFoundError:
-        raise SourceError(f"{url}: no such object") from None
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise SourceError(f"{base}: cannot list: {reason(exc)}") from None
+    with client_errors(SourceError, f"{base}: cannot list"):
+        try:
+            forget(fs, root)  # another process may have written there since this one listed it
+            beside = fs.ls(root, detail=True)  # one level, not the whole prefix
+        except FileNotFoundError:
+            raise SourceError(f"{url}: no such object") from None
     parts = []
     for info in beside:
         rel = str(info["name"]).rstrip("/").rpartition("/")[2]
@@ -312,12 +303,8 @@ def local_output(url: str, index_only: bool = False) -> str:
         target = os.path.join(folder, rel)
         if os.path.exists(target) and os.path.getsize(target) == size:
             continue
-        try:
+        with client_errors(SourceError, f"{base}/{rel}: cannot read"):
             fs.get_file(f"{root.rstrip('/')}/{rel}", target + ".partial")
-        except Exception as exc:
-            if not failed_to_reach(exc):
-                raise
-            raise SourceError(f"{base}/{rel}: cannot read: {reason(exc)}") from None
         os.replace(target + ".partial", target)
     return os.path.join(folder, name)
 
@@ -326,11 +313,8 @@ def open_for_reading(url: str) -> Any:
     """A random-access file object over ``url``, in blocks cached as they are read: an HDF5 image costs
     about one request."""
     fs, path = filesystem(url)
-    try:
-        return fs.open(path, "rb", block_size=4 * 2**20, cache_type="blockcache")
-    except FileNotFoundError:
-        raise SourceError(f"{url}: no such object") from None
-    except Exception as exc:
-        if not failed_to_reach(exc):
-            raise
-        raise SourceError(f"{url}: cannot read: {reason(exc)}") from None
+    with client_errors(SourceError, f"{url}: cannot read"):
+        try:
+            return fs.open(path, "rb", block_size=4 * 2**20, cache_type="blockcache")
+        except FileNotFoundError:
+            raise SourceError(f"{url}: no such object") from None

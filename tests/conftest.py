@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +92,19 @@ def readable_digest(path: str) -> str | None:
         return content_digest(path)
     except ImgpackError:
         return None
+
+
+def wait_until(ready: Callable[[], bool], proc: subprocess.Popen[Any], what: str, seconds: float = 120) -> None:
+    """Until ``ready()`` (the event a test waits on: a file, the journal, processes), while ``proc`` runs: an
+    AssertionError naming ``what`` if the process ends first or ``seconds`` pass. Each check is of the event
+    itself; the 10 ms between checks only spares the CPU."""
+    t0 = time.monotonic()
+    while not ready():
+        if proc.poll() is not None:
+            said = proc.stderr.read() if proc.stderr else ""
+            raise AssertionError(f"the run ended before {what}: {said!r}")
+        assert time.monotonic() - t0 < seconds, f"not after {seconds} s: {what}"
+        time.sleep(0.01)
 
 
 def consumed(journal: Path) -> int:

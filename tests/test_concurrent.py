@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import FORMATS, REPO, SUFFIX, start_slow_run, two_classes
+from conftest import FORMATS, REPO, SUFFIX, start_slow_run, two_classes, wait_until
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -32,11 +31,8 @@ def test_a_second_run_on_the_same_output_is_refused_and_the_first_finishes(fmt: 
     gate = tmp_path / "go-on"  # the first run holds after 5 images until the second has been refused
     first = start_slow_run(many, out, {"shard_size": 25} if fmt != "hdf5" else None, gate=(gate, 5))
     try:
-        t0 = time.monotonic()
-        while not (out.parent.exists() and any(p.name.endswith(".partial") for p in out.parent.iterdir())):
-            assert first.poll() is None, first.stderr.read()  # type: ignore[union-attr]
-            assert time.monotonic() - t0 < 120
-            time.sleep(0.02)
+        wait_until(lambda: out.parent.exists() and any(p.name.endswith(".partial") for p in out.parent.iterdir()),
+                   first, "it began writing")
         second = subprocess.run([sys.executable, "-m", "imgpack", "convert", str(many), "-o", str(out), "--size",
                                  "16", "--overwrite", "--format", fmt], capture_output=True, text=True, cwd=REPO)
         assert second.returncode == 1, second.stderr

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO, CtrlC, photo, shard_file, start_slow_run, two_classes, write_image
+from conftest import REPO, CtrlC, photo, shard_file, start_slow_run, two_classes, wait_until, write_image
 
 import imgpack
 from imgpack.datasets import content_digest
@@ -316,7 +316,6 @@ def test_a_tfrecord_with_a_huge_encoded_image_is_refused_before_decoding(tmp_pat
 @pytest.mark.slow
 def test_workers_forkserver_and_tracker_die_with_a_killed_parent(tmp_path: Path) -> None:
     import signal
-    import time
 
     import psutil
 
@@ -325,12 +324,13 @@ def test_workers_forkserver_and_tracker_die_with_a_killed_parent(tmp_path: Path)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     proc = start_slow_run(src, tmp_path / "o.h5", workers=2, env={"TMPDIR": str(tmp)})
-    t0 = time.monotonic()
     family: list[psutil.Process] = []
-    while len(family) < 4:  # the tracker, the forkserver and two workers, running
-        assert proc.poll() is None and time.monotonic() - t0 < 120
-        time.sleep(0.05)
-        family = psutil.Process(proc.pid).children(recursive=True)
+
+    def running() -> bool:  # the tracker, the forkserver and two workers
+        family[:] = psutil.Process(proc.pid).children(recursive=True)
+        return len(family) >= 4
+
+    wait_until(running, proc, "its pool started")
     names = " ".join(" ".join(p.cmdline()) for p in family)
     assert "forkserver" in names and "resource_tracker" in names and len(family) >= 4  # and two workers
     assert [p.name for p in tmp.iterdir() if p.name.startswith("pymp-")]

@@ -10,12 +10,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from _helpers import Gate, Slow
-from conftest import FORMATS, REPO, SUFFIX, consumed, names_in, start_slow_run, two_classes, untagged
+from conftest import FORMATS, REPO, SUFFIX, consumed, names_in, start_slow_run, two_classes, untagged, wait_until
 
 import imgpack
 from imgpack.datasets import content_digest, verify
@@ -94,13 +93,8 @@ class Counting(LocalEngine):
 
 def kill_mid_run(proc: subprocess.Popen[bytes], folder: Path, journal: Path, at_least: int) -> int:
     """SIGKILL once the journal says ``at_least`` images are done; returns how many it says then."""
-    t0 = time.monotonic()
     try:
-        while consumed(journal) < at_least:
-            if proc.poll() is not None:
-                raise AssertionError(f"the run ended before it could be killed: {proc.stderr.read()!r}")  # type: ignore[union-attr]
-            assert time.monotonic() - t0 < 120, f"the journal never said {at_least} images"
-            time.sleep(0.01)
+        wait_until(lambda: consumed(journal) >= at_least, proc, f"the journal said {at_least} images")
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker, held at the gate (a failure too)
@@ -179,12 +173,8 @@ def test_ctrl_c_names_the_command_that_continues_and_that_command_works(many: Pa
 def kill_mid_run_signal(proc: subprocess.Popen[str], journal: Path, at_least: int) -> int:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) once the journal says ``at_least`` images
     are done; the exit code."""
-    t0 = time.monotonic()
     try:
-        while consumed(journal) < at_least:
-            assert proc.poll() is None, f"the run ended before it could be interrupted: {proc.stderr.read()!r}"  # type: ignore[union-attr]
-            assert time.monotonic() - t0 < 120, "the run did not get that far"
-            time.sleep(0.01)
+        wait_until(lambda: consumed(journal) >= at_least, proc, f"the journal said {at_least} images")
     except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)  # held at its gate: it would wait for ever
         raise

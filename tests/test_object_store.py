@@ -260,7 +260,7 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
                                                                                  tmp_path: Path) -> None:
     import signal
 
-    from conftest import consumed, start_slow_run
+    from conftest import consumed, start_slow_run, wait_until
 
     src = bucket.upload(two_classes(tmp_path / "src", 60, (24, 16), "im{i:03d}.jpg"), "src")
     out = bucket.url("out/o.tfrecord")
@@ -270,11 +270,8 @@ def test_a_killed_upload_leaves_nothing_there_and_resumes_from_its_staging_folde
     gate = (tmp_path / "go-on", 40)  # the run holds after 40 images, until the file is there
     proc = start_slow_run(src, out, {"shard_size": 10}, env=env, gate=gate)
     stage = tmp_path / "tmp" / "imgpack-staging" / os.path.basename(storage.staging(out))
-    deadline = time.monotonic() + 120
     try:
-        while consumed(stage / "o.tfrecord.resume.json") < 20:
-            assert proc.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
-            time.sleep(0.02)
+        wait_until(lambda: consumed(stage / "o.tfrecord.resume.json") >= 20, proc, "the journal said 20 images")
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # held at its gate, never finished
         proc.wait(timeout=30)
