@@ -230,15 +230,15 @@ class ShardNames:
 
     def owns(self, name: str) -> bool:
         """Whether the file ``name`` (a base name) is one of this output's shards, of any run, or the partial
-        file of one (or of a worker's attempt at one: ``SHARD.1a2b3c4d5e6f``); not the shards of another
-        output ``NAME-1``."""
+        file of one (or of a worker's attempt at one: ``SHARD.1a2b3c4d5e6f``), or its done record
+        (``SHARD.done``); not the shards of another output ``NAME-1``."""
         folder_base = os.path.basename(self.base)
         if name.endswith(".partial"):
             name = name[: -len(".partial")]
             if name.startswith(folder_base + "-") and name.endswith(self.suffix) and \
                     re.fullmatch(r"-(?:\d{5,}|update-" + TAG + ")", name[len(folder_base):-len(self.suffix)]):
                 return True
-        name = re.sub(r"\.[0-9a-f]{12}$", "", name)  # a worker's attempt (imgpack.engines.write_shard)
+        name = re.sub(r"\.(?:[0-9a-f]{12}|done)$", "", name)  # an attempt, a done record (imgpack.engines.write_shard)
         if not (name.startswith(folder_base) and name.endswith(self.suffix)):
             return False
         rest = name[len(folder_base):len(name) - len(self.suffix)]

@@ -166,9 +166,6 @@ def convert(
         raise UsageError("--update and --resume: pick one (an interrupted update is started again by --update)")
     if checksum and not update:
         raise UsageError("--checksum goes with --update")
-    if resume and engine is not None and engine.writes_shards and storage.is_url(output):
-        raise UsageError(f"--resume with --engine {engine.name} continues an output in a folder, not at a URL "
-                         "(run the same command again without --resume)")
     engine = engine or LocalEngine(workers)
     if not update:  # (an update may find nothing to do, or too little for a pool)
         engine.prepare()  # the pool starts while the rest is checked and the source listed

@@ -50,7 +50,7 @@ def sweep_store(names: ShardNames, keep: Collection[str]) -> None:
     """:func:`sweep` in an object store: ``names.base`` is a URL, ``keep`` the URLs the new index names."""
     folder = names.base.rpartition("/")[0]
     kept = {url.rpartition("/")[2] for url in keep}
-    storage.remove([f"{folder}/{name}" for name in storage.names_in(folder)
+    storage.remove([f"{folder}/{name}" for name in storage.files_in(folder)
                     if names.owns(name) and name not in kept and name != names.index.rpartition("/")[2]])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ from typing import Any
 from . import storage
 from ._version import __version__
 from .errors import OutputError
-from .outputs import partial_path, write_atomically
+from .outputs import TAG, partial_path, write_atomically
 from .recipe import format_value
 
 KIND = "imgpack-resume"
@@ -130,8 +131,9 @@ class Journal:
     writer: dict[str, Any] | None = None
     #: the output is complete and in place (a split output, when the others are not yet)
     result: dict[str, Any] | None = None
-    #: a cluster engine's run: the shards finished, each with its files' fingerprints (see imgpack.shardplan)
-    shards: list[dict[str, Any]] | None = None
+    #: a sharded output's run: the tag in its shards' names, whose done records say which are finished
+    #: (see imgpack.shardplan)
+    tag: str | None = None
 
     @classmethod
     def load(cls, path: str) -> Journal | None:
@@ -151,12 +153,12 @@ class Journal:
         if not isinstance(data, dict) or data.get("kind") != KIND:
             raise OutputError(f"{path}: not an imgpack resume journal")
         try:
-            shards = data.get("shards")
-            if shards is not None and not isinstance(shards, list):
-                raise TypeError("its shards are not a list")
+            tag = data.get("tag")
+            if tag is not None and not (isinstance(tag, str) and re.fullmatch(TAG, tag)):
+                raise ValueError(f"its tag is not {TAG}")
             journal = cls(path, dict(data["fingerprint"]), int(data["consumed"]), int(data["written"]),
                           [(int(i), str(r)) for i, r in data["skipped"]], data.get("writer"), data.get("result"),
-                          shards)
+                          tag)
         except (KeyError, TypeError, ValueError) as exc:
             raise OutputError(f"{path}: a damaged resume journal ({type(exc).__name__}: {exc}); "
                               "run without --resume to start again") from None
@@ -189,7 +191,7 @@ class Journal:
     def save(self) -> None:
         data = {"kind": KIND, "fingerprint": self.fingerprint, "consumed": self.consumed, "written": self.written,
                 "skipped": self.skipped, "writer": self.writer, "result": self.result,
-                **({"shards": self.shards} if self.shards is not None else {})}
+                **({"tag": self.tag} if self.tag is not None else {})}
         # Renamed out of the way first, so that the new one is renamed to a free name: ext4 writes a file
         # renamed over another out to disk first (auto_da_alloc), ~10 ms behind a big output's unwritten
         # pages, at every checkpoint.

@@ -276,7 +276,7 @@ class Part:
             raise UsageError(f"cannot resume {target}: {changed}; run without --resume to start again")
         if earlier.result is not None and not os.path.exists(target):
             raise OutputError(f"cannot resume {target}: it was complete, but is gone; run without --resume")
-        if earlier.result is None and earlier.writer is None and earlier.shards is None:
+        if earlier.result is None and earlier.writer is None and earlier.tag is None:
             log.warning("%s: the interrupted run had kept nothing that can be continued (a %s output without "
                         "shards is written at the end): starting from the beginning", target, self.writer_cls.name)
         return earlier

@@ -6,8 +6,9 @@ is made from (the run's key, its place, its samples as the reader listed them). 
 kept, not converted again, when its digest is the same and its files' fingerprints (size, modification
 time, or content with ``--checksum``) are those recorded when it was written:
 
-- ``--resume``: the journal (``NAME.resume.json``) names every shard finished by the run that was
-  killed, each under the name it was written with;
+- ``--resume``: every shard finished by the run that was killed has its record beside it
+  (``SHARD.done``, written by the task once the shard is in place: a shard is done when its record
+  exists), under the names of that run's tag, which its journal (``NAME.resume.json``) keeps;
 - ``--update``: the output's record (``provenance["update"]["shards"]``) names the shards of the
   version there.
 
@@ -58,29 +59,67 @@ def digest(shards: Sequence[Shard]) -> str:
     return hashlib.sha256("".join(s.digest for s in shards).encode()).hexdigest()
 
 
-def entry(shard: Shard, file: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]]) -> dict[str, Any]:
-    """What a journal or a record keeps of a shard written: enough to keep it without reading it."""
-    return {"plan": shard.digest, "file": os.path.basename(file), "count": int(stats["count"]),
+def entry(digest: str, file: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]]) -> dict[str, Any]:
+    """What a shard's done record, or an output's record, keeps of a shard written (``digest``: its plan's):
+    enough to keep it without reading it."""
+    return {"plan": digest, "file": os.path.basename(file), "count": int(stats["count"]),
             "bytes": int(stats["bytes"]), "shapes": stats.get("shapes", []),
             "skipped": [[int(i), str(reason)] for i, reason in skipped]}
 
 
-def kept(shards: Sequence[Shard], written: Sequence[Mapping[str, Any]], folder: str,
+def kept(shards: Sequence[Shard], written: Sequence[Mapping[str, Any]], sizes: Mapping[str, int],
          same_files: Any) -> dict[int, dict[str, Any]]:
     """The shards of the plan that ``written`` (entries of an earlier run) holds already: shard index -> entry.
 
-    An entry is kept where its digest is the shard's, its file is in ``folder`` with the bytes it had,
-    and ``same_files(shard, entry)`` says the shard's source files are those it was made from."""
+    An entry is kept where its digest is the shard's, its file is in the output's folder with the bytes it
+    had (``sizes``: each file's there, by name), and ``same_files(shard, entry)`` says the shard's source
+    files are those it was made from."""
     by_digest = {str(e.get("plan")): e for e in written if isinstance(e, Mapping)}
     found: dict[int, dict[str, Any]] = {}
     for shard in shards:
         old = by_digest.get(shard.digest)
         if old is None or os.path.basename(str(old.get("file", ""))) != old.get("file"):
             continue
-        try:
-            size = os.path.getsize(os.path.join(folder, str(old["file"])))
-        except OSError:
-            continue
-        if size == old.get("bytes") and same_files(shard, old):
+        if sizes.get(str(old["file"])) == old.get("bytes") and same_files(shard, old):
             found[shard.index] = dict(old)
+    return found
+
+
+def sizes_in(folder: str) -> dict[str, int]:
+    """Each file's size in ``folder`` (on this machine), by name."""
+    try:
+        return {e.name: e.stat().st_size for e in os.scandir(folder) if e.is_file()}
+    except OSError:
+        return {}
+
+
+# --------------------------------------------------------------------------- done records
+
+DONE = ".done"  # beside a complete shard: ``SHARD.done``, its entry (with its files' fingerprints)
+_KIND = "imgpack-shard"
+
+
+def done_record(digest: str, path: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]],
+                files: Sequence[Sequence[Any]]) -> bytes:
+    """The done record of the shard at ``path``, written once it is in place: what a resume keeps it by."""
+    return json.dumps({"kind": _KIND, **entry(digest, path, stats, skipped),
+                       "files": [list(f) for f in files]}, ensure_ascii=True).encode()
+
+
+def read_done(data: bytes | BaseException | None) -> dict[str, Any] | None:
+    """A shard's done record as :func:`entry` gives it, with its ``files``; None where it is missing or not one
+    (a record cut short, or damaged: its shard is written again)."""
+    if not isinstance(data, bytes):
+        return None
+    try:
+        found = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(found, dict) or found.pop("kind", None) != _KIND or not isinstance(found.get("files"), list):
+        return None
+    try:
+        int(found["count"]), int(found["bytes"]), [(int(i), str(r)) for i, r in found["skipped"]]
+        [[int(d) for d in shape] for shape in found["shapes"]]
+    except (KeyError, TypeError, ValueError):
+        return None
     return found

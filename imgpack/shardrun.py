@@ -50,19 +50,15 @@ class ShardPart(Part):
         url = target if storage.is_url(target) else None
         if url is not None:  # shards go straight to the store; the index is made here, then uploaded last
             target = os.path.join(storage.staging(url), url.rstrip("/").rpartition("/")[2])
-            shutil.rmtree(os.path.dirname(target), ignore_errors=True)
+            if not resume:
+                shutil.rmtree(os.path.dirname(target), ignore_errors=True)
+                refuse_existing(url, self.replaces)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
         names = fmt.shard_names(target)
         names.prepare(self.replaces, also=fmt.index_path(target))
+        folder = os.path.dirname(names.index) if url is None else url.rstrip("/").rpartition("/")[0]
+        there = shardplan.sizes_in(folder) if url is None else storage.files_in(folder)  # name -> size
         shards = shardplan.plan(self.key, self.scan.label_names, samples, self.shard_size)
-        if url is not None:
-            refuse_existing(url, self.replaces)
-            there = storage.names_in(url.rstrip("/").rpartition("/")[0])
-        # under names no version there uses (this run's tag): the output there stays whole until the
-        # index commits this one (see imgpack.publish)
-        names = names.tagged(publish.new_tag(names, there if url is not None else None))
-        final = [names.shard(sh.index, sh.count) for sh in shards]
-        if url is not None:
-            return self._shards_to_store(url, target, final, shards, samples, meta, paths, labels, advance)
         journal = Journal(journal_path(target), fingerprint(
             # (on this machine the files' fingerprints are taken before every run: a resume says what changed;
             # a cluster's workers take them, and the plan's digest stands for them)
@@ -71,18 +67,24 @@ class ShardPart(Part):
             source=meta.source,
             label_names=self.scan.label_names, recipe=self.recipe, format=fmt.name,
             options=self.writer_options.given(), image_shape=self.job.image_shape, max_pixels=self.job.max_pixels,
-            on_error=self.on_error), shards=[])
+            on_error=self.on_error))
         if not resume and os.path.exists(journal.path):
             log.warning("%s: starting again over an interrupted run's partial output%s", target,
                         "" if self.update else " (--resume would continue it)")
-        held = self._held_shards(target, shards, journal if resume else None)
-        for i, old in held.items():
-            final[i] = os.path.join(os.path.dirname(names.index), old["file"])
-            if resume:
-                journal.shards = [*(journal.shards or []), old]
+        earlier = self._earlier(journal, target) if resume else None
+        # under names no version there uses (this run's tag, or that of the interrupted run it continues): the
+        # output there stays whole until the index commits this one (see imgpack.publish)
+        journal.tag = earlier.tag if earlier is not None and earlier.tag else publish.new_tag(names, there)
         journal.save()
+        names = names.tagged(journal.tag)
+        final = [_in(folder, os.path.basename(names.shard(sh.index, sh.count))) for sh in shards]
+        key = url or target  # (of the record)
+        held = self._held_shards(key, shards, final, there, earlier is not None)
+        for i, old in held.items():
+            final[i] = _in(folder, old["file"])
         advance(sum(shards[i].stop - shards[i].start for i in held))
         run = [sh for sh in shards if sh.index not in held]
+        written = [final[sh.index] for sh in run]
         # --update on this machine: the images of the shards written again come from the old output where it
         # has them (imgpack.engines.reuse), the others are converted
         where, olds = self.reuse.get(target, (None, []))
@@ -90,93 +92,93 @@ class ShardPart(Part):
             [where[k] for sh in run for k in range(sh.start, sh.stop)], olds)
         try:
             results, skipped, kept = self._map_shards(final, shards, run, held, samples, meta, paths, labels,
-                                                      advance, journal, self.records.get(target, {}).get("samples"),
-                                                      engine)
-            outputs = fmt.write_index(target, self._with_record(target, meta, samples, shards, final, results),
-                                      formats.shard_options(self.writer_options), final, [r.stats for r in results],
-                                      labels[kept])
+                                                      advance, engine, self.records.get(key, {}).get("samples"))
+            meta = self._with_record(key, meta, samples, shards, final, results)
+            options, stats = formats.shard_options(self.writer_options), [r.stats for r in results]
+            if url is None:
+                outputs = fmt.write_index(target, meta, options, final, stats, labels[kept])
+            else:
+                outputs = self._index_to_store(url, target, meta, options, final, stats, labels[kept])
+                shutil.rmtree(os.path.dirname(target), ignore_errors=True)  # the staging folder, its journal
         except KeyboardInterrupt:
             log.warning("%s: interrupted with %d of %d shards written; the same command with --resume continues "
-                        "from there", target, len(journal.shards or []), len(shards))
-            raise
+                        "from there", key, len(held) + len(done_records(written, url is not None)), len(shards))
+            raise  # (the journal, the shards finished and their done records stay, for --resume)
         except BaseException:
-            remove_quietly([final[sh.index] for sh in run])
-            journal.remove()
+            gone = [*written, *(p + shardplan.DONE for p in written)]
+            if url is None:
+                remove_quietly(gone)
+                journal.remove()
+            else:
+                storage.remove(gone)
+                shutil.rmtree(os.path.dirname(target), ignore_errors=True)
             raise
         reused = sum(int(old["count"]) for old in held.values()) + (
             sum(where[k] is not None for sh in run for k in range(sh.start, sh.stop)) if where is not None else 0)
         return PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
-                           label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results),
-                           reused=reused)
+                          label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results),
+                          reused=reused)
 
-    def _held_shards(self, target: str, shards: Sequence[shardplan.Shard], journal: Journal | None
-                     ) -> dict[int, dict[str, Any]]:
-        """The shards written already that this run keeps: by the interrupted run of ``journal`` (``--resume``),
-        or in the output there (``--update``)."""
-        folder = os.path.dirname(os.path.abspath(target))
-        rows = self.records.get(target, {}).get("samples")  # each sample's [id, path, size, time, sha256]
-        if journal is not None:
-            earlier = self._earlier(journal, target)
-            if earlier is None or rows is None:
-                return {}
-
-            def same_files(shard: shardplan.Shard, old: Mapping[str, Any]) -> bool:
-                return [list(f) for f in old.get("files", [])] == [r[2:4] for r in rows[shard.start:shard.stop]]
-
-            held = shardplan.kept(shards, earlier.shards or [], folder, same_files)
-            log.info("%s: resuming with %d of %d shards written", target, len(held), len(shards))
-            return held
-        if target not in self.old_shards or rows is None:
+    def _held_shards(self, key: str, shards: Sequence[shardplan.Shard], final: Sequence[str],
+                     there: Mapping[str, int], resume: bool) -> dict[int, dict[str, Any]]:
+        """The shards written already that this run keeps (``there``: the files in the output's folder, by name:
+        their sizes): by the interrupted run it continues (``resume``: those at their ``final`` names with a
+        done record), or in the output there (``--update``)."""
+        rows = self.records.get(key, {}).get("samples")  # each sample's [id, path, size, time, sha256]
+        if rows is None:
             return {}
-        written, old_rows = self.old_shards[target]
+        if resume:
+            def same_files(shard: shardplan.Shard, old: Mapping[str, Any]) -> bool:
+                return [list(f) for f in old["files"]] == [r[2:4] for r in rows[shard.start:shard.stop]]
+
+            records = done_records([p for p in final if os.path.basename(p) + shardplan.DONE in there],
+                                   storage.is_url(key))
+            held = shardplan.kept(shards, records, there, same_files)
+            log.info("%s: resuming with %d of %d shards written", key, len(held), len(shards))
+            return held
+        if key not in self.old_shards:
+            return {}
+        written, old_rows = self.old_shards[key]
         if not written:
             log.info("%s: its record names no shards (written by the local engine, or an earlier imgpack): every "
-                     "shard is written again", target)
+                     "shard is written again", key)
 
         def same_source(shard: shardplan.Shard, old: Mapping[str, Any]) -> bool:
             return shard.stop <= len(old_rows) and all(
                 same_file(o[1:], r[1:], self.key.get("checksum", False))
                 for o, r in zip(old_rows[shard.start:shard.stop], rows[shard.start:shard.stop], strict=True))
 
-        return shardplan.kept(shards, written, folder, same_source)
+        return shardplan.kept(shards, written, there, same_source)
 
-    def _with_record(self, target: str, meta: OutputMeta, samples: Sequence[Sample],
+    def _with_record(self, key: str, meta: OutputMeta, samples: Sequence[Sample],
                      shards: Sequence[shardplan.Shard], final: Sequence[str],
                      results: Sequence[ShardResult]) -> OutputMeta:
-        """``meta`` with the record of ``target``, made before the run or now from the fingerprints the workers
-        took as they read each file, and its shards (what a later ``--update`` keeps)."""
-        if target not in self.records:
+        """``meta`` with the record of the output ``key``, made before the run or now from the fingerprints the
+        workers took as they read each file, and its shards (what a later ``--update`` keeps)."""
+        if key not in self.records:
             files = [fp for r in results for fp in r.files]
-            self.plan(target, samples, [[s.path, *fp, None] for s, fp in zip(samples, files, strict=True)])
-        entries = [shardplan.entry(sh, f, r.stats, r.skipped) for sh, f, r in zip(shards, final, results, strict=True)]
-        return replace(meta, update={**self.records[target], "shards": entries})
+            self.plan(key, samples, [[s.path, *fp, None] for s, fp in zip(samples, files, strict=True)])
+        entries = [shardplan.entry(sh.digest, f, r.stats, r.skipped)
+                   for sh, f, r in zip(shards, final, results, strict=True)]
+        return replace(meta, update={**self.records[key], "shards": entries})
 
     def _map_shards(self, final: list[str], shards: Sequence[shardplan.Shard], run: Sequence[shardplan.Shard],
                     held: Mapping[int, Mapping[str, Any]], samples: Sequence[Sample], meta: OutputMeta,
-                    paths: list[str], labels: np.ndarray, advance: Callable[[int], None], journal: Journal | None,
-                    rows: Sequence[list[Any]] | None = None, engine: Engine | None = None
+                    paths: list[str], labels: np.ndarray, advance: Callable[[int], None], engine: Engine,
+                    rows: Sequence[list[Any]] | None
                     ) -> tuple[list[ShardResult], list[tuple[str, str, int]], np.ndarray]:
-        """The shards of ``run`` written by ``engine`` (the part's by default) at their ``final`` names (each
-        recorded in ``journal`` as it is done, with its files' fingerprints: from ``rows``, the record's, else
-        as the workers took them), those ``held`` kept: every shard's result, in order, the skipped images
-        (path, reason, position) and the positions kept."""
+        """The shards of ``run`` written by ``engine`` at their ``final`` names, each with its done record (its
+        files' fingerprints from ``rows``, the record made before the run, else as the workers take them), those
+        ``held`` kept: every shard's result, in order, the skipped images (path, reason, position) and the
+        positions kept."""
         tasks = [ShardTask(sh.index, final[sh.index], paths[sh.start:sh.stop], labels[sh.start:sh.stop],
                            [s.id for s in samples[sh.start:sh.stop]],
-                           [s.annotation for s in samples[sh.start:sh.stop]] if self.annotations else None)
+                           [s.annotation for s in samples[sh.start:sh.stop]] if self.annotations else None,
+                           sh.digest, [r[2:4] for r in rows[sh.start:sh.stop]] if rows is not None else None)
                  for sh in run]
         spec = ShardSpec(self.job, self.writer_cls, replace(meta, update=None),  # the index keeps the record
                          formats.shard_options(self.writer_options), self.batch_size)
-
-        def done(result: ShardResult) -> None:  # the shard is complete under its final name: a resume keeps it
-            if journal is None:
-                return
-            shard = shards[result.index]
-            files = [r[2:4] for r in rows[shard.start:shard.stop]] if rows else [list(f) for f in result.files]
-            journal.shards = [*(journal.shards or []), {**shardplan.entry(shard, final[shard.index], result.stats,
-                                                                          result.skipped), "files": files}]
-            journal.save()
-
-        found = {r.index: r for r in ((engine or self.engine).map_shards(spec, tasks, advance, done) if tasks else [])}
+        found = {r.index: r for r in (engine.map_shards(spec, tasks, advance) if tasks else [])}
         for i, old in held.items():
             found[i] = ShardResult(i, {k: old[k] for k in ("count", "bytes", "shapes")},
                                    [(int(p), str(why)) for p, why in old.get("skipped", [])])
@@ -188,36 +190,43 @@ class ShardPart(Part):
         gone = {k for _, _, k in skipped}
         return results, skipped, np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
 
-    def _shards_to_store(self, url: str, target: str, local_names: list[str], shards: Sequence[shardplan.Shard],
-                         samples: Sequence[Sample], meta: OutputMeta, paths: list[str], labels: np.ndarray,
-                         advance: Callable[[int], None]) -> PartResult:
-        """The cluster's workers write each shard to the store; the index is written here over local
-        stand-ins of the shards (the first one fetched, for a format that reads it) and uploaded last."""
+    def _index_to_store(self, url: str, target: str, meta: OutputMeta, options: Any, final: Sequence[str],
+                        stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        """The commit in a store: the index made here over local stand-ins of the shards there (the first one
+        fetched, for a format that reads it), then uploaded, after every shard."""
         fmt = self.writer_cls
         assert issubclass(fmt, Shards)
+        stand_ins = [os.path.join(os.path.dirname(target), p.rpartition("/")[2]) for p in final]
+        storage.download(final[0], stand_ins[0])  # HDF5 reads its layout from the first shard
+        for stand_in in stand_ins[1:]:
+            open(stand_in, "wb").close()
+        index = [p for p in fmt.write_index(target, meta, options, stand_ins, stats, labels) if p not in stand_ins]
+        check_held(url)  # (a run that lost its lock to another publishes nothing)
         base = url.rstrip("/").rpartition("/")[0]
-        final = [f"{base}/{os.path.basename(p)}" for p in local_names]
-        try:
-            results, skipped, kept = self._map_shards(final, shards, shards, {}, samples, meta, paths, labels,
-                                                      advance, None)
-            storage.download(final[0], local_names[0])  # HDF5 reads its layout from the first shard
-            for stand_in in local_names[1:]:
-                open(stand_in, "wb").close()
-            written = fmt.write_index(target, self._with_record(url, meta, samples, shards, final, results),
-                                      formats.shard_options(self.writer_options), local_names,
-                                      [r.stats for r in results], labels[kept])
-            index = [p for p in written if p not in local_names]
-            check_held(url)  # (a run that lost its lock to another publishes nothing)
-            urls = [f"{base}/{os.path.basename(p)}" for p in index]
-            publish.to_store(index, urls, [fmt.shard_names(url)], keep=final)  # the commit, after every shard
-        except BaseException:
-            storage.remove(final)
-            raise
-        finally:
-            shutil.rmtree(os.path.dirname(target), ignore_errors=True)
-        outputs = [*final, *urls]
-        return PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
-                           label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results))
+        urls = [f"{base}/{os.path.basename(p)}" for p in index]
+        publish.to_store(index, urls, [fmt.shard_names(url)], keep=final)  # the commit, after every shard
+        return [*final, *urls]
+
+
+def done_records(paths: Sequence[str], in_store: bool) -> list[dict[str, Any]]:
+    """The done records of the shards at ``paths`` (in a store: URLs) that have one
+    (:func:`imgpack.shardplan.read_done`)."""
+    if in_store:
+        found: list[bytes | BaseException | None] = list(storage.fetch_many([p + shardplan.DONE for p in paths]))
+    else:
+        found = []
+        for path in paths:
+            try:
+                with open(path + shardplan.DONE, "rb") as f:
+                    found.append(f.read(1 << 20))
+            except OSError:
+                found.append(None)
+    return [r for r in map(shardplan.read_done, found) if r is not None]
+
+
+def _in(folder: str, name: str) -> str:
+    """The file ``name`` in ``folder``: a folder on this machine, or a store's (a URL)."""
+    return f"{folder}/{name}" if storage.is_url(folder) else os.path.join(folder, name)
 
 
 def _shape(results: Sequence[ShardResult], job: Job) -> tuple[int, ...] | None:

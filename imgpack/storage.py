@@ -258,16 +258,18 @@ def remove(urls: Sequence[str]) -> None:
             fs.rm_file(path)
 
 
-def names_in(url: str) -> list[str]:
-    """The names of the objects directly under the folder ``url`` (one level); [] where there is none."""
+def files_in(url: str) -> dict[str, int]:
+    """The objects directly under the folder ``url`` (one level): name -> size; {} where there is none."""
     fs, root = filesystem(url)
     root = root.rstrip("/")
     with client_errors(OutputError, f"{url}: cannot list"):
         try:
             forget(fs, root)  # another process may have written there since this one listed it
-            return sorted(str(p).rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False))
+            found = fs.ls(root, detail=True)
         except FileNotFoundError:
-            return []
+            return {}
+    return {str(e["name"]).rstrip("/").rpartition("/")[2]: int(e.get("size") or 0)
+            for e in sorted(found, key=lambda e: str(e["name"])) if e.get("type") != "directory"}
 
 
 def staging(url: str) -> str:

@@ -33,6 +33,7 @@ def _counted(call: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def main() -> None:
+    os.environ["IMGPACK_TEST_GROUP"] = str(os.getpgid(0))  # (for a step that kills it from elsewhere)
     os.replace, os.remove, os.unlink = _counted(os.replace), _counted(os.remove), _counted(os.unlink)
     from imgpack import storage
 

@@ -117,9 +117,16 @@ def consumed(journal: Path) -> int:
     found = Journal.load(str(journal))
     if found is None:
         return 0
-    if found.shards is not None:  # a sharded output's: the samples of the shards it completed
-        return sum(int(s["count"]) + len(s.get("skipped", [])) for s in found.shards)
+    if found.tag is not None:  # a sharded output's: the samples of the shards it completed
+        return sum(int(s["count"]) + len(s["skipped"]) for s in done_records(journal.parent, found.tag))
     return found.consumed
+
+
+def done_records(folder: Path, tag: str) -> list[dict[str, Any]]:
+    """The done records of the shards of the run ``tag`` in ``folder``: the shards it finished."""
+    from imgpack.shardrun import done_records as read
+
+    return read([str(p)[: -len(".done")] for p in sorted(folder.glob(f"*-{tag}-*.done"))], False)
 
 
 def shared_dir() -> Path:

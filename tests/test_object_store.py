@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,7 +18,18 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import REPO, killed_at, needs, readable_digest, run, steps, two_classes, untagged, write_image
+from conftest import (
+    REPO,
+    killed_at,
+    needs,
+    photo,
+    readable_digest,
+    run,
+    steps,
+    two_classes,
+    untagged,
+    write_image,
+)
 
 import imgpack
 from imgpack import storage
@@ -438,3 +450,39 @@ def test_a_conversion_to_a_store_with_partial_credentials_is_one_line(s3_server:
                           env={k: v for k, v in os.environ.items() if not k.startswith("AWS_")})
     assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "s3://bucket/o.h5: cannot take its lock" in proc.stderr and "Partial credentials" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_killed_cluster_run_to_the_store_resumes_keeping_its_finished_shards(bucket: Bucket, tmp_path: Path) -> None:
+    """--engine shards writes each shard (and its done record) straight to the store; killed halfway, the same
+    command with --resume keeps the shards there and gives a clean run's output; --update after an image is
+    added at the end writes one shard."""
+    src = two_classes(tmp_path / "src", 8, (24, 18))
+    url = bucket.url("out/o.tar")
+    command = [*bucket.flags, "convert", str(src), "-o", url, "--size", "8", "--engine", "shards", "--workers", "0",
+               "--shard-size", "2"]
+    env = {"TMPDIR": str(tmp_path)}
+    total = steps(killed_at(0, *command, env=env))
+    clean, clean_keys = content_digest(url), sorted(untagged(k) for k in bucket.keys("out"))
+    for step in range(1, total):  # the first step at which a kill leaves two shards finished
+        bucket.fs.rm(f"{bucket.name}/out", recursive=True)
+        shutil.rmtree(tmp_path / "imgpack-staging", ignore_errors=True)
+        assert killed_at(step, *command, env=env).returncode == -9
+        finished = [k for k in bucket.keys("out") if k.endswith(".done")]
+        if len(finished) == 2:
+            break
+    assert not any(k.endswith(".json") for k in bucket.keys("out")), bucket.keys("out")
+    resumed = killed_at(0, *command, "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming with 2 of 4 shards written" in resumed.stderr
+    assert content_digest(url) == clean and sorted(untagged(k) for k in bucket.keys("out")) == clean_keys
+    assert not os.listdir(tmp_path / "imgpack-staging")
+    shards = [k for k in bucket.keys("out") if k.endswith(".tar")]
+    write_image(src / "b" / "8.png", photo(24, 18, 8))  # the last sample: a fifth shard
+    updated = killed_at(0, *command, "--update", env=env)
+    assert updated.returncode == 0, updated.stderr
+    now = [k for k in bucket.keys("out") if k.endswith(".tar")]
+    assert set(shards) < set(now) and len(now) == 5, now  # the four kept, one written
+    imgpack.convert(str(src), str(tmp_path / "clean.tar"), size=8, workers=0, options={"shard_size": 2},
+                    progress="off")
+    assert content_digest(url) == content_digest(str(tmp_path / "clean.tar"))

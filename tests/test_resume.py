@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import pytest
 from click.testing import CliRunner
-from conftest import FORMATS, SUFFIX, CtrlC, photo, write_image
+from conftest import FORMATS, SUFFIX, CtrlC, done_records, photo, write_image
 
 import imgpack
 from imgpack.cli import cli
@@ -68,9 +68,9 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
     if issubclass(writers.get(fmt), Resumable):
         assert done["consumed"] == 35 and [i for i, _ in done["skipped"]] == [16]  # type: ignore[attr-defined]
     else:
-        shards = done["shards"]
-        assert [s["count"] for s in shards] == [8, 8, 7, 8]  # type: ignore[attr-defined]
-        assert [i for i, _ in shards[2]["skipped"]] == [0]  # type: ignore[index]
+        shards = done_records(out.parent, str(done["tag"]))
+        assert [s["count"] for s in shards] == [8, 8, 7, 8]
+        assert [i for i, _ in shards[2]["skipped"]] == [0]
     res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options(fmt),
                           progress="off", resume=True)
     clean = tmp_path / f"clean{SUFFIX[fmt]}"

@@ -16,6 +16,7 @@ from conftest import (
     SUFFIX,
     TAGGED,
     check_shards_of_twelve,
+    done_records,
     killed_at,
     names_in,
     photo,
@@ -82,8 +83,6 @@ def test_the_cli_takes_it_and_resume_without_a_journal_starts_from_the_beginning
                               "shards", "--resume"])
     assert got.exit_code == 0 and "no interrupted run to resume" in got.output
     assert content_digest(str(tmp_path / "r.h5")) == content_digest(str(out))
-    got = runner.invoke(cli, ["convert", str(src), "-o", "s3://bucket/r.h5", "--engine", "shards", "--resume"])
-    assert got.exit_code == 2 and "continues an output in a folder, not at a URL" in got.output
     got = runner.invoke(cli, ["convert", str(src), "-o", str(tmp_path / "s.h5"), "--engine", "shards",
                               "--spark-master", "local[2]"])
     assert got.exit_code == 2 and "--spark-master is for --engine spark" in got.output
@@ -138,16 +137,17 @@ def test_killed_then_resumed_keeps_the_finished_shards_and_equals_a_clean_run(sr
     assert killed_at(total // 2, *command).returncode == -9
     assert not out.with_name("o.tar.json").exists()
     journal = json.loads((out.parent / "o.tar.resume.json").read_text())
-    done = {untagged(e["file"]) for e in journal["shards"]}  # finished, and recorded as such
-    before = {n: t for n, t in tagged_shards(out.parent).items() if n in done}
+    done = {untagged(e["file"]) for e in done_records(out.parent, journal["tag"])}  # finished, with their records
+    before = {untagged(p.name): p.stat().st_ino for p in out.parent.iterdir() if untagged(p.name) in done}
     assert 0 < len(before) < 6, before
     resumed = killed_at(0, *command, "--resume")  # no --overwrite: the killed run's shards are not an output
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming with {len(before)} of 6 shards written" in resumed.stderr
     assert content_digest(str(out)) == clean and names_in(out.parent) == clean_names
-    after = tagged_shards(out.parent)
-    assert {n: t for n, t in after.items() if n in before} == before  # kept, not written again
-    assert len(set(after.values())) == 2  # the others written by the resumed run, under its own tag
+    after = {untagged(p.name): p.stat().st_ino for p in out.parent.iterdir()}
+    assert {n: i for n, i in after.items() if n in before} == before  # kept (the same files), not written again
+    assert set(tagged_shards(out.parent).values()) == {journal["tag"]}  # the rest under the killed run's tag
+    assert not list(out.parent.glob("*.done"))  # the done records go with the commit
 
 
 @pytest.mark.parametrize("fmt", ["hdf5", "webdataset"])

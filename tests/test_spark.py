@@ -20,6 +20,7 @@ from conftest import (
     REPO,
     SUFFIX,
     check_shards_of_twelve,
+    killed_at,
     names_in,
     needs,
     photo,
@@ -131,7 +132,6 @@ def test_overwrite_replaces_an_earlier_sharded_output(spark: SparkEngine, src: P
 
 @pytest.mark.parametrize("args, message", [
     (["--engine", "spark", "--workers", "2"], "--workers is for the local engine"),
-    (["--engine", "spark", "--resume", "-o", "s3://b/o.h5"], "continues an output in a folder, not at a URL"),
     (["--spark-master", "local[2]"], "--spark-master is for --engine spark"),
     (["--engine", "ray"], "unknown engine 'ray'; known engines: local, shards, spark"),
 ])
@@ -159,3 +159,24 @@ def test_update_on_spark_sees_up_to_date_and_rewrites_only_the_shards_that_chang
         "o-00000-of-00003.tfrecord"]
     imgpack.convert(str(src), str(tmp_path / "clean.tfrecord"), size=8, workers=0, progress="off")
     assert content_digest(str(out)) == content_digest(str(tmp_path / "clean.tfrecord"))
+
+
+def test_a_driver_killed_mid_job_resumes_keeping_the_shards_its_tasks_finished(src: Path, tmp_path: Path) -> None:
+    """The driver (and its JVM) killed while the Spark task of shard 2 of 4 runs: the tasks' done records keep
+    shards 0 and 1 (one task at a time, in order), and the same command with --resume writes only the rest."""
+    out = tmp_path / "out" / "o.tar"
+    command = ["convert", str(src), "-o", str(out), "--size", "16", "--engine", "spark", "--spark-master", "local[1]",
+               "--preprocess", "kill_driver", "--shard-size", "12"]
+    env = {"IMGPACK_PLUGINS": "_spark_kill",
+           "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    killed = killed_at(0, *command, env={**env, "IMGPACK_TEST_KILL_SHARD": "2"})
+    assert killed.returncode == -9, killed.stderr
+    finished = sorted(untagged(p.name) for p in out.parent.glob("*.done"))
+    assert finished == ["o-000000.tar.done", "o-000001.tar.done"], finished
+    resumed = killed_at(0, *command, "--resume", env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming with 2 of 4 shards written" in resumed.stderr
+    imgpack.convert(str(src), str(tmp_path / "clean.tar"), size=16, workers=0, options={"shard_size": 12},
+                    progress="off")
+    assert content_digest(str(out)) == content_digest(str(tmp_path / "clean.tar"))
+    assert names_in(out.parent) == [f"o-{i:06d}.tar" for i in range(4)] + ["o.tar.json"]

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from conftest import photo, write_image
 
+from imgpack import shardplan
 from imgpack.engines.local import LocalEngine
 from imgpack.errors import OutputError
 from imgpack.outputs import WRITE_BYTES, ShardNames, write_pieces
@@ -74,16 +75,30 @@ def test_shard_names_in_both_styles(tmp_path: Path) -> None:
 def test_existing_shards_are_exactly_the_outputs(tmp_path: Path) -> None:
     names = ShardNames.for_output(str(tmp_path / "x.tar"), (".tar",), "plain")
     for name in ("x-000000.tar", "x-000001.tar", "x-0123abcd-000000.tar", "x-00000.tar.partial", "x-1-000000.tar",
-                 "x-12.tar", "x-0123abcd-00000-of-00001.tar", "x-1-0123abcd-000000.tar", "x.tar.json"):
+                 "x-12.tar", "x-0123abcd-00000-of-00001.tar", "x-1-0123abcd-000000.tar", "x.tar.json",
+                 "x-0123abcd-000000.tar.done", "x-0123abcd-000000.tar.0123456789ab", "x-1-000000.tar.done",
+                 "x-000000.tar.donut"):
         (tmp_path / name).write_text("")
-    assert [Path(p).name for p in names.existing()] == [*sorted(["x-000000.tar", "x-000001.tar", "x-00000.tar.partial",
-                                                                 "x-0123abcd-000000.tar"]), "x.tar.json"]
+    assert [Path(p).name for p in names.existing()] == [*sorted([  # with an attempt at a shard, a done record
+        "x-000000.tar", "x-000001.tar", "x-00000.tar.partial", "x-0123abcd-000000.tar", "x-0123abcd-000000.tar.done",
+        "x-0123abcd-000000.tar.0123456789ab"]), "x.tar.json"]
     found = ShardNames.for_existing(str(tmp_path / "x-000001.tar"), (".tar",), "plain")
     assert found == names == ShardNames.for_existing(str(tmp_path / "x-0123abcd-000000.tar"), (".tar",), "plain")
     assert found and ShardNames.for_existing(str(tmp_path / "x.tar.json"), (".tar",), "plain") == names
     with pytest.raises(OutputError, match="already exists"):
         names.prepare(overwrite=False)
     names.prepare(overwrite=True)
+
+
+def test_a_done_record_cut_short_or_damaged_is_none_and_its_shard_is_written_again() -> None:
+    good = shardplan.done_record("d1", "/x/o-000000.tar", {"count": 2, "bytes": 10, "shapes": [[4, 4, 3]]},
+                                 [(1, "empty file")], [[5, 7]])
+    assert shardplan.read_done(good) == {"plan": "d1", "file": "o-000000.tar", "count": 2, "bytes": 10,
+                                         "shapes": [[4, 4, 3]], "skipped": [[1, "empty file"]], "files": [[5, 7]]}
+    for bad in (good[:-3], b"[]", b'{"kind": "imgpack-shard", "files": []}',
+                good.replace(b'"count": 2', b'"count": []'), good.replace(b"[[4, 4, 3]]", b"7"),
+                good.replace(b"imgpack-shard", b"other"), OSError("gone"), None):
+        assert shardplan.read_done(bad) is None, bad
 
 
 def test_prepare_refuses_an_hdf5_master_too(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import glob
 import itertools
 import os
+import re
 import tempfile
 import time
 import uuid
@@ -26,9 +27,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from .. import shardplan
 from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
-from ..outputs import remove_quietly, rename_durably
+from ..outputs import remove_quietly, rename_durably, write_atomically
 from ..process import Job, encode, process_image
 from ..storage import is_url, upload
 from ..update import size_and_time
@@ -88,10 +90,10 @@ class Engine:
             progress: Progress | None = None) -> Iterator[Chunk]:
         raise NotImplementedError(f"the {self.name} engine writes shards (map_shards)")
 
-    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None,
-                   done: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
-        """Run :func:`write_shard` for every task; the results in task order. ``done`` is called with each
-        result as soon as its shard is complete (the journal of ``--resume`` records it).
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask],
+                   progress: Progress | None = None) -> list[ShardResult]:
+        """Run :func:`write_shard` for every task; the results in task order. Each shard, once complete, has
+        its done record beside it (what ``--resume`` keeps it by, whatever becomes of this process).
 
         On a cluster engine, on its workers: a task that fails is retried by the engine; one that still
         fails raises WorkerError. Here, by default, each shard is written in this process in turn, from
@@ -115,8 +117,6 @@ class Engine:
                 result = write_shard(spec, task, itertools.islice(stream, len(task.paths)))
                 result.cpu = cpu[0] - before
                 results.append(result)
-                if done:
-                    done(result)
         finally:
             stream.close()  # (the engine's pool stops with it)
         return results
@@ -149,6 +149,9 @@ class ShardTask:
     labels: np.ndarray
     ids: list[str]
     annotations: list[str | None] | None
+    digest: str = ""  # the plan's (imgpack.shardplan.Shard.digest), in its done record
+    #: the image files' fingerprints as the plan took them (its record's); None: the worker takes them
+    files: list[list[Any]] | None = None
 
 
 @dataclass
@@ -165,7 +168,10 @@ class ShardResult:
 def remove_attempts(tasks: Sequence[ShardTask]) -> None:
     """Files of attempts that died while writing (their worker was lost before it could clean up)."""
     for task in tasks:
-        remove_quietly(glob.glob(glob.escape(task.path) + ".*"))
+        remove_quietly([p for p in glob.glob(glob.escape(task.path) + ".*") if _ATTEMPT.search(p)])
+
+
+_ATTEMPT = re.compile(r"\.[0-9a-f]{12}(\.partial)?$")
 
 
 def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str] | None = None) -> ShardResult:
@@ -175,7 +181,9 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
 
     The shard is written under a name of its own for this attempt and renamed into place when
     complete, so a retried (or speculative) attempt never leaves half a shard or a second
-    copy; two attempts that both finish write the same content under the same name.
+    copy; two attempts that both finish write the same content under the same name. Then its
+    done record (``SHARD.done``, :func:`imgpack.shardplan.done_record`) is written beside it: a
+    shard is done when its record exists, which a resume reads whatever became of the driver.
     """
     started = time.process_time()
     skipped: list[tuple[int, str]] = []
@@ -208,9 +216,17 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
         stats = spec.writer.write_shard(attempt, meta, spec.options, items())
         if remote:
             upload(attempt, task.path, spec.job.storage_options)
-            os.remove(attempt)
         else:
             rename_durably(attempt, task.path)
+        record = shardplan.done_record(task.digest, task.path, stats, skipped,
+                                       task.files if task.files is not None else files)
+        if remote:
+            with open(attempt, "wb") as f:
+                f.write(record)
+            upload(attempt, task.path + shardplan.DONE, spec.job.storage_options)
+            os.remove(attempt)
+        else:
+            write_atomically(task.path + shardplan.DONE, record)
     except BaseException:
         for leftover in (attempt, attempt + ".partial"):
             with contextlib.suppress(OSError):

@@ -8,16 +8,16 @@ and writes the index (or HDF5 master file) at the end: no single writer caps the
 matters with many cores and small images. The output is sharded (one shard per
 ``--shard-size`` images, else per ``--batch-size``) and its content is the local engine's.
 
-A shard is written under a name of its own and renamed into place when complete. A worker
-that dies stops the run with an error naming the first shard not finished; the journal keeps
-the shards finished, for ``--resume`` (:mod:`imgpack.shardrun`).
+A shard is written under a name of its own and renamed into place when complete, then its done
+record beside it. A worker that dies stops the run with an error naming the first shard not
+finished; ``--resume`` keeps the shards finished (:mod:`imgpack.shardrun`).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
@@ -34,24 +34,21 @@ class ShardsEngine(LocalEngine):
     name = "shards"
     writes_shards = True
 
-    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None,
-                   done: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask],
+                   progress: Progress | None = None) -> list[ShardResult]:
         try:
             if self.workers == 0:
                 results = []
                 for task in tasks:
                     results.append(write_shard(spec, task))
-                    if done:
-                        done(results[-1])
                     if progress:
                         progress(len(task.paths))
                 return results
-            return self._on_pool(spec, tasks, progress, done)
+            return self._on_pool(spec, tasks, progress)
         finally:
             remove_attempts(tasks)  # a killed worker's half-written attempt
 
-    def _on_pool(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None,
-                 done: Callable[[ShardResult], None] | None) -> list[ShardResult]:
+    def _on_pool(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None) -> list[ShardResult]:
         results: list[ShardResult] = []
         ctx = mp.get_context(self.start_method)
         with ProcessPoolExecutor(min(self.workers, len(tasks)) or 1, mp_context=ctx, initializer=settle_worker,
@@ -70,8 +67,6 @@ class ShardsEngine(LocalEngine):
                                 f"not finished is shard {first.index} ({os.path.basename(first.path)}, images from "
                                 f"{first.paths[0]}); nothing was written") from None
                         task = running.pop(future)
-                        if done:
-                            done(results[-1])
                         if progress:
                             progress(len(task.paths))
             except BaseException:

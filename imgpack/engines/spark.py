@@ -7,7 +7,9 @@ which every executor must reach (a shared file system: NFS, a mounted bucket, or
 disk in local mode). Only a shard's counts and skip reasons come back to the driver, which
 then writes the index (the HDF5 master file). Spark retries a failed task
 (``spark.task.maxFailures``); each attempt writes under a name of its own and renames it
-into place, so a retry never leaves half a shard or a second copy.
+into place, so a retry never leaves half a shard or a second copy. Each shard's done record,
+written beside it by its task, is what ``--resume`` keeps it by: a driver killed mid-job
+loses none of the shards finished.
 
 Where the master comes from: ``--spark-master`` (``local[*]``, ``spark://host:7077``, ...);
 else the one ``spark-submit`` configured; else ``local[*]``, every core of this machine.
@@ -19,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import MissingDependencyError, UsageError, WorkerError
@@ -79,8 +81,8 @@ class SparkEngine(Engine):
             self._session.sparkContext.setLogLevel("ERROR")
         return self._session
 
-    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None,
-                   done: Callable[[ShardResult], None] | None = None) -> list[ShardResult]:
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask],
+                   progress: Progress | None = None) -> list[ShardResult]:
         sc = self.session().sparkContext
         log.info("spark: %d shard tasks on %s", len(tasks), sc.master)
         t0 = time.perf_counter()
@@ -97,10 +99,7 @@ class SparkEngine(Engine):
         seconds = time.perf_counter() - t0
         log.info("spark: the tasks took %.1f s (%.0f images/s, without the session's start)", seconds,
                  images / seconds if seconds else 0)
-        for result in results:  # (collected when the job ends: a driver killed before then keeps no shard)
-            if done:
-                done(result)
-        if progress:
+        if progress:  # (the results come back when the job ends; each shard's done record when it is)
             progress(images)
         return sorted(results, key=lambda r: r.index)
 
