@@ -84,6 +84,9 @@ class Scan:
     #: path -> (size, version: ETag or modification time), when the listing gave them (an object store's):
     #: what ``convert --update`` compares, without listing again
     versions: dict[str, tuple[int, str | None]] | None = None
+    #: every sample is a file (not a link) in a folder (not a link) under ``root``, as the reader's listing
+    #: showed: nothing leads outside it, and nothing is left to check file by file
+    inside: bool = False
 
     def abspath(self, sample: Sample) -> str:
         return self.abspaths((sample,))[0]

@@ -111,7 +111,7 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     scan = unique_ids(scan)
     for hint in _hints(scan, opts):
         log.warning("%s", hint)
-    if not opts.follow_symlinks and not is_url(scan.root):  # an object store has no links
+    if not opts.follow_symlinks and not is_url(scan.root) and not scan.inside:  # (an object store has no links)
         scan = inside_root(scan)
     if opts.limit is not None:
         scan = limit(scan, opts.limit, opts.seed)

@@ -6,7 +6,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from operator import attrgetter, itemgetter
 
 from ..errors import SourceError
@@ -155,15 +155,18 @@ class FolderReader(Reader):
             raise SourceError(f"{self.source}: not a directory")
         ignored: list[tuple[str, str]] = []
         found: list[tuple[str | None, str, str]] = []  # (split, class, relative path); class "" = unlabeled
+        self._links = False  # whether an image was found through a link (imgpack.sources.inside_root checks it)
         if self.options.get("split_from_folders"):
             splits = [e for e in _entries(root, "", ignored, "not in a split folder") if e.is_dir()]
+            self._links = any(e.is_symlink() for e in splits)
             for split in splits:
                 found.extend((split.name, cls, rel) for cls, rel in self._classes(root, split.name + "/", ignored))
             if not found:
                 raise SourceError(f"{self.source}: no images in split folders (SRC/<split>/<class>/<image>)")
         else:
             found.extend((None, cls, rel) for cls, rel in self._classes(root, "", ignored))
-        scan = class_folder_scan(root, self.source, found, ignored)
+        scan = replace(class_folder_scan(root, self.source, found, ignored),
+                       inside=not self._links and not self.options.get("follow_symlinks"))
         if scan.label_names == ["images"]:
             log.warning("%s: its only class folder is 'images' (as in TinyImageNet's val/ and test/): these images "
                         "get the label 'images'; for an unlabeled set point at %s, for their labels pass --labels FILE",
@@ -193,6 +196,7 @@ class FolderReader(Reader):
                 ignored.append((rel, not_regular(entry.path) or ""))
             elif _is_image(entry.path, entry.name):
                 loose.append(rel)
+                self._links = self._links or entry.is_symlink()
             else:
                 ignored.append((rel, "not in a class folder"))
         if found or not loose:
@@ -213,7 +217,9 @@ class FolderReader(Reader):
             for entry in files:
                 name = entry.name
                 rel = f"{rel_dir}/{name}"
-                if not follow and has_image_extension(name) and name[0] != "." and entry.is_file(follow_symlinks=False):
+                dot = name.rfind(".")  # (has_image_extension, inline: this loop runs once a file)
+                if not follow and dot > 0 and name[dot:].lower() in IMAGE_EXTENSIONS and name[0] != "." and \
+                        entry.is_file(follow_symlinks=False):
                     images.append(rel)  # the common case, decided from the listing alone
                     continue
                 if name.startswith("."):
@@ -223,6 +229,7 @@ class FolderReader(Reader):
                 elif _is_image(entry, name):
                     if not follow:
                         images.append(rel)  # a link among them is checked against the root later (inside_root)
+                        self._links = self._links or entry.is_symlink()
                         continue
                     path = entry.path
                     real = os.path.realpath(path) if entry.is_symlink() else os.path.join(real_dir, name)
@@ -249,11 +256,12 @@ def class_folder_scan(root: str, source: str, found: list[tuple[str | None, str,
     label_of = {name: i for i, name in enumerate(label_names)}
     label_of[""] = -1
     found.sort(key=itemgetter(1, 2))  # by label ("" first, then the sorted names), then path
-    stems = [stem(rel.rpartition("/")[2]) for _, _, rel in found]
+    names = [rel.rpartition("/")[2] for _, _, rel in found]
+    stems = [stem(name) for name in names]
     dup = {stem for stem, n in Counter(stems).items() if n > 1}
-    samples = [
-        Sample(id=os.path.splitext(rel)[0] if stem in dup else stem, path=rel, label=label_of[cls], split=split)
-        for (split, cls, rel), stem in zip(found, stems, strict=True)
+    samples = [  # (the path less the name's extension: os.path.splitext's, for less)
+        Sample(rel[:len(rel) - len(name) + len(st)] if st in dup else st, rel, label_of[cls], None, None, split)
+        for (split, cls, rel), name, st in zip(found, names, stems, strict=True)
     ]
     return Scan(root=root, samples=samples, label_names=label_names, source=source, ignored=ignored,
                 splits=folder_order({s for s, _, _ in found if s is not None}))
