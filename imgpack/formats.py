@@ -40,7 +40,7 @@ import numpy as np
 
 from . import params
 from ._version import __version__
-from .errors import SourceError, UsageError
+from .errors import OutputError, SourceError, UsageError
 from .outputs import ShardNames, prepare_target
 from .packed import Encoded, PackedDataset, check_contents, describe_dataset
 from .params import param
@@ -181,7 +181,11 @@ class Writer:
     @classmethod
     def check(cls, path: str, options: Any) -> None:
         """Refuse an unusable target before any work starts (OutputError): by default an existing
-        file without ``--overwrite``, or a folder that cannot be written."""
+        file without ``--overwrite``, or a folder that cannot be written. (A sharded output's file is
+        its index: ``-o out/tiny/`` is a folder of shards.)"""
+        if is_sharded(cls, options):
+            assert issubclass(cls, Shards)
+            path = cls.index_path(path)
         prepare_target(path, options.overwrite, folder=cls.folder)
 
     @classmethod
@@ -445,6 +449,15 @@ def check_target(fmt: type[Writer], path: str, options: Any, replaces: bool | No
     options = fmt.parse_options(options)
     if replaces is not None:  # the run's say (--overwrite or --update), as the format's checks read it
         options = dataclasses.replace(options, overwrite=replaces)
+    sharded = is_sharded(fmt, options)
+    # the file that makes the output one: the output itself, an index in the folder, or HDF5's master file
+    master = issubclass(fmt, Shards) and fmt.index_path(path) == path
+    if path.endswith(("/", os.sep)) and not fmt.folder and (not sharded or master):
+        shards = issubclass(fmt, Shards) and not sharded and not master  # (pickle's, not HDF5's)
+        raise OutputError(f"{path.rstrip(os.sep)}: names a folder, and {fmt.name} writes one file here"
+                          f"{' (the master file of its shards)' if sharded else ''}; -o names the file (e.g. "
+                          f"{os.path.join(path, 'NAME')}{fmt.suffixes[0]})"
+                          + (", or give --shard-size N to write shards in the folder" if shards else ""))
     fmt.check(path, options)  # the format's own checks (TFRecord: TensorFlow is there), and the name itself
     if is_sharded(fmt, options):
         assert issubclass(fmt, Shards)

@@ -79,6 +79,28 @@ def test_an_existing_directory_as_output_is_named_as_such(tmp_path: Path) -> Non
     for extra in ([], ["--overwrite"]):
         code, _, err = run("convert", str(src), "-o", str(tmp_path / "out"), "--format", "hdf5", *extra)
         assert code == 1 and ": is a directory; -o names the output file (e.g. " in err, err
+    for fmt, extra, hint in (("hdf5", [], ""), ("hdf5", ["--shard-size", "1"], " (the master file of its shards)"),
+                             ("pickle", [], "")):
+        code, _, err = run("convert", str(src), "-o", str(tmp_path / "new") + "/", "--format", fmt, *extra)
+        assert code == 1 and f"{tmp_path / 'new'}: names a folder, and {fmt} writes one file here{hint}; -o names " \
+            "the file (e.g. " in err, err
+        assert ("or give --shard-size N to write shards in the folder" in err) == (fmt == "pickle"), err
+        assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("fmt", ["tfrecord", "webdataset", "pickle"])
+def test_a_folder_of_shards_is_written_again_with_overwrite_or_update(fmt: str, tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 4, (12, 12))
+    out = str(tmp_path / "out" / "tiny") + "/"
+    command = ["convert", str(src), "-o", out, "--format", fmt, "--shard-size", "2", "--size", "8"]
+    assert run(*command)[0] == 0
+    code, _, err = run(*command)
+    assert code == 1 and f"tiny.{'tar' if fmt == 'webdataset' else 'pkl' if fmt == 'pickle' else fmt}.json: " \
+        "already exists (pass --overwrite" in err, err
+    for again in ("--overwrite", "--update"):  # (both said "is a directory")
+        code, _, err = run(*command, again)
+        assert code == 0, err
+    assert len(imgpack.open_dataset(str(tmp_path / "out" / "tiny"))) == 4
 
 
 def test_no_images_says_why_every_entry_was_rejected(tmp_path: Path) -> None:
