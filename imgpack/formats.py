@@ -222,6 +222,11 @@ class Writer:
     def abort(self) -> None:
         """Remove whatever was written; the target is left as it was."""
 
+    def shard_stats(self) -> dict[str, Any]:
+        """After :meth:`close`, what the index wants of a shard that the writer learnt as it wrote (a
+        digest of its bytes, say), JSON-ready; added to :meth:`Shards.write_shard`'s stats."""
+        return {}
+
     # ------------------------------------------------------------------ reading: the core
 
     @classmethod
@@ -340,7 +345,8 @@ class Shards:
         except BaseException:
             writer.abort()
             raise
-        return {"count": count, "bytes": os.path.getsize(path), "shapes": sorted(map(list, shapes))}
+        return {"count": count, "bytes": os.path.getsize(path), "shapes": sorted(map(list, shapes)),
+                **writer.shard_stats()}
 
     @classmethod
     def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],

@@ -82,16 +82,14 @@ class WebDatasetWriter(Writer, Shards):
         self._ext = ENCODINGS[self.options.encode]
         self._encode = self.encoder(self.options)
         try:
-            self._tar = tarfile.open(self._tmp, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed by close)
+            self._tar = TarWriter(self._tmp)
         except OSError as exc:
             raise OutputError(f"{self._tmp}: cannot create: {exc.strerror or exc}") from None
         self.count = 0
 
     def _add(self, name: str, data: bytes | memoryview) -> None:
-        info = tarfile.TarInfo(name)
-        info.size, info.mode, info.mtime = len(data), 0o644, 0  # the same bytes for the same samples
         try:
-            self._tar.addfile(info, io.BytesIO(data))
+            self._tar.add(name, data)
         except OSError as exc:
             raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
 
@@ -117,6 +115,9 @@ class WebDatasetWriter(Writer, Shards):
     def close(self) -> list[str]:
         return finish(self._tar, self._tmp, self.path)
 
+    def shard_stats(self) -> dict[str, Any]:
+        return {"sha256": self._tar.sha256.hexdigest()}  # (for the index: no second read of the shard)
+
     def abort(self) -> None:
         discard(self._tar, self._tmp)
 
@@ -128,7 +129,7 @@ class WebDatasetWriter(Writer, Shards):
             "format": "webdataset", "count": len(labels), "encoding": options.encode,
             "image_shape": list(shapes.pop()) if len(shapes) == 1 else None, "annotations": meta.annotations,
             "label_counts": label_counts(labels, meta.label_names), **provenance(meta),
-            "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": _sha256(p)}
+            "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": st.get("sha256") or _sha256(p)}
                        for p, st in zip(shards, stats, strict=True)],
         }
         names = cls.shard_names(path)
@@ -145,6 +146,53 @@ class WebDatasetWriter(Writer, Shards):
         if names is None:
             raise SourceError(f"{path}: no WebDataset index found beside it (NAME.tar.json)")
         return WebDatasetDataset(names)
+
+
+class TarWriter:
+    """A POSIX (ustar) tar file written member by member, and its SHA-256 as it is written: the bytes
+    ``tarfile`` writes for the same members (regular files, mode 0644, time 0, owner 0; names of at most
+    100 bytes, as the samples' keys are), at a tenth of its cost (``tarfile`` copies a TarInfo and builds
+    each header field by field: ~50 us a member, a third of the parent's time at 64x64)."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close)
+        self.sha256 = hashlib.sha256()
+        self._offset = 0
+
+    def add(self, name: str, data: bytes | memoryview) -> None:
+        size = len(data)
+        pad = -size % tarfile.BLOCKSIZE
+        block = b"".join((_header(name.encode("ascii"), size), data, _ZEROS[:pad]))
+        self._file.write(block)
+        self.sha256.update(block)
+        self._offset += len(block)
+
+    def close(self) -> None:
+        """The end of the archive as ``tarfile`` writes it: two zero blocks, then zeros to a whole record."""
+        end = 2 * tarfile.BLOCKSIZE
+        end += -(self._offset + end) % tarfile.RECORDSIZE
+        self._file.write(_ZEROS[:end])
+        self.sha256.update(_ZEROS[:end])
+        self._file.close()
+
+
+_ZEROS = bytes(tarfile.RECORDSIZE)
+#: a member's header with its name, size and checksum blank (the checksum field is 8 spaces while summed)
+_BLANK = bytearray(tarfile.TarInfo("").tobuf(tarfile.USTAR_FORMAT))
+_BLANK[148:156] = b" " * 8
+
+
+def _header(name: bytes, size: int) -> bytes:
+    """The ustar header ``tarfile`` gives a regular file ``name`` (at most 100 bytes) of ``size`` bytes."""
+    if len(name) > 100 or size >= 8**11:
+        info = tarfile.TarInfo(name.decode("ascii"))
+        info.size, info.mode, info.mtime = size, 0o644, 0
+        return info.tobuf(tarfile.USTAR_FORMAT)
+    header = _BLANK.copy()
+    header[:len(name)] = name
+    header[124:136] = b"%011o\0" % size
+    header[148:155] = b"%06o\0" % sum(header)
+    return bytes(header)
 
 
 def _sha256(path: str) -> str:
