@@ -42,9 +42,10 @@ def __getattr__(name: str) -> Any:
 # --------------------------------------------------------------------------- readers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Sample:
-    """One image of a dataset: a picklable reference, never an open handle."""
+    """One image of a dataset: a picklable reference, never an open handle. (Its fields in slots, no
+    ``__dict__``: at a million samples that is ~100 MB less.)"""
 
     id: str
     path: str  # relative to the source root, '/'-separated
