@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from conftest import REPO, needs, photo, two_classes
 
+import imgpack
 from imgpack.formats import Encoded
 from imgpack.process import InSlot, Job, process_into, slot_bytes, unpack
 from imgpack.writers.h5chunk import ChunkEncoder, fletcher32
@@ -189,3 +190,26 @@ def test_int64_entries_are_the_ones_tensorflow_serialises(value: int) -> None:
     tf = import_tensorflow()
     feature = tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
     assert int64_feature("k", [value]) == tf.train.Features(feature={"k": feature}).SerializeToString()
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (1, 1, 3), (3, 5, 1), (7, 2, 4), (5, 9, 2), (9, 4)])
+def test_the_png_encoder_is_lossless_for_opencv_and_pillow(shape: tuple[int, ...]) -> None:
+    import io
+
+    import cv2
+    from PIL import Image
+
+    from imgpack.process import encode_png
+
+    rng = np.random.default_rng(len(shape) * 100 + shape[0])
+    for image in (rng.integers(0, 256, shape, dtype=np.uint8), np.full(shape, 255, np.uint8),
+                  np.zeros(shape, np.uint8)):
+        png = encode_png(image)
+        with Image.open(io.BytesIO(png)) as pil:
+            assert np.array_equal(np.asarray(pil).reshape(shape), image)
+        back = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_UNCHANGED)
+        if image.ndim == 3 and image.shape[2] >= 2:  # (OpenCV gives BGR, BGRA; grey and alpha as BGRA)
+            back = back[..., {2: [0, 3], 3: [2, 1, 0], 4: [2, 1, 0, 3]}[image.shape[2]]]
+        assert np.array_equal(back.reshape(shape), image)
+    with pytest.raises(imgpack.ImageError, match="as PNG"):
+        encode_png(np.zeros((4, 4, 3), np.uint16))
