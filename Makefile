@@ -11,7 +11,7 @@ help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
 	@echo "make test   install the test dependencies (TensorFlow, pyspark), run ruff, mypy and the test suite"
 	@echo "make docs   build the documentation site (mkdocs, --strict) into build/site/"
-	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, --update, object-store, memory and reduced-decoding tables"
+	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, --update, object-store, memory, reduced-decoding and million-image tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
 $(BIN)/python:
@@ -63,6 +63,7 @@ bench: $(VENV)/.installed-bench compile
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_decode.py -n 1000
+	$(BIN)/python benchmarks/bench_million.py
 
 clean:
 	rm -rf $(VENV) build bench-out .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -82,6 +82,25 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
     assert leftovers(tmp_path) == []
 
 
+def test_a_shard_whose_done_record_is_damaged_or_whose_file_changed_is_written_again(
+        src: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out" / "o.tar"
+    interrupted(src, out, "webdataset")  # shards 0..3 of 8 finished, each with its done record
+    records = sorted((tmp_path / "out").glob("*.done"))
+    assert len(records) == 4
+    records[1].write_bytes(records[1].read_bytes()[:-9])  # cut short (a crash while it was written)
+    shard = Path(str(records[2])[: -len(".done")])
+    shard.write_bytes(shard.read_bytes() + bytes(512))  # not the bytes its record gives
+    with caplog.at_level(logging.INFO, logger="imgpack"):
+        imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options("webdataset"),
+                        progress="off", resume=True)
+    assert "resuming with 2 of 8 shards written" in caplog.text
+    clean = tmp_path / "clean.tar"
+    imgpack.convert(str(src), str(clean), size=16, workers=0, options=options("webdataset"), progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+    assert leftovers(tmp_path) == [] and not list((tmp_path / "out").glob("*.done"))
+
+
 def test_a_pickle_without_shards_starts_again(src: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "o.pkl"
     with pytest.raises(KeyboardInterrupt):
