@@ -317,6 +317,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
         for name, target in targets.items():
             part.plan(target, members_of[name], [prints[s.path] for s in members_of[name]])
     report = bring_up_to_date(output, targets, part, prints, members_of, settings) if settings.update else None
+    del prints  # (the records hold each file's fingerprint: the map by path is ~100 bytes an image)
     if report is not None and report["up_to_date"]:
         log.info("%s: up to date (%d images): nothing to do", settings.stored_at or output, report["reused"])
         if not settings.stored_at:  # what a run killed after its commit left: its journal, the old version's files
