@@ -40,6 +40,28 @@ def test_symlinks_leading_out_are_not_followed(linked: tuple[Path, Path]) -> Non
     assert scan.label_names == ["cat", "dog"]
 
 
+def test_a_split_folder_or_a_loose_image_leading_out_is_not_read_and_a_plain_tree_is_not_checked_twice(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder reader's walk says whether it met a link; only then is every sample checked against the root."""
+    src, outside = tmp_path / "src", tmp_path / "secret"
+    write_image(src / "train" / "cat" / "c1.png", photo(8, 8, 1))
+    write_image(outside / "val" / "cat" / "v1.png", photo(8, 8, 2))
+    (src / "val").symlink_to(outside / "val", target_is_directory=True)  # a split folder leading out
+    scan = load_scan(str(src), imgpack.sources.SourceOptions(split_from_folders=True))
+    assert [s.path for s in scan.samples] == ["train/cat/c1.png"]
+    assert "leads outside the dataset root" in dict(scan.ignored)["val/cat/v1.png"]
+    loose = tmp_path / "loose"
+    write_image(loose / "a.png", photo(8, 8, 3))
+    (loose / "b.png").symlink_to(outside / "val" / "cat" / "v1.png")  # an unlabeled set's image leading out
+    assert [s.path for s in load_scan(str(loose)).samples] == ["a.png"]
+    checked: list[int] = []
+    real = imgpack.sources.inside_root
+    monkeypatch.setattr(imgpack.sources, "inside_root", lambda scan: checked.append(len(scan.samples)) or real(scan))
+    assert len(load_scan(str(src / "train")).samples) == 1 and checked == []  # no link met: nothing to check
+    load_scan(str(loose))
+    assert checked == [2]
+
+
 def test_follow_symlinks_reads_them_and_a_loop_does_not_hang(linked: tuple[Path, Path]) -> None:
     src, _ = linked
     scan = load_scan(str(src), imgpack.sources.SourceOptions(follow_symlinks=True))
