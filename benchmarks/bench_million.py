@@ -64,11 +64,13 @@ def run(args: list[str]) -> tuple[float, float, str]:
     """A whole process: (wall seconds, its peak RSS in MiB (or its largest descendant's: ru_maxrss, KiB), stdout)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    out = proc.stdout.read() if proc.stdout else ""
-    _, status, usage = os.wait4(proc.pid, 0)
+    with proc.stdout if proc.stdout else open(os.devnull) as stdout:
+        out = stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)  # (its rusage: what Popen.wait does not give)
     wall = time.perf_counter() - t0
-    if status != 0:
-        raise SystemExit(f"bench: {' '.join(args)} failed ({status})")
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(args)} failed (exit {proc.returncode})")
     return wall, usage.ru_maxrss / 1024, out
 
 
