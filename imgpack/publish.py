@@ -31,7 +31,7 @@ from .outputs import INDEX_KIND, ShardNames, key_a_line, remove_quietly, write_a
 
 def new_tag(names: ShardNames, there: Collection[str] | None = None) -> str:
     """A run's tag: 8 hex digits that no file of the output's names holds yet (``there``: the names in its
-    folder, where that is not on this machine)."""
+    folder, listed already; else listed here)."""
     there = [os.path.basename(p) for p in names.existing()] if there is None else list(there)
     while True:
         tag = secrets.token_hex(4)

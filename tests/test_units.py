@@ -101,6 +101,17 @@ def test_a_done_record_cut_short_or_damaged_is_none_and_its_shard_is_written_aga
         assert shardplan.read_done(bad) is None, bad
 
 
+def test_a_large_shards_done_record_is_read_whole(tmp_path: Path) -> None:
+    from imgpack.shardrun import done_records
+
+    files = [[10_000 + i, 1_700_000_000_000_000_000 + i] for i in range(60_000)]  # a shard of 60,000 images
+    shard = tmp_path / "o-0123abcd-000000.tar"
+    (tmp_path / (shard.name + shardplan.DONE)).write_bytes(
+        shardplan.done_record("d", str(shard), {"count": 60_000, "bytes": 1, "shapes": []}, [], files))
+    assert (tmp_path / (shard.name + shardplan.DONE)).stat().st_size > 2**20
+    assert [r["files"] for r in done_records([str(shard)], False)] == [files]
+
+
 def test_prepare_refuses_an_hdf5_master_too(tmp_path: Path) -> None:
     (tmp_path / "x.h5").write_text("")
     names = ShardNames.for_output(str(tmp_path / "x.h5"), (".h5",))
