@@ -42,10 +42,12 @@ def __getattr__(name: str) -> Any:
 # --------------------------------------------------------------------------- readers
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Sample:
-    """One image of a dataset: a picklable reference, never an open handle. (Its fields in slots, no
-    ``__dict__``: at a million samples that is ~100 MB less.)"""
+    """One image of a dataset: a picklable reference, never an open handle. A value: change one with
+    ``dataclasses.replace``, never in place (readers' lists are shared). Its fields in slots, no ``__dict__``
+    (at a million samples ~100 MB less), and not ``frozen``: a frozen dataclass's ``__init__`` sets each
+    field through ``object.__setattr__``, 1.9 us a sample against 0.3 (1.6 s of listing a million)."""
 
     id: str
     path: str  # relative to the source root, '/'-separated

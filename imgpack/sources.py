@@ -12,6 +12,7 @@ import os
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,8 @@ from .readers.labels import load_json, read_text
 from .registry import readers
 from .splits import apply_split, folder_order, parse_split
 from .storage import is_url
+
+_ID = attrgetter("id")
 
 #: labels-file suffix -> reader
 LABEL_READERS = {".csv": "csv", ".json": "json", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv"}
@@ -106,7 +109,7 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     fractions = parse_split(opts.split) if opts.split is not None else None
     reader = pick_reader(source, opts)
     scan = reader.scan()
-    if not is_text("".join(s.id for s in scan.samples)):  # one check of every id at once
+    if not is_text("".join(map(_ID, scan.samples))):  # one check of every id at once
         scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
     scan = unique_ids(scan)
     for hint in _hints(scan, opts):
@@ -150,7 +153,7 @@ def unique_ids(scan: Scan) -> Scan:
     """Every sample's id unique within the source, as ``--update``, ``--resume`` and every format key on it:
     files whose ids would be one (``a/dup.png`` and ``a/dup.bmp``, both ``a/dup``) keep their extension
     (their ids are their paths under SRC). SourceError where even their paths are one."""
-    if len(set(s.id for s in scan.samples)) == len(scan.samples):
+    if len(set(map(_ID, scan.samples))) == len(scan.samples):
         return scan
     counts = Counter(s.id for s in scan.samples)
     samples = [replace(s, id=s.path) if counts[s.id] > 1 else s for s in scan.samples]
