@@ -30,7 +30,7 @@ TORCH_CPU := torch==2.13.0+cpu
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet '$(TORCH_CPU)' 2>/dev/null || \
 	  $(BIN)/python -m pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu '$(TORCH_CPU)'
-	$(BIN)/python -m pip install --quiet -e '.[test,tfrecord,spark]'
+	$(BIN)/python -m pip install --quiet -e '.[test,tfrecord,spark,parquet]'
 	rm -rf $(VENV)/lib/python*/site-packages/tensorflow/include $(VENV)/lib/python*/site-packages/torch/include
 	@touch $@ $(VENV)/.installed
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from .errors import CorruptImageError, ImageError
+from .errors import CorruptImageError, ImageError, SourceError
 from .probe import ImageInfo, probe, read_regular
 
 #: images whose header claims more pixels than this are refused before decoding
@@ -81,3 +81,23 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, *, info: ImageInfo
 def load(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """The full decode of one file, in stored orientation (see :func:`decode`)."""
     return decode(read_file(path), max_pixels)
+
+
+def decode_stored(data: bytes, where: str, image_shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """An image an output stored encoded (PNG or JPEG), as it was stored: (H, W, 3) RGB, (H, W, 4) RGBA or
+    (H, W, 1) grey, uint8. Its header is checked before anything is decoded (the pixel limit, 8 bits, and
+    ``image_shape``'s height and width where the output has one); SourceError naming ``where`` otherwise."""
+    try:
+        info = inspect_header(data)
+    except ImageError as exc:
+        raise SourceError(f"{where}: {exc}") from None
+    if info.bit_depth != 8:
+        raise SourceError(f"{where}: a {info.bit_depth}-bit image; imgpack stores 8-bit ones")
+    if image_shape and (info.height, info.width) != tuple(image_shape[:2]):
+        raise SourceError(f"{where}: its image is {info.width}x{info.height}, the index says "
+                          f"{image_shape[1]}x{image_shape[0]}")
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise SourceError(f"{where}: its image cannot be decoded")
+    return (image[:, :, None] if image.ndim == 2 else
+            cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB))

@@ -10,7 +10,8 @@ import pytest
 
 import imgpack
 
-FORMATS = {"hdf5": "out.h5", "pickle": "out.pkl", "pickle-shards": "out.pkl", "tfrecord": "out.tfrecord"}
+FORMATS = {"hdf5": "out.h5", "pickle": "out.pkl", "pickle-shards": "out.pkl", "tfrecord": "out.tfrecord",
+           "parquet": "out.parquet"}
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,9 @@ def output(fmt: str, reference: tuple[Path, np.ndarray, np.ndarray, list[str]], 
         return str(root / "out.h5")
     if fmt == "tfrecord":
         pytest.importorskip("tensorflow")
-    options = {"shard_size": 5} if fmt in ("pickle-shards", "tfrecord") else {}
+    if fmt == "parquet":
+        pytest.importorskip("pyarrow")
+    options = {"shard_size": 5} if fmt in ("pickle-shards", "tfrecord", "parquet") else {}
     res = imgpack.convert(str(root / "src"), str(tmp_path / FORMATS[fmt]), format=fmt.split("-")[0], size=8,
                           workers=0, options=options)
     return res.outputs[-1]

@@ -46,13 +46,15 @@ def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monke
         pytest.importorskip("tensorflow")
     if "webdataset" in block:
         pytest.importorskip("webdataset")
+    if "load_dataset" in block:
+        pytest.importorskip("datasets")
     monkeypatch.chdir(tmp_path)
     if "IMG_0042" in block:  # the example looks an image up by its id
         import shutil
 
         shutil.copyfile(class_tree / "bee" / "b1.jpg", class_tree / "bee" / "IMG_0042.jpg")
     made = {"photos.h5": "photos.h5", "photos.pkl": "photos.pkl", "build/tiny.tfrecord": "build/tiny.tfrecord",
-            "build/photos.tar": "build/photos.tar"}
+            "build/photos.tar": "build/photos.tar", "build/photos.parquet": "build/photos.parquet"}
     for name, out in made.items():
         if name in block or (name == "build/tiny.tfrecord" and "build/tiny" in block):
             imgpack.convert(str(class_tree), out, size=16, workers=0, progress="off")

@@ -20,8 +20,8 @@ def test_builtins_are_registered() -> None:
 
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(UnknownPluginError) as info:
-        writers.get("parquet")
-    assert "unknown writer 'parquet'" in str(info.value)
+        writers.get("lance")
+    assert "unknown writer 'lance'" in str(info.value)
     assert "hdf5" in str(info.value)
 
 

@@ -25,6 +25,8 @@ def make(fmt: str, class_tree: Path, tmp_path: Path) -> tuple[str, Path]:
         return res.outputs[-1], shard_file(tmp_path, "o-00000-of-00001.tfrecord")
     if fmt == "webdataset":
         return res.outputs[-1], shard_file(tmp_path, "o-000000.tar")
+    if fmt == "parquet":
+        return res.outputs[-1], shard_file(tmp_path, "o-00000-of-00001.parquet")
     return str(out), out
 
 
@@ -39,6 +41,13 @@ def pixel_offset(fmt: str, file: Path, image: np.ndarray) -> int:
         with tarfile.open(file) as tar:
             return tar.getmember("000000005.png").offset_data + 100
     data = file.read_bytes()
+    if fmt == "parquet":  # inside image 5's PNG, stored as it is
+        import pyarrow.parquet as pq
+
+        png = pq.read_table(file, columns=["image"]).column(0)[5].as_py()["bytes"]
+        at = data.find(png)
+        assert at > 0 and data.find(png, at + 1) < 0
+        return at + 100
     at = data.find(image.tobytes())
     assert at > 0
     return at + 100
@@ -65,7 +74,8 @@ def test_verify_catches_a_flipped_byte(fmt: str, class_tree: Path, tmp_path: Pat
     assert code == 1
     assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("imgpack: error: ")
     assert {"hdf5": "damaged data in images 0..12", "tfrecord": "damaged record",
-            "pickle": "do not match their SHA-256", "webdataset": "SHA-256 does not match the index"}[fmt] in stderr
+            "pickle": "do not match their SHA-256", "webdataset": "SHA-256 does not match the index",
+            "parquet": "SHA-256 does not match the index"}[fmt] in stderr
 
 
 def test_verify_catches_counts_that_disagree(class_tree: Path, tmp_path: Path) -> None:

@@ -29,10 +29,10 @@ _FORMAT_FLAGS = [
     click.option("--compression", help="HDF5: none (default), gzip, gzip:LEVEL or lzf."),
     click.option("--shard-size", type=click.IntRange(min=1),
                  help="Images per shard file: TFRecord (default ~256 MiB per shard), WebDataset (likewise), "
-                      "HDF5 (shards under a master file) and pickle (default: one file)."),
+                      "Parquet (~500 MB), HDF5 (shards under a master file) and pickle (default: one file)."),
     click.option("--encode", type=click.Choice(["raw", "jpeg", "png", "npy"]),
                  help="TFRecord: raw pixels (default, image_raw) or JPEG/PNG bytes (image_encoded); WebDataset: "
-                      "png (default), jpeg or npy."),
+                      "png (default), jpeg or npy; Parquet: png (default) or jpeg."),
     click.option("--quality", type=click.IntRange(1, 100), help="JPEG quality for --encode jpeg (default 95)."),
     click.option("--one-hot", is_flag=True, default=None,
                  help="Also store one-hot labels: labels_one_hot (N, K) uint8 in HDF5 and pickle, label_one_hot "
@@ -108,10 +108,11 @@ class _ConvertCommand(click.Command):
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Output: out.h5, out.pkl, out.tfrecord (shards out-00000-of-0000N.tfrecord + out.tfrecord.json) "
-                   "or out.tar (WebDataset shards out-000000.tar + out.tar.json).")
+                   "out.tar (WebDataset shards out-000000.tar + out.tar.json) or out.parquet (Parquet files "
+                   "out-00000-of-0000N.parquet + out.parquet.json).")
 @click.option("--format", "fmt",
-              help="hdf5, tfrecord, pickle, webdataset or a plugin's (see imgpack plugins); default: from the "
-                   "OUTPUT suffix (.h5/.hdf5, .tfrecord, .pkl/.pickle, .tar).")
+              help="hdf5, tfrecord, pickle, webdataset, parquet or a plugin's (see imgpack plugins); default: "
+                   "from the OUTPUT suffix (.h5/.hdf5, .tfrecord, .pkl/.pickle, .tar, .parquet).")
 @click.option("--size", callback=_checked_size,
               help="Final size: N for NxN or WxH (a last resize step, unless the recipe has one).")
 @click.option("--preprocess", "steps", multiple=True, metavar="STEP[:k=v,...]",

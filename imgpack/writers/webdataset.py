@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from .. import publish
-from ..decode import inspect_header
-from ..errors import ImageError, OutputError, SourceError, UsageError
+from ..decode import decode_stored
+from ..errors import OutputError, SourceError, UsageError
 from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, label_counts, partial_path
@@ -274,8 +274,6 @@ class WebDatasetDataset(PackedDataset):
             return f.read(where[1])
 
     def _sample(self, shard: int, i: int) -> tuple[np.ndarray, dict[str, Any]]:
-        import cv2
-
         members = self._samples(shard)[i]
         if self._ext not in members or "json" not in members:
             raise SourceError(f"{self.shards[shard]}: sample {i} lacks its .{self._ext} or .json")
@@ -283,22 +281,17 @@ class WebDatasetDataset(PackedDataset):
         if self._ext == "npy":
             image = np.load(io.BytesIO(data), allow_pickle=False)
         else:
-            where = f"{self.shards[shard]}: sample {i}"
-            try:  # its header, before anything is decoded: the pixel limit, and the 8 bits imgpack stores
-                info = inspect_header(data)
-            except ImageError as exc:
-                raise SourceError(f"{where}: {exc}") from None
-            if info.bit_depth != 8:
-                raise SourceError(f"{where}: a {info.bit_depth}-bit image; imgpack stores 8-bit ones")
-            if self.image_shape and (info.height, info.width) != tuple(self.image_shape[:2]):
-                raise SourceError(f"{where}: its image is {info.width}x{info.height}, the index says "
-                                  f"{self.image_shape[1]}x{self.image_shape[0]}")
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            if image is None:
-                raise SourceError(f"{self.shards[shard]}: sample {i}: its image cannot be decoded")
-            image = (image[:, :, None] if image.ndim == 2 else
-                     cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB))
+            image = decode_stored(data, f"{self.shards[shard]}: sample {i}", self.image_shape)
         return image, self._record(shard, i, members["json"])
+
+    def encoded(self, index: int) -> bytes | None:
+        if self._ext == "npy":
+            return None
+        shard, i = self.locate(index)
+        members = self._samples(shard)[i]
+        if self._ext not in members:
+            raise SourceError(f"{self.shards[shard]}: sample {i} lacks its .{self._ext}")
+        return self._read(shard, members[self._ext])
 
     def _record(self, shard: int, i: int, where: tuple[int, int]) -> dict[str, Any]:
         """Sample ``i``'s ``.json``, checked: an object with a text ``id`` and a label in range (an int from -1,

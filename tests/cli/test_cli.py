@@ -98,8 +98,8 @@ def test_on_error_fail_exits_1_with_one_line(class_tree: Path, tmp_path: Path) -
     (["convert", "/nonexistent/src", "-o", "{tmp}/o.h5", "--size", "8"], 1, "/nonexistent/src: no such file"),
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--preprocess", "blur"], 2,
      "unknown preprocessor 'blur'; known preprocessors: ben, crop_dark, exif, resize, to_gray, to_rgb"),
-    (["convert", "{src}", "-o", "{tmp}/o.h5", "--format", "parquet"], 2,
-     "unknown writer 'parquet'; known writers: hdf5"),
+    (["convert", "{src}", "-o", "{tmp}/o.h5", "--format", "lance"], 2,
+     "unknown writer 'lance'; known writers: hdf5"),
     (["convert", "{src}", "-o", "{tmp}/o.xyz"], 2, "cannot tell the format"),
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--size", "0"], 2, "Invalid value for '--size': must be positive"),
     (["convert", "{src}", "-o", "{tmp}/o.h5", "--workers", "-1"], 2, "Invalid value for '--workers'"),
@@ -134,9 +134,10 @@ def test_plugins_lists_registry() -> None:
     code, stdout, _ = run("plugins", "--json")
     assert code == 0
     data = json.loads(stdout)
-    assert [r["name"] for r in data["writers"]] == ["hdf5", "pickle", "tfrecord", "webdataset"]
+    assert [r["name"] for r in data["writers"]] == ["hdf5", "parquet", "pickle", "tfrecord", "webdataset"]
     can = {r["name"]: r["capabilities"] for r in data["writers"]}
-    assert can == {"hdf5": ["resume", "shards", "patch", "encode"], "pickle": ["resume", "shards"],
+    assert can == {"hdf5": ["resume", "shards", "patch", "encode"], "parquet": ["resume", "shards", "encode"],
+                   "pickle": ["resume", "shards"],
                    "tfrecord": ["resume", "shards", "encode"], "webdataset": ["resume", "shards", "encode"]}
     hdf5 = next(r for r in data["writers"] if r["name"] == "hdf5")
     assert [p["name"] for p in hdf5["params"]] == ["compression", "one_hot", "shard_size"]
