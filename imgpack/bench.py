@@ -39,7 +39,7 @@ from .process import Job, process_image
 from .publish import new_tag
 from .recipe import format_recipe, recipe_dict
 from .registry import writers
-from .sources import label_array, load_scan
+from .sources import files_only, label_array, load_scan
 
 MB = 1024 * 1024
 #: random single-image reads stop after this many seconds per run, whatever ``random_reads`` says
@@ -252,7 +252,7 @@ def against_raw(path: str, source: str, *, sample: int = 200, repeats: int = 3, 
     read = read or read_speed(path, repeats=repeats, seed=seed, **read_options)
     chain, decode = resolve_recipe((), None, path, None)
     job = Job(tuple(chain), (), fixed_shape=False, decode=decode)
-    scan = load_scan(source)
+    scan = files_only(load_scan(source), "bench")
     if not scan.samples:
         raise SourceError(f"{source}: no images found")
     paths = [scan.abspath(scan.samples[i]) for i in _sample(len(scan.samples), sample, seed)]
@@ -322,7 +322,7 @@ def parse_formats(text: str) -> list[tuple[str, str, dict[str, Any]]]:
 def _prepare(source: str, chain: Sequence[Preprocessor], decode: str, sample: int,
              seed: int) -> tuple[np.ndarray, np.ndarray, list[str], list[str], bool]:
     """The sample, preprocessed once: (images, labels, ids, label names, multi-label)."""
-    scan = load_scan(source)
+    scan = files_only(load_scan(source), "bench")
     if not scan.samples:
         raise SourceError(f"{source}: no images found")
     picked = sorted(_sample(len(scan.samples), sample, seed))

@@ -16,7 +16,16 @@ from .plugins import Sample
 from .probe import probe, probe_file
 from .progress import Progress
 from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
-from .sources import SourceOptions, label_array, load_scan, no_images, problem_summary, sample_record, split_counts_of
+from .sources import (
+    SourceOptions,
+    files_only,
+    label_array,
+    load_scan,
+    no_images,
+    problem_summary,
+    sample_record,
+    split_counts_of,
+)
 
 
 @dataclass
@@ -50,7 +59,7 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     those of :class:`~imgpack.sources.SourceOptions` (labels, split, seed, stratify, ...).
     """
     opts = SourceOptions.from_kwargs(reader=reader, **source_options)
-    scan = load_scan(source, opts)
+    scan = files_only(load_scan(source, opts), "ingest")
     if not scan.samples:
         raise no_images(source, scan, opts)
     prepare_target(output, overwrite)

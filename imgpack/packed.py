@@ -164,6 +164,18 @@ class PackedDataset:
         """``(image, label)`` of the sample ``id_``."""
         return self[self.index_of(id_)]
 
+    @property
+    def annotations(self) -> list[Any] | None:
+        """Each image's annotations from the labels file (parsed JSON; None where it had none), where the
+        output has them (``has_annotations``); None otherwise."""
+        return None
+
+    def encoded(self, index: int) -> bytes | None:
+        """Image ``index`` as the format stores it, where that is an encoded image (PNG, JPEG): what a
+        conversion from this output takes without decoding it when nothing changes the image. None (the
+        default): the format stores pixels, read by ``ds[index]``."""
+        return None
+
     def read_batch(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(images, labels)`` of the samples at ``indices``, in that order. Formats override it to read in bulk."""
         items = [self[int(i)] for i in indices]

@@ -19,7 +19,7 @@ from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine
 from .engines.local import LocalEngine
 from .errors import UsageError
-from .formats import Shards, Writer
+from .formats import Encoded, Shards, Writer
 from .locking import check_held, locked
 from .outputs import SPLITS_FILE, Snapshot, remove_quietly, write_atomically
 from .plan import (
@@ -33,7 +33,7 @@ from .plan import (
     targets_of,
 )
 from .plugins import Preprocessor, Scan
-from .process import Job, encode
+from .process import Job
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
 from .registry import writers
@@ -289,7 +289,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
                     writer_cls.name, scan.labels_file or source)
         annotations = False
     job = Job(tuple(settings.chain), (), settings.max_pixels, fixed_shape=not writer_cls.variable_shape,
-              encoder=writer_cls.encoder(writer_options), decode=settings.decode,
+              encoder=writer_cls.encoder(writer_options), decode=settings.decode, read=scan.read,
               root=None if source_opts.follow_symlinks or storage.is_url(scan.root) else os.path.realpath(scan.root),
               storage_options=storage.options())
     # one image decoded here, and again by its worker: the price of knowing the shape (and
@@ -300,7 +300,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     stored_recipe = recipe_dict(settings.chain, settings.decode)
     shard_size = 0
     if settings.by_shards:  # without --shard-size, the format's default for images of the first one's size as stored
-        shard_size = settings.shard_size_for(len(encode(job.encoder, first)) if job.encoder else first.nbytes)
+        shard_size = settings.shard_size_for(len(first.data) if isinstance(first, Encoded) else first.nbytes)
     part = (ShardPart if settings.by_shards else Part)(
         scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, settings.batch_size, on_error,
         settings.update, shard_size, settings.replaces)
@@ -311,7 +311,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     # images (no --update to plan, no journal: a cluster engine's run) by the workers as they read them
     # (their shards' results bring them back, for the record the index stores).
     prints: dict[str, list[Any]] = {}
-    if settings.update or resume or not engine.writes_shards or storage.is_url(scan.root):
+    if settings.update or resume or not engine.writes_shards or storage.is_url(scan.root) or scan.versions is not None:
         prints = dict(zip((s.path for s in scan.samples), fingerprints(scan, scan.samples, settings.checksum),
                           strict=True))
         for name, target in targets.items():

@@ -10,16 +10,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from . import formats, storage
 from .datasets import open_dataset, read_in_place
 from .engines import Engine
 from .errors import ImageError, ImgpackError, OutputError, UsageError
-from .formats import PackedDataset, Writer
+from .formats import Item, PackedDataset, Writer
 from .outputs import SPLITS_FILE, prepare_target
 from .plugins import Preprocessor, Sample, Scan
-from .process import Job, process_image
+from .process import Job, convert_image
 from .registry import writers
 from .resume import Journal, journal_path
 from .run import Part, as_given
@@ -94,13 +92,22 @@ def cluster_shard_size(engine: Engine, options: Any, batch_size: int | None) -> 
         return batch_size
     return SHARD_IMAGES
 
-def first_image(scan: Scan, job: Job, on_error: str) -> np.ndarray:
-    """The first image that converts: every image must have its shape."""
+def first_image(scan: Scan, job: Job, on_error: str) -> Item:
+    """The first image that converts, as the writer gets it: every image must have its shape."""
+    try:
+        return _first(scan, job, on_error)
+    finally:  # (what the reader opened to read it: a pickle source is held whole in memory while open)
+        close = getattr(job.read, "close", None)
+        if close is not None:
+            close()
+
+
+def _first(scan: Scan, job: Job, on_error: str) -> Item:
     reasons: Counter[str] = Counter()
     for sample in scan.samples:
         path = scan.abspath(sample)
         try:
-            return process_image(path, job)
+            return convert_image(path, job)
         except ImageError as exc:
             if on_error == "fail":
                 raise ImageError(f"{as_given(scan, sample, path)}: {exc}") from None

@@ -90,6 +90,10 @@ class Scan:
     #: every sample is a file (not a link) in a folder (not a link) under ``root``, as the reader's listing
     #: showed: nothing leads outside it, and nothing is left to check file by file
     inside: bool = False
+    #: how a worker reads a sample whose path is not a file (``path -> bytes`` of an encoded image, or its
+    #: pixels), picklable; None: every path is a file or object. The dataset reader's reads image ``i`` of an
+    #: imgpack output at ``OUTPUT#i``
+    read: Callable[[str], bytes | np.ndarray] | None = None
 
     def abspath(self, sample: Sample) -> str:
         return self.abspaths((sample,))[0]
@@ -229,6 +233,12 @@ class Preprocessor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def keeps(self, info: ImageInfo) -> bool:
+        """Whether the step leaves the image of a file whose header said ``info`` as decoding gives it, pixel
+        for pixel. Where every step keeps it, a format that stores such files as they are gets the file's own
+        bytes, never decoded (a repack). False, the default, is always safe."""
+        return False
 
     def apply(self, image: np.ndarray, info: ImageInfo) -> np.ndarray:
         """Run the step on one image of a file whose header said ``info``.

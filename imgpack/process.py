@@ -13,7 +13,7 @@ import math
 import struct
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,8 @@ class Job:
     root: str | None = None
     #: the filesystem options of URL sources (``--storage-option``), for the workers
     storage_options: dict[str, Any] = field(default_factory=dict)
+    #: the reader's way to a sample that is not a file (:attr:`imgpack.plugins.Scan.read`), else None
+    read: Callable[[str], bytes | np.ndarray] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,17 @@ class ImageEncoder:
 
     format: str  # "jpeg" | "png" | "npy"
     quality: int = DEFAULT_QUALITY
+
+    def takes(self, data: bytes, info: ImageInfo) -> bytes | None:
+        """``data`` as it is where it is already what this encoder writes, a file that decodes to 8-bit RGB
+        (no grey, palette or alpha): a JPEG for jpeg, a PNG for png; None otherwise (see :func:`convert_image`)."""
+        if info.bit_depth != 8 or info.format != self.format:
+            return None
+        if info.format == "jpeg" and info.channels == 3:
+            return data
+        if info.format == "png" and data[12:16] == b"IHDR" and data[25] == 2:  # colour type 2: RGB
+            return data
+        return None
 
     def __call__(self, image: np.ndarray) -> bytes:
         import cv2
@@ -146,9 +159,10 @@ def _run_steps(steps: Sequence[Preprocessor], image: np.ndarray, info: ImageInfo
     return image
 
 
-def preprocess_bytes(data: bytes, job: Job) -> np.ndarray:
-    """Decode and preprocess one file's bytes. ImageError means: skip this one."""
-    info = inspect_header(data, job.max_pixels)
+def preprocess_bytes(data: bytes, job: Job, info: ImageInfo | None = None) -> np.ndarray:
+    """Decode and preprocess one file's bytes (whose header, when given, said ``info``). ImageError means: skip
+    this one."""
+    info = info or inspect_header(data, job.max_pixels)
     chain = job.chain
     scale, resize_at = reduced_scale(chain, info) if job.decode == "reduced" else (1, -1)
     if scale > 1:
@@ -170,16 +184,50 @@ def read_image_file(path: str, job: Job) -> bytes:
         raise ImageError(f"cannot read: {reason(exc)}") from None
 
 
-def process_image(path: str, job: Job, data: bytes | None = None) -> np.ndarray:
+def process_image(path: str, job: Job, data: bytes | None = None, info: ImageInfo | None = None) -> np.ndarray:
     """Read (unless ``data`` is given), decode and preprocess one image. ImageError means: skip this one."""
-    image = preprocess_bytes(read_image_file(path, job) if data is None else data, job)
-    if job.fixed_shape and job.image_shape and image.shape != job.image_shape:
-        raise ShapeMismatchError(
-            f"{path}: preprocessed shape {image.shape} differs from {job.image_shape} of the first image; "
-            "pass --size N or --size WxH so that every image gets one shape")
+    image = preprocess_bytes(read_image_file(path, job) if data is None else data, job, info)
+    _check_shape(path, image.shape, job)
     if image.dtype != np.uint8:
         raise ImageError(f"the recipe produced {image.dtype}, not uint8")
     return image
+
+
+def _check_shape(path: str, shape: tuple[int, ...], job: Job) -> None:
+    if job.fixed_shape and job.image_shape and shape != job.image_shape:
+        raise ShapeMismatchError(
+            f"{path}: preprocessed shape {shape} differs from {job.image_shape} of the first image; "
+            "pass --size N or --size WxH so that every image gets one shape")
+
+
+def convert_image(path: str, job: Job, data: bytes | None = None) -> Item:
+    """What the writer stores of one file, read unless ``data`` is given. ImageError means: skip this one.
+
+    A repack: where every step of the recipe leaves this file's image as it is
+    (:meth:`~imgpack.plugins.Preprocessor.keeps`: no resize, upright, 8-bit RGB) and the format's
+    encoder stores such bytes as they are (``takes``: a JPEG into a JPEG output, a PNG into a PNG
+    one), the file's own bytes, checked by their header alone (the pixel limit), never decoded.
+    Else the preprocessed pixels, encoded when the format has an encoder.
+    """
+    if job.read is not None and data is None:
+        stored = job.read(path)
+        if isinstance(stored, np.ndarray):  # pixels: the steps run on them as on a decoded file's
+            image = _run_steps(job.chain, stored, ImageInfo("raw", stored.shape[1], stored.shape[0],
+                                                            stored.shape[2], 8))
+            _check_shape(path, image.shape, job)
+            return Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image
+        data = stored
+    data = read_image_file(path, job) if data is None else data
+    info = inspect_header(data, job.max_pixels)
+    takes = getattr(job.encoder, "takes", None)
+    if takes is not None and all(step.keeps(info) for step in job.chain):
+        stored = takes(data, info)
+        if stored is not None:
+            shape = (info.height, info.width, 3)
+            _check_shape(path, shape, job)
+            return Encoded(stored, shape)
+    image = process_image(path, job, data, info)
+    return Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image
 
 
 @dataclass(frozen=True)
@@ -228,19 +276,18 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
             got = fetched[i] if fetched is not None else None
             if isinstance(got, BaseException):
                 raise ImageError(f"cannot read: {reason(got)}")
-            image = process_image(path, job, got)
+            item = convert_image(path, job, got)
             row = slots[offset + i]
-            if job.encoder is not None:
-                data = encode(job.encoder, image)
-                if len(data) <= row.size:
-                    row[:len(data)] = np.frombuffer(data, dtype=np.uint8)
-                    extras[i] = InSlot(len(data), image.shape)
+            if isinstance(item, Encoded):
+                if len(item.data) <= row.size:
+                    row[:len(item.data)] = np.frombuffer(item.data, dtype=np.uint8)
+                    extras[i] = InSlot(len(item.data), item.shape)
                 else:
-                    extras[i] = Encoded(data, image.shape)
-            elif image.shape == job.image_shape:
-                row[:pixels] = image.reshape(-1)
+                    extras[i] = item
+            elif item.shape == job.image_shape:
+                row[:pixels] = item.reshape(-1)
             else:
-                extras[i] = image
+                extras[i] = item
             errors.append(None)
         except ImageError as exc:
             errors.append(str(exc))

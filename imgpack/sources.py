@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import SourceError, UsageError, is_text, text_id
 from .plugins import Problem, Reader, Sample, Scan
+from .readers.dataset import DatasetReader
 from .readers.labels import load_json, read_text
 from .registry import readers
 from .splits import apply_split, folder_order, parse_split
@@ -72,7 +73,8 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
                                    "label_column": opts.label_column, "image_key": opts.image_key,
                                    "label_key": opts.label_key}
     name = opts.reader
-    if name is None and not is_url(source) and not os.path.exists(source):  # a named reader may take what is not a path
+    # (a named reader may take what is not a path; a sharded output is named by its index's name less .json)
+    if name is None and not is_url(source) and not os.path.exists(source) and not os.path.exists(source + ".json"):
         raise SourceError(f"{source}: no such file or directory")
     if name is None and opts.labels is not None:
         name = LABEL_READERS.get(os.path.splitext(opts.labels)[1].lower())
@@ -83,6 +85,8 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
         if any(v is not None for v in reader_opts.values()):
             flag = next(k for k, v in reader_opts.items() if v is not None).replace("_", "-")
             raise UsageError(f"--{flag} goes with --labels FILE")
+        if DatasetReader.accepts(source):  # an imgpack output: not a plugin's to claim (a split folder is a folder)
+            return DatasetReader(source)
         for reader_name, cls in readers.items():
             if cls.accepts(source):
                 name = reader_name
@@ -147,6 +151,15 @@ def _hints(scan: Scan, opts: SourceOptions) -> list[str]:
                 said.append(f"{scan.source}: {path} was not read (the labels come from the folders); to take the "
                             f"labels from it, pass --labels {os.path.join(scan.source, path)}")
     return said
+
+
+def files_only(scan: Scan, command: str) -> Scan:
+    """``scan``, when its samples are image files: SourceError for an imgpack output as the source (its images
+    are checked and read by ``inspect`` and ``convert``), which ``command`` does not take."""
+    if scan.read is not None:
+        raise SourceError(f"{scan.source}: an imgpack output; {command} takes image files (imgpack convert takes an "
+                          "output as its source, imgpack inspect --verify checks one)")
+    return scan
 
 
 def unique_ids(scan: Scan) -> Scan:

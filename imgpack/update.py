@@ -33,7 +33,7 @@ def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[
     """Each sample's source fingerprint: [path, size, modification time in ns (or ETag), SHA-256 or None]."""
     out: list[list[Any]]
     paths = scan.abspaths(samples)
-    if storage.is_url(scan.root):  # from the reader's listing, or one listing of the prefix
+    if storage.is_url(scan.root) or scan.versions is not None:  # the reader's (a store's listing), or a listing
         listed = scan.versions if scan.versions is not None else {
             rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
         out = [[s.path, *listed.get(s.path, (-1, None)), None] for s in samples]

@@ -31,7 +31,7 @@ from .. import shardplan
 from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
 from ..outputs import remove_quietly, rename_durably, write_atomically
-from ..process import Job, encode, process_image
+from ..process import Job, convert_image
 from ..storage import is_url, upload
 from ..update import size_and_time
 
@@ -194,8 +194,7 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
             if not is_url(path):
                 files.append(size_and_time(path))
             try:
-                image = process_image(path, spec.job)
-                yield Encoded(encode(spec.job.encoder, image), image.shape) if spec.job.encoder is not None else image
+                yield convert_image(path, spec.job)
             except ImageError as exc:
                 yield str(exc)
 

@@ -33,6 +33,9 @@ class ToRGB(Preprocessor):
     sets_color = True
     commutes_with_downscale = True
 
+    def keeps(self, info: ImageInfo) -> bool:
+        return info.bit_depth == 8  # (decoding gives 3 channels: grey and palette expanded, alpha dropped)
+
     def __call__(self, image: np.ndarray) -> np.ndarray:
         image = _to_8bit(image)
         if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
@@ -107,6 +110,9 @@ class Exif(Preprocessor):
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return image  # without a file's header there is no tag to apply
+
+    def keeps(self, info: ImageInfo) -> bool:
+        return not self.applies or info.orientation == 1
 
     def apply(self, image: np.ndarray, info: ImageInfo) -> np.ndarray:
         return orient(image, info.orientation) if self.applies else image

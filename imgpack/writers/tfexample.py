@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from ..outputs import WRITE_BYTES, write_pieces
+from ..probe import ImageInfo
 from ..process import DEFAULT_QUALITY, ImageEncoder
 
 Buffer = bytes | memoryview
@@ -151,6 +152,14 @@ class ExampleEncoder:
 
     encoding: str = "raw"
     quality: int = DEFAULT_QUALITY
+
+    def takes(self, data: bytes, info: ImageInfo) -> bytes | None:
+        """The features of a JPEG or PNG file stored as it is, for the jpeg and png encodings (see
+        :meth:`ImageEncoder.takes`); None where it must be decoded."""
+        if self.encoding == "raw" or ImageEncoder(self.encoding).takes(data, info) is None:
+            return None
+        return b"".join((_size_entries((info.height, info.width, 3)), _bytes_entry(_IMAGE_ENCODED_KEY, data),
+                         _bytes_entry(_FORMAT_KEY, self.encoding.encode())))
 
     def __call__(self, image: np.ndarray) -> bytes:
         size = _size_entries(image.shape)

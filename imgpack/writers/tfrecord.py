@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -291,14 +292,16 @@ def parse_spec(tf: Any, index: dict[str, Any]) -> dict[str, Any]:
         "channel": tf.io.FixedLenFeature([], tf.int64), "label": tf.io.FixedLenFeature(label_shape, tf.int64),
         "id": tf.io.FixedLenFeature([], tf.string),
         ("image_encoded" if encoded else "image_raw"): tf.io.FixedLenFeature([], tf.string),
+        **({"annotation": tf.io.FixedLenFeature([], tf.string, default_value=b"null")}
+           if index.get("annotations") else {}),
     }
 
 
 class TFRecordDataset(PackedDataset):
     """TFRecord shards opened for reading through tf.data (imports TensorFlow).
 
-    Iteration streams the shards in order; ``ds[i]`` reads up to record ``i`` of its
-    shard. A damaged record (its CRC does not match) raises SourceError naming the shard.
+    Iteration streams the shards in order; ``ds[i]`` reads up to record ``i`` of its shard (or on from
+    the record read last). A damaged record (its CRC does not match) raises SourceError naming the shard.
     """
 
     def __init__(self, names: ShardNames) -> None:
@@ -318,6 +321,8 @@ class TFRecordDataset(PackedDataset):
         self.has_annotations = bool(index.get("annotations"))
         self._ids: list[str] | None = None
         self._labels: np.ndarray | None = None
+        self._notes: list[Any] | None = None
+        self._cursor: tuple[int, int, Iterator[dict[str, Any]]] | None = None  # (shard, next record, its pass)
 
     @functools.cached_property
     def _tf(self) -> Any:
@@ -446,11 +451,36 @@ class TFRecordDataset(PackedDataset):
         return (images.astype(np.float32) / 255 if normalize else images), np.asarray([y for _, y in batch])
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, Any]:
+        rec = self._record(index)
+        return self._image(rec), self._label(rec)
+
+    def _record(self, index: int) -> dict[str, Any]:
+        """Record ``index``, parsed. Records are read in order: the next one after the last read comes from the
+        same pass over its shard (a conversion from this output reads each chunk in order), any other
+        starts a pass at it."""
         number, offset = self.locate(index)
         shard = self.shards[number]
-        for rec in self._records(shard, skip=offset, take=1):
-            return self._image(rec), self._label(rec)
-        raise SourceError(f"{shard}: holds fewer records than its index says ({self.path})")
+        if self._cursor is None or self._cursor[:2] != (number, offset):
+            self._cursor = (number, offset, self._records(shard, skip=offset))
+        rec = next(self._cursor[2], None)
+        if rec is None:
+            self._cursor = None
+            raise SourceError(f"{shard}: holds fewer records than its index says ({self.path})")
+        self._cursor = (number, offset + 1, self._cursor[2])
+        return rec
+
+    def encoded(self, index: int) -> bytes | None:
+        if self.index.get("encoding", "raw") == "raw":
+            return None
+        return bytes(self._record(index)["image_encoded"].numpy())
+
+    @property
+    def annotations(self) -> list[Any] | None:
+        if not self.has_annotations:
+            return None
+        if self._notes is None:
+            self._read_labels_and_ids()
+        return self._notes
 
     def _label(self, rec: dict[str, Any]) -> Any:
         return rec["label"].numpy().astype(np.uint8) if self.multi_label else int(rec["label"])
@@ -458,11 +488,16 @@ class TFRecordDataset(PackedDataset):
     def _read_labels_and_ids(self) -> None:
         ids: list[str] = []
         labels: list[Any] = []
+        notes: list[Any] = []
+        keys = ("label", "id", "annotation") if self.has_annotations else ("label", "id")
         for shard in self.shards:
-            for rec in self._records(shard, keys=("label", "id")):
+            for rec in self._records(shard, keys=keys):
                 ids.append(rec["id"].numpy().decode())
                 labels.append(self._label(rec))
+                if self.has_annotations:
+                    notes.append(json.loads(rec["annotation"].numpy().decode() or "null"))
         k = len(self.label_names)
+        self._notes = notes if self.has_annotations else None
         self._ids = ids
         self._labels = (np.array(labels, dtype=np.uint8).reshape(-1, k) if self.multi_label
                         else np.array(labels, dtype=np.int64))
