@@ -34,8 +34,11 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	rm -rf $(VENV)/lib/python*/site-packages/tensorflow/include $(VENV)/lib/python*/site-packages/torch/include
 	@touch $@ $(VENV)/.installed
 
+# (LitData, for bench_repack.py, needs PyTorch: its CPU build first, as for the tests)
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[bench,tfrecord]'
+	$(BIN)/python -m pip install --quiet '$(TORCH_CPU)' 2>/dev/null || \
+	  $(BIN)/python -m pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu '$(TORCH_CPU)'
+	$(BIN)/python -m pip install --quiet -e '.[bench,tfrecord,parquet]'
 	@touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -63,6 +66,7 @@ bench: $(VENV)/.installed-bench compile
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_convert.py
 	$(BIN)/python benchmarks/bench_decode.py -n 1000
+	$(BIN)/python benchmarks/bench_repack.py
 	$(BIN)/python benchmarks/bench_million.py
 
 clean:

@@ -158,11 +158,13 @@ class ParquetWriter(Writer, Shards):
         self._ext = ENCODINGS[self.options.encode]
         self._encode = self.encoder(self.options)
         self._schema = schema(meta)
-        self._rows: dict[str, list[Any]] = {name: [] for name in self._schema.names}
+        self._rows: dict[str, list[Any]] = {name: [] for name in self._schema.names}  # image: the bytes alone
         self._bytes = 0
         try:
             self._file = _Hashing(self._tmp)
-            self._parquet = pq.ParquetWriter(self._file, self._schema, compression=_COMPRESSION)
+            # no dictionary or statistics for the image bytes: pyarrow would hash and compare every image for them
+            self._parquet = pq.ParquetWriter(self._file, self._schema, compression=_COMPRESSION,
+                                             use_dictionary=["label"], write_statistics=["label", "id"])
         except OSError as exc:
             raise OutputError(f"{self._tmp}: cannot create: {exc.strerror or exc}") from None
         self.count = 0
@@ -172,7 +174,7 @@ class ParquetWriter(Writer, Shards):
         rows, limit = self._rows, self.options.row_group_size
         for i, (item, label, id_) in enumerate(zip(images, labels, ids, strict=True)):
             data = bytes(item.data) if isinstance(item, Encoded) else self._encode(item)
-            rows["image"].append({"bytes": data, "path": f"{id_}.{self._ext}"})
+            rows["image"].append(data)
             if self.meta.multi_label:
                 rows["labels"].append(np.flatnonzero(np.asarray(label)).tolist())
             else:
@@ -191,7 +193,12 @@ class ParquetWriter(Writer, Shards):
 
         if not self._rows["id"]:
             return
-        table = pa.Table.from_pydict(self._rows, schema=self._schema)
+        rows = self._rows
+        image = pa.StructArray.from_arrays(
+            [pa.array(rows["image"], pa.binary()), pa.array([f"{i}.{self._ext}" for i in rows["id"]], pa.string())],
+            fields=list(self._schema.field("image").type))
+        table = pa.Table.from_arrays([image, *(pa.array(rows[name], self._schema.field(name).type)
+                                               for name in self._schema.names[1:])], schema=self._schema)
         try:
             self._parquet.write_table(table, row_group_size=table.num_rows)
         except OSError as exc:
