@@ -173,6 +173,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "folder": "imgpack.readers.folder:FolderReader", "manifest": "imgpack.readers.manifest:ManifestReader",
         "csv": "imgpack.readers.labels:CSVReader", "tsv": "imgpack.readers.labels:TSVReader",
         "json": "imgpack.readers.labels:JSONReader", "prefix": "imgpack.readers.prefix:PrefixReader",
+        "archive": "imgpack.readers.archive:ArchiveReader",
     },
     "preprocessors": {
         "exif": "imgpack.preprocess.color:Exif", "to_rgb": "imgpack.preprocess.color:ToRGB",

@@ -154,11 +154,12 @@ def _hints(scan: Scan, opts: SourceOptions) -> list[str]:
 
 
 def files_only(scan: Scan, command: str) -> Scan:
-    """``scan``, when its samples are image files: SourceError for an imgpack output as the source (its images
-    are checked and read by ``inspect`` and ``convert``), which ``command`` does not take."""
+    """``scan``, when its samples are image files: SourceError for a source whose images are not (an imgpack
+    output, an archive: ``convert`` reads them where they are), which ``command`` does not take."""
     if scan.read is not None:
-        raise SourceError(f"{scan.source}: an imgpack output; {command} takes image files (imgpack convert takes an "
-                          "output as its source, imgpack inspect --verify checks one)")
+        what = getattr(scan.read, "what", "a source whose images are not files")
+        raise SourceError(f"{scan.source}: {what}; {command} takes a folder of image files, and imgpack convert "
+                          f"takes {what} as its source")
     return scan
 
 

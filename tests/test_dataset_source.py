@@ -127,7 +127,7 @@ def test_the_index_itself_names_the_source(outputs: dict[str, str], tmp_path: Pa
 
 def test_ingest_refuses_an_output_saying_what_to_do(outputs: dict[str, str], tmp_path: Path) -> None:
     code, _, err = run("ingest", outputs["hdf5"], "-o", str(tmp_path / "m.json"))
-    assert code == 1 and err.strip() == (f"imgpack: error: {outputs['hdf5']}: an imgpack output; ingest takes image "
-                                         "files (imgpack convert takes an output as its source, imgpack inspect "
-                                         "--verify checks one)")
+    assert code == 1 and err.strip() == (f"imgpack: error: {outputs['hdf5']}: an imgpack output; ingest takes a "
+                                         "folder of image files, and imgpack convert takes an imgpack output as its "
+                                         "source")
     assert not (tmp_path / "m.json").exists()

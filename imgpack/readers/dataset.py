@@ -79,6 +79,8 @@ class StoredImages:
     it encoded (WebDataset, Parquet, TFRecord with --encode), else its pixels; ImageError when it cannot be
     read. Each output is opened once a process; what is pickled to the workers holds nothing open."""
 
+    what = "an imgpack output"
+
     def __init__(self) -> None:
         self._opened: dict[str, Any] = {}
 

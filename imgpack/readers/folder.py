@@ -272,6 +272,32 @@ def class_folder_scan(root: str, source: str, found: list[tuple[str | None, str,
                 splits=folder_order({s for s, _, _ in found if s is not None}))
 
 
+def classes_in(paths: list[str], splits: bool) -> tuple[list[tuple[str | None, str, str]], list[tuple[str, str]]]:
+    """The images among ``paths`` ('/'-separated, relative to SRC: a listing with no folders of its own, an
+    object store's or an archive's) with their split and class, as :func:`class_folder_scan` takes them,
+    and what was left out and why; by extension (looking inside would cost a read per file)."""
+    ignored: list[tuple[str, str]] = []
+    by_split: dict[str | None, list[tuple[str, str]]] = {}  # split -> (class, path)
+    for rel in paths:
+        parts = rel.split("/")
+        if any(p.startswith(".") for p in parts):
+            ignored.append((rel, "hidden"))
+        elif not has_image_extension(parts[-1]):
+            ignored.append((rel, "not an image"))
+        elif splits and len(parts) < 2:
+            ignored.append((rel, "not in a split folder"))
+        else:
+            split, rest = (parts[0], parts[1:]) if splits else (None, parts)
+            by_split.setdefault(split, []).append((rest[0] if len(rest) > 1 else "", rel))
+    found: list[tuple[str | None, str, str]] = []
+    for split, images in by_split.items():
+        if any(cls for cls, _ in images):  # class folders: loose images beside them are not in one
+            ignored.extend((rel, "not in a class folder") for cls, rel in images if not cls)
+            images = [(cls, rel) for cls, rel in images if cls]
+        found.extend((split, cls, rel) for cls, rel in images)
+    return found, ignored
+
+
 def _entries(root: str, prefix: str, ignored: list[tuple[str, str]],
              loose_reason: str | None) -> list[os.DirEntry[str]]:
     """The visible entries of ``root/prefix``, sorted by name; hidden ones (and, with a reason, files) are ignored."""
