@@ -173,7 +173,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "folder": "imgpack.readers.folder:FolderReader", "manifest": "imgpack.readers.manifest:ManifestReader",
         "csv": "imgpack.readers.labels:CSVReader", "tsv": "imgpack.readers.labels:TSVReader",
         "json": "imgpack.readers.labels:JSONReader", "prefix": "imgpack.readers.prefix:PrefixReader",
-        "archive": "imgpack.readers.archive:ArchiveReader",
+        "archive": "imgpack.readers.archive:ArchiveReader", "parquet": "imgpack.readers.parquet:ParquetReader",
     },
     "preprocessors": {
         "exif": "imgpack.preprocess.color:Exif", "to_rgb": "imgpack.preprocess.color:ToRGB",
