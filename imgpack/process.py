@@ -188,6 +188,10 @@ def process_image(path: str, job: Job, data: bytes | None = None, info: ImageInf
     """Read (unless ``data`` is given), decode and preprocess one image. ImageError means: skip this one."""
     image = preprocess_bytes(read_image_file(path, job) if data is None else data, job, info)
     _check_shape(path, image.shape, job)
+    return _uint8(image)
+
+
+def _uint8(image: np.ndarray) -> np.ndarray:
     if image.dtype != np.uint8:
         raise ImageError(f"the recipe produced {image.dtype}, not uint8")
     return image
@@ -212,8 +216,8 @@ def convert_image(path: str, job: Job, data: bytes | None = None) -> Item:
     if job.read is not None and data is None:
         stored = job.read(path)
         if isinstance(stored, np.ndarray):  # pixels: the steps run on them as on a decoded file's
-            image = _run_steps(job.chain, stored, ImageInfo("raw", stored.shape[1], stored.shape[0],
-                                                            stored.shape[2], 8))
+            image = _uint8(_run_steps(job.chain, stored, ImageInfo("raw", stored.shape[1], stored.shape[0],
+                                                                   stored.shape[2], 8)))
             _check_shape(path, image.shape, job)
             return Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image
         data = stored

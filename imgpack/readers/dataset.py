@@ -2,8 +2,9 @@
 not, a split folder too), with or without new preprocessing.
 
 Each sample is image ``i`` of an output, its path ``OUTPUT#i`` (the workers open the output once and
-read its images: :func:`imgpack.process.read_stored`); its id, label (or labels), annotations and split
-are the output's, and so are the label names.
+read its images: :class:`StoredImages`, the scan's ``read``); its id, label (or labels), annotations and
+split are the output's, and so are the label names. :func:`imgpack.sources.pick_reader` asks this reader
+before the registry's (a split folder is a folder too).
 """
 
 from __future__ import annotations
@@ -59,15 +60,9 @@ class DatasetReader(Reader):
                 labels, notes = ds.labels, ds.annotations
                 for i, id_ in enumerate(ds.ids):
                     sample_path = f"{name}#{i}"
-                    if multi:
-                        sample = Sample(id_, sample_path, labels=tuple(np.flatnonzero(labels[i]).tolist()),
-                                        split=split)
-                    else:
-                        sample = Sample(id_, sample_path, int(labels[i]), split=split)
-                    if notes is not None and notes[i] is not None:
-                        sample = Sample(sample.id, sample.path, sample.label, sample.labels, json.dumps(notes[i]),
-                                        split)
-                    samples.append(sample)
+                    note = json.dumps(notes[i]) if notes is not None and notes[i] is not None else None
+                    hot = tuple(np.flatnonzero(labels[i]).tolist()) if multi else None
+                    samples.append(Sample(id_, sample_path, -1 if multi else int(labels[i]), hot, note, split))
                     versions[sample_path] = version
         return Scan(root=root, samples=samples, label_names=names or [], source=self.source, multi_label=multi,
                     label_keys=keys, splits=[s for s in outputs if s is not None], versions=versions, inside=True,
@@ -100,7 +95,7 @@ class StoredImages:
             ds = self._opened[output]
             data = ds.encoded(int(index))
             return data if data is not None else ds[int(index)][0].copy()  # (not a view that holds a whole pickle)
-        except ImgpackError as exc:  # a damaged shard or record: this image is skipped, saying why
+        except (ImgpackError, OSError) as exc:  # a damaged shard or record: this image is skipped, saying why
             raise ImageError(str(exc)) from None
 
     def close(self) -> None:
