@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
@@ -73,8 +74,10 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
                                    "label_column": opts.label_column, "image_key": opts.image_key,
                                    "label_key": opts.label_key}
     name = opts.reader
-    # (a named reader may take what is not a path; a sharded output is named by its index's name less .json)
-    if name is None and not is_url(source) and not os.path.exists(source) and not os.path.exists(source + ".json"):
+    # (a named reader may take what is not a path; a sharded output is named by its index's name less .json; a
+    # shard pattern, data-{000000..000009}.tar, is checked by the archive reader)
+    if name is None and not is_url(source) and not os.path.exists(source) and not os.path.exists(source + ".json") \
+            and not re.search(r"\{\d+\.\.\d+\}", source):
         raise SourceError(f"{source}: no such file or directory")
     if name is None and opts.labels is not None:
         name = LABEL_READERS.get(os.path.splitext(opts.labels)[1].lower())

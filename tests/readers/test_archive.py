@@ -1,5 +1,6 @@
 """Zip and tar archives of class folders, read in place: the same output as the folder they hold, nothing
-extracted; members that are not plain images inside the tree are left out, saying why."""
+extracted; members that are not plain images inside the tree are left out, saying why. WebDataset shards
+written by the webdataset library, by their shard pattern."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import tarfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import photo, run, two_classes, write_image
 
 import imgpack
 from imgpack.datasets import content_digest
+from imgpack.decode import decode
 from imgpack.engines.shards import ShardsEngine
 from imgpack.sources import SourceOptions, load_scan
 
@@ -127,3 +130,54 @@ def test_the_hymenoptera_photos_zipped(shared: Path, tmp_path: Path) -> None:
                              split_from_folders=True, progress="off")
     assert ours.label_names == theirs.label_names == ["ants", "bees"] and ours.written == theirs.written > 300
     assert content_digest(str(tmp_path / "zip")) == content_digest(str(tmp_path / "folder"))
+
+
+def webdataset_shards(folder: Path, shards: int, per: int) -> list[bytes]:
+    """WebDataset shards written by the webdataset library: KEY.jpg, KEY.cls, KEY.json; the JPEGs, in order."""
+    wds = pytest.importorskip("webdataset")
+    jpegs = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in range(shards):
+        with wds.TarWriter(str(folder / f"data-{s:06d}.tar")) as writer:
+            for i in range(per):
+                k = s * per + i
+                jpeg = write_image(folder / "tmp.jpg", photo(20, 16, k)).read_bytes()
+                jpegs.append(jpeg)
+                writer.write({"__key__": f"s{k:04d}", "jpg": jpeg, "cls": k % 3, "json": {"k": k}})
+    (folder / "tmp.jpg").unlink()
+    return jpegs
+
+
+def test_webdataset_shards_written_by_the_library_are_a_source(tmp_path: Path) -> None:
+    jpegs = webdataset_shards(tmp_path / "wds", 2, 5)
+    pattern = str(tmp_path / "wds" / "data-{000000..000001}.tar")
+    res = imgpack.convert(pattern, str(tmp_path / "o.h5"), workers=2, progress="off")
+    assert res.written == 10 and res.label_names == ["0", "1", "2"]
+    with imgpack.open_dataset(str(tmp_path / "o.h5")) as ds:
+        assert ds.ids == [f"s{k:04d}" for k in range(10)] and ds.labels.tolist() == [k % 3 for k in range(10)]
+        for k in range(10):
+            np.testing.assert_array_equal(ds[k][0], decode(jpegs[k]))
+    out = tmp_path / "again.parquet"  # the JPEGs go on as they are
+    imgpack.convert(pattern, str(out), workers=0, options={"encode": "jpeg"}, progress="off")
+    with imgpack.open_dataset(str(out)) as ds:
+        assert [ds.encoded(k) for k in range(10)] == jpegs
+
+
+def test_a_missing_shard_or_a_bad_class_number_is_said(tmp_path: Path) -> None:
+    webdataset_shards(tmp_path / "wds", 1, 3)
+    code, _, err = run("convert", str(tmp_path / "wds" / "data-{000000..000001}.tar"), "-o", str(tmp_path / "o.h5"))
+    assert code == 1 and err.strip() == (f"imgpack: error: {tmp_path / 'wds' / 'data-{000000..000001}.tar'}: "
+                                         f"{tmp_path / 'wds' / 'data-000001.tar'}: no such file")
+    shard = tmp_path / "wds" / "data-000000.tar"
+    with tarfile.open(shard, "a") as tar:
+        info = tarfile.TarInfo("s9999.cls")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"seven"))
+        info = tarfile.TarInfo("s9999.jpg")
+        data = (tmp_path / "x.jpg")
+        write_image(data, photo(20, 16, 1))
+        info.size = data.stat().st_size
+        tar.addfile(info, io.BytesIO(data.read_bytes()))
+    scan = load_scan(str(shard), SourceOptions())
+    assert [s.id for s in scan.samples] == ["s0000", "s0001", "s0002"]
+    assert dict(scan.ignored) == {"data-000000.tar#s9999.cls": "its .cls is not a class number"}
