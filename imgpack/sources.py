@@ -85,10 +85,8 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
             raise UsageError(f"cannot tell the format of {opts.labels!r} from its suffix: "
                              "pass --reader csv, json or tsv")
     if name is None:
-        if any(v is not None for v in reader_opts.values()):
-            flag = next(k for k, v in reader_opts.items() if v is not None).replace("_", "-")
-            raise UsageError(f"--{flag} goes with --labels FILE")
-        if DatasetReader.accepts(source):  # an imgpack output: not a plugin's to claim (a split folder is a folder)
+        given = [k for k, v in reader_opts.items() if v is not None]
+        if not given and DatasetReader.accepts(source):  # an imgpack output: no plugin's (a split folder is a folder)
             return DatasetReader(source)
         for reader_name, cls in readers.items():
             if cls.accepts(source):
@@ -97,6 +95,8 @@ def pick_reader(source: str, opts: SourceOptions) -> Reader:
         else:
             raise SourceError(f"{source}: not a directory of images nor an imgpack manifest "
                               f"(readers: {', '.join(readers.names())}; pick one with --reader)")
+        if given and given[0] not in readers.get(name).option_names:  # (the TFRecord reader takes --image-key)
+            raise UsageError(f"--{given[0].replace('_', '-')} goes with --labels FILE")
     cls = readers.get(name)
     for flag in ("split_from_folders", "follow_symlinks"):
         if getattr(opts, flag) and flag in cls.option_names:

@@ -113,9 +113,11 @@ SOURCE_OPTIONS = [
     click.option("--id-column", help="CSV/TSV: the column naming the image, a header name or 0-based number "
                                      "(default: the first). An id, a file name or a path under SOURCE."),
     click.option("--label-column", help="CSV/TSV: the label column (default: the second; none: unlabeled)."),
-    click.option("--image-key", help="JSON: the field naming the image (default: image)."),
+    click.option("--image-key", help="JSON: the field naming the image (default: image). TFRecord source: the "
+                                     "feature of the encoded image (default: image or image/encoded)."),
     click.option("--label-key", help="JSON: the label field (default: label, labels or meshes): a class, a list "
-                                     "(multi-label) or an object (labels -> annotations)."),
+                                     "(multi-label) or an object (labels -> annotations). TFRecord source: the "
+                                     "int64 label feature (default: label or image/class/label)."),
     click.option("--names", type=click.Path(dir_okay=False),
                  help="Readable label names: KEY<TAB>NAME lines (TinyImageNet words.txt) or a JSON object."),
     click.option("--classes", type=click.Path(dir_okay=False),
