@@ -174,6 +174,7 @@ BUILTIN: dict[str, dict[str, str]] = {
         "csv": "imgpack.readers.labels:CSVReader", "tsv": "imgpack.readers.labels:TSVReader",
         "json": "imgpack.readers.labels:JSONReader", "prefix": "imgpack.readers.prefix:PrefixReader",
         "archive": "imgpack.readers.archive:ArchiveReader", "parquet": "imgpack.readers.parquet:ParquetReader",
+        "arrow": "imgpack.readers.parquet:ArrowReader",
         "tfrecord": "imgpack.readers.tfrecord:TFRecordReader",
     },
     "preprocessors": {

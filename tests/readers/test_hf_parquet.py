@@ -84,3 +84,21 @@ def test_a_table_without_images_is_one_line(tmp_path: Path) -> None:
     code, _, err = run("convert", str(tmp_path / "t.parquet"), "-o", str(tmp_path / "o.h5"))
     assert code == 1 and err.strip() == (f"imgpack: error: {tmp_path / 't.parquet'}: no Image column (a struct of "
                                          "bytes and path, as Hugging Face datasets writes)")
+
+
+def test_save_to_disk_folders_a_dataset_and_a_dataset_dict_with_its_splits(tmp_path: Path) -> None:
+    whole = hf_dataset(6, ids=True)
+    whole.save_to_disk(str(tmp_path / "plain"))
+    res = imgpack.convert(str(tmp_path / "plain"), str(tmp_path / "plain.h5"), workers=0, progress="off")
+    assert res.written == 6 and res.label_names == ["cat", "dog"]
+    with imgpack.open_dataset(str(tmp_path / "plain.h5")) as ds:
+        assert ds.ids == [f"img-{i}" for i in range(6)]
+        np.testing.assert_array_equal(ds[5][0], photo(20, 16, 5))
+    datasets.DatasetDict({"train": whole.select(range(4)), "test": whole.select(range(4, 6))}).save_to_disk(
+        str(tmp_path / "dict"))
+    res = imgpack.convert(str(tmp_path / "dict"), str(tmp_path / "out"), format="webdataset", workers=2,
+                          progress="off")
+    assert res.splits is not None and {k: v["count"] for k, v in res.splits.items()} == {"train": 4, "test": 2}
+    with imgpack.open_dataset(str(tmp_path / "out")) as splits:
+        assert splits["test"].ids == ["img-4", "img-5"] and splits["test"].labels.tolist() == [0, 1]
+        assert splits["train"].encoded(1) == png(photo(20, 16, 1))  # the PNG as datasets stored it
