@@ -43,6 +43,8 @@ from ..process import DEFAULT_QUALITY, ImageEncoder
 ENCODINGS = {"png": "png", "jpeg": "jpg"}  # --encode -> the image's extension
 SHARD_BYTES = 500 * 10**6  # datasets' MAX_SHARD_SIZE, push_to_hub's
 ROW_GROUP_BYTES = 32 * 2**20
+#: the most image bytes in a row group whatever --option row_group_size says: a binary column's offsets are int32
+GROUP_LIMIT = 2**30
 
 
 def import_pyarrow() -> Any:
@@ -184,7 +186,7 @@ class ParquetWriter(Writer, Shards):
                 rows["annotations"].append(annotations[i] if annotations is not None else None)
             self._bytes += len(data)
             self.count += 1
-            if len(rows["id"]) >= limit if limit else self._bytes >= ROW_GROUP_BYTES:
+            if (len(rows["id"]) >= limit if limit else self._bytes >= ROW_GROUP_BYTES) or self._bytes >= GROUP_LIMIT:
                 self._flush()
 
     def _flush(self) -> None:
@@ -194,8 +196,13 @@ class ParquetWriter(Writer, Shards):
         if not self._rows["id"]:
             return
         rows = self._rows
+        # the images' bytes as one buffer and their offsets: pa.array(list of bytes) takes 16x as long
+        offsets = np.zeros(len(rows["image"]) + 1, np.int32)
+        np.cumsum(np.fromiter(map(len, rows["image"]), np.int64, len(rows["image"])), out=offsets[1:])
+        data = pa.Array.from_buffers(pa.binary(), len(rows["image"]),
+                                     [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(rows["image"]))])
         image = pa.StructArray.from_arrays(
-            [pa.array(rows["image"], pa.binary()), pa.array([f"{i}.{self._ext}" for i in rows["id"]], pa.string())],
+            [data, pa.array([f"{i}.{self._ext}" for i in rows["id"]], pa.string())],
             fields=list(self._schema.field("image").type))
         table = pa.Table.from_arrays([image, *(pa.array(rows[name], self._schema.field(name).type)
                                                for name in self._schema.names[1:])], schema=self._schema)
