@@ -27,6 +27,8 @@ SUFFIXES = (".zip", ".tar")
 COMPRESSED_TARS = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst")
 #: the most bytes a member may hold: more than any image imgpack reads (refused before it is read)
 MEMBER_BYTES = 2**30
+#: the most shards a pattern may name (ImageNet's training set is 1,282 WebDataset shards of 1,000)
+MAX_SHARDS = 1_000_000
 
 
 class ArchiveReader(Reader):
@@ -92,6 +94,8 @@ def expand(source: str) -> list[str]:
     if match is None:
         return [source]
     first, last = match.group(1), match.group(2)
+    if not 0 <= int(last) - int(first) < MAX_SHARDS:
+        raise SourceError(f"{source}: a shard pattern names 1 to {MAX_SHARDS:,} shards ({first}..{last} does not)")
     head, tail = source[:match.start()], source[match.end():]
     return [f"{head}{i:0{len(first)}d}{tail}" for i in range(int(first), int(last) + 1)]
 

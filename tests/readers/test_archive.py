@@ -168,6 +168,9 @@ def test_a_missing_shard_or_a_bad_class_number_is_said(tmp_path: Path) -> None:
     code, _, err = run("convert", str(tmp_path / "wds" / "data-{000000..000001}.tar"), "-o", str(tmp_path / "o.h5"))
     assert code == 1 and err.strip() == (f"imgpack: error: {tmp_path / 'wds' / 'data-{000000..000001}.tar'}: "
                                          f"{tmp_path / 'wds' / 'data-000001.tar'}: no such file")
+    for pattern in ("data-{0..99999999}.tar", "data-{5..1}.tar"):
+        code, _, err = run("convert", str(tmp_path / "wds" / pattern), "-o", str(tmp_path / "o.h5"))
+        assert code == 1 and "a shard pattern names 1 to 1,000,000 shards (" in err
     shard = tmp_path / "wds" / "data-000000.tar"
     with tarfile.open(shard, "a") as tar:
         info = tarfile.TarInfo("s9999.cls")
