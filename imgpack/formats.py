@@ -30,6 +30,7 @@ once, here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +42,7 @@ import numpy as np
 from . import params
 from ._version import __version__
 from .errors import OutputError, SourceError, UsageError
-from .outputs import ShardNames, prepare_target
+from .outputs import ShardNames, label_counts, prepare_target
 from .packed import Encoded, PackedDataset, check_contents, describe_dataset
 from .params import param
 
@@ -438,6 +439,67 @@ def require(cls: type[Writer], capability: str, doing: str) -> None:
     if capability not in capabilities(cls):
         raise UsageError(f"the {cls.name} format cannot {doing} (it does not declare the {capability} capability; "
                          "imgpack plugins lists what each format can do)")
+
+
+# --------------------------------------------------------------------------- outputs with a JSON index
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file, read a MiB at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_index(fmt: str, meta: OutputMeta, shards: Sequence[str], stats: Sequence[dict[str, Any]],
+                labels: np.ndarray, **extra: Any) -> dict[str, Any]:
+    """The JSON index of a sharded output whose shards carry their own labels (WebDataset, Parquet): the count,
+    the images' shape where they share one, the label counts, the provenance, and each shard's count, bytes
+    and SHA-256 (its writer's, else read here)."""
+    shapes = {tuple(s) for st in stats for s in st.get("shapes", [])}
+    return {
+        "format": fmt, "count": len(labels), **extra,
+        "image_shape": list(shapes.pop()) if len(shapes) == 1 else None, "annotations": meta.annotations,
+        "label_counts": label_counts(labels, meta.label_names), **provenance(meta),
+        "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": st.get("sha256") or file_sha256(p)}
+                   for p, st in zip(shards, stats, strict=True)],
+    }
+
+
+class IndexedShards(PackedDataset):
+    """A sharded output opened by the index :func:`shard_index` wrote: what its readers share."""
+
+    format: ClassVar[str]
+
+    def __init__(self, names: ShardNames) -> None:
+        index = names.read_index()
+        if index.get("format") != self.format:
+            raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not {self.format}")
+        self.path, self.index = names.index, index
+        self.shards = names.shard_paths(index)
+        self.shard_counts = [int(s.get("count", 0)) for s in index["shards"]]
+        self.label_names = list(index.get("label_names", []))
+        self.recipe = dict(index.get("recipe", {}))
+        self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
+        self.provenance = {k: index.get(k) for k in PROVENANCE_KEYS}
+        self.has_annotations = bool(index.get("annotations"))
+
+    def __len__(self) -> int:
+        return sum(self.shard_counts)
+
+    def label_counts(self) -> dict[str, int]:
+        return dict(self.index.get("label_counts", {}))
+
+    def check_shard(self, shard: int) -> str:
+        """The path of shard ``shard``, once its bytes are those the index's SHA-256 says (``inspect --verify``)."""
+        path = self.shards[shard]
+        if not os.path.isfile(path):
+            raise SourceError(f"{path}: shard missing (listed in {self.path})")
+        if file_sha256(path) != self.index["shards"][shard].get("sha256"):
+            raise SourceError(f"{path}: its SHA-256 does not match the index: the shard was altered")
+        return path
 
 
 # --------------------------------------------------------------------------- which writer writes an output

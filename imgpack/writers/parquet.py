@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,9 +33,9 @@ import numpy as np
 from .. import publish
 from ..decode import decode_stored
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
+from ..formats import Encoded, IndexedShards, OutputMeta, Shards, Writer, shard_index
 from ..formats import Options as BaseOptions
-from ..outputs import ShardNames, discard, finish, label_counts, partial_path
+from ..outputs import ShardNames, discard, finish, partial_path
 from ..params import param
 from ..process import DEFAULT_QUALITY, ImageEncoder
 
@@ -233,14 +232,7 @@ class ParquetWriter(Writer, Shards):
     @classmethod
     def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
                     stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
-        shapes = {tuple(s) for st in stats for s in st.get("shapes", [])}
-        index = {
-            "format": "parquet", "count": len(labels), "encoding": options.encode,
-            "image_shape": list(shapes.pop()) if len(shapes) == 1 else None, "annotations": meta.annotations,
-            "label_counts": label_counts(labels, meta.label_names), **provenance(meta),
-            "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": st.get("sha256") or _sha256(p)}
-                       for p, st in zip(shards, stats, strict=True)],
-        }
+        index = shard_index("parquet", meta, shards, stats, labels, encoding=options.encode)
         return publish.commit(cls.shard_names(path), shards, index)
 
     @classmethod
@@ -256,40 +248,18 @@ class ParquetWriter(Writer, Shards):
         return ParquetDataset(names)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class ParquetDataset(PackedDataset):
+class ParquetDataset(IndexedShards):
     """Parquet shards opened for random access: a row group at a time, the last one read kept."""
 
+    format = "parquet"
+
     def __init__(self, names: ShardNames) -> None:
-        index = names.read_index()
-        if index.get("format") != "parquet":
-            raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not parquet")
+        super().__init__(names)
         self._pq = import_pyarrow()
-        self.path, self.index = names.index, index
-        self.shards = names.shard_paths(index)
-        self.shard_counts = [int(s.get("count", 0)) for s in index["shards"]]
-        self.label_names = list(index.get("label_names", []))
-        self.recipe = dict(index.get("recipe", {}))
-        self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
-        self.provenance = {k: index.get(k) for k in PROVENANCE_KEYS}
-        self.has_annotations = bool(index.get("annotations"))
-        self._multi = bool(index.get("multi_label"))
+        self._multi = bool(self.index.get("multi_label"))
         self._groups: dict[int, list[int]] = {}  # shard -> rows of each row group
         self._cached: tuple[int, int, dict[str, list[Any]]] | None = None  # (shard, group, its columns)
         self._columns: dict[str, list[Any]] | None = None  # every shard's id, label(s), annotations
-
-    def __len__(self) -> int:
-        return sum(self.shard_counts)
-
-    def label_counts(self) -> dict[str, int]:
-        return dict(self.index.get("label_counts", {}))
 
     def storage(self) -> str:
         return f"{len(self.shards)} Parquet shards, {self.index.get('encoding', 'png')} images"
@@ -404,11 +374,8 @@ class ParquetDataset(PackedDataset):
 
     def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each shard's SHA-256 against the index, then every image decoded."""
-        for shard, (path, entry) in enumerate(zip(self.shards, self.index["shards"], strict=True)):
-            if not os.path.isfile(path):
-                raise SourceError(f"{path}: shard missing (listed in {self.path})")
-            if _sha256(path) != entry.get("sha256"):
-                raise SourceError(f"{path}: its SHA-256 does not match the index: the shard was altered")
+        for shard in range(len(self.shards)):
+            path = self.check_shard(shard)
             row = 0
             for group in range(len(self._row_groups(shard))):
                 columns = self._read(shard, group)

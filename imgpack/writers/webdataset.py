@@ -30,9 +30,9 @@ import numpy as np
 from .. import publish
 from ..decode import decode_stored
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import PROVENANCE_KEYS, Encoded, OutputMeta, PackedDataset, Shards, Writer, provenance
+from ..formats import Encoded, IndexedShards, OutputMeta, Shards, Writer, shard_index
 from ..formats import Options as BaseOptions
-from ..outputs import ShardNames, discard, finish, label_counts, partial_path
+from ..outputs import ShardNames, discard, finish, partial_path
 from ..params import param
 from ..process import DEFAULT_QUALITY, ImageEncoder
 
@@ -124,16 +124,8 @@ class WebDatasetWriter(Writer, Shards):
     @classmethod
     def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
                     stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
-        shapes = {tuple(s) for st in stats for s in st.get("shapes", [])}
-        index = {
-            "format": "webdataset", "count": len(labels), "encoding": options.encode,
-            "image_shape": list(shapes.pop()) if len(shapes) == 1 else None, "annotations": meta.annotations,
-            "label_counts": label_counts(labels, meta.label_names), **provenance(meta),
-            "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": st.get("sha256") or _sha256(p)}
-                       for p, st in zip(shards, stats, strict=True)],
-        }
-        names = cls.shard_names(path)
-        return publish.commit(names, shards, index)
+        index = shard_index("webdataset", meta, shards, stats, labels, encoding=options.encode)
+        return publish.commit(cls.shard_names(path), shards, index)
 
     @classmethod
     def can_open(cls, path: str) -> bool:
@@ -195,38 +187,17 @@ def _header(name: bytes, size: int) -> bytes:
     return bytes(header)
 
 
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class WebDatasetDataset(PackedDataset):
+class WebDatasetDataset(IndexedShards):
     """WebDataset shards opened for random access: each shard's member offsets are read once, then one seek per file."""
 
+    format = "webdataset"
+
     def __init__(self, names: ShardNames) -> None:
-        index = names.read_index()
-        if index.get("format") != "webdataset":
-            raise SourceError(f"{names.index}: an index of {index.get('format')!r} files, not webdataset")
-        self.path, self.index = names.index, index
-        self.shards = names.shard_paths(index)
-        self.shard_counts = [int(s.get("count", 0)) for s in index["shards"]]
-        self.label_names = list(index.get("label_names", []))
-        self.recipe = dict(index.get("recipe", {}))
-        self.image_shape = tuple(index["image_shape"]) if index.get("image_shape") else None
-        self.provenance = {k: index.get(k) for k in PROVENANCE_KEYS}
-        self.has_annotations = bool(index.get("annotations"))
+        super().__init__(names)
+        index = self.index
         self._ext = ENCODINGS.get(str(index.get("encoding")), "png")
         self._members: dict[int, list[dict[str, tuple[int, int]]]] = {}
         self._records: list[dict[str, Any]] | None = None
-
-    def __len__(self) -> int:
-        return sum(self.shard_counts)
-
-    def label_counts(self) -> dict[str, int]:
-        return dict(self.index.get("label_counts", {}))
 
     def storage(self) -> str:
         return f"{len(self.shards)} tar shards, {self.index.get('encoding', 'png')} images"
@@ -344,11 +315,8 @@ class WebDatasetDataset(PackedDataset):
 
     def verify_storage(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Each shard's SHA-256 against the index, then every sample decoded."""
-        for shard, (path, entry) in enumerate(zip(self.shards, self.index["shards"], strict=True)):
-            if not os.path.isfile(path):
-                raise SourceError(f"{path}: shard missing (listed in {self.path})")
-            if _sha256(path) != entry.get("sha256"):
-                raise SourceError(f"{path}: its SHA-256 does not match the index: the shard was altered")
+        for shard in range(len(self.shards)):
+            self.check_shard(shard)
             for i in range(self.shard_counts[shard]):
                 image, record = self._sample(shard, i)
                 yield image[None], np.asarray([self._label(record)])
