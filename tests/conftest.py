@@ -186,6 +186,28 @@ def three_classes_one_broken(root: Path) -> Path:
 TAGGED = re.compile(r"-([0-9a-f]{8})(?=-\d{5,}(?:-of-\d{5,})?\.)")
 
 
+@pytest.fixture
+def src(tmp_path: Path) -> Path:
+    """23 images of 3 classes, one of them broken (the encoded formats' tests)."""
+    root = tmp_path / "src"
+    for i in range(23):
+        write_image(root / ("ant", "bee", "cat")[i % 3] / f"im.{i:02d}.png", photo(30 + i, 20, i))
+    (root / "bee" / "broken.png").write_bytes(b"not a png")
+    return root
+
+
+def hdf5_by_id(src: Path, tmp_path: Path) -> dict[str, tuple[np.ndarray, int]]:
+    """id -> (pixels, label) of ``src`` converted to 16x16 HDF5: what other formats' readers must give."""
+    import h5py
+
+    import imgpack
+
+    h5 = tmp_path / "ref.h5"
+    imgpack.convert(str(src), str(h5), size=16, workers=0, progress="off")
+    with h5py.File(h5) as f:
+        return {i.decode(): (x, int(y)) for i, x, y in zip(f["ids"][:], f["images"][:], f["labels"][:], strict=True)}
+
+
 def untagged(name: str) -> str:
     """A shard's name without its run's tag: the names a test can spell (``o-00000-of-00003.h5``)."""
     return TAGGED.sub("", name)

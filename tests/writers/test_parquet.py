@@ -6,32 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-from conftest import photo, run, write_image
+from conftest import hdf5_by_id, photo, run, write_image
 
 import imgpack
 
 pq = pytest.importorskip("pyarrow.parquet")
 datasets = pytest.importorskip("datasets")
-
-
-@pytest.fixture
-def src(tmp_path: Path) -> Path:
-    """23 images of 3 classes, one of them broken."""
-    root = tmp_path / "src"
-    for i in range(23):
-        write_image(root / ("ant", "bee", "cat")[i % 3] / f"im.{i:02d}.png", photo(30 + i, 20, i))
-    (root / "bee" / "broken.png").write_bytes(b"not a png")
-    return root
-
-
-def hdf5_by_id(src: Path, tmp_path: Path) -> dict[str, tuple[np.ndarray, int]]:
-    h5 = tmp_path / "ref.h5"
-    imgpack.convert(str(src), str(h5), size=16, workers=0, progress="off")
-    with h5py.File(h5) as f:
-        return {i.decode(): (x, int(y)) for i, x, y in zip(f["ids"][:], f["images"][:], f["labels"][:], strict=True)}
 
 
 def shards_of(out: Path) -> list[str]:
