@@ -36,7 +36,7 @@ from .plugins import Preprocessor, Scan
 from .process import Job
 from .progress import Progress
 from .recipe import Recipe, build_chain, load_recipe, recipe_dict
-from .registry import writers
+from .registry import engines, writers
 from .resume import journal_path, remove_journal
 from .run import Part, Skipped
 from .shardrun import ShardPart
@@ -118,7 +118,7 @@ def convert(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     recipe: str | Recipe | None = None,
     decode: str | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
     progress: str | None = None,
     resume: bool = False,
     update: bool = False,
@@ -132,6 +132,9 @@ def convert(
     ImageError naming the file (``"fail"``); a failed run leaves no output behind.
     ``options`` are the writer's own (``imgpack plugins`` lists them), e.g.
     ``{"shard_size": 10000, "encode": "jpeg"}`` for TFRecord; ``compression`` is HDF5's.
+    ``engine`` runs the per-image work: an :class:`~imgpack.engines.Engine`, or the name ``convert
+    --engine`` takes (``"shards"``, ``"spark"``), made with ``workers`` and closed when the run ends;
+    by default the local pool of ``workers``.
 
     The steps come from ``preprocess`` or from ``recipe`` (a TOML/JSON recipe file, an imgpack
     output whose recipe is reused, or a loaded :class:`~imgpack.recipe.Recipe`), not both.
@@ -166,6 +169,9 @@ def convert(
         raise UsageError("--update and --resume: pick one (an interrupted update is started again by --update)")
     if checksum and not update:
         raise UsageError("--checksum goes with --update")
+    made: Engine | None = None  # an engine named here, as --engine names one: closed when the run ends
+    if isinstance(engine, str):
+        engine = made = engines.get(engine).create(workers)
     engine = engine or LocalEngine(workers)
     if not update:  # (an update may find nothing to do, or too little for a pool)
         engine.prepare()  # the pool starts while the rest is checked and the source listed
@@ -184,7 +190,7 @@ def convert(
                         batch_size or BATCH_SIZE, on_error, max_pixels, progress, resume, update, checksum,
                         shard_size=cluster_shard_size(engine, writer_options, batch_size), replaces=overwrite or update)
     # one run per output: a second is refused before it touches anything
-    with locked(output), _collector_settled() as settle:
+    with locked(output), _collector_settled() as settle, contextlib.closing(made) if made else contextlib.nullcontext():
         if storage.is_url(output) and not engine.writes_shards:  # (a cluster's workers upload their shards)
             return _convert_to_store(settings, t0, settle)
         return _convert(settings, t0, settle)

@@ -49,6 +49,14 @@ def test_the_workers_shards_hold_the_local_engines_content(fmt: str, workers: in
     assert res.cpu_seconds["workers"] > 0  # the workers' CPU comes back with their shards
 
 
+def test_the_library_takes_an_engine_by_name_as_the_cli_does(src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "shards" / "o.tar"
+    res = imgpack.convert(str(src), str(out), size=16, engine="shards", workers=2, batch_size=12, progress="off")
+    check_shards_of_twelve(res, src, out, "webdataset", tmp_path)
+    with pytest.raises(imgpack.ImgpackError, match="unknown engine 'ray'; known engines: local, shards, spark"):
+        imgpack.convert(str(src), str(tmp_path / "o.h5"), size=16, engine="ray", progress="off")
+
+
 def test_the_hdf5_master_is_one_file_for_plain_h5py(src: Path, tmp_path: Path) -> None:
     out = tmp_path / "o.h5"
     imgpack.convert(str(src), str(out), size=16, engine=ShardsEngine(2), options={"shard_size": 16},
