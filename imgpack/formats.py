@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import params
+from . import params, publish
 from ._version import __version__
 from .errors import OutputError, SourceError, UsageError
 from .outputs import ShardNames, label_counts, prepare_target
@@ -466,6 +466,34 @@ def shard_index(fmt: str, meta: OutputMeta, shards: Sequence[str], stats: Sequen
         "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": st.get("sha256") or file_sha256(p)}
                    for p, st in zip(shards, stats, strict=True)],
     }
+
+
+class IndexedOutput(Shards):
+    """A sharded format whose shards carry their own labels, made one output by the JSON index of
+    :func:`shard_index` (WebDataset, Parquet): its writing and opening of that index."""
+
+    #: the reader of the format's outputs, and the format's name in messages
+    dataset: ClassVar[type[IndexedShards]]
+    title: ClassVar[str]
+
+    @classmethod
+    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
+                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
+        index = shard_index(cls.dataset.format, meta, shards, stats, labels, encoding=options.encode)
+        return publish.commit(cls.shard_names(path), shards, index)
+
+    @classmethod
+    def can_open(cls, path: str) -> bool:
+        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)  # type: ignore[attr-defined]
+        return names is not None and names.read_index().get("format") == cls.dataset.format
+
+    @classmethod
+    def open(cls, path: str) -> IndexedShards:
+        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)  # type: ignore[attr-defined]
+        if names is None:
+            raise SourceError(f"{path}: no {cls.title} index found beside it "
+                              f"(NAME{cls.suffixes[0]}.json)")  # type: ignore[attr-defined]
+        return cls.dataset(names)
 
 
 class IndexedShards(PackedDataset):

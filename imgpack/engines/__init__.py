@@ -191,7 +191,7 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
 
     def convert() -> Iterator[Item | str]:
         for path in task.paths:
-            if not is_url(path):
+            if not is_url(path) and spec.job.read is None:  # (a sample read by its reader is no file to stat)
                 files.append(size_and_time(path))
             try:
                 yield convert_image(path, spec.job)

@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import publish
 from ..decode import decode_stored
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import Encoded, IndexedShards, OutputMeta, Shards, Writer, shard_index
+from ..formats import Encoded, IndexedOutput, IndexedShards, OutputMeta, Writer
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, partial_path
 from ..params import param
@@ -126,7 +125,7 @@ class _Hashing:
         self.closed = True
 
 
-class ParquetWriter(Writer, Shards):
+class ParquetWriter(IndexedOutput, Writer):
     """Parquet files with Hugging Face's Image and ClassLabel features, and a JSON index over them."""
 
     name = "parquet"
@@ -136,6 +135,7 @@ class ParquetWriter(Writer, Shards):
     stores_annotations = True
     checksum = "SHA-256 per shard"
     requires = ("pyarrow",)
+    title = "Parquet"
     options: ParquetOptions
 
     @classmethod
@@ -228,24 +228,6 @@ class ParquetWriter(Writer, Shards):
         with contextlib.suppress(Exception):  # (the first error is the one reported; the file goes anyway)
             self._parquet.close()
         discard(self._file, self._tmp)
-
-    @classmethod
-    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
-                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
-        index = shard_index("parquet", meta, shards, stats, labels, encoding=options.encode)
-        return publish.commit(cls.shard_names(path), shards, index)
-
-    @classmethod
-    def can_open(cls, path: str) -> bool:
-        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)
-        return names is not None and names.read_index().get("format") == "parquet"
-
-    @classmethod
-    def open(cls, path: str) -> ParquetDataset:
-        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)
-        if names is None:
-            raise SourceError(f"{path}: no Parquet index found beside it (NAME.parquet.json)")
-        return ParquetDataset(names)
 
 
 class ParquetDataset(IndexedShards):
@@ -383,3 +365,6 @@ class ParquetDataset(IndexedShards):
                     image = self._image(shard, row, cell)
                     yield image[None], np.asarray([self._label(label, f"{path}: row {row}")])
                     row += 1
+
+
+ParquetWriter.dataset = ParquetDataset

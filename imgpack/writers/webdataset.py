@@ -27,10 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import publish
 from ..decode import decode_stored
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import Encoded, IndexedShards, OutputMeta, Shards, Writer, shard_index
+from ..formats import Encoded, IndexedOutput, IndexedShards, OutputMeta, Writer
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, partial_path
 from ..params import param
@@ -53,7 +52,7 @@ class WebDatasetOptions(BaseOptions):
             raise UsageError(f"--quality is 1..100, for --encode jpeg only (got {self.quality!r})")
 
 
-class WebDatasetWriter(Writer, Shards):
+class WebDatasetWriter(IndexedOutput, Writer):
     """WebDataset tar shards (KEY.png/.jpg/.npy, KEY.cls, KEY.json) with a JSON index, for the webdataset library."""
 
     shard_unit = "samples"
@@ -65,6 +64,7 @@ class WebDatasetWriter(Writer, Shards):
     stores_annotations = True
     checksum = "SHA-256 per shard"
     shard_style = "plain"
+    title = "WebDataset"
     options: WebDatasetOptions
 
     @classmethod
@@ -120,24 +120,6 @@ class WebDatasetWriter(Writer, Shards):
 
     def abort(self) -> None:
         discard(self._tar, self._tmp)
-
-    @classmethod
-    def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
-                    stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
-        index = shard_index("webdataset", meta, shards, stats, labels, encoding=options.encode)
-        return publish.commit(cls.shard_names(path), shards, index)
-
-    @classmethod
-    def can_open(cls, path: str) -> bool:
-        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)
-        return names is not None and names.read_index().get("format") == "webdataset"
-
-    @classmethod
-    def open(cls, path: str) -> WebDatasetDataset:
-        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)
-        if names is None:
-            raise SourceError(f"{path}: no WebDataset index found beside it (NAME.tar.json)")
-        return WebDatasetDataset(names)
 
 
 class TarWriter:
@@ -325,3 +307,6 @@ class WebDatasetDataset(IndexedShards):
 def _kind(member: tarfile.TarInfo) -> str:
     return ("a symbolic link" if member.issym() else "a hard link" if member.islnk() else
             "a folder" if member.isdir() else "a special file")
+
+
+WebDatasetWriter.dataset = WebDatasetDataset
