@@ -9,7 +9,7 @@ DEMO_OUT := build/demo
 
 help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
-	@echo "make test   install the test dependencies (TensorFlow, pyspark), run ruff, mypy and the test suite"
+	@echo "make test   install the test dependencies (TensorFlow, pyspark, and MosaicML Streaming in $(VENV)/streaming), run ruff, mypy and the test suite"
 	@echo "make docs   build the documentation site (mkdocs, --strict) into build/site/"
 	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, --update, object-store, memory, reduced-decoding and million-image tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
@@ -34,6 +34,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	rm -rf $(VENV)/lib/python*/site-packages/tensorflow/include $(VENV)/lib/python*/site-packages/torch/include
 	@touch $@ $(VENV)/.installed
 
+# MosaicML Streaming, the MDS output's reader in the tests, in an environment of its own: it pins transformers < 5,
+# and with it huggingface-hub < 1, which the test environment's datasets (5.x) refuses. CPU torch first, as above.
+STREAMING := $(VENV)/streaming
+$(STREAMING)/.installed: | $(BIN)/python
+	$(PYTHON) -m venv $(STREAMING)
+	$(STREAMING)/bin/python -m pip install --quiet '$(TORCH_CPU)' 2>/dev/null || \
+	  $(STREAMING)/bin/python -m pip install --quiet --extra-index-url https://download.pytorch.org/whl/cpu '$(TORCH_CPU)'
+	$(STREAMING)/bin/python -m pip install --quiet mosaicml-streaming pillow 'torch==2.13.0'
+	rm -rf $(STREAMING)/lib/python*/site-packages/torch/include
+	@touch $@
+
 # (LitData, for bench_repack.py, needs PyTorch: its CPU build first, as for the tests)
 $(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet '$(TORCH_CPU)' 2>/dev/null || \
@@ -57,7 +68,7 @@ docs: $(VENV)/.installed-test
 compile: | $(BIN)/python
 	$(BIN)/python -m compileall -q imgpack
 
-test: lint docs compile
+test: lint docs compile $(STREAMING)/.installed
 	IMGPACK_SHARED=$(SHARED) $(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-bench compile

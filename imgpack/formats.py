@@ -470,7 +470,7 @@ def shard_index(fmt: str, meta: OutputMeta, shards: Sequence[str], stats: Sequen
 
 class IndexedOutput(Shards):
     """A sharded format whose shards carry their own labels, made one output by the JSON index of
-    :func:`shard_index` (WebDataset, Parquet): its writing and opening of that index."""
+    :func:`shard_index` (WebDataset, Parquet, MDS, LitData): its writing and opening of that index."""
 
     #: the reader of the format's outputs, and the format's name in messages
     dataset: ClassVar[type[IndexedShards]]
@@ -480,19 +480,33 @@ class IndexedOutput(Shards):
     def write_index(cls, path: str, meta: OutputMeta, options: Any, shards: Sequence[str],
                     stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
         index = shard_index(cls.dataset.format, meta, shards, stats, labels, encoding=options.encode)
-        return publish.commit(cls.shard_names(path), shards, index)
+        host = cls.host_index(meta, options, shards, index["shards"])
+        return publish.commit(cls.shard_names(path), shards, index, host)
+
+    @classmethod
+    def host_index(cls, meta: OutputMeta, options: Any, shards: Sequence[str],
+                   entries: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+        """The index another tool reads these shards by (``entries``: each one's count, bytes and SHA-256), which
+        then holds imgpack's (see :func:`imgpack.publish.commit`); None (the default): imgpack's index alone,
+        NAME.SUFFIX.json."""
+        return None
+
+    @classmethod
+    def existing_names(cls, path: str) -> ShardNames | None:
+        """The shard set at ``path`` (an index, a shard, or the name given to -o), if its index is there."""
+        return ShardNames.for_existing(path, cls.suffixes, cls.shard_style)  # type: ignore[attr-defined]
 
     @classmethod
     def can_open(cls, path: str) -> bool:
-        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)  # type: ignore[attr-defined]
+        names = cls.existing_names(path)
         return names is not None and names.read_index().get("format") == cls.dataset.format
 
     @classmethod
     def open(cls, path: str) -> IndexedShards:
-        names = ShardNames.for_existing(path, cls.suffixes, cls.shard_style)  # type: ignore[attr-defined]
+        names = cls.existing_names(path)
         if names is None:
-            raise SourceError(f"{path}: no {cls.title} index found beside it "
-                              f"(NAME{cls.suffixes[0]}.json)")  # type: ignore[attr-defined]
+            raise SourceError(f"{path}: no {cls.title} index found "
+                              f"({os.path.basename(cls.shard_names(path).index)})")
         return cls.dataset(names)
 
 

@@ -179,12 +179,16 @@ class ShardNames:
     ``-o out/tiny.tfrecord`` gives ``out/tiny-1a2b3c4d-00000-of-00008.tfrecord`` ... and the index
     ``out/tiny.tfrecord.json``; ``-o out/tiny/`` (a folder) gives ``out/tiny/tiny-1a2b3c4d-00000-of-00008.tfrecord``.
     Shards without their index are not an output.
+
+    With ``index_name`` (MDS's and LitData's ``index.json``), the index is that file in the shards' folder:
+    the other tool's index, which holds imgpack's under the key ``imgpack``.
     """
 
     base: str  # folder/NAME
     suffix: str  # ".tfrecord"
     style: str = "of"  # or "plain"
     tag: str = ""  # the run's, in the names of the shards it writes
+    index_name: str = ""  # the index's name in the shards' folder, where it is not NAME.SUFFIX.json
 
     @classmethod
     def for_output(cls, path: str, suffixes: tuple[str, ...], style: str = "of") -> ShardNames:
@@ -215,6 +219,8 @@ class ShardNames:
 
     @property
     def index(self) -> str:
+        if self.index_name:
+            return os.path.join(os.path.dirname(self.base), self.index_name)
         return self.base + self.suffix + ".json"
 
     def shard(self, i: int, count: int) -> str:
@@ -270,6 +276,8 @@ class ShardNames:
                 index = json.load(f)
         except (OSError, ValueError) as exc:
             raise SourceError(f"{self.index}: cannot read the index: {exc}") from None
+        if self.index_name and isinstance(index, dict):
+            index = index.get("imgpack")
         if not isinstance(index, dict) or index.get("kind") != INDEX_KIND:
             raise SourceError(f"{self.index}: not an imgpack index")
         return index

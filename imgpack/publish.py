@@ -70,11 +70,19 @@ def to_store(files: Sequence[str], urls: Sequence[str], outputs: Sequence[ShardN
         sweep_store(names, [*urls, *keep])
 
 
-def commit(names: ShardNames, shards: Sequence[str], index: dict[str, Any]) -> list[str]:
+def commit(names: ShardNames, shards: Sequence[str], index: dict[str, Any],
+           host: dict[str, Any] | None = None) -> list[str]:
     """Publish ``shards`` (complete, in place, under names no index there uses): the JSON ``index`` over them
     (its ``shards``: one entry each, to which their file names are added) written last; then the output's
-    files it does not name removed. Returns the shards and the index."""
+    files it does not name removed. Returns the shards and the index.
+
+    ``host``: another tool's index over the same shards (MDS's, LitData's ``index.json``), which then holds
+    imgpack's under the key ``imgpack``: one file, so one commit, for both readers."""
     entries = [{"file": os.path.basename(p), **s} for p, s in zip(shards, index["shards"], strict=True)]
-    write_atomically(names.index, key_a_line({"kind": INDEX_KIND, **index, "shards": entries}).encode(), durable=True)
+    document = {"kind": INDEX_KIND, **index, "shards": entries}
+    if host is not None:
+        assert names.index_name, "an index inside another tool's is written under that tool's name"
+        document = {**host, "imgpack": document}
+    write_atomically(names.index, key_a_line(document).encode(), durable=True)
     sweep(names, shards)
     return [*shards, names.index]

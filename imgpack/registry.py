@@ -185,7 +185,8 @@ BUILTIN: dict[str, dict[str, str]] = {
     "writers": {
         "hdf5": "imgpack.writers.hdf5:HDF5Writer", "tfrecord": "imgpack.writers.tfrecord:TFRecordWriter",
         "pickle": "imgpack.writers.pkl:PickleWriter", "webdataset": "imgpack.writers.webdataset:WebDatasetWriter",
-        "parquet": "imgpack.writers.parquet:ParquetWriter",
+        "parquet": "imgpack.writers.parquet:ParquetWriter", "mds": "imgpack.writers.mds:MDSWriter",
+        "litdata": "imgpack.writers.litdata:LitDataWriter",
     },
     "engines": {"local": "imgpack.engines.local:LocalEngine", "shards": "imgpack.engines.shards:ShardsEngine",
                 "spark": "imgpack.engines.spark:SparkEngine"},

@@ -56,7 +56,8 @@ class ShardPart(Part):
             os.makedirs(os.path.dirname(target), exist_ok=True)
         names = fmt.shard_names(target)
         names.prepare(self.replaces, also=fmt.index_path(target))
-        folder = os.path.dirname(names.index) if url is None else url.rstrip("/").rpartition("/")[0]
+        # (the folder of the output's files: beside its name, or the output itself for MDS and LitData)
+        folder = os.path.dirname(names.index) if url is None else fmt.shard_names(url).index.rpartition("/")[0]
         there = shardplan.sizes_in(folder) if url is None else storage.files_in(folder)  # name -> size
         shards = shardplan.plan(self.key, self.scan.label_names, samples, self.shard_size)
         journal = Journal(journal_path(target), fingerprint(
@@ -196,13 +197,13 @@ class ShardPart(Part):
         fetched, for a format that reads it), then uploaded, after every shard."""
         fmt = self.writer_cls
         assert issubclass(fmt, Shards)
-        stand_ins = [os.path.join(os.path.dirname(target), p.rpartition("/")[2]) for p in final]
+        stand_ins = [os.path.join(os.path.dirname(fmt.shard_names(target).index), p.rpartition("/")[2]) for p in final]
         storage.download(final[0], stand_ins[0])  # HDF5 reads its layout from the first shard
         for stand_in in stand_ins[1:]:
             open(stand_in, "wb").close()
         index = [p for p in fmt.write_index(target, meta, options, stand_ins, stats, labels) if p not in stand_ins]
         check_held(url)  # (a run that lost its lock to another publishes nothing)
-        base = url.rstrip("/").rpartition("/")[0]
+        base = fmt.shard_names(url).index.rpartition("/")[0]
         urls = [f"{base}/{os.path.basename(p)}" for p in index]
         publish.to_store(index, urls, [fmt.shard_names(url)], keep=final)  # the commit, after every shard
         return [*final, *urls]

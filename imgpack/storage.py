@@ -278,37 +278,55 @@ def staging(url: str) -> str:
 
 
 def local_output(url: str, index_only: bool = False) -> str:
-    """A local copy of the imgpack output at ``url`` (its file, or its index and shards beside it),
-    downloaded once per version of the objects (names, sizes, ETags) into a cache: for reading it whole.
-    ``index_only``: the file or the index, not the shards (what the output says about itself)."""
+    """A local copy of the imgpack output at ``url`` (its file, or its index and shards beside it, or the folder
+    of an output that is one: MDS, LitData), downloaded once per version of the objects (names, sizes, ETags)
+    into a cache: for reading it whole. ``index_only``: the file or the index, not the shards (what the output
+    says about itself)."""
     base, _, name = url.rstrip("/").rpartition("/")
     stem = name.split(".", 1)[0]
-    fs, root = filesystem(base)
-    with client_errors(SourceError, f"{base}: cannot list"):
+    beside = _listing(base, url)  # one level, not the whole prefix
+    if any(rel == name and info.get("type") == "directory" for rel, info in beside):  # a folder output
+        base, inside = url.rstrip("/"), _listing(url.rstrip("/"), url)
+        parts = [(rel, info) for rel, info in inside if not index_only or rel == "index.json"]
+        if not any(rel == "index.json" for rel, _ in parts):
+            raise SourceError(f"{url}: no index.json in it")
+        return os.path.join(_cached(base, url, parts, index_only, into=name), name)
+    parts = [(rel, info) for rel, info in beside if rel in (name, name + ".json") or (not index_only and (
+             rel.startswith(name + ".") or rel.startswith(stem + "-")))]
+    if not any(rel in (name, name + ".json") for rel, _ in parts):
+        raise SourceError(f"{url}: no such object")
+    return os.path.join(_cached(base, url, parts, index_only), name)
+
+
+def _listing(folder: str, url: str) -> list[tuple[str, dict[str, Any]]]:
+    """(name, details) of the objects and folders directly under ``folder``; SourceError naming ``url`` when none."""
+    fs, root = filesystem(folder)
+    with client_errors(SourceError, f"{folder}: cannot list"):
         try:
             forget(fs, root)  # another process may have written there since this one listed it
-            beside = fs.ls(root, detail=True)  # one level, not the whole prefix
+            found = fs.ls(root, detail=True)
         except FileNotFoundError:
             raise SourceError(f"{url}: no such object") from None
-    parts = []
-    for info in beside:
-        rel = str(info["name"]).rstrip("/").rpartition("/")[2]
-        if info.get("type", "file") == "file" and (rel in (name, name + ".json") or (not index_only and (
-                rel.startswith(name + ".") or rel.startswith(stem + "-")))):
-            parts.append((rel, int(info.get("size") or 0), str(_version(info))))
-    if not any(rel in (name, name + ".json") for rel, _, _ in parts):
-        raise SourceError(f"{url}: no such object")
-    key = hashlib.sha256(f"{url} {sorted(parts)} {index_only}".encode()).hexdigest()[:16]
+    return [(str(info["name"]).rstrip("/").rpartition("/")[2], info) for info in found]
+
+
+def _cached(base: str, url: str, parts: list[tuple[str, dict[str, Any]]], index_only: bool, into: str = "") -> str:
+    """The cache folder holding the files ``parts`` of the store's folder ``base`` (in its folder ``into``),
+    downloaded where they changed."""
+    files = [(rel, int(info.get("size") or 0), str(_version(info))) for rel, info in parts
+             if info.get("type", "file") == "file"]
+    key = hashlib.sha256(f"{url} {sorted(files)} {index_only}".encode()).hexdigest()[:16]
     folder = os.path.join(tempfile.gettempdir(), "imgpack-cache", key)
-    os.makedirs(folder, exist_ok=True)
-    for rel, size, _ in parts:
-        target = os.path.join(folder, rel)
+    os.makedirs(os.path.join(folder, into), exist_ok=True)
+    fs, root = filesystem(base)
+    for rel, size, _ in files:
+        target = os.path.join(folder, into, rel)
         if os.path.exists(target) and os.path.getsize(target) == size:
             continue
         with client_errors(SourceError, f"{base}/{rel}: cannot read"):
             fs.get_file(f"{root.rstrip('/')}/{rel}", target + ".partial")
         os.replace(target + ".partial", target)
-    return os.path.join(folder, name)
+    return folder
 
 
 def open_for_reading(url: str) -> Any:

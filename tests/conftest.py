@@ -25,6 +25,8 @@ from imgpack.registry import writers
 REPO = Path(__file__).resolve().parent.parent
 #: every registered format and the suffix convert -o picks it by
 SUFFIX = {name: cls.suffixes[0] for name, cls in writers.items()}
+#: MosaicML Streaming's interpreter: the MDS output's reader, in an environment of its own (make test makes it)
+STREAMING = Path(os.environ.get("IMGPACK_STREAMING_PYTHON", REPO / ".venv" / "streaming" / "bin" / "python"))
 #: every registered format, as a parameter that skips where the format's extra is not installed
 FORMATS = [pytest.param(name, marks=pytest.mark.skipif(
     missing_requirement(cls) is not None, reason=f"{name} needs {missing_requirement(cls)}, not installed"))
@@ -121,8 +123,11 @@ def consumed(journal: Path) -> int:
     found = Journal.load(str(journal))
     if found is None:
         return 0
-    if found.tag is not None:  # a sharded output's: the samples of the shards it completed
-        return sum(int(s["count"]) + len(s["skipped"]) for s in done_records(journal.parent, found.tag))
+    if found.tag is not None:  # a sharded output's: the samples of the shards it completed (in the output's own
+        # folder, for MDS and LitData)
+        out = Path(str(journal)[: -len(".resume.json")])
+        folder = out if out.is_dir() else journal.parent
+        return sum(int(s["count"]) + len(s["skipped"]) for s in done_records(folder, found.tag))
     return found.consumed
 
 
@@ -213,6 +218,12 @@ def untagged(name: str) -> str:
     return TAGGED.sub("", name)
 
 
+def files_folder(fmt: str, out: Path) -> Path:
+    """The folder that holds the files of the output ``out``: beside it, or ``out`` itself for a format whose
+    output is a folder with an index.json (MDS, LitData)."""
+    return Path(writers.get(fmt).index_path(str(out))).parent if fmt in writers else out.parent
+
+
 def names_in(folder: Path) -> list[str]:
     """The names in ``folder``, sorted, shards without their run's tag."""
     return sorted(untagged(p.name) for p in folder.iterdir())
@@ -244,7 +255,7 @@ def check_shards_of_twelve(res: Any, src: Path, out: Path, fmt: str, tmp_path: P
     assert info["label_counts"] == imgpack.describe(str(local))["label_counts"]
     cls = writers.get(fmt)
     shards = [os.path.basename(cls.shard_names(str(out)).shard(i, 4)) for i in range(4)]
-    assert names_in(out.parent) == sorted([*shards, os.path.basename(cls.index_path(str(out)))])
+    assert names_in(files_folder(fmt, out)) == sorted([*shards, os.path.basename(cls.index_path(str(out)))])
     assert [s["count"] for s in info["shards"]] == [12, 11, 12, 5]
     with imgpack.open_dataset(str(out)) as ours, imgpack.open_dataset(str(local)) as theirs:
         record, local_record = ours.stored_update() or {}, theirs.stored_update() or {}

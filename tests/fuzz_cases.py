@@ -1,6 +1,7 @@
 """The fuzz harness of test_fuzz.py, run as its own process: ``python fuzz_cases.py OUTPUT FIRST COUNT SEED MODE``.
 
-Each case copies the output's folder and damages one of its files (fixed seed), by ``MODE``:
+Each case copies the output's folder and damages one of its files (or of the output's own folder: MDS, LitData),
+with a fixed seed, by ``MODE``:
 
 - ``bits``: a few bits flipped anywhere in the file;
 - ``structure``: one value the file holds replaced by a hostile one (a JSON index's, an HDF5 attribute's, a
@@ -201,7 +202,8 @@ def main() -> None:
     for case in range(first + count):
         shutil.rmtree(work, ignore_errors=True)
         shutil.copytree(source, work)
-        name = rng.choice(sorted(f for f in os.listdir(work) if not f.endswith(".partial")))
+        name = rng.choice(sorted(os.path.relpath(os.path.join(folder, f), work) for folder, _, files in os.walk(work)
+                                 for f in files if not f.endswith(".partial")))  # (a folder output's files too)
         mutate(os.path.join(work, name), rng)
         if case < first:
             continue

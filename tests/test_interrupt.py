@@ -4,7 +4,6 @@ and ``--resume`` continues it to the output an uninterrupted run gives."""
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -14,12 +13,24 @@ from pathlib import Path
 
 import pytest
 from _helpers import Gate, Slow
-from conftest import FORMATS, REPO, SUFFIX, consumed, names_in, start_slow_run, two_classes, untagged, wait_until
+from conftest import (
+    FORMATS,
+    REPO,
+    SUFFIX,
+    consumed,
+    files_folder,
+    names_in,
+    start_slow_run,
+    two_classes,
+    untagged,
+    wait_until,
+)
 
 import imgpack
 from imgpack.datasets import content_digest, verify
 from imgpack.engines.local import LocalEngine
 from imgpack.errors import ImgpackError
+from imgpack.registry import writers
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +75,8 @@ def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path,
     out = folder / f"o{SUFFIX[fmt]}"
     proc = start(many, out, fmt)
     kill_mid_run(proc, folder, folder / f"o{SUFFIX[fmt]}.resume.json", at_least=25)  # held after 60
-    names = sorted(p.name for p in folder.iterdir())
-    assert not out.exists() and not (folder / f"o{SUFFIX[fmt]}.json").exists(), names
+    names = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())  # (a folder output's too)
+    assert not os.path.exists(writers.get(fmt).index_path(str(out))) and not out.is_file(), names
     # only partial files, complete shards no index names, the resume journal and the lock's file (released by
     # the kill): no index
     assert not [n for n in names if not n.endswith((".partial", ".resume.json")) and n != f".{out.name}.imgpack-lock"
@@ -76,7 +87,7 @@ def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path,
     imgpack.convert(str(many), str(tmp_path / f"clean{SUFFIX[fmt]}"), size=16, workers=0, progress="off",
                     options=options(fmt))
     assert content_digest(str(out)) == content_digest(str(tmp_path / f"clean{SUFFIX[fmt]}"))
-    assert not [p.name for p in folder.iterdir() if p.name.endswith((".partial", ".resume.json"))]
+    assert not [p.name for p in folder.rglob("*") if p.name.endswith((".partial", ".resume.json"))]
 
 
 class Counting(LocalEngine):
@@ -124,11 +135,11 @@ def test_sigkill_twice_then_resume_gives_the_uninterrupted_output(fmt: str, many
     clean = tmp_path / f"clean{SUFFIX[fmt]}"
     imgpack.convert(str(many), str(clean), size=16, workers=0, progress="off", options=options(fmt))
     assert content_digest(str(out)) == content_digest(str(clean))
-    assert names_in(folder) == sorted(
-        untagged(p.name).replace("clean", "o") for p in tmp_path.iterdir() if p.name.startswith("clean"))
+    assert names_in(files_folder(fmt, out)) == sorted(
+        untagged(p.name).replace("clean", "o") for p in files_folder(fmt, clean).iterdir()
+        if p.name.startswith("clean") or files_folder(fmt, clean) == clean)
     if fmt != "hdf5":  # the same shards, each with the same records
-        index = json.loads((folder / f"o{SUFFIX[fmt]}.json").read_text())
-        clean_index = json.loads((tmp_path / f"clean{SUFFIX[fmt]}.json").read_text())
+        index, clean_index = (writers.get(fmt).shard_names(str(o)).read_index() for o in (out, clean))
         assert [s["count"] for s in index["shards"]] == [s["count"] for s in clean_index["shards"]] == [25] * 4 + [20]
         assert index["label_counts"] == clean_index["label_counts"]
     verify(str(out))

@@ -100,12 +100,12 @@ def test_class_folders_in_a_bucket_convert_to_a_bucket_as_from_disk(bucket: Buck
     assert proc.returncode == 0 and "intact: all 12 images read" in proc.stdout
 
 
-@pytest.mark.parametrize("fmt", ["tfrecord", "webdataset", "pickle"])
+@pytest.mark.parametrize("fmt", ["tfrecord", "webdataset", "pickle", "mds"])
 def test_sharded_outputs_are_uploaded_with_the_index_last(bucket: Bucket, tmp_path: Path, fmt: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     needs(fmt)
     src = bucket.upload(two_classes(tmp_path / "src", 9, (20, 20)), "src")
-    suffix = {"tfrecord": ".tfrecord", "webdataset": ".tar", "pickle": ".pkl"}[fmt]
+    suffix = {"tfrecord": ".tfrecord", "webdataset": ".tar", "pickle": ".pkl", "mds": ".mds"}[fmt]
     uploaded: list[str] = []
     real_upload = storage.upload
     monkeypatch.setattr(storage, "upload", lambda local, url: (uploaded.append(url), real_upload(local, url)))

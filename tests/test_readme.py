@@ -4,10 +4,11 @@ the README's links lead to pages that exist, and the README stays short."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, STREAMING
 
 import imgpack
 
@@ -48,19 +49,29 @@ def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monke
         pytest.importorskip("webdataset")
     if "load_dataset" in block:
         pytest.importorskip("datasets")
+    if "import litdata" in block:  # its image type decodes with torchvision: the build that matches torch
+        pytest.importorskip("litdata")
+        try:
+            import torchvision.io  # noqa: F401
+        except (ImportError, RuntimeError) as exc:  # (a CUDA build beside the CPU torch: RuntimeError)
+            pytest.skip(f"torchvision does not load here: {type(exc).__name__}")
     monkeypatch.chdir(tmp_path)
     if "IMG_0042" in block:  # the example looks an image up by its id
         import shutil
 
         shutil.copyfile(class_tree / "bee" / "b1.jpg", class_tree / "bee" / "IMG_0042.jpg")
     made = {"photos.h5": "photos.h5", "photos.pkl": "photos.pkl", "build/tiny.tfrecord": "build/tiny.tfrecord",
-            "build/photos.tar": "build/photos.tar", "build/photos.parquet": "build/photos.parquet"}
+            "build/photos.tar": "build/photos.tar", "build/photos.parquet": "build/photos.parquet",
+            "build/photos.mds": "build/photos.mds", "build/photos.litdata": "build/photos.litdata"}
     for name, out in made.items():
         if name in block or (name == "build/tiny.tfrecord" and "build/tiny" in block):
             imgpack.convert(str(class_tree), out, size=16, workers=0, progress="off")
     if 'open_dataset("out")' in block:  # a split folder
         imgpack.convert(str(class_tree), "out", format="hdf5", size=16, workers=0, progress="off",
                         split="train=0.8,val=0.2")
+    if "from streaming" in block:  # in MosaicML Streaming's own environment (tests/_streaming_read.py)
+        _in_streaming_environment(block, tmp_path)
+        return
     ns: dict[str, object] = {"__name__": "readme"}
     exec(compile(block, "README.md", "exec"), ns)
     if "webdataset" in block:  # every sample came through the DataLoader
@@ -70,6 +81,17 @@ def test_readme_example_runs(block: str, class_tree: Path, tmp_path: Path, monke
         x, y = next(iter(ns["ds"]))  # type: ignore[call-overload]
         assert tuple(x.shape) == (13, 16, 16, 3) and x.dtype.name == "float32" and float(x.numpy().max()) <= 1
         assert sorted(y.numpy().tolist()) == [0] * 4 + [1] * 5 + [2] * 4
+
+
+def _in_streaming_environment(block: str, folder: Path) -> None:
+    if not STREAMING.exists():
+        pytest.skip(f"no MosaicML Streaming environment at {STREAMING} (make test makes it)")
+    check = "assert sample['image'].size == (16, 16) and isinstance(sample['label'], int)"
+    (folder / "block.py").write_text(f"{block}\n{check}\n")
+    tests = str(REPO / "tests")
+    code = f"import sys; sys.path.insert(0, {tests!r}); import _streaming_read; exec(open('block.py').read())"
+    done = subprocess.run([str(STREAMING), "-c", code], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 def _on_test_server(block: str, class_tree: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:

@@ -1,5 +1,5 @@
 """Repacking without re-encoding: with no step that changes an image, a JPEG's or PNG's bytes go into a
-format that stores such bytes (WebDataset, Parquet, TFRecord with --encode) as they are, never decoded;
+format that stores such bytes (WebDataset, Parquet, MDS, LitData, TFRecord with --encode) as they are, never decoded;
 the header alone is checked (the pixel limit). Anything else is decoded, preprocessed and encoded."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import imgpack
 from imgpack.decode import decode
 from imgpack.engines.shards import ShardsEngine
 
-SUFFIX = {"webdataset": ".tar", "parquet": ".parquet", "tfrecord": ".tfrecord"}
+SUFFIX = {"webdataset": ".tar", "parquet": ".parquet", "tfrecord": ".tfrecord", "mds": ".mds", "litdata": ".litdata"}
 
 
 def stored(fmt: str, out: Path) -> dict[str, bytes]:
@@ -34,6 +34,9 @@ def stored(fmt: str, out: Path) -> dict[str, bytes]:
             if ext in ("jpg", "png"):
                 found[json.loads(members[f"{key}.json"])["id"]] = data
         return found
+    if fmt in ("mds", "litdata"):  # (their own readers: tests/writers/test_streaming_formats.py)
+        with imgpack.open_dataset(str(out)) as ds:
+            return {id_: ds.encoded(i) for i, id_ in enumerate(ds.ids)}
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
@@ -53,7 +56,7 @@ def options(fmt: str, encode: str) -> dict[str, object]:
     return {"encode": encode} if fmt != "tfrecord" else {"encode": encode, "shard_size": 100}
 
 
-@pytest.mark.parametrize("fmt", formats("webdataset", "parquet", "tfrecord"))
+@pytest.mark.parametrize("fmt", formats("webdataset", "parquet", "tfrecord", "mds", "litdata"))
 def test_jpegs_go_into_a_jpeg_output_as_they_are(fmt: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
     for i in range(6):
@@ -75,7 +78,7 @@ def test_jpegs_go_into_a_jpeg_output_as_they_are(fmt: str, tmp_path: Path) -> No
                 np.testing.assert_array_equal(ds[i][0], f["images"][i])
 
 
-@pytest.mark.parametrize("fmt", formats("webdataset", "parquet"))
+@pytest.mark.parametrize("fmt", formats("webdataset", "parquet", "mds", "litdata"))
 def test_rgb_pngs_go_into_a_png_output_as_they_are_and_others_are_converted(fmt: str, tmp_path: Path) -> None:
     from preprocess.test_exif import jpeg_with_orientation
 
@@ -102,7 +105,7 @@ def test_rgb_pngs_go_into_a_png_output_as_they_are_and_others_are_converted(fmt:
     np.testing.assert_array_equal(images["deep"], rgb)  # 16-bit scaled to 8
 
 
-@pytest.mark.parametrize("fmt", formats("webdataset", "parquet"))
+@pytest.mark.parametrize("fmt", formats("webdataset", "parquet", "mds", "litdata"))
 def test_a_step_that_changes_the_image_means_it_is_converted(fmt: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_image(src / "c" / "a.jpg", photo(40, 30, 2))
@@ -118,7 +121,7 @@ def sof_claims(data: bytes, width: int, height: int) -> bytes:
     return data[:at] + struct.pack(">HH", height, width) + data[at + 4:]
 
 
-@pytest.mark.parametrize("fmt", formats("webdataset", "parquet"))
+@pytest.mark.parametrize("fmt", formats("webdataset", "parquet", "mds", "litdata"))
 def test_the_pixel_limit_holds_for_bytes_taken_as_they_are(fmt: str, tmp_path: Path) -> None:
     src = tmp_path / "src"
     good = write_image(src / "c" / "good.jpg", photo(40, 30, 3))

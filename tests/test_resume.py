@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import pytest
 from click.testing import CliRunner
-from conftest import FORMATS, SUFFIX, CtrlC, done_records, photo, write_image
+from conftest import FORMATS, SUFFIX, CtrlC, done_records, files_folder, photo, write_image
 
 import imgpack
 from imgpack.cli import cli
@@ -61,14 +61,15 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
         interrupted(src, out, fmt)
     assert "interrupted" in caplog.text and "--resume" in caplog.text
     done = journal(out)
-    assert not out.exists() and leftovers(out.parent)
+    # no output there yet (a folder output's folder holds the finished shards, not its index)
+    assert not os.path.exists(writers.get(fmt).index_path(str(out))) and leftovers(out.parent)
     # batches of 5: images 35.. were being done. HDF5 (Resumable) keeps every record written; a sharded
     # output keeps each shard of 8 samples complete when it was interrupted: samples 0..31.
     # im33.png, the broken one, is sample 16 (the odd numbers are class a, first)
     if issubclass(writers.get(fmt), Resumable):
         assert done["consumed"] == 35 and [i for i, _ in done["skipped"]] == [16]  # type: ignore[attr-defined]
     else:
-        shards = done_records(out.parent, str(done["tag"]))
+        shards = done_records(files_folder(fmt, out), str(done["tag"]))
         assert [s["count"] for s in shards] == [8, 8, 7, 8]
         assert [i for i, _ in shards[2]["skipped"]] == [0]
     res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options(fmt),

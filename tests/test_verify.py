@@ -13,6 +13,7 @@ from conftest import FORMATS, SUFFIX, run, shard_file
 import imgpack
 from imgpack.datasets import verify
 from imgpack.errors import SourceError
+from imgpack.registry import writers
 
 
 def make(fmt: str, class_tree: Path, tmp_path: Path) -> tuple[str, Path]:
@@ -27,6 +28,8 @@ def make(fmt: str, class_tree: Path, tmp_path: Path) -> tuple[str, Path]:
         return res.outputs[-1], shard_file(tmp_path, "o-000000.tar")
     if fmt == "parquet":
         return res.outputs[-1], shard_file(tmp_path, "o-00000-of-00001.parquet")
+    if fmt in ("mds", "litdata"):  # (a folder: the chunk file in it)
+        return str(out), Path(res.outputs[0])
     return str(out), out
 
 
@@ -41,6 +44,13 @@ def pixel_offset(fmt: str, file: Path, image: np.ndarray) -> int:
         with tarfile.open(file) as tar:
             return tar.getmember("000000005.png").offset_data + 100
     data = file.read_bytes()
+    if fmt in ("mds", "litdata"):  # inside image 5's PNG, stored as it is
+        with writers.get(fmt).open(str(file.parent)) as ds:
+            png = ds.encoded(5)
+        assert png is not None
+        at = data.find(png)
+        assert at > 0 and data.find(png, at + 1) < 0
+        return at + 100
     if fmt == "parquet":  # inside image 5's PNG, stored as it is
         import pyarrow.parquet as pq
 
@@ -75,7 +85,8 @@ def test_verify_catches_a_flipped_byte(fmt: str, class_tree: Path, tmp_path: Pat
     assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("imgpack: error: ")
     assert {"hdf5": "damaged data in images 0..12", "tfrecord": "damaged record",
             "pickle": "do not match their SHA-256", "webdataset": "SHA-256 does not match the index",
-            "parquet": "SHA-256 does not match the index"}[fmt] in stderr
+            "parquet": "SHA-256 does not match the index", "mds": "SHA-256 does not match the index",
+            "litdata": "SHA-256 does not match the index"}[fmt] in stderr
 
 
 def test_verify_catches_counts_that_disagree(class_tree: Path, tmp_path: Path) -> None:

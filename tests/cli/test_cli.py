@@ -134,9 +134,11 @@ def test_plugins_lists_registry() -> None:
     code, stdout, _ = run("plugins", "--json")
     assert code == 0
     data = json.loads(stdout)
-    assert [r["name"] for r in data["writers"]] == ["hdf5", "parquet", "pickle", "tfrecord", "webdataset"]
+    assert [r["name"] for r in data["writers"]] == ["hdf5", "litdata", "mds", "parquet", "pickle", "tfrecord",
+                                                    "webdataset"]
     can = {r["name"]: r["capabilities"] for r in data["writers"]}
     assert can == {"hdf5": ["resume", "shards", "patch", "encode"], "parquet": ["resume", "shards", "encode"],
+                   "mds": ["resume", "shards", "encode"], "litdata": ["resume", "shards", "encode"],
                    "pickle": ["resume", "shards"],
                    "tfrecord": ["resume", "shards", "encode"], "webdataset": ["resume", "shards", "encode"]}
     hdf5 = next(r for r in data["writers"] if r["name"] == "hdf5")
