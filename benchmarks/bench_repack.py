@@ -8,8 +8,9 @@ side, 10 class folders), W workers each, whole processes (interpreter start incl
 
 - LitData: benchmarks/litdata_repack.py (``optimize`` over ``PIL.Image.open`` samples: it stores the
   file's bytes as they are);
-- imgpack: ``convert SRC -o OUT --encode jpeg --workers W`` to WebDataset and to Parquet: no step
-  changes an image, so each JPEG goes in as it is, its header checked, never decoded.
+- imgpack: ``convert SRC -o OUT --encode jpeg --workers W`` to LitData's own layout, to MDS, to
+  WebDataset and to Parquet: no step changes an image, so each JPEG goes in as it is, its header
+  checked, never decoded.
 
     python benchmarks/bench_repack.py                # make bench: 3,000 photos, 2 workers
     python benchmarks/bench_repack.py -n 1000 --repeats 1
@@ -41,6 +42,8 @@ def main() -> None:
     src = os.path.join(make_corpus("medium", args.n, args.out), "train")
     size = sum(e.stat().st_size for d in os.scandir(src) for e in os.scandir(d.path))
     tools = {
+        "imgpack -> LitData": ["-o", "o.litdata"],
+        "imgpack -> MDS": ["-o", "o.mds"],
         "imgpack -> WebDataset": ["-o", "o.tar"],
         "imgpack -> Parquet": ["-o", "o.parquet"],
     }

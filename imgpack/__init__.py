@@ -33,18 +33,18 @@ from .errors import (
 )
 
 if TYPE_CHECKING:
-    from .datasets import describe, open_dataset, tf_dataset
+    from .datasets import describe, find_duplicates, open_dataset, statistics, tf_dataset
     from .manifests import ingest
     from .pipeline import convert
 
 __all__ = [
     "CorruptImageError", "ImageError", "ImgpackError", "MissingDependencyError", "OutputError", "ShapeMismatchError",
-    "SourceError", "UnknownPluginError", "UsageError", "WorkerError", "__version__", "convert", "describe", "ingest",
-    "open_dataset", "tf_dataset",
+    "SourceError", "UnknownPluginError", "UsageError", "WorkerError", "__version__", "convert", "describe",
+    "find_duplicates", "ingest", "open_dataset", "statistics", "tf_dataset",
 ]
 
 _LAZY = {"convert": "pipeline", "ingest": "manifests", "open_dataset": "datasets", "describe": "datasets",
-         "tf_dataset": "datasets"}
+         "tf_dataset": "datasets", "statistics": "datasets", "find_duplicates": "datasets"}
 
 
 def __getattr__(name: str) -> Any:

@@ -179,6 +179,45 @@ def _describe_splits(folder: str) -> dict[str, Any]:
 
 
 @_one_error
+def statistics(path: str) -> dict[str, Any]:
+    """Per-channel mean and standard deviation of the stored pixels, images per class and the images' sizes
+    (``inspect --stats``), from one read of the output; for a split folder the totals, and each split's under
+    ``splits``."""
+    from .stats import Stats, gather
+
+    path = local(path)
+    paths = read_splits(path)[1] if is_split_folder(path) else {"": path}
+    total: Stats | None = None
+    parts: dict[str, dict[str, Any]] = {}
+    for name, p in paths.items():
+        with open_dataset(p) as ds:
+            found = gather(ds, list(ds.label_names))
+        if total is None:
+            total = Stats(found.label_names)
+        total.merge(found)
+        if name:
+            parts[name] = found.summary()
+    assert total is not None
+    return {**total.summary(), **({"splits": parts} if parts else {})}
+
+
+@_one_error
+def find_duplicates(path: str, near_bits: int | None = None) -> dict[str, Any]:
+    """Groups of exact and near-duplicate images (``inspect --duplicates``), within and across the splits of a split
+    folder, from one read of the output: see :mod:`imgpack.duplicates`."""
+    from . import duplicates as dup
+
+    path = local(path)
+    paths = read_splits(path)[1] if is_split_folder(path) else {"": path}
+    found = dup.Fingerprints()
+    for name, p in paths.items():
+        with open_dataset(p) as ds:
+            for i, ((image, _), id_) in enumerate(zip(ds, ds.ids, strict=True)):
+                found.add(name, i, id_, image)
+    return dup.summary(found, dup.NEAR_BITS if near_bits is None else near_bits)
+
+
+@_one_error
 def verify(path: str) -> dict[str, Any]:
     """Read every record of ``path`` and check it (``inspect --verify``); SourceError names the first problem.
 

@@ -1,7 +1,8 @@
-"""imgpack inspect: show, verify, digest and preview a packed output."""
+"""imgpack inspect: show, verify, digest, preview, and the statistics and duplicates of a packed output."""
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -10,6 +11,8 @@ import click
 from ..errors import printable
 from . import common
 from .common import SHOW, echo_json, fmt_counts, global_options, human_bytes, json_option, plural, size_text
+
+log = logging.getLogger("imgpack")
 
 
 def _labels_line(info: dict[str, Any]) -> str:
@@ -34,6 +37,14 @@ def _labels_line(info: dict[str, Any]) -> str:
 @click.option("--verify", is_flag=True,
               help="Read every record and check it (checksums, counts, shapes, label range): exit 0 when intact, "
                    "1 naming the first problem.")
+@click.option("--stats", "with_stats", is_flag=True,
+              help="Read every image: per-channel mean and std (0..255, and 0..1 as a transform's Normalize takes "
+                   "them), images per class (per split), the images' sizes.")
+@click.option("--duplicates", "with_duplicates", is_flag=True,
+              help="Read every image: groups of exact and near-duplicate images, within and across splits "
+                   "(across: leakage, a warning).")
+@click.option("--report", type=click.Path(dir_okay=False), metavar="REPORT.html",
+              help="Write one self-contained page: class balance, sizes, mean and std, each duplicate group's images.")
 @click.option("--digest", is_flag=True,
               help="Read everything and print content_sha256: the same for two outputs with the same images, "
                    "labels and ids in the same order, whatever their format, shards or workers (--verify too).")
@@ -45,7 +56,8 @@ def _labels_line(info: dict[str, Any]) -> str:
               help="Size of each sample in the preview, in pixels.")
 @click.option("--seed", type=int, help="--preview draws random samples with this seed (default: the first ones).")
 @click.pass_context
-def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, verify: bool, digest: bool,
+def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, verify: bool, with_stats: bool,
+            with_duplicates: bool, report: str | None, digest: bool,
             preview: str | None, preview_count: int, preview_tile: int, seed: int | None) -> None:
     """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
 
@@ -62,6 +74,9 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
       imgpack inspect photos.pkl --json | jq .label_counts
       imgpack inspect photos.h5 --recipe-toml > photos.toml
       imgpack inspect photos.h5 --verify
+      imgpack inspect build/hym/ --stats              # mean/std to normalise with, class balance
+      imgpack inspect build/hym/ --duplicates         # the same photo in train and val?
+      imgpack inspect build/hym/ --report hym.html    # all of it on one page
       imgpack inspect photos.h5 --digest --json | jq -r .content_sha256
       imgpack inspect photos.h5 --preview grid.png --seed 0
     """
@@ -78,6 +93,21 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
         from ..datasets import verify as run_verify
 
         info["verify"] = run_verify(path)
+    if with_stats or report:
+        from ..datasets import statistics
+
+        info["stats"] = statistics(path)
+    if with_duplicates or report:
+        from ..datasets import find_duplicates
+
+        info["duplicates"] = found = find_duplicates(path)
+        if found["groups_across_splits"]:
+            log.warning("%s: %d groups of duplicate images span splits (the same image in training and in "
+                        "evaluation): inspect --duplicates lists them", path, found["groups_across_splits"])
+    if report:
+        from ..report import write_report
+
+        info["report"] = write_report(path, info, report)
     if digest or verify:
         from ..datasets import content_digest
 
@@ -145,9 +175,50 @@ def _inspect_lines(info: dict[str, Any]) -> list[str]:
     lines.append(f"  source       {info['source'] or '(not recorded)'}")
     if "verify" in info:
         lines.append(f"  verified     intact: all {info['count']} images read; checksums: {info['verify']['checksum']}")
+    if "stats" in info:
+        lines += _stats_lines(info["stats"])
+    if "duplicates" in info:
+        lines += _duplicates_lines(info["duplicates"])
+    if "report" in info:
+        lines.append(f"  report       {info['report']}")
     if "content_sha256" in info:
         lines.append(f"  content      sha256 {info['content_sha256']} (images, labels, ids)")
     if "preview" in info:
         p = info["preview"]
         lines.append(f"  preview      {p['file']}: {len(p['samples'])} samples, {p['width']}x{p['height']} PNG")
     return [printable(line) for line in lines]  # text from the file: one line each, control characters escaped
+
+
+def _stats_lines(stats: dict[str, Any]) -> list[str]:
+    """``inspect --stats``: mean and std per channel, on both scales; images per class (per split); sizes."""
+    if not stats["count"]:
+        return ["  stats        no images"]
+    rounded = {k: ", ".join(f"{v:.4f}" for v in stats[k]) for k in ("mean", "std", "mean_01", "std_01")}
+    lines = [f"  mean, std    [{rounded['mean']}], [{rounded['std']}] (0..255)",
+             f"  normalize    Normalize(mean=[{rounded['mean_01']}], std=[{rounded['std_01']}])  (0..1)"]
+    parts = stats.get("splits") or {"": stats}
+    for i, (name, part) in enumerate(parts.items()):
+        counts = ", ".join(f"{label} {n}" for label, n in part["classes"].items())
+        lines.append(f"  {'classes' if i == 0 else '':<12} {name + ': ' if name else ''}{counts}")
+    sizes = list(stats["sizes"].items())
+    shown = ", ".join(f"{size} {n}" for size, n in sizes[:SHOW])
+    more = f" and {len(sizes) - SHOW} more sizes (--json lists them all)" if len(sizes) > SHOW else ""
+    lines.append(f"  sizes        {shown}{more}")
+    lines.append("  longer side  " + ", ".join(f"{b} {n}" for b, n in stats["longer_side"].items() if n))
+    return lines
+
+
+def _duplicates_lines(found: dict[str, Any]) -> list[str]:
+    """``inspect --duplicates``: how many groups, then each (its kind, its splits, its images)."""
+    groups = found["groups"]
+    across = f", {found['groups_across_splits']} across splits" if found["groups_across_splits"] else ""
+    lines = [f"  duplicates   {plural(len(groups), 'group')} of {plural(found['duplicates'] + len(groups), 'image')}"
+             f"{across} (near: at most {found['near_bits']} of 64 hash bits apart)"]
+    for group in groups[:SHOW]:
+        where = sorted({m["split"] for m in group["images"]})
+        kind = ("exact" if group["exact"] else "near") + (f", {'+'.join(where)}" if where != [""] else "")
+        names = ", ".join(f"{m['split'] + ' ' if m['split'] else ''}#{m['index']} {m['id']}" for m in group["images"])
+        lines.append(f"    {kind}: {names}")
+    if len(groups) > SHOW:
+        lines.append(f"    ... and {len(groups) - SHOW} more groups (--json lists them all)")
+    return lines

@@ -1,0 +1,191 @@
+"""inspect --stats, --duplicates and --report: mean and std equal numpy's over the stored pixels, planted duplicates
+across splits are found and distinct photos are not grouped, and the report is one page whose images decode."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+from conftest import REPO, photo, run, write_image
+
+import imgpack
+from imgpack.decode import decode
+
+SAMPLES = REPO / "sample_data"
+
+
+def test_mean_and_std_are_numpys_over_the_stored_pixels(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(10):
+        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20 + i, 12 + i % 3, i))
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=16, workers=0, progress="off")
+    found = imgpack.statistics(str(out))
+    with h5py.File(out) as f:
+        pixels = f["images"][:].reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(found["mean"], pixels.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(found["std"], pixels.std(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(found["mean_01"], pixels.mean(axis=0) / 255, rtol=1e-6)
+    assert found["classes"] == {"a": 5, "b": 5} and found["sizes"] == {"16x16": 10}
+    # images of different shapes (WebDataset keeps each its own): over every pixel of every image
+    tar = tmp_path / "o.tar"
+    imgpack.convert(str(src), str(tar), workers=0, progress="off")
+    varied = imgpack.statistics(str(tar))
+    with imgpack.open_dataset(str(tar)) as ds:
+        every = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.float64)
+    np.testing.assert_allclose(varied["std"], every.std(axis=0), rtol=1e-6)
+    assert varied["count"] == 10 and len(varied["sizes"]) == 10 and varied["longer_side"]["<=32"] == 10
+
+
+def test_stats_of_a_split_folder_per_split_and_in_all(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(20):
+        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(24, 16, i))
+    out = tmp_path / "out"
+    imgpack.convert(str(src), str(out), format="hdf5", size=8, split="train=0.75,val=0.25", workers=0,
+                    progress="off")
+    code, stdout, stderr = run("inspect", str(out), "--stats", "--json")
+    assert code == 0, stderr
+    found = json.loads(stdout)["stats"]
+    assert found["count"] == 20 and set(found["splits"]) == {"train", "val"}
+    assert {k: v["count"] for k, v in found["splits"].items()} == {"train": 15, "val": 5}
+    per_class = {name: sum(part["classes"].get(name, 0) for part in found["splits"].values()) for name in "ab"}
+    assert per_class == found["classes"] == {"a": 10, "b": 10}
+    with h5py.File(out / "train.h5") as f, h5py.File(out / "val.h5") as g:
+        pixels = np.concatenate([f["images"][:], g["images"][:]]).reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(found["std"], pixels.std(axis=0), rtol=1e-6)
+    code, stdout, _ = run("inspect", str(out), "--stats")
+    assert code == 0
+    assert "normalize    Normalize(mean=[" in stdout and "classes      train: a " in stdout and "  val: a " in stdout
+
+
+def planted(src: Path, originals: list[Path]) -> dict[str, str]:
+    """train/ holds ``originals``; val/ a copy of each, altered one of four ways: exact, re-encoded as JPEG at
+    quality 70, resized to 90%, cropped by 5% (off one corner). Returns val id -> the train id it copies."""
+    copies = {}
+    for i, path in enumerate(originals):
+        image = decode(path.read_bytes())
+        cls = path.parent.name
+        write_image(src / "train" / cls / f"{path.stem}.png", image)
+        how = ("exact", "q70", "r90", "c5")[i % 4]
+        h, w = image.shape[:2]
+        name = f"{path.stem}-{how}"
+        if how == "exact":
+            write_image(src / "val" / cls / f"{name}.png", image)
+        elif how == "q70":
+            write_image(src / "val" / cls / f"{name}.jpg", image, IMWRITE_JPEG_QUALITY=70)
+        elif how == "r90":
+            write_image(src / "val" / cls / f"{name}.png",
+                        cv2.resize(image, (round(w * 0.9), round(h * 0.9)), interpolation=cv2.INTER_AREA))
+        else:
+            write_image(src / "val" / cls / f"{name}.png", image[round(h * 0.05):, round(w * 0.05):])
+        copies[name] = path.stem
+    return copies
+
+
+def test_planted_duplicates_across_splits_are_found(tmp_path: Path) -> None:
+    originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee", "retina", "rocket")]  # 4 distinct photos
+    copies = planted(tmp_path / "src", originals)
+    out = tmp_path / "out"
+    imgpack.convert(str(tmp_path / "src"), str(out), format="hdf5", size=64, split_from_folders=True, workers=0,
+                    progress="off")
+    code, stdout, stderr = run("inspect", str(out), "--duplicates", "--json")
+    assert code == 0, stderr
+    assert "4 groups of duplicate images span splits" in stderr  # leakage: a warning, not a failure
+    found = json.loads(stdout)["duplicates"]
+    pairs = {tuple(sorted(m["id"] for m in g["images"])): g for g in found["groups"]}
+    assert set(pairs) == {tuple(sorted((copy, source))) for copy, source in copies.items()}
+    assert all(g["across_splits"] for g in found["groups"]) and found["groups_across_splits"] == 4
+    assert [g["exact"] for g in found["groups"] if "cat_00-exact" in {m["id"] for m in g["images"]}] == [True]
+    assert sum(g["exact"] for g in found["groups"]) == 1  # the others are near: re-encoded, resized, cropped
+    code, stdout, _ = run("inspect", str(out), "--duplicates")
+    assert "duplicates   4 groups of 8 images, 4 across splits" in stdout
+    assert "exact, train+val: train #0 cat_00, val #0 cat_00-exact" in stdout
+
+
+def test_real_photos_are_not_grouped_and_their_planted_copies_are(shared: Path, tmp_path: Path) -> None:
+    photos = sorted((shared / "corpora" / "hymenoptera").rglob("*.jpg"))
+    assert len(photos) > 300
+    src = tmp_path / "src"
+    for p in photos:  # every photo once, in train (distinct photos: no group may form)
+        target = src / "train" / p.parent.name / f"{p.parent.parent.name}-{p.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(p, target)
+    copies = planted(tmp_path / "planted", photos[::10])  # a copy of every tenth in val, altered
+    shutil.copytree(tmp_path / "planted" / "val", src / "val")
+    out = tmp_path / "out"
+    imgpack.convert(str(src), str(out), format="hdf5", size=128, split_from_folders=True, workers=2,
+                    progress="off")
+    found = imgpack.find_duplicates(str(out))
+    assert found["images"] == len(photos) + len(copies)
+    groups = [sorted(m["id"] for m in g["images"]) for g in found["groups"]]
+    assert len(groups) == len(copies)  # no group of distinct photos
+    for group in groups:  # each a planted copy and its source photo
+        copy, source = sorted(group, key=lambda i: i not in copies)
+        assert len(group) == 2 and copy in copies and source.endswith(copies[copy]), group
+
+
+def test_near_pairs_are_those_within_the_bits_whichever_side_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgpack import duplicates
+
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 2**63, size=(300, 6), dtype=np.uint64)
+    hashes[7, 0] = hashes[250, 3] ^ np.uint64(0b1111_1111)  # 7 whole: 8 bits from a view of 250
+    hashes[40, 2] = hashes[41, 0] ^ np.uint64(0b1_1111_1111)  # 9 bits: not near
+    hashes[99, 0] = hashes[12, 0]  # the same whole hashes
+
+    def apart(a: int, b: int) -> int:  # a whole against any view of b
+        return min(bin(int(hashes[a, 0] ^ hashes[b, v])).count("1") for v in range(6))
+
+    brute = {(i, j) for i in range(300) for j in range(i + 1, 300) if min(apart(i, j), apart(j, i)) <= 8}
+    assert brute == {(7, 250), (12, 99)}
+    assert duplicates.near_pairs(hashes) == sorted(brute)
+    monkeypatch.setattr(duplicates, "PAIRS", 300 * 7)  # in blocks of 7 rows: the same pairs
+    assert duplicates.near_pairs(hashes) == sorted(brute)
+
+
+class Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.links: list[str] = []
+        self.svgs = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        found = dict(attrs)
+        if tag == "img":
+            self.images.append(found.get("src") or "")
+        if tag == "svg":
+            self.svgs += 1
+        self.links += [v for k, v in attrs if k in ("href", "src") and v and not v.startswith("data:")]
+
+
+def test_the_report_is_one_page_whose_images_decode(tmp_path: Path) -> None:
+    originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee")]
+    planted(tmp_path / "src", originals)
+    out = tmp_path / "out"
+    imgpack.convert(str(tmp_path / "src"), str(out), format="webdataset", size=32, split_from_folders=True,
+                    workers=0, progress="off")
+    report = tmp_path / "report.html"
+    code, stdout, stderr = run("inspect", str(out), "--report", str(report))
+    assert code == 0, stderr
+    assert f"report       {report}" in stdout and sorted(os.listdir(tmp_path)) == ["out", "report.html", "src"]
+    page = Page()
+    page.feed(report.read_text())
+    assert page.links == []  # self-contained: nothing fetched from elsewhere
+    assert page.svgs == 3  # images per class in train and val, the sizes
+    assert len(page.images) == 2  # a contact sheet per duplicate group
+    for src in page.images:
+        assert src.startswith("data:image/png;base64,")
+        sheet = cv2.imdecode(np.frombuffer(base64.b64decode(src.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)
+        assert sheet.shape == (96, 2 * 96, 3)  # the two images of the group side by side
+    text = report.read_text()
+    assert "Mean and standard deviation" in text and "cat_00-exact" in text and "coffee_00-q70" in text
