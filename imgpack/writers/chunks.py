@@ -24,11 +24,12 @@ import numpy as np
 
 from ..decode import decode_stored
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import Encoded, IndexedOutput, IndexedShards, OutputMeta, Writer
+from ..formats import Encoded, IndexedShards, OutputMeta, Writer
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, write_atomically
 from ..params import param
-from ..process import DEFAULT_QUALITY, ImageEncoder
+from ..process import DEFAULT_QUALITY
+from .encoded import EncodedShards
 
 ENCODINGS = ("png", "jpeg")
 SHARD_BYTES = 64 * 2**20  # MDS's default size_limit, and the chunk_bytes LitData's examples give
@@ -58,11 +59,12 @@ class Field:
     size: int | None = None
 
 
-class ChunkWriter(IndexedOutput, Writer):
+class ChunkWriter(EncodedShards, Writer):
     """One chunk file of samples; the folder's ``index.json`` over every chunk (:meth:`host_index`)."""
 
     Options = ChunkOptions
     shard_unit = "samples"
+    shard_bytes = SHARD_BYTES
     variable_shape = True
     stores_annotations = True
     checksum = "SHA-256 per chunk file"
@@ -111,15 +113,6 @@ class ChunkWriter(IndexedOutput, Writer):
             return super().can_open(path)
         except SourceError:  # an index.json that another tool wrote, or not an index: not imgpack's
             return False
-
-    @classmethod
-    def encoder(cls, options: Any) -> ImageEncoder:
-        opts = cls.parse_options(options)
-        return ImageEncoder(opts.encode, DEFAULT_QUALITY if opts.quality is None else opts.quality)
-
-    @classmethod
-    def shard_size(cls, options: Any, item_bytes: int) -> int:
-        return options.shard_size or max(1, SHARD_BYTES // max(1, item_bytes))
 
     # ------------------------------------------------------------------ one chunk
 

@@ -32,11 +32,12 @@ import numpy as np
 
 from ..decode import decode_stored
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import Encoded, IndexedOutput, IndexedShards, OutputMeta, Writer
+from ..formats import Encoded, IndexedShards, OutputMeta, Writer
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, partial_path
 from ..params import param
-from ..process import DEFAULT_QUALITY, ImageEncoder
+from ..process import DEFAULT_QUALITY
+from .encoded import EncodedShards
 
 ENCODINGS = {"png": "png", "jpeg": "jpg"}  # --encode -> the image's extension
 SHARD_BYTES = 500 * 10**6  # datasets' MAX_SHARD_SIZE, push_to_hub's
@@ -125,7 +126,7 @@ class _Hashing:
         self.closed = True
 
 
-class ParquetWriter(IndexedOutput, Writer):
+class ParquetWriter(EncodedShards, Writer):
     """Parquet files with Hugging Face's Image and ClassLabel features, and a JSON index over them."""
 
     name = "parquet"
@@ -135,17 +136,9 @@ class ParquetWriter(IndexedOutput, Writer):
     stores_annotations = True
     checksum = "SHA-256 per shard"
     requires = ("pyarrow",)
+    shard_bytes = SHARD_BYTES
     title = "Parquet"
     options: ParquetOptions
-
-    @classmethod
-    def encoder(cls, options: Any) -> ImageEncoder:
-        opts = cls.parse_options(options)
-        return ImageEncoder(opts.encode, DEFAULT_QUALITY if opts.quality is None else opts.quality)
-
-    @classmethod
-    def shard_size(cls, options: Any, item_bytes: int) -> int:
-        return options.shard_size or max(1, SHARD_BYTES // max(1, item_bytes))
 
     @classmethod
     def check(cls, path: str, options: Any) -> None:

@@ -29,11 +29,12 @@ import numpy as np
 
 from ..decode import decode_stored
 from ..errors import OutputError, SourceError, UsageError
-from ..formats import Encoded, IndexedOutput, IndexedShards, OutputMeta, Writer
+from ..formats import Encoded, IndexedShards, OutputMeta, Writer
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, discard, finish, partial_path
 from ..params import param
-from ..process import DEFAULT_QUALITY, ImageEncoder
+from ..process import DEFAULT_QUALITY
+from .encoded import EncodedShards
 
 ENCODINGS = {"png": "png", "jpeg": "jpg", "npy": "npy"}  # --encode -> the member's extension
 SHARD_BYTES = 256 * 2**20
@@ -52,10 +53,11 @@ class WebDatasetOptions(BaseOptions):
             raise UsageError(f"--quality is 1..100, for --encode jpeg only (got {self.quality!r})")
 
 
-class WebDatasetWriter(IndexedOutput, Writer):
+class WebDatasetWriter(EncodedShards, Writer):
     """WebDataset tar shards (KEY.png/.jpg/.npy, KEY.cls, KEY.json) with a JSON index, for the webdataset library."""
 
     shard_unit = "samples"
+    shard_bytes = SHARD_BYTES
 
     name = "webdataset"
     suffixes = (".tar",)
@@ -66,15 +68,6 @@ class WebDatasetWriter(IndexedOutput, Writer):
     shard_style = "plain"
     title = "WebDataset"
     options: WebDatasetOptions
-
-    @classmethod
-    def encoder(cls, options: Any) -> ImageEncoder:
-        opts = cls.parse_options(options)
-        return ImageEncoder(opts.encode, DEFAULT_QUALITY if opts.quality is None else opts.quality)
-
-    @classmethod
-    def shard_size(cls, options: Any, item_bytes: int) -> int:
-        return options.shard_size or max(1, SHARD_BYTES // max(1, item_bytes))
 
     def __init__(self, path: str, meta: OutputMeta, options: WebDatasetOptions | Mapping[str, Any]) -> None:
         super().__init__(path, meta, options)

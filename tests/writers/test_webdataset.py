@@ -75,7 +75,7 @@ def test_without_a_shard_size_shards_hold_about_256_mib(src: Path, tmp_path: Pat
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     from imgpack.writers import webdataset
 
-    monkeypatch.setattr(webdataset, "SHARD_BYTES", 2000)  # about 2 encoded 16x16 PNGs of ~800 bytes
+    monkeypatch.setattr(webdataset.WebDatasetWriter, "shard_bytes", 2000)  # about 2 encoded 16x16 PNGs of ~800 bytes
     res = imgpack.convert(str(src), str(tmp_path / "o.tar"), size=16, workers=0, progress="off")
     counts = [s["count"] for s in imgpack.describe(res.outputs[-1])["shards"]]
     # shards of the same number of samples, less the one broken image
