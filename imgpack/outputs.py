@@ -297,18 +297,29 @@ class Snapshot:
     """The files of a folder as they were, kept by hard links (no copy) until a run that replaces
     some of them completes: :meth:`restore` puts them back after a failure, :meth:`drop` lets them go.
 
-    A folder of split outputs is replaced one split at a time; a run that fails in the second
+    A folder of split outputs is replaced one split at a time (a split may be a folder itself: MDS's,
+    LitData's, whose files are kept too); a run that fails in the second
     split would otherwise leave the first one new and the others old, or none at all. Where the
     filesystem has no hard links, nothing is kept (the run removes what it wrote, as before).
     """
 
     def __init__(self, folder: str) -> None:
         self.kept: dict[str, str] = {}  # file -> its link
+        self._keep(folder, depth=1)
+
+    def _keep(self, folder: str, depth: int) -> None:
+        """Link the files of ``folder``, and those of its folders ``depth`` levels down (a split that is a folder
+        of shards and an index: MDS, LitData)."""
         if not os.path.isdir(folder):
             return
         for entry in os.scandir(folder):
-            if entry.name.startswith(".") or entry.name.endswith(".partial") or \
-                    not entry.is_file(follow_symlinks=False):
+            if entry.name.startswith(".") or entry.name.endswith(".partial"):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                if depth > 0:
+                    self._keep(entry.path, depth - 1)
+                continue
+            if not entry.is_file(follow_symlinks=False):
                 continue
             link = os.path.join(folder, f".{entry.name}.previous")
             try:

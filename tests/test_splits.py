@@ -11,9 +11,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import photo, shard_file, write_image
+from conftest import formats, photo, shard_file, write_image
 
 from imgpack import convert, open_dataset
+from imgpack.datasets import content_digest
 from imgpack.errors import ImageError, UsageError
 from imgpack.manifests import ingest
 from imgpack.plugins import Sample
@@ -187,6 +188,29 @@ def test_split_outputs_are_refused_without_overwrite_and_removed_together_on_fai
         convert(str(class_tree), str(tmp_path / "failed"), format="hdf5", size=8, workers=0,
                 split="a=0.5,b=0.5", seed=seed, on_error="fail")
     assert sorted(p.name for p in (tmp_path / "failed").iterdir()) == []
+
+
+@pytest.mark.parametrize("fmt", formats("hdf5", "mds", "litdata"))
+def test_a_failed_overwrite_of_a_split_folder_leaves_the_old_version(fmt: str, class_tree: Path,
+                                                                      tmp_path: Path) -> None:
+    """The first split replaced, the second failing: the old version of both, whole (for MDS and LitData, each
+    split a folder of chunks whose old files the first split's commit had removed)."""
+    out = tmp_path / "out"
+    convert(str(class_tree), str(out), format=fmt, size=8, workers=0, split="a=0.5,b=0.5")
+    old = content_digest(str(out))
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    (class_tree / "zebra" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    seed = next(seed for seed in range(100) if any(  # one that puts it in the second split
+        s.split == "b" and s.id == "broken" for s in load_scan(str(class_tree), SourceOptions(
+            split="a=0.5,b=0.5", seed=seed)).samples))
+    with pytest.raises(ImageError, match=r"broken\.jpg"):
+        convert(str(class_tree), str(out), format=fmt, size=12, workers=0, split="a=0.5,b=0.5", seed=seed,
+                on_error="fail", overwrite=True)
+    assert content_digest(str(out)) == old
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == files  # and nothing else left there
+    (class_tree / "zebra" / "broken.jpg").unlink()
+    convert(str(class_tree), str(out), format=fmt, size=12, workers=0, split="a=0.5,b=0.5", overwrite=True)
+    assert content_digest(str(out)) != old and not [p for p in out.rglob(".*")]  # (no link to the old files left)
 
 
 def test_default_seed_is_recorded_and_an_empty_split_is_warned_about(
