@@ -145,11 +145,11 @@ class ChunkWriter(EncodedShards, Writer):
     def close(self) -> list[str]:
         n = len(self._samples)
         header = self.chunk_header()
-        offsets = np.empty(n + 1, "<u4")
-        offsets[0] = 4 + 4 * (n + 1) + len(header)
-        np.cumsum([len(s) for s in self._samples], out=offsets[1:])
-        offsets[1:] += offsets[0]
-        chunk = b"".join((np.uint32(n).tobytes(), offsets.tobytes(), header, *self._samples))
+        ends = np.cumsum([4 + 4 * (n + 1) + len(header), *map(len, self._samples)], dtype=np.int64)
+        if ends[-1] > CHUNK_LIMIT:
+            raise OutputError(f"{self.path}: over 4 GiB of samples, more than a chunk's offsets address: "
+                              "give a smaller --shard-size")
+        chunk = b"".join((np.uint32(n).tobytes(), ends.astype("<u4").tobytes(), header, *self._samples))
         self._samples = []
         self._sha256 = hashlib.sha256(chunk).hexdigest()
         write_atomically(self.path, chunk, durable=True)

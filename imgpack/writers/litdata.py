@@ -53,10 +53,10 @@ class LitDataWriter(ChunkWriter):
 
     @classmethod
     def values(cls, image: bytes, label: Any, id_: str, note: str | None, fields: Sequence[Field]) -> list[bytes]:
-        value = {"image": image, "id": id_.encode("utf-8"), "annotations": (note or "null").encode("utf-8"),
-                 "label": np.int64(label).tobytes(),
-                 "labels": json.dumps([int(x) for x in np.asarray(label)]).encode() if np.ndim(label) else b""}
-        return [value[f.name] for f in fields]
+        value = {"image": lambda: image, "id": lambda: id_.encode("utf-8"),
+                 "annotations": lambda: (note or "null").encode("utf-8"), "label": lambda: np.int64(label).tobytes(),
+                 "labels": lambda: json.dumps([int(x) for x in np.asarray(label)]).encode()}
+        return [value[f.name]() for f in fields]
 
     @classmethod
     def host_index(cls, meta: OutputMeta, options: Any, shards: Sequence[str],

@@ -54,9 +54,10 @@ class MDSWriter(ChunkWriter):
 
     @classmethod
     def values(cls, image: bytes, label: Any, id_: str, note: str | None, fields: Sequence[Field]) -> list[bytes]:
-        value = {"image": image, "id": id_.encode("utf-8"), "annotations": (note or "null").encode("utf-8"),
-                 "label": np.int64(label).tobytes(), "labels": np.asarray(label, np.uint8).tobytes()}
-        return [value[f.name] for f in fields]
+        value = {"image": lambda: image, "id": lambda: id_.encode("utf-8"),
+                 "annotations": lambda: (note or "null").encode("utf-8"), "label": lambda: np.int64(label).tobytes(),
+                 "labels": lambda: np.asarray(label, np.uint8).tobytes()}
+        return [value[f.name]() for f in fields]
 
     @classmethod
     def config(cls, fields: Sequence[Field], size_limit: int | None) -> dict[str, Any]:

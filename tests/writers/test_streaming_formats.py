@@ -168,3 +168,16 @@ def test_the_folder_is_one_output(fmt: str, src: Path, tmp_path: Path) -> None:
     for path in (out, out / "index.json", chunk):
         assert imgpack.describe(str(path))["format"] == fmt
         assert imgpack.describe(str(path))["image_shape"] == [8, 8, 3]
+
+
+def test_a_chunk_its_offsets_cannot_address_is_refused(src: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgpack.writers import chunks
+
+    monkeypatch.setattr(chunks, "CHUNK_LIMIT", 3000)  # (4 GiB: uint32 offsets) as a few 16x16 PNGs
+    out = tmp_path / "o.mds"
+    with pytest.raises(imgpack.OutputError, match=r"over 4 GiB of samples, .* give a smaller --shard-size"):
+        imgpack.convert(str(src), str(out), size=16, workers=0, progress="off")
+    assert not (out / "index.json").exists()
+    imgpack.convert(str(src), str(out), size=16, workers=0, options={"shard_size": 2}, progress="off")
+    assert imgpack.describe(str(out))["count"] == 23
