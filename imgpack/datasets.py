@@ -54,6 +54,11 @@ def writer_for(path: str) -> type[Writer]:
     raise SourceError(f"{path}: not a file imgpack can read (formats: {', '.join(writers.names())})")
 
 
+def named_like_an_output(path: str) -> bool:
+    """Whether ``path`` ends as an output's name or its index's does (``.h5``, ``.tar``, ``.mds``, ``.json``...)."""
+    return path.rstrip("/").lower().endswith((".json", *(s for _, cls in writers.items() for s in cls.suffixes)))
+
+
 class Splits(dict[str, PackedDataset]):
     """The outputs of a split folder by split name (``train``, ``val`` ...), in splits.json's order."""
 

@@ -123,6 +123,21 @@ def test_sharded_outputs_are_uploaded_with_the_index_last(bucket: Bucket, tmp_pa
     assert verify(out)["ok"] and describe(out)["count"] == 9
 
 
+@pytest.mark.parametrize("name", ["photos.h5", "photos.tar", "photos.mds"])
+def test_an_output_in_the_bucket_is_a_source(bucket: Bucket, tmp_path: Path, name: str) -> None:
+    """By the name -o gave it: a file, a sharded output (its index and shards), a folder output (MDS)."""
+    src = two_classes(tmp_path / "src", 6, (20, 16))
+    url = bucket.url(f"packed/{name}")
+    imgpack.convert(str(src), url, size=8, workers=0, options=None if name.endswith(".h5") else {"shard_size": 4},
+                    progress="off")
+    out = tmp_path / "again.h5"
+    res = imgpack.convert(url, str(out), workers=2, progress="off")  # (the same pixels: nothing to change)
+    assert res.written == 6 and res.label_names == ["a", "b"]
+    assert content_digest(str(out)) == content_digest(url)
+    proc = cli(*bucket.flags, "-q", "convert", bucket.url("packed/nothing.tar"), "-o", str(tmp_path / "x.h5"))
+    assert proc.returncode == 1 and "nothing.tar" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_the_shards_engine_workers_upload_their_shards_and_the_index_goes_last(bucket: Bucket,
                                                                               tmp_path: Path) -> None:
     src = two_classes(tmp_path / "src", 12, (40, 30))

@@ -1,5 +1,6 @@
 """imgpack outputs as sources: ``imgpack convert photos.h5 -o photos.tar`` (any format it opens, sharded or
-not, a split folder too), with or without new preprocessing.
+not, a split folder too, or an output in an object store: read from a local copy), with or without new
+preprocessing.
 
 Each sample is image ``i`` of an output, its path ``OUTPUT#i`` (the workers open the output once and
 read its images: :class:`StoredImages`, the scan's ``read``); its id, label (or labels), annotations and
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..errors import ImageError, ImgpackError, SourceError
 from ..plugins import Reader, Sample, Scan
+from ..storage import is_url, local_output
 
 
 class DatasetReader(Reader):
@@ -26,8 +28,15 @@ class DatasetReader(Reader):
 
     @classmethod
     def accepts(cls, source: str) -> bool:
-        from ..datasets import is_split_folder, writer_for
+        from ..datasets import is_split_folder, named_like_an_output, writer_for
 
+        if is_url(source):  # an output in a store, named as -o named it: its index, fetched alone, says which
+            if not named_like_an_output(source):
+                return False
+            try:
+                source = local_output(source, index_only=True)
+            except SourceError:
+                return False
         if is_split_folder(source):
             return True
         try:
@@ -39,7 +48,8 @@ class DatasetReader(Reader):
     def scan(self) -> Scan:
         from ..datasets import is_split_folder, open_dataset, read_splits
 
-        path = os.path.abspath(self.source)
+        # (an output in a store is read from a local copy, made once and cached by its objects' versions)
+        path = os.path.abspath(local_output(self.source) if is_url(self.source) else self.source)
         outputs: dict[str | None, str]  # split (None: not split) -> the name that opens its output
         if is_split_folder(path):
             root, outputs = path, {name: os.path.basename(p) for name, p in read_splits(path)[1].items()}
