@@ -108,11 +108,13 @@ class _ConvertCommand(click.Command):
 @click.argument("source", type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(),
               help="Output: out.h5, out.pkl, out.tfrecord (shards out-00000-of-0000N.tfrecord + out.tfrecord.json) "
-                   "out.tar (WebDataset shards out-000000.tar + out.tar.json) or out.parquet (Parquet files "
-                   "out-00000-of-0000N.parquet + out.parquet.json).")
+                   "out.tar (WebDataset shards out-000000.tar + out.tar.json), out.parquet (Parquet files "
+                   "out-00000-of-0000N.parquet + out.parquet.json), or the folder out.mds or out.litdata (chunks "
+                   "and their index.json).")
 @click.option("--format", "fmt",
-              help="hdf5, tfrecord, pickle, webdataset, parquet or a plugin's (see imgpack plugins); default: "
-                   "from the OUTPUT suffix (.h5/.hdf5, .tfrecord, .pkl/.pickle, .tar, .parquet).")
+              help="hdf5, tfrecord, pickle, webdataset, parquet, mds, litdata or a plugin's (see imgpack plugins); "
+                   "default: from the OUTPUT suffix (.h5/.hdf5, .tfrecord, .pkl/.pickle, .tar, .parquet, .mds, "
+                   ".litdata).")
 @click.option("--size", callback=_checked_size,
               help="Final size: N for NxN or WxH (a last resize step, unless the recipe has one).")
 @click.option("--preprocess", "steps", multiple=True, metavar="STEP[:k=v,...]",

@@ -61,9 +61,10 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
             preview: str | None, preview_count: int, preview_tile: int, seed: int | None) -> None:
     """Show what a packed file holds: count, shape, storage, labels, recipe, provenance.
 
-    PATH is an HDF5 file, a pickle, TFRecord output (its index NAME.tfrecord.json, one of
-    its shards, or the name given to convert -o), or the folder of a split conversion
-    (with splits.json): then each split is shown, and the totals. A TFRecord is described
+    PATH is an HDF5 file, a pickle, a sharded output (TFRecord, WebDataset, Parquet: its
+    index NAME.SUFFIX.json, one of its shards, or the name given to convert -o), an MDS or
+    LitData folder, or the folder of a split conversion (with splits.json): then each split
+    is shown, and the totals. A TFRecord is described
     from its index alone (TensorFlow is imported only by --verify and --preview).
 
     \b
