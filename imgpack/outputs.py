@@ -89,7 +89,7 @@ def write_atomically(path: str, data: bytes, durable: bool = False) -> None:
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as f:
-            f.write(data)
+            write_pieces(f, data)  # (a chunk file's tens of MiB too: see WRITE_BYTES)
         if durable:
             rename_durably(tmp, path)
         else:
