@@ -82,9 +82,17 @@ class ChunkWriter(EncodedShards, Writer):
         raise NotImplementedError
 
     @classmethod
-    def values(cls, image: bytes, label: Any, id_: str, note: str | None, fields: Sequence[Field]) -> list[bytes]:
-        """The bytes of each of ``fields`` for one sample."""
+    def multi_hot(cls, label: Any) -> bytes:
+        """A multi-label sample's ``labels`` field: its K 0/1 values, as the format stores them."""
         raise NotImplementedError
+
+    @classmethod
+    def values(cls, image: bytes, label: Any, id_: str, note: str | None, fields: Sequence[Field]) -> list[bytes]:
+        """The bytes of each of ``fields`` for one sample (only those fields built)."""
+        value = {"image": lambda: image, "id": lambda: id_.encode("utf-8"),
+                 "annotations": lambda: (note or "null").encode("utf-8"), "label": lambda: np.int64(label).tobytes(),
+                 "labels": lambda: cls.multi_hot(label)}
+        return [value[f.name]() for f in fields]
 
     def chunk_header(self) -> bytes:
         """What the format puts between the offsets and the samples (MDS: its shard's configuration)."""

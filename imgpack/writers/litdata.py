@@ -52,11 +52,8 @@ class LitDataWriter(ChunkWriter):
         return [*found, Field("annotations", "str")] if annotations else found
 
     @classmethod
-    def values(cls, image: bytes, label: Any, id_: str, note: str | None, fields: Sequence[Field]) -> list[bytes]:
-        value = {"image": lambda: image, "id": lambda: id_.encode("utf-8"),
-                 "annotations": lambda: (note or "null").encode("utf-8"), "label": lambda: np.int64(label).tobytes(),
-                 "labels": lambda: json.dumps([int(x) for x in np.asarray(label)]).encode()}
-        return [value[f.name]() for f in fields]
+    def multi_hot(cls, label: Any) -> bytes:
+        return json.dumps([int(x) for x in np.asarray(label)]).encode()  # (str: LitData's JSON leaf is binary)
 
     @classmethod
     def host_index(cls, meta: OutputMeta, options: Any, shards: Sequence[str],

@@ -53,11 +53,8 @@ class MDSWriter(ChunkWriter):
         return sorted(found, key=lambda f: f.name)  # (MDS orders a sample's columns by name)
 
     @classmethod
-    def values(cls, image: bytes, label: Any, id_: str, note: str | None, fields: Sequence[Field]) -> list[bytes]:
-        value = {"image": lambda: image, "id": lambda: id_.encode("utf-8"),
-                 "annotations": lambda: (note or "null").encode("utf-8"), "label": lambda: np.int64(label).tobytes(),
-                 "labels": lambda: np.asarray(label, np.uint8).tobytes()}
-        return [value[f.name]() for f in fields]
+    def multi_hot(cls, label: Any) -> bytes:
+        return np.asarray(label, np.uint8).tobytes()  # (ndarray:uint8:K)
 
     @classmethod
     def config(cls, fields: Sequence[Field], size_limit: int | None) -> dict[str, Any]:
