@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""What ``inspect --stats`` and ``inspect --duplicates`` cost beside the conversion they describe.
+"""What the statistics and duplicate keys cost: noted by the conversion's workers, or read after it.
 
-N photos of the medium profile (benchmarks/make_corpus.py) converted to 256x256 HDF5 with W workers,
-then the output read by ``imgpack inspect --stats`` and by ``imgpack inspect --duplicates``: whole
-processes (interpreter start included), medians of --repeats, the same files and output in each
-repeat. The statistics and the hashes are taken in one read of the output, after the conversion
-(not yet in the conversion's workers), so their cost is that read's, given as a share of the
-conversion's time.
+N photos of the medium profile (benchmarks/make_corpus.py) converted to 256x256 HDF5 with W workers:
+whole processes (interpreter start included), medians of --repeats, the same files in each repeat.
+
+- ``convert`` as it is (the workers note each image's statistics and duplicate keys), its workers' CPU
+  and, of it, the notes' (``cpu_seconds`` of its ``--json``); ``convert --dedupe off`` (statistics only);
+- ``inspect --stats --duplicates`` of the first output (what the conversion stored) and of the second
+  (no duplicate groups stored: that part read from the output), each as a share of the conversion.
 
     python benchmarks/bench_stats.py                 # make bench: 3,000 photos, 2 workers
     python benchmarks/bench_stats.py -n 1000 --repeats 1
@@ -37,14 +38,23 @@ def main() -> None:
     args = ap.parse_args()
     src = os.path.join(make_corpus("medium", args.n, args.out), "train")
     imgpack = [sys.executable, "-m", "imgpack", "-q"]
-    walls: dict[str, list[float]] = {"convert to 256x256 HDF5": [], "inspect --stats": [], "inspect --duplicates": []}
+    walls: dict[str, list[float]] = {k: [] for k in (
+        "convert to 256x256 HDF5", "convert --dedupe off", "inspect --stats --duplicates (stored)",
+        "inspect --stats --duplicates (duplicates read)")}
+    shares: list[float] = []
     with tempfile.TemporaryDirectory(dir=args.out) as tmp:
-        out = os.path.join(tmp, "o.h5")
+        out, off = os.path.join(tmp, "o.h5"), os.path.join(tmp, "off.h5")
+        convert = [*imgpack, "convert", src, "--size", "256", "--workers", str(args.workers), "--overwrite", "--json"]
         for r in range(args.repeats):
-            walls["convert to 256x256 HDF5"].append(run([*imgpack, "convert", src, "-o", out, "--size", "256",
-                                                         "--workers", str(args.workers), "--overwrite"])[0])
-            walls["inspect --stats"].append(run([*imgpack, "inspect", out, "--stats"])[0])
-            walls["inspect --duplicates"].append(run([*imgpack, "inspect", out, "--duplicates"])[0])
+            wall, _, stdout = run([*convert, "-o", out])
+            cpu = json.loads(stdout)["cpu_seconds"]
+            walls["convert to 256x256 HDF5"].append(wall)
+            shares.append(cpu["notes"] / cpu["workers"])
+            walls["convert --dedupe off"].append(run([*convert, "-o", off, "--dedupe", "off"])[0])
+            walls["inspect --stats --duplicates (stored)"].append(run([*imgpack, "inspect", out, "--stats",
+                                                                        "--duplicates"])[0])
+            walls["inspect --stats --duplicates (duplicates read)"].append(run([*imgpack, "inspect", off, "--stats",
+                                                                                 "--duplicates"])[0])
             print(f"bench: repeat {r + 1} of {args.repeats} done", file=sys.stderr)
         found = json.loads(subprocess.run([*imgpack, "inspect", out, "--duplicates", "--json"], check=True,
                                           capture_output=True, text=True).stdout)["duplicates"]
@@ -56,7 +66,8 @@ def main() -> None:
     for name, times in walls.items():
         wall = statistics.median(times)
         print(f"| {name} | {wall:.2f} | {100 * wall / base:.0f}% |")
-    print(f"\n--duplicates found {len(found['groups'])} groups of {found['duplicates'] + len(found['groups'])} images "
+    print(f"\nthe notes: {100 * statistics.median(shares):.1f}% of the workers' CPU (statistics and keys)")
+    print(f"--duplicates found {len(found['groups'])} groups of {found['duplicates'] + len(found['groups'])} images "
           "(the corpus is random crops of a dozen photos: overlapping crops of one photo are near duplicates)")
 
 

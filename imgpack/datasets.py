@@ -186,8 +186,8 @@ def _describe_splits(folder: str) -> dict[str, Any]:
 @_one_error
 def statistics(path: str) -> dict[str, Any]:
     """Per-channel mean and standard deviation of the stored pixels, images per class and the images' sizes
-    (``inspect --stats``), from one read of the output; for a split folder the totals, and each split's under
-    ``splits``."""
+    (``inspect --stats``): as the conversion stored them, else from one read of the output; for a split folder
+    the totals, and each split's under ``splits``."""
     from .stats import Stats, gather
 
     path = local(path)
@@ -196,7 +196,8 @@ def statistics(path: str) -> dict[str, Any]:
     parts: dict[str, dict[str, Any]] = {}
     for name, p in paths.items():
         with open_dataset(p) as ds:
-            found = gather(ds, list(ds.label_names))
+            stored = (ds.provenance.get("observed") or {}).get("stats")
+            found = Stats.from_state(stored, list(ds.label_names)) if stored else gather(ds, list(ds.label_names))
         if total is None:
             total = Stats(found.label_names)
         total.merge(found)
@@ -209,17 +210,30 @@ def statistics(path: str) -> dict[str, Any]:
 @_one_error
 def find_duplicates(path: str, near_bits: int | None = None) -> dict[str, Any]:
     """Groups of exact and near-duplicate images (``inspect --duplicates``), within and across the splits of a split
-    folder, from one read of the output: see :mod:`imgpack.duplicates`."""
+    folder (see :mod:`imgpack.duplicates`): as the conversion stored them (in a split folder's splits.json, or
+    the output's provenance), else from one read of the output."""
     from . import duplicates as dup
 
+    bits = dup.NEAR_BITS if near_bits is None else near_bits
     path = local(path)
-    paths = read_splits(path)[1] if is_split_folder(path) else {"": path}
-    found = dup.Fingerprints()
+    summary, paths = read_splits(path) if is_split_folder(path) else ({}, {"": path})
+    stored = summary.get("duplicates") if summary else None
+    if not summary:
+        with open_dataset(path) as ds:
+            stored = (ds.provenance.get("observed") or {}).get("duplicates")
+    if isinstance(stored, dict) and stored.get("near") and stored.get("near_bits") == bits:
+        return stored
+    found = dup.Keys()
     for name, p in paths.items():
         with open_dataset(p) as ds:
-            for i, ((image, _), id_) in enumerate(zip(ds, ds.ids, strict=True)):
-                found.add(name, i, id_, image)
-    return dup.summary(found, dup.NEAR_BITS if near_bits is None else near_bits)
+            batch: list[tuple[str, Any]] = []
+            for (image, _), id_ in zip(ds, ds.ids, strict=True):
+                batch.append((id_, image))
+                if len(batch) == 256:
+                    found.add_images(name, batch)
+                    batch = []
+            found.add_images(name, batch)
+    return dup.summary(found, bits)
 
 
 @_one_error

@@ -1,13 +1,14 @@
-"""Exact and near-duplicate images in an output, within a split and across splits (``inspect --duplicates``).
+"""Exact and near-duplicate images, within a split and across splits (``convert`` reports them,
+``inspect --duplicates`` finds them in any output).
 
-Each stored image gets two keys: an exact one, the SHA-256 digest of its pixels and shape (the same
-decoded image, whatever file or encoding it came from), and perceptual ones, 64-bit DCT hashes: a view
-of the image in grey, shrunk to 32x32, its 2-D DCT's lowest 8x8 frequencies (the constant one aside)
-each set against their median. Copies re-encoded as JPEG or resized keep all but a few of those 64
-bits; a crop moves the content, so each image is hashed whole and in five views of 95% of its sides
-(the centre, each corner), and two images are near when the hash of one whole is close to the hash of
-any view of the other: a copy cropped by 5% is then a few bits from its source, where a crop of a
-whole-image hash is 14-20 bits off. Images at most ``NEAR_BITS`` bits apart are one group
+Each image gets two keys: an exact one, a 128-bit XXH3 digest of its pixels and shape (the same
+decoded image, whatever file or encoding it came from), and perceptual ones, 64-bit DCT hashes: the
+image in grey shrunk to 40x40, its 2-D DCT's lowest 8x8 frequencies each set against their median
+(the constant one aside). Copies re-encoded as JPEG or resized keep all but a few of those 64 bits; a
+crop moves the content, so each image is hashed whole and in five views of 95% of its sides (38x38 of
+the 40: the centre, each corner), and two images are near when the hash of one whole is close to the
+hash of any view of the other: a copy cropped by 5% is then a few bits from its source, where a crop
+of a whole-image hash is 14-20 bits off. Images at most ``NEAR_BITS`` bits apart are one group
 (transitively), as are images with the same exact key.
 
 A group whose images lie in more than one split is leakage: the same photo in training and in
@@ -16,83 +17,161 @@ evaluation.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
+import xxhash
 
 #: at most this many of the 64 bits apart: near duplicates (on 323 real photos: copies at JPEG quality 70 or
-#: resized to 90% at most 2 bits from their source, cropped by 5% at most 6; two distinct photos at least 10)
+#: resized to 90% at most 2 bits from their source, cropped by 5% at most 4; two distinct photos at least 10)
 NEAR_BITS = 8
-#: the views hashed: the whole image, then 95% of its sides at the centre and at each corner
-VIEW = 0.95
+#: an image is hashed from a grey copy of it whose shorter side is SIDE..3 x SIDE (halved down to it); its views
+#: have VIEW of its sides (the centre, each corner)
+SIDE, VIEW = 40, 0.95
 #: the most hash pairs compared at once (a block of rows against every image: memory ~16 bytes a pair)
 PAIRS = 2**24
+#: a conversion looks for near duplicates among at most this many images (every pair: ~2.4 s for 10,000 on the
+#: benchmark machine, growing with the square); above it, for exact ones only. inspect --duplicates compares
+#: every pair, however many.
+NEAR_LIMIT = 10_000
+#: the hashes of an image: whole, then its views
+HASHES = 6
 
 
 def exact_key(image: np.ndarray) -> bytes:
-    """The same for two images exactly when their pixels and shapes are the same."""
-    digest = hashlib.sha256(str(image.shape).encode())  # (SHA-256: twice BLAKE2b's pace where the CPU has SHA-NI)
-    digest.update(np.ascontiguousarray(image).data)
-    return digest.digest()[:16]
+    """The same for two images exactly when their pixels and shapes are the same (XXH3's 128 bits, seeded with
+    the shape: ~4 us a 256x256 RGB image, where SHA-256 takes ~125)."""
+    h, w = image.shape[:2]
+    seed = (h << 40) | (w << 16) | (image.shape[2] if image.ndim == 3 else 0)
+    return xxhash.xxh3_128_digest(np.ascontiguousarray(image).data, seed)
 
 
-#: the first 8 rows of the orthonormal 32-point DCT-II matrix (what cv2.dct applies to each side)
-_DCT = cv2.dct(np.eye(32, dtype=np.float32), flags=cv2.DCT_ROWS).T[:8].copy()
-#: the grey image's longer side before its views are cut (a view is then shrunk to 32x32)
-BASE = 128
+def small_grey(image: np.ndarray) -> np.ndarray:
+    """``image`` (H x W x C or H x W, uint8) in grey, small: halved (INTER_LINEAR at exactly half a side is the
+    mean of 2x2 pixels, and cheap) while its shorter side is at least 3 x SIDE, or enlarged to SIDE x SIDE where
+    it is shorter than that. No resize to one size: :func:`hashes` takes the DCT of each shape (a resize by
+    INTER_AREA to 40x40 cost more than the rest of the hashing, ~25 us even from 64x64)."""
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image.reshape(image.shape[:2])
+    while min(image.shape[:2]) >= 3 * SIDE:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
+    if min(image.shape[:2]) < SIDE:
+        image = cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
+    if image.ndim == 3:
+        channels = image.shape[-1]
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY) \
+            if channels >= 3 else np.ascontiguousarray(image[..., 0])
+    return image
 
 
-def view_hashes(image: np.ndarray) -> list[int]:
-    """The 64-bit DCT hashes of an image (H x W x C or H x W, uint8): whole, then the five views of :data:`VIEW`
-    of its sides. Each: the view shrunk to 32x32, its 2-D DCT's lowest 8x8 frequencies (the constant one
-    aside) each set against their median."""
-    grey = image[..., 0] if image.ndim == 3 and image.shape[-1] < 3 else image
-    if grey.ndim == 3:
-        grey = cv2.cvtColor(np.ascontiguousarray(grey[..., :3]), cv2.COLOR_RGB2GRAY)
-    h, w = grey.shape
-    if max(h, w) > BASE:  # (the views are cut from a copy BASE pixels long: their cost stops growing with the image)
-        h, w = max(1, round(h * BASE / max(h, w))), max(1, round(w * BASE / max(h, w)))
-        grey = cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
-    grey = grey.astype(np.float32)
-    vh, vw = max(1, round(h * VIEW)), max(1, round(w * VIEW))
-    dy, dx = h - vh, w - vw
-    views = [grey, grey[dy // 2:dy // 2 + vh, dx // 2:dx // 2 + vw], grey[:vh, :vw], grey[:vh, dx:], grey[dy:, :vw],
-             grey[dy:, dx:]]
-    small = np.stack([cv2.resize(v, (32, 32), interpolation=cv2.INTER_AREA) for v in views])
-    low = np.asarray(_DCT @ small @ _DCT.T, np.float32).reshape(len(views), 64)
-    bits = low > np.median(low[:, 1:], axis=1, keepdims=True)
-    return np.packbits(bits, axis=1).view(">u8").ravel().tolist()
+def _dct_rows(n: int) -> np.ndarray:
+    """The first 8 rows of the orthonormal n-point DCT-II matrix (what cv2.dct applies to each side). Made by
+    numpy: an OpenCV call at import would start OpenCV's threads in the pool's forkserver, and a worker forked
+    from it then hangs in ``cv2.setNumThreads``."""
+    k, x = np.arange(8)[:, None], np.arange(n)[None, :]
+    rows = np.sqrt(2 / n) * np.cos(np.pi * (2 * x + 1) * k / (2 * n))
+    rows[0] /= np.sqrt(2)
+    return rows.astype(np.float32)
+
+
+@functools.lru_cache(maxsize=256)
+def _side(n: int) -> np.ndarray:
+    """A (32 x n) matrix whose 8-row blocks give the lowest frequencies of a side of n pixels: whole, then of
+    its first, centre and last VIEW of them."""
+    view = max(1, round(n * VIEW))
+    blocks = [_dct_rows(n)]
+    for at in (0, (n - view) // 2, n - view):
+        block = np.zeros((8, n), np.float32)
+        block[:, at:at + view] = _dct_rows(view)
+        blocks.append(block)
+    return np.concatenate(blocks)
+
+
+def _where() -> tuple[np.ndarray, np.ndarray]:
+    """Where, in ``rows @ grey @ cols.T`` (32 x 32), each hash's 8x8 block lies: whole, then the centre view and
+    the corners (top-left, top-right, bottom-left, bottom-right)."""
+    pairs = [(0, 0), (2, 2), (1, 1), (1, 3), (3, 1), (3, 3)]
+    k = np.arange(64)
+    return np.array([8 * r + k // 8 for r, _ in pairs]), np.array([8 * c + k % 8 for _, c in pairs])
+
+
+_ROWS, _COLS = _where()
+
+
+def hashes(greys: Sequence[np.ndarray]) -> np.ndarray:
+    """The DCT hashes (n x HASHES, uint64) of ``greys`` (from :func:`small_grey`): two matrix products for all
+    six of an image, and the images of one shape at once."""
+    found = np.zeros((len(greys), HASHES), np.uint64)
+    by_shape: dict[tuple[int, ...], list[int]] = {}
+    for i, grey in enumerate(greys):
+        by_shape.setdefault(grey.shape, []).append(i)
+    for (h, w), at in by_shape.items():
+        stack = np.stack([greys[i] for i in at]).astype(np.float32)  # (n, h, w)
+        n = len(at)
+        # as two large matrix products, not 2n small ones (~5x faster for a chunk of 64x64 images); by OpenCV,
+        # which a worker runs on one thread: numpy's BLAS would start threads of its own in each worker, and
+        # on a busy machine its spinning threads took 10x the work's CPU
+        rows = cv2.gemm(stack.reshape(n * h, w), _side(w), 1, None, 0,  # grey @ W.T, (n*h, 32)
+                        flags=cv2.GEMM_2_T)  # type: ignore[call-overload]
+        turned = np.ascontiguousarray(rows.reshape(n, h, 32).transpose(0, 2, 1)).reshape(n * 32, h)
+        both = cv2.gemm(turned, _side(h), 1, None, 0,  # W @ grey.T @ H.T = (H @ grey @ W.T).T
+                        flags=cv2.GEMM_2_T)  # type: ignore[call-overload]
+        low = both.reshape(n, 32, 32).transpose(0, 2, 1)[:, _ROWS, _COLS]  # (n, 6, 64)
+        bits = low > np.partition(low[..., 1:], 31, axis=-1)[..., 31:32]  # against the median of the 63
+        found[at] = np.packbits(bits, axis=-1).view(">u8")[..., 0]
+    return found
 
 
 @dataclass
-class Fingerprints:
-    """The keys of every image of an output (or a split folder), in order, with where each image is."""
+class Keys:
+    """The keys of images (an output's, or a split folder's), in order, with where each image is."""
 
     splits: list[str] = field(default_factory=list)
     indices: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
-    exact: list[bytes] = field(default_factory=list)
-    hashes: list[list[int]] = field(default_factory=list)  # per image: whole, then its views
+    exact: list[np.ndarray] = field(default_factory=list)  # per batch: (n, 16) uint8
+    hashes: list[np.ndarray] = field(default_factory=list)  # per batch: (n, HASHES) uint64
+    counts: dict[str, int] = field(default_factory=dict)  # images so far, per split
 
-    def add(self, split: str, index: int, id_: str, image: np.ndarray) -> None:
-        self.splits.append(split)
-        self.indices.append(index)
-        self.ids.append(id_)
-        self.exact.append(exact_key(image))
-        self.hashes.append(view_hashes(image))
+    def add(self, split: str, ids: Sequence[str], exact: np.ndarray, hashes: np.ndarray) -> None:
+        """A batch of one split's images (its next ones), their exact keys (n x 16 bytes) and hashes."""
+        start = self.counts.get(split, 0)
+        self.counts[split] = start + len(ids)
+        self.splits.extend([split] * len(ids))
+        self.indices.extend(range(start, start + len(ids)))
+        self.ids.extend(ids)
+        self.exact.append(np.asarray(exact, np.uint8).reshape(len(ids), 16))
+        self.hashes.append(np.asarray(hashes, np.uint64).reshape(len(ids), HASHES))
 
+    @classmethod
+    def join(cls, parts: Sequence[Keys]) -> Keys:
+        """The keys of ``parts``' images, one after the other (each split's indices as they were)."""
+        joined = cls()
+        for part in parts:
+            joined.splits += part.splits
+            joined.indices += part.indices
+            joined.ids += part.ids
+            joined.exact += part.exact
+            joined.hashes += part.hashes
+            for split, n in part.counts.items():
+                joined.counts[split] = joined.counts.get(split, 0) + n
+        return joined
 
-def fingerprints(parts: Mapping[str, Iterable[tuple[str, np.ndarray]]]) -> Fingerprints:
-    """The keys of ``(id, image)`` items, split by split (``{"": items}`` for one output)."""
-    found = Fingerprints()
-    for split, items in parts.items():
-        for i, (id_, image) in enumerate(items):
-            found.add(split, i, id_, image)
-    return found
+    def add_images(self, split: str, items: Sequence[tuple[str, np.ndarray]]) -> None:
+        """A batch of ``(id, image)``: their keys taken here (what reads an output)."""
+        if items:
+            exact = np.array([np.frombuffer(exact_key(image), np.uint8) for _, image in items])
+            self.add(split, [i for i, _ in items], exact, hashes([small_grey(image) for _, image in items]))
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every image's exact key (n x 16 uint8) and hashes (n x HASHES uint64)."""
+        if not self.exact:
+            return np.zeros((0, 16), np.uint8), np.zeros((0, HASHES), np.uint64)
+        return np.concatenate(self.exact), np.concatenate(self.hashes)
 
 
 def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> list[tuple[int, int]]:
@@ -114,6 +193,34 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> list[tuple[int, int
     return sorted(found)
 
 
+class Lookup:
+    """Earlier images' keys (an earlier split's), to look new images up in."""
+
+    def __init__(self, keys: Keys) -> None:
+        self.keys = keys
+        exact, self.hashes = keys.arrays()
+        self.exact = {key: j for j, key in reversed(list(enumerate(exact.view("V16").ravel().tolist())))}
+
+    def find(self, exact: np.ndarray, hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
+        """For each image (its exact keys, n x 16, and hashes, n x HASHES), the index of an earlier image that it
+        duplicates (the same exact key, or near as in :func:`near_pairs` while the earlier images are at most
+        :data:`NEAR_LIMIT`), else -1. In blocks: the memory of :data:`PAIRS` pairs."""
+        found = np.array([self.exact.get(key, -1) for key in exact.view("V16").ravel().tolist()], np.int64)
+        old = self.hashes if len(self.hashes) <= NEAR_LIMIT else self.hashes[:0]  # (above it: exact ones only)
+        block = max(1, PAIRS // max(1, len(old)))
+        for start in range(0, len(hashes) if len(old) else 0, block):
+            mine = hashes[start:start + block]
+            apart = _bit_count(mine[:, :1] ^ old[None, :, 0])
+            for v in range(1, HASHES):  # mine whole against their views, and their whole against my views
+                np.minimum(apart, _bit_count(mine[:, :1] ^ old[None, :, v]), out=apart)
+                np.minimum(apart, _bit_count(mine[:, v:v + 1] ^ old[None, :, 0]), out=apart)
+            near = apart <= bits
+            first = np.where(near.any(axis=1), near.argmax(axis=1), -1)
+            here = found[start:start + block]
+            here[here < 0] = first[here < 0]
+        return found
+
+
 def _bit_count(x: np.ndarray) -> np.ndarray:
     """The set bits of each uint64, as uint8 (numpy 2's bitwise_count; a table of bytes before it)."""
     if hasattr(np, "bitwise_count"):
@@ -122,9 +229,10 @@ def _bit_count(x: np.ndarray) -> np.ndarray:
     return table[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
-def groups(found: Fingerprints, bits: int = NEAR_BITS) -> list[dict[str, Any]]:
+def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> list[dict[str, Any]]:
     """The duplicate groups, largest first: each its images (split, index, id), whether every one of them is
-    the same image (``exact``), and whether it spans splits (``across_splits``: leakage)."""
+    the same image (``exact``), and whether it spans splits (``across_splits``: leakage). ``near``: near
+    duplicates too, else exact ones only."""
     n = len(found.ids)
     parent = list(range(n))
 
@@ -134,10 +242,12 @@ def groups(found: Fingerprints, bits: int = NEAR_BITS) -> list[dict[str, Any]]:
             i = parent[i]
         return i
 
-    first: dict[bytes, int] = {}
-    for i, key in enumerate(found.exact):
+    exact, hashes = found.arrays()
+    _, same = np.unique(exact.view("V16").ravel(), return_inverse=True)  # each image's exact key, as a number
+    first: dict[int, int] = {}
+    for i, key in enumerate(same.ravel().tolist()):
         parent[root(i)] = root(first.setdefault(key, i))
-    for i, j in near_pairs(np.array(found.hashes, np.uint64).reshape(n, -1), bits):
+    for i, j in near_pairs(hashes, bits) if near else []:
         parent[root(i)] = root(j)
     members: dict[int, list[int]] = {}
     for i in range(n):
@@ -148,18 +258,25 @@ def groups(found: Fingerprints, bits: int = NEAR_BITS) -> list[dict[str, Any]]:
             continue
         splits = {found.splits[i] for i in group}
         result.append({
-            "exact": len({found.exact[i] for i in group}) == 1,
+            "exact": len({int(same[i]) for i in group}) == 1,
             "across_splits": len(splits) > 1,
             "images": [{"split": found.splits[i], "index": found.indices[i], "id": found.ids[i]} for i in group],
         })
     return sorted(result, key=lambda g: (-len(g["images"]), g["images"][0]["split"], g["images"][0]["index"]))
 
 
-def summary(found: Fingerprints, bits: int = NEAR_BITS) -> dict[str, Any]:
-    """JSON-ready: the groups, and how many images they hold and how many groups cross splits."""
-    found_groups = groups(found, bits)
+def leakage(found: dict[str, Any]) -> str:
+    """What a summary's groups across splits mean, in words."""
+    return (f"{found['groups_across_splits']} groups of duplicate images span splits (the same image in training "
+            "and in evaluation)")
+
+
+def summary(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> dict[str, Any]:
+    """JSON-ready: the groups (``near``: near duplicates too, else exact ones only), and how many images they hold
+    and how many groups cross splits."""
+    found_groups = groups(found, bits, near)
     return {
-        "images": len(found.ids), "near_bits": bits, "groups": found_groups,
+        "images": len(found.ids), "near_bits": bits, "near": near, "groups": found_groups,
         "duplicates": sum(len(g["images"]) - 1 for g in found_groups),
         "groups_across_splits": sum(g["across_splits"] for g in found_groups),
     }

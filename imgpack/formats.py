@@ -33,9 +33,9 @@ import dataclasses
 import hashlib
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -45,6 +45,9 @@ from .errors import OutputError, SourceError, UsageError
 from .outputs import ShardNames, label_counts, prepare_target
 from .packed import Encoded, PackedDataset, check_contents, describe_dataset
 from .params import param
+
+if TYPE_CHECKING:
+    from .observe import Observed
 
 # --------------------------------------------------------------------------- what a writer gets
 
@@ -65,6 +68,9 @@ class OutputMeta:
     #: what ``convert --update`` compares (see :mod:`imgpack.update`): stored with the output as
     #: provenance["update"] (in the file, or the index of a sharded output; never in each shard)
     update: dict[str, Any] | None = None
+    #: what the workers noted of the images (:mod:`imgpack.observe`), added up as they come: stored as
+    #: provenance["observed"] once final (by the writer's close, or the index)
+    observed: Observed | None = field(default=None, compare=False, repr=False)
 
 
 #: one converted image as a writer receives it
@@ -83,11 +89,12 @@ def provenance(meta: OutputMeta) -> dict[str, Any]:
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **({"label_keys": list(meta.label_keys)} if meta.label_keys else {}),
         **({"update": meta.update} if meta.update is not None else {}),
+        **({"observed": meta.observed.stored()} if meta.observed is not None and meta.observed.final else {}),
     }
 
 
 #: what a sharded output's reader gives back as ``PackedDataset.provenance`` from its index
-PROVENANCE_KEYS = ("imgpack_version", "source", "created", "multi_label", "label_keys", "update")
+PROVENANCE_KEYS = ("imgpack_version", "source", "created", "multi_label", "label_keys", "update", "observed")
 
 
 # --------------------------------------------------------------------------- options

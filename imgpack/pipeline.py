@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from . import formats, publish, storage
+from . import duplicates, formats, publish, storage
 from .datasets import open_dataset
 from .decode import DECODE_MODES, DEFAULT_MAX_PIXELS
 from .engines import Engine
@@ -42,12 +42,16 @@ from .run import Part, Skipped
 from .shardrun import ShardPart
 from .sources import SourceOptions, load_scan, no_images, problem_error, problem_summary
 from .splits import parse_split
+from .stats import Stats
 from .update import fingerprints, run_key
 
 log = logging.getLogger("imgpack")
 
 
 ON_ERROR = ("skip", "fail")
+#: convert --dedupe: report duplicates and leakage; drop a later split's duplicates of an earlier split's
+#: images; or take no keys at all
+DEDUPE = ("report", "drop", "off")
 
 
 @dataclass
@@ -66,10 +70,14 @@ class ConvertResult:
     label_problems: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> count, examples
     splits: dict[str, dict[str, Any]] | None = None  # split -> count, skipped, files, label_counts
     #: CPU seconds: "parent", this process from its start (the writing); "workers", the worker
-    #: processes (or a cluster's tasks) on the images
+    #: processes (or a cluster's tasks) on the images; "notes", of the workers', on statistics and duplicate keys
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     #: with update=True: up_to_date, rebuilt (why, for a full rebuild), added, changed, removed, reused, decoded
     update: dict[str, Any] | None = None
+    #: the stored pixels' statistics (imgpack.stats), where the workers noted every image (see imgpack.observe)
+    stats: dict[str, Any] | None = None
+    #: the duplicate groups (imgpack.duplicates.summary) and the images dropped (--dedupe drop), likewise
+    duplicates: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -123,6 +131,7 @@ def convert(
     resume: bool = False,
     update: bool = False,
     checksum: bool = False,
+    dedupe: str = "report",
     **source_options: Any,
 ) -> ConvertResult:
     """Convert the images of ``source`` (a folder or a manifest) into ``output``.
@@ -159,6 +168,12 @@ def convert(
     labels, recipe and options; otherwise only new and changed images are decoded, the others
     are read back from the output, and the result is what a clean run gives (see
     :mod:`imgpack.update`). The result's ``update`` says what was added, changed, removed, reused.
+
+    As they convert, the workers note each image's statistics and duplicate keys (:mod:`imgpack.observe`):
+    each output stores its per-channel mean and std, class balance and sizes, and the result's ``stats`` and
+    ``duplicates`` give them, with the groups of duplicate images; a group across splits is leakage, logged
+    as a warning. ``dedupe="drop"`` leaves out of each split the images that duplicate one of an earlier
+    split's (val and test lose their copies of train's), recorded in the output; ``"off"`` takes no keys.
     """
     t0 = time.perf_counter()
     if on_error not in ON_ERROR:
@@ -169,6 +184,11 @@ def convert(
         raise UsageError("--update and --resume: pick one (an interrupted update is started again by --update)")
     if checksum and not update:
         raise UsageError("--checksum goes with --update")
+    if dedupe not in DEDUPE:
+        raise UsageError(f"--dedupe must be one of {', '.join(DEDUPE)}, got {dedupe!r}")
+    if dedupe == "drop" and (update or resume):
+        raise UsageError(f"--dedupe drop compares each split with every image of the splits before it, as this "
+                         f"run converts them: not with --{'update' if update else 'resume'}")
     made: Engine | None = None  # an engine named here, as --engine names one: closed when the run ends
     if isinstance(engine, str):
         engine = made = engines.get(engine).create(workers)
@@ -186,9 +206,13 @@ def convert(
         formats.require(writer_cls, "resume", "--resume")
     if engine.writes_shards:
         formats.require(writer_cls, "shards", f"write shards on --engine {engine.name}")
+        if dedupe == "drop":
+            raise UsageError(f"--dedupe drop: on --engine {engine.name} the workers write whole shards, and no "
+                             "image's keys come back before it is written; drop on the local engine")
     settings = Settings(source, output, source_opts, chain, decode, writer_cls, writer_options, engine,
                         batch_size or BATCH_SIZE, on_error, max_pixels, progress, resume, update, checksum,
-                        shard_size=cluster_shard_size(engine, writer_options, batch_size), replaces=overwrite or update)
+                        shard_size=cluster_shard_size(engine, writer_options, batch_size), replaces=overwrite or update,
+                        dedupe=dedupe)
     # one run per output: a second is refused before it touches anything
     with locked(output), _collector_settled() as settle, contextlib.closing(made) if made else contextlib.nullcontext():
         if storage.is_url(output) and not engine.writes_shards:  # (a cluster's workers upload their shards)
@@ -297,7 +321,9 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     job = Job(tuple(settings.chain), (), settings.max_pixels, fixed_shape=not writer_cls.variable_shape,
               encoder=writer_cls.encoder(writer_options), decode=settings.decode, read=scan.read,
               root=None if source_opts.follow_symlinks or storage.is_url(scan.root) else os.path.realpath(scan.root),
-              storage_options=storage.options())
+              storage_options=storage.options(),
+              # (a cluster's workers write whole shards: nothing they note comes back; inspect reads them after)
+              observe=not engine.writes_shards, keys=not engine.writes_shards and settings.dedupe != "off")
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of
     # any shape gets the others by value.
@@ -309,7 +335,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
         shard_size = settings.shard_size_for(len(first.data) if isinstance(first, Encoded) else first.nbytes)
     part = (ShardPart if settings.by_shards else Part)(
         scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, settings.batch_size, on_error,
-        settings.update, shard_size, settings.replaces)
+        settings.update, shard_size, settings.replaces, drop=settings.dedupe == "drop")
     members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=settings.max_pixels, checksum=settings.checksum)
@@ -368,8 +394,9 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
                 per_split[name] = {"count": res.written, "skipped": len(res.skipped),
                                    "files": [os.path.relpath(p, output) for p in res.outputs],
                                    "label_counts": res.label_counts}
+        stats, found = _noted(part, bool(splits))
         if splits:
-            outputs.append(_write_split_summary(output, scan, source_opts, per_split, writer_cls.name))
+            outputs.append(_write_split_summary(output, scan, source_opts, per_split, writer_cls.name, found))
     except KeyboardInterrupt:
         if not any(os.path.exists(journal_path(t)) for t in targets.values()):
             _undo(outputs, before)
@@ -400,8 +427,9 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
         label_names=scan.label_names, multi_label=scan.multi_label,
         ignored=len(scan.ignored), recipe=stored_recipe, label_problems=problem_summary(scan.problems),
         splits=per_split or None,
-        cpu_seconds={"parent": round(time.process_time(), 3), "workers": round(worker_cpu, 3)},
-        update=report)
+        cpu_seconds={"parent": round(time.process_time(), 3), "workers": round(worker_cpu, 3),
+                     "notes": round(sum(o.cpu for o in part.observed), 3)},
+        update=report, stats=stats, duplicates=found)
 
 
 def _undo(written: list[str], before: Snapshot | None) -> None:
@@ -412,14 +440,45 @@ def _undo(written: list[str], before: Snapshot | None) -> None:
         remove_quietly(written)
 
 
+def _noted(part: Part, splits: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The statistics over every output of the run, and its duplicate groups (over all its splits: a group
+    across them is leakage, logged), where the workers noted every image."""
+    observed = part.observed
+    stats = found = None
+    if observed and all(o.complete() for o in observed):
+        total = Stats(observed[0].label_names)
+        for o in observed:
+            total.merge(o.stats)
+        stats = total.summary()
+    if observed and all(o.keys and o.missing == 0 for o in observed):
+        every = duplicates.Keys.join([o.found for o in observed])
+        found = duplicates.summary(every, near=len(every.ids) <= duplicates.NEAR_LIMIT) if splits else \
+            observed[0].duplicates
+        dropped = [d for o in observed for d in o.dropped]
+        if found is not None:
+            found = {**found, "dropped": len(dropped)}
+            if not found["near"]:
+                log.info("%d images: above %d a conversion looks for exact duplicates only; imgpack inspect "
+                         "OUTPUT --duplicates looks for near ones too", found["images"], duplicates.NEAR_LIMIT)
+            if found["groups_across_splits"]:
+                log.warning("%s (leakage); imgpack inspect OUTPUT --duplicates lists them",
+                            duplicates.leakage(found))
+        if dropped:
+            log.warning("%d images left out as duplicates of an earlier split's (--dedupe drop): %s", len(dropped),
+                        ", ".join(f"{d['id']} ({d['duplicate_of']['split']} {d['duplicate_of']['id']})"
+                                  for d in dropped[:3]) + (", ..." if len(dropped) > 3 else ""))
+    return stats, found
+
+
 def _write_split_summary(folder: str, scan: Scan, opts: SourceOptions, per_split: dict[str, dict[str, Any]],
-                         format: str) -> str:
+                         format: str, found: dict[str, Any] | None) -> str:
     """``splits.json`` beside the split outputs (the per-split sizes, as JSON), written last."""
     summary = {
         "kind": "imgpack-splits", "format": format, "source": storage.where(scan.source),
         "split": opts.split, "seed": (opts.seed or 0) if opts.split else None, "stratify": opts.stratify,
         "split_from_folders": opts.split_from_folders, "label_names": scan.label_names,
         "count": sum(p["count"] for p in per_split.values()), "splits": per_split,
+        **({"duplicates": found} if found is not None else {}),
     }
     path = os.path.join(folder, SPLITS_FILE)
     write_atomically(path, (json.dumps(summary, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))

@@ -55,6 +55,7 @@ class Settings:
     #: an output there may be replaced: --overwrite, or --update (by its up-to-date version). Not the format's
     #: ``overwrite`` option, which holds --overwrite alone: the run tells a format's checks and writers itself
     replaces: bool = False
+    dedupe: str = "report"  # convert --dedupe (imgpack.pipeline.DEDUPE)
 
     @property
     def by_shards(self) -> bool:

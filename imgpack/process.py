@@ -22,6 +22,7 @@ import numpy as np
 from .decode import DEFAULT_MAX_PIXELS, REDUCED_SCALES, can_reduce, decode, inspect_header, read_file
 from .errors import ImageError, ShapeMismatchError
 from .formats import Encoded, Encoder, Item
+from .observe import Notes
 from .plugins import Preprocessor
 from .probe import ImageInfo
 from .storage import fetch, fetch_many, is_url, reason
@@ -51,6 +52,9 @@ class Job:
     storage_options: dict[str, Any] = field(default_factory=dict)
     #: the reader's way to a sample that is not a file (:attr:`imgpack.plugins.Scan.read`), else None
     read: Callable[[str], bytes | np.ndarray] | None = None
+    #: note each image's statistics (and, with ``keys``, its duplicate keys) beside its result (:mod:`imgpack.observe`)
+    observe: bool = False
+    keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -206,6 +210,13 @@ def _check_shape(path: str, shape: tuple[int, ...], job: Job) -> None:
 
 def convert_image(path: str, job: Job, data: bytes | None = None) -> Item:
     """What the writer stores of one file, read unless ``data`` is given. ImageError means: skip this one.
+    (See :func:`converted`.)"""
+    return converted(path, job, data)[0]
+
+
+def converted(path: str, job: Job, data: bytes | None = None) -> tuple[Item, np.ndarray | None]:
+    """What the writer stores of one file, read unless ``data`` is given, and the pixels it holds (None for a
+    file stored as it is). ImageError means: skip this one.
 
     A repack: where every step of the recipe leaves this file's image as it is
     (:meth:`~imgpack.plugins.Preprocessor.keeps`: no resize, upright, 8-bit RGB) and the format's
@@ -219,7 +230,7 @@ def convert_image(path: str, job: Job, data: bytes | None = None) -> Item:
             image = _uint8(_run_steps(job.chain, stored, ImageInfo("raw", stored.shape[1], stored.shape[0],
                                                                    stored.shape[2], 8)))
             _check_shape(path, image.shape, job)
-            return Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image
+            return (Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image), image
         data = stored
     data = read_image_file(path, job) if data is None else data
     info = inspect_header(data, job.max_pixels)
@@ -229,9 +240,9 @@ def convert_image(path: str, job: Job, data: bytes | None = None) -> Item:
         if stored is not None:
             shape = (info.height, info.width, 3)
             _check_shape(path, shape, job)
-            return Encoded(stored, shape)
+            return Encoded(stored, shape), None
     image = process_image(path, job, data, info)
-    return Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image
+    return (Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image), image
 
 
 @dataclass(frozen=True)
@@ -251,6 +262,8 @@ class Results:
     #: bytes in the slot, Encoded bytes too long for it, images of another shape
     extras: dict[int, Item | InSlot]
     cpu: float  # CPU seconds this process spent on the chunk
+    notes: np.ndarray | None = None  # per path, with Job.observe: imgpack.observe.NOTE
+    notes_cpu: float = 0.0  # of ``cpu``, the seconds the notes took
 
 
 def slot_bytes(job: Job) -> int:
@@ -275,12 +288,14 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
     pixels = math.prod(job.image_shape) if job.image_shape else -1
     # objects in a store are fetched together, concurrently: the chunk waits for one round trip, not one per image
     fetched = fetch_many(paths, job.storage_options) if paths and is_url(paths[0]) else None
+    noted = Notes(len(paths), job.keys) if job.observe else None
+    noting = 0.0  # CPU seconds on the notes
     for i, path in enumerate(paths):
         try:
             got = fetched[i] if fetched is not None else None
             if isinstance(got, BaseException):
                 raise ImageError(f"cannot read: {reason(got)}")
-            item = convert_image(path, job, got)
+            item, image = converted(path, job, got)
             row = slots[offset + i]
             if isinstance(item, Encoded):
                 if len(item.data) <= row.size:
@@ -290,12 +305,20 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
                     extras[i] = item
             elif item.shape == job.image_shape:
                 row[:pixels] = item.reshape(-1)
+                image = row[:pixels].reshape(item.shape)  # (noted after the chunk, from the ring)
             else:
                 extras[i] = item
+            if noted is not None and image is not None:
+                before = time.process_time()
+                noted.add(i, image, now=not isinstance(item, np.ndarray) or item.shape != job.image_shape)
+                noting += time.process_time() - before
             errors.append(None)
         except ImageError as exc:
             errors.append(str(exc))
-    return Results(errors, extras, time.process_time() - started)
+    before = time.process_time()
+    found = noted.done() if noted is not None else None
+    done = time.process_time()
+    return Results(errors, extras, done - started, found, noting + done - before)
 
 
 def unpack(slots: np.ndarray, offset: int, results: Results, shape: tuple[int, ...]

@@ -18,12 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from . import formats, publish, storage
+from . import duplicates, formats, publish, storage
 from .engines import Engine
 from .engines.local import LocalEngine
+from .engines.observing import ObservingEngine
 from .engines.reuse import ReusingEngine
 from .errors import ImageError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
+from .observe import Dropped, Observed
 from .outputs import label_counts, remove_quietly
 from .plugins import Sample, Scan
 from .process import Job
@@ -83,6 +85,10 @@ class Part:
     reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
     #: per target, on a cluster engine (--update): the shards the old output's record names, and its samples
     old_shards: dict[str, tuple[list[dict[str, Any]], list[list[Any]]]] = field(default_factory=dict)
+    #: ``--dedupe drop``: a split leaves out the images that duplicate one of an earlier split's
+    drop: bool = False
+    #: what the workers noted of each output's images, in the order the outputs ran (with Job.observe)
+    observed: list[Observed] = field(default_factory=list)
 
     @property
     def checked_options(self) -> Any:
@@ -101,10 +107,29 @@ class Part:
         scan = self.scan
         meta = OutputMeta(self.job.image_shape, scan.label_names, self.recipe, storage.where(scan.source),
                           len(samples), multi_label=scan.multi_label, annotations=self.annotations,
-                          label_keys=scan.label_keys, update=self.records.get(target))
+                          label_keys=scan.label_keys, update=self.records.get(target),
+                          observed=self._observer(samples) if self.job.observe else None)
         paths = scan.abspaths(samples)
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
         return self._run(samples, target, meta, paths, labels, advance, resume)
+
+    def _observer(self, samples: Sequence[Sample]) -> Observed:
+        """What notes this output's images: with --dedupe drop, against the keys of the outputs before it."""
+        earlier = [o.found for o in self.observed]
+        observed = Observed(samples[0].split or "" if samples else "", self.scan.label_names, [s.id for s in samples],
+                            self.job.keys, against=duplicates.Lookup(duplicates.Keys.join(earlier))
+                            if self.drop and earlier else None)
+        self.observed.append(observed)
+        return observed
+
+    def _finish(self, observed: Observed, label_counts: dict[str, int]) -> None:
+        """The notes complete, before the commit: the classes counted, and, for an output that is the whole
+        conversion (no splits), its duplicate groups."""
+        observed.stats.add_classes(label_counts)
+        if observed.keys and not observed.split and observed.missing == 0:
+            observed.duplicates = duplicates.summary(observed.found,
+                                                     near=len(observed.found.ids) <= duplicates.NEAR_LIMIT)
+        observed.final = True
 
     def _run(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str], labels: np.ndarray,
              advance: Callable[[int], None], resume: bool) -> PartResult:
@@ -140,12 +165,19 @@ class Part:
             self._checkpoint(writer, journal, start, kept_rows, skipped_at)
             next_checkpoint = start + self.batch_size
             engine = self._engine(*self.reuse[target]) if target in self.reuse else self.engine
+            if meta.observed is not None:
+                meta.observed.missing += start - len(skipped_at)  # (a resumed run's first images have no notes)
+                engine = ObservingEngine(engine, meta.observed, start)
             for consumed, cpu in self._write(engine, writer, samples, paths, labels, start, advance, skipped_at,
                                              kept_rows):
                 worker_cpu += cpu
                 if consumed >= next_checkpoint and consumed < len(paths):
                     self._checkpoint(writer, journal, consumed, kept_rows, skipped_at)
                     next_checkpoint = consumed + self.batch_size
+            all_kept = np.concatenate(kept_rows) if kept_rows else np.zeros(0, np.int64)
+            counts = label_counts(labels[all_kept], scan.label_names)
+            if meta.observed is not None:
+                self._finish(meta.observed, counts)
             outputs = writer.close()
         except KeyboardInterrupt:
             if self.update or journal.writer is None or journal.consumed == 0 or not isinstance(writer, Resumable):
@@ -163,9 +195,8 @@ class Part:
             writer.abort()
             journal.remove()
             raise
-        all_kept = np.concatenate(kept_rows) if kept_rows else np.zeros(0, np.int64)
         result = PartResult(len(all_kept), [Skipped(paths[i], skipped_at[i]) for i in sorted(skipped_at)], outputs,
-                             writer.written_shape(), label_counts(labels[all_kept], scan.label_names), worker_cpu)
+                             writer.written_shape(), counts, worker_cpu)
         journal.result = {**asdict(result), "skipped": [[s.path, s.reason] for s in result.skipped]}
         journal.save()  # removed with the others when the whole conversion is complete
         return result
@@ -189,7 +220,7 @@ class Part:
             ok = np.array([e is None for e in chunk.errors], dtype=bool)
             for i in np.flatnonzero(~ok):
                 reason = chunk.errors[i] or ""
-                if self.on_error == "fail":
+                if self.on_error == "fail" and not isinstance(reason, Dropped):
                     raise ImageError(f"{as_given(scan, samples[first + int(i)], paths[first + i])}: {reason}")
                 skipped_at[first + int(i)] = reason
             kept = np.flatnonzero(ok)

@@ -19,9 +19,11 @@ import numpy as np
 
 from . import formats, publish, shardplan, storage
 from .engines import Engine, ShardResult, ShardSpec, ShardTask
+from .engines.observing import ObservingEngine
 from .errors import ImageError
 from .formats import OutputMeta, Shards
 from .locking import check_held
+from .observe import Dropped
 from .outputs import label_counts, remove_quietly
 from .plan import refuse_existing
 from .plugins import Sample
@@ -91,9 +93,17 @@ class ShardPart(Part):
         where, olds = self.reuse.get(target, (None, []))
         engine = self.engine if where is None else self._engine(
             [where[k] for sh in run for k in range(sh.start, sh.stop)], olds)
+        if meta.observed is not None:
+            if held:  # (the images of the shards kept have no notes: no statistics, and no drop across them)
+                meta.observed.missing += len(samples)
+            else:
+                engine = ObservingEngine(engine, meta.observed)
         try:
             results, skipped, kept = self._map_shards(final, shards, run, held, samples, meta, paths, labels,
                                                       advance, engine, self.records.get(key, {}).get("samples"))
+            counts = label_counts(labels[kept], self.scan.label_names)
+            if meta.observed is not None:
+                self._finish(meta.observed, counts)
             meta = self._with_record(key, meta, samples, shards, final, results)
             options, stats = formats.shard_options(self.writer_options), [r.stats for r in results]
             if url is None:
@@ -117,8 +127,7 @@ class ShardPart(Part):
         reused = sum(int(old["count"]) for old in held.values()) + (
             sum(where[k] is not None for sh in run for k in range(sh.start, sh.stop)) if where is not None else 0)
         return PartResult(len(kept), [Skipped(p, r) for p, r, _ in skipped], outputs, _shape(results, self.job),
-                          label_counts(labels[kept], self.scan.label_names), sum(r.cpu for r in results),
-                          reused=reused)
+                          counts, sum(r.cpu for r in results), reused=reused)
 
     def _held_shards(self, key: str, shards: Sequence[shardplan.Shard], final: Sequence[str],
                      there: Mapping[str, int], resume: bool) -> dict[int, dict[str, Any]]:
@@ -177,7 +186,7 @@ class ShardPart(Part):
                            [s.annotation for s in samples[sh.start:sh.stop]] if self.annotations else None,
                            sh.digest, [r[2:4] for r in rows[sh.start:sh.stop]] if rows is not None else None)
                  for sh in run]
-        spec = ShardSpec(self.job, self.writer_cls, replace(meta, update=None),  # the index keeps the record
+        spec = ShardSpec(self.job, self.writer_cls, replace(meta, update=None, observed=None),  # (the index keeps both)
                          formats.shard_options(self.writer_options), self.batch_size)
         found = {r.index: r for r in (engine.map_shards(spec, tasks, advance) if tasks else [])}
         for i, old in held.items():
@@ -186,8 +195,9 @@ class ShardPart(Part):
         results = [found[sh.index] for sh in shards]
         skipped = [(paths[shards[r.index].start + i], reason, shards[r.index].start + i)
                    for r in results for i, reason in r.skipped]
-        if skipped and self.on_error == "fail":
-            raise ImageError(f"{skipped[0][0]}: {skipped[0][1]}")
+        failed = [s for s in skipped if not isinstance(s[1], Dropped)]
+        if failed and self.on_error == "fail":
+            raise ImageError(f"{failed[0][0]}: {failed[0][1]}")
         gone = {k for _, _, k in skipped}
         return results, skipped, np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
 

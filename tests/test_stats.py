@@ -1,5 +1,7 @@
-"""inspect --stats, --duplicates and --report: mean and std equal numpy's over the stored pixels, planted duplicates
-across splits are found and distinct photos are not grouped, and the report is one page whose images decode."""
+"""Statistics, duplicates and leakage: noted by the workers while converting and stored with every format's output,
+or read from an output made without them (inspect --stats, --duplicates, --report). Mean and std equal numpy's over
+the stored pixels, planted duplicates across splits are found (and dropped with --dedupe drop) and distinct photos
+are not grouped, and the report is one page whose images decode."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import cv2
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, photo, run, write_image
+from conftest import FORMATS, REPO, SUFFIX, photo, run, write_image
 
 import imgpack
 from imgpack.decode import decode
@@ -91,12 +93,16 @@ def planted(src: Path, originals: list[Path]) -> dict[str, str]:
     return copies
 
 
-def test_planted_duplicates_across_splits_are_found(tmp_path: Path) -> None:
+@pytest.mark.parametrize("dedupe", ["report", "off"])  # found by the workers and stored; found by reading the output
+def test_planted_duplicates_across_splits_are_found(tmp_path: Path, dedupe: str) -> None:
     originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee", "retina", "rocket")]  # 4 distinct photos
     copies = planted(tmp_path / "src", originals)
     out = tmp_path / "out"
-    imgpack.convert(str(tmp_path / "src"), str(out), format="hdf5", size=64, split_from_folders=True, workers=0,
-                    progress="off")
+    res = imgpack.convert(str(tmp_path / "src"), str(out), format="hdf5", size=64, split_from_folders=True,
+                          workers=2, progress="off", dedupe=dedupe)
+    assert ("duplicates" in json.loads((out / "splits.json").read_text())) == (dedupe == "report")
+    if dedupe == "report":
+        assert res.duplicates is not None and res.duplicates["groups_across_splits"] == 4
     code, stdout, stderr = run("inspect", str(out), "--duplicates", "--json")
     assert code == 0, stderr
     assert "4 groups of duplicate images span splits" in stderr  # leakage: a warning, not a failure
@@ -111,7 +117,8 @@ def test_planted_duplicates_across_splits_are_found(tmp_path: Path) -> None:
     assert "exact, train+val: train #0 cat_00, val #0 cat_00-exact" in stdout
 
 
-def test_real_photos_are_not_grouped_and_their_planted_copies_are(shared: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("dedupe", ["report", "off"])
+def test_real_photos_are_not_grouped_and_their_planted_copies_are(shared: Path, tmp_path: Path, dedupe: str) -> None:
     photos = sorted((shared / "corpora" / "hymenoptera").rglob("*.jpg"))
     assert len(photos) > 300
     src = tmp_path / "src"
@@ -122,9 +129,10 @@ def test_real_photos_are_not_grouped_and_their_planted_copies_are(shared: Path, 
     copies = planted(tmp_path / "planted", photos[::10])  # a copy of every tenth in val, altered
     shutil.copytree(tmp_path / "planted" / "val", src / "val")
     out = tmp_path / "out"
-    imgpack.convert(str(src), str(out), format="hdf5", size=128, split_from_folders=True, workers=2,
-                    progress="off")
+    res = imgpack.convert(str(src), str(out), format="hdf5", size=128, split_from_folders=True, workers=2,
+                          progress="off", dedupe=dedupe)
     found = imgpack.find_duplicates(str(out))
+    assert (res.duplicates == found) == (dedupe == "report")  # (off: found by reading the output)
     assert found["images"] == len(photos) + len(copies)
     groups = [sorted(m["id"] for m in g["images"]) for g in found["groups"]]
     assert len(groups) == len(copies)  # no group of distinct photos
@@ -189,3 +197,77 @@ def test_the_report_is_one_page_whose_images_decode(tmp_path: Path) -> None:
         assert sheet.shape == (96, 2 * 96, 3)  # the two images of the group side by side
     text = report.read_text()
     assert "Mean and standard deviation" in text and "cat_00-exact" in text and "coffee_00-q70" in text
+
+
+@pytest.mark.parametrize("shape", [(256, 256, 3), (64, 48, 1), (33, 17), (40, 40, 2), (30, 20, 4), (4096, 3000, 3)])
+def test_each_images_sums_are_numpys_exactly(shape: tuple[int, ...]) -> None:
+    from imgpack.stats import moments
+
+    rng = np.random.default_rng(len(shape) + shape[0])
+    for image in (rng.integers(0, 256, shape, dtype=np.uint8), np.full(shape, 255, np.uint8),
+                  rng.integers(250, 256, shape, dtype=np.uint8)):
+        wide = image.reshape(image.shape[0] * image.shape[1], -1).astype(np.int64)
+        assert moments(image) == (wide.sum(axis=0).tolist(), (wide * wide).sum(axis=0).tolist())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_format_stores_the_statistics_its_workers_noted(tmp_path: Path, fmt: str) -> None:
+    src = tmp_path / "src"
+    for i in range(12):
+        write_image(src / ("a", "b", "c")[i % 3] / f"p{i}.png", photo(30 + i, 20 + i % 4, i))
+    out = tmp_path / f"o{SUFFIX[fmt]}"
+    res = imgpack.convert(str(src), str(out), format=fmt, size=16, workers=2, progress="off",
+                          options={"shard_size": 5} if fmt != "pickle" else None)
+    with imgpack.open_dataset(str(out)) as ds:
+        stored = ds.provenance["observed"]["stats"]
+        pixels = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.int64)
+    assert stored["sums"] == pixels.sum(axis=0).tolist() and stored["squares"] == (pixels ** 2).sum(axis=0).tolist()
+    found = imgpack.statistics(str(out))
+    assert found == res.stats
+    np.testing.assert_allclose(found["std"], pixels.std(axis=0), rtol=1e-9)
+    assert found["classes"] == {"a": 4, "b": 4, "c": 4} and found["sizes"] == {"16x16": 12}
+
+
+def test_a_repack_stores_no_statistics_and_inspect_reads_them(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for i in range(6):
+        write_image(src / "a" / f"p{i}.jpg", photo(24, 16, i))
+    out = tmp_path / "o.tar"
+    res = imgpack.convert(str(src), str(out), workers=2, progress="off", options={"encode": "jpeg"})
+    assert res.stats is None and res.duplicates is None  # the JPEGs were stored as they are: never decoded
+    with imgpack.open_dataset(str(out)) as ds:
+        assert "stats" not in ds.provenance["observed"]
+        every = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.float64)
+    np.testing.assert_allclose(imgpack.statistics(str(out))["mean"], every.mean(axis=0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("fmt", ["hdf5", "webdataset"])  # one writer here; shard by shard
+def test_dedupe_drop_leaves_the_copies_out_of_val(tmp_path: Path, fmt: str) -> None:
+    originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee", "retina", "rocket")]
+    copies = planted(tmp_path / "src", originals)
+    write_image(tmp_path / "src" / "val" / "cat" / "new.png", photo(40, 30, 7))  # in val only
+    out = tmp_path / "out"
+    code, stdout, stderr = run("convert", str(tmp_path / "src"), "-o", str(out), "--format", fmt, "--size", "64",
+                               "--split-from-folders", "--dedupe", "drop", "--on-error", "fail", "--json")
+    assert code == 0, stderr  # (a dropped image is no error, even under --on-error fail)
+    result = json.loads(stdout)
+    assert result["splits"]["val"]["count"] == 1 and result["splits"]["train"]["count"] == 4
+    assert result["duplicates"]["dropped"] == 4 and result["duplicates"]["groups_across_splits"] == 0
+    assert sorted(os.path.basename(s["path"]).rsplit(".", 1)[0] for s in result["skipped"]) == sorted(copies)
+    assert all("(--dedupe drop)" in s["reason"] for s in result["skipped"])
+    assert "4 images left out as duplicates of an earlier split's (--dedupe drop)" in stderr
+    with imgpack.open_dataset(str(out / f"val{SUFFIX[fmt]}")) as ds:
+        assert list(ds.ids) == ["new"]
+        dropped = ds.provenance["observed"]["dropped"]
+    assert {d["id"]: d["duplicate_of"]["id"] for d in dropped} == copies
+    assert {d["duplicate_of"]["split"] for d in dropped} == {"train"}
+
+
+def test_dedupe_drop_is_refused_where_it_cannot_compare(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    write_image(src / "a" / "p.png", photo(16, 16, 0))
+    for args, says in ((["--resume"], "not with --resume"), (["--engine", "shards"], "drop on the local engine")):
+        code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "o.tfrecord"), "--dedupe", "drop", *args)
+        assert code == 2 and says in stderr, stderr
+    code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--dedupe", "maybe")
+    assert code == 2 and "'maybe' is not one of 'report', 'drop', 'off'" in stderr

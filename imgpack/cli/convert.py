@@ -157,14 +157,19 @@ class _ConvertCommand(click.Command):
                    "back from OUTPUT, and the result is what a clean run gives. For Makefiles and CI.")
 @click.option("--checksum", is_flag=True,
               help="With --update: compare the images' content (SHA-256), not only their size and modification time.")
+@click.option("--dedupe", type=click.Choice(["report", "drop", "off"]), default="report", show_default=True,
+              help="Duplicate images, found as they are converted: report them (a group across splits, the same "
+                   "image in training and evaluation, is a warning); drop: leave out of each split the images that "
+                   "duplicate an earlier split's (val and test lose their copies of train's), recorded in the "
+                   "output; off: look for none.")
 @json_option("Print the result as one JSON object on stdout.")
 @global_options
 @click.pass_context
 def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size: str | None,
             steps: tuple[str, ...], recipe: str | None, decode: str | None, reader: str | None,
             workers: int | None, batch_size: int | None, engine_name: str, spark_master: str | None, on_error: str,
-            max_pixels: int | None, overwrite: bool, resume: bool, update: bool, checksum: bool, as_json: bool,
-            **options: Any) -> None:
+            max_pixels: int | None, overwrite: bool, resume: bool, update: bool, checksum: bool, dedupe: str,
+            as_json: bool, **options: Any) -> None:
     """Decode, preprocess and pack the images of SOURCE into OUTPUT.
 
     SOURCE is a folder of class folders (or of images only: unlabeled), the folder of the
@@ -196,6 +201,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
       imgpack convert photos.jsonl -o photos.h5 --size 64 --on-error fail --json
       imgpack convert photos/ -o photos.h5 --size 64 --resume      # after an interrupted run
       imgpack convert photos/ -o photos.h5 --size 64 --update      # in a Makefile: only what changed
+      imgpack convert photos/ -o out/ --size 64 --split train=0.8,val=0.2 --dedupe drop   # no leakage
       imgpack convert /shared/photos/ -o /shared/out/photos.tfrecord --size 64 \\
           --engine spark --spark-master spark://head:7077
       imgpack convert aptos/train_images -o aptos/ --format hdf5 --labels aptos/train.csv \\
@@ -212,7 +218,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
         res = run_convert(
             source, output, format=fmt, size=size, preprocess=steps, recipe=recipe, decode=decode, reader=reader,
             batch_size=batch_size, on_error=on_error, overwrite=overwrite, resume=resume, update=update,
-            checksum=checksum,
+            checksum=checksum, dedupe=dedupe,
             options=take_format_options(options), max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
             progress=progress_mode(ctx), engine=engine, **options)
     except KeyboardInterrupt:
@@ -239,9 +245,21 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
                  f"{' ...' if len(info['files']) > 1 else ''}  ({short_counts(info['label_counts'])})")
     if res.splits:
         say(ctx, f"  summary: {res.outputs[-1]}")
+    if res.stats:
+        say(ctx, f"  mean/std {_channels(res.stats['mean_01'])} / {_channels(res.stats['std_01'])} "
+                 "(0..1; imgpack inspect OUTPUT --stats)")
+    if res.duplicates and res.duplicates["groups"]:
+        found = res.duplicates
+        say(ctx, f"  duplicates {plural(len(found['groups']), 'group')}, {found['groups_across_splits']} across "
+                 f"splits" + (f"; {found['dropped']} dropped" if found.get("dropped") else "")
+                 + " (imgpack inspect OUTPUT --duplicates)")
     say_label_problems(ctx, res.label_problems, "skipped")
     show_list(ctx, f"imgpack: skipped {plural(len(res.skipped), 'image')}",
           [(os.path.relpath(s.path), s.reason) for s in res.skipped])
     if res.ignored:
         say(ctx, f"imgpack: ignored {plural(res.ignored, 'file')} outside the class folders or not images "
                  "(imgpack ingest lists them)")
+
+
+def _channels(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.3f}" for v in values) + "]"

@@ -103,8 +103,9 @@ def inspect(ctx: click.Context, path: str, as_json: bool, recipe_toml: bool, ver
 
         info["duplicates"] = found = find_duplicates(path)
         if found["groups_across_splits"]:
-            log.warning("%s: %d groups of duplicate images span splits (the same image in training and in "
-                        "evaluation): inspect --duplicates lists them", path, found["groups_across_splits"])
+            from ..duplicates import leakage
+
+            log.warning("%s: %s: inspect --duplicates lists them", path, leakage(found))
     if report:
         from ..report import write_report
 

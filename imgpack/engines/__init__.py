@@ -46,6 +46,8 @@ class Chunk:
     #: results that are not in ``images``: an image of another shape, or an Encoded one
     extras: dict[int, Item] = field(default_factory=dict)
     cpu: float = 0.0  # CPU seconds the engine's workers spent on these images
+    notes: np.ndarray | None = None  # per sample, where the job observes: imgpack.observe.NOTE
+    notes_cpu: float = 0.0  # of ``cpu``, the seconds the notes took
 
     def item(self, i: int) -> Item:
         return self.extras[i] if i in self.extras else self.images[i]

@@ -96,10 +96,14 @@ def settle_worker(quiet_stderr: bool, parent: int, tempdir: str | None) -> None:
     """A pool worker's start: it ends with the parent, runs OpenCV on one thread, and (``quiet_stderr``)
     keeps the decoders' warnings off the terminal."""
     import cv2
+    from threadpoolctl import threadpool_limits
 
     _die_with(parent, tempdir)
 
     cv2.setNumThreads(1)  # one process per core already
+    # the BLAS libraries (numpy's, and OpenCV's own OpenBLAS, which cv2.gemm uses) too: theirs spin while they
+    # wait, and at two a core took twice a chunk's hashing CPU (imgpack.duplicates.hashes)
+    threadpool_limits(1)
     if quiet_stderr:
         # libjpeg and libpng print warnings ("Corrupt JPEG data: ...") straight to fd 2; the
         # reasons that matter come back as results, so keep the user's terminal clean.
@@ -228,7 +232,7 @@ class LocalEngine(Engine):
                     # results come back in input order, chunk by chunk, so the parent writes
                     # while the workers decode and the run ends one chunk after the last decode
                     images, extras = unpack(ring, offset, results, job.image_shape)
-                    yield Chunk(start, images, results.errors, extras, results.cpu)
+                    yield Chunk(start, images, results.errors, extras, results.cpu, results.notes, results.notes_cpu)
                     next_start = fill()  # the consumer is done with that part of the ring
             except BaseException:
                 for _, _, fut in pending:
@@ -244,5 +248,5 @@ class LocalEngine(Engine):
             if progress:
                 progress(len(items))
             images, extras = unpack(slots, 0, results, job.image_shape)
-            yield Chunk(start, images, results.errors, extras, results.cpu)
+            yield Chunk(start, images, results.errors, extras, results.cpu, results.notes, results.notes_cpu)
 

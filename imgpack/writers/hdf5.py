@@ -78,7 +78,8 @@ class HDF5Options(BaseOptions):
 
 def store_provenance(attrs: Any, meta: OutputMeta) -> None:
     for key, value in provenance(meta).items():
-        attrs[key] = json.dumps(value) if key in ("label_names", "label_keys", "recipe", "update") else value
+        attrs[key] = json.dumps(value) if key in ("label_names", "label_keys", "recipe", "update", "observed") \
+            else value
 
 
 class HDF5Writer(Writer, Resumable, Shards, Patches):
@@ -344,6 +345,8 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
         with self._writing():
             self._images.resize(self._count, axis=0)
             self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            if self.meta.observed is not None and self.meta.observed.final:  # (known only now)
+                self._file.attrs["observed"] = json.dumps(self.meta.observed.stored())
             self._file.close()
             rename_durably(self._tmp, self.path)
         return [self.path]
@@ -552,8 +555,9 @@ class HDF5Dataset(PackedDataset):
         self._len = len(f["images"])
         self.image_shape = tuple(f["images"].shape[1:])
         self.provenance = {k: _attr(f, k) for k in ("imgpack_version", "source", "created")}
-        if "label_keys" in f.attrs:
-            self.provenance["label_keys"] = _json_attr(path, f, "label_keys", list)
+        for key, kind in (("label_keys", list), ("observed", dict)):
+            if key in f.attrs:
+                self.provenance[key] = _json_attr(path, f, key, kind)
         self.provenance["multi_label"] = f["labels"].ndim == 2
         self.one_hot = "labels_one_hot" in f
         self.has_annotations = "annotations" in f

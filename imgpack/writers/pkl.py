@@ -250,7 +250,7 @@ class PickleWriter(Writer, Shards):
             "format": "imgpack-pickle", "recipe": prov["recipe"], "imgpack_version": prov["imgpack_version"],
             "source": prov["source"], "created": prov["created"], "pickle_protocol": PROTOCOL,
             "multi_label": prov["multi_label"], "sha256": _with_labels(self._digest, labels),
-            **{k: prov[k] for k in ("label_keys", "update") if k in prov}}
+            **{k: prov[k] for k in ("label_keys", "update", "observed") if k in prov}}
         payload = {"images": images, "labels": labels, "ids": list(self._ids),
                    "label_names": prov["label_names"], "meta": meta}
         if self.options.one_hot:

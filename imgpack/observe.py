@@ -1,0 +1,177 @@
+"""What a conversion learns of its images as it converts them: the statistics and duplicate keys of
+:mod:`imgpack.stats` and :mod:`imgpack.duplicates`, taken by the workers where the pixels are, never in a
+second pass.
+
+Each worker notes a few numbers of every image it converts (:func:`notes`: ~140 bytes, beside its
+result); the converting process adds a chunk's notes up (:class:`Observed`) and, with ``--dedupe drop``,
+leaves out of a later split (val, test) the images that duplicate one of an earlier split's. The output's
+commit stores the statistics with it, and, where the output is the whole conversion, its duplicate groups.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import duplicates as dup
+from .stats import Stats, exact_sums, mean_and_std
+
+if TYPE_CHECKING:
+    from .engines import Chunk
+
+#: a worker's note of one image: whether it has one (a repacked file is never decoded), its size, its
+#: channels' sums and sums of squares, its exact key and its hashes
+NOTE = np.dtype([("seen", "?"), ("height", "<u4"), ("width", "<u4"), ("channels", "u1"), ("sums", "<i8", (4,)),
+                 ("squares", "<i8", (4,)), ("exact", "u1", (16,)), ("hashes", "<u8", (dup.HASHES,))])
+
+
+class Notes:
+    """The notes (:data:`NOTE`) of a chunk's images, taken after the chunk where its pixels stay in the ring
+    (one image's after another: taken between decodes they cost ~15% more), at once where they would
+    otherwise be kept for it (an encoded image's pixels: the chunk's could fill a worker's memory); then
+    made into one array, and the chunk's hashes taken together."""
+
+    def __init__(self, n: int, keys: bool = True) -> None:
+        self.n, self.keys = n, keys
+        self.later: list[tuple[int, np.ndarray]] = []
+        self.at: list[int] = []  # the images noted, and each one's shape, mean and std, exact key, grey copy
+        self.shapes: list[tuple[int, int, int]] = []
+        self.moments: list[tuple[np.ndarray, np.ndarray]] = []
+        self.exact: list[bytes] = []
+        self.greys: list[np.ndarray] = []
+
+    def add(self, i: int, image: np.ndarray, now: bool) -> None:
+        """Note image ``i`` of the chunk (uint8, H x W x C or H x W): ``now``, or after the chunk."""
+        channels = image.shape[2] if image.ndim == 3 else 1
+        if channels > 4:  # (no decoder here makes one; a source's raw pixels might): no note
+            return
+        if not now:
+            self.later.append((i, image))
+            return
+        self.at.append(i)
+        self.shapes.append((image.shape[0], image.shape[1], channels))
+        self.moments.append(mean_and_std(image))
+        if self.keys:
+            self.exact.append(dup.exact_key(image))
+            self.greys.append(dup.small_grey(image))
+
+    def done(self) -> np.ndarray:
+        """Every note; ``seen`` False for an image with none (a file stored as it is)."""
+        for i, image in self.later:
+            self.add(i, image, now=True)
+        found = np.zeros(self.n, NOTE)
+        if not self.at:
+            return found
+        at = np.array(self.at)
+        shapes = np.array(self.shapes, np.int64)
+        mean = np.array([m for m, _ in self.moments], np.float64)  # (k, 4)
+        std = np.array([s for _, s in self.moments], np.float64)
+        unused = np.arange(4)[None, :] >= shapes[:, 2:3]  # (OpenCV gives a 4th value for 3 channels)
+        sums, squares = exact_sums(mean, std, (shapes[:, 0] * shapes[:, 1])[:, None])
+        sums[unused] = squares[unused] = 0
+        found["seen"][at] = True
+        found["height"][at], found["width"][at], found["channels"][at] = shapes[:, 0], shapes[:, 1], shapes[:, 2]
+        found["sums"][at], found["squares"][at] = sums, squares
+        if self.keys:
+            found["exact"][at] = np.frombuffer(b"".join(self.exact), np.uint8).reshape(-1, 16)
+            found["hashes"][at] = dup.hashes(self.greys)
+        return found
+
+
+def notes(images: Sequence[np.ndarray | None], keys: bool = True) -> np.ndarray:
+    """The notes of ``images`` (None: no pixels)."""
+    found = Notes(len(images), keys)
+    for i, image in enumerate(images):
+        if image is not None:
+            found.add(i, image, now=False)
+    return found.done()
+
+
+class Dropped(str):
+    """Why an image was left out of its output as a duplicate (``--dedupe drop``): not an error."""
+
+
+@dataclass
+class Observed:
+    """What the workers noted of the images one output holds, added up here a chunk at a time."""
+
+    split: str  # "" for an output of no split
+    label_names: list[str]
+    ids: Sequence[str]  # the output's samples' ids, in order
+    keys: bool = True  # the duplicate keys are noted (``--dedupe`` not off)
+    #: ``--dedupe drop``: the keys of the earlier splits, whose duplicates this one leaves out
+    against: dup.Lookup | None = None
+    stats: Stats = field(init=False)
+    found: dup.Keys = field(default_factory=dup.Keys)
+    missing: int = 0  # images written with no note (repacked, kept by --update or --resume): no statistics
+    channels: set[int] = field(default_factory=set)
+    dropped: list[dict[str, Any]] = field(default_factory=list)  # (id, and the image it duplicates)
+    #: the output is about to be committed: what it stores is complete (see :func:`imgpack.formats.provenance`)
+    final: bool = False
+    duplicates: dict[str, Any] | None = None  # the groups found, where the output is the whole conversion
+    cpu: float = 0.0  # the workers' CPU seconds on the notes
+
+    def __post_init__(self) -> None:
+        self.stats = Stats(self.label_names)
+
+    def take(self, chunk: Chunk, first: int) -> None:
+        """Add the notes of ``chunk`` (its samples from ``first`` on), and, against earlier splits, mark the
+        duplicates to drop among its images (their errors become :class:`Dropped` reasons)."""
+        ok = np.array([e is None for e in chunk.errors], dtype=bool)
+        self.cpu += chunk.notes_cpu
+        if chunk.notes is None:
+            self.missing += int(ok.sum())
+            return
+        found = chunk.notes
+        if self.against is not None and self.keys:
+            for i, why in self._duplicates(found, ok, first).items():
+                chunk.errors[i] = why
+                ok[i] = False
+        kept = found[ok]
+        seen = kept["seen"]
+        self.missing += int((~seen).sum())
+        kept = kept[seen]
+        if not len(kept):
+            return
+        for channels in np.unique(kept["channels"]).tolist():
+            self.channels.add(channels)
+            some = kept[kept["channels"] == channels]
+            if len(self.channels) == 1:
+                sizes = Counter(zip(some["height"].tolist(), some["width"].tolist(), strict=True))
+                self.stats.add_moments(some["sums"][:, :channels].sum(axis=0).tolist(),
+                                       some["squares"][:, :channels].sum(axis=0).tolist(), sizes)
+        if self.keys:
+            rows = first + np.flatnonzero(ok)[seen]
+            self.found.add(self.split, [self.ids[i] for i in rows.tolist()], kept["exact"], kept["hashes"])
+
+    def _duplicates(self, found: np.ndarray, ok: np.ndarray, first: int) -> dict[int, Dropped]:
+        """The chunk's images that duplicate an image of the earlier splits: position -> why."""
+        assert self.against is not None
+        mine = np.flatnonzero(ok & found["seen"])
+        if not len(mine):
+            return {}
+        earlier = self.against.keys
+        why: dict[int, Dropped] = {}
+        for i, j in zip(mine.tolist(), self.against.find(found["exact"][mine], found["hashes"][mine]).tolist(),
+                        strict=True):
+            if j >= 0:
+                why[i] = Dropped(f"a duplicate of {earlier.splits[j]} image {earlier.ids[j]} (--dedupe drop)")
+                self.dropped.append({"id": self.ids[first + i],
+                                     "duplicate_of": {"split": earlier.splits[j], "id": earlier.ids[j]}})
+        return why
+
+    def complete(self) -> bool:
+        """Whether every image written has its note (and all of one channel count): the statistics are whole."""
+        return self.missing == 0 and len(self.channels) <= 1 and self.stats.count > 0
+
+    def stored(self) -> dict[str, Any]:
+        """What the output stores (its provenance's ``observed``), once :attr:`final`."""
+        return {
+            **({"stats": self.stats.state()} if self.complete() else {}),
+            **({"duplicates": self.duplicates} if self.duplicates is not None else {}),
+            **({"dropped": self.dropped} if self.dropped else {}),
+        }
