@@ -17,6 +17,7 @@ evaluation.
 
 from __future__ import annotations
 
+import bisect
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -128,32 +129,35 @@ def hashes(greys: Sequence[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class Keys:
-    """The keys of images (an output's, or a split folder's), in order, with where each image is."""
+    """The keys of images (an output's, or a split folder's), in order, with where each image is: ~100 bytes
+    an image (the keys, a reference to its id), its split and index kept a batch at a time."""
 
-    splits: list[str] = field(default_factory=list)
-    indices: list[int] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
     exact: list[np.ndarray] = field(default_factory=list)  # per batch: (n, 16) uint8
     hashes: list[np.ndarray] = field(default_factory=list)  # per batch: (n, HASHES) uint64
+    batches: list[tuple[int, str, int]] = field(default_factory=list)  # (first image, its split, its index there)
     counts: dict[str, int] = field(default_factory=dict)  # images so far, per split
 
     def add(self, split: str, ids: Sequence[str], exact: np.ndarray, hashes: np.ndarray) -> None:
         """A batch of one split's images (its next ones), their exact keys (n x 16 bytes) and hashes."""
         start = self.counts.get(split, 0)
         self.counts[split] = start + len(ids)
-        self.splits.extend([split] * len(ids))
-        self.indices.extend(range(start, start + len(ids)))
+        self.batches.append((len(self.ids), split, start))
         self.ids.extend(ids)
         self.exact.append(np.asarray(exact, np.uint8).reshape(len(ids), 16))
         self.hashes.append(np.asarray(hashes, np.uint64).reshape(len(ids), HASHES))
+
+    def where(self, i: int) -> tuple[str, int]:
+        """Image ``i``'s split and its index there."""
+        first, split, index = self.batches[bisect.bisect_right(self.batches, (i, "\uffff")) - 1]
+        return split, index + i - first
 
     @classmethod
     def join(cls, parts: Sequence[Keys]) -> Keys:
         """The keys of ``parts``' images, one after the other (each split's indices as they were)."""
         joined = cls()
         for part in parts:
-            joined.splits += part.splits
-            joined.indices += part.indices
+            joined.batches += [(len(joined.ids) + first, split, index) for first, split, index in part.batches]
             joined.ids += part.ids
             joined.exact += part.exact
             joined.hashes += part.hashes
@@ -256,11 +260,12 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> list[dict[s
     for group in members.values():
         if len(group) < 2:
             continue
-        splits = {found.splits[i] for i in group}
+        places = [found.where(i) for i in group]
         result.append({
             "exact": len({int(same[i]) for i in group}) == 1,
-            "across_splits": len(splits) > 1,
-            "images": [{"split": found.splits[i], "index": found.indices[i], "id": found.ids[i]} for i in group],
+            "across_splits": len({split for split, _ in places}) > 1,
+            "images": [{"split": split, "index": index, "id": found.ids[i]}
+                       for i, (split, index) in zip(group, places, strict=True)],
         })
     return sorted(result, key=lambda g: (-len(g["images"]), g["images"][0]["split"], g["images"][0]["index"]))
 

@@ -159,9 +159,9 @@ class Observed:
         for i, j in zip(mine.tolist(), self.against.find(found["exact"][mine], found["hashes"][mine]).tolist(),
                         strict=True):
             if j >= 0:
-                why[i] = Dropped(f"a duplicate of {earlier.splits[j]} image {earlier.ids[j]} (--dedupe drop)")
-                self.dropped.append({"id": self.ids[first + i],
-                                     "duplicate_of": {"split": earlier.splits[j], "id": earlier.ids[j]}})
+                split = earlier.where(j)[0]
+                why[i] = Dropped(f"a duplicate of {split} image {earlier.ids[j]} (--dedupe drop)")
+                self.dropped.append({"id": self.ids[first + i], "duplicate_of": {"split": split, "id": earlier.ids[j]}})
         return why
 
     def complete(self) -> bool:

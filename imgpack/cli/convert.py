@@ -250,9 +250,10 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
                  "(0..1; imgpack inspect OUTPUT --stats)")
     if res.duplicates and res.duplicates["groups"]:
         found = res.duplicates
-        say(ctx, f"  duplicates {plural(len(found['groups']), 'group')}, {found['groups_across_splits']} across "
-                 f"splits" + (f"; {found['dropped']} dropped" if found.get("dropped") else "")
-                 + " (imgpack inspect OUTPUT --duplicates)")
+        say(ctx, f"  duplicates {plural(len(found['groups']), 'group')}"
+                 + (f", {found['groups_across_splits']} across splits" if res.splits else "")
+                 + (f"; {found['dropped']} dropped" if found.get("dropped") else "")
+                 + ("" if found["near"] else " (exact ones only)") + " (imgpack inspect OUTPUT --duplicates)")
     say_label_problems(ctx, res.label_problems, "skipped")
     show_list(ctx, f"imgpack: skipped {plural(len(res.skipped), 'image')}",
           [(os.path.relpath(s.path), s.reason) for s in res.skipped])
