@@ -52,20 +52,18 @@ def exact_key(image: np.ndarray) -> bytes:
 
 
 def small_grey(image: np.ndarray) -> np.ndarray:
-    """``image`` (H x W x C or H x W, uint8) in grey, small: halved (INTER_LINEAR at exactly half a side is the
-    mean of 2x2 pixels, and cheap) while its shorter side is at least 3 x SIDE, or enlarged to SIDE x SIDE where
-    it is shorter than that. No resize to one size: :func:`hashes` takes the DCT of each shape (a resize by
-    INTER_AREA to 40x40 cost more than the rest of the hashing, ~25 us even from 64x64)."""
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image.reshape(image.shape[:2])
-    while min(image.shape[:2]) >= 3 * SIDE:
-        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
-    if min(image.shape[:2]) < SIDE:
-        image = cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
+    """``image`` (H x W x C or H x W, uint8) in grey, small: made grey, then halved (INTER_LINEAR at exactly half
+    a side is the mean of 2x2 pixels, and cheap) while its shorter side is at least 3 x SIDE, or enlarged to
+    SIDE x SIDE where it is shorter than that. No resize to one size: :func:`hashes` takes the DCT of each
+    shape (a resize by INTER_AREA to 40x40 cost more than the rest of the hashing, ~25 us even from 64x64)."""
     if image.ndim == 3:
         channels = image.shape[-1]
         image = cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY) \
             if channels >= 3 else np.ascontiguousarray(image[..., 0])
+    while min(image.shape) >= 3 * SIDE:
+        image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
+    if min(image.shape) < SIDE:
+        image = cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
     return image
 
 

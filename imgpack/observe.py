@@ -24,9 +24,10 @@ if TYPE_CHECKING:
     from .engines import Chunk
 
 #: a worker's note of one image: whether it has one (a repacked file is never decoded), its size, its
-#: channels' sums and sums of squares, its exact key and its hashes
+#: channels' sums and sums of squares, its source's (height, width), its exact key and its hashes
 NOTE = np.dtype([("seen", "?"), ("height", "<u4"), ("width", "<u4"), ("channels", "u1"), ("sums", "<i8", (4,)),
-                 ("squares", "<i8", (4,)), ("exact", "u1", (16,)), ("hashes", "<u8", (dup.HASHES,))])
+                 ("squares", "<i8", (4,)), ("source", "<u4", (2,)), ("exact", "u1", (16,)),
+                 ("hashes", "<u8", (dup.HASHES,))])
 
 
 class Notes:
@@ -37,23 +38,27 @@ class Notes:
 
     def __init__(self, n: int, keys: bool = True) -> None:
         self.n, self.keys = n, keys
-        self.later: list[tuple[int, np.ndarray]] = []
-        self.at: list[int] = []  # the images noted, and each one's shape, mean and std, exact key, grey copy
+        self.later: list[tuple[int, np.ndarray, tuple[int, int]]] = []
+        #: the images noted, and each one's shape, its source's size, mean and std, exact key, grey copy
+        self.at: list[int] = []
         self.shapes: list[tuple[int, int, int]] = []
+        self.sources: list[tuple[int, int]] = []
         self.moments: list[tuple[np.ndarray, np.ndarray]] = []
         self.exact: list[bytes] = []
         self.greys: list[np.ndarray] = []
 
-    def add(self, i: int, image: np.ndarray, now: bool) -> None:
-        """Note image ``i`` of the chunk (uint8, H x W x C or H x W): ``now``, or after the chunk."""
+    def add(self, i: int, image: np.ndarray, source: tuple[int, int], now: bool) -> None:
+        """Note image ``i`` of the chunk (uint8, H x W x C or H x W; ``source``: the (height, width) it was made
+        from): ``now``, or after the chunk."""
         channels = image.shape[2] if image.ndim == 3 else 1
         if channels > 4:  # (no decoder here makes one; a source's raw pixels might): no note
             return
         if not now:
-            self.later.append((i, image))
+            self.later.append((i, image, source))
             return
         self.at.append(i)
         self.shapes.append((image.shape[0], image.shape[1], channels))
+        self.sources.append(source)
         self.moments.append(mean_and_std(image))
         if self.keys:
             self.exact.append(dup.exact_key(image))
@@ -61,8 +66,8 @@ class Notes:
 
     def done(self) -> np.ndarray:
         """Every note; ``seen`` False for an image with none (a file stored as it is)."""
-        for i, image in self.later:
-            self.add(i, image, now=True)
+        for i, image, source in self.later:
+            self.add(i, image, source, now=True)
         found = np.zeros(self.n, NOTE)
         if not self.at:
             return found
@@ -76,6 +81,7 @@ class Notes:
         found["seen"][at] = True
         found["height"][at], found["width"][at], found["channels"][at] = shapes[:, 0], shapes[:, 1], shapes[:, 2]
         found["sums"][at], found["squares"][at] = sums, squares
+        found["source"][at] = self.sources
         if self.keys:
             found["exact"][at] = np.frombuffer(b"".join(self.exact), np.uint8).reshape(-1, 16)
             found["hashes"][at] = dup.hashes(self.greys)
@@ -87,7 +93,7 @@ def notes(images: Sequence[np.ndarray | None], keys: bool = True) -> np.ndarray:
     found = Notes(len(images), keys)
     for i, image in enumerate(images):
         if image is not None:
-            found.add(i, image, now=False)
+            found.add(i, image, image.shape[:2], now=False)
     return found.done()
 
 
@@ -144,6 +150,7 @@ class Observed:
                 sizes = Counter(zip(some["height"].tolist(), some["width"].tolist(), strict=True))
                 self.stats.add_moments(some["sums"][:, :channels].sum(axis=0).tolist(),
                                        some["squares"][:, :channels].sum(axis=0).tolist(), sizes)
+                self.stats.add_sources(some["source"][:, 0], some["source"][:, 1])
         if self.keys:
             rows = first + np.flatnonzero(ok)[seen]
             self.found.add(self.split, [self.ids[i] for i in rows.tolist()], kept["exact"], kept["hashes"])

@@ -214,9 +214,10 @@ def convert_image(path: str, job: Job, data: bytes | None = None) -> Item:
     return converted(path, job, data)[0]
 
 
-def converted(path: str, job: Job, data: bytes | None = None) -> tuple[Item, np.ndarray | None]:
-    """What the writer stores of one file, read unless ``data`` is given, and the pixels it holds (None for a
-    file stored as it is). ImageError means: skip this one.
+def converted(path: str, job: Job, data: bytes | None = None
+              ) -> tuple[Item, np.ndarray | None, tuple[int, int]]:
+    """What the writer stores of one file, read unless ``data`` is given, the pixels it holds (None for a file
+    stored as it is), and the source image's (height, width), upright. ImageError means: skip this one.
 
     A repack: where every step of the recipe leaves this file's image as it is
     (:meth:`~imgpack.plugins.Preprocessor.keeps`: no resize, upright, 8-bit RGB) and the format's
@@ -230,7 +231,8 @@ def converted(path: str, job: Job, data: bytes | None = None) -> tuple[Item, np.
             image = _uint8(_run_steps(job.chain, stored, ImageInfo("raw", stored.shape[1], stored.shape[0],
                                                                    stored.shape[2], 8)))
             _check_shape(path, image.shape, job)
-            return (Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image), image
+            return ((Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image), image,
+                    stored.shape[:2])
         data = stored
     data = read_image_file(path, job) if data is None else data
     info = inspect_header(data, job.max_pixels)
@@ -240,9 +242,10 @@ def converted(path: str, job: Job, data: bytes | None = None) -> tuple[Item, np.
         if stored is not None:
             shape = (info.height, info.width, 3)
             _check_shape(path, shape, job)
-            return Encoded(stored, shape), None
+            return Encoded(stored, shape), None, (info.height, info.width)
     image = process_image(path, job, data, info)
-    return (Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image), image
+    upright = (info.width, info.height) if info.orientation in (5, 6, 7, 8) else (info.height, info.width)
+    return (Encoded(encode(job.encoder, image), image.shape) if job.encoder is not None else image), image, upright
 
 
 @dataclass(frozen=True)
@@ -295,7 +298,7 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
             got = fetched[i] if fetched is not None else None
             if isinstance(got, BaseException):
                 raise ImageError(f"cannot read: {reason(got)}")
-            item, image = converted(path, job, got)
+            item, image, source = converted(path, job, got)
             row = slots[offset + i]
             if isinstance(item, Encoded):
                 if len(item.data) <= row.size:
@@ -310,7 +313,7 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
                 extras[i] = item
             if noted is not None and image is not None:
                 before = time.process_time()
-                noted.add(i, image, now=not isinstance(item, np.ndarray) or item.shape != job.image_shape)
+                noted.add(i, image, source, now=not isinstance(item, np.ndarray) or item.shape != job.image_shape)
                 noting += time.process_time() - before
             errors.append(None)
         except ImageError as exc:

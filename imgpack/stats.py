@@ -17,6 +17,9 @@ import numpy as np
 
 #: the sizes histogram's edges (the longer side, in pixels)
 SIZE_EDGES = (32, 64, 128, 256, 512, 1024, 2048)
+#: the aspect ratios' histogram (width / height): its bins' upper edges, and their names
+ASPECT_EDGES = (0.5, 0.75, 0.99, 1.01, 1.34, 2.0)
+ASPECTS = ("<=1:2", "<=3:4", "<1:1", "1:1", "<=4:3", "<=2:1", ">2:1")
 
 
 class Stats:
@@ -30,6 +33,9 @@ class Stats:
         self.squares: list[int] = []
         self.classes: Counter[str] = Counter()
         self.shapes: Counter[tuple[int, int]] = Counter()
+        #: the source images' longer sides and aspect ratios (histograms: known only while converting)
+        self.source_sides: Counter[str] = Counter()
+        self.source_aspects: Counter[str] = Counter()
 
     def add(self, image: np.ndarray, label: Any) -> None:
         sums, squares = moments(image)
@@ -51,13 +57,24 @@ class Stats:
             self.count += int(k)
             self.shapes[(int(h), int(w))] += int(k)
 
+    def add_sources(self, heights: np.ndarray, widths: np.ndarray) -> None:
+        """The (height, width)s of the source images (upright) these were made from."""
+        longer = np.maximum(heights, widths)
+        sides = np.searchsorted(np.array(SIZE_EDGES), longer, side="left")
+        self.source_sides.update({_SIZE_BINS[b]: int(k) for b, k in zip(*np.unique(sides, return_counts=True),
+                                                                          strict=True)})
+        aspects = np.searchsorted(np.array(ASPECT_EDGES), widths / np.maximum(heights, 1), side="left")
+        self.source_aspects.update({ASPECTS[b]: int(k) for b, k in zip(*np.unique(aspects, return_counts=True),
+                                                                        strict=True)})
+
     def add_classes(self, counts: Mapping[str, int]) -> None:
         self.classes.update({name: n for name, n in counts.items() if n})
 
     def state(self) -> dict[str, Any]:
         """JSON-ready, all that :meth:`from_state` needs: what an output stores of its images."""
         return {"count": self.count, "pixels": self.pixels, "sums": self.sums, "squares": self.squares,
-                "classes": dict(self.classes), "shapes": [[h, w, k] for (h, w), k in self.shapes.items()]}
+                "classes": dict(self.classes), "shapes": [[h, w, k] for (h, w), k in self.shapes.items()],
+                "source_sides": dict(self.source_sides), "source_aspects": dict(self.source_aspects)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], label_names: list[str]) -> Stats:
@@ -66,6 +83,8 @@ class Stats:
         stats.count, stats.pixels = int(state["count"]), int(state["pixels"])
         stats.classes.update({str(k): int(v) for k, v in state["classes"].items()})
         stats.shapes.update({(int(h), int(w)): int(k) for h, w, k in state["shapes"]})
+        stats.source_sides.update({str(k): int(v) for k, v in state.get("source_sides", {}).items()})
+        stats.source_aspects.update({str(k): int(v) for k, v in state.get("source_aspects", {}).items()})
         return stats
 
     def merge(self, other: Stats) -> None:
@@ -78,6 +97,8 @@ class Stats:
         self.pixels += other.pixels
         self.classes.update(other.classes)
         self.shapes.update(other.shapes)
+        self.source_sides.update(other.source_sides)
+        self.source_aspects.update(other.source_aspects)
 
     def _names(self, label: Any) -> list[str]:
         names = self.label_names
@@ -94,11 +115,9 @@ class Stats:
         # exact integers first: n * sum(x^2) - sum(x)^2 is n^2 times the variance, with no cancellation
         std = [float(np.sqrt((n * q - s * s) / (n * n))) for s, q in zip(self.sums, self.squares, strict=True)] \
             if n else []
-        longer = Counter(max(shape) for shape in self.shapes.elements())
-        bins = [f"<={edge}" for edge in SIZE_EDGES] + [f">{SIZE_EDGES[-1]}"]
-        histogram = dict.fromkeys(bins, 0)
-        for side, k in longer.items():
-            histogram[next((b for b, e in zip(bins, SIZE_EDGES, strict=False) if side <= e), bins[-1])] += k
+        histogram = dict.fromkeys(_SIZE_BINS, 0)
+        for (h, w), k in self.shapes.items():
+            histogram[_SIZE_BINS[int(np.searchsorted(np.array(SIZE_EDGES), max(h, w), side="left"))]] += k
         return {
             "count": self.count, "pixels_per_channel": n,
             "mean": mean, "std": std,
@@ -107,7 +126,13 @@ class Stats:
                         if self.classes[name] or name in self.label_names},
             "sizes": {f"{h}x{w}": k for (h, w), k in sorted(self.shapes.items(), key=lambda x: -x[1])},
             "longer_side": histogram,
+            **({"source_longer_side": {b: self.source_sides[b] for b in _SIZE_BINS},
+                "source_aspect": {b: self.source_aspects[b] for b in ASPECTS}} if self.source_sides else {}),
         }
+
+
+#: the longer side histogram's bins
+_SIZE_BINS = (*(f"<={edge}" for edge in SIZE_EDGES), f">{SIZE_EDGES[-1]}")
 
 
 def moments(image: np.ndarray) -> tuple[list[int], list[int]]:

@@ -189,7 +189,7 @@ def test_the_report_is_one_page_whose_images_decode(tmp_path: Path) -> None:
     page = Page()
     page.feed(report.read_text())
     assert page.links == []  # self-contained: nothing fetched from elsewhere
-    assert page.svgs == 3  # images per class in train and val, the sizes
+    assert page.svgs == 5  # images per class in train and val, the sources' sides and aspect ratios, the sizes
     assert len(page.images) == 2  # a contact sheet per duplicate group
     for src in page.images:
         assert src.startswith("data:image/png;base64,")
@@ -226,6 +226,9 @@ def test_every_format_stores_the_statistics_its_workers_noted(tmp_path: Path, fm
     assert found == res.stats
     np.testing.assert_allclose(found["std"], pixels.std(axis=0), rtol=1e-9)
     assert found["classes"] == {"a": 4, "b": 4, "c": 4} and found["sizes"] == {"16x16": 12}
+    # the sources as they were, before --size: 30..41 pixels wide, 20..23 high (by 3:2 to 16:9)
+    assert {k: v for k, v in found["source_longer_side"].items() if v} == {"<=32": 3, "<=64": 9}
+    assert {k: v for k, v in found["source_aspect"].items() if v} == {"<=2:1": 12}
 
 
 def test_a_repack_stores_no_statistics_and_inspect_reads_them(tmp_path: Path) -> None:

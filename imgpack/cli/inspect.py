@@ -207,6 +207,11 @@ def _stats_lines(stats: dict[str, Any]) -> list[str]:
     more = f" and {len(sizes) - SHOW} more sizes (--json lists them all)" if len(sizes) > SHOW else ""
     lines.append(f"  sizes        {shown}{more}")
     lines.append("  longer side  " + ", ".join(f"{b} {n}" for b, n in stats["longer_side"].items() if n))
+    if "source_longer_side" in stats:  # (noted while converting)
+        lines.append("  sources      longer side " + ", ".join(
+            f"{b} {n}" for b, n in stats["source_longer_side"].items() if n))
+        lines.append("               aspect (w:h) " + ", ".join(
+            f"{b} {n}" for b, n in stats["source_aspect"].items() if n))
     return lines
 
 
