@@ -56,7 +56,9 @@ def small_grey(image: np.ndarray) -> np.ndarray:
     a side is the mean of 2x2 pixels, and cheap) while its shorter side is at least 3 x SIDE, or enlarged to
     SIDE x SIDE where it is shorter than that. No resize to one size: :func:`hashes` takes the DCT of each
     shape (a resize by INTER_AREA to 40x40 cost more than the rest of the hashing, ~25 us even from 64x64)."""
-    if image.ndim == 3:
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image.reshape(image.shape[:2])
+    elif image.ndim == 3:
         channels = image.shape[-1]
         image = cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY) \
             if channels >= 3 else np.ascontiguousarray(image[..., 0])
