@@ -445,12 +445,14 @@ def _noted(part: Part, splits: bool) -> tuple[dict[str, Any] | None, dict[str, A
     across them is leakage, logged), where the workers noted every image."""
     observed = part.observed
     stats = found = None
-    if observed and all(o.complete() for o in observed):
+    # (an output not written by this run, or written around the notes, is not final: a split finished before
+    # a resume, an --update's patch)
+    if observed and all(o.final and o.complete() for o in observed):
         total = Stats(observed[0].label_names)
         for o in observed:
             total.merge(o.stats)
         stats = total.summary()
-    if observed and all(o.keys and o.missing == 0 for o in observed):
+    if observed and all(o.final and o.keys and o.missing == 0 for o in observed):
         every = duplicates.Keys.join([o.found for o in observed])
         found = duplicates.summary(every, near=len(every.ids) <= duplicates.NEAR_LIMIT) if splits else \
             observed[0].duplicates

@@ -274,3 +274,23 @@ def test_dedupe_drop_is_refused_where_it_cannot_compare(tmp_path: Path) -> None:
         assert code == 2 and says in stderr, stderr
     code, _, stderr = run("convert", str(src), "-o", str(tmp_path / "o.h5"), "--dedupe", "maybe")
     assert code == 2 and "'maybe' is not one of 'report', 'drop', 'off'" in stderr
+
+
+@pytest.mark.parametrize("options", [None, {"shard_size": 4}])  # rewritten whole; a new shard under a new master
+def test_an_update_stores_no_partial_statistics_and_inspect_reads_them(tmp_path: Path,
+                                                                     options: dict[str, int] | None) -> None:
+    src = tmp_path / "src"
+    for i in range(10):
+        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
+    out = tmp_path / "o.h5"
+    assert imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options).stats is not None
+    write_image(src / "a" / "new.png", photo(20, 16, 99))
+    res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
+    assert res.update is not None and res.update["added"] == 1
+    assert res.stats is None and res.duplicates is None  # most images came from the old output, never noted
+    with imgpack.open_dataset(str(out)) as ds:
+        assert "stats" not in (ds.provenance.get("observed") or {})
+        pixels = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.float64)
+    found = imgpack.statistics(str(out))
+    assert found["count"] == 11
+    np.testing.assert_allclose(found["mean"], pixels.mean(axis=0), rtol=1e-9)
