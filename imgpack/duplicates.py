@@ -35,6 +35,8 @@ NEAR_BITS = 8
 SIDE, VIEW = 40, 0.95
 #: the most hash pairs compared at once (a block of rows against every image: memory ~16 bytes a pair)
 PAIRS = 2**24
+#: a summary lists the largest groups, this many, and of each this many images (all are counted)
+LISTED_GROUPS, LISTED_IMAGES = 1000, 100
 #: a conversion looks for near duplicates among at most this many images (every pair: ~2.4 s for 10,000 on the
 #: benchmark machine, growing with the square); above it, for exact ones only. inspect --duplicates compares
 #: every pair, however many.
@@ -233,10 +235,12 @@ def _bit_count(x: np.ndarray) -> np.ndarray:
     return table[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
-def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> list[dict[str, Any]]:
-    """The duplicate groups, largest first: each its images (split, index, id), whether every one of them is
-    the same image (``exact``), and whether it spans splits (``across_splits``: leakage). ``near``: near
-    duplicates too, else exact ones only."""
+def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The duplicate groups, largest first, listed (the first :data:`LISTED_GROUPS`, each with its first
+    :data:`LISTED_IMAGES` images: a million copies would otherwise be a million entries in the output and its
+    JSON), and how many groups, duplicates and groups across splits there are in all. Each listed group: its
+    size, its images (split, index, id), whether every one of them is the same image (``exact``), and whether
+    it spans splits (``across_splits``: leakage). ``near``: near duplicates too, else exact ones only."""
     n = len(found.ids)
     parent = list(range(n))
 
@@ -248,26 +252,33 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> list[dict[s
 
     exact, hashes = found.arrays()
     _, same = np.unique(exact.view("V16").ravel(), return_inverse=True)  # each image's exact key, as a number
+    same = same.ravel()
     first: dict[int, int] = {}
-    for i, key in enumerate(same.ravel().tolist()):
+    for i, key in enumerate(same.tolist()):
         parent[root(i)] = root(first.setdefault(key, i))
     for i, j in near_pairs(hashes, bits) if near else []:
         parent[root(i)] = root(j)
     members: dict[int, list[int]] = {}
     for i in range(n):
         members.setdefault(root(i), []).append(i)
-    result = []
-    for group in members.values():
-        if len(group) < 2:
-            continue
-        places = [found.where(i) for i in group]
-        result.append({
-            "exact": len({int(same[i]) for i in group}) == 1,
-            "across_splits": len({split for split, _ in places}) > 1,
+    split_of = np.zeros(n, np.int32)  # each image's split, as a number
+    names = {split: k for k, split in enumerate(dict.fromkeys(split for _, split, _ in found.batches))}
+    for (start, split, _), end in zip(found.batches, [b[0] for b in found.batches[1:]] + [n], strict=True):
+        split_of[start:end] = names[split]
+    every = sorted((g for g in members.values() if len(g) > 1), key=lambda g: (-len(g), split_of[g[0]], g[0]))
+    listed = []
+    for group in every[:LISTED_GROUPS]:
+        at = np.array(group)
+        places = [found.where(i) for i in group[:LISTED_IMAGES]]
+        listed.append({
+            "size": len(group),
+            "exact": len(np.unique(same[at])) == 1,
+            "across_splits": len(np.unique(split_of[at])) > 1,
             "images": [{"split": split, "index": index, "id": found.ids[i]}
-                       for i, (split, index) in zip(group, places, strict=True)],
+                       for i, (split, index) in zip(group, places, strict=False)],
         })
-    return sorted(result, key=lambda g: (-len(g["images"]), g["images"][0]["split"], g["images"][0]["index"]))
+    across = sum(len(np.unique(split_of[np.array(g)])) > 1 for g in every)
+    return listed, {"groups": len(every), "duplicates": sum(len(g) - 1 for g in every), "across": across}
 
 
 def leakage(found: dict[str, Any]) -> str:
@@ -277,11 +288,10 @@ def leakage(found: dict[str, Any]) -> str:
 
 
 def summary(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> dict[str, Any]:
-    """JSON-ready: the groups (``near``: near duplicates too, else exact ones only), and how many images they hold
-    and how many groups cross splits."""
-    found_groups = groups(found, bits, near)
+    """JSON-ready: the groups (``near``: near duplicates too, else exact ones only) as :func:`groups` lists them,
+    how many there are, how many images they hold beyond one each, and how many cross splits."""
+    listed, counts = groups(found, bits, near)
     return {
-        "images": len(found.ids), "near_bits": bits, "near": near, "groups": found_groups,
-        "duplicates": sum(len(g["images"]) - 1 for g in found_groups),
-        "groups_across_splits": sum(g["across_splits"] for g in found_groups),
+        "images": len(found.ids), "near_bits": bits, "near": near, "groups": listed, "group_count": counts["groups"],
+        "duplicates": counts["duplicates"], "groups_across_splits": counts["across"],
     }

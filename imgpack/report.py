@@ -37,7 +37,8 @@ def write_report(path: str, info: dict[str, Any], target: str) -> str:
                   _bars(stats["source_longer_side"]), _bars(stats["source_aspect"])]
     parts += ["<h2>Image sizes (longer side, pixels)</h2>", _bars(stats["longer_side"]),
               _table(["size (height x width)", "images"], [[k, str(v)] for k, v in list(stats["sizes"].items())[:50]])]
-    parts.append(f"<h2>Duplicates: {len(found['groups'])} groups, {found['groups_across_splits']} across splits</h2>")
+    count = found.get("group_count", len(found["groups"]))
+    parts.append(f"<h2>Duplicates: {count} groups, {found['groups_across_splits']} across splits</h2>")
     if found["groups"]:
         parts.append(_sheets(path, found["groups"][:SHEETS]))
         parts.append(_table(["group", "kind", "images (split #index id)"], [

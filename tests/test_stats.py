@@ -294,3 +294,27 @@ def test_an_update_stores_no_partial_statistics_and_inspect_reads_them(tmp_path:
     found = imgpack.statistics(str(out))
     assert found["count"] == 11
     np.testing.assert_allclose(found["mean"], pixels.mean(axis=0), rtol=1e-9)
+
+
+def test_a_summary_lists_the_largest_groups_and_counts_them_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgpack import duplicates
+
+    rng = np.random.default_rng(5)
+    keys = duplicates.Keys()
+    images = rng.integers(0, 2**63, size=(40, duplicates.HASHES), dtype=np.uint64)
+    exact = rng.integers(0, 256, size=(40, 16), dtype=np.uint8)
+    exact[10:15] = exact[0]  # a group of 6 exact copies (0, 10..14), one of them (14) in val below
+    exact[20] = exact[21] = exact[22]  # a group of 3
+    exact[30] = exact[31]  # groups of 2
+    exact[32] = exact[33]
+    keys.add("train", [f"t{i}" for i in range(14)], exact[:14], images[:14])
+    keys.add("val", [f"v{i}" for i in range(14, 40)], exact[14:], images[14:])
+    monkeypatch.setattr(duplicates, "LISTED_GROUPS", 2)
+    monkeypatch.setattr(duplicates, "LISTED_IMAGES", 4)
+    found = duplicates.summary(keys, near=False)
+    assert (found["group_count"], found["duplicates"], found["groups_across_splits"]) == (4, 5 + 2 + 1 + 1, 1)
+    assert [g["size"] for g in found["groups"]] == [6, 3]  # the largest two, listed
+    biggest = found["groups"][0]
+    assert biggest["exact"] and biggest["across_splits"] and len(biggest["images"]) == 4
+    assert [m["id"] for m in biggest["images"]] == ["t0", "t10", "t11", "t12"]
+    assert keys.where(14) == ("val", 0) and keys.where(13) == ("train", 13)

@@ -250,7 +250,7 @@ def convert(ctx: click.Context, source: str, output: str, fmt: str | None, size:
                  "(0..1; imgpack inspect OUTPUT --stats)")
     if res.duplicates and res.duplicates["groups"]:
         found = res.duplicates
-        say(ctx, f"  duplicates {plural(len(found['groups']), 'group')}"
+        say(ctx, f"  duplicates {plural(found['group_count'], 'group')}"
                  + (f", {found['groups_across_splits']} across splits" if res.splits else "")
                  + (f"; {found['dropped']} dropped" if found.get("dropped") else "")
                  + ("" if found["near"] else " (exact ones only)") + " (imgpack inspect OUTPUT --duplicates)")

@@ -217,15 +217,17 @@ def _stats_lines(stats: dict[str, Any]) -> list[str]:
 
 def _duplicates_lines(found: dict[str, Any]) -> list[str]:
     """``inspect --duplicates``: how many groups, then each (its kind, its splits, its images)."""
-    groups = found["groups"]
+    groups, count = found["groups"], found.get("group_count", len(found["groups"]))
     across = f", {found['groups_across_splits']} across splits" if found["groups_across_splits"] else ""
-    lines = [f"  duplicates   {plural(len(groups), 'group')} of {plural(found['duplicates'] + len(groups), 'image')}"
-             f"{across} (near: at most {found['near_bits']} of 64 hash bits apart)"]
+    near = f"near: at most {found['near_bits']} of 64 hash bits apart" if found.get("near", True) else "exact only"
+    lines = [f"  duplicates   {plural(count, 'group')} of {plural(found['duplicates'] + count, 'image')}{across} "
+             f"({near})"]
     for group in groups[:SHOW]:
         where = sorted({m["split"] for m in group["images"]})
         kind = ("exact" if group["exact"] else "near") + (f", {'+'.join(where)}" if where != [""] else "")
         names = ", ".join(f"{m['split'] + ' ' if m['split'] else ''}#{m['index']} {m['id']}" for m in group["images"])
-        lines.append(f"    {kind}: {names}")
-    if len(groups) > SHOW:
-        lines.append(f"    ... and {len(groups) - SHOW} more groups (--json lists them all)")
+        more = len(group["images"]) < group.get("size", 0)
+        lines.append(f"    {kind}: {names}" + (f" and {group['size'] - len(group['images'])} more" if more else ""))
+    if count > SHOW:
+        lines.append(f"    ... and {count - SHOW} more groups (--json lists the first {len(groups)})")
     return lines
