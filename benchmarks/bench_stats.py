@@ -67,7 +67,7 @@ def main() -> None:
         wall = statistics.median(times)
         print(f"| {name} | {wall:.2f} | {100 * wall / base:.0f}% |")
     print(f"\nthe notes: {100 * statistics.median(shares):.1f}% of the workers' CPU (statistics and keys)")
-    print(f"--duplicates found {len(found['groups'])} groups of {found['duplicates'] + len(found['groups'])} images "
+    print(f"--duplicates found {found['group_count']} groups of {found['duplicates'] + found['group_count']} images "
           "(the corpus is random crops of a dozen photos: overlapping crops of one photo are near duplicates)")
 
 
