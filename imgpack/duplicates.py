@@ -283,8 +283,9 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[
 
 def leakage(found: dict[str, Any]) -> str:
     """What a summary's groups across splits mean, in words."""
-    return (f"{found['groups_across_splits']} groups of duplicate images span splits (the same image in training "
-            "and in evaluation)")
+    n = found["groups_across_splits"]
+    return (f"{n} {'group' if n == 1 else 'groups'} of duplicate images {'spans' if n == 1 else 'span'} splits (the "
+            "same image in training and in evaluation)")
 
 
 def summary(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> dict[str, Any]:

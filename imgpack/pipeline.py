@@ -394,7 +394,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
                 per_split[name] = {"count": res.written, "skipped": len(res.skipped),
                                    "files": [os.path.relpath(p, output) for p in res.outputs],
                                    "label_counts": res.label_counts}
-        stats, found = _noted(part, bool(splits))
+        stats, found = _noted(part, bool(splits), settings.stored_at or output)
         if splits:
             outputs.append(_write_split_summary(output, scan, source_opts, per_split, writer_cls.name, found))
     except KeyboardInterrupt:
@@ -440,7 +440,7 @@ def _undo(written: list[str], before: Snapshot | None) -> None:
         remove_quietly(written)
 
 
-def _noted(part: Part, splits: bool) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+def _noted(part: Part, splits: bool, output: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The statistics over every output of the run, and its duplicate groups (over all its splits: a group
     across them is leakage, logged), where the workers noted every image."""
     observed = part.observed
@@ -461,10 +461,9 @@ def _noted(part: Part, splits: bool) -> tuple[dict[str, Any] | None, dict[str, A
             found = {**found, "dropped": len(dropped)}
             if not found["near"]:
                 log.info("%d images: above %d a conversion looks for exact duplicates only; imgpack inspect "
-                         "OUTPUT --duplicates looks for near ones too", found["images"], duplicates.NEAR_LIMIT)
+                         "%s --duplicates looks for near ones too", found["images"], duplicates.NEAR_LIMIT, output)
             if found["groups_across_splits"]:
-                log.warning("%s (leakage); imgpack inspect OUTPUT --duplicates lists them",
-                            duplicates.leakage(found))
+                log.warning("%s: imgpack inspect %s --duplicates lists them", duplicates.leakage(found), output)
         if dropped:
             log.warning("%d images left out as duplicates of an earlier split's (--dedupe drop): %s", len(dropped),
                         ", ".join(f"{d['id']} ({d['duplicate_of']['split']} {d['duplicate_of']['id']})"
