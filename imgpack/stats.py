@@ -1,5 +1,6 @@
 """What is in an output: per-channel mean and standard deviation of the stored pixels, the class balance, and
-the images' sizes (``imgpack inspect --stats``), from one read of the output.
+the images' sizes (``imgpack inspect --stats``), added up as a conversion's workers note them
+(:mod:`imgpack.observe`) or from one read of the output.
 
 The sums are exact integers (each image's, :func:`moments`; added up in Python's integers), so the mean and
 standard deviation are numpy's over the whole stored array to float64 rounding, whatever the order the images
@@ -20,6 +21,9 @@ SIZE_EDGES = (32, 64, 128, 256, 512, 1024, 2048)
 #: the aspect ratios' histogram (width / height): its bins' upper edges, and their names
 ASPECT_EDGES = (0.5, 0.75, 0.99, 1.01, 1.34, 2.0)
 ASPECTS = ("<=1:2", "<=3:4", "<1:1", "1:1", "<=4:3", "<=2:1", ">2:1")
+#: the most (height, width)s an output stores and a summary lists, the commonest first (images kept at their own
+#: sizes can have as many as images; the longer-side histogram counts every one)
+LISTED_SIZES = 1000
 
 
 class Stats:
@@ -33,6 +37,7 @@ class Stats:
         self.squares: list[int] = []
         self.classes: Counter[str] = Counter()
         self.shapes: Counter[tuple[int, int]] = Counter()
+        self.sides: Counter[str] = Counter()  # the images' longer sides (a histogram)
         #: the source images' longer sides and aspect ratios (histograms: known only while converting)
         self.source_sides: Counter[str] = Counter()
         self.source_aspects: Counter[str] = Counter()
@@ -56,11 +61,11 @@ class Stats:
             self.pixels += int(h) * int(w) * int(k)
             self.count += int(k)
             self.shapes[(int(h), int(w))] += int(k)
+            self.sides[_side_bin(max(int(h), int(w)))] += int(k)
 
     def add_sources(self, heights: np.ndarray, widths: np.ndarray) -> None:
         """The (height, width)s of the source images (upright) these were made from."""
-        longer = np.maximum(heights, widths)
-        sides = np.searchsorted(np.array(SIZE_EDGES), longer, side="left")
+        sides = np.searchsorted(np.array(SIZE_EDGES), np.maximum(heights, widths), side="left")
         self.source_sides.update({_SIZE_BINS[b]: int(k) for b, k in zip(*np.unique(sides, return_counts=True),
                                                                           strict=True)})
         aspects = np.searchsorted(np.array(ASPECT_EDGES), widths / np.maximum(heights, 1), side="left")
@@ -73,8 +78,10 @@ class Stats:
     def state(self) -> dict[str, Any]:
         """JSON-ready, all that :meth:`from_state` needs: what an output stores of its images."""
         return {"count": self.count, "pixels": self.pixels, "sums": self.sums, "squares": self.squares,
-                "classes": dict(self.classes), "shapes": [[h, w, k] for (h, w), k in self.shapes.items()],
-                "source_sides": dict(self.source_sides), "source_aspects": dict(self.source_aspects)}
+                "classes": dict(self.classes),
+                "shapes": [[h, w, k] for (h, w), k in self.shapes.most_common(LISTED_SIZES)],
+                "sides": dict(self.sides), "source_sides": dict(self.source_sides),
+                "source_aspects": dict(self.source_aspects)}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], label_names: list[str]) -> Stats:
@@ -83,6 +90,7 @@ class Stats:
         stats.count, stats.pixels = int(state["count"]), int(state["pixels"])
         stats.classes.update({str(k): int(v) for k, v in state["classes"].items()})
         stats.shapes.update({(int(h), int(w)): int(k) for h, w, k in state["shapes"]})
+        stats.sides.update({str(k): int(v) for k, v in state["sides"].items()})
         stats.source_sides.update({str(k): int(v) for k, v in state.get("source_sides", {}).items()})
         stats.source_aspects.update({str(k): int(v) for k, v in state.get("source_aspects", {}).items()})
         return stats
@@ -97,6 +105,7 @@ class Stats:
         self.pixels += other.pixels
         self.classes.update(other.classes)
         self.shapes.update(other.shapes)
+        self.sides.update(other.sides)
         self.source_sides.update(other.source_sides)
         self.source_aspects.update(other.source_aspects)
 
@@ -115,17 +124,14 @@ class Stats:
         # exact integers first: n * sum(x^2) - sum(x)^2 is n^2 times the variance, with no cancellation
         std = [float(np.sqrt((n * q - s * s) / (n * n))) for s, q in zip(self.sums, self.squares, strict=True)] \
             if n else []
-        histogram = dict.fromkeys(_SIZE_BINS, 0)
-        for (h, w), k in self.shapes.items():
-            histogram[_SIZE_BINS[int(np.searchsorted(np.array(SIZE_EDGES), max(h, w), side="left"))]] += k
         return {
             "count": self.count, "pixels_per_channel": n,
             "mean": mean, "std": std,
             "mean_01": [m / 255 for m in mean], "std_01": [s / 255 for s in std],
             "classes": {name: self.classes[name] for name in [*self.label_names, "(unlabeled)"]
                         if self.classes[name] or name in self.label_names},
-            "sizes": {f"{h}x{w}": k for (h, w), k in sorted(self.shapes.items(), key=lambda x: -x[1])},
-            "longer_side": histogram,
+            "sizes": {f"{h}x{w}": k for (h, w), k in self.shapes.most_common(LISTED_SIZES)},
+            "longer_side": {b: self.sides[b] for b in _SIZE_BINS},
             **({"source_longer_side": {b: self.source_sides[b] for b in _SIZE_BINS},
                 "source_aspect": {b: self.source_aspects[b] for b in ASPECTS}} if self.source_sides else {}),
         }
@@ -133,6 +139,10 @@ class Stats:
 
 #: the longer side histogram's bins
 _SIZE_BINS = (*(f"<={edge}" for edge in SIZE_EDGES), f">{SIZE_EDGES[-1]}")
+
+
+def _side_bin(side: int) -> str:
+    return _SIZE_BINS[int(np.searchsorted(np.array(SIZE_EDGES), side, side="left"))]
 
 
 def moments(image: np.ndarray) -> tuple[list[int], list[int]]:

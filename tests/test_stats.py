@@ -318,3 +318,17 @@ def test_a_summary_lists_the_largest_groups_and_counts_them_all(monkeypatch: pyt
     assert biggest["exact"] and biggest["across_splits"] and len(biggest["images"]) == 4
     assert [m["id"] for m in biggest["images"]] == ["t0", "t10", "t11", "t12"]
     assert keys.where(14) == ("val", 0) and keys.where(13) == ("train", 13)
+
+
+def test_an_output_stores_its_commonest_sizes_and_counts_every_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgpack import stats as stats_module
+    from imgpack.stats import Stats
+
+    monkeypatch.setattr(stats_module, "LISTED_SIZES", 3)
+    found = Stats(["a"])
+    found.add_moments([1, 1, 1], [1, 1, 1], {(10, 20): 5, (30, 30): 4, (40, 300): 3, (600, 50): 2, (7, 7): 1})
+    state = found.state()
+    assert [tuple(s) for s in state["shapes"]] == [(10, 20, 5), (30, 30, 4), (40, 300, 3)]
+    again = Stats.from_state(state, ["a"]).summary()
+    assert again["count"] == 15 and again["sizes"] == {"10x20": 5, "30x30": 4, "40x300": 3}
+    assert {k: v for k, v in again["longer_side"].items() if v} == {"<=32": 10, "<=512": 3, "<=1024": 2}
