@@ -43,7 +43,7 @@ from . import params, publish
 from ._version import __version__
 from .errors import OutputError, SourceError, UsageError
 from .outputs import ShardNames, label_counts, prepare_target
-from .packed import Encoded, PackedDataset, check_contents, describe_dataset
+from .packed import Encoded, PackedDataset, describe_dataset, verify_contents
 from .params import param
 
 if TYPE_CHECKING:
@@ -265,10 +265,7 @@ class Writer:
         label range and count.
         """
         with cls.open(path) as ds:
-            try:
-                check_contents(ds.verify_storage(), ds.label_names, len(ds), ds.image_shape)
-            except ValueError as exc:
-                raise SourceError(f"{path}: {exc}") from None
+            verify_contents(ds, path)
 
 
 # --------------------------------------------------------------------------- capabilities

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SourceError
 from .outputs import label_counts
 from .watchdog import beat
 
@@ -274,3 +275,12 @@ def describe_dataset(ds: PackedDataset, format: str) -> Description:
         recipe=ds.recipe, imgpack_version=prov.get("imgpack_version"), source=prov.get("source"),
         created=prov.get("created"), file_size=sum(s or 0 for s in sizes.values()), shards=shards,
         label_keys=prov.get("label_keys") or None, details=ds.details())
+
+
+def verify_contents(ds: PackedDataset, path: str) -> None:
+    """Read every record of ``ds`` through its format's own checks (``verify_storage``) and against its metadata;
+    SourceError names ``path`` and the first problem."""
+    try:
+        check_contents(ds.verify_storage(), ds.label_names, len(ds), ds.image_shape)
+    except ValueError as exc:
+        raise SourceError(f"{path}: {exc}") from None
