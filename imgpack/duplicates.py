@@ -27,6 +27,8 @@ import cv2
 import numpy as np
 import xxhash
 
+from .samples import Strings
+
 #: at most this many of the 64 bits apart: near duplicates (on 323 real photos: copies at JPEG quality 70 or
 #: resized to 90% at most 2 bits from their source, cropped by 5% at most 4; two distinct photos at least 10)
 NEAR_BITS = 8
@@ -131,10 +133,11 @@ def hashes(greys: Sequence[np.ndarray]) -> np.ndarray:
 
 @dataclass
 class Keys:
-    """The keys of images (an output's, or a split folder's), in order, with where each image is: ~100 bytes
-    an image (the keys, a reference to its id), its split and index kept a batch at a time."""
+    """The keys of images (an output's, or a split folder's), in order, with where each image is: ~80 bytes
+    an image (the keys, its id), its id, split and index kept a batch at a time."""
 
-    ids: list[str] = field(default_factory=list)
+    ids: list[Strings] = field(default_factory=list)  # per batch: its images' ids (see :meth:`id`)
+    size: int = 0  # images so far
     exact: list[np.ndarray] = field(default_factory=list)  # per batch: (n, 16) uint8
     hashes: list[np.ndarray] = field(default_factory=list)  # per batch: (n, HASHES) uint64
     batches: list[tuple[int, str, int]] = field(default_factory=list)  # (first image, its split, its index there)
@@ -144,23 +147,33 @@ class Keys:
         """A batch of one split's images (its next ones), their exact keys (n x 16 bytes) and hashes."""
         start = self.counts.get(split, 0)
         self.counts[split] = start + len(ids)
-        self.batches.append((len(self.ids), split, start))
-        self.ids.extend(ids)
+        self.batches.append((self.size, split, start))
+        self.ids.append(Strings.of(ids))
+        self.size += len(ids)
         self.exact.append(np.asarray(exact, np.uint8).reshape(len(ids), 16))
         self.hashes.append(np.asarray(hashes, np.uint64).reshape(len(ids), HASHES))
 
     def where(self, i: int) -> tuple[str, int]:
         """Image ``i``'s split and its index there."""
-        first, split, index = self.batches[bisect.bisect_right(self.batches, (i, "\uffff")) - 1]
+        first, split, index = self.batches[self._batch(i)]
         return split, index + i - first
+
+    def id(self, i: int) -> str:
+        """Image ``i``'s id."""
+        batch = self._batch(i)
+        return self.ids[batch][i - self.batches[batch][0]]
+
+    def _batch(self, i: int) -> int:
+        return bisect.bisect_right(self.batches, (i, "\uffff")) - 1
 
     @classmethod
     def join(cls, parts: Sequence[Keys]) -> Keys:
         """The keys of ``parts``' images, one after the other (each split's indices as they were)."""
         joined = cls()
         for part in parts:
-            joined.batches += [(len(joined.ids) + first, split, index) for first, split, index in part.batches]
+            joined.batches += [(joined.size + first, split, index) for first, split, index in part.batches]
             joined.ids += part.ids
+            joined.size += part.size
             joined.exact += part.exact
             joined.hashes += part.hashes
             for split, n in part.counts.items():
@@ -241,7 +254,7 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[
     JSON), and how many groups, duplicates and groups across splits there are in all. Each listed group: its
     size, its images (split, index, id), whether every one of them is the same image (``exact``), and whether
     it spans splits (``across_splits``: leakage). ``near``: near duplicates too, else exact ones only."""
-    n = len(found.ids)
+    n = found.size
     parent = list(range(n))
 
     def root(i: int) -> int:
@@ -274,7 +287,7 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[
             "size": len(group),
             "exact": len(np.unique(same[at])) == 1,
             "across_splits": len(np.unique(split_of[at])) > 1,
-            "images": [{"split": split, "index": index, "id": found.ids[i]}
+            "images": [{"split": split, "index": index, "id": found.id(i)}
                        for i, (split, index) in zip(group, places, strict=False)],
         })
     across = sum(len(np.unique(split_of[np.array(g)])) > 1 for g in every)
@@ -293,6 +306,6 @@ def summary(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> dict[str, 
     how many there are, how many images they hold beyond one each, and how many cross splits."""
     listed, counts = groups(found, bits, near)
     return {
-        "images": len(found.ids), "near_bits": bits, "near": near, "groups": listed, "group_count": counts["groups"],
+        "images": found.size, "near_bits": bits, "near": near, "groups": listed, "group_count": counts["groups"],
         "duplicates": counts["duplicates"], "groups_across_splits": counts["across"],
     }

@@ -12,7 +12,7 @@ from . import storage
 from ._version import __version__
 from .errors import CorruptImageError, OutputError
 from .outputs import label_counts, partial_path, prepare_target
-from .plugins import Sample
+from .plugins import Samples
 from .probe import probe, probe_file
 from .progress import Progress
 from .readers.manifest import MANIFEST_KIND, MANIFEST_VERSION
@@ -94,13 +94,13 @@ def ingest(source: str, output: str, *, reader: str | None = None, overwrite: bo
     finally:
         bar.close()
     k = len(scan.label_names)
-    def counts(samples: list[Sample]) -> dict[str, int]:  # the labels that have samples
+    def counts(samples: Samples) -> dict[str, int]:  # the labels that have samples
         found = label_counts(label_array(samples, scan.multi_label, k), scan.label_names)
         return {name: n for name, n in found.items() if n}
 
     class_counts = counts(scan.samples)
     splits = split_counts_of(scan) if scan.splits else None
-    per_split = {name: counts([s for s in scan.samples if s.split == name]) for name in splits} if splits else None
+    per_split = {name: counts(scan.samples.where(name)) for name in splits} if splits else None
     label_problems = problem_summary(scan.problems)
     manifest_dir = os.path.dirname(os.path.abspath(output))
     header = {

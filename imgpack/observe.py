@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import duplicates as dup
+from .samples import Strings
 from .stats import Stats, exact_sums, mean_and_std
 
 if TYPE_CHECKING:
@@ -107,7 +108,7 @@ class Observed:
 
     split: str  # "" for an output of no split
     label_names: list[str]
-    ids: Sequence[str]  # the output's samples' ids, in order
+    ids: Strings  # the output's samples' ids, in order (a list is made one)
     keys: bool = True  # the duplicate keys are noted (``--dedupe`` not off)
     #: ``--dedupe drop``: the keys of the earlier splits, whose duplicates this one leaves out
     against: dup.Lookup | None = None
@@ -123,6 +124,7 @@ class Observed:
 
     def __post_init__(self) -> None:
         self.stats = Stats(self.label_names)
+        self.ids = Strings.of(self.ids)
 
     def take(self, chunk: Chunk, first: int) -> None:
         """Add the notes of ``chunk`` (its samples from ``first`` on), and, against earlier splits, mark the
@@ -153,7 +155,7 @@ class Observed:
                 self.stats.add_sources(some["source"][:, 0], some["source"][:, 1])
         if self.keys:
             rows = first + np.flatnonzero(ok)[seen]
-            self.found.add(self.split, [self.ids[i] for i in rows.tolist()], kept["exact"], kept["hashes"])
+            self.found.add(self.split, self.ids.take(rows), kept["exact"], kept["hashes"])
 
     def _duplicates(self, found: np.ndarray, ok: np.ndarray, first: int) -> dict[int, Dropped]:
         """The chunk's images that duplicate an image of the earlier splits: position -> why."""
@@ -167,8 +169,8 @@ class Observed:
                         strict=True):
             if j >= 0:
                 split = earlier.where(j)[0]
-                why[i] = Dropped(f"a duplicate of {split} image {earlier.ids[j]} (--dedupe drop)")
-                self.dropped.append({"id": self.ids[first + i], "duplicate_of": {"split": split, "id": earlier.ids[j]}})
+                why[i] = Dropped(f"a duplicate of {split} image {earlier.id(j)} (--dedupe drop)")
+                self.dropped.append({"id": self.ids[first + i], "duplicate_of": {"split": split, "id": earlier.id(j)}})
         return why
 
     def complete(self) -> bool:

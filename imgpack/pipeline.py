@@ -302,7 +302,8 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
         planned = [k for k, v in parse_split(source_opts.split).items() if v > 0] if source_opts.split else []
         checked = check_targets(output, targets_of(output, writer_cls, planned), settings, checked)
     scan = load_scan(source, source_opts)
-    splits = [name for name in scan.splits if any(s.split == name for s in scan.samples)]
+    present = scan.samples.split_counts()
+    splits = [name for name in scan.splits if name in present]
     for name in sorted(set(scan.splits) - set(splits)):
         log.warning("split %r gets no sample (of %d): no file is written for it", name, len(scan.samples))
     targets = targets_of(output, writer_cls, splits)
@@ -313,7 +314,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
         raise no_images(source, scan, source_opts)
     if getattr(writer_options, "one_hot", False) and scan.multi_label:
         raise UsageError("--one-hot: the labels are multi-label, stored multi-hot already")
-    annotations = any(s.annotation is not None for s in scan.samples)
+    annotations = any(a is not None for a in scan.samples.annotations or ())
     if annotations and not writer_cls.stores_annotations:
         log.warning("the %s writer does not store annotations: those of %s are not kept",
                     writer_cls.name, scan.labels_file or source)
@@ -336,7 +337,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     part = (ShardPart if settings.by_shards else Part)(
         scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, settings.batch_size, on_error,
         settings.update, shard_size, settings.replaces, drop=settings.dedupe == "drop")
-    members_of = {name: [s for s in scan.samples if s.split == name] if splits else scan.samples for name in targets}
+    members_of = {name: scan.samples.where(name) if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=settings.max_pixels, checksum=settings.checksum)
     # Each file's size and time, taken before it is read: here, or, where nothing needs them before the
@@ -344,10 +345,9 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     # (their shards' results bring them back, for the record the index stores).
     prints: dict[str, list[Any]] = {}
     if settings.update or resume or not engine.writes_shards or storage.is_url(scan.root) or scan.versions is not None:
-        prints = dict(zip((s.path for s in scan.samples), fingerprints(scan, scan.samples, settings.checksum),
-                          strict=True))
+        prints = dict(zip(scan.samples.paths, fingerprints(scan, scan.samples, settings.checksum), strict=True))
         for name, target in targets.items():
-            part.plan(target, members_of[name], [prints[s.path] for s in members_of[name]])
+            part.plan(target, members_of[name], [prints[path] for path in members_of[name].paths])
     report = bring_up_to_date(output, targets, part, prints, members_of, settings) if settings.update else None
     del prints  # (the records hold each file's fingerprint: the map by path is ~100 bytes an image)
     if report is not None and report["up_to_date"]:
@@ -381,8 +381,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     before = Snapshot(output) if "" not in targets and not resume else None
     try:
         for name, target in targets.items():
-            members = [s for s in scan.samples if s.split == name] if splits else scan.samples
-            res = part.run(members, target, bar.update, resume)
+            res = part.run(members_of[name], target, bar.update, resume)
             finished.append(target)
             reused += res.reused
             written += res.written

@@ -27,7 +27,7 @@ from .errors import ImageError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
 from .observe import Dropped, Observed
 from .outputs import label_counts, remove_quietly
-from .plugins import Sample, Scan
+from .plugins import Sample, Samples, Scan
 from .process import Job
 from .resume import Journal, fingerprint, journal_path, what_changed
 from .sources import label_array
@@ -95,12 +95,12 @@ class Part:
         """The options a writer of this run gets: its target was checked by the plan (may it be replaced?)."""
         return replace(self.writer_options, overwrite=True)
 
-    def plan(self, target: str, samples: Sequence[Sample], prints: Sequence[list[Any]]) -> None:
+    def plan(self, target: str, samples: Samples, prints: Sequence[list[Any]]) -> None:
         """The digests and the record of ``target``, made of ``samples`` whose files have these fingerprints."""
         self.digests[target] = digests(samples, prints)
         self.records[target] = record(self.key, samples, prints, self.scan.label_names, self.digests[target])
 
-    def run(self, samples: Sequence[Sample], target: str, advance: Callable[[int], None],
+    def run(self, samples: Samples, target: str, advance: Callable[[int], None],
             resume: bool = False) -> PartResult:
         """Write ``samples`` to ``target`` (``advance``: the progress, in samples); ``resume``: continue an
         interrupted run there."""
@@ -113,10 +113,10 @@ class Part:
         labels = label_array(samples, scan.multi_label, len(scan.label_names))
         return self._run(samples, target, meta, paths, labels, advance, resume)
 
-    def _observer(self, samples: Sequence[Sample]) -> Observed:
+    def _observer(self, samples: Samples) -> Observed:
         """What notes this output's images: with --dedupe drop, against the keys of the outputs before it."""
         earlier = [o.found for o in self.observed]
-        observed = Observed(samples[0].split or "" if samples else "", self.scan.label_names, [s.id for s in samples],
+        observed = Observed(samples[0].split or "" if samples else "", self.scan.label_names, samples.ids,
                             self.job.keys, against=duplicates.Lookup(duplicates.Keys.join(earlier))
                             if self.drop and earlier else None)
         self.observed.append(observed)
@@ -128,10 +128,10 @@ class Part:
         observed.stats.add_classes(label_counts)
         if observed.keys and not observed.split and observed.missing == 0:
             observed.duplicates = duplicates.summary(observed.found,
-                                                     near=len(observed.found.ids) <= duplicates.NEAR_LIMIT)
+                                                     near=observed.found.size <= duplicates.NEAR_LIMIT)
         observed.final = True
 
-    def _run(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str], labels: np.ndarray,
+    def _run(self, samples: Samples, target: str, meta: OutputMeta, paths: Sequence[str], labels: np.ndarray,
              advance: Callable[[int], None], resume: bool) -> PartResult:
         """On the local engine: one writer here, fed the engine's chunks in order; a journal for --resume."""
         scan = self.scan
@@ -208,7 +208,7 @@ class Part:
             inner = LocalEngine(0)  # a few new images: decoded here, sooner than a pool starts
         return ReusingEngine(inner, where, olds)
 
-    def _write(self, engine: Engine, writer: Writer, samples: Sequence[Sample], paths: list[str],
+    def _write(self, engine: Engine, writer: Writer, samples: Samples, paths: Sequence[str],
                labels: np.ndarray, start: int, advance: Callable[[int], None], skipped_at: dict[int, str],
                kept_rows: list[np.ndarray]) -> Iterator[tuple[int, float]]:
         """``paths[start:]`` converted by ``engine`` into ``writer``; each sample skipped goes to
@@ -228,15 +228,16 @@ class Part:
             images: np.ndarray | list[Any] = chunk.images if ok.all() else chunk.images[ok]
             if chunk.extras:  # encoded images, or images of another shape: by value, in order
                 images = [chunk.item(i) for i in kept.tolist()]
-            ids = [samples[i].id for i in idx.tolist()]
+            ids = samples.ids.take(idx).tolist()
             if self.annotations:
-                writer.write(images, labels[idx], ids, annotations=[samples[i].annotation for i in idx.tolist()])
+                notes = samples.annotations or []
+                writer.write(images, labels[idx], ids, annotations=[notes[i] for i in idx.tolist()])
             else:
                 writer.write(images, labels[idx], ids)
             kept_rows.append(idx)
             yield first + len(chunk.errors), chunk.cpu
 
-    def patch(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
+    def patch(self, samples: Samples, target: str, meta: OutputMeta, paths: Sequence[str],
               labels: np.ndarray, advance: Callable[[int], None]) -> PartResult | None:
         """``--update`` of a sharded output of a format that maps images to shards (formats.Patches): the
         new and changed images go to one new shard, the others stay where they are, and a new index over
@@ -271,7 +272,7 @@ class Part:
                          formats.shard_options(self.writer_options))
             try:
                 for _, cpu in self._write(self._engine([where[i] for i in fresh], olds), writer,
-                                          [samples[i] for i in fresh], [paths[i] for i in fresh], labels[fresh],
+                                          samples.take(fresh), [paths[i] for i in fresh], labels[fresh],
                                           0, advance, skipped_at, kept_rows):
                     worker_cpu += cpu
                 writer.close()
@@ -281,8 +282,8 @@ class Part:
         rows, kept = _patched_rows(in_place, {fresh[j] for j in skipped_at}, os.path.basename(shard))
         try:
             outputs = fmt.write_patched_index(
-                target, meta, self.writer_options, rows, labels[kept], [samples[i].id for i in kept],
-                [samples[i].annotation for i in kept] if self.annotations else None)
+                target, meta, self.writer_options, rows, labels[kept], samples.ids.take(kept).tolist(),
+                [(samples.annotations or [])[i] for i in kept] if self.annotations else None)
         except BaseException:
             remove_quietly([shard])
             raise

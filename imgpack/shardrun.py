@@ -26,7 +26,7 @@ from .locking import check_held
 from .observe import Dropped
 from .outputs import label_counts, remove_quietly
 from .plan import refuse_existing
-from .plugins import Sample
+from .plugins import Samples
 from .process import Job
 from .resume import Journal, fingerprint, journal_path
 from .run import Part, PartResult, Skipped
@@ -38,7 +38,7 @@ log = logging.getLogger("imgpack")
 class ShardPart(Part):
     """A :class:`~imgpack.run.Part` written shard by shard."""
 
-    def _run(self, samples: Sequence[Sample], target: str, meta: OutputMeta, paths: list[str],
+    def _run(self, samples: Samples, target: str, meta: OutputMeta, paths: Sequence[str],
              labels: np.ndarray, advance: Callable[[int], None], resume: bool) -> PartResult:
         """Shards of ``--shard-size`` samples (:meth:`imgpack.plan.Settings.shard_size_for`), each converted and
         written by the engine, but for those an interrupted run (``resume``) or the version there (``--update``)
@@ -160,29 +160,29 @@ class ShardPart(Part):
 
         return shardplan.kept(shards, written, there, same_source)
 
-    def _with_record(self, key: str, meta: OutputMeta, samples: Sequence[Sample],
+    def _with_record(self, key: str, meta: OutputMeta, samples: Samples,
                      shards: Sequence[shardplan.Shard], final: Sequence[str],
                      results: Sequence[ShardResult]) -> OutputMeta:
         """``meta`` with the record of the output ``key``, made before the run or now from the fingerprints the
         workers took as they read each file, and its shards (what a later ``--update`` keeps)."""
         if key not in self.records:
             files = [fp for r in results for fp in r.files]
-            self.plan(key, samples, [[s.path, *fp, None] for s, fp in zip(samples, files, strict=True)])
+            self.plan(key, samples, [[path, *fp, None] for path, fp in zip(samples.paths, files, strict=True)])
         entries = [shardplan.entry(sh.digest, f, r.stats, r.skipped)
                    for sh, f, r in zip(shards, final, results, strict=True)]
         return replace(meta, update={**self.records[key], "shards": entries})
 
     def _map_shards(self, final: list[str], shards: Sequence[shardplan.Shard], run: Sequence[shardplan.Shard],
-                    held: Mapping[int, Mapping[str, Any]], samples: Sequence[Sample], meta: OutputMeta,
-                    paths: list[str], labels: np.ndarray, advance: Callable[[int], None], engine: Engine,
+                    held: Mapping[int, Mapping[str, Any]], samples: Samples, meta: OutputMeta,
+                    paths: Sequence[str], labels: np.ndarray, advance: Callable[[int], None], engine: Engine,
                     rows: Sequence[list[Any]] | None
                     ) -> tuple[list[ShardResult], list[tuple[str, str, int]], np.ndarray]:
         """The shards of ``run`` written by ``engine`` at their ``final`` names, each with its done record (its
         files' fingerprints from ``rows``, the record made before the run, else as the workers take them), those
         ``held`` kept: every shard's result, in order, the skipped images (path, reason, position) and the
         positions kept."""
-        tasks = [ShardTask(sh.index, final[sh.index], paths[sh.start:sh.stop], labels[sh.start:sh.stop],
-                           [s.id for s in samples[sh.start:sh.stop]],
+        tasks = [ShardTask(sh.index, final[sh.index], list(paths[sh.start:sh.stop]), labels[sh.start:sh.stop],
+                           samples.ids[sh.start:sh.stop].tolist(),
                            [s.annotation for s in samples[sh.start:sh.stop]] if self.annotations else None,
                            sh.digest, [r[2:4] for r in rows[sh.start:sh.stop]] if rows is not None else None)
                  for sh in run]

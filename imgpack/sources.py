@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import SourceError, UsageError, is_text, text_id
-from .plugins import Problem, Reader, Sample, Scan
+from .plugins import Problem, Reader, Sample, Samples, Scan
 from .readers.dataset import DatasetReader
 from .readers.labels import load_json, read_text
 from .registry import readers
@@ -116,8 +116,8 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     fractions = parse_split(opts.split) if opts.split is not None else None
     reader = pick_reader(source, opts)
     scan = reader.scan()
-    if not is_text("".join(map(_ID, scan.samples))):  # one check of every id at once
-        scan = replace(scan, samples=[replace(s, id=text_id(s.id)) for s in scan.samples])
+    if not is_text(scan.samples.ids.joined):  # one check of every id at once
+        scan = replace(scan, samples=scan.samples.with_ids(map(text_id, scan.samples.ids)))
     scan = unique_ids(scan)
     for hint in _hints(scan, opts):
         log.warning("%s", hint)
@@ -170,16 +170,18 @@ def unique_ids(scan: Scan) -> Scan:
     """Every sample's id unique within the source, as ``--update``, ``--resume`` and every format key on it:
     files whose ids would be one (``a/dup.png`` and ``a/dup.bmp``, both ``a/dup``) keep their extension
     (their ids are their paths under SRC). SourceError where even their paths are one."""
-    if len(set(map(_ID, scan.samples))) == len(scan.samples):
+    ids = scan.samples.ids.tolist()
+    if len(set(ids)) == len(ids):
         return scan
-    counts = Counter(s.id for s in scan.samples)
-    samples = [replace(s, id=s.path) if counts[s.id] > 1 else s for s in scan.samples]
-    again = Counter(s.id for s in samples)
-    same = [s.path for s in samples if again[s.id] > 1][:2]
+    paths = scan.samples.paths.tolist()
+    counts = Counter(ids)
+    ids = [path if counts[i] > 1 else i for i, path in zip(ids, paths, strict=True)]
+    again = Counter(ids)
+    same = [path for i, path in zip(ids, paths, strict=True) if again[i] > 1][:2]
     if same:
         raise SourceError(f"{scan.source}: {same[0]} and {same[1]} would have one id; a sample's id is unique "
                           "within its source")
-    return replace(scan, samples=samples)
+    return replace(scan, samples=scan.samples.with_ids(ids))
 
 
 def limit(scan: Scan, n: int, seed: int | None) -> Scan:
@@ -189,7 +191,7 @@ def limit(scan: Scan, n: int, seed: int | None) -> Scan:
     if seed is None:
         return replace(scan, samples=scan.samples[:n])
     picked = sorted(np.random.default_rng(seed).choice(len(scan.samples), size=n, replace=False).tolist())
-    return replace(scan, samples=[scan.samples[i] for i in picked])
+    return replace(scan, samples=scan.samples.take(picked))
 
 
 def inside_root(scan: Scan) -> Scan:
@@ -206,9 +208,9 @@ def inside_root(scan: Scan) -> Scan:
 
     #: folder (as the samples name it) -> its real path, whether that is inside, the names of its links
     folders: dict[str, tuple[str, bool, set[str] | None]] = {}
-    kept: list[Sample] = []
+    kept: list[int] = []
     outside: list[tuple[str, str]] = []
-    for s in scan.samples:
+    for n, s in enumerate(scan.samples):
         folder, _, name = s.path.rpartition("/")
         if folder not in folders:
             real_dir = os.path.realpath(os.path.join(scan.root, folder))
@@ -218,18 +220,18 @@ def inside_root(scan: Scan) -> Scan:
         if path and (links is not None or os.path.islink(path)):
             real = os.path.realpath(path)
         elif dir_inside:
-            kept.append(s)
+            kept.append(n)
             continue
         else:
             real = os.path.join(real_dir, name)
         if inside(real):
-            kept.append(s)
+            kept.append(n)
         else:
             outside.append((s.path, f"leads outside the dataset root (to {real}); not read without "
                                     "--follow-symlinks"))
     if not outside:
         return scan
-    return replace(scan, samples=kept, ignored=[*scan.ignored, *outside])
+    return replace(scan, samples=scan.samples.take(kept), ignored=[*scan.ignored, *outside])
 
 
 def _links_in(folder: str) -> set[str] | None:
@@ -250,7 +252,7 @@ def _splits_from_paths(scan: Scan) -> Scan:
             samples.append(replace(s, split=top))
         else:
             problems.append(Problem("no_split", s.path, "not in a split folder (SRC/<split>/...)"))
-    return replace(scan, samples=samples, problems=problems,
+    return replace(scan, samples=Samples.of(samples), problems=problems,
                    splits=folder_order({s.split for s in samples if s.split is not None}))
 
 
@@ -294,7 +296,7 @@ def relabel(scan: Scan, classes: list[str] | None, names: dict[str, str] | None)
     if classes is not None:
         new = {k: i for i, k in enumerate(classes)}
         remap = [new.get(k, -2) for k in keys]  # -2: not a known class
-        samples = []
+        kept: list[Sample] = []
         for s in scan.samples:
             old = s.labels if s.labels is not None else ((s.label,) if s.label >= 0 else ())
             mapped = [remap[i] for i in old]
@@ -303,9 +305,10 @@ def relabel(scan: Scan, classes: list[str] | None, names: dict[str, str] | None)
                 problems.append(Problem("unknown_label", s.path, f"label {bad!r} is not in the classes file"))
                 continue
             if s.labels is not None:
-                samples.append(replace(s, labels=tuple(sorted(mapped))))
+                kept.append(replace(s, labels=tuple(sorted(mapped))))
             else:
-                samples.append(replace(s, label=mapped[0] if mapped else -1))
+                kept.append(replace(s, label=mapped[0] if mapped else -1))
+        samples = Samples.of(kept)
         keys = list(classes)
     label_names = [names.get(k, k) for k in keys] if names is not None else list(keys)
     return replace(scan, samples=samples, problems=problems, label_names=label_names,
@@ -379,14 +382,15 @@ def sample_record(sample: Sample) -> dict[str, Any]:
 
 def label_array(samples: Sequence[Sample], multi_label: bool, classes: int) -> np.ndarray:
     """The samples' labels as stored: (n,) int64, or (n, K) uint8 multi-hot for a multi-label dataset."""
+    samples = Samples.of(samples)
     if not multi_label:
-        return np.array([s.label for s in samples], dtype=np.int64)
+        return samples.label.astype(np.int64)
     hot = np.zeros((len(samples), classes), dtype=np.uint8)
-    for row, s in enumerate(samples):
-        hot[row, list(s.labels or ())] = 1
+    for row, labels in enumerate(samples.labels or ()):
+        hot[row, list(labels or ())] = 1
     return hot
 
 
 def split_counts_of(scan: Scan) -> dict[str, int]:
-    counts = Counter(s.split for s in scan.samples)
-    return {name: counts[name] for name in scan.splits if counts[name]}
+    counts = scan.samples.split_counts()
+    return {name: counts[name] for name in scan.splits if counts.get(name)}

@@ -15,11 +15,12 @@ import re
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import replace
+from itertools import repeat
 
 import numpy as np
 
 from .errors import UsageError
-from .plugins import Sample, Scan
+from .plugins import Sample, Samples, Scan
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -122,15 +123,17 @@ def _augmenting_path(start: int, up: list[list[bool]], can: list[list[bool]],
     return None
 
 
-def stratum(sample: Sample) -> tuple[int, ...]:
-    return sample.labels if sample.labels is not None else (sample.label,)
-
-
 def assign(samples: Sequence[Sample], fractions: dict[str, float], seed: int, stratify: bool) -> list[str]:
     """The split of each sample (in the given order)."""
+    columns = Samples.of(samples)
+    paths, ids = columns.paths.tolist(), columns.ids.tolist()
+    strata: list[tuple[int, ...]] = []  # a sample's labels (multi-label), else its label
+    if stratify:
+        strata = [many if many is not None else (one,) for one, many in
+                  zip(columns.label.tolist(), columns.labels or repeat(None), strict=False)]
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
-    for i in sorted(range(len(samples)), key=lambda i: (samples[i].path, samples[i].id)):
-        groups[stratum(samples[i]) if stratify else ()].append(i)
+    for i in sorted(range(len(paths)), key=lambda i: (paths[i], ids[i])):
+        groups[strata[i] if stratify else ()].append(i)
     rng = np.random.default_rng(seed)
     out = [""] * len(samples)
     keys = sorted(groups)
@@ -151,8 +154,7 @@ def assign(samples: Sequence[Sample], fractions: dict[str, float], seed: int, st
 def apply_split(scan: Scan, fractions: dict[str, float], seed: int, stratify: bool) -> Scan:
     """``scan`` with every sample's ``split`` set."""
     names = assign(scan.samples, fractions, seed, stratify)
-    samples = [replace(s, split=name) for s, name in zip(scan.samples, names, strict=True)]
-    return replace(scan, samples=samples, splits=list(fractions))
+    return replace(scan, samples=scan.samples.with_splits(names), splits=list(fractions))
 
 
 _USUAL = ("train", "training", "val", "valid", "validation", "dev", "test", "testing")

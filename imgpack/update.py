@@ -24,7 +24,7 @@ from typing import Any
 from . import storage
 from ._version import __version__
 from .errors import SourceError
-from .plugins import Sample, Scan
+from .plugins import Sample, Samples, Scan
 
 RECORD_VERSION = 1
 
@@ -32,13 +32,14 @@ RECORD_VERSION = 1
 def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[list[Any]]:
     """Each sample's source fingerprint: [path, size, modification time in ns (or ETag), SHA-256 or None]."""
     out: list[list[Any]]
+    samples = Samples.of(samples)
     paths = scan.abspaths(samples)
     if storage.is_url(scan.root) or scan.versions is not None:  # the reader's (a store's listing), or a listing
         listed = scan.versions if scan.versions is not None else {
             rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
-        out = [[s.path, *listed.get(s.path, (-1, None)), None] for s in samples]
+        out = [[rel, *listed.get(rel, (-1, None)), None] for rel in samples.paths]
     else:
-        out = [[s.path, *size_and_time(path), None] for s, path in zip(samples, paths, strict=True)]
+        out = [[rel, *size_and_time(path), None] for rel, path in zip(samples.paths, paths, strict=True)]
     if checksum:
         for path, row in zip(paths, out, strict=True):
             if row[1] >= 0:
@@ -84,7 +85,7 @@ def run_key(*, recipe: dict[str, Any], format: str, options: dict[str, Any], ima
 def digests(samples: Sequence[Sample], prints: Sequence[list[Any]]) -> tuple[str, str]:
     """The two halves of a plan, SHA-256 each: what the reader said of each sample (id, path, labels,
     annotation, split), in order; and each file's fingerprint. ``--resume`` compares them apart."""
-    rows = [[s.id, s.path, s.label, s.labels, s.annotation, s.split] for s in samples]
+    rows = [list(s) for s in Samples.of(samples).rows()]
     said = hashlib.sha256(json.dumps(rows, ensure_ascii=True).encode()).hexdigest()
     files = hashlib.sha256(json.dumps(prints, default=str).encode()).hexdigest()
     return said, files
@@ -96,7 +97,7 @@ def record(key: dict[str, Any], samples: Sequence[Sample], prints: Sequence[list
     the :func:`digests` of ``samples`` and ``prints``), and each sample's id and fingerprint."""
     plan = hashlib.sha256(json.dumps([list(label_names), *halves]).encode()).hexdigest()
     return {"version": RECORD_VERSION, "key": key, "plan": plan,
-            "samples": [[s.id, *fp] for s, fp in zip(samples, prints, strict=True)]}
+            "samples": [[i, *fp] for i, fp in zip(Samples.of(samples).ids, prints, strict=True)]}
 
 
 def what_differs(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ImageError, SourceError
 from ..params import param
-from ..plugins import Reader, ReaderOptions, Sample, Scan
+from ..plugins import Reader, ReaderOptions, Sample, Samples, Scan
 from ..probe import IMAGE_EXTENSIONS
 from .folder import class_folder_scan, classes_in
 
@@ -82,7 +82,7 @@ class ArchiveReader(Reader):
                 raise SourceError(f"{self.source}: an archive with no files")
             where = f"{listed[0][0]}#{top}"  # (each sample's path: ARCHIVE#MEMBER, beside the archive)
             scan = class_folder_scan(root, self.source, found, ignored + [(where + rel, why) for rel, why in more])
-            scan = replace(scan, samples=[replace(s, path=where + s.path) for s in scan.samples])
+            scan = replace(scan, samples=Samples.of([replace(s, path=where + s.path) for s in scan.samples]))
         return replace(scan, inside=True, versions={path: (size, version) for path, size, version in members},
                        read=read)
 
@@ -153,7 +153,7 @@ def _webdataset_scan(root: str, source: str, members: list[tuple[str, int, str]]
         samples.append(Sample(key, image, label))
     read.close()
     count = max((s.label for s in samples), default=-1) + 1
-    return Scan(root=root, samples=samples, label_names=[str(i) for i in range(count)], source=source,
+    return Scan(root=root, samples=Samples.of(samples), label_names=[str(i) for i in range(count)], source=source,
                 ignored=ignored)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, ImgpackError, SourceError
-from ..plugins import Reader, Sample, Scan
+from ..plugins import Reader, Sample, Samples, Scan
 from ..storage import is_url, local_output
 
 
@@ -74,7 +74,8 @@ class DatasetReader(Reader):
                     hot = tuple(np.flatnonzero(labels[i]).tolist()) if multi else None
                     samples.append(Sample(id_, sample_path, -1 if multi else int(labels[i]), hot, note, split))
                     versions[sample_path] = version
-        return Scan(root=root, samples=samples, label_names=names or [], source=self.source, multi_label=multi,
+        return Scan(root=root, samples=Samples.of(samples), label_names=names or [], source=self.source,
+                    multi_label=multi,
                     label_keys=keys, splits=[s for s in outputs if s is not None], versions=versions, inside=True,
                     read=StoredImages())
 

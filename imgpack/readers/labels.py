@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import SourceError, UsageError
 from ..params import param
-from ..plugins import Problem, Reader, ReaderOptions, Sample, Scan
+from ..plugins import Problem, Reader, ReaderOptions, Sample, Samples, Scan
 from ..probe import IMAGE_EXTENSIONS
 from ..storage import is_url, list_files, read_bytes
 from .folder import _is_image, has_image_extension, walk
@@ -87,7 +87,7 @@ class ImageIndex:
             self.paths = [rel for rel, _ in list_files(root)
                           if not any(p.startswith(".") for p in rel.split("/")) and has_image_extension(rel)]
         else:
-            for dirpath, dirnames, files, _ in walk(root, follow_symlinks):
+            for dirpath, dirnames, files, _, _ in walk(root, follow_symlinks):
                 rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
                 prefix = "" if rel_dir == "." else rel_dir + "/"
                 dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -212,7 +212,7 @@ class LabelsReader(Reader):
             else:
                 samples.append(Sample(id=id_, path=rel, label=index_of[keys[0]] if keys else -1,
                                       annotation=annotation))
-        return Scan(root=root, samples=samples, label_names=label_names, source=self.source,
+        return Scan(root=root, samples=Samples.of(samples), label_names=label_names, source=self.source,
                     problems=problems, multi_label=multi, labels_file=os.path.abspath(labels_file))
 
     @staticmethod

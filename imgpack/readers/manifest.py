@@ -8,7 +8,7 @@ import posixpath
 from typing import Any
 
 from ..errors import SourceError
-from ..plugins import Reader, Sample, Scan
+from ..plugins import Reader, Sample, Samples, Scan
 from ..storage import is_url, read_bytes
 
 MANIFEST_KIND = "imgpack-manifest"
@@ -87,7 +87,8 @@ class ManifestReader(Reader):
         splits = [str(x) for x in header.get("splits") or {}]
         extra = {s.split for s in samples if s.split is not None} - set(splits)
         keys = header.get("label_keys")
-        return Scan(root=root, samples=samples, label_names=label_names, source=self.source, ignored=ignored,
+        return Scan(root=root, samples=Samples.of(samples), label_names=label_names, source=self.source,
+                    ignored=ignored,
                     multi_label=multi, splits=splits + sorted(extra), labels_file=header.get("labels_file"),
                     label_keys=[str(k) for k in keys] if keys else None)
 

@@ -15,7 +15,7 @@ import os
 from typing import Any
 
 from ..errors import ImageError, SourceError, UsageError
-from ..plugins import Reader, Sample, Scan
+from ..plugins import Reader, Sample, Samples, Scan
 
 
 def _pyarrow() -> Any:
@@ -115,7 +115,7 @@ def hf_scan(root: str, source: str, groups: dict[str | None, list[str]]) -> Scan
                 samples.append(Sample(str(ids[row]) if ids else f"{stem}-{row:06d}", key,
                                       -1 if value is None else value, split=split))
                 versions[key] = (st.st_size, str(st.st_mtime_ns))
-    return Scan(root=root, samples=samples, label_names=names or [], source=source, versions=versions,
+    return Scan(root=root, samples=Samples.of(samples), label_names=names or [], source=source, versions=versions,
                 splits=[s for s in groups if s is not None], inside=True, read=Rows(root, image_of))
 
 

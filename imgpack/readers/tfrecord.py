@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ImageError, SourceError
 from ..params import param
-from ..plugins import Reader, ReaderOptions, Sample, Scan
+from ..plugins import Reader, ReaderOptions, Sample, Samples, Scan
 
 #: the keys tried, in order, where none is given
 IMAGE_KEYS = ("image", "image/encoded", "image_encoded", "image_bytes")
@@ -90,7 +90,7 @@ class TFRecordReader(Reader):
         names = _label_names(root, label, max((s.label for s in samples), default=-1))
         if any(s.label < -1 or s.label >= len(names) for s in samples):
             raise SourceError(f"{self.source}: a label outside the {len(names)} names of {label}.labels.txt")
-        return Scan(root=root, samples=samples, label_names=names, source=self.source, versions=versions,
+        return Scan(root=root, samples=Samples.of(samples), label_names=names, source=self.source, versions=versions,
                     inside=True, read=Records(root, image))
 
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import photo, write_image
 
 from imgpack.errors import SourceError
-from imgpack.readers.folder import FolderReader, class_folder_scan
+from imgpack.readers.folder import FolderReader, Found, class_folder_scan
 
 
 def test_labels_follow_sorted_class_names(class_tree: Path) -> None:
@@ -75,7 +75,7 @@ def test_tinyimagenet_layout(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["a.jpg", "a.b.jpg", "noext", "..jpg", "...", "a.", ".a.jpg", "..a.jpg", "x..png"])
 def test_an_id_is_splitext_of_the_name(name: str) -> None:
-    scan = class_folder_scan("/r", "/r", [(None, "c", f"c/{name}")], [])
+    scan = class_folder_scan("/r", "/r", [Found(None, "c", "c/", [name])], [])
     assert scan.samples[0].id == os.path.splitext(name)[0]
 
 
