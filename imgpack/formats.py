@@ -78,8 +78,9 @@ Item = np.ndarray | Encoded
 Encoder = Callable[[np.ndarray], bytes]
 
 
-def provenance(meta: OutputMeta) -> dict[str, Any]:
-    """What every output stores about how it was made, under these keys, whatever its format."""
+def provenance(meta: OutputMeta, listed: bool = True) -> dict[str, Any]:
+    """What every output stores about how it was made, under these keys, whatever its format (``listed``
+    False: the update record's rows as they are held, for :func:`imgpack.update.record_json`)."""
     return {
         "label_names": list(meta.label_names),
         "multi_label": bool(meta.multi_label),
@@ -88,9 +89,15 @@ def provenance(meta: OutputMeta) -> dict[str, Any]:
         "source": meta.source,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **({"label_keys": list(meta.label_keys)} if meta.label_keys else {}),
-        **({"update": meta.update} if meta.update is not None else {}),
+        **({"update": _listed(meta.update) if listed else meta.update} if meta.update is not None else {}),
         **({"observed": meta.observed.stored()} if meta.observed is not None and meta.observed.final else {}),
     }
+
+
+def _listed(record: dict[str, Any]) -> dict[str, Any]:
+    """An update record as stored: its rows (held as columns while the run goes: imgpack.update.Rows) a list."""
+    rows = record.get("samples")
+    return record if rows is None or isinstance(rows, list) else {**record, "samples": list(rows)}
 
 
 #: what a sharded output's reader gives back as ``PackedDataset.provenance`` from its index
@@ -466,7 +473,7 @@ def shard_index(fmt: str, meta: OutputMeta, shards: Sequence[str], stats: Sequen
     return {
         "format": fmt, "count": len(labels), **extra,
         "image_shape": list(shapes.pop()) if len(shapes) == 1 else None, "annotations": meta.annotations,
-        "label_counts": label_counts(labels, meta.label_names), **provenance(meta),
+        "label_counts": label_counts(labels, meta.label_names), **provenance(meta, listed=False),
         "shards": [{"count": st["count"], "bytes": st["bytes"], "sha256": st.get("sha256") or file_sha256(p)}
                    for p, st in zip(shards, stats, strict=True)],
     }

@@ -43,7 +43,7 @@ from .shardrun import ShardPart
 from .sources import SourceOptions, load_scan, no_images, problem_error, problem_summary
 from .splits import parse_split
 from .stats import Stats
-from .update import fingerprints, run_key
+from .update import Prints, fingerprints, run_key
 
 log = logging.getLogger("imgpack")
 
@@ -337,19 +337,21 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     part = (ShardPart if settings.by_shards else Part)(
         scan, job, writer_cls, writer_options, stored_recipe, annotations, engine, settings.batch_size, on_error,
         settings.update, shard_size, settings.replaces, drop=settings.dedupe == "drop")
-    members_of = {name: scan.samples.where(name) if splits else scan.samples for name in targets}
+    rows_of = {name: scan.samples.indices(name) for name in targets} if splits else {}
+    members_of = {name: scan.samples.take(rows_of[name]) if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=settings.max_pixels, checksum=settings.checksum)
     # Each file's size and time, taken before it is read: here, or, where nothing needs them before the
     # images (no --update to plan, no journal: a cluster engine's run) by the workers as they read them
     # (their shards' results bring them back, for the record the index stores).
-    prints: dict[str, list[Any]] = {}
+    prints_of: dict[str, Prints] = {}
     if settings.update or resume or not engine.writes_shards or storage.is_url(scan.root) or scan.versions is not None:
-        prints = dict(zip(scan.samples.paths, fingerprints(scan, scan.samples, settings.checksum), strict=True))
+        prints = fingerprints(scan, scan.samples, settings.checksum)
+        prints_of = {name: prints.take(rows_of[name]) if splits else prints for name in targets}
         for name, target in targets.items():
-            part.plan(target, members_of[name], [prints[path] for path in members_of[name].paths])
-    report = bring_up_to_date(output, targets, part, prints, members_of, settings) if settings.update else None
-    del prints  # (the records hold each file's fingerprint: the map by path is ~100 bytes an image)
+            part.plan(target, members_of[name], prints_of[name])
+    report = bring_up_to_date(output, targets, part, prints_of, settings) if settings.update else None
+    del prints_of  # (the records hold each file's fingerprint)
     if report is not None and report["up_to_date"]:
         log.info("%s: up to date (%d images): nothing to do", settings.stored_at or output, report["reused"])
         if not settings.stored_at:  # what a run killed after its commit left: its journal, the old version's files

@@ -16,13 +16,13 @@ from .engines import Engine
 from .errors import ImageError, ImgpackError, OutputError, UsageError
 from .formats import Item, PackedDataset, Writer
 from .outputs import SPLITS_FILE, prepare_target
-from .plugins import Preprocessor, Samples, Scan
+from .plugins import Preprocessor, Scan
 from .process import Job, convert_image
 from .registry import writers
 from .resume import Journal, journal_path
 from .run import Part, as_given
 from .sources import SourceOptions
-from .update import RECORD_VERSION, plan, what_differs
+from .update import RECORD_VERSION, Prints, plan, what_differs
 
 log = logging.getLogger("imgpack")
 
@@ -124,8 +124,8 @@ def refuse_existing(url: str, overwrite: bool) -> None:
         raise OutputError(f"{url} exists; pass --overwrite to replace it")
 
 
-def bring_up_to_date(output: str, targets: dict[str, str], part: Part, prints: dict[str, list[Any]],
-                      members_of: dict[str, Samples], settings: Settings) -> dict[str, Any]:
+def bring_up_to_date(output: str, targets: dict[str, str], part: Part, prints_of: dict[str, Prints],
+                      settings: Settings) -> dict[str, Any]:
     """``--update``: compare with the outputs there. Up to date: say so. Else set what each target can
     reuse on ``part`` (nothing when the key differs: a full rebuild) and say what changed."""
     def where(target: str) -> str:  # a staged output's old version is at its URL
@@ -134,7 +134,7 @@ def bring_up_to_date(output: str, targets: dict[str, str], part: Part, prints: d
     key = part.key
     found = {t: record_of(where(t)) for t in targets.values()}
     records = [r for r in found.values() if r is not None]
-    paths = [path for m in members_of.values() for path in m.paths]
+    every = [row for name in targets for row in prints_of[name]]  # (each file's fingerprint, in order)
     summary_there = "" in targets or (storage.exists if settings.stored_at else os.path.exists)(
         where(os.path.join(output, SPLITS_FILE)))
     if len(records) == len(targets) and summary_there and all(
@@ -150,9 +150,9 @@ def bring_up_to_date(output: str, targets: dict[str, str], part: Part, prints: d
                 part.old_shards[target] = (rec.get("shards") or [], rec.get("samples", []))
         if settings.engine.writes_shards:  # (a cluster's workers convert the other shards' images from the source)
             olds_of = [(rec, [row[0] for row in rec.get("samples", [])]) for rec in records]
-            overall = plan([prints[path] for path in paths], olds_of, settings.checksum)
+            overall = plan(every, olds_of, settings.checksum)
             return {"up_to_date": False, "rebuilt": None, "added": overall.added, "changed": overall.changed,
-                    "removed": overall.removed, "reused": 0, "decoded": len(paths)}  # (counted as shards run)
+                    "removed": overall.removed, "reused": 0, "decoded": len(every)}  # (counted as shards run)
     if rebuilt is None and records and getattr(part.writer_options, "encode", None) == "jpeg":
         rebuilt = "JPEG-encoded images cannot be read back as they were made"  # re-encoding would change them
     if rebuilt is not None:
@@ -167,18 +167,18 @@ def bring_up_to_date(output: str, targets: dict[str, str], part: Part, prints: d
             except ImgpackError as exc:
                 log.warning("%s: cannot be read back (%s): its images are converted again", where(target), exc)
     history = [(rec, list(ds.ids)) for _, rec, ds in olds]
-    overall = plan([prints[path] for path in paths], history, settings.checksum)
+    overall = plan(every, history, settings.checksum)
     reused = 0
     if olds:
         for turn, (name, target) in enumerate(targets.items()):
-            mine = plan([prints[path] for path in members_of[name].paths], history, settings.checksum)
+            mine = plan(prints_of[name], history, settings.checksum)
             # an image that moved here from a split written before this one is converted again: that
             # split's old output is replaced by then
             kept = [w if w is not None and olds[w[0]][0] >= turn else None for w in mine.reuse]
             part.reuse[target] = (kept, [ds for _, _, ds in olds])
             reused += sum(w is not None for w in kept)
     return {"up_to_date": False, "rebuilt": rebuilt, "added": overall.added, "changed": overall.changed,
-            "removed": overall.removed, "reused": reused, "decoded": len(paths) - reused}
+            "removed": overall.removed, "reused": reused, "decoded": len(every) - reused}
 
 
 def record_of(path: str) -> dict[str, Any] | None:

@@ -200,7 +200,7 @@ class Samples(Sequence[Sample]):
         counts = np.bincount(self.split[self.split >= 0], minlength=len(self.split_names)).tolist()
         return {name: n for name, n in zip(self.split_names, counts, strict=True) if n}
 
-    def rows(self) -> Iterator[tuple[str, str, int, tuple[int, ...] | None, str | None, str | None]]:
+    def fields(self) -> Iterator[tuple[str, str, int, tuple[int, ...] | None, str | None, str | None]]:
         """Each sample's fields, in ``Sample``'s order, as a tuple."""
         return zip(self.ids.tolist(), self.paths.tolist(), self.label.tolist(),
                    self.labels if self.labels is not None else repeat(None),
@@ -208,7 +208,7 @@ class Samples(Sequence[Sample]):
 
     def __iter__(self) -> Iterator[Sample]:
         for start in range(0, len(self), BLOCK):  # (a block at a time: a loop that stops early splits little)
-            yield from starmap(Sample, self[start:start + BLOCK].rows())
+            yield from starmap(Sample, self[start:start + BLOCK].fields())
 
     @overload
     def __getitem__(self, i: int) -> Sample: ...
@@ -245,9 +245,13 @@ class Samples(Sequence[Sample]):
 
     def where(self, split: str) -> Samples:
         """The samples of ``split``, in order."""
+        return self.take(self.indices(split))
+
+    def indices(self, split: str) -> np.ndarray:
+        """Where the samples of ``split`` are."""
         if split not in self.split_names:
-            return self[0:0]
-        return self.take(np.flatnonzero(self.split == self.split_names.index(split)))
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.split == self.split_names.index(split))
 
     def with_ids(self, ids: Iterable[str]) -> Samples:
         ids = Strings.of(ids)

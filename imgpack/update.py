@@ -17,34 +17,131 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
+
+import numpy as np
 
 from . import storage
 from ._version import __version__
 from .errors import SourceError
 from .plugins import Sample, Samples, Scan
+from .samples import BLOCK, Strings
 
 RECORD_VERSION = 1
 
 
-def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> list[list[Any]]:
-    """Each sample's source fingerprint: [path, size, modification time in ns (or ETag), SHA-256 or None]."""
-    out: list[list[Any]]
+class Prints(Sequence[list[Any]]):
+    """Each sample's source fingerprint, [path, size, version, SHA-256 or None], held as columns (~16 bytes an
+    image where the version is a modification time in ns, an int64): the path, the size (-1: the file cannot
+    be read, its version None), the version (or an object's ETag), the SHA-256 (with ``--checksum``)."""
+
+    def __init__(self, paths: Strings, sizes: np.ndarray, versions: np.ndarray | list[Any],
+                 shas: list[str | None] | None = None) -> None:
+        self.paths, self.sizes, self.versions, self.shas = paths, np.asarray(sizes, np.int64), versions, shas
+
+    @classmethod
+    def of(cls, rows: Sequence[Sequence[Any]]) -> Prints:
+        """From rows ([path, size, version, SHA-256]); themselves if they are Prints."""
+        if isinstance(rows, Prints):
+            return rows
+        shas = [r[3] for r in rows]
+        return cls(Strings.of([r[0] for r in rows]), np.array([r[1] for r in rows], np.int64), [r[2] for r in rows],
+                   shas if any(s is not None for s in shas) else None)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @overload
+    def __getitem__(self, i: int) -> list[Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[Any] | list[list[Any]]:
+        if isinstance(i, slice):
+            return list(self._rows(*i.indices(len(self))[:2]))
+        if not -len(self) <= i < len(self):
+            raise IndexError("fingerprint index out of range")
+        return next(self._rows(i % len(self), i % len(self) + 1))
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        for start in range(0, len(self), BLOCK):
+            yield from self._rows(start, min(start + BLOCK, len(self)))
+
+    def _rows(self, start: int, stop: int) -> Iterator[list[Any]]:
+        sizes = self.sizes[start:stop].tolist()
+        versions = self.versions[start:stop]
+        versions = versions.tolist() if isinstance(versions, np.ndarray) else versions
+        shas = self.shas[start:stop] if self.shas is not None else [None] * len(sizes)
+        for path, size, version, sha in zip(self.paths[start:stop], sizes, versions, shas, strict=True):
+            yield [path, size, version if size >= 0 else None, sha]
+
+    def take(self, idx: np.ndarray) -> Prints:
+        versions = self.versions[idx] if isinstance(self.versions, np.ndarray) else [
+            self.versions[i] for i in idx.tolist()]
+        return Prints(self.paths.take(idx), self.sizes[idx], versions,
+                      [self.shas[i] for i in idx.tolist()] if self.shas is not None else None)
+
+
+class Rows(Sequence[list[Any]]):
+    """The record's rows, [id, path, size, version, SHA-256], made from columns as they are asked for (what an
+    output stores is a list of them)."""
+
+    def __init__(self, ids: Strings, prints: Prints) -> None:
+        self.ids, self.prints = ids, prints
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @overload
+    def __getitem__(self, i: int) -> list[Any]: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[list[Any]]: ...
+
+    def __getitem__(self, i: int | slice) -> list[Any] | list[list[Any]]:
+        if isinstance(i, slice):
+            start, stop = i.indices(len(self))[:2]
+            return [[id_, *row] for id_, row in zip(self.ids[start:stop], self.prints[start:stop], strict=True)]
+        return [self.ids[i], *self.prints[i]]
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return ([id_, *row] for id_, row in zip(self.ids, self.prints, strict=True))
+
+
+def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> Prints:
+    """Each sample's source fingerprint: path, size, modification time in ns (or ETag), SHA-256 or None."""
     samples = Samples.of(samples)
     paths = scan.abspaths(samples)
+    versions: np.ndarray | list[Any]
     if storage.is_url(scan.root) or scan.versions is not None:  # the reader's (a store's listing), or a listing
         listed = scan.versions if scan.versions is not None else {
             rel: (size, version) for rel, size, version in storage.list_versions(scan.root)}
-        out = [[rel, *listed.get(rel, (-1, None)), None] for rel in samples.paths]
+        got = [listed.get(rel, (-1, None)) for rel in samples.paths]
+        sizes = np.array([size for size, _ in got], np.int64)
+        versions = [version for _, version in got]
     else:
-        out = [[rel, *size_and_time(path), None] for rel, path in zip(samples.paths, paths, strict=True)]
-    if checksum:
-        for path, row in zip(paths, out, strict=True):
-            if row[1] >= 0:
-                row[3] = _sha256(path)
-    return out
+        sizes, versions = sizes_and_times(paths)
+    shas = [_sha256(path) if size >= 0 else None for path, size in zip(paths, sizes.tolist(), strict=True)] \
+        if checksum else None
+    return Prints(samples.paths, sizes, versions, shas)
+
+
+def sizes_and_times(paths: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each file's size (-1: it cannot be read) and modification time in ns: :func:`size_and_time` of each."""
+    sizes: list[int] = []
+    times: list[int] = []
+    stat = os.stat
+    for path in paths:
+        try:
+            st = stat(path)
+        except OSError:
+            sizes.append(-1)
+            times.append(0)
+            continue
+        sizes.append(st.st_size)
+        times.append(st.st_mtime_ns)
+    return np.array(sizes, np.int64), np.array(times, np.int64)
 
 
 def size_and_time(path: str) -> tuple[int, int | None]:
@@ -84,20 +181,25 @@ def run_key(*, recipe: dict[str, Any], format: str, options: dict[str, Any], ima
 
 def digests(samples: Sequence[Sample], prints: Sequence[list[Any]]) -> tuple[str, str]:
     """The two halves of a plan, SHA-256 each: what the reader said of each sample (id, path, labels,
-    annotation, split), in order; and each file's fingerprint. ``--resume`` compares them apart."""
-    rows = [list(s) for s in Samples.of(samples).rows()]
-    said = hashlib.sha256(json.dumps(rows, ensure_ascii=True).encode()).hexdigest()
-    files = hashlib.sha256(json.dumps(prints, default=str).encode()).hexdigest()
-    return said, files
+    annotation, split), in order; and each file's fingerprint. ``--resume`` compares them apart. Each
+    hashes the JSON of its rows a block of :data:`~imgpack.samples.BLOCK` at a time."""
+    samples, prints = Samples.of(samples), Prints.of(prints)
+    said, files = hashlib.sha256(), hashlib.sha256()
+    for start in range(0, len(samples), BLOCK):
+        rows = [list(s) for s in samples[start:start + BLOCK].fields()]
+        said.update(json.dumps(rows, ensure_ascii=True).encode())
+        files.update(json.dumps(prints[start:start + BLOCK], default=str).encode())
+    return said.hexdigest(), files.hexdigest()
 
 
 def record(key: dict[str, Any], samples: Sequence[Sample], prints: Sequence[list[Any]],
            label_names: Sequence[str], halves: tuple[str, str]) -> dict[str, Any]:
     """The record an output stores: its key, its plan's digest (over the label names and ``halves``,
-    the :func:`digests` of ``samples`` and ``prints``), and each sample's id and fingerprint."""
+    the :func:`digests` of ``samples`` and ``prints``), and each sample's id and fingerprint (:class:`Rows`:
+    held as columns until the output stores them)."""
     plan = hashlib.sha256(json.dumps([list(label_names), *halves]).encode()).hexdigest()
     return {"version": RECORD_VERSION, "key": key, "plan": plan,
-            "samples": [[i, *fp] for i, fp in zip(Samples.of(samples).ids, prints, strict=True)]}
+            "samples": Rows(Samples.of(samples).ids, Prints.of(prints))}
 
 
 def what_differs(old: dict[str, Any], new: dict[str, Any]) -> str:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from imgpack.outputs import record_json
 from imgpack.plugins import Scan
 from imgpack.readers.folder import FolderReader
 from imgpack.samples import BLOCK, Sample, Samples, Strings
 from imgpack.sources import SourceOptions, label_array, load_scan
+from imgpack.update import Prints, Rows, digests, record
 
 LISTED = [
     Sample("a", "cat/a.jpg", 0),
@@ -100,3 +103,25 @@ def test_a_random_limit_and_a_split_keep_columns(tmp_path: Path) -> None:
     assert scan.samples.split_counts() == {"train": 10, "val": 10}
     assert sorted(scan.samples.paths) == list(scan.samples.paths)  # kept in their order
     assert all(os.path.basename(s.path)[:3] == s.id for s in scan.samples)
+
+
+def test_fingerprints_as_columns_read_as_the_rows_they_were() -> None:
+    rows = [["a.jpg", 10, 1700000000000000000, None], ["b.jpg", -1, None, None], ["c.jpg", 3, "etag", "ff"]]
+    prints = Prints.of(rows)
+    assert list(prints) == rows and prints[1] == rows[1] and prints[-1] == rows[2] and prints[1:] == rows[1:]
+    assert list(prints.take(np.array([2, 0]))) == [rows[2], rows[0]] and Prints.of(prints) is prints
+    with pytest.raises(IndexError):
+        prints[3]
+    local = Prints(Strings.of(["x", "y"]), np.array([5, -1]), np.array([7, 0]))  # (unreadable: no version)
+    assert list(local) == [["x", 5, 7, None], ["y", -1, None, None]]
+
+
+@pytest.mark.parametrize("n", [0, 1, BLOCK + 3])
+def test_a_record_held_as_columns_stores_the_json_of_its_rows(n: int) -> None:
+    samples = Samples.of(Sample(f"i{k}", f'p/"{k}".jpg') for k in range(n))
+    prints = Prints(samples.paths, np.arange(n), np.arange(n) * 7)
+    rec = record({"recipe": [1]}, samples, prints, ["cat"], digests(samples, prints))
+    rows = [[f"i{k}", f'p/"{k}".jpg', k, 7 * k, None] for k in range(n)]
+    assert isinstance(rec["samples"], Rows) and list(rec["samples"]) == rows and rec["samples"][1:3] == rows[1:3]
+    assert json.loads(record_json({**rec, "shards": []})) == {**rec, "samples": rows, "shards": []}
+    assert digests(samples, prints) == digests(list(samples), [row[1:] for row in rows])  # (columns or lists: one)

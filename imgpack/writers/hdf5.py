@@ -33,7 +33,7 @@ from .. import publish
 from ..errors import OutputError, UsageError
 from ..formats import Encoded, OutputMeta, Patches, Resumable, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
-from ..outputs import one_hot, partial_path, remove_quietly, rename_durably
+from ..outputs import one_hot, partial_path, record_json, remove_quietly, rename_durably
 from ..params import param
 from ..watchdog import beat
 from .h5chunk import ChunkEncoder
@@ -75,9 +75,9 @@ class HDF5Options(BaseOptions):
 
 
 def store_provenance(attrs: Any, meta: OutputMeta) -> None:
-    for key, value in provenance(meta).items():
-        attrs[key] = json.dumps(value) if key in ("label_names", "label_keys", "recipe", "update", "observed") \
-            else value
+    for key, value in provenance(meta, listed=False).items():
+        attrs[key] = record_json(value) if key == "update" else json.dumps(value) \
+            if key in ("label_names", "label_keys", "recipe", "observed") else value
 
 
 class HDF5Writer(Writer, Resumable, Shards, Patches):

@@ -248,7 +248,7 @@ def _index(meta: OutputMeta, opts: TFRecordOptions, shards: list[dict[str, Any]]
         "annotations": meta.annotations,
         "features": feature_schema(opts.encode, opts.one_hot, meta.multi_label, meta.annotations),
         "label_counts": label_counts(labels, meta.label_names),
-        **provenance(meta),
+        **provenance(meta, listed=False),  # (written by outputs.key_a_line)
         "shards": shards,
     }
 
