@@ -22,7 +22,7 @@ SEP = "\0"
 BLOCK = 4096
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Sample:
     """One image of a dataset: a picklable reference, never an open handle. A value: change one with
     ``dataclasses.replace``, never in place (readers' lists are shared). Its fields in slots, no ``__dict__``,
@@ -109,7 +109,7 @@ class Strings(Sequence[str]):
 
     def __getitem__(self, i: int | slice) -> str | Strings:
         if self._list is not None:
-            return self._list[i] if isinstance(i, int) else Strings.of(self._list[i])
+            return Strings.of(self._list[i]) if isinstance(i, slice) else self._list[i]
         if isinstance(i, slice):
             start, stop, step = i.indices(self._n)
             if step != 1:

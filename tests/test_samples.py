@@ -35,7 +35,8 @@ def test_columns_give_back_the_samples_they_were_made_of() -> None:
     assert samples.ids.tolist() == ["a", "b", "ünï", "m"] and samples.paths[2] == "dog/ünï.png"
     assert samples.with_ids(["1", "2", "3", "4"])[3] == Sample("4", "m.jpg", -1, labels=(0, 1), split="train")
     assert samples.with_splits([None, "x", None, "x"]).split_counts() == {"x": 2}
-    assert Samples.of(samples) is samples
+    assert Samples.of(samples) is samples and len({*samples, *LISTED}) == 4  # (a Sample is a value: hashable)
+    assert samples[np.int64(2)] == LISTED[2] and Strings.of(["x\0", "y"])[np.int64(1)] == "y"
     with pytest.raises(IndexError):
         samples[4]
 
