@@ -218,11 +218,11 @@ class Part:
         for chunk in engine.run(self.job, paths[start:], self.batch_size, advance):
             first = start + chunk.start
             ok = np.array([e is None for e in chunk.errors], dtype=bool)
-            for i in np.flatnonzero(~ok):
+            for i in np.flatnonzero(~ok).tolist():
                 reason = chunk.errors[i] or ""
                 if self.on_error == "fail" and not isinstance(reason, Dropped):
-                    raise ImageError(f"{as_given(scan, samples[first + int(i)], paths[first + i])}: {reason}")
-                skipped_at[first + int(i)] = reason
+                    raise ImageError(f"{as_given(scan, samples[first + i], paths[first + i])}: {reason}")
+                skipped_at[first + i] = reason
             kept = np.flatnonzero(ok)
             idx = first + kept
             images: np.ndarray | list[Any] = chunk.images if ok.all() else chunk.images[ok]
