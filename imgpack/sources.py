@@ -13,7 +13,6 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
-from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -25,8 +24,6 @@ from .readers.labels import load_json, read_text
 from .registry import readers
 from .splits import apply_split, folder_order, parse_split
 from .storage import is_url
-
-_ID = attrgetter("id")
 
 #: labels-file suffix -> reader
 LABEL_READERS = {".csv": "csv", ".json": "json", ".tsv": "tsv", ".txt": "tsv", ".tab": "tsv"}
