@@ -60,7 +60,8 @@ class Prints(Sequence[list[Any]]):
 
     def __getitem__(self, i: int | slice) -> list[Any] | list[list[Any]]:
         if isinstance(i, slice):
-            return list(self._rows(*i.indices(len(self))[:2]))
+            start, stop, step = i.indices(len(self))
+            return list(self._rows(start, stop) if step == 1 else self.take(np.arange(start, stop, step)))
         if not -len(self) <= i < len(self):
             raise IndexError("fingerprint index out of range")
         return next(self._rows(i % len(self), i % len(self) + 1))
@@ -101,8 +102,7 @@ class Rows(Sequence[list[Any]]):
 
     def __getitem__(self, i: int | slice) -> list[Any] | list[list[Any]]:
         if isinstance(i, slice):
-            start, stop = i.indices(len(self))[:2]
-            return [[id_, *row] for id_, row in zip(self.ids[start:stop], self.prints[start:stop], strict=True)]
+            return [[id_, *row] for id_, row in zip(self.ids[i], self.prints[i], strict=True)]
         return [self.ids[i], *self.prints[i]]
 
     def __iter__(self) -> Iterator[list[Any]]:

@@ -110,6 +110,7 @@ def test_fingerprints_as_columns_read_as_the_rows_they_were() -> None:
     rows = [["a.jpg", 10, 1700000000000000000, None], ["b.jpg", -1, None, None], ["c.jpg", 3, "etag", "ff"]]
     prints = Prints.of(rows)
     assert list(prints) == rows and prints[1] == rows[1] and prints[-1] == rows[2] and prints[1:] == rows[1:]
+    assert prints[::2] == rows[::2] and prints[::-1] == rows[::-1] and prints[5:] == []
     assert list(prints.take(np.array([2, 0]))) == [rows[2], rows[0]] and Prints.of(prints) is prints
     with pytest.raises(IndexError):
         prints[3]
@@ -124,5 +125,6 @@ def test_a_record_held_as_columns_stores_the_json_of_its_rows(n: int) -> None:
     rec = record({"recipe": [1]}, samples, prints, ["cat"], digests(samples, prints))
     rows = [[f"i{k}", f'p/"{k}".jpg', k, 7 * k, None] for k in range(n)]
     assert isinstance(rec["samples"], Rows) and list(rec["samples"]) == rows and rec["samples"][1:3] == rows[1:3]
+    assert rec["samples"][::-2] == rows[::-2]
     assert json.loads(record_json({**rec, "shards": []})) == {**rec, "samples": rows, "shards": []}
     assert digests(samples, prints) == digests(list(samples), [row[1:] for row in rows])  # (columns or lists: one)
