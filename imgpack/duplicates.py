@@ -45,14 +45,22 @@ LISTED_GROUPS, LISTED_IMAGES = 1000, 100
 NEAR_LIMIT = 10_000
 #: the hashes of an image: whole, then its views
 HASHES = 6
+#: the grey pixels hashed at once (the matrix products' arrays take ~12x this: kept in a core's cache)
+BYTES = 2**16
 
 
 def exact_key(image: np.ndarray) -> bytes:
     """The same for two images exactly when their pixels and shapes are the same (XXH3's 128 bits, seeded with
     the shape: ~4 us a 256x256 RGB image, where SHA-256 takes ~125)."""
-    h, w = image.shape[:2]
-    seed = (h << 40) | (w << 16) | (image.shape[2] if image.ndim == 3 else 0)
-    return xxhash.xxh3_128_digest(np.ascontiguousarray(image).data, seed)
+    return bytes(exact_keys(image[None])[0])
+
+
+def exact_keys(images: np.ndarray) -> np.ndarray:
+    """:func:`exact_key` of each of ``images`` (k x H x W x C or k x H x W, one shape): k x 16 uint8."""
+    h, w = images.shape[1:3]
+    seed = (h << 40) | (w << 16) | (images.shape[3] if images.ndim == 4 else 0)
+    rows = np.ascontiguousarray(images).reshape(len(images), -1)
+    return np.frombuffer(b"".join([xxhash.xxh3_128_digest(row.data, seed) for row in rows]), np.uint8).reshape(-1, 16)
 
 
 def small_grey(image: np.ndarray) -> np.ndarray:
@@ -60,16 +68,38 @@ def small_grey(image: np.ndarray) -> np.ndarray:
     a side is the mean of 2x2 pixels, and cheap) while its shorter side is at least 3 x SIDE, or enlarged to
     SIDE x SIDE where it is shorter than that. No resize to one size: :func:`hashes` takes the DCT of each
     shape (a resize by INTER_AREA to 40x40 cost more than the rest of the hashing, ~25 us even from 64x64)."""
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image.reshape(image.shape[:2])
-    elif image.ndim == 3:
-        channels = image.shape[-1]
-        image = cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY) \
-            if channels >= 3 else np.ascontiguousarray(image[..., 0])
+    image = _grey(image)
     while min(image.shape) >= 3 * SIDE:
         image = cv2.resize(image, (image.shape[1] // 2, image.shape[0] // 2), interpolation=cv2.INTER_LINEAR)
     if min(image.shape) < SIDE:
         image = cv2.resize(image, (SIDE, SIDE), interpolation=cv2.INTER_LINEAR)
+    return image
+
+
+def small_greys(images: np.ndarray) -> np.ndarray:
+    """:func:`small_grey` of each of ``images`` (n x H x W x C or n x H x W, one shape), the same pixels, by one
+    OpenCV call a step for all of them as one tall image while each step halves even sides (a row of the half
+    is the mean of two rows of one image): at 64x64 the calls, not the pixels, were most of the grey's cost."""
+    n, h, w = images.shape[:3]
+    if n == 0 or min(h, w) < SIDE:
+        return np.stack([small_grey(image) for image in images]) if n else np.zeros((0, SIDE, SIDE), np.uint8)
+    grey = _grey(np.ascontiguousarray(images).reshape(n * h, w, *images.shape[3:]))
+    while min(h, w) >= 3 * SIDE:
+        if h % 2 or w % 2:
+            return np.stack([small_grey(image) for image in grey.reshape(n, h, w)])
+        h, w = h // 2, w // 2
+        grey = cv2.resize(grey, (w, n * h), interpolation=cv2.INTER_LINEAR)
+    return grey.reshape(n, h, w)
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """``image`` (H x W x C or H x W) as one channel of grey (a 2-channel image's first)."""
+    if image.ndim == 3 and image.shape[-1] == 1:
+        return image.reshape(image.shape[:2])
+    if image.ndim == 3:
+        channels = image.shape[-1]
+        return cv2.cvtColor(image, cv2.COLOR_RGBA2GRAY if channels == 4 else cv2.COLOR_RGB2GRAY) \
+            if channels >= 3 else np.ascontiguousarray(image[..., 0])
     return image
 
 
@@ -108,50 +138,70 @@ _ROWS, _COLS = _where()
 
 
 def hashes(greys: Sequence[np.ndarray]) -> np.ndarray:
-    """The DCT hashes (n x HASHES, uint64) of ``greys`` (from :func:`small_grey`): two matrix products for all
-    six of an image, and the images of one shape at once."""
-    found = np.zeros((len(greys), HASHES), np.uint64)
+    """The DCT hashes (n x HASHES, uint64) of the grey copies in ``greys``, in order: each an image's (H x W,
+    from :func:`small_grey`) or several of one shape (k x H x W, from :func:`small_greys`). Two matrix
+    products for all six hashes of an image, and for the images of one shape :data:`BYTES` of grey at once (a
+    chunk's 256 64x64 images at once spilled out of a core's cache: 47 us an image in a worker, where 26-31)."""
+    blocks = [grey[None] if grey.ndim == 2 else grey for grey in greys]
+    starts = np.cumsum([0, *(len(block) for block in blocks)])
+    found = np.zeros((int(starts[-1]), HASHES), np.uint64)
     by_shape: dict[tuple[int, ...], list[int]] = {}
-    for i, grey in enumerate(greys):
-        by_shape.setdefault(grey.shape, []).append(i)
-    for (h, w), at in by_shape.items():
-        stack = np.stack([greys[i] for i in at]).astype(np.float32)  # (n, h, w)
-        n = len(at)
-        # as two large matrix products, not 2n small ones (~5x faster for a chunk of 64x64 images); by OpenCV,
-        # which a worker runs on one thread: numpy's BLAS would start threads of its own in each worker, and
-        # on a busy machine its spinning threads took 10x the work's CPU
-        rows = cv2.gemm(stack.reshape(n * h, w), _side(w), 1, None, 0,  # grey @ W.T, (n*h, 32)
-                        flags=cv2.GEMM_2_T)  # type: ignore[call-overload]
-        turned = np.ascontiguousarray(rows.reshape(n, h, 32).transpose(0, 2, 1)).reshape(n * 32, h)
-        both = cv2.gemm(turned, _side(h), 1, None, 0,  # W @ grey.T @ H.T = (H @ grey @ W.T).T
-                        flags=cv2.GEMM_2_T)  # type: ignore[call-overload]
-        low = both.reshape(n, 32, 32).transpose(0, 2, 1)[:, _ROWS, _COLS]  # (n, 6, 64)
-        bits = low > np.partition(low[..., 1:], 31, axis=-1)[..., 31:32]  # against the median of the 63
-        found[at] = np.packbits(bits, axis=-1).view(">u8")[..., 0]
+    for k, block in enumerate(blocks):
+        by_shape.setdefault(block.shape[1:], []).append(k)
+    for (h, w), ks in by_shape.items():
+        same = blocks[ks[0]] if len(ks) == 1 else np.concatenate([blocks[k] for k in ks])
+        at = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
+        step = max(1, BYTES // (h * w))
+        for first in range(0, len(same), step):
+            found[at[first:first + step]] = _hashes(same[first:first + step])
     return found
+
+
+def _hashes(greys: np.ndarray) -> np.ndarray:
+    """The hashes (n x HASHES) of ``greys`` (n x H x W)."""
+    n, h, w = greys.shape
+    stack = greys.astype(np.float32)
+    # as two large matrix products, not 2n small ones (~5x faster for a chunk of 64x64 images); by OpenCV,
+    # which a worker runs on one thread: numpy's BLAS would start threads of its own in each worker, and
+    # on a busy machine its spinning threads took 10x the work's CPU
+    rows = cv2.gemm(stack.reshape(n * h, w), _side(w), 1, None, 0,  # grey @ W.T, (n*h, 32)
+                    flags=cv2.GEMM_2_T)  # type: ignore[call-overload]
+    turned = np.ascontiguousarray(rows.reshape(n, h, 32).transpose(0, 2, 1)).reshape(n * 32, h)
+    both = cv2.gemm(turned, _side(h), 1, None, 0,  # W @ grey.T @ H.T = (H @ grey @ W.T).T
+                    flags=cv2.GEMM_2_T)  # type: ignore[call-overload]
+    low = both.reshape(n, 32, 32).transpose(0, 2, 1)[:, _ROWS, _COLS]  # (n, 6, 64)
+    bits = low > np.partition(low[..., 1:], 31, axis=-1)[..., 31:32]  # against the median of the 63
+    return np.packbits(bits, axis=-1).view(">u8")[..., 0]
 
 
 @dataclass
 class Keys:
     """The keys of images (an output's, or a split folder's), in order, with where each image is: ~80 bytes
-    an image (the keys, its id), its id, split and index kept a batch at a time."""
+    an image (the keys, its id; ~30 with no hashes), its id, split and index kept a batch at a time."""
 
     ids: list[Strings] = field(default_factory=list)  # per batch: its images' ids (see :meth:`id`)
     size: int = 0  # images so far
     exact: list[np.ndarray] = field(default_factory=list)  # per batch: (n, 16) uint8
-    hashes: list[np.ndarray] = field(default_factory=list)  # per batch: (n, HASHES) uint64
+    hashes: list[np.ndarray] = field(default_factory=list)  # per batch: (n, HASHES) uint64, where near
+    #: every image's hashes are held (a batch added with none, none are: near duplicates are not looked for)
+    near: bool = True
     batches: list[tuple[int, str, int]] = field(default_factory=list)  # (first image, its split, its index there)
     counts: dict[str, int] = field(default_factory=dict)  # images so far, per split
 
-    def add(self, split: str, ids: Sequence[str], exact: np.ndarray, hashes: np.ndarray) -> None:
-        """A batch of one split's images (its next ones), their exact keys (n x 16 bytes) and hashes."""
+    def add(self, split: str, ids: Sequence[str], exact: np.ndarray, hashes: np.ndarray | None) -> None:
+        """A batch of one split's images (its next ones), their exact keys (n x 16 bytes) and hashes (None:
+        not taken, and near duplicates not looked for)."""
         start = self.counts.get(split, 0)
         self.counts[split] = start + len(ids)
         self.batches.append((self.size, split, start))
         self.ids.append(Strings.of(ids))
         self.size += len(ids)
         self.exact.append(np.asarray(exact, np.uint8).reshape(len(ids), 16))
-        self.hashes.append(np.asarray(hashes, np.uint64).reshape(len(ids), HASHES))
+        if hashes is None:
+            self.near = False
+            self.hashes.clear()
+        elif self.near:
+            self.hashes.append(np.asarray(hashes, np.uint64).reshape(len(ids), HASHES))
 
     def where(self, i: int) -> tuple[str, int]:
         """Image ``i``'s split and its index there."""
@@ -176,21 +226,23 @@ class Keys:
             joined.size += part.size
             joined.exact += part.exact
             joined.hashes += part.hashes
+            joined.near = joined.near and part.near
             for split, n in part.counts.items():
                 joined.counts[split] = joined.counts.get(split, 0) + n
+        if not joined.near:
+            joined.hashes = []
         return joined
 
     def add_images(self, split: str, items: Sequence[tuple[str, np.ndarray]]) -> None:
         """A batch of ``(id, image)``: their keys taken here (what reads an output)."""
         if items:
-            exact = np.array([np.frombuffer(exact_key(image), np.uint8) for _, image in items])
+            exact = np.concatenate([exact_keys(image[None]) for _, image in items])
             self.add(split, [i for i, _ in items], exact, hashes([small_grey(image) for _, image in items]))
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every image's exact key (n x 16 uint8) and hashes (n x HASHES uint64)."""
-        if not self.exact:
-            return np.zeros((0, 16), np.uint8), np.zeros((0, HASHES), np.uint64)
-        return np.concatenate(self.exact), np.concatenate(self.hashes)
+        """Every image's exact key (n x 16 uint8) and hashes (n x HASHES uint64; 0 x HASHES where not near)."""
+        exact = np.concatenate(self.exact) if self.exact else np.zeros((0, 16), np.uint8)
+        return exact, np.concatenate(self.hashes) if self.hashes else np.zeros((0, HASHES), np.uint64)
 
 
 def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> list[tuple[int, int]]:
@@ -225,7 +277,8 @@ class Lookup:
         duplicates (the same exact key, or near as in :func:`near_pairs` while the earlier images are at most
         :data:`NEAR_LIMIT`), else -1. In blocks: the memory of :data:`PAIRS` pairs."""
         found = np.array([self.exact.get(key, -1) for key in exact.view("V16").ravel().tolist()], np.int64)
-        old = self.hashes if len(self.hashes) <= NEAR_LIMIT else self.hashes[:0]  # (above it: exact ones only)
+        # (above NEAR_LIMIT, or where the hashes were not taken: exact ones only)
+        old = self.hashes if len(self.hashes) <= NEAR_LIMIT and self.keys.near else self.hashes[:0]
         block = max(1, PAIRS // max(1, len(old)))
         for start in range(0, len(hashes) if len(old) else 0, block):
             mine = hashes[start:start + block]
@@ -269,7 +322,7 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[
     first: dict[int, int] = {}
     for i, key in enumerate(same.tolist()):
         parent[root(i)] = root(first.setdefault(key, i))
-    for i, j in near_pairs(hashes, bits) if near else []:
+    for i, j in near_pairs(hashes, bits) if near and found.near else []:
         parent[root(i)] = root(j)
     members: dict[int, list[int]] = {}
     for i in range(n):
@@ -304,6 +357,7 @@ def leakage(found: dict[str, Any]) -> str:
 def summary(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> dict[str, Any]:
     """JSON-ready: the groups (``near``: near duplicates too, else exact ones only) as :func:`groups` lists them,
     how many there are, how many images they hold beyond one each, and how many cross splits."""
+    near = near and found.near
     listed, counts = groups(found, bits, near)
     return {
         "images": found.size, "near_bits": bits, "near": near, "groups": listed, "group_count": counts["groups"],

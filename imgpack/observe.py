@@ -19,7 +19,7 @@ import numpy as np
 
 from . import duplicates as dup
 from .samples import Strings
-from .stats import Stats, exact_sums, mean_and_std
+from .stats import Stats, block_moments
 
 if TYPE_CHECKING:
     from .engines import Chunk
@@ -32,69 +32,62 @@ NOTE = np.dtype([("seen", "?"), ("height", "<u4"), ("width", "<u4"), ("channels"
 
 
 class Notes:
-    """The notes (:data:`NOTE`) of a chunk's images, taken after the chunk where its pixels stay in the ring
-    (one image's after another: taken between decodes they cost ~15% more), at once where they would
-    otherwise be kept for it (an encoded image's pixels: the chunk's could fill a worker's memory); then
-    made into one array, and the chunk's hashes taken together."""
+    """The notes (:data:`NOTE`) of a chunk's images. The images in the ring (one shape, a row each) are noted
+    after the chunk, together (:meth:`add_block`: taken between decodes they cost ~15% more, and one
+    OpenCV call makes all their grey copies); any other at once (:meth:`add`: an encoded image's pixels are not
+    kept, the chunk's could fill a worker's memory). The hashes of all are taken together (:meth:`done`)."""
 
-    def __init__(self, n: int, keys: bool = True) -> None:
-        self.n, self.keys = n, keys
-        self.later: list[tuple[int, np.ndarray, tuple[int, int]]] = []
-        #: the images noted, and each one's shape, its source's size, mean and std, exact key, grey copy
-        self.at: list[int] = []
-        self.shapes: list[tuple[int, int, int]] = []
-        self.sources: list[tuple[int, int]] = []
-        self.moments: list[tuple[np.ndarray, np.ndarray]] = []
-        self.exact: list[bytes] = []
-        self.greys: list[np.ndarray] = []
+    def __init__(self, n: int, keys: bool = True, near: bool = True) -> None:
+        self.keys, self.near = keys, keys and near
+        self.found = np.zeros(n, NOTE)
+        #: the grey copies to hash (k x H x W, or H x W) and the images they are of
+        self.greys: list[tuple[np.ndarray, np.ndarray]] = []
 
-    def add(self, i: int, image: np.ndarray, source: tuple[int, int], now: bool) -> None:
-        """Note image ``i`` of the chunk (uint8, H x W x C or H x W; ``source``: the (height, width) it was made
-        from): ``now``, or after the chunk."""
-        channels = image.shape[2] if image.ndim == 3 else 1
-        if channels > 4:  # (no decoder here makes one; a source's raw pixels might): no note
+    def add(self, i: int, image: np.ndarray, source: tuple[int, int]) -> None:
+        """Note image ``i`` of the chunk (uint8, H x W x C or H x W), made from a ``source`` of (height, width)."""
+        if self._measure(np.array([i]), image[None], [source]) and self.near:
+            self.greys.append((np.array([i]), dup.small_grey(image)))
+
+    def add_block(self, block: np.ndarray, at: Sequence[int], sources: Sequence[tuple[int, int]]) -> None:
+        """Note images ``at`` of the chunk, each ``block[i]`` (``block``: the chunk's rows of the ring, n x H x W x
+        C), made from ``sources``."""
+        if not len(at):
             return
-        if not now:
-            self.later.append((i, image, source))
-            return
-        self.at.append(i)
-        self.shapes.append((image.shape[0], image.shape[1], channels))
-        self.sources.append(source)
-        self.moments.append(mean_and_std(image))
+        images = block if len(at) == len(block) else block[at]
+        if self._measure(np.asarray(at), images, sources) and self.near:
+            self.greys.append((np.asarray(at), dup.small_greys(images)))
+
+    def _measure(self, at: np.ndarray, images: np.ndarray, sources: Sequence[tuple[int, int]]) -> bool:
+        """Note the size, sums, source and exact key of ``images`` (k x H x W x C or k x H x W), images ``at`` of
+        the chunk; False where they have over 4 channels (no decoder here makes one; a source's raw pixels
+        might): no note."""
+        h, w = images.shape[1:3]
+        channels = images.shape[3] if images.ndim == 4 else 1
+        if channels > 4:
+            return False
+        found = self.found
+        found["seen"][at] = True
+        found["height"][at], found["width"][at], found["channels"][at] = h, w, channels
+        found["sums"][at, :channels], found["squares"][at, :channels] = block_moments(images)
+        found["source"][at] = sources
         if self.keys:
-            self.exact.append(dup.exact_key(image))
-            self.greys.append(dup.small_grey(image))
+            found["exact"][at] = dup.exact_keys(images)
+        return True
 
     def done(self) -> np.ndarray:
         """Every note; ``seen`` False for an image with none (a file stored as it is)."""
-        for i, image, source in self.later:
-            self.add(i, image, source, now=True)
-        found = np.zeros(self.n, NOTE)
-        if not self.at:
-            return found
-        at = np.array(self.at)
-        shapes = np.array(self.shapes, np.int64)
-        mean = np.array([m for m, _ in self.moments], np.float64)  # (k, 4)
-        std = np.array([s for _, s in self.moments], np.float64)
-        unused = np.arange(4)[None, :] >= shapes[:, 2:3]  # (OpenCV gives a 4th value for 3 channels)
-        sums, squares = exact_sums(mean, std, (shapes[:, 0] * shapes[:, 1])[:, None])
-        sums[unused] = squares[unused] = 0
-        found["seen"][at] = True
-        found["height"][at], found["width"][at], found["channels"][at] = shapes[:, 0], shapes[:, 1], shapes[:, 2]
-        found["sums"][at], found["squares"][at] = sums, squares
-        found["source"][at] = self.sources
-        if self.keys:
-            found["exact"][at] = np.frombuffer(b"".join(self.exact), np.uint8).reshape(-1, 16)
-            found["hashes"][at] = dup.hashes(self.greys)
-        return found
+        if self.greys:
+            self.found["hashes"][np.concatenate([at for at, _ in self.greys])] = dup.hashes(
+                [greys for _, greys in self.greys])
+        return self.found
 
 
-def notes(images: Sequence[np.ndarray | None], keys: bool = True) -> np.ndarray:
-    """The notes of ``images`` (None: no pixels)."""
-    found = Notes(len(images), keys)
+def notes(images: Sequence[np.ndarray | None], keys: bool = True, near: bool = True) -> np.ndarray:
+    """The notes of ``images`` (None: no pixels), each noted apart."""
+    found = Notes(len(images), keys, near)
     for i, image in enumerate(images):
         if image is not None:
-            found.add(i, image, image.shape[:2], now=False)
+            found.add(i, image, image.shape[:2])
     return found.done()
 
 
@@ -110,6 +103,7 @@ class Observed:
     label_names: list[str]
     ids: Strings  # the output's samples' ids, in order (a list is made one)
     keys: bool = True  # the duplicate keys are noted (``--dedupe`` not off)
+    near: bool = True  # and their perceptual hashes (see :attr:`imgpack.process.Job.near`)
     #: ``--dedupe drop``: the keys of the earlier splits, whose duplicates this one leaves out
     against: dup.Lookup | None = None
     stats: Stats = field(init=False)
@@ -155,7 +149,7 @@ class Observed:
                 self.stats.add_sources(some["source"][:, 0], some["source"][:, 1])
         if self.keys:
             rows = first + np.flatnonzero(ok)[seen]
-            self.found.add(self.split, self.ids.take(rows), kept["exact"], kept["hashes"])
+            self.found.add(self.split, self.ids.take(rows), kept["exact"], kept["hashes"] if self.near else None)
 
     def _duplicates(self, found: np.ndarray, ok: np.ndarray, first: int) -> dict[int, Dropped]:
         """The chunk's images that duplicate an image of the earlier splits: position -> why."""

@@ -55,6 +55,8 @@ class Job:
     #: note each image's statistics (and, with ``keys``, its duplicate keys) beside its result (:mod:`imgpack.observe`)
     observe: bool = False
     keys: bool = False
+    #: with ``keys``, the perceptual hashes too (where near duplicates are looked for: :mod:`imgpack.duplicates`)
+    near: bool = False
 
 
 @dataclass(frozen=True)
@@ -291,8 +293,10 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
     pixels = math.prod(job.image_shape) if job.image_shape else -1
     # objects in a store are fetched together, concurrently: the chunk waits for one round trip, not one per image
     fetched = fetch_many(paths, job.storage_options) if paths and is_url(paths[0]) else None
-    noted = Notes(len(paths), job.keys) if job.observe else None
+    noted = Notes(len(paths), job.keys, job.near) if job.observe else None
     noting = 0.0  # CPU seconds on the notes
+    in_ring: list[int] = []  # the images whose pixels are noted from the ring after the chunk, and their sources
+    sources: list[tuple[int, int]] = []
     for i, path in enumerate(paths):
         try:
             got = fetched[i] if fetched is not None else None
@@ -308,17 +312,23 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
                     extras[i] = item
             elif item.shape == job.image_shape:
                 row[:pixels] = item.reshape(-1)
-                image = row[:pixels].reshape(item.shape)  # (noted after the chunk, from the ring)
+                if image is not None:
+                    in_ring.append(i)
+                    sources.append(source)
+                    image = None
             else:
                 extras[i] = item
             if noted is not None and image is not None:
                 before = time.process_time()
-                noted.add(i, image, source, now=not isinstance(item, np.ndarray) or item.shape != job.image_shape)
+                noted.add(i, image, source)
                 noting += time.process_time() - before
             errors.append(None)
         except ImageError as exc:
             errors.append(str(exc))
     before = time.process_time()
+    if noted is not None and in_ring:
+        noted.add_block(slots[offset:offset + len(paths), :pixels].reshape(len(paths), *job.image_shape), in_ring,
+                        sources)
     found = noted.done() if noted is not None else None
     done = time.process_time()
     return Results(errors, extras, done - started, found, noting + done - before)

@@ -117,7 +117,7 @@ class Part:
         """What notes this output's images: with --dedupe drop, against the keys of the outputs before it."""
         earlier = [o.found for o in self.observed]
         observed = Observed(samples[0].split or "" if samples else "", self.scan.label_names, samples.ids,
-                            self.job.keys, against=duplicates.Lookup(duplicates.Keys.join(earlier))
+                            self.job.keys, self.job.near, against=duplicates.Lookup(duplicates.Keys.join(earlier))
                             if self.drop and earlier else None)
         self.observed.append(observed)
         return observed

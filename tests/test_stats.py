@@ -244,8 +244,14 @@ def test_a_repack_stores_no_statistics_and_inspect_reads_them(tmp_path: Path) ->
     np.testing.assert_allclose(imgpack.statistics(str(out))["mean"], every.mean(axis=0), rtol=1e-9)
 
 
-@pytest.mark.parametrize("fmt", ["hdf5", "webdataset"])  # one writer here; shard by shard
-def test_dedupe_drop_leaves_the_copies_out_of_val(tmp_path: Path, fmt: str) -> None:
+@pytest.mark.parametrize("fmt, limit", [("hdf5", None), ("webdataset", None),  # one writer here; shard by shard
+                                         ("hdf5", 4)])  # 9 images, 4 in train: near copies dropped still
+def test_dedupe_drop_leaves_the_copies_out_of_val(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str,
+                                                  limit: int | None) -> None:
+    from imgpack import duplicates
+
+    if limit:
+        monkeypatch.setattr(duplicates, "NEAR_LIMIT", limit)
     originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee", "retina", "rocket")]
     copies = planted(tmp_path / "src", originals)
     write_image(tmp_path / "src" / "val" / "cat" / "new.png", photo(40, 30, 7))  # in val only
@@ -256,6 +262,7 @@ def test_dedupe_drop_leaves_the_copies_out_of_val(tmp_path: Path, fmt: str) -> N
     result = json.loads(stdout)
     assert result["splits"]["val"]["count"] == 1 and result["splits"]["train"]["count"] == 4
     assert result["duplicates"]["dropped"] == 4 and result["duplicates"]["groups_across_splits"] == 0
+    assert result["duplicates"]["near"] == (limit is None)  # (the groups of the 5 kept: exact ones only)
     assert sorted(os.path.basename(s["path"]).rsplit(".", 1)[0] for s in result["skipped"]) == sorted(copies)
     assert all("(--dedupe drop)" in s["reason"] for s in result["skipped"])
     assert "4 images left out as duplicates of an earlier split's (--dedupe drop)" in stderr
@@ -294,6 +301,70 @@ def test_an_update_stores_no_partial_statistics_and_inspect_reads_them(tmp_path:
     found = imgpack.statistics(str(out))
     assert found["count"] == 11
     np.testing.assert_allclose(found["mean"], pixels.mean(axis=0), rtol=1e-9)
+
+
+@pytest.mark.parametrize("splits", [True, False])
+def test_above_the_near_limit_a_conversion_looks_for_exact_duplicates_only(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch,
+                                                                            splits: bool) -> None:
+    from imgpack import duplicates
+
+    monkeypatch.setattr(duplicates, "NEAR_LIMIT", 6)  # 8 images: 4 photos and a copy of each, one of them exact
+    originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee", "retina", "rocket")]
+    planted(tmp_path / "src", originals)
+    if not splits:  # the same 8 images in one folder
+        for path in (tmp_path / "src").rglob("*.*"):
+            (tmp_path / "flat" / "a").mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, tmp_path / "flat" / "a" / path.name)
+    out = tmp_path / ("out" if splits else "o.h5")
+    res = imgpack.convert(str(tmp_path / ("src" if splits else "flat")), str(out), format="hdf5", size=64,
+                          split_from_folders=splits, workers=2, progress="off")
+    assert res.duplicates is not None and not res.duplicates["near"] and res.duplicates["images"] == 8
+    assert [sorted(m["id"] for m in g["images"]) for g in res.duplicates["groups"]] == [["cat_00", "cat_00-exact"]]
+    found = imgpack.find_duplicates(str(out))  # reading compares every pair, however many
+    assert found["near"] and found["group_count"] == 4
+
+
+def test_keys_with_no_hashes_look_for_exact_duplicates_only() -> None:
+    from imgpack import duplicates
+
+    same = np.zeros((2, duplicates.HASHES), np.uint64)  # hashes that would be near
+    keys = duplicates.Keys()
+    keys.add("train", ["a", "b"], np.arange(32, dtype=np.uint8).reshape(2, 16), same)
+    assert keys.near and duplicates.summary(keys)["group_count"] == 1
+    keys.add("val", ["c"], np.arange(16, dtype=np.uint8), None)  # an exact copy of a, no hashes
+    assert not keys.near and keys.arrays()[1].shape == (0, duplicates.HASHES)
+    found = duplicates.summary(keys)
+    assert not found["near"] and [[m["id"] for m in g["images"]] for g in found["groups"]] == [["a", "c"]]
+    joined = duplicates.Keys.join([duplicates.Keys(), keys])
+    assert not joined.near and duplicates.Lookup(joined).find(np.zeros((1, 16), np.uint8), same[:1]).tolist() == [-1]
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (256, 192, 3), (250, 130, 4), (121, 121, 1), (240, 240),
+                                   (30, 50, 3), (64, 64, 2)])
+def test_a_blocks_notes_are_each_images_own(shape: tuple[int, ...]) -> None:
+    from imgpack import duplicates
+    from imgpack.observe import Notes, notes
+    from imgpack.stats import block_moments, moments
+
+    rng = np.random.default_rng(shape[0])
+    block = rng.integers(0, 256, (5, *shape), dtype=np.uint8)
+    block[1] = cv2.GaussianBlur(block[1], (9, 9), 3).reshape(shape)  # (smooth: its hashes are not noise)
+    alone = [duplicates.small_grey(image) for image in block]
+    greys = duplicates.small_greys(block)
+    assert all(np.array_equal(g, a) for g, a in zip(greys, alone, strict=True))
+    assert np.array_equal(duplicates.hashes([greys]), duplicates.hashes(alone))
+    assert [bytes(k) for k in duplicates.exact_keys(block)] == [duplicates.exact_key(image) for image in block]
+    sums, squares = block_moments(block)
+    assert [moments(image) for image in block] == list(zip(sums.tolist(), squares.tolist(), strict=True))
+    noted = Notes(7)
+    noted.add_block(np.concatenate([block, block[:2]]), [0, 1, 2, 3, 4], [shape[:2]] * 5)  # rows 5, 6: not images
+    together = noted.done()
+    each = notes([*block, None, None])
+    assert together.tobytes() == each.tobytes() and together["seen"].tolist() == [True] * 5 + [False] * 2
+    assert len(set(together["hashes"][:5, 0].tolist())) == 5 and not together["hashes"][5:].any()
+    without = notes(list(block), near=False)
+    assert not without["hashes"].any() and np.array_equal(without["exact"], together["exact"][:5])
 
 
 def test_a_summary_lists_the_largest_groups_and_counts_them_all(monkeypatch: pytest.MonkeyPatch) -> None:
