@@ -15,11 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from . import duplicates as dup
 from .samples import Strings
-from .stats import Stats, block_moments
+from .stats import Stats, exact_sums
 
 if TYPE_CHECKING:
     from .engines import Chunk
@@ -32,54 +33,74 @@ NOTE = np.dtype([("seen", "?"), ("height", "<u4"), ("width", "<u4"), ("channels"
 
 
 class Notes:
-    """The notes (:data:`NOTE`) of a chunk's images. The images in the ring (one shape, a row each) are noted
-    after the chunk, together (:meth:`add_block`: taken between decodes they cost ~15% more, and one
-    OpenCV call makes all their grey copies); any other at once (:meth:`add`: an encoded image's pixels are not
-    kept, the chunk's could fill a worker's memory). The hashes of all are taken together (:meth:`done`)."""
+    """The notes (:data:`NOTE`) of a chunk's images. Each image's few OpenCV calls are made as it is noted,
+    their results kept in lists, and made into the notes' arrays, the hashes included, for the whole chunk at
+    once (:meth:`done`: numpy's per-call costs, paid per image, came to more than the calls). The images in the
+    ring (one shape, a row each) are noted after the chunk (:meth:`add_block`: taken between decodes they cost
+    ~15% more; one OpenCV call makes all their grey copies); any other as it is made (:meth:`add`: an encoded
+    image's pixels are not kept, the chunk's could fill a worker's memory)."""
 
     def __init__(self, n: int, keys: bool = True, near: bool = True) -> None:
-        self.keys, self.near = keys, keys and near
-        self.found = np.zeros(n, NOTE)
-        #: the grey copies to hash (k x H x W, or H x W) and the images they are of
-        self.greys: list[tuple[np.ndarray, np.ndarray]] = []
+        self.n, self.keys, self.near = n, keys, keys and near
+        #: the images noted, and each one's (height, width, channels), its source's size, OpenCV's mean and std,
+        #: its exact key; the grey copies to hash (H x W each, or k x H x W for k images)
+        self.at: list[int] = []
+        self.shapes: list[tuple[int, int, int]] = []
+        self.sources: list[tuple[int, int]] = []
+        self.moments: list[tuple[np.ndarray, np.ndarray]] = []
+        self.exact: list[bytes] = []
+        self.greys: list[np.ndarray] = []
 
     def add(self, i: int, image: np.ndarray, source: tuple[int, int]) -> None:
         """Note image ``i`` of the chunk (uint8, H x W x C or H x W), made from a ``source`` of (height, width)."""
-        if self._measure(np.array([i]), image[None], [source]) and self.near:
-            self.greys.append((np.array([i]), dup.small_grey(image)))
+        channels = image.shape[2] if image.ndim == 3 else 1
+        if channels > 4:  # (no decoder here makes one; a source's raw pixels might): no note
+            return
+        self.at.append(i)
+        self.shapes.append((image.shape[0], image.shape[1], channels))
+        self.sources.append(source)
+        self.moments.append(cv2.meanStdDev(image))
+        if self.keys:
+            self.exact.append(dup.exact_key(image))
+        if self.near:
+            self.greys.append(dup.small_grey(image))
 
     def add_block(self, block: np.ndarray, at: Sequence[int], sources: Sequence[tuple[int, int]]) -> None:
         """Note images ``at`` of the chunk, each ``block[i]`` (``block``: the chunk's rows of the ring, n x H x W x
         C), made from ``sources``."""
-        if not len(at):
+        channels = block.shape[3] if block.ndim == 4 else 1
+        if not len(at) or channels > 4:
             return
         images = block if len(at) == len(block) else block[at]
-        if self._measure(np.asarray(at), images, sources) and self.near:
-            self.greys.append((np.asarray(at), dup.small_greys(images)))
-
-    def _measure(self, at: np.ndarray, images: np.ndarray, sources: Sequence[tuple[int, int]]) -> bool:
-        """Note the size, sums, source and exact key of ``images`` (k x H x W x C or k x H x W), images ``at`` of
-        the chunk; False where they have over 4 channels (no decoder here makes one; a source's raw pixels
-        might): no note."""
-        h, w = images.shape[1:3]
-        channels = images.shape[3] if images.ndim == 4 else 1
-        if channels > 4:
-            return False
-        found = self.found
-        found["seen"][at] = True
-        found["height"][at], found["width"][at], found["channels"][at] = h, w, channels
-        found["sums"][at, :channels], found["squares"][at, :channels] = block_moments(images)
-        found["source"][at] = sources
+        self.at += at
+        self.shapes += [(block.shape[1], block.shape[2], channels)] * len(at)
+        self.sources += sources
+        self.moments += [cv2.meanStdDev(image) for image in images]
         if self.keys:
-            found["exact"][at] = dup.exact_keys(images)
-        return True
+            self.exact += dup.exact_keys(images)
+        if self.near:
+            self.greys.append(dup.small_greys(images))
 
     def done(self) -> np.ndarray:
         """Every note; ``seen`` False for an image with none (a file stored as it is)."""
-        if self.greys:
-            self.found["hashes"][np.concatenate([at for at, _ in self.greys])] = dup.hashes(
-                [greys for _, greys in self.greys])
-        return self.found
+        found = np.zeros(self.n, NOTE)
+        if not self.at:
+            return found
+        at, shapes = np.array(self.at), np.array(self.shapes, np.int64)
+        found["seen"][at] = True
+        found["height"][at], found["width"][at], found["channels"][at] = shapes.T
+        found["source"][at] = self.sources
+        for channels in np.unique(shapes[:, 2]).tolist():
+            these = np.flatnonzero(shapes[:, 2] == channels)
+            moments = np.array([self.moments[k] for k in these.tolist()], np.float64).reshape(-1, 2, channels)
+            pixels = (shapes[these, 0] * shapes[these, 1])[:, None]
+            found["sums"][at[these], :channels], found["squares"][at[these], :channels] = exact_sums(
+                moments[:, 0], moments[:, 1], pixels)
+        if self.keys:
+            found["exact"][at] = np.frombuffer(b"".join(self.exact), np.uint8).reshape(-1, 16)
+        if self.near:
+            found["hashes"][at] = dup.hashes(self.greys)
+        return found
 
 
 def notes(images: Sequence[np.ndarray | None], keys: bool = True, near: bool = True) -> np.ndarray:

@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,8 +80,9 @@ def write_pieces(file: Any, data: Any) -> None:
         file.write(view[at:at + WRITE_BYTES])
 
 
-def write_atomically(path: str, data: bytes, durable: bool = False) -> None:
-    """``data`` into ``path`` through its partial name: a reader never sees half a file (OutputError on failure).
+def write_atomically(path: str, data: Any, durable: bool = False) -> None:
+    """``data`` (bytes or any contiguous buffer, or an iterator of text in pieces) into ``path`` through its
+    partial name: a reader never sees half a file (OutputError on failure).
 
     ``durable``: on the disk before the rename, and the rename after it (:func:`rename_durably`): for what
     commits an output. Not for a resume journal, saved at every checkpoint: an fsync there waits for the
@@ -91,15 +92,21 @@ def write_atomically(path: str, data: bytes, durable: bool = False) -> None:
         if os.path.dirname(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(tmp, "wb") as f:
-            write_pieces(f, data)  # (a chunk file's tens of MiB too: see WRITE_BYTES)
+            if isinstance(data, Iterator):
+                for piece in data:
+                    f.write(piece.encode())
+            else:
+                write_pieces(f, data)  # (a chunk file's tens of MiB too: see WRITE_BYTES)
         if durable:
             rename_durably(tmp, path)
         else:
             os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        if isinstance(exc, OSError):
+            raise OutputError(f"{path}: cannot write: {exc.strerror or exc}") from None
+        raise
 
 
 def replace_folder(staged: str, path: str) -> None:
@@ -352,25 +359,40 @@ class Snapshot:
 
 def record_json(record: dict[str, Any]) -> str:
     """``json.dumps`` of an update record whose rows are held as columns (imgpack.update.Rows: any sequence but a
-    list), made a block of them at a time: a million at once, as lists, held ~230 MB."""
+    list), made a block of them at a time (:func:`record_pieces`): a million at once, as lists, held ~230 MB."""
+    return "".join(record_pieces(record))
+
+
+def record_pieces(record: dict[str, Any]) -> Iterator[str]:
+    """:func:`record_json`'s text, in pieces: the record's rows a block at a time."""
     rows = record.get("samples")
     if rows is None or isinstance(rows, list) or not rows:
-        return json.dumps(record if rows is None or isinstance(rows, list) else {**record, "samples": []})
+        yield json.dumps(record if rows is None or isinstance(rows, list) else {**record, "samples": []})
+        return
     head = json.dumps({key: value for key, value in record.items() if key != "samples"})
-    blocks = (json.dumps(rows[start:start + BLOCK])[1:-1] for start in range(0, len(rows), BLOCK))
-    return f'{head[:-1]}{", " if head != "{}" else ""}"samples": [{", ".join(blocks)}]}}'
+    yield f'{head[:-1]}{", " if head != "{}" else ""}"samples": ['
+    for start in range(0, len(rows), BLOCK):
+        yield (", " if start else "") + json.dumps(rows[start:start + BLOCK])[1:-1]
+    yield "]}"
 
 
-def key_a_line(obj: dict[str, Any]) -> str:
-    """``obj`` as JSON with each top-level key on a line of its own, its value compact.
+def key_a_line(obj: dict[str, Any]) -> Iterator[str]:
+    """``obj`` as JSON with each top-level key on a line of its own, its value compact, in pieces (an index that
+    holds the update record of a million images is ~100 MB of text: written as it is made, never held whole).
 
     Readable, and written by the json module's C encoder: ``indent`` would take its pure-Python
     one (an index with the update record of 100,000 images: 0.19 s against 0.04 s). The update record's
-    rows are written a block at a time (:func:`record_json`), or, deeper in (a format's own index that holds
+    rows are written a block at a time (:func:`record_pieces`), or, deeper in (a format's own index that holds
     imgpack's), as a list.
     """
-    values = ((k, record_json(v) if k == "update" else json.dumps(v, default=_listed)) for k, v in obj.items())
-    return "{\n" + ",\n".join(f" {json.dumps(k)}: {value}" for k, value in values) + "\n}\n"
+    yield "{\n"
+    for n, (key, value) in enumerate(obj.items()):
+        yield (",\n " if n else " ") + json.dumps(key) + ": "
+        if key == "update":
+            yield from record_pieces(value)
+        else:
+            yield json.dumps(value, default=_listed)
+    yield "\n}\n"
 
 
 def _listed(obj: object) -> list[Any]:

@@ -83,6 +83,6 @@ def commit(names: ShardNames, shards: Sequence[str], index: dict[str, Any],
     if host is not None:
         assert names.index_name, "an index inside another tool's is written under that tool's name"
         document = {**host, "imgpack": document}
-    write_atomically(names.index, key_a_line(document).encode(), durable=True)
+    write_atomically(names.index, key_a_line(document), durable=True)
     sweep(names, shards)
     return [*shards, names.index]

@@ -146,27 +146,26 @@ def _side_bin(side: int) -> str:
 
 
 def moments(image: np.ndarray) -> tuple[list[int], list[int]]:
-    """Each channel's sum and sum of squares over a uint8 image (H x W x C, or H x W), exact."""
+    """Each channel's sum and sum of squares over a uint8 image (H x W x C, or H x W), exact (see
+    :func:`exact_sums`)."""
     channels = image.shape[-1] if image.ndim == 3 else 1
     if channels > 4:  # (OpenCV's limit; no image here has more)
         wide = image.reshape(-1, channels).astype(np.int64)
         return wide.sum(axis=0).tolist(), (wide * wide).sum(axis=0).tolist()
-    sums, squares = block_moments(image[None])
-    return sums[0].tolist(), squares[0].tolist()
+    mean, std = cv2.meanStdDev(image)  # (C x 1 each)
+    sums, squares = exact_sums(mean[:, 0], std[:, 0], image.shape[0] * image.shape[1])
+    return sums.tolist(), squares.tolist()
 
 
-def block_moments(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each channel's sum and sum of squares over each of ``images`` (k x H x W x C or k x H x W, uint8, one
-    shape, at most 4 channels), exact: k x C int64 each.
+def exact_sums(mean: np.ndarray, std: np.ndarray, pixels: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The exact sums and sums of squares (int64) that OpenCV's per-channel mean and standard deviation
+    (``cv2.meanStdDev``) over ``pixels`` came from.
 
-    From OpenCV's mean and standard deviation (~28 us a 256x256 RGB image, where its 256-bin histograms took
-    138, numpy's int64 sums 1.7 ms): it sums in integers, then divides; n * (std^2 + mean^2), rounded, is the
+    OpenCV's mean and standard deviation take ~28 us a 256x256 RGB image, where its 256-bin histograms took
+    138, numpy's int64 sums 1.7 ms: it sums in integers, then divides; n * (std^2 + mean^2), rounded, is the
     sum of squares again while its float64 error stays under 0.5, which holds up to ~10^9 pixels an image, far
     past the largest any decoder here accepts.
     """
-    found = np.array([cv2.meanStdDev(image) for image in images], np.float64).reshape(len(images), 2, -1)
-    mean, std = found[:, 0], found[:, 1]  # (k x C each)
-    pixels = images.shape[1] * images.shape[2]
     return np.rint(mean * pixels).astype(np.int64), np.rint((std * std + mean * mean) * pixels).astype(np.int64)
 
 

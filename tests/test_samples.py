@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from imgpack.outputs import record_json
+from imgpack.outputs import key_a_line, record_json, write_atomically
 from imgpack.plugins import Scan
 from imgpack.readers.folder import FolderReader
 from imgpack.samples import BLOCK, Sample, Samples, Strings
@@ -128,3 +129,21 @@ def test_a_record_held_as_columns_stores_the_json_of_its_rows(n: int) -> None:
     assert rec["samples"][::-2] == rows[::-2]
     assert json.loads(record_json({**rec, "shards": []})) == {**rec, "samples": rows, "shards": []}
     assert digests(samples, prints) == digests(list(samples), [row[1:] for row in rows])  # (columns or lists: one)
+    index = {"kind": "x", "update": {**rec, "shards": []}, "shards": [{"file": "a"}]}
+    text = "".join(key_a_line(index))  # (in pieces: a block of rows each)
+    assert json.loads(text) == {**index, "update": {**rec, "samples": rows, "shards": []}}
+    assert text.splitlines()[:2] == ["{", ' "kind": "x",'] and text.endswith('\n "shards": [{"file": "a"}]\n}\n')
+
+
+def test_an_index_written_in_pieces_is_whole_or_not_there(tmp_path: Path) -> None:
+    path = tmp_path / "index.json"
+    write_atomically(str(path), key_a_line({"a": 1, "b": [2]}))
+    assert path.read_text() == '{\n "a": 1,\n "b": [2]\n}\n'
+
+    def failing() -> Iterator[str]:
+        yield "{"
+        raise ValueError("a piece that cannot be made")
+
+    with pytest.raises(ValueError, match="cannot be made"):
+        write_atomically(str(path), failing())
+    assert json.loads(path.read_text()) == {"a": 1, "b": [2]} and os.listdir(tmp_path) == ["index.json"]
