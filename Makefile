@@ -79,6 +79,7 @@ bench: $(VENV)/.installed-bench compile
 	$(BIN)/python benchmarks/bench_decode.py -n 1000
 	$(BIN)/python benchmarks/bench_repack.py
 	$(BIN)/python benchmarks/bench_stats.py
+	$(BIN)/python benchmarks/bench_stats.py --profile tiny --size 64 -n 10000
 	$(BIN)/python benchmarks/bench_million.py
 
 clean:

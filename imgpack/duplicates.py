@@ -13,6 +13,9 @@ of a whole-image hash is 14-20 bits off. Images at most ``NEAR_BITS`` bits apart
 
 A group whose images lie in more than one split is leakage: the same photo in training and in
 evaluation.
+
+A conversion's workers take the hashes only where it looks for near duplicates (at most
+:data:`NEAR_LIMIT` images, or ``--dedupe drop``); :class:`Keys` without them group exact copies only.
 """
 
 from __future__ import annotations
@@ -35,11 +38,12 @@ NEAR_BITS = 8
 #: an image is hashed from a grey copy of it whose shorter side is SIDE..3 x SIDE (halved down to it); its views
 #: have VIEW of its sides (the centre, each corner)
 SIDE, VIEW = 40, 0.95
-#: the most hash pairs compared at once (a block of rows against every image: memory ~16 bytes a pair)
-PAIRS = 2**24
+#: the most hash pairs compared at once (a block of rows against every image: ~10 bytes a pair, ~2.5 MB: kept in
+#: a core's cache; at 2**24, 160 MB, 10,000 images took 2.3x as long)
+PAIRS = 2**18
 #: a summary lists the largest groups, this many, and of each this many images (all are counted)
 LISTED_GROUPS, LISTED_IMAGES = 1000, 100
-#: a conversion looks for near duplicates among at most this many images (every pair: ~2.4 s for 10,000 on the
+#: a conversion looks for near duplicates among at most this many images (every pair: ~1.2 s for 10,000 on the
 #: benchmark machine, growing with the square); above it, for exact ones only. inspect --duplicates compares
 #: every pair, however many.
 NEAR_LIMIT = 10_000
@@ -254,12 +258,15 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> list[tuple[int, int
     memory of :data:`PAIRS` pairs, whatever n; the time grows with n squared."""
     n = len(hashes)
     block = max(1, PAIRS // max(1, n))
+    views = np.ascontiguousarray(hashes.T)  # (views x n: each view's hashes side by side)
     found: set[tuple[int, int]] = set()
     for start in range(0, n, block):
         whole = hashes[start:start + block, :1]
-        apart = _bit_count(whole ^ hashes[None, :, 0])
-        for v in range(1, hashes.shape[1] if n else 1):
-            np.minimum(apart, _bit_count(whole ^ hashes[None, :, v]), out=apart)
+        # into arrays made once a block (numpy's temporaries, one an operation, cost as much as the work)
+        apart, ones, either = _bit_count(whole ^ views[0]), np.empty((len(whole), n), np.uint8), None
+        for v in range(1, len(views)):
+            either = np.bitwise_xor(whole, views[v], out=either)
+            np.minimum(apart, _bit_count(either, ones), out=apart)
         i, j = np.nonzero(apart <= bits)
         i += start
         found.update((a, b) if a < b else (b, a) for a, b in zip(i.tolist(), j.tolist(), strict=True) if a != b)
@@ -295,12 +302,13 @@ class Lookup:
         return found
 
 
-def _bit_count(x: np.ndarray) -> np.ndarray:
-    """The set bits of each uint64, as uint8 (numpy 2's bitwise_count; a table of bytes before it)."""
+def _bit_count(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The set bits of each uint64, as uint8 (into ``out`` where given; numpy 2's bitwise_count, a table of
+    bytes before it)."""
     if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x)
+        return np.bitwise_count(x, out=out)
     table = np.array([bin(b).count("1") for b in range(256)], np.uint8)
-    return table[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+    return table[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8, out=out)
 
 
 def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -310,43 +318,51 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[
     size, its images (split, index, id), whether every one of them is the same image (``exact``), and whether
     it spans splits (``across_splits``: leakage). ``near``: near duplicates too, else exact ones only."""
     n = found.size
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
     exact, hashes = found.arrays()
     _, same = np.unique(exact.view("V16").ravel(), return_inverse=True)  # each image's exact key, as a number
     same = same.ravel()
-    first: dict[int, int] = {}
-    for i, key in enumerate(same.tolist()):
-        parent[root(i)] = root(first.setdefault(key, i))
-    for i, j in near_pairs(hashes, bits) if near and found.near else []:
-        parent[root(i)] = root(j)
-    members: dict[int, list[int]] = {}
-    for i in range(n):
-        members.setdefault(root(i), []).append(i)
+    group = same  # each image's group, as a number: its exact key's, joined by near pairs
+    pairs = near_pairs(hashes, bits) if near and found.near else []
+    if pairs:  # (at most NEAR_LIMIT images in a conversion: the Python here is small beside the pairs' search)
+        parent = list(range(int(same.max()) + 1))
+
+        def root(k: int) -> int:
+            while parent[k] != k:
+                parent[k] = parent[parent[k]]
+                k = parent[k]
+            return k
+
+        for i, j in pairs:
+            parent[root(int(same[i]))] = root(int(same[j]))
+        group = np.array([root(k) for k in range(len(parent))])[same]
     split_of = np.zeros(n, np.int32)  # each image's split, as a number
     names = {split: k for k, split in enumerate(dict.fromkeys(split for _, split, _ in found.batches))}
-    for (start, split, _), end in zip(found.batches, [b[0] for b in found.batches[1:]] + [n], strict=True):
+    firsts = [first for first, _, _ in found.batches]
+    for (start, split, _), end in zip(found.batches, [*firsts[1:], n] if firsts else [], strict=True):
         split_of[start:end] = names[split]
-    every = sorted((g for g in members.values() if len(g) > 1), key=lambda g: (-len(g), split_of[g[0]], g[0]))
+    # the groups as runs of images ordered by group, each group's in their order: arrays, not a list an image
+    # (at a million images the lists had held ~150 MB while the output was committed)
+    order = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.diff(group[order], prepend=-1)) if n else np.zeros(0, np.int64)
+    sizes = np.diff(starts, append=n)
+    splits = split_of[order]
+    across = (np.minimum.reduceat(splits, starts) != np.maximum.reduceat(splits, starts)) if n else sizes > 0
+    many = np.flatnonzero(sizes > 1)
+    first = order[starts[many]]
+    every = many[np.lexsort((first, split_of[first], -sizes[many]))]  # largest first
     listed = []
-    for group in every[:LISTED_GROUPS]:
-        at = np.array(group)
-        places = [found.where(i) for i in group[:LISTED_IMAGES]]
+    for g in every[:LISTED_GROUPS].tolist():
+        at = order[starts[g]:starts[g] + sizes[g]]
+        shown = at[:LISTED_IMAGES].tolist()
         listed.append({
-            "size": len(group),
+            "size": int(sizes[g]),
             "exact": len(np.unique(same[at])) == 1,
-            "across_splits": len(np.unique(split_of[at])) > 1,
+            "across_splits": bool(across[g]),
             "images": [{"split": split, "index": index, "id": found.id(i)}
-                       for i, (split, index) in zip(group, places, strict=False)],
+                       for i, (split, index) in zip(shown, map(found.where, shown), strict=True)],
         })
-    across = sum(len(np.unique(split_of[np.array(g)])) > 1 for g in every)
-    return listed, {"groups": len(every), "duplicates": sum(len(g) - 1 for g in every), "across": across}
+    return listed, {"groups": len(many), "duplicates": int((sizes[many] - 1).sum()),
+                    "across": int(across[many].sum())}
 
 
 def leakage(found: dict[str, Any]) -> str:

@@ -388,6 +388,30 @@ def test_a_summary_lists_the_largest_groups_and_counts_them_all(monkeypatch: pyt
     assert keys.where(14) == ("val", 0) and keys.where(13) == ("train", 13)
 
 
+def test_groups_join_exact_copies_and_near_pairs_across_splits() -> None:
+    from imgpack import duplicates
+
+    rng = np.random.default_rng(8)
+    exact = rng.integers(0, 256, size=(60, 16), dtype=np.uint8)
+    hashes = rng.integers(0, 2**63, size=(60, duplicates.HASHES), dtype=np.uint64)
+    exact[40] = exact[5]  # train 5 and val 40: the same pixels
+    hashes[41, 0] = hashes[40, 2] ^ np.uint64(0b111)  # val 41 whole: 3 bits from a view of 40, so one group of 3
+    hashes[8, 0] = hashes[7, 0]  # near in train
+    exact[51] = exact[52] = exact[50]  # three copies in val
+    keys = duplicates.Keys()
+    keys.add("train", [f"t{i}" for i in range(30)], exact[:30], hashes[:30])
+    keys.add("val", [f"v{i}" for i in range(30, 60)], exact[30:], hashes[30:])
+    found = duplicates.summary(keys)
+    listed = [([m["id"] for m in g["images"]], g["exact"], g["across_splits"]) for g in found["groups"]]
+    assert listed == [(["t5", "v40", "v41"], False, True), (["v50", "v51", "v52"], True, False),
+                      (["t7", "t8"], False, False)]  # largest first, then by the split and place of the first
+    assert (found["group_count"], found["duplicates"], found["groups_across_splits"]) == (3, 5, 1)
+    assert found["groups"][0]["images"][1] == {"split": "val", "index": 10, "id": "v40"}
+    exact_only = duplicates.summary(keys, near=False)
+    assert [[m["id"] for m in g["images"]] for g in exact_only["groups"]] == [["v50", "v51", "v52"], ["t5", "v40"]]
+    assert duplicates.summary(duplicates.Keys())["group_count"] == 0
+
+
 def test_an_output_stores_its_commonest_sizes_and_counts_every_one(monkeypatch: pytest.MonkeyPatch) -> None:
     from imgpack import stats as stats_module
     from imgpack.stats import Stats
