@@ -123,6 +123,13 @@ def test_inspect_a_split_folder(fmt: str, solid_tree: Path, tmp_path: Path) -> N
     assert "val        3 images (25.0%)" in text and "blue 1, green 1, red 1" in text
 
 
+def test_a_split_folder_converted_from_one_says_its_splits_are_the_sources(solid_tree: Path, tmp_path: Path) -> None:
+    imgpack.convert(str(solid_tree), str(tmp_path / "sp"), format="hdf5", size=8, workers=0, split="train=0.5,val=0.5")
+    imgpack.convert(str(tmp_path / "sp"), str(tmp_path / "again"), format="webdataset", workers=0)
+    code, text, _ = run("inspect", str(tmp_path / "again"))
+    assert code == 0 and "  splits       as the source's\n" in text and "None" not in text
+
+
 def test_verify_of_a_split_folder_catches_a_count_that_disagrees(solid_tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "sp"
     imgpack.convert(str(solid_tree), str(out), format="hdf5", size=(40, 30), workers=0, split="a=0.5,b=0.5")

@@ -154,7 +154,8 @@ def _inspect_lines(info: dict[str, Any]) -> list[str]:
     ]
     if splits:
         how = ("from the source's folders" if info.get("split_from_folders")
-               else f"{info['split']}, seed {info['seed']}" + (", stratified" if info.get("stratify") else ""))
+               else f"{info['split']}, seed {info['seed']}" + (", stratified" if info.get("stratify") else "")
+               if info.get("split") else "as the source's")
         lines.append(f"  splits       {how}")
         for name, part in splits.items():
             share = f"{100 * part['count'] / info['count']:.1f}%" if info["count"] else "-"
