@@ -28,6 +28,10 @@ class SourceError(ImgpackError, OSError):
     """The dataset source cannot be read: missing directory, bad manifest, ..."""
 
 
+class DamagedIndexError(SourceError):
+    """An output's index that cannot be read at all (not JSON, or unreadable): not another tool's either."""
+
+
 class ImageError(ImgpackError, OSError):
     """One image cannot be used. Under ``on_error="skip"`` it is skipped and reported."""
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OutputError, SourceError
+from .errors import DamagedIndexError, OutputError, SourceError
 from .samples import BLOCK
 
 #: the summary beside the outputs of a split conversion (one file per split)
@@ -284,7 +284,7 @@ class ShardNames:
             with open(self.index, encoding="utf-8") as f:
                 index = json.load(f)
         except (OSError, ValueError) as exc:
-            raise SourceError(f"{self.index}: cannot read the index: {exc}") from None
+            raise DamagedIndexError(f"{self.index}: cannot read the index: {exc}") from None
         if self.index_name and isinstance(index, dict):
             index = index.get("imgpack")
         if not isinstance(index, dict) or index.get("kind") != INDEX_KIND:

@@ -101,3 +101,13 @@ def test_verify_catches_counts_that_disagree(class_tree: Path, tmp_path: Path) -
         f["ids"].resize((12,))
     with pytest.raises(SourceError, match="12 ids for 13 images"):
         verify(str(out))
+
+
+@pytest.mark.parametrize("fmt", ["mds", "litdata", "tfrecord"])
+def test_a_damaged_index_is_named_with_its_reason(fmt: str, class_tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / f"o{SUFFIX[fmt]}"
+    imgpack.convert(str(class_tree), str(out), format=fmt, size=16, workers=0)
+    index = next(p for p in [out / "index.json", tmp_path / f"o{SUFFIX[fmt]}.json"] if p.is_file())
+    index.write_text('{"shards": [')  # cut short
+    code, _, stderr = run("inspect", str(out))
+    assert code == 1 and f"{index}: cannot read the index: Expecting value" in stderr, stderr

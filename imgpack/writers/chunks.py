@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..decode import decode_stored
-from ..errors import OutputError, SourceError, UsageError
+from ..errors import DamagedIndexError, OutputError, SourceError, UsageError
 from ..formats import Encoded, IndexedShards, OutputMeta, Writer
 from ..formats import Options as BaseOptions
 from ..outputs import ShardNames, write_atomically
@@ -119,6 +119,8 @@ class ChunkWriter(EncodedShards, Writer):
     def can_open(cls, path: str) -> bool:
         try:
             return super().can_open(path)
+        except DamagedIndexError:  # no tool's index: said as it is
+            raise
         except SourceError:  # an index.json that another tool wrote, or not an index: not imgpack's
             return False
 
