@@ -147,7 +147,8 @@ def hashes(greys: Sequence[np.ndarray]) -> np.ndarray:
     """The DCT hashes (n x HASHES, uint64) of the grey copies in ``greys``, in order: each an image's (H x W,
     from :func:`small_grey`) or several of one shape (k x H x W, from :func:`small_greys`). Two matrix
     products for all six hashes of an image, and for the images of one shape :data:`BYTES` of grey at once (a
-    chunk's 256 64x64 images at once spilled out of a core's cache: 47 us an image in a worker, where 26-31)."""
+    chunk's 256 64x64 images at once spilled out of a core's cache: in one process, 47 us an image against
+    26-31 for the notes)."""
     blocks = [grey[None] if grey.ndim == 2 else grey for grey in greys]
     starts = np.cumsum([0, *(len(block) for block in blocks)])
     found = np.zeros((int(starts[-1]), HASHES), np.uint64)

@@ -312,10 +312,10 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
                     extras[i] = item
             elif item.shape == job.image_shape:
                 row[:pixels] = item.reshape(-1)
-                if image is not None:
+                if image is not None and noted is not None:  # (noted after the chunk, from the ring)
                     in_ring.append(i)
                     sources.append(source)
-                    image = None
+                image = None
             else:
                 extras[i] = item
             if noted is not None and image is not None:
