@@ -53,6 +53,14 @@ HASHES = 6
 BYTES = 2**16
 
 
+def looks_near(images: int, drop: bool = False) -> bool:
+    """Whether a conversion of this many images looks for near duplicates, and so whether its workers take the
+    perceptual hashes: at most :data:`NEAR_LIMIT` (above it the search over every pair grows with the square;
+    at a million 64x64 images the hashes were ~30% of the workers' CPU), or ``drop`` (``--dedupe drop``: near
+    copies of an earlier split's images are left out, while that split is at most NEAR_LIMIT)."""
+    return drop or images <= NEAR_LIMIT
+
+
 def exact_key(image: np.ndarray) -> bytes:
     """The same for two images exactly when their pixels and shapes are the same (XXH3's 128 bits, seeded with
     the shape: ~4 us a 256x256 RGB image, where SHA-256 takes ~125)."""
@@ -288,7 +296,7 @@ class Lookup:
         :data:`NEAR_LIMIT`), else -1. In blocks: the memory of :data:`PAIRS` pairs."""
         found = np.array([self.exact.get(key, -1) for key in exact.view("V16").ravel().tolist()], np.int64)
         # (above NEAR_LIMIT, or where the hashes were not taken: exact ones only)
-        old = self.hashes if len(self.hashes) <= NEAR_LIMIT and self.keys.near else self.hashes[:0]
+        old = self.hashes if looks_near(len(self.hashes)) and self.keys.near else self.hashes[:0]
         block = max(1, PAIRS // max(1, len(old)))
         for start in range(0, len(hashes) if len(old) else 0, block):
             mine = hashes[start:start + block]

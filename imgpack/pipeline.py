@@ -327,10 +327,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
               storage_options=storage.options(),
               # (a cluster's workers write whole shards: nothing they note comes back; inspect reads them after)
               observe=not engine.writes_shards, keys=keys,
-              # the perceptual hashes where they are looked at: a conversion of over NEAR_LIMIT images looks for
-              # exact duplicates only (at a million 64x64 images the workers' CPU an image fell 257 -> 183 us),
-              # but --dedupe drop for near ones in any earlier split of up to NEAR_LIMIT
-              near=keys and (settings.dedupe == "drop" or len(scan.samples) <= duplicates.NEAR_LIMIT))
+              near=keys and duplicates.looks_near(len(scan.samples), drop=settings.dedupe == "drop"))
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of
     # any shape gets the others by value.
@@ -461,7 +458,7 @@ def _noted(part: Part, splits: bool, output: str) -> tuple[dict[str, Any] | None
         stats = total.summary()
     if observed and all(o.final and o.keys and o.missing == 0 for o in observed):
         every = duplicates.Keys.join([o.found for o in observed])
-        found = duplicates.summary(every, near=every.size <= duplicates.NEAR_LIMIT) if splits else \
+        found = duplicates.summary(every, near=duplicates.looks_near(every.size)) if splits else \
             observed[0].duplicates
         dropped = [d for o in observed for d in o.dropped]
         if found is not None:

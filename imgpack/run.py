@@ -128,7 +128,7 @@ class Part:
         observed.stats.add_classes(label_counts)
         if observed.keys and not observed.split and observed.missing == 0:
             observed.duplicates = duplicates.summary(observed.found,
-                                                     near=observed.found.size <= duplicates.NEAR_LIMIT)
+                                                     near=duplicates.looks_near(observed.found.size))
         observed.final = True
 
     def _run(self, samples: Samples, target: str, meta: OutputMeta, paths: Sequence[str], labels: np.ndarray,
