@@ -24,7 +24,7 @@ from .errors import ImageError, ShapeMismatchError
 from .formats import Encoded, Encoder, Item
 from .observe import Notes
 from .plugins import Preprocessor
-from .probe import ImageInfo
+from .probe import ImageInfo, folders_kept
 from .storage import fetch, fetch_many, is_url, reason
 
 DEFAULT_QUALITY = 95  # JPEG
@@ -297,34 +297,35 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
     noting = 0.0  # CPU seconds on the notes
     in_ring: list[int] = []  # the images whose pixels are noted from the ring after the chunk, and their sources
     sources: list[tuple[int, int]] = []
-    for i, path in enumerate(paths):
-        try:
-            got = fetched[i] if fetched is not None else None
-            if isinstance(got, BaseException):
-                raise ImageError(f"cannot read: {reason(got)}")
-            item, image, source = converted(path, job, got)
-            row = slots[offset + i]
-            if isinstance(item, Encoded):
-                if len(item.data) <= row.size:
-                    row[:len(item.data)] = np.frombuffer(item.data, dtype=np.uint8)
-                    extras[i] = InSlot(len(item.data), item.shape)
+    with folders_kept():  # (the root check once a folder: see imgpack.probe)
+        for i, path in enumerate(paths):
+            try:
+                got = fetched[i] if fetched is not None else None
+                if isinstance(got, BaseException):
+                    raise ImageError(f"cannot read: {reason(got)}")
+                item, image, source = converted(path, job, got)
+                row = slots[offset + i]
+                if isinstance(item, Encoded):
+                    if len(item.data) <= row.size:
+                        row[:len(item.data)] = np.frombuffer(item.data, dtype=np.uint8)
+                        extras[i] = InSlot(len(item.data), item.shape)
+                    else:
+                        extras[i] = item
+                elif item.shape == job.image_shape:
+                    row[:pixels] = item.reshape(-1)
+                    if image is not None and noted is not None:  # (noted after the chunk, from the ring)
+                        in_ring.append(i)
+                        sources.append(source)
+                    image = None
                 else:
                     extras[i] = item
-            elif item.shape == job.image_shape:
-                row[:pixels] = item.reshape(-1)
-                if image is not None and noted is not None:  # (noted after the chunk, from the ring)
-                    in_ring.append(i)
-                    sources.append(source)
-                image = None
-            else:
-                extras[i] = item
-            if noted is not None and image is not None:
-                before = time.process_time()
-                noted.add(i, image, source)
-                noting += time.process_time() - before
-            errors.append(None)
-        except ImageError as exc:
-            errors.append(str(exc))
+                if noted is not None and image is not None:
+                    before = time.process_time()
+                    noted.add(i, image, source)
+                    noting += time.process_time() - before
+                errors.append(None)
+            except ImageError as exc:
+                errors.append(str(exc))
     before = time.process_time()
     if noted is not None and in_ring:
         noted.add_block(slots[offset:offset + len(paths), :pixels].reshape(len(paths), *job.image_shape), in_ring,

@@ -123,6 +123,57 @@ def test_a_file_swapped_for_a_link_out_is_refused_when_read(linked: tuple[Path, 
     assert read_file(str(link)) == link.read_bytes()  # --follow-symlinks: read where it leads
 
 
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="no /proc")
+def test_folders_kept_read_as_strictly_and_close_what_they_opened(linked: tuple[Path, Path]) -> None:
+    """A worker's chunk checks the root once a folder (imgpack.probe.folders_kept): a link out is still refused,
+    whether the file, its folder, or a file swapped for a link after its folder was checked; a link inside is
+    read; and every folder opened is closed after."""
+    from imgpack.decode import read_file
+    from imgpack.errors import ImageError
+    from imgpack.probe import folders_kept
+
+    src, outside = linked
+    root = os.path.realpath(src)
+    before = _open_fds()
+    with folders_kept():
+        assert read_file(str(src / "cat" / "c1.png"), root) == (src / "cat" / "c1.png").read_bytes()
+        assert read_file(str(src / "dog" / "same.png"), root) == (src / "cat" / "c1.png").read_bytes()
+        with pytest.raises(ImageError, match="leads outside the dataset root"):
+            read_file(str(src / "cat" / "leak.png"), root)
+        with pytest.raises(ImageError, match="leads outside the dataset root"):
+            read_file(str(src / "owl" / "o1.png"), root)  # the folder is the link
+        with pytest.raises(ImageError, match="cannot read: No such file"):
+            read_file(str(src / "cat" / "gone.png"), root)
+        # the cat folder is held, checked: a file in it swapped for a link out now is refused all the same
+        (src / "cat" / "c1.png").unlink()
+        (src / "cat" / "c1.png").symlink_to(outside / "private.png")
+        with pytest.raises(ImageError, match="leads outside the dataset root"):
+            read_file(str(src / "cat" / "c1.png"), root)
+        assert read_file(str(src / "cat" / "c1.png")) == (outside / "private.png").read_bytes()  # (no root)
+        assert len(_open_fds() - before) == 2  # cat and dog kept; owl, outside, not
+    assert _open_fds() == before
+
+
+def test_a_kept_folder_replaced_between_chunks_is_read_afresh(tmp_path: Path) -> None:
+    from imgpack.decode import read_file
+    from imgpack.probe import folders_kept
+
+    folder = tmp_path / "cat"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"first")
+    with folders_kept():
+        assert read_file(str(folder / "a.png"), os.path.realpath(tmp_path)) == b"first"
+    folder.rename(tmp_path / "old")
+    folder.mkdir()
+    (folder / "a.png").write_bytes(b"second")
+    with folders_kept():
+        assert read_file(str(folder / "a.png"), os.path.realpath(tmp_path)) == b"second"
+
+
 def test_a_labels_file_naming_a_symlink_out_does_not_read_it(linked: tuple[Path, Path], tmp_path: Path) -> None:
     src, _ = linked
     labels = tmp_path / "labels.csv"
