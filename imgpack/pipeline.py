@@ -10,7 +10,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from . import duplicates, formats, publish, storage
@@ -80,7 +80,10 @@ class ConvertResult:
     duplicates: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready. The fields as they are, not copied (``asdict`` copied every value: at a million images,
+        the listed duplicate groups' 100,000 entries took ~3 s of the parent)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self)},
+                "skipped": [asdict(s) for s in self.skipped]}
 
 
 def resolve_writer(format: str | None, output: str) -> type[Writer]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import json
 import os
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -65,6 +67,11 @@ def test_bad_images_are_skipped_and_reported(bad_tree: Path, tmp_path: Path, wor
     images, labels, ids = read_all(tmp_path / "o.h5")
     assert len(images) == len(labels) == len(ids) == 13
     assert "truncated" not in ids
+    # the --json form: every field, the skipped images as plain dicts (not copied, as dataclasses.asdict did)
+    as_dict = res.to_dict()
+    assert as_dict == dataclasses.asdict(res) and as_dict["duplicates"] is res.duplicates
+    assert json.loads(json.dumps(as_dict))["skipped"][0] == {"path": res.skipped[0].path,
+                                                            "reason": res.skipped[0].reason}
 
 
 @pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads any file")
