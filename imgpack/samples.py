@@ -73,6 +73,18 @@ class Strings(Sequence[str]):
             return kept
         return cls(joined, len(items))
 
+    @classmethod
+    def concat(cls, parts: Iterable[Sequence[str]]) -> Strings:
+        """``parts`` one after the other: where each is a Strings of one prefix, joined as text (no object a
+        string); else listed."""
+        held = [strings for strings in map(cls.of, parts) if len(strings)]
+        if not held:
+            return cls("", 0)
+        prefix = held[0]._prefix
+        if any(strings._list is not None or strings._prefix != prefix for strings in held):
+            return cls.of([s for strings in held for s in strings])
+        return cls(SEP.join(strings._joined for strings in held), sum(strings._n for strings in held), prefix)
+
     @property
     def joined(self) -> str:
         """Every string, NUL between them (a check of all of them at once: ``errors.is_text``)."""

@@ -30,7 +30,7 @@ from .plugins import Samples
 from .process import Job
 from .resume import Journal, fingerprint, journal_path
 from .run import Part, PartResult, Skipped
-from .update import same_file
+from .update import prints_of, same_file
 
 log = logging.getLogger("imgpack")
 
@@ -181,10 +181,10 @@ class ShardPart(Part):
         files' fingerprints from ``rows``, the record made before the run, else as the workers take them), those
         ``held`` kept: every shard's result, in order, the skipped images (path, reason, position) and the
         positions kept."""
-        tasks = [ShardTask(sh.index, final[sh.index], list(paths[sh.start:sh.stop]), labels[sh.start:sh.stop],
-                           samples.ids[sh.start:sh.stop].tolist(),
+        tasks = [ShardTask(sh.index, final[sh.index], paths[sh.start:sh.stop], labels[sh.start:sh.stop],
+                           samples.ids[sh.start:sh.stop],
                            [s.annotation for s in samples[sh.start:sh.stop]] if self.annotations else None,
-                           sh.digest, [r[2:4] for r in rows[sh.start:sh.stop]] if rows is not None else None)
+                           sh.digest, prints_of(rows, sh.start, sh.stop) if rows is not None else None)
                  for sh in run]
         spec = ShardSpec(self.job, self.writer_cls, replace(meta, update=None, observed=None),  # (the index keeps both)
                          formats.shard_options(self.writer_options), self.batch_size)

@@ -78,6 +78,11 @@ class Prints(Sequence[list[Any]]):
         for path, size, version, sha in zip(self.paths[start:stop], sizes, versions, shas, strict=True):
             yield [path, size, version if size >= 0 else None, sha]
 
+    def part(self, start: int, stop: int) -> Prints:
+        """Those of ``start:stop``, as columns."""
+        return Prints(self.paths[start:stop], self.sizes[start:stop], self.versions[start:stop],
+                      self.shas[start:stop] if self.shas is not None else None)
+
     def take(self, idx: np.ndarray) -> Prints:
         versions = self.versions[idx] if isinstance(self.versions, np.ndarray) else [
             self.versions[i] for i in idx.tolist()]
@@ -107,6 +112,13 @@ class Rows(Sequence[list[Any]]):
 
     def __iter__(self) -> Iterator[list[Any]]:
         return ([id_, *row] for id_, row in zip(self.ids, self.prints, strict=True))
+
+
+def prints_of(rows: Sequence[Sequence[Any]], start: int, stop: int) -> Prints:
+    """The fingerprints in the record's rows ``start:stop``, as columns: a :class:`Rows`' own, else listed."""
+    if isinstance(rows, Rows):
+        return rows.prints.part(start, stop)
+    return Prints.of([row[1:] for row in rows[start:stop]])
 
 
 def fingerprints(scan: Scan, samples: Sequence[Sample], checksum: bool) -> Prints:

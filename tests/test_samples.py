@@ -57,6 +57,17 @@ def test_strings_hold_any_text(items: list[str]) -> None:
     assert strings == items and strings == Strings.of(list(items))
 
 
+def test_strings_concatenated_are_the_parts_in_order_held_as_text_where_they_can_be() -> None:
+    paths = Strings("a/1.jpg\0a/2.jpg\0b/3.jpg\0b/4.jpg", 4).with_prefix("/data/")
+    parts = [paths[0:1], paths[1:1], paths[1:4]]
+    joined = Strings.concat(parts)
+    assert joined == paths.tolist() and joined._list is None and joined._prefix == "/data/"
+    # parts of other prefixes, a plain list, or strings holding a NUL: listed, still in order
+    mixed = Strings.concat([paths[:2], ["c/5.jpg"], Strings.of(["x\0y"]), Strings("d/6.jpg", 1)])
+    assert mixed.tolist() == ["/data/a/1.jpg", "/data/a/2.jpg", "c/5.jpg", "x\0y", "d/6.jpg"]
+    assert Strings.concat([]) == [] and Strings.concat([paths[:0]]) == []
+
+
 def test_iterating_goes_a_block_at_a_time_and_misses_nothing() -> None:
     n = BLOCK * 2 + 5
     samples = Samples.of(Sample(f"s{i}", f"c/{i}.jpg", i % 3) for i in range(n))

@@ -32,8 +32,9 @@ from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
 from ..outputs import remove_quietly, rename_durably, write_atomically
 from ..process import Job, convert_image
+from ..samples import Strings
 from ..storage import is_url, upload
-from ..update import size_and_time
+from ..update import Prints, size_and_time
 
 
 @dataclass
@@ -105,7 +106,7 @@ class Engine:
         cpu = [0.0]
 
         def converted() -> Generator[Item | str, None, None]:
-            paths = [p for task in tasks for p in task.paths]
+            paths = Strings.concat(task.paths for task in tasks)
             for chunk in self.run(spec.job, paths, spec.batch_size, progress):
                 cpu[0] += chunk.cpu
                 for i, error in enumerate(chunk.errors):  # (the ring is reused once the next chunk is asked for)
@@ -147,13 +148,16 @@ class ShardTask:
 
     index: int
     path: str
-    paths: list[str]
+    #: (the paths and ids as :class:`imgpack.samples.Strings` slices of the output's: at a million images the
+    #: tasks' lists of them, made at once, held ~250 MB)
+    paths: Sequence[str]
     labels: np.ndarray
-    ids: list[str]
+    ids: Sequence[str]
     annotations: list[str | None] | None
     digest: str = ""  # the plan's (imgpack.shardplan.Shard.digest), in its done record
-    #: the image files' fingerprints as the plan took them (its record's); None: the worker takes them
-    files: list[list[Any]] | None = None
+    #: the image files' fingerprints as the plan took them (its record's: :class:`imgpack.update.Prints`, columns
+    #: sliced, not a list a file), whose size and time its done record keeps; None: the worker takes them
+    files: Prints | None = None
 
 
 @dataclass
@@ -201,11 +205,12 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
                 yield str(exc)
 
     def items() -> Iterator[tuple[Item, Any, str, str | None]]:
+        ids = list(task.ids)  # (a shard's at a time)
         for i, item in enumerate(converted if converted is not None else convert()):
             if isinstance(item, str):
                 skipped.append((i, item))
                 continue
-            yield item, task.labels[i], task.ids[i], task.annotations[i] if task.annotations else None
+            yield item, task.labels[i], ids[i], task.annotations[i] if task.annotations else None
 
     # an object store's shard is written on this worker's disk and uploaded whole: one completed
     # put, so a retried or speculative attempt never leaves half a shard there either
@@ -220,7 +225,7 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
         else:
             rename_durably(attempt, task.path)
         record = shardplan.done_record(task.digest, task.path, stats, skipped,
-                                       task.files if task.files is not None else files)
+                                       [row[1:3] for row in task.files] if task.files is not None else files)
         if remote:
             with open(attempt, "wb") as f:
                 f.write(record)

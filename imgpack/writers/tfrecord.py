@@ -16,10 +16,10 @@ tf.int64)``; the index says ``"multi_label": true``). A labels file's extra anno
 
 TensorFlow is imported only here, and only when a TFRecord is written or read: it is an
 extra (``pip install 'imgpack[tfrecord]'``), and ``import tensorflow`` takes seconds and
-~700 MB. The workers never import it: they decode images and serialise each image's
+~700 MB. Writing never imports it: the workers decode images and serialise each image's
 features (pixels, or JPEG/PNG bytes, and its shape; :mod:`imgpack.writers.tfexample`);
-the writing process adds the sample's (label, id) and writes the record with
-``tf.io.TFRecordWriter``, which frames and checksums (CRC32C) it.
+the writing process adds the sample's (label, id) and frames the record as
+``tf.io.TFRecordWriter`` does (length and CRC32C, with ``google-crc32c``).
 """
 
 from __future__ import annotations
