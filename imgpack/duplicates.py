@@ -211,12 +211,14 @@ class Keys:
         self.batches.append((self.size, split, start))
         self.ids.append(Strings.of(ids))
         self.size += len(ids)
-        self.exact.append(np.asarray(exact, np.uint8).reshape(len(ids), 16))
+        # copies, never views: a field of a chunk's notes (imgpack.observe) held the whole of each note alive,
+        # ~140 bytes an image of the parent's memory at 64x64 where the keys are 16
+        self.exact.append(np.array(exact, np.uint8).reshape(len(ids), 16))
         if hashes is None:
             self.near = False
             self.hashes.clear()
         elif self.near:
-            self.hashes.append(np.asarray(hashes, np.uint64).reshape(len(ids), HASHES))
+            self.hashes.append(np.array(hashes, np.uint64).reshape(len(ids), HASHES))
 
     def where(self, i: int) -> tuple[str, int]:
         """Image ``i``'s split and its index there."""
