@@ -182,7 +182,7 @@ def _open_checked(path: str, inside: str | None) -> tuple[int, int]:
         if not checked:
             assert inside is not None
             opened = _opened_path(fd, path)
-            if not _under(opened, inside):
+            if not within(opened, inside):
                 raise ImageError(f"leads outside the dataset root (to {opened}); not read without --follow-symlinks")
     except BaseException:
         os.close(fd)
@@ -219,15 +219,16 @@ def _open_folder(folder: str, inside: str) -> int | None:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None  # (opening the file by its path says why)
-    real = _opened_path(fd, folder)
-    if real == inside.rstrip(os.sep) or _under(real, inside):
+    if within(_opened_path(fd, folder), inside):
         return fd
     os.close(fd)
     return None
 
 
-def _under(path: str, folder: str) -> bool:
-    return path.startswith(folder.rstrip(os.sep) + os.sep)
+def within(path: str, folder: str) -> bool:
+    """Whether the real path ``path`` is ``folder`` (a real path too) or under it."""
+    top = folder.rstrip(os.sep)
+    return path == top or path.startswith(top + os.sep)
 
 
 def _opened_path(fd: int, path: str) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import SourceError, UsageError, is_text, text_id
 from .plugins import Problem, Reader, Sample, Samples, Scan
+from .probe import within
 from .readers.dataset import DatasetReader
 from .readers.labels import load_json, read_text
 from .registry import readers
@@ -198,11 +199,6 @@ def inside_root(scan: Scan) -> Scan:
     system call, and no path arithmetic, for a plain file in a folder inside the root.
     """
     real_root = os.path.realpath(scan.root)
-    top = real_root.rstrip(os.sep) + os.sep
-
-    def inside(real: str) -> bool:
-        return real == real_root or real.startswith(top)
-
     #: folder (as the samples name it) -> its real path, whether that is inside, the names of its links
     folders: dict[str, tuple[str, bool, set[str] | None]] = {}
     kept: list[int] = []
@@ -211,7 +207,7 @@ def inside_root(scan: Scan) -> Scan:
         folder, _, name = s.path.rpartition("/")
         if folder not in folders:
             real_dir = os.path.realpath(os.path.join(scan.root, folder))
-            folders[folder] = (real_dir, inside(real_dir), _links_in(os.path.join(scan.root, folder)))
+            folders[folder] = (real_dir, within(real_dir, real_root), _links_in(os.path.join(scan.root, folder)))
         real_dir, dir_inside, links = folders[folder]
         path = scan.abspath(s) if links is None or name in links else ""
         if path and (links is not None or os.path.islink(path)):
@@ -221,7 +217,7 @@ def inside_root(scan: Scan) -> Scan:
             continue
         else:
             real = os.path.join(real_dir, name)
-        if inside(real):
+        if within(real, real_root):
             kept.append(n)
         else:
             outside.append((s.path, f"leads outside the dataset root (to {real}); not read without "

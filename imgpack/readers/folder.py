@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import SourceError
 from ..params import param
 from ..plugins import Reader, ReaderOptions, Scan
-from ..probe import IMAGE_EXTENSIONS, open_regular, sniff, special_kind
+from ..probe import IMAGE_EXTENSIONS, open_regular, sniff, special_kind, within
 from ..samples import SEP, Samples, Strings
 from ..splits import folder_order
 
@@ -85,8 +85,7 @@ def _inside(path: str, root: str | None) -> bool:
     """Whether ``path`` leads (through links) to a place under ``root``."""
     if root is None:
         return False
-    real, top = os.path.realpath(path), os.path.realpath(root)
-    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+    return within(os.path.realpath(path), os.path.realpath(root))
 
 
 def walk(top: str, follow_symlinks: bool = False, seen: set[str] | None = None,
