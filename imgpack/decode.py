@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
@@ -33,6 +35,11 @@ REDUCED_SCALES = (8, 4, 2)
 def read_file(path: str, inside: str | None = None) -> bytes:
     """The bytes of an image file; ImageError for a file that cannot be read or is not a regular file
     (or, with ``inside``, a folder's real path, one that is not really under that folder)."""
+    return read_file_stat(path, inside)[0]
+
+
+def read_file_stat(path: str, inside: str | None = None) -> tuple[bytes, os.stat_result]:
+    """:func:`read_file`'s bytes, and the file's status as it was opened (before it was read)."""
     try:
         return read_regular(path, inside)
     except ImageError:

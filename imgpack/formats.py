@@ -89,7 +89,8 @@ def provenance(meta: OutputMeta, listed: bool = True) -> dict[str, Any]:
         "source": meta.source,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **({"label_keys": list(meta.label_keys)} if meta.label_keys else {}),
-        **({"update": _listed(meta.update) if listed else meta.update} if meta.update is not None else {}),
+        # (an empty record is one the run completes before the commit: see imgpack.run.Part.plan)
+        **({"update": _listed(meta.update) if listed else meta.update} if meta.update else {}),
         **({"observed": meta.observed.stored()} if meta.observed is not None and meta.observed.final else {}),
     }
 

@@ -337,6 +337,12 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     first = first_image(scan, job, on_error)
     job = replace(job, image_shape=first.shape)
     stored_recipe = recipe_dict(settings.chain, settings.decode)
+    # Each file's size and time, taken before it is read: here, where the plan needs them before the images
+    # (--update, --resume), a store's listing gives them, or a hash of the files' content is asked for (on
+    # this machine); else by the workers as they read each file (the run completes the record with them).
+    here = settings.update or resume or storage.is_url(scan.root) or scan.versions is not None or (
+        not engine.writes_shards and (settings.checksum or scan.read is not None))
+    job = replace(job, prints=not here and not engine.writes_shards)  # (a cluster's workers take them anyway)
     shard_size = 0
     if settings.by_shards:  # without --shard-size, the format's default for images of the first one's size as stored
         shard_size = settings.shard_size_for(len(first.data) if isinstance(first, Encoded) else first.nbytes)
@@ -347,15 +353,12 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     members_of = {name: scan.samples.take(rows_of[name]) if splits else scan.samples for name in targets}
     part.key = run_key(recipe=stored_recipe, format=writer_cls.name, options=writer_options.given(),
                        image_shape=job.image_shape, max_pixels=settings.max_pixels, checksum=settings.checksum)
-    # Each file's size and time, taken before it is read: here, or, where nothing needs them before the
-    # images (no --update to plan, no journal: a cluster engine's run) by the workers as they read them
-    # (their shards' results bring them back, for the record the index stores).
     prints_of: dict[str, Prints] = {}
-    if settings.update or resume or not engine.writes_shards or storage.is_url(scan.root) or scan.versions is not None:
+    if here:
         prints = fingerprints(scan, scan.samples, settings.checksum)
         prints_of = {name: prints.take(rows_of[name]) if splits else prints for name in targets}
-        for name, target in targets.items():
-            part.plan(target, members_of[name], prints_of[name])
+    for name, target in targets.items():
+        part.plan(target, members_of[name], prints_of.get(name))
     report = bring_up_to_date(output, targets, part, prints_of, settings) if settings.update else None
     del prints_of  # (the records hold each file's fingerprint)
     if report is not None and report["up_to_date"]:

@@ -116,21 +116,22 @@ def open_regular(path: str, inside: str | None = None) -> BinaryIO:
         raise
 
 
-def read_regular(path: str, inside: str | None = None) -> bytes:
-    """The bytes of a regular file, checked as :func:`open_regular` checks it.
+def read_regular(path: str, inside: str | None = None) -> tuple[bytes, os.stat_result]:
+    """The bytes of a regular file, checked as :func:`open_regular` checks it, and its status as it was opened,
+    before it was read (its size and modification time are its fingerprint: see :mod:`imgpack.update`).
 
     Read straight from the descriptor, in one system call when the file is as long as it says:
     at 64x64 a file object and its buffered read were a tenth of a worker's time an image.
     """
-    fd, size = _open_checked(path, inside)
+    fd, st = _open_checked(path, inside)
     try:
-        data = os.read(fd, size + 1)
-        if len(data) == size:
-            return data
+        data = os.read(fd, st.st_size + 1)
+        if len(data) == st.st_size:
+            return data, st
         parts = [data]  # it grew or shrank since, or its filesystem reads short: to its end
         while part := os.read(fd, 2**20):
             parts.append(part)
-        return b"".join(parts)
+        return b"".join(parts), st
     finally:
         os.close(fd)
 
@@ -167,8 +168,8 @@ def _forget() -> None:
     _kept.clear()
 
 
-def _open_checked(path: str, inside: str | None) -> tuple[int, int]:
-    """A descriptor of ``path`` opened without blocking, and the file's size; ImageError unless it is a
+def _open_checked(path: str, inside: str | None) -> tuple[int, os.stat_result]:
+    """A descriptor of ``path`` opened without blocking, and the file's status; ImageError unless it is a
     regular file (under ``inside``, when given). (Non-blocking has no effect on a regular file's reads.)"""
     fd = _open_kept(path, inside) if inside is not None and _kept is not None else None
     checked = fd is not None or inside is None
@@ -187,7 +188,7 @@ def _open_checked(path: str, inside: str | None) -> tuple[int, int]:
     except BaseException:
         os.close(fd)
         raise
-    return fd, st.st_size
+    return fd, st
 
 
 def _open_kept(path: str, inside: str) -> int | None:

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from .decode import DEFAULT_MAX_PIXELS, REDUCED_SCALES, can_reduce, decode, inspect_header, read_file
+from .decode import DEFAULT_MAX_PIXELS, REDUCED_SCALES, can_reduce, decode, inspect_header, read_file, read_file_stat
 from .errors import ImageError, ShapeMismatchError
 from .formats import Encoded, Encoder, Item
 from .observe import Notes
 from .plugins import Preprocessor
 from .probe import ImageInfo, folders_kept
 from .storage import fetch, fetch_many, is_url, reason
+from .update import size_and_time
 
 DEFAULT_QUALITY = 95  # JPEG
 
@@ -57,6 +58,9 @@ class Job:
     keys: bool = False
     #: with ``keys``, the perceptual hashes too (where near duplicates are looked for: :mod:`imgpack.duplicates`)
     near: bool = False
+    #: take each file's fingerprint (size and modification time, :mod:`imgpack.update`) as it is opened, where
+    #: the plan did not take them before the run
+    prints: bool = False
 
 
 @dataclass(frozen=True)
@@ -269,6 +273,9 @@ class Results:
     cpu: float  # CPU seconds this process spent on the chunk
     notes: np.ndarray | None = None  # per path, with Job.observe: imgpack.observe.NOTE
     notes_cpu: float = 0.0  # of ``cpu``, the seconds the notes took
+    #: per path, with Job.prints: its file's size and modification time in ns as it was opened ((-1, 0): it
+    #: could not be), (n, 2) int64
+    files: np.ndarray | None = None
 
 
 def slot_bytes(job: Job) -> int:
@@ -294,6 +301,7 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
     # objects in a store are fetched together, concurrently: the chunk waits for one round trip, not one per image
     fetched = fetch_many(paths, job.storage_options) if paths and is_url(paths[0]) else None
     noted = Notes(len(paths), job.keys, job.near) if job.observe else None
+    files = np.zeros((len(paths), 2), np.int64) if job.prints and fetched is None and job.read is None else None
     noting = 0.0  # CPU seconds on the notes
     in_ring: list[int] = []  # the images whose pixels are noted from the ring after the chunk, and their sources
     sources: list[tuple[int, int]] = []
@@ -303,6 +311,8 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
                 got = fetched[i] if fetched is not None else None
                 if isinstance(got, BaseException):
                     raise ImageError(f"cannot read: {reason(got)}")
+                if files is not None:
+                    got = _read_printed(path, job, files[i])
                 item, image, source = converted(path, job, got)
                 row = slots[offset + i]
                 if isinstance(item, Encoded):
@@ -332,7 +342,21 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
                         sources)
     found = noted.done() if noted is not None else None
     done = time.process_time()
-    return Results(errors, extras, done - started, found, noting + done - before)
+    return Results(errors, extras, done - started, found, noting + done - before, files)
+
+
+def _read_printed(path: str, job: Job, into: np.ndarray) -> bytes:
+    """The bytes of a file, its size and modification time in ns (its fingerprint) put ``into`` as it is opened,
+    before it is read. Where it cannot be read, what the plan's ``stat`` would have taken (see
+    :func:`imgpack.update.sizes_and_times`)."""
+    try:
+        data, st = read_file_stat(path, job.root)
+    except ImageError:
+        size, time_ns = size_and_time(path)
+        into[:] = (size, time_ns or 0)
+        raise
+    into[:] = (st.st_size, st.st_mtime_ns)
+    return data
 
 
 def unpack(slots: np.ndarray, offset: int, results: Results, shape: tuple[int, ...]

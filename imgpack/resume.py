@@ -13,12 +13,15 @@ whole conversion is complete, or when it fails with an error (the partial files 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from . import storage
 from ._version import __version__
@@ -47,14 +50,15 @@ def journal_path(target: str) -> str:
     return os.path.normpath(target) + SUFFIX
 
 
-def fingerprint(count: int, digests: tuple[str, str], *, source: str, label_names: Sequence[str],
+def fingerprint(count: int, digests: tuple[str, str | None], *, source: str, label_names: Sequence[str],
                 recipe: dict[str, Any], format: str, options: dict[str, Any], image_shape: Sequence[int],
                 max_pixels: int, on_error: str) -> dict[str, Any]:
     """What must be the same for a run to continue another: compared key by key (see :func:`what_changed`).
 
     ``digests``: of the samples as the reader listed them, and of their files' sizes and
     modification times (:func:`imgpack.update.digests`): an image replaced under the same name
-    changes the second.
+    changes the second. None for the second: the workers take them as they read the files, and the
+    journal keeps a digest of those read (:attr:`Journal.read`).
     """
     samples, files = digests
     return {
@@ -83,7 +87,7 @@ def what_changed(old: dict[str, Any], new: dict[str, Any]) -> str | None:
         return "the source's samples changed (the same number, but other files, labels, ids or order)"
     if old.get("label_names") != new["label_names"]:
         return "the label names changed"
-    if old.get("files") != new["files"]:
+    if old.get("files") is not None and old.get("files") != new["files"]:  # (None: see Journal.read)
         return "the source's files changed (an image's size or modification time differs)"
     if old.get("recipe") != new["recipe"]:
         return _recipe_change(old.get("recipe") or {}, new["recipe"])
@@ -134,6 +138,9 @@ class Journal:
     #: a sharded output's run: the tag in its shards' names, whose done records say which are finished
     #: (see imgpack.shardplan)
     tag: str | None = None
+    #: where the workers took the files' fingerprints as they read them (the fingerprint's ``files`` None): the
+    #: samples consumed and the :class:`ReadDigest` of their files'
+    read: tuple[int, str] | None = None
 
     @classmethod
     def load(cls, path: str) -> Journal | None:
@@ -156,10 +163,13 @@ class Journal:
             tag = data.get("tag")
             if tag is not None and not (isinstance(tag, str) and re.fullmatch(TAG, tag)):
                 raise ValueError(f"its tag is not {TAG}")
+            read = data.get("read")
+            if read is not None:
+                read = (int(read[0]), str(read[1]))
             journal = cls(path, dict(data["fingerprint"]), int(data["consumed"]), int(data["written"]),
                           [(int(i), str(r)) for i, r in data["skipped"]], data.get("writer"), data.get("result"),
-                          tag)
-        except (KeyError, TypeError, ValueError) as exc:
+                          tag, read)
+        except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise OutputError(f"{path}: a damaged resume journal ({type(exc).__name__}: {exc}); "
                               "run without --resume to start again") from None
         journal.check()
@@ -182,6 +192,8 @@ class Journal:
              f"the writer's state covers {state.get('written')} images, the journal {self.written}"),
             ("shards" in state and sum(int(s.get("count", -1)) for s in state["shards"]) != self.written,
              "its shards' counts do not add up to the images written"),
+            (self.read is not None and self.read[0] != self.consumed,
+             f"{self.consumed} samples consumed, but the digest of their files is of {(self.read or (0,))[0]}"),
         ]
         for bad, why in problems:
             if bad:
@@ -191,7 +203,8 @@ class Journal:
     def save(self) -> None:
         data = {"kind": KIND, "fingerprint": self.fingerprint, "consumed": self.consumed, "written": self.written,
                 "skipped": self.skipped, "writer": self.writer, "result": self.result,
-                **({"tag": self.tag} if self.tag is not None else {})}
+                **({"tag": self.tag} if self.tag is not None else {}),
+                **({"read": list(self.read)} if self.read is not None else {})}
         # Renamed out of the way first, so that the new one is renamed to a free name: ext4 writes a file
         # renamed over another out to disk first (auto_da_alloc), ~10 ms behind a big output's unwritten
         # pages, at every checkpoint.
@@ -204,6 +217,23 @@ class Journal:
 
     def remove(self) -> None:
         remove_journal(self.path)
+
+
+class ReadDigest:
+    """The SHA-256 of the files' fingerprints, a table of (size, modification time) rows (:meth:`Prints.table
+    <imgpack.update.Prints.table>`), to a row, extended as the table fills: what the journal of a run whose
+    workers took them keeps (:attr:`Journal.read`), and a resume compares with those it takes."""
+
+    def __init__(self, table: np.ndarray) -> None:
+        self.table, self.done, self.hash = table, 0, hashlib.sha256()
+
+    def upto(self, n: int) -> str:
+        """The digest of the first ``n`` rows."""
+        if n < self.done:
+            self.done, self.hash = 0, hashlib.sha256()
+        self.hash.update(np.ascontiguousarray(self.table[self.done:n], "<i8").tobytes())
+        self.done = n
+        return self.hash.hexdigest()
 
 
 def remove_journal(path: str) -> None:

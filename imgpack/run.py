@@ -29,9 +29,9 @@ from .observe import Dropped, Observed
 from .outputs import label_counts, remove_quietly
 from .plugins import Sample, Samples, Scan
 from .process import Job
-from .resume import Journal, fingerprint, journal_path, what_changed
+from .resume import Journal, ReadDigest, fingerprint, journal_path, what_changed
 from .sources import label_array
-from .update import digests, record
+from .update import Prints, files_digest, record, said_digest
 
 log = logging.getLogger("imgpack")
 
@@ -80,7 +80,7 @@ class Part:
     #: per target: what --update stores with the output (see imgpack.update)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: per target: the digests of its samples and of their files (see imgpack.update.digests)
-    digests: dict[str, tuple[str, str]] = field(default_factory=dict)
+    digests: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     #: per target: where each sample's pixels come from in the old outputs, and those outputs (--update)
     reuse: dict[str, tuple[list[tuple[int, int] | None], list[PackedDataset]]] = field(default_factory=dict)
     #: per target, on a cluster engine (--update): the shards the old output's record names, and its samples
@@ -95,10 +95,21 @@ class Part:
         """The options a writer of this run gets: its target was checked by the plan (may it be replaced?)."""
         return replace(self.writer_options, overwrite=True)
 
-    def plan(self, target: str, samples: Samples, prints: Sequence[list[Any]]) -> None:
-        """The digests and the record of ``target``, made of ``samples`` whose files have these fingerprints."""
-        self.digests[target] = digests(samples, prints)
-        self.records[target] = record(self.key, samples, prints, self.scan.label_names, self.digests[target])
+    def plan(self, target: str, samples: Samples, prints: Sequence[list[Any]] | None) -> None:
+        """The digests and the record of ``target``, made of ``samples`` whose files have these fingerprints;
+        ``prints`` None: the workers take them as they read the files (Job.prints), and the run completes the
+        record with them (:meth:`complete`) before the output is committed."""
+        self.digests[target] = (said_digest(samples), None)
+        self.records[target] = {}
+        if prints is not None:
+            self.complete(target, samples, prints)
+
+    def complete(self, target: str, samples: Samples, prints: Sequence[list[Any]]) -> None:
+        """The record of ``target`` completed with its files' fingerprints: in place, as its writer holds it (and
+        stores it when it closes)."""
+        halves = (self.digests[target][0] if target in self.digests else said_digest(samples), files_digest(prints))
+        self.digests[target] = halves
+        self.records.setdefault(target, {}).update(record(self.key, samples, prints, self.scan.label_names, halves))
 
     def run(self, samples: Samples, target: str, advance: Callable[[int], None],
             resume: bool = False) -> PartResult:
@@ -140,6 +151,10 @@ class Part:
             format=self.writer_cls.name, options=self.writer_options.given(), image_shape=self.job.image_shape,
             max_pixels=self.job.max_pixels, on_error=self.on_error))
         earlier = self._earlier(journal, target) if resume else None
+        # the files' fingerprints the workers take as they read them (where the plan did not), and a digest of
+        # those of the samples consumed, in the journal, for a resume to compare
+        taken = np.zeros((len(samples), 2), np.int64) if self.digests[target][1] is None else None
+        read = ReadDigest(taken) if taken is not None else None
         if not resume and os.path.exists(journal.path):
             log.warning("%s: starting again over an interrupted run's partial output%s", target,
                         "" if self.update else " (--resume would continue it)")
@@ -162,22 +177,24 @@ class Part:
         else:
             writer = formats.new_writer(self.writer_cls, target, meta, self.checked_options)
         try:
-            self._checkpoint(writer, journal, start, kept_rows, skipped_at)
+            self._checkpoint(writer, journal, start, kept_rows, skipped_at, read)
             next_checkpoint = start + self.batch_size
             engine = self._engine(*self.reuse[target]) if target in self.reuse else self.engine
             if meta.observed is not None:
                 meta.observed.missing += start - len(skipped_at)  # (a resumed run's first images have no notes)
                 engine = ObservingEngine(engine, meta.observed, start)
             for consumed, cpu in self._write(engine, writer, samples, paths, labels, start, advance, skipped_at,
-                                             kept_rows):
+                                             kept_rows, taken):
                 worker_cpu += cpu
                 if consumed >= next_checkpoint and consumed < len(paths):
-                    self._checkpoint(writer, journal, consumed, kept_rows, skipped_at)
+                    self._checkpoint(writer, journal, consumed, kept_rows, skipped_at, read)
                     next_checkpoint = consumed + self.batch_size
             all_kept = np.concatenate(kept_rows) if kept_rows else np.zeros(0, np.int64)
             counts = label_counts(labels[all_kept], scan.label_names)
             if meta.observed is not None:
                 self._finish(meta.observed, counts)
+            if taken is not None:
+                self.complete(target, samples, Prints.taken(samples.paths, taken))
             outputs = writer.close()
         except KeyboardInterrupt:
             if self.update or journal.writer is None or journal.consumed == 0 or not isinstance(writer, Resumable):
@@ -210,13 +227,18 @@ class Part:
 
     def _write(self, engine: Engine, writer: Writer, samples: Samples, paths: Sequence[str],
                labels: np.ndarray, start: int, advance: Callable[[int], None], skipped_at: dict[int, str],
-               kept_rows: list[np.ndarray]) -> Iterator[tuple[int, float]]:
+               kept_rows: list[np.ndarray], taken: np.ndarray | None = None) -> Iterator[tuple[int, float]]:
         """``paths[start:]`` converted by ``engine`` into ``writer``; each sample skipped goes to
-        ``skipped_at`` (or fails the run), the rows kept to ``kept_rows``. Yields, after each chunk, how
-        many samples are done and the CPU seconds the engine's workers spent on it."""
+        ``skipped_at`` (or fails the run), the rows kept to ``kept_rows``, the files' fingerprints the workers
+        took to ``taken`` (Job.prints). Yields, after each chunk, how many samples are done and the CPU seconds
+        the engine's workers spent on it."""
         scan = self.scan
         for chunk in engine.run(self.job, paths[start:], self.batch_size, advance):
             first = start + chunk.start
+            if taken is not None:
+                if chunk.files is None:
+                    raise RuntimeError(f"the {engine.name} engine's workers took no fingerprints")
+                taken[first:first + len(chunk.errors)] = chunk.files
             ok = np.array([e is None for e in chunk.errors], dtype=bool)
             for i in np.flatnonzero(~ok).tolist():
                 reason = chunk.errors[i] or ""
@@ -304,6 +326,12 @@ class Part:
                         target, os.path.basename(journal.path))
             return None
         changed = what_changed(earlier.fingerprint, journal.fingerprint)
+        if not changed and earlier.fingerprint.get("files") is None and earlier.consumed:
+            # its workers took the files' fingerprints as they read them: those of the images it consumed
+            # must be what the plan takes now
+            now = self.records[target]["samples"].prints.table()
+            if (earlier.consumed, ReadDigest(now).upto(earlier.consumed)) != earlier.read:
+                changed = "the source's files changed (an image's size or modification time differs)"
         if changed:
             raise UsageError(f"cannot resume {target}: {changed}; run without --resume to start again")
         if earlier.result is not None and not os.path.exists(target):
@@ -314,8 +342,9 @@ class Part:
         return earlier
 
     def _checkpoint(self, writer: Writer, journal: Journal, consumed: int, kept_rows: list[np.ndarray],
-                    skipped_at: dict[int, str]) -> None:
-        """Record in the journal how far the writer's durable records go."""
+                    skipped_at: dict[int, str], read: ReadDigest | None = None) -> None:
+        """Record in the journal how far the writer's durable records go (and, with ``read``, the digest of the
+        fingerprints of the files read to there)."""
         state = writer.checkpoint() if isinstance(writer, Resumable) else None
         if state is not None:
             written = consumed - len(skipped_at)  # every sample before ``consumed`` was kept or skipped
@@ -324,6 +353,8 @@ class Part:
                 consumed = after_kept(kept_rows, written, covered)
             journal.consumed, journal.written, journal.writer = consumed, covered, state
             journal.skipped = sorted((i, r) for i, r in skipped_at.items() if i < consumed)
+            if read is not None:
+                journal.read = (consumed, read.upto(consumed))
         journal.save()
 
 

@@ -26,6 +26,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .plugins import Sample
 
 
@@ -100,10 +102,12 @@ _KIND = "imgpack-shard"
 
 
 def done_record(digest: str, path: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]],
-                files: Sequence[Sequence[Any]]) -> bytes:
-    """The done record of the shard at ``path``, written once it is in place: what a resume keeps it by."""
-    return json.dumps({"kind": _KIND, **entry(digest, path, stats, skipped),
-                       "files": [list(f) for f in files]}, ensure_ascii=True).encode()
+                files: Sequence[Sequence[Any]] | np.ndarray) -> bytes:
+    """The done record of the shard at ``path``, written once it is in place: what a resume keeps it by.
+    ``files``: its files' [size, version] (an (n, 2) table of sizes and times: :meth:`imgpack.update.Prints.table`)."""
+    rows = [[size, time if size >= 0 else None] for size, time in files.tolist()] if isinstance(
+        files, np.ndarray) else [list(f) for f in files]
+    return json.dumps({"kind": _KIND, **entry(digest, path, stats, skipped), "files": rows}, ensure_ascii=True).encode()
 
 
 def read_done(data: bytes | BaseException | None) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ from .plugins import Samples
 from .process import Job
 from .resume import Journal, fingerprint, journal_path
 from .run import Part, PartResult, Skipped
-from .update import prints_of, same_file
+from .update import Prints, prints_of, same_file
 
 log = logging.getLogger("imgpack")
 
@@ -63,8 +63,8 @@ class ShardPart(Part):
         there = shardplan.sizes_in(folder) if url is None else storage.files_in(folder)  # name -> size
         shards = shardplan.plan(self.key, self.scan.label_names, samples, self.shard_size)
         journal = Journal(journal_path(target), fingerprint(
-            # (on this machine the files' fingerprints are taken before every run: a resume says what changed;
-            # a cluster's workers take them, and the plan's digest stands for them)
+            # (the files' fingerprints taken before the run: a resume says what changed; else the workers take
+            # them, a resume compares each shard's done record with them, and the plan's digest stands for them)
             len(samples), (shardplan.digest(shards), "checked shard by shard") if self.engine.writes_shards
             else self.digests[target],
             source=meta.source,
@@ -165,9 +165,8 @@ class ShardPart(Part):
                      results: Sequence[ShardResult]) -> OutputMeta:
         """``meta`` with the record of the output ``key``, made before the run or now from the fingerprints the
         workers took as they read each file, and its shards (what a later ``--update`` keeps)."""
-        if key not in self.records:
-            files = [fp for r in results for fp in r.files]
-            self.plan(key, samples, [[path, *fp, None] for path, fp in zip(samples.paths, files, strict=True)])
+        if not self.records.get(key):
+            self.complete(key, samples, Prints.taken(samples.paths, np.concatenate([r.files for r in results])))
         entries = [shardplan.entry(sh.digest, f, r.stats, r.skipped)
                    for sh, f, r in zip(shards, final, results, strict=True)]
         return replace(meta, update={**self.records[key], "shards": entries})

@@ -5,7 +5,9 @@ mode, format and options, image shape, pixel limit, imgpack version, ``--checksu
 digest of its *plan* (each sample's id, path, labels, split, annotation and source
 fingerprint, and the label names), and each sample's fingerprint: path, size and
 modification time (and the content's SHA-256 with ``--checksum``; for an object in a store,
-its size and ETag). The output alone says whether it is up to date; no side database.
+its size and ETag). The output alone says whether it is up to date; no side database. The
+workers take each file's as they open it, before they read it; the plan takes them all before
+the run only where it needs them then (``--update``, ``--resume``, ``--checksum``, a store).
 
 An update with the same key reuses the pixels of every sample whose fingerprint is unchanged
 (read back from the output itself) and decodes the rest; the result is the output a clean
@@ -49,6 +51,19 @@ class Prints(Sequence[list[Any]]):
         shas = [r[3] for r in rows]
         return cls(Strings.of([r[0] for r in rows]), np.array([r[1] for r in rows], np.int64), [r[2] for r in rows],
                    shas if any(s is not None for s in shas) else None)
+
+    @classmethod
+    def taken(cls, paths: Strings, files: np.ndarray) -> Prints:
+        """Of files whose size and modification time ((n, 2) int64; size -1: it cannot be read) were taken as
+        they were read (:attr:`imgpack.process.Job.prints`)."""
+        files = np.asarray(files, np.int64).reshape(-1, 2)
+        return cls(paths, files[:, 0].copy(), files[:, 1].copy())
+
+    def table(self) -> np.ndarray:
+        """The sizes and modification times as :meth:`taken` takes them: (n, 2) int64, 0 for no time."""
+        times = self.versions if isinstance(self.versions, np.ndarray) else np.array(
+            [v if isinstance(v, int) else 0 for v in self.versions], np.int64)
+        return np.stack([self.sizes, np.where(self.sizes >= 0, times, 0)], axis=1)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -193,15 +208,28 @@ def run_key(*, recipe: dict[str, Any], format: str, options: dict[str, Any], ima
 
 def digests(samples: Sequence[Sample], prints: Sequence[list[Any]]) -> tuple[str, str]:
     """The two halves of a plan, SHA-256 each: what the reader said of each sample (id, path, labels,
-    annotation, split), in order; and each file's fingerprint. ``--resume`` compares them apart. Each
-    hashes the JSON of its rows a block of :data:`~imgpack.samples.BLOCK` at a time."""
-    samples, prints = Samples.of(samples), Prints.of(prints)
-    said, files = hashlib.sha256(), hashlib.sha256()
+    annotation, split), in order (:func:`said_digest`); and each file's fingerprint (:func:`files_digest`).
+    ``--resume`` compares them apart."""
+    return said_digest(samples), files_digest(prints)
+
+
+def said_digest(samples: Sequence[Sample]) -> str:
+    """The first half of :func:`digests`: the JSON of the samples' rows, a block of
+    :data:`~imgpack.samples.BLOCK` at a time."""
+    samples = Samples.of(samples)
+    said = hashlib.sha256()
     for start in range(0, len(samples), BLOCK):
-        rows = [list(s) for s in samples[start:start + BLOCK].fields()]
-        said.update(json.dumps(rows, ensure_ascii=True).encode())
+        said.update(json.dumps([list(s) for s in samples[start:start + BLOCK].fields()], ensure_ascii=True).encode())
+    return said.hexdigest()
+
+
+def files_digest(prints: Sequence[list[Any]]) -> str:
+    """The second half of :func:`digests`: the JSON of the fingerprints' rows, a block at a time."""
+    prints = Prints.of(prints)
+    files = hashlib.sha256()
+    for start in range(0, len(prints), BLOCK):
         files.update(json.dumps(prints[start:start + BLOCK], default=str).encode())
-    return said.hexdigest(), files.hexdigest()
+    return files.hexdigest()
 
 
 def record(key: dict[str, Any], samples: Sequence[Sample], prints: Sequence[list[Any]],

@@ -20,6 +20,9 @@ from conftest import REPO, CtrlC, photo, shard_file, start_slow_run, two_classes
 
 import imgpack
 from imgpack.datasets import content_digest
+from imgpack.resume import ReadDigest
+from imgpack.sources import load_scan
+from imgpack.update import fingerprints
 
 # --------------------------------------------------------------------------- special files in a source
 
@@ -77,7 +80,10 @@ def interrupted_h5(tmp_path: Path) -> tuple[Path, Path]:
     ({"consumed": 35 + 20}, "55 samples consumed, 0 skipped, but 35 written"),  # images dropped
     ({"consumed": 35 - 20}, "15 samples consumed, 0 skipped, but 35 written"),  # images repeated
     ({"consumed": 55, "written": 55}, "the writer's state covers 35 images, the journal 55"),
-    ({"consumed": 55, "written": 55, "writer": {"written": 55}}, "holds less than its journal says"),
+    # (and the digest of the files read made to cover 55: the file itself is what is short)
+    ({"consumed": 55, "written": 55, "writer": {"written": 55}, "read": 55}, "holds less than its journal says"),
+    ({"consumed": 55, "written": 55, "writer": {"written": 55}}, "the digest of their files is of 35"),
+    ({"read": [35]}, "a damaged resume journal"),
     ({"consumed": 600, "written": 600}, "600 samples consumed of 60"),
     ({"skipped": [[3, "x"], [3, "x"]], "consumed": 35, "written": 33}, "skipped samples outside those consumed"),
     ({"fingerprint": None}, "a damaged resume journal"),
@@ -87,6 +93,10 @@ def test_an_edited_journal_is_refused(edit: dict[str, object], why: str, interru
     journal = Path(str(out) + ".resume.json")
     data = json.loads(journal.read_text())
     assert (data["consumed"], data["written"]) == (35, 35)
+    if isinstance(edit.get("read"), int):  # the digest of the first N files' fingerprints, as a run takes it
+        scan = load_scan(str(src))
+        n = int(edit["read"])  # type: ignore[call-overload]
+        edit = {**edit, "read": [n, ReadDigest(fingerprints(scan, scan.samples, False).table()).upto(n)]}
     data.update(edit)
     journal.write_text(json.dumps(data))
     with pytest.raises(imgpack.OutputError, match="run without --resume") as err:

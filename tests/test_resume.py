@@ -123,12 +123,16 @@ def test_a_pickle_without_shards_starts_again(src: Path, tmp_path: Path, caplog:
     ({"on_error": "fail"}, "--on-error changed (was skip, now fail)"),
     ({"remove": "b/im00.png"}, "the source's samples changed (60 images then, 59 now)"),
     ({"rename": ("b/im00.png", "b/im00x.png")}, "the source's samples changed (the same number, but other"),
-    ({"touch": "b/im02.png"}, "the source's files changed (an image's size or modification time differs)"),
+    # (an HDF5 file's: its workers took the files' fingerprints as they read them, and the journal keeps a
+    # digest of those of the images consumed; a sharded output's shard is written again, below)
+    ({"touch": "a/im03.png", "output": "hdf5", "options": {}},
+     "the source's files changed (an image's size or modification time differs)"),
 ])
 def test_a_resume_of_another_run_is_refused_saying_what_changed(change: dict[str, object], expected: str,
                                                                 src: Path, tmp_path: Path) -> None:
-    out = tmp_path / "o.tar"  # a sharded format that needs no extra
-    interrupted(src, out, "webdataset")
+    fmt = str(change.get("output", "webdataset"))  # a sharded format that needs no extra
+    out = tmp_path / f"o{SUFFIX[fmt]}"
+    interrupted(src, out, fmt)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     if "remove" in change:
         (src / str(change["remove"])).unlink()
@@ -138,13 +142,41 @@ def test_a_resume_of_another_run_is_refused_saying_what_changed(change: dict[str
     if "touch" in change:
         os.utime(src / str(change["touch"]), ns=(0, 10**18))
     run = ("size", "preprocess", "decode", "options", "format", "on_error")
-    kwargs = {"size": 16, "options": options("webdataset"), "format": None, "on_error": "skip",
+    kwargs = {"size": 16, "options": options(fmt), "format": None, "on_error": "skip",
               **{k: v for k, v in change.items() if k in run}}
     with pytest.raises(UsageError) as err:
         imgpack.convert(str(src), str(out), workers=0, batch_size=5, progress="off", resume=True, **kwargs)  # type: ignore[arg-type]
     assert str(err.value).startswith(f"cannot resume {out}: ")
     assert expected in str(err.value) and str(err.value).endswith("run without --resume to start again")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # left as it was
+
+
+def test_a_file_changed_since_an_image_was_not_read_is_not_a_change(src: Path, tmp_path: Path) -> None:
+    """The journal's digest covers the images consumed: one changed after the interruption and not read before it
+    is read by the resume."""
+    out = tmp_path / "o.h5"
+    interrupted(src, out, "hdf5")
+    write_image(src / "b" / "im58.png", photo(24, 16, 99))  # sample 59, the last
+    imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
+    clean = tmp_path / "clean.h5"
+    imgpack.convert(str(src), str(clean), size=16, workers=0, progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+
+
+def test_a_shard_whose_file_changed_is_written_again(src: Path, tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A sharded output's shards are kept by their done records' fingerprints, which its workers took: the one
+    whose file changed is written again, the others kept; the output is a clean run's."""
+    out = tmp_path / "o.tar"
+    interrupted(src, out, "webdataset")  # shards 0-3 written (samples 0..31)
+    os.utime(src / "b" / "im02.png", ns=(0, 10**18))  # sample 31: shard 3
+    with caplog.at_level(logging.INFO, logger="imgpack"):
+        imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options("webdataset"),
+                        progress="off", resume=True)
+    assert "resuming with 3 of 8 shards written" in caplog.text
+    clean = tmp_path / "clean.tar"
+    imgpack.convert(str(src), str(clean), size=16, workers=0, options=options("webdataset"), progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
 
 
 def test_resume_is_the_same_with_other_workers_and_batch_sizes(src: Path, tmp_path: Path) -> None:

@@ -53,10 +53,20 @@ def test_an_output_made_from_the_same_files_is_up_to_date_and_left_alone(tmp_pat
     assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)
 
 
-def test_a_plain_run_stores_what_a_later_update_needs(tmp_path: Path) -> None:
-    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
-    imgpack.convert(str(src), str(out), size=16, workers=0, progress="off")
-    assert update(src, out).update["up_to_date"]  # type: ignore[index]
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_plain_run_stores_what_a_later_update_needs(fmt: str, workers: int, tmp_path: Path) -> None:
+    """Its workers take each file's fingerprint as they read it (the plan does not, before the run): the record
+    they make is what an update's plan takes, a file that is not an image's included."""
+    src, out = tree(tmp_path / "src"), tmp_path / f"o{SUFFIX[fmt]}"
+    (src / "cat" / "p99.jpg").write_bytes(b"not a jpeg")
+    options = {"shard_size": 5} if fmt != "hdf5" else {}
+    imgpack.convert(str(src), str(out), size=16, workers=workers, progress="off", options=options)
+    with imgpack.open_dataset(str(out)) as ds:
+        record = ds.stored_update()
+    assert record is not None and [row[1:4] for row in record["samples"]] == [
+        [p.relative_to(src).as_posix(), p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(src.rglob("*.jpg"))]
+    assert update(src, out, options=options).update["up_to_date"]  # type: ignore[index]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

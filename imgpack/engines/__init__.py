@@ -14,6 +14,7 @@ planned shard's in turn. A cluster engine has its workers write whole shards ins
 from __future__ import annotations
 
 import contextlib
+import functools
 import glob
 import itertools
 import os
@@ -49,6 +50,8 @@ class Chunk:
     cpu: float = 0.0  # CPU seconds the engine's workers spent on these images
     notes: np.ndarray | None = None  # per sample, where the job observes: imgpack.observe.NOTE
     notes_cpu: float = 0.0  # of ``cpu``, the seconds the notes took
+    #: per sample, with Job.prints: its file's size and modification time as it was read (imgpack.process.Results)
+    files: np.ndarray | None = None
 
     def item(self, i: int) -> Item:
         return self.extras[i] if i in self.extras else self.images[i]
@@ -104,20 +107,29 @@ class Engine:
         no shard waits for it to start.
         """
         cpu = [0.0]
+        taken: list[np.ndarray] = []  # the files' fingerprints the workers took (Job.prints), not yet a shard's
 
         def converted() -> Generator[Item | str, None, None]:
             paths = Strings.concat(task.paths for task in tasks)
             for chunk in self.run(spec.job, paths, spec.batch_size, progress):
                 cpu[0] += chunk.cpu
+                if chunk.files is not None:
+                    taken.append(chunk.files)
                 for i, error in enumerate(chunk.errors):  # (the ring is reused once the next chunk is asked for)
                     yield error if error is not None else copy_item(chunk.item(i))
+
+        def files_of(task: ShardTask) -> np.ndarray:
+            table = np.concatenate(taken)
+            taken[:] = [table[len(task.paths):]]
+            return table[:len(task.paths)]
 
         stream = converted()
         results = []
         try:
             for task in tasks:
                 before = cpu[0]
-                result = write_shard(spec, task, itertools.islice(stream, len(task.paths)))
+                result = write_shard(spec, task, itertools.islice(stream, len(task.paths)),
+                                     functools.partial(files_of, task) if spec.job.prints else None)
                 result.cpu = cpu[0] - before
                 results.append(result)
         finally:
@@ -166,9 +178,10 @@ class ShardResult:
     stats: dict[str, Any]  # the writer's: count, bytes, ...
     skipped: list[tuple[int, str]]  # (position in the shard, reason)
     cpu: float = 0.0  # CPU seconds the worker spent on the shard
-    #: each image file's size and modification time, taken before the worker read it (a local source's;
-    #: none for objects in a store, whose listing gives them): what ``--update`` compares
-    files: list[tuple[int, int | None]] = field(default_factory=list)
+    #: each image file's size and modification time, taken before the worker read it ((n, 2) int64 rows of
+    #: :meth:`imgpack.update.Prints.table`; a local source's, where the plan did not take them): what
+    #: ``--update`` compares
+    files: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
 
 def remove_attempts(tasks: Sequence[ShardTask]) -> None:
@@ -180,10 +193,12 @@ def remove_attempts(tasks: Sequence[ShardTask]) -> None:
 _ATTEMPT = re.compile(r"\.[0-9a-f]{12}(\.partial)?$")
 
 
-def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str] | None = None) -> ShardResult:
+def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str] | None = None,
+                taken: Callable[[], np.ndarray] | None = None) -> ShardResult:
     """Convert the task's images and write them as one complete shard at ``task.path``: on a worker, or in
     the local engine's process from its pool's results (``converted``: each image's result in order, or why
-    it was not converted).
+    it was not converted; ``taken``: the fingerprints its workers took of the task's files, asked for once
+    they are all converted).
 
     The shard is written under a name of its own for this attempt and renamed into place when
     complete, so a retried (or speculative) attempt never leaves half a shard or a second
@@ -193,12 +208,13 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
     """
     started = time.process_time()
     skipped: list[tuple[int, str]] = []
-    files: list[tuple[int, int | None]] = []
+    files: list[tuple[int, int]] = []
 
     def convert() -> Iterator[Item | str]:
         for path in task.paths:
             if not is_url(path) and spec.job.read is None:  # (a sample read by its reader is no file to stat)
-                files.append(size_and_time(path))
+                size, time_ns = size_and_time(path)
+                files.append((size, time_ns or 0))
             try:
                 yield convert_image(path, spec.job)
             except ImageError as exc:
@@ -224,8 +240,11 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
             upload(attempt, task.path, spec.job.storage_options)
         else:
             rename_durably(attempt, task.path)
+        # (the plan's fingerprints, else those taken here, or by the local engine's workers)
+        table = np.zeros((0, 2), np.int64) if task.files is not None else taken() if taken is not None else np.array(
+            files, np.int64).reshape(-1, 2)
         record = shardplan.done_record(task.digest, task.path, stats, skipped,
-                                       [row[1:3] for row in task.files] if task.files is not None else files)
+                                       [row[1:3] for row in task.files] if task.files is not None else table)
         if remote:
             with open(attempt, "wb") as f:
                 f.write(record)
@@ -238,6 +257,6 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
             with contextlib.suppress(OSError):
                 os.remove(leftover)
         raise
-    return ShardResult(task.index, stats, skipped, time.process_time() - started, files)
+    return ShardResult(task.index, stats, skipped, time.process_time() - started, table)
 
 

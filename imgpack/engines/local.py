@@ -232,7 +232,8 @@ class LocalEngine(Engine):
                     # results come back in input order, chunk by chunk, so the parent writes
                     # while the workers decode and the run ends one chunk after the last decode
                     images, extras = unpack(ring, offset, results, job.image_shape)
-                    yield Chunk(start, images, results.errors, extras, results.cpu, results.notes, results.notes_cpu)
+                    yield Chunk(start, images, results.errors, extras, results.cpu, results.notes,
+                                results.notes_cpu, results.files)
                     next_start = fill()  # the consumer is done with that part of the ring
             except BaseException:
                 for _, _, fut in pending:
@@ -248,5 +249,6 @@ class LocalEngine(Engine):
             if progress:
                 progress(len(items))
             images, extras = unpack(slots, 0, results, job.image_shape)
-            yield Chunk(start, images, results.errors, extras, results.cpu, results.notes, results.notes_cpu)
+            yield Chunk(start, images, results.errors, extras, results.cpu, results.notes, results.notes_cpu,
+                        results.files)
 

@@ -22,7 +22,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -75,6 +75,7 @@ class HDF5Options(BaseOptions):
 
 
 def store_provenance(attrs: Any, meta: OutputMeta) -> None:
+    """The provenance as the file's attributes, the update record as JSON text (:func:`record_json`)."""
     for key, value in provenance(meta, listed=False).items():
         attrs[key] = record_json(value) if key == "update" else json.dumps(value) \
             if key in ("label_names", "label_keys", "recipe", "observed") else value
@@ -123,7 +124,7 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
             self._add("labels_one_hot", (k,), np.uint8, n)
         if meta.annotations:
             self._add("annotations", (), _TEXT, n)
-        store_provenance(self._file.attrs, meta)
+        store_provenance(self._file.attrs, replace(meta, update=None))  # (the record when it closes: complete then)
         self._count = self._room = 0  # images written, and rows the images dataset has
         self._hold_columns()
 
@@ -324,6 +325,8 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
             self._file.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             if self.meta.observed is not None and self.meta.observed.final:  # (known only now)
                 self._file.attrs["observed"] = json.dumps(self.meta.observed.stored())
+            if self.meta.update:  # (the workers may have taken its fingerprints: complete only now)
+                self._file.attrs["update"] = record_json(self.meta.update)
             self._file.close()
             rename_durably(self._tmp, self.path)
         return [self.path]
