@@ -76,6 +76,8 @@ class Scan:
     #: every sample is a file (not a link) in a folder (not a link) under ``root``, as the reader's listing
     #: showed: nothing leads outside it, and nothing is left to check file by file
     inside: bool = False
+    #: no two samples have one id, as the reader made them (else :func:`imgpack.sources.unique_ids` checks)
+    ids_unique: bool = False
     #: how a worker reads a sample whose path is not a file (``path -> bytes`` of an encoded image, or its
     #: pixels), picklable; None: every path is a file or object. The dataset reader's reads image ``i`` of an
     #: imgpack output at ``OUTPUT#i``

@@ -115,7 +115,7 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     reader = pick_reader(source, opts)
     scan = reader.scan()
     if not is_text(scan.samples.ids.joined):  # one check of every id at once
-        scan = replace(scan, samples=scan.samples.with_ids(map(text_id, scan.samples.ids)))
+        scan = replace(scan, samples=scan.samples.with_ids(map(text_id, scan.samples.ids)), ids_unique=False)
     scan = unique_ids(scan)
     for hint in _hints(scan, opts):
         log.warning("%s", hint)
@@ -167,7 +167,10 @@ def files_only(scan: Scan, command: str) -> Scan:
 def unique_ids(scan: Scan) -> Scan:
     """Every sample's id unique within the source, as ``--update``, ``--resume`` and every format key on it:
     files whose ids would be one (``a/dup.png`` and ``a/dup.bmp``, both ``a/dup``) keep their extension
-    (their ids are their paths under SRC). SourceError where even their paths are one."""
+    (their ids are their paths under SRC). SourceError where even their paths are one. Nothing to check where the
+    reader made them distinct (``Scan.ids_unique``)."""
+    if scan.ids_unique:
+        return scan
     ids = scan.samples.ids.tolist()
     if len(set(ids)) == len(ids):
         return scan

@@ -184,7 +184,7 @@ class FolderReader(Reader):
                 raise SourceError(f"{self.source}: no images in split folders (SRC/<split>/<class>/<image>)")
         else:
             found.extend(Found(None, cls, folder, names) for cls, folder, names in self._classes(root, "", ignored))
-        scan = replace(class_folder_scan(root, self.source, found, ignored),
+        scan = replace(class_folder_scan(root, self.source, found, ignored, listed=True),
                        inside=not self._links and not self.options.get("follow_symlinks"))
         if scan.label_names == ["images"]:
             log.warning("%s: its only class folder is 'images' (as in TinyImageNet's val/ and test/): these images "
@@ -287,8 +287,10 @@ class Found(NamedTuple):
     names: list[str]
 
 
-def class_folder_scan(root: str, source: str, found: list[Found], ignored: list[tuple[str, str]]) -> Scan:
-    """The Scan of images found in class folders.
+def class_folder_scan(root: str, source: str, found: list[Found], ignored: list[tuple[str, str]],
+                      listed: bool = False) -> Scan:
+    """The Scan of images found in class folders (``listed``: in a file system's folders, which hold no name twice;
+    an archive may).
 
     Label ids follow the sorted class names; samples are ordered by class, then path; the id
     is the file name without extension, or the path without extension where two files share a name.
@@ -313,9 +315,13 @@ def class_folder_scan(root: str, source: str, found: list[Found], ignored: list[
     paths = [_paths(b) for b in blocks]
     stems = [_stems(b) for b in blocks]
     every = SEP.join(stems).split(SEP) if blocks else []
-    if len(set(every)) == len(every):
+    # the ids are distinct where the stems are, or where each is its path less the extension that every name in
+    # its folder has (a folder a class, listed): two files of one folder with one stem (a.png, a.bmp) make one id
+    unique = len(set(every)) == len(every)
+    if unique:
         ids = stems
     else:
+        unique = listed and all(b.folder and _one_extension(b.names) for b in blocks)
         dup = {stem for stem, n in Counter(every).items() if n > 1}
         ids = [_ids(b, block_paths, block_stems, dup) for b, block_paths, block_stems in zip(blocks, paths, stems,
                                                                                             strict=True)]
@@ -326,7 +332,8 @@ def class_folder_scan(root: str, source: str, found: list[Found], ignored: list[
                       np.repeat(np.array([label_of[b.cls] for b in blocks], np.int32), counts),
                       split=np.repeat(np.array([code.get(b.split, -1) for b in blocks], np.int16), counts)
                       if splits else None, split_names=splits)
-    return Scan(root=root, samples=samples, label_names=label_names, source=source, ignored=ignored, splits=splits)
+    return Scan(root=root, samples=samples, label_names=label_names, source=source, ignored=ignored, splits=splits,
+                ids_unique=unique)
 
 
 def _paths(block: Found) -> str:
@@ -338,14 +345,21 @@ def _paths(block: Found) -> str:
 def _stems(block: Found) -> str:
     """The block's names less their extensions (``os.path.splitext``'s), NUL between them: at once where
     every name has one extension (``.jpg``), else name by name."""
-    names = block.names
+    ext = _one_extension(block.names)
+    if ext:
+        return SEP.join(block.names).replace(ext + SEP, SEP)[:-len(ext)]
+    return SEP.join(map(_stem, block.names))
+
+
+def _one_extension(names: list[str]) -> str:
+    """The extension every one of ``names`` (file names, not paths) has, and no name has elsewhere; else ""."""
     joined = SEP.join(names)
     dot = names[0].rfind(".")
     ext = names[0][dot:] if dot > 0 and "/" not in joined else ""
     if ext and not joined.startswith(".") and SEP + "." not in joined and joined.endswith(ext) \
             and joined.count(ext + SEP) == len(names) - 1:  # (NUL follows only a name's end: its extension)
-        return joined.replace(ext + SEP, SEP)[:-len(ext)]
-    return SEP.join(map(_stem, names))
+        return ext
+    return ""
 
 
 def _stem(path: str) -> str:

@@ -8,6 +8,7 @@ from conftest import photo, write_image
 
 from imgpack.errors import SourceError
 from imgpack.readers.folder import FolderReader, Found, class_folder_scan
+from imgpack.sources import load_scan
 
 
 def test_labels_follow_sorted_class_names(class_tree: Path) -> None:
@@ -46,6 +47,25 @@ def test_same_file_name_in_two_classes_gets_path_ids(tmp_path: Path) -> None:
     write_image(tmp_path / "b" / "y.jpg", photo(8, 8, 2))
     ids = [s.id for s in FolderReader(str(tmp_path)).scan().samples]
     assert ids == ["a/x", "b/x", "y"]
+    assert len(set(ids)) == len(ids)
+
+
+@pytest.mark.parametrize("names, unique", [
+    ({"a": ["x.jpg", "y.jpg"], "b": ["z.jpg"]}, True),  # every stem once: the ids are the stems
+    ({"a": ["x.jpg", "y.jpg"], "b": ["x.jpg"]}, True),  # one extension a folder: paths less it
+    ({"a": ["x.jpg", "y.png"], "b": ["x.jpg"]}, False),  # (then checked: by imgpack.sources.unique_ids)
+    ({"a": ["x.jpg", "x.png"], "b": ["y.jpg"]}, False),
+])
+def test_the_reader_says_where_its_ids_are_unique(names: dict[str, list[str]], unique: bool,
+                                                  tmp_path: Path) -> None:
+    """Where it can tell from the names (a folder a class, one extension each), the reader says its ids are
+    distinct, and the listing need not check a million of them again."""
+    for cls, files in names.items():
+        for i, name in enumerate(files):
+            write_image(tmp_path / cls / name, photo(8, 8, i))
+    scan = FolderReader(str(tmp_path)).scan()
+    assert scan.ids_unique is unique
+    ids = [s.id for s in load_scan(str(tmp_path)).samples]
     assert len(set(ids)) == len(ids)
 
 
