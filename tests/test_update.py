@@ -69,6 +69,23 @@ def test_a_plain_run_stores_what_a_later_update_needs(fmt: str, workers: int, tm
     assert update(src, out, options=options).update["up_to_date"]  # type: ignore[index]
 
 
+def test_an_hdf5_file_stores_its_rows_packed_and_a_damaged_record_is_said(tmp_path: Path) -> None:
+    """The record's rows are an HDF5 attribute's JSON, packed (zlib, base64: the HDF5 library copies the text
+    twice as it writes it); rows that do not unpack are said, naming the file, and an update rebuilds it."""
+    src, out = tree(tmp_path / "src"), tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=16, workers=0, progress="off")
+    with h5py.File(out, "a") as f:
+        stored = json.loads(f.attrs["update"])
+        assert "samples" not in stored and isinstance(stored["samples_zlib"], str)
+        f.attrs["update"] = json.dumps({**stored, "samples_zlib": "bm90IHpsaWI="})  # ("not zlib")
+    with imgpack.open_dataset(str(out)) as ds, pytest.raises(imgpack.SourceError) as err:
+        ds.stored_update()
+    assert str(err.value).startswith(f"{out}: the 'update' attribute: its rows do not unpack")
+    res = update(src, out)
+    assert res.update is not None and (res.update["reused"], res.written) == (0, 12)
+    assert update(src, out).update["up_to_date"]  # type: ignore[index]
+
+
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_added_and_removed_images_give_a_clean_runs_output_in_every_format(fmt: str, tmp_path: Path) -> None:
     src, out = tree(tmp_path / "src"), tmp_path / f"o{SUFFIX[fmt]}"

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import SourceError
 from ..formats import Encoded, PackedDataset
+from ..outputs import unpacked_record
 from ..packed import verify_contents
 from ..storage import is_url, open_for_reading
 
@@ -216,7 +217,10 @@ class HDF5Dataset(PackedDataset):
     def stored_update(self) -> dict[str, Any] | None:
         """The ``update`` attribute, read when asked (it lists every sample: not at every open)."""
         found = _json_attr(self.path, self.file, "update", dict)
-        return found or None
+        try:
+            return unpacked_record(found) or None
+        except ValueError as exc:
+            raise SourceError(f"{self.path}: the 'update' attribute: {exc}") from None
 
     @functools.cached_property
     @_reads

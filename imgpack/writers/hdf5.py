@@ -33,7 +33,7 @@ from .. import publish
 from ..errors import OutputError, UsageError
 from ..formats import Encoded, OutputMeta, Patches, Resumable, Shards, Writer, provenance
 from ..formats import Options as BaseOptions
-from ..outputs import one_hot, partial_path, record_json, remove_quietly, rename_durably
+from ..outputs import one_hot, packed_record_json, partial_path, remove_quietly, rename_durably
 from ..params import param
 from ..watchdog import beat
 from .h5chunk import ChunkEncoder
@@ -75,9 +75,10 @@ class HDF5Options(BaseOptions):
 
 
 def store_provenance(attrs: Any, meta: OutputMeta) -> None:
-    """The provenance as the file's attributes, the update record as JSON text (:func:`record_json`)."""
+    """The provenance as the file's attributes, the update record as JSON text, its rows packed
+    (:func:`packed_record_json`)."""
     for key, value in provenance(meta, listed=False).items():
-        attrs[key] = record_json(value) if key == "update" else json.dumps(value) \
+        attrs[key] = packed_record_json(value) if key == "update" else json.dumps(value) \
             if key in ("label_names", "label_keys", "recipe", "observed") else value
 
 
@@ -326,7 +327,7 @@ class HDF5Writer(Writer, Resumable, Shards, Patches):
             if self.meta.observed is not None and self.meta.observed.final:  # (known only now)
                 self._file.attrs["observed"] = json.dumps(self.meta.observed.stored())
             if self.meta.update:  # (the workers may have taken its fingerprints: complete only now)
-                self._file.attrs["update"] = record_json(self.meta.update)
+                self._file.attrs["update"] = packed_record_json(self.meta.update)
             self._file.close()
             rename_durably(self._tmp, self.path)
         return [self.path]
