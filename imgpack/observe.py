@@ -117,6 +117,37 @@ class Dropped(str):
 
 
 @dataclass
+class Summed:
+    """The notes of some images (a chunk's, or the shard a cluster's worker wrote) added up: what an
+    :class:`Observed` takes of them, a few bytes an image (their duplicate keys), never the notes."""
+
+    stats: dict[int, Stats]  # per channel count: the statistics of the images of that many channels
+    missing: int  # images kept with no note (a file stored as it is)
+    rows: np.ndarray  # the images with keys, by their position among those summed
+    exact: np.ndarray  # (k, 16) uint8
+    hashes: np.ndarray | None  # (k, HASHES) uint64, where near duplicates are looked for
+    cpu: float = 0.0  # the workers' CPU seconds on the notes
+
+
+def summed(found: np.ndarray, ok: np.ndarray, label_names: list[str], keys: bool, near: bool) -> Summed:
+    """The notes ``found`` of the images ``ok`` (kept) added up (``keys``: with their duplicate keys)."""
+    kept = found[ok]
+    seen = kept["seen"]
+    stats: dict[int, Stats] = {}
+    noted = kept[seen]
+    for channels in np.unique(noted["channels"]).tolist():
+        some = noted[noted["channels"] == channels]
+        stats[channels] = Stats(label_names)
+        sizes = Counter(zip(some["height"].tolist(), some["width"].tolist(), strict=True))
+        stats[channels].add_moments(some["sums"][:, :channels].sum(axis=0).tolist(),
+                                    some["squares"][:, :channels].sum(axis=0).tolist(), sizes)
+        stats[channels].add_sources(some["source"][:, 0], some["source"][:, 1])
+    rows = np.flatnonzero(ok)[seen] if keys else np.zeros(0, np.int64)
+    return Summed(stats, int((~seen).sum()), rows, noted["exact"] if keys else np.zeros((0, 16), np.uint8),
+                  noted["hashes"] if keys and near else None)
+
+
+@dataclass
 class Observed:
     """What the workers noted of the images one output holds, added up here a chunk at a time."""
 
@@ -154,23 +185,17 @@ class Observed:
             for i, why in self._duplicates(found, ok, first).items():
                 chunk.errors[i] = why
                 ok[i] = False
-        kept = found[ok]
-        seen = kept["seen"]
-        self.missing += int((~seen).sum())
-        kept = kept[seen]
-        if not len(kept):
-            return
-        for channels in np.unique(kept["channels"]).tolist():
+        self.add(summed(found, ok, self.label_names, self.keys, self.near), first)
+
+    def add(self, part: Summed, first: int) -> None:
+        """Add ``part``, the notes of the images from ``first`` on, added up (:func:`summed`)."""
+        self.missing += part.missing
+        for channels, stats in part.stats.items():
             self.channels.add(channels)
-            some = kept[kept["channels"] == channels]
-            if len(self.channels) == 1:
-                sizes = Counter(zip(some["height"].tolist(), some["width"].tolist(), strict=True))
-                self.stats.add_moments(some["sums"][:, :channels].sum(axis=0).tolist(),
-                                       some["squares"][:, :channels].sum(axis=0).tolist(), sizes)
-                self.stats.add_sources(some["source"][:, 0], some["source"][:, 1])
-        if self.keys:
-            rows = first + np.flatnonzero(ok)[seen]
-            self.found.add(self.split, self.ids.take(rows), kept["exact"], kept["hashes"] if self.near else None)
+            if len(self.channels) == 1:  # (of images of two channel counts: no statistics)
+                self.stats.merge(stats)
+        if self.keys and len(part.rows):
+            self.found.add(self.split, self.ids.take(first + part.rows), part.exact, part.hashes)
 
     def _duplicates(self, found: np.ndarray, ok: np.ndarray, first: int) -> dict[int, Dropped]:
         """The chunk's images that duplicate an image of the earlier splits: position -> why."""

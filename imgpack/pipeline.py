@@ -323,13 +323,13 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
         log.warning("the %s writer does not store annotations: those of %s are not kept",
                     writer_cls.name, scan.labels_file or source)
         annotations = False
-    keys = not engine.writes_shards and settings.dedupe != "off"
+    keys = settings.dedupe != "off"
     job = Job(tuple(settings.chain), (), settings.max_pixels, fixed_shape=not writer_cls.variable_shape,
               encoder=writer_cls.encoder(writer_options), decode=settings.decode, read=scan.read,
               root=None if source_opts.follow_symlinks or storage.is_url(scan.root) else os.path.realpath(scan.root),
               storage_options=storage.options(),
-              # (a cluster's workers write whole shards: nothing they note comes back; inspect reads them after)
-              observe=not engine.writes_shards, keys=keys,
+              # (a cluster's workers note each shard's images as they write it: the notes come back with its result)
+              observe=True, keys=keys,
               near=keys and duplicates.looks_near(len(scan.samples), drop=settings.dedupe == "drop"))
     # one image decoded here, and again by its worker: the price of knowing the shape (and
     # so the size of the shared ring) before the pool starts. A writer that takes images of

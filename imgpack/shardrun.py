@@ -23,7 +23,7 @@ from .engines.observing import ObservingEngine
 from .errors import ImageError
 from .formats import OutputMeta, Shards
 from .locking import check_held
-from .observe import Dropped
+from .observe import Dropped, Observed
 from .outputs import label_counts, remove_quietly
 from .plan import refuse_existing
 from .plugins import Samples
@@ -96,13 +96,15 @@ class ShardPart(Part):
         if meta.observed is not None:
             if held:  # (the images of the shards kept have no notes: no statistics, and no drop across them)
                 meta.observed.missing += len(samples)
-            else:
+            elif not engine.writes_shards:  # (a cluster's workers note their shards' images: _observe_shards)
                 engine = ObservingEngine(engine, meta.observed)
         try:
             results, skipped, kept = self._map_shards(final, shards, run, held, samples, meta, paths, labels,
                                                       advance, engine, self.records.get(key, {}).get("samples"))
             counts = label_counts(labels[kept], self.scan.label_names)
             if meta.observed is not None:
+                if not held and engine.writes_shards:
+                    _observe_shards(meta.observed, shards, results)
                 self._finish(meta.observed, counts)
             meta = self._with_record(key, meta, samples, shards, final, results)
             options, stats = formats.shard_options(self.writer_options), [r.stats for r in results]
@@ -243,3 +245,13 @@ def _shape(results: Sequence[ShardResult], job: Job) -> tuple[int, ...] | None:
     """The shape of every image written; None when they differ (the shards say, for TFRecord)."""
     shapes = {tuple(s) for r in results for s in r.stats.get("shapes", [job.image_shape])}
     return shapes.pop() if len(shapes) == 1 else None
+
+
+def _observe_shards(observed: Observed, shards: Sequence[shardplan.Shard], results: Sequence[ShardResult]) -> None:
+    """What a cluster's workers noted of each shard's images (added up there), in order."""
+    for shard, result in zip(shards, results, strict=True):
+        if result.notes is None:
+            observed.missing += shard.stop - shard.start - len(result.skipped)
+            continue
+        observed.add(result.notes, shard.start)
+        observed.cpu += result.notes.cpu

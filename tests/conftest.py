@@ -257,7 +257,10 @@ def check_shards_of_twelve(res: Any, src: Path, out: Path, fmt: str, tmp_path: P
     shards = [os.path.basename(cls.shard_names(str(out)).shard(i, 4)) for i in range(4)]
     assert names_in(files_folder(fmt, out)) == sorted([*shards, os.path.basename(cls.index_path(str(out)))])
     assert [s["count"] for s in info["shards"]] == [12, 11, 12, 5]
+    # the statistics and duplicate keys, noted by the workers as they wrote their shards, and stored
+    assert res.stats is not None and (res.stats, res.duplicates) == (ref.stats, ref.duplicates)
     with imgpack.open_dataset(str(out)) as ours, imgpack.open_dataset(str(local)) as theirs:
+        assert ours.provenance["observed"] == theirs.provenance["observed"] != {}
         record, local_record = ours.stored_update() or {}, theirs.stored_update() or {}
         # each file's size and time, taken by the workers; and the shards a later --update may keep (the local
         # engine's, for a sharded format, are its own)

@@ -93,13 +93,14 @@ def planted(src: Path, originals: list[Path]) -> dict[str, str]:
     return copies
 
 
-@pytest.mark.parametrize("dedupe", ["report", "off"])  # found by the workers and stored; found by reading the output
-def test_planted_duplicates_across_splits_are_found(tmp_path: Path, dedupe: str) -> None:
+# found by the workers and stored (those of a cluster engine as they write their shards); found by reading the output
+@pytest.mark.parametrize("dedupe, engine", [("report", "local"), ("report", "shards"), ("off", "local")])
+def test_planted_duplicates_across_splits_are_found(tmp_path: Path, dedupe: str, engine: str) -> None:
     originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee", "retina", "rocket")]  # 4 distinct photos
     copies = planted(tmp_path / "src", originals)
     out = tmp_path / "out"
     res = imgpack.convert(str(tmp_path / "src"), str(out), format="hdf5", size=64, split_from_folders=True,
-                          workers=2, progress="off", dedupe=dedupe)
+                          workers=2, progress="off", dedupe=dedupe, engine=engine)
     assert ("duplicates" in json.loads((out / "splits.json").read_text())) == (dedupe == "report")
     if dedupe == "report":
         assert res.duplicates is not None and res.duplicates["groups_across_splits"] == 4

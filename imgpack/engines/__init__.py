@@ -31,8 +31,10 @@ import numpy as np
 from .. import shardplan
 from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
+from ..observe import Notes, Summed, summed
 from ..outputs import remove_quietly, rename_durably, write_atomically
-from ..process import Job, convert_image
+from ..process import Job
+from ..process import converted as converted_image
 from ..samples import Strings
 from ..storage import is_url, upload
 from ..update import Prints, size_and_time
@@ -182,6 +184,8 @@ class ShardResult:
     #: :meth:`imgpack.update.Prints.table`; a local source's, where the plan did not take them): what
     #: ``--update`` compares
     files: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    #: what a cluster's worker noted of the shard's images, with Job.observe, added up (a few bytes an image)
+    notes: Summed | None = None
 
 
 def remove_attempts(tasks: Sequence[ShardTask]) -> None:
@@ -209,16 +213,27 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
     started = time.process_time()
     skipped: list[tuple[int, str]] = []
     files: list[tuple[int, int]] = []
+    # (here, on a cluster's worker, the notes are taken as the images are converted; the local engine's come
+    # with its chunks)
+    noted = Notes(len(task.paths), spec.job.keys, spec.job.near) if spec.job.observe and converted is None else None
+    noting = 0.0
 
     def convert() -> Iterator[Item | str]:
-        for path in task.paths:
+        nonlocal noting
+        for i, path in enumerate(task.paths):
             if not is_url(path) and spec.job.read is None:  # (a sample read by its reader is no file to stat)
                 size, time_ns = size_and_time(path)
                 files.append((size, time_ns or 0))
             try:
-                yield convert_image(path, spec.job)
+                item, image, source = converted_image(path, spec.job)
             except ImageError as exc:
                 yield str(exc)
+                continue
+            if noted is not None and image is not None:
+                before = time.process_time()
+                noted.add(i, image, source)
+                noting += time.process_time() - before
+            yield item
 
     def items() -> Iterator[tuple[Item, Any, str, str | None]]:
         ids = list(task.ids)  # (a shard's at a time)
@@ -257,6 +272,13 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
             with contextlib.suppress(OSError):
                 os.remove(leftover)
         raise
-    return ShardResult(task.index, stats, skipped, time.process_time() - started, table)
+    notes = None
+    if noted is not None:
+        before = time.process_time()
+        ok = np.ones(len(task.paths), bool)
+        ok[[i for i, _ in skipped]] = False
+        notes = summed(noted.done(), ok, spec.meta.label_names, spec.job.keys, spec.job.near)
+        notes.cpu = noting + time.process_time() - before
+    return ShardResult(task.index, stats, skipped, time.process_time() - started, table, notes)
 
 
