@@ -122,8 +122,10 @@ class Engine:
 
         def files_of(task: ShardTask) -> np.ndarray:
             table = np.concatenate(taken)
-            taken[:] = [table[len(task.paths):]]
-            return table[:len(task.paths)]
+            if len(table) < len(task.paths):
+                raise RuntimeError(f"the {self.name} engine's workers took no fingerprints of some files")
+            taken[:] = [table[len(task.paths):].copy()]
+            return table[:len(task.paths)].copy()
 
         stream = converted()
         results = []
