@@ -80,7 +80,7 @@ Encoder = Callable[[np.ndarray], bytes]
 
 def provenance(meta: OutputMeta, listed: bool = True) -> dict[str, Any]:
     """What every output stores about how it was made, under these keys, whatever its format (``listed``
-    False: the update record's rows as they are held, for :func:`imgpack.update.record_json`)."""
+    False: the update record's rows as they are held, for :func:`imgpack.outputs.record_pieces`)."""
     return {
         "label_names": list(meta.label_names),
         "multi_label": bool(meta.multi_label),
