@@ -367,7 +367,7 @@ PACKED = "samples_zlib"
 def packed_record_json(record: dict[str, Any]) -> str:
     """``json.dumps`` of an update record, its rows' JSON packed: compressed (zlib), in base64, under
     :data:`PACKED` (:func:`unpacked_record` gives the record back). What an HDF5 attribute holds: one string,
-    which the HDF5 library copies twice as it writes it; packed, the ~70 MB of a million rows' JSON are ~10 MB,
+    which the HDF5 library copies twice as it writes it; packed, the ~70 MB of a million rows' JSON are ~23 MB,
     made a block at a time (:func:`rows_pieces`) and never held whole."""
     rows = record.get("samples")
     if rows is None:
