@@ -49,6 +49,15 @@ def journal(out: Path) -> dict[str, object]:
     return data
 
 
+def resumes_to_a_clean_run(src: Path, out: Path, fmt: str, tmp_path: Path) -> None:
+    """``--resume`` on ``out`` gives the output a clean run gives."""
+    imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options(fmt), progress="off",
+                    resume=True)
+    clean = tmp_path / f"clean{SUFFIX[fmt]}"
+    imgpack.convert(str(src), str(clean), size=16, workers=0, options=options(fmt), progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+
+
 def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".partial", ".resume.json")))
 
@@ -93,12 +102,8 @@ def test_a_shard_whose_done_record_is_damaged_or_whose_file_changed_is_written_a
     shard = Path(str(records[2])[: -len(".done")])
     shard.write_bytes(shard.read_bytes() + bytes(512))  # not the bytes its record gives
     with caplog.at_level(logging.INFO, logger="imgpack"):
-        imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options("webdataset"),
-                        progress="off", resume=True)
+        resumes_to_a_clean_run(src, out, "webdataset", tmp_path)
     assert "resuming with 2 of 8 shards written" in caplog.text
-    clean = tmp_path / "clean.tar"
-    imgpack.convert(str(src), str(clean), size=16, workers=0, options=options("webdataset"), progress="off")
-    assert content_digest(str(out)) == content_digest(str(clean))
     assert leftovers(tmp_path) == [] and not list((tmp_path / "out").glob("*.done"))
 
 
@@ -157,10 +162,7 @@ def test_a_file_changed_since_an_image_was_not_read_is_not_a_change(src: Path, t
     out = tmp_path / "o.h5"
     interrupted(src, out, "hdf5")
     write_image(src / "b" / "im58.png", photo(24, 16, 99))  # sample 59, the last
-    imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
-    clean = tmp_path / "clean.h5"
-    imgpack.convert(str(src), str(clean), size=16, workers=0, progress="off")
-    assert content_digest(str(out)) == content_digest(str(clean))
+    resumes_to_a_clean_run(src, out, "hdf5", tmp_path)
 
 
 def test_a_shard_whose_file_changed_is_written_again(src: Path, tmp_path: Path,
@@ -171,12 +173,8 @@ def test_a_shard_whose_file_changed_is_written_again(src: Path, tmp_path: Path,
     interrupted(src, out, "webdataset")  # shards 0-3 written (samples 0..31)
     os.utime(src / "b" / "im02.png", ns=(0, 10**18))  # sample 31: shard 3
     with caplog.at_level(logging.INFO, logger="imgpack"):
-        imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options("webdataset"),
-                        progress="off", resume=True)
+        resumes_to_a_clean_run(src, out, "webdataset", tmp_path)
     assert "resuming with 3 of 8 shards written" in caplog.text
-    clean = tmp_path / "clean.tar"
-    imgpack.convert(str(src), str(clean), size=16, workers=0, options=options("webdataset"), progress="off")
-    assert content_digest(str(out)) == content_digest(str(clean))
 
 
 def test_resume_is_the_same_with_other_workers_and_batch_sizes(src: Path, tmp_path: Path) -> None:
