@@ -73,6 +73,25 @@ class CentreQuarter(Preprocessor):
         return image[h * 3 // 8:h * 5 // 8, w * 3 // 8:w * 5 // 8]
 
 
+def test_one_worker_plans_each_header_for_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker keeps the planner's answer for each header it has seen (Job.planned): a 256x256 image gets
+    the full decode, a 2048x2048 one 1/8, whichever came first; and it keeps at most _PLANNED of them."""
+    import imgpack.process
+
+    chain = tuple(build_chain(["resize:size=256"]))
+    small = write_image(tmp_path / "s.jpg", photo(256, 256, 1), IMWRITE_JPEG_QUALITY=90).read_bytes()
+    large = write_image(tmp_path / "l.jpg", photo(2048, 2048, 2), IMWRITE_JPEG_QUALITY=90).read_bytes()
+    job = Job(chain, (), decode="reduced")
+    for data in (small, large, small, large):
+        assert np.array_equal(preprocess_bytes(data, job), preprocess_bytes(data, Job(chain, (), decode="reduced")))
+    assert sorted(job.planned.values()) == [(1, -1), (8, 2)]
+    monkeypatch.setattr(imgpack.process, "_PLANNED", 1)
+    job = Job(chain, (), decode="reduced")
+    preprocess_bytes(small, job)
+    preprocess_bytes(large, job)
+    assert list(job.planned.values()) == [(8, 2)]
+
+
 def test_a_step_that_leaves_too_little_falls_back_to_a_full_decode(tmp_path: Path) -> None:
     """At 1/4 scale the centre quarter of 1600x1600 is 100 pixels, less than the 256 target: decoded again."""
     data = write_image(tmp_path / "big.jpg", photo(1600, 1600, 2), IMWRITE_JPEG_QUALITY=95).read_bytes()

@@ -90,3 +90,20 @@ class ChunkEncoder:
         if self.level is not None:
             data = zlib.compress(data, self.level)
         return data + fletcher32(data)
+
+    def into(self, image: np.ndarray, out: np.ndarray) -> int:
+        """The chunk written into ``out`` (uint8): its length, or -1 where it does not fit (see
+        :func:`imgpack.process.encode_into`). Uncompressed, the pixels are copied there once and summed there."""
+        if self.level is not None:
+            data = zlib.compress(np.ascontiguousarray(image).data, self.level)
+            size = len(data)
+            if size + 4 > out.size:
+                return -1
+            out[:size] = np.frombuffer(data, np.uint8)
+        else:
+            size = image.nbytes
+            if size + 4 > out.size:
+                return -1
+            np.copyto(out[:size].reshape(image.shape), image)  # C order, as h5py hands HDF5 the pixels
+        out[size:size + 4] = np.frombuffer(fletcher32(out[:size]), np.uint8)
+        return size + 4

@@ -55,6 +55,25 @@ def test_chunk_is_the_one_libhdf5_writes(name: str, level: int | None, tmp_path:
     assert ChunkEncoder(level)(image) == libhdf5_chunk(image, level, tmp_path)
 
 
+@pytest.mark.parametrize("level", [None, 1])
+@pytest.mark.parametrize("name", ["zeros", "noise 64x64", "a strided view", "over 2**16 words"])
+def test_chunk_written_into_a_row_is_the_one_libhdf5_writes(name: str, level: int | None, tmp_path: Path) -> None:
+    image = ARRAYS[name]
+    expected = libhdf5_chunk(image, level, tmp_path)
+    row = np.full(image.nbytes + 4096, 7, np.uint8)
+    assert ChunkEncoder(level).into(image, row) == len(expected)
+    assert row[:len(expected)].tobytes() == expected
+    assert (row[len(expected):] == 7).all()  # nothing written past it
+
+
+def test_chunk_that_does_not_fit_its_row_is_not_written_there() -> None:
+    image = ARRAYS["noise 64x64"]
+    for level in (None, 9):  # (noise does not deflate: its chunk is a little longer than the pixels)
+        row = np.zeros(image.nbytes + 3, np.uint8)
+        assert ChunkEncoder(level).into(image, row) == -1
+        assert not row.any()
+
+
 def test_fletcher32_of_nothing_but_zeros_is_zero_and_of_a_multiple_of_65535_is_not() -> None:
     assert fletcher32(bytes(10)) == bytes(4)
     # two words 0xFFFF: the plain sums are multiples of 65535, which HDF5's folding keeps as 0xFFFF, not 0
@@ -100,6 +119,24 @@ def test_encoded_bytes_travel_in_the_ring_when_they_fit_and_by_pipe_when_not(tmp
             first = cv2.imread(path, cv2.IMREAD_COLOR_RGB).flat[0]
             assert bytes(extras[i].data) == bytes([first]) * n  # type: ignore[union-attr]
             assert extras[i].shape == shape  # type: ignore[union-attr]
+
+
+def test_an_encoder_with_into_writes_its_chunk_in_the_ring_or_sends_it_when_it_does_not_fit(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 2, (8, 8))
+    paths = sorted(str(p) for p in src.rglob("*.png"))
+    shape = (8, 8, 3)
+    job = Job((), shape, encoder=ChunkEncoder(None))
+    for rows, travels in ((slot_bytes(job), InSlot), (8 * 8 * 3 + 3, Encoded)):  # (192 pixels + 4 bytes)
+        slots = np.zeros((3, rows), np.uint8)
+        results = process_into(slots, 1, paths, job)
+        assert results.errors == [None, None]
+        assert all(isinstance(x, travels) for x in results.extras.values())
+        _, extras = unpack(slots, 1, results, shape)
+        for i, path in enumerate(paths):
+            import cv2
+
+            expected = ChunkEncoder(None)(cv2.imread(path, cv2.IMREAD_COLOR_RGB))
+            assert bytes(extras[i].data) == expected  # type: ignore[union-attr]
 
 
 def test_json_reports_the_cpu_of_the_writing_process_and_of_the_workers(tmp_path: Path) -> None:
