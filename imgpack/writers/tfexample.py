@@ -170,6 +170,19 @@ class ExampleEncoder:
         return b"".join((size, _bytes_entry(_IMAGE_ENCODED_KEY, encoded),
                          _bytes_entry(_FORMAT_KEY, self.encoding.encode())))
 
+    def into(self, image: np.ndarray, out: np.ndarray) -> int:
+        """The raw encoding's entries written into ``out`` (uint8), the pixels copied there once: their length;
+        -1 where they do not fit, or for JPEG and PNG (see :func:`imgpack.process.encode_into`)."""
+        if self.encoding != "raw":
+            return -1
+        head = _size_entries(image.shape) + _bytes_entry_head(_IMAGE_RAW_KEY, image.nbytes)
+        size = len(head) + image.nbytes
+        if size > out.size:
+            return -1
+        out[:len(head)] = np.frombuffer(head, np.uint8)
+        np.copyto(out[len(head):size].reshape(image.shape), image)
+        return size
+
 
 @functools.lru_cache(maxsize=256)
 def _size_entries(shape: tuple[int, ...]) -> bytes:

@@ -202,6 +202,19 @@ def test_records_parse_as_the_examples_tensorflow_builds(case: str) -> None:
     assert parsed == expected
 
 
+def test_raw_entries_written_into_a_row_are_the_encoders_bytes() -> None:
+    """(The entries are pure Python: no TensorFlow needed; the test above parses the encoder's bytes with it.)"""
+    from imgpack.writers.tfexample import ExampleEncoder
+
+    image = photo(40, 30, 1)[::-1]  # (not contiguous: copied in C order)
+    expected = ExampleEncoder("raw")(image)
+    row = np.full(len(expected) + 10, 7, np.uint8)
+    assert ExampleEncoder("raw").into(image, row) == len(expected)
+    assert row[:len(expected)].tobytes() == expected and (row[len(expected):] == 7).all()
+    assert ExampleEncoder("raw").into(image, row[:len(expected) - 1]) == -1
+    assert ExampleEncoder("png").into(image, row) == -1  # (encoded as bytes, then copied in)
+
+
 def test_writing_tfrecords_does_not_import_tensorflow(tmp_path: Path) -> None:
     needs("tfrecord")
     src = two_classes(tmp_path / "src", 3, (16, 16))
