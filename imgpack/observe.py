@@ -161,6 +161,8 @@ class Observed:
     stats: Stats = field(init=False)
     found: dup.Keys = field(default_factory=dup.Keys)
     missing: int = 0  # images written with no note (repacked, kept by --update or --resume): no statistics
+    #: images whose statistics a resume took from the interrupted run's journal, without their duplicate keys
+    unkeyed: int = 0
     channels: set[int] = field(default_factory=set)
     dropped: list[dict[str, Any]] = field(default_factory=list)  # (id, and the image it duplicates)
     #: the output is about to be committed: what it stores is complete (see :func:`imgpack.formats.provenance`)
@@ -216,6 +218,23 @@ class Observed:
     def complete(self) -> bool:
         """Whether every image written has its note (and all of one channel count): the statistics are whole."""
         return self.missing == 0 and len(self.channels) <= 1 and self.stats.count > 0
+
+    def keyed(self) -> bool:
+        """Whether every image written has its duplicate keys here: its duplicate groups can be found."""
+        return self.keys and self.missing == 0 and self.unkeyed == 0
+
+    def journaled(self) -> dict[str, Any]:
+        """What a resume's journal keeps of these (:meth:`resume`): the statistics, not the keys (16 bytes or
+        more an image, in a journal written again at every checkpoint)."""
+        return {"stats": self.stats.state(), "channels": sorted(self.channels), "missing": self.missing,
+                "unkeyed": self.unkeyed + self.stats.count}
+
+    def resume(self, journaled: dict[str, Any]) -> None:
+        """Start from what an interrupted run had noted (:meth:`journaled`) of the images it wrote."""
+        self.stats.merge(Stats.from_state(journaled["stats"], self.label_names))
+        self.channels.update(int(c) for c in journaled["channels"])
+        self.missing += int(journaled["missing"])
+        self.unkeyed += int(journaled["unkeyed"])
 
     def stored(self) -> dict[str, Any]:
         """What the output stores (its provenance's ``observed``), once :attr:`final`."""

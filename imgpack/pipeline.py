@@ -462,7 +462,7 @@ def _noted(part: Part, splits: bool, output: str) -> tuple[dict[str, Any] | None
         for o in observed:
             total.merge(o.stats)
         stats = total.summary()
-    if observed and all(o.final and o.keys and o.missing == 0 for o in observed):
+    if observed and all(o.final and o.keyed() for o in observed):
         every = duplicates.Keys.join([o.found for o in observed])
         found = duplicates.summary(every, near=duplicates.looks_near(every.size)) if splits else \
             observed[0].duplicates

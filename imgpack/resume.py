@@ -28,6 +28,7 @@ from ._version import __version__
 from .errors import OutputError
 from .outputs import TAG, partial_path, write_atomically
 from .recipe import format_value
+from .stats import Stats
 
 KIND = "imgpack-resume"
 SUFFIX = ".resume.json"
@@ -141,6 +142,9 @@ class Journal:
     #: where the workers took the files' fingerprints as they read them (the fingerprint's ``files`` None): the
     #: samples consumed and the :class:`ReadDigest` of their files'
     read: tuple[int, str] | None = None
+    #: what the workers noted of the images written, to the samples consumed (:meth:`imgpack.observe.Observed.
+    #: journaled`: their statistics), where the run notes them
+    observed: dict[str, Any] | None = None
 
     @classmethod
     def load(cls, path: str) -> Journal | None:
@@ -166,10 +170,13 @@ class Journal:
             read = data.get("read")
             if read is not None:
                 read = (int(read[0]), str(read[1]))
+            observed = data.get("observed")
+            if observed is not None:
+                _check_observed(observed)
             journal = cls(path, dict(data["fingerprint"]), int(data["consumed"]), int(data["written"]),
                           [(int(i), str(r)) for i, r in data["skipped"]], data.get("writer"), data.get("result"),
-                          tag, read)
-        except (KeyError, IndexError, TypeError, ValueError) as exc:
+                          tag, read, observed)
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise OutputError(f"{path}: a damaged resume journal ({type(exc).__name__}: {exc}); "
                               "run without --resume to start again") from None
         journal.check()
@@ -204,7 +211,8 @@ class Journal:
         data = {"kind": KIND, "fingerprint": self.fingerprint, "consumed": self.consumed, "written": self.written,
                 "skipped": self.skipped, "writer": self.writer, "result": self.result,
                 **({"tag": self.tag} if self.tag is not None else {}),
-                **({"read": list(self.read)} if self.read is not None else {})}
+                **({"read": list(self.read)} if self.read is not None else {}),
+                **({"observed": self.observed} if self.observed is not None else {})}
         # Renamed out of the way first, so that the new one is renamed to a free name: ext4 writes a file
         # renamed over another out to disk first (auto_da_alloc), ~10 ms behind a big output's unwritten
         # pages, at every checkpoint.
@@ -217,6 +225,18 @@ class Journal:
 
     def remove(self) -> None:
         remove_journal(self.path)
+
+
+def _check_observed(observed: Any) -> None:
+    """ValueError (or KeyError, TypeError) unless ``observed`` is what :meth:`imgpack.observe.Observed.journaled`
+    gives."""
+    stats = Stats.from_state(observed["stats"], [])
+    if len(stats.sums) != len(stats.squares) or stats.count < 0 or stats.pixels < 0:
+        raise ValueError("its statistics do not add up")
+    for key in ("missing", "unkeyed"):
+        if int(observed[key]) < 0:
+            raise ValueError(f"{key} is negative")
+    [int(c) for c in observed["channels"]]
 
 
 class ReadDigest:

@@ -137,7 +137,7 @@ class Part:
         """The notes complete, before the commit: the classes counted, and, for an output that is the whole
         conversion (no splits), its duplicate groups."""
         observed.stats.add_classes(label_counts)
-        if observed.keys and not observed.split and observed.missing == 0:
+        if not observed.split and observed.keyed():
             observed.duplicates = duplicates.summary(observed.found,
                                                      near=duplicates.looks_near(observed.found.size))
         observed.final = True
@@ -177,17 +177,20 @@ class Part:
         else:
             writer = formats.new_writer(self.writer_cls, target, meta, self.checked_options)
         try:
-            self._checkpoint(writer, journal, start, kept_rows, skipped_at, read)
+            self._checkpoint(writer, journal, start, kept_rows, skipped_at, read, meta.observed)
             next_checkpoint = start + self.batch_size
             engine = self._engine(*self.reuse[target]) if target in self.reuse else self.engine
             if meta.observed is not None:
-                meta.observed.missing += start - len(skipped_at)  # (a resumed run's first images have no notes)
+                if start and earlier is not None and earlier.observed is not None:  # (its statistics, not its keys)
+                    meta.observed.resume(earlier.observed)
+                else:  # (a resumed run's first images have no notes)
+                    meta.observed.missing += start - len(skipped_at)
                 engine = ObservingEngine(engine, meta.observed, start)
             for consumed, cpu in self._write(engine, writer, samples, paths, labels, start, advance, skipped_at,
                                              kept_rows, taken):
                 worker_cpu += cpu
                 if consumed >= next_checkpoint and consumed < len(paths):
-                    self._checkpoint(writer, journal, consumed, kept_rows, skipped_at, read)
+                    self._checkpoint(writer, journal, consumed, kept_rows, skipped_at, read, meta.observed)
                     next_checkpoint = consumed + self.batch_size
             all_kept = np.concatenate(kept_rows) if kept_rows else np.zeros(0, np.int64)
             counts = label_counts(labels[all_kept], scan.label_names)
@@ -342,9 +345,10 @@ class Part:
         return earlier
 
     def _checkpoint(self, writer: Writer, journal: Journal, consumed: int, kept_rows: list[np.ndarray],
-                    skipped_at: dict[int, str], read: ReadDigest | None = None) -> None:
+                    skipped_at: dict[int, str], read: ReadDigest | None = None, observed: Observed | None = None
+                    ) -> None:
         """Record in the journal how far the writer's durable records go (and, with ``read``, the digest of the
-        fingerprints of the files read to there)."""
+        fingerprints of the files read to there; with ``observed``, the notes of the images written to there)."""
         state = writer.checkpoint() if isinstance(writer, Resumable) else None
         if state is not None:
             written = consumed - len(skipped_at)  # every sample before ``consumed`` was kept or skipped
@@ -355,6 +359,8 @@ class Part:
             journal.skipped = sorted((i, r) for i, r in skipped_at.items() if i < consumed)
             if read is not None:
                 journal.read = (consumed, read.upto(consumed))
+            # (the notes taken are of every image given to the writer: of the durable ones only where it holds all)
+            journal.observed = observed.journaled() if observed is not None and covered == written else None
         journal.save()
 
 

@@ -87,6 +87,8 @@ def interrupted_h5(tmp_path: Path) -> tuple[Path, Path]:
     ({"consumed": 600, "written": 600}, "600 samples consumed of 60"),
     ({"skipped": [[3, "x"], [3, "x"]], "consumed": 35, "written": 33}, "skipped samples outside those consumed"),
     ({"fingerprint": None}, "a damaged resume journal"),
+    ({"observed": "x"}, "a damaged resume journal"),
+    ({"observed": {"stats": {"classes": []}}}, "a damaged resume journal"),
 ])
 def test_an_edited_journal_is_refused(edit: dict[str, object], why: str, interrupted_h5: tuple[Path, Path]) -> None:
     src, out = interrupted_h5

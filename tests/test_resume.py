@@ -92,6 +92,22 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
     assert leftovers(tmp_path) == []
 
 
+def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(src: Path, tmp_path: Path) -> None:
+    """The journal keeps the statistics of the images written before the interruption (not their duplicate
+    keys: no groups are stored, and inspect --duplicates reads the output)."""
+    out = tmp_path / "o.h5"
+    interrupted(src, out, "hdf5")
+    kept = journal(out)["observed"]
+    assert kept["stats"]["count"] == kept["unkeyed"] == 34  # type: ignore[index]  # 35 consumed, im33 skipped
+    res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
+    ref = imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=16, workers=0, progress="off")
+    assert res.stats is not None and res.stats == ref.stats
+    with imgpack.open_dataset(str(out)) as ds, imgpack.open_dataset(str(tmp_path / "clean.h5")) as clean:
+        assert ds.provenance["observed"]["stats"] == clean.provenance["observed"]["stats"]
+        assert "duplicates" not in ds.provenance["observed"] and "duplicates" in clean.provenance["observed"]
+    assert res.duplicates is None and imgpack.statistics(str(out)) == ref.stats
+
+
 def test_a_shard_whose_done_record_is_damaged_or_whose_file_changed_is_written_again(
         src: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "out" / "o.tar"
