@@ -127,6 +127,25 @@ class Summed:
     exact: np.ndarray  # (k, 16) uint8
     hashes: np.ndarray | None  # (k, HASHES) uint64, where near duplicates are looked for
     cpu: float = 0.0  # the workers' CPU seconds on the notes
+    #: the images' duplicate keys are here; False: the statistics alone, from a record (:meth:`from_state`)
+    keyed: bool = True
+
+    def state(self) -> dict[str, Any]:
+        """JSON-ready: what a shard's record keeps of its images' notes (the statistics; not the keys, 16 bytes or
+        more an image)."""
+        return {"stats": {str(c): stats.state() for c, stats in self.stats.items()}, "missing": self.missing}
+
+    @classmethod
+    def from_state(cls, state: Any, label_names: list[str]) -> Summed:
+        """The statistics a record kept (:meth:`state`); ValueError (or KeyError, TypeError, AttributeError)
+        where it is not that."""
+        stats = {int(c): Stats.from_state(s, label_names) for c, s in state["stats"].items()}
+        if any(not 1 <= c <= 4 or len(s.sums) != c or len(s.squares) != c for c, s in stats.items()):
+            raise ValueError("statistics of another number of channels than they say")
+        if int(state["missing"]) < 0:
+            raise ValueError("a negative count")
+        return cls(stats, int(state["missing"]), np.zeros(0, np.int64), np.zeros((0, 16), np.uint8), None,
+                   keyed=False)
 
 
 def summed(found: np.ndarray, ok: np.ndarray, label_names: list[str], keys: bool, near: bool) -> Summed:
@@ -192,6 +211,8 @@ class Observed:
     def add(self, part: Summed, first: int) -> None:
         """Add ``part``, the notes of the images from ``first`` on, added up (:func:`summed`)."""
         self.missing += part.missing
+        if not part.keyed:
+            self.unkeyed += sum(stats.count for stats in part.stats.values())
         for channels, stats in part.stats.items():
             self.channels.add(channels)
             if len(self.channels) == 1:  # (of images of two channel counts: no statistics)

@@ -61,12 +61,15 @@ def digest(shards: Sequence[Shard]) -> str:
     return hashlib.sha256("".join(s.digest for s in shards).encode()).hexdigest()
 
 
-def entry(digest: str, file: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]]) -> dict[str, Any]:
+def entry(digest: str, file: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]],
+          notes: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a shard's done record, or an output's record, keeps of a shard written (``digest``: its plan's):
-    enough to keep it without reading it."""
+    enough to keep it without reading it, and, where its images were noted, their statistics (``notes``:
+    :meth:`imgpack.observe.Summed.state`), for a run that keeps it to add up."""
     return {"plan": digest, "file": os.path.basename(file), "count": int(stats["count"]),
             "bytes": int(stats["bytes"]), "shapes": stats.get("shapes", []),
-            "skipped": [[int(i), str(reason)] for i, reason in skipped]}
+            "skipped": [[int(i), str(reason)] for i, reason in skipped],
+            **({"notes": dict(notes)} if notes is not None else {})}
 
 
 def kept(shards: Sequence[Shard], written: Sequence[Mapping[str, Any]], sizes: Mapping[str, int],
@@ -102,12 +105,14 @@ _KIND = "imgpack-shard"
 
 
 def done_record(digest: str, path: str, stats: Mapping[str, Any], skipped: Sequence[tuple[int, str]],
-                files: Sequence[Sequence[Any]] | np.ndarray) -> bytes:
+                files: Sequence[Sequence[Any]] | np.ndarray, notes: Mapping[str, Any] | None = None) -> bytes:
     """The done record of the shard at ``path``, written once it is in place: what a resume keeps it by.
-    ``files``: its files' [size, version] (an (n, 2) table of sizes and times: :meth:`imgpack.update.Prints.table`)."""
+    ``files``: its files' [size, version] (an (n, 2) table of sizes and times: :meth:`imgpack.update.Prints.table`);
+    ``notes``: as :func:`entry` keeps them."""
     rows = [[size, time if size >= 0 else None] for size, time in files.tolist()] if isinstance(
         files, np.ndarray) else [list(f) for f in files]
-    return json.dumps({"kind": _KIND, **entry(digest, path, stats, skipped), "files": rows}, ensure_ascii=True).encode()
+    return json.dumps({"kind": _KIND, **entry(digest, path, stats, skipped, notes), "files": rows},
+                      ensure_ascii=True).encode()
 
 
 def read_done(data: bytes | BaseException | None) -> dict[str, Any] | None:

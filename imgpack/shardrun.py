@@ -23,7 +23,7 @@ from .engines.observing import ObservingEngine
 from .errors import ImageError
 from .formats import OutputMeta, Shards
 from .locking import check_held
-from .observe import Dropped, Observed
+from .observe import Dropped, Observed, Summed
 from .outputs import label_counts, remove_quietly
 from .plan import refuse_existing
 from .plugins import Samples
@@ -93,18 +93,19 @@ class ShardPart(Part):
         where, olds = self.reuse.get(target, (None, []))
         engine = self.engine if where is None else self._engine(
             [where[k] for sh in run for k in range(sh.start, sh.stop)], olds)
-        if meta.observed is not None:
-            if held:  # (the images of the shards kept have no notes: no statistics, and no drop across them)
-                meta.observed.missing += len(samples)
-            elif not engine.writes_shards:  # (a cluster's workers note their shards' images: _observe_shards)
-                engine = ObservingEngine(engine, meta.observed)
+        # Each shard's notes come back with it, added up (its statistics are kept in its record, for a run that
+        # keeps it); with --dedupe drop, the chunks here are noted as they come, the duplicates of an earlier
+        # split marked before the writer gets them (and a shard kept has no duplicate keys to compare).
+        observing = meta.observed is not None and meta.observed.against is not None and not engine.writes_shards
+        if observing:
+            assert meta.observed is not None
+            engine = ObservingEngine(engine, meta.observed)
         try:
             results, skipped, kept = self._map_shards(final, shards, run, held, samples, meta, paths, labels,
                                                       advance, engine, self.records.get(key, {}).get("samples"))
             counts = label_counts(labels[kept], self.scan.label_names)
             if meta.observed is not None:
-                if not held and engine.writes_shards:
-                    _observe_shards(meta.observed, shards, results)
+                _observe_shards(meta.observed, shards, results, set(held) if observing else None)
                 self._finish(meta.observed, counts)
             meta = self._with_record(key, meta, samples, shards, final, results)
             options, stats = formats.shard_options(self.writer_options), [r.stats for r in results]
@@ -169,7 +170,7 @@ class ShardPart(Part):
         workers took as they read each file, and its shards (what a later ``--update`` keeps)."""
         if not self.records.get(key):
             self.complete(key, samples, Prints.taken(samples.paths, np.concatenate([r.files for r in results])))
-        entries = [shardplan.entry(sh.digest, f, r.stats, r.skipped)
+        entries = [shardplan.entry(sh.digest, f, r.stats, r.skipped, r.notes.state() if r.notes is not None else None)
                    for sh, f, r in zip(shards, final, results, strict=True)]
         return replace(meta, update={**self.records[key], "shards": entries})
 
@@ -192,7 +193,8 @@ class ShardPart(Part):
         found = {r.index: r for r in (engine.map_shards(spec, tasks, advance) if tasks else [])}
         for i, old in held.items():
             found[i] = ShardResult(i, {k: old[k] for k in ("count", "bytes", "shapes")},
-                                   [(int(p), str(why)) for p, why in old.get("skipped", [])])
+                                   [(int(p), str(why)) for p, why in old.get("skipped", [])],
+                                   notes=self._kept_notes(old))
         results = [found[sh.index] for sh in shards]
         skipped = [(paths[shards[r.index].start + i], reason, shards[r.index].start + i)
                    for r in results for i, reason in r.skipped]
@@ -201,6 +203,18 @@ class ShardPart(Part):
             raise ImageError(f"{failed[0][0]}: {failed[0][1]}")
         gone = {k for _, _, k in skipped}
         return results, skipped, np.array([k for k in range(len(samples)) if k not in gone], dtype=np.int64)
+
+    def _kept_notes(self, old: Mapping[str, Any]) -> Summed | None:
+        """The statistics a shard kept from an earlier run has in its record; None where it has none, or they are
+        damaged (then the output stores none: inspect --stats reads it)."""
+        if not self.job.observe or "notes" not in old:
+            return None
+        try:
+            return Summed.from_state(old["notes"], self.scan.label_names)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            log.warning("%s: its record's statistics are damaged (%s: %s): none are stored", old.get("file"),
+                        type(exc).__name__, exc)
+            return None
 
     def _index_to_store(self, url: str, target: str, meta: OutputMeta, options: Any, final: Sequence[str],
                         stats: Sequence[dict[str, Any]], labels: np.ndarray) -> list[str]:
@@ -247,9 +261,13 @@ def _shape(results: Sequence[ShardResult], job: Job) -> tuple[int, ...] | None:
     return shapes.pop() if len(shapes) == 1 else None
 
 
-def _observe_shards(observed: Observed, shards: Sequence[shardplan.Shard], results: Sequence[ShardResult]) -> None:
-    """What a cluster's workers noted of each shard's images (added up there), in order."""
+def _observe_shards(observed: Observed, shards: Sequence[shardplan.Shard], results: Sequence[ShardResult],
+                    only: set[int] | None = None) -> None:
+    """What the workers noted of each shard's images (added up with it), or its record kept of a shard kept, in
+    order; ``only``: of these shards (the others' chunks were noted as they came)."""
     for shard, result in zip(shards, results, strict=True):
+        if only is not None and shard.index not in only:
+            continue
         if result.notes is None:
             observed.missing += shard.stop - shard.start - len(result.skipped)
             continue

@@ -92,20 +92,52 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
     assert leftovers(tmp_path) == []
 
 
-def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(src: Path, tmp_path: Path) -> None:
-    """The journal keeps the statistics of the images written before the interruption (not their duplicate
-    keys: no groups are stored, and inspect --duplicates reads the output)."""
-    out = tmp_path / "o.h5"
-    interrupted(src, out, "hdf5")
-    kept = journal(out)["observed"]
-    assert kept["stats"]["count"] == kept["unkeyed"] == 34  # type: ignore[index]  # 35 consumed, im33 skipped
-    res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
-    ref = imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=16, workers=0, progress="off")
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(fmt: str, src: Path, tmp_path: Path) -> None:
+    """The journal (of an HDF5 file), or each finished shard's done record, keeps the statistics of the images
+    written before the interruption (not their duplicate keys: no groups are stored, and inspect --duplicates
+    reads the output)."""
+    out = tmp_path / "out" / f"o{SUFFIX[fmt]}"
+    interrupted(src, out, fmt)
+    if issubclass(writers.get(fmt), Resumable):
+        kept = journal(out)["observed"]
+        assert kept["stats"]["count"] == kept["unkeyed"] == 34  # type: ignore[index]  # 35 consumed, im33 skipped
+    else:  # shards of 8 samples: 0..31 finished, im33 (sample 16) skipped
+        shards = done_records(files_folder(fmt, out), str(journal(out)["tag"]))
+        assert [s["notes"]["stats"]["3"]["count"] for s in shards] == [8, 8, 7, 8]
+    res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options(fmt),
+                          progress="off", resume=True)
+    clean = tmp_path / f"clean{SUFFIX[fmt]}"
+    ref = imgpack.convert(str(src), str(clean), size=16, workers=0, options=options(fmt), progress="off")
     assert res.stats is not None and res.stats == ref.stats
-    with imgpack.open_dataset(str(out)) as ds, imgpack.open_dataset(str(tmp_path / "clean.h5")) as clean:
-        assert ds.provenance["observed"]["stats"] == clean.provenance["observed"]["stats"]
-        assert "duplicates" not in ds.provenance["observed"] and "duplicates" in clean.provenance["observed"]
+    with imgpack.open_dataset(str(out)) as ds, imgpack.open_dataset(str(clean)) as whole:
+        assert ds.provenance["observed"]["stats"] == whole.provenance["observed"]["stats"]
+        assert "duplicates" not in ds.provenance["observed"] and "duplicates" in whole.provenance["observed"]
     assert res.duplicates is None and imgpack.statistics(str(out)) == ref.stats
+
+
+def test_a_shard_whose_record_has_damaged_statistics_is_kept_and_none_are_stored(
+        src: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    out = tmp_path / "out" / "o.tar"
+    interrupted(src, out, "webdataset")
+    record = sorted(files_folder("webdataset", out).glob("*.done"))[1]
+    data = json.loads(record.read_text())
+    data["notes"]["stats"]["3"]["sums"] = [1, 2]  # (two channels' sums for three)
+    record.write_text(json.dumps(data))
+    shard = Path(str(record)[:-len(".done")])
+    inode = shard.stat().st_ino
+    with caplog.at_level(logging.WARNING, logger="imgpack"):
+        res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options("webdataset"),
+                              progress="off", resume=True)
+    assert f"{shard.name}: its record's statistics are damaged" in caplog.text
+    assert shard.stat().st_ino == inode  # kept, not written again
+    assert res.stats is None
+    clean = tmp_path / "clean.tar"
+    imgpack.convert(str(src), str(clean), size=16, workers=0, options=options("webdataset"), progress="off")
+    assert content_digest(str(out)) == content_digest(str(clean))
+    read, stored = imgpack.statistics(str(out)), imgpack.statistics(str(clean))  # (read from the output)
+    assert {k: read[k] for k in ("count", "mean", "std", "classes")} == {k: stored[k] for k in
+                                                                         ("count", "mean", "std", "classes")}
 
 
 def test_a_shard_whose_done_record_is_damaged_or_whose_file_changed_is_written_again(

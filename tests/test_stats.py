@@ -304,6 +304,32 @@ def test_an_update_stores_no_partial_statistics_and_inspect_reads_them(tmp_path:
     np.testing.assert_allclose(found["mean"], pixels.mean(axis=0), rtol=1e-9)
 
 
+@pytest.mark.parametrize("engine", ["local", "shards"])
+def test_an_update_that_keeps_whole_shards_adds_their_recorded_statistics(tmp_path: Path, engine: str) -> None:
+    """Each shard's statistics are kept in the output's record: an --update that keeps shards and writes new
+    ones stores the statistics of them all (not the duplicate groups: the kept shards' keys are not kept)."""
+    src = tmp_path / "src"
+    for i in range(20):
+        write_image(src / ("a", "b")[i % 2] / f"p{i:02d}.png", photo(20, 16, i))
+    out = tmp_path / "out" / "o.tar"
+    options = {"shard_size": 5}
+    first = imgpack.convert(str(src), str(out), size=8, engine=engine, workers=1, progress="off", options=options)
+    for i in range(3):  # after every other sample (b/ sorts last): a new fifth shard
+        write_image(src / "b" / f"zz{i}.png", photo(20, 16, 50 + i))
+    res = imgpack.convert(str(src), str(out), size=8, engine=engine, workers=1, progress="off", options=options,
+                          update=True)
+    assert res.update is not None and res.update["added"] == 3 and res.update["reused"] == 20
+    assert first.stats is not None and res.stats is not None and res.duplicates is None
+    with imgpack.open_dataset(str(out)) as ds:
+        stored = ds.provenance["observed"]["stats"]
+        pixels = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.int64)
+    assert stored["count"] == 23 and res.stats["classes"] == {"a": 10, "b": 13}
+    assert stored["sums"] == pixels.sum(axis=0).tolist() and stored["squares"] == (pixels ** 2).sum(axis=0).tolist()
+    clean = imgpack.convert(str(src), str(tmp_path / "clean.tar"), size=8, workers=0, progress="off",
+                            options=options)
+    assert res.stats == clean.stats  # (the sources' sizes too, from the shards' records)
+
+
 @pytest.mark.parametrize("splits", [True, False])
 def test_above_the_near_limit_a_conversion_looks_for_exact_duplicates_only(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch,

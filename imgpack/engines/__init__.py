@@ -31,7 +31,7 @@ import numpy as np
 from .. import shardplan
 from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
-from ..observe import Notes, Summed, summed
+from ..observe import NOTE, Notes, Summed, summed
 from ..outputs import remove_quietly, rename_durably, write_atomically
 from ..process import Job
 from ..process import converted as converted_image
@@ -110,6 +110,7 @@ class Engine:
         """
         cpu = [0.0]
         taken: list[np.ndarray] = []  # the files' fingerprints the workers took (Job.prints), not yet a shard's
+        noted: list[np.ndarray] = []  # the images' notes (Job.observe), not yet a shard's
 
         def converted() -> Generator[Item | str, None, None]:
             paths = Strings.concat(task.paths for task in tasks)
@@ -117,14 +118,17 @@ class Engine:
                 cpu[0] += chunk.cpu
                 if chunk.files is not None:
                     taken.append(chunk.files)
+                if spec.job.observe:  # (a chunk of files stored as they are has none)
+                    noted.append(chunk.notes if chunk.notes is not None else np.zeros(len(chunk.errors), NOTE))
                 for i, error in enumerate(chunk.errors):  # (the ring is reused once the next chunk is asked for)
                     yield error if error is not None else copy_item(chunk.item(i))
 
-        def files_of(task: ShardTask) -> np.ndarray:
-            table = np.concatenate(taken)
+        def first(rows: list[np.ndarray], task: ShardTask, what: str) -> np.ndarray:
+            """The first rows of ``rows`` (a list of tables), the task's: taken off it."""
+            table = np.concatenate(rows)
             if len(table) < len(task.paths):
-                raise RuntimeError(f"the {self.name} engine's workers took no fingerprints of some files")
-            taken[:] = [table[len(task.paths):].copy()]
+                raise RuntimeError(f"the {self.name} engine's workers took no {what} of some files")
+            rows[:] = [table[len(task.paths):].copy()]
             return table[:len(task.paths)].copy()
 
         stream = converted()
@@ -133,7 +137,9 @@ class Engine:
             for task in tasks:
                 before = cpu[0]
                 result = write_shard(spec, task, itertools.islice(stream, len(task.paths)),
-                                     functools.partial(files_of, task) if spec.job.prints else None)
+                                     functools.partial(first, taken, task, "fingerprints") if spec.job.prints
+                                     else None,
+                                     functools.partial(first, noted, task, "notes") if spec.job.observe else None)
                 result.cpu = cpu[0] - before
                 results.append(result)
         finally:
@@ -200,11 +206,12 @@ _ATTEMPT = re.compile(r"\.[0-9a-f]{12}(\.partial)?$")
 
 
 def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str] | None = None,
-                taken: Callable[[], np.ndarray] | None = None) -> ShardResult:
+                taken: Callable[[], np.ndarray] | None = None, noted_by: Callable[[], np.ndarray] | None = None
+                ) -> ShardResult:
     """Convert the task's images and write them as one complete shard at ``task.path``: on a worker, or in
     the local engine's process from its pool's results (``converted``: each image's result in order, or why
-    it was not converted; ``taken``: the fingerprints its workers took of the task's files, asked for once
-    they are all converted).
+    it was not converted; ``taken``: the fingerprints its workers took of the task's files, and ``noted_by``
+    their notes (:data:`imgpack.observe.NOTE`), each asked for once they are all converted).
 
     The shard is written under a name of its own for this attempt and renamed into place when
     complete, so a retried (or speculative) attempt never leaves half a shard or a second
@@ -260,8 +267,17 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
         # (the plan's fingerprints, else those taken here, or by the local engine's workers)
         table = np.zeros((0, 2), np.int64) if task.files is not None else taken() if taken is not None else np.array(
             files, np.int64).reshape(-1, 2)
+        notes = None
+        notes_of = noted.done if noted is not None else noted_by
+        if notes_of is not None:  # the images kept, added up (their statistics go in the record)
+            before = time.process_time()
+            ok = np.ones(len(task.paths), bool)
+            ok[[i for i, _ in skipped]] = False
+            notes = summed(notes_of(), ok, spec.meta.label_names, spec.job.keys, spec.job.near)
+            notes.cpu = noting + time.process_time() - before if noted is not None else 0.0
         record = shardplan.done_record(task.digest, task.path, stats, skipped,
-                                       [row[1:3] for row in task.files] if task.files is not None else table)
+                                       [row[1:3] for row in task.files] if task.files is not None else table,
+                                       notes.state() if notes is not None else None)
         if remote:
             with open(attempt, "wb") as f:
                 f.write(record)
@@ -274,13 +290,6 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
             with contextlib.suppress(OSError):
                 os.remove(leftover)
         raise
-    notes = None
-    if noted is not None:
-        before = time.process_time()
-        ok = np.ones(len(task.paths), bool)
-        ok[[i for i, _ in skipped]] = False
-        notes = summed(noted.done(), ok, spec.meta.label_names, spec.job.keys, spec.job.near)
-        notes.cpu = noting + time.process_time() - before
     return ShardResult(task.index, stats, skipped, time.process_time() - started, table, notes)
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..formats import Item, PackedDataset
+from ..observe import NOTE
 from ..process import Job
 from . import Chunk, Engine, Progress, copy_item
 
@@ -52,14 +53,14 @@ class ReusingEngine(Engine):
         reuse = self.reuse[offset:]
         todo = [p for p, r in zip(paths, reuse, strict=True) if r is None]
         inner = self.inner.run(job, todo, batch_size, progress) if todo else iter(())
-        ready: deque[tuple[str | None, Item | None]] = deque()
+        ready: deque[tuple[str | None, Item | None, np.ndarray | None]] = deque()
 
-        def decoded() -> tuple[str | None, Item | None]:
+        def decoded() -> tuple[str | None, Item | None, np.ndarray | None]:
             while not ready:
                 chunk = next(inner)
                 for i, error in enumerate(chunk.errors):  # the ring is reused: copy what is kept
                     item = None if error else copy_item(chunk.item(i))
-                    ready.append((error, item))
+                    ready.append((error, item, chunk.notes[i] if chunk.notes is not None else None))
             return ready.popleft()
 
         step = max(1, min(64, batch_size))
@@ -67,9 +68,13 @@ class ReusingEngine(Engine):
             errors: list[str | None] = []
             extras: dict[int, Item] = {}
             reused = 0
+            # the notes of the images converted; those from the old output have none (nor statistics, then)
+            notes = np.zeros(len(reuse[start:start + step]), NOTE) if job.observe else None
             for i, where in enumerate(reuse[start:start + step]):
                 if where is None:
-                    error, item = decoded()
+                    error, item, note = decoded()
+                    if notes is not None and note is not None:
+                        notes[i] = note
                 else:
                     error, item = None, self.rows[where[0]][where[1]]
                     reused += 1
@@ -79,4 +84,4 @@ class ReusingEngine(Engine):
             if progress and reused:
                 progress(reused)
             # every result is by value (extras); the array only gives the chunk its length
-            yield Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras)
+            yield Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras, notes=notes)
