@@ -248,7 +248,7 @@ class Observed:
         """What a resume's journal keeps of these (:meth:`resume`): the statistics, not the keys (16 bytes or
         more an image, in a journal written again at every checkpoint)."""
         return {"stats": self.stats.state(), "channels": sorted(self.channels), "missing": self.missing,
-                "unkeyed": self.unkeyed + self.stats.count}
+                "unkeyed": self.stats.count}  # (none of their keys: resumed again, the count is not added twice)
 
     def resume(self, journaled: dict[str, Any]) -> None:
         """Start from what an interrupted run had noted (:meth:`journaled`) of the images it wrote."""

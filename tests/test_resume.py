@@ -102,6 +102,9 @@ def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(fmt: str, src: P
     if issubclass(writers.get(fmt), Resumable):
         kept = journal(out)["observed"]
         assert kept["stats"]["count"] == kept["unkeyed"] == 34  # type: ignore[index]  # 35 consumed, im33 skipped
+        interrupted(src, out, fmt, after=10, resume=True)  # stopped again, 10 images further
+        kept = journal(out)["observed"]
+        assert kept["stats"]["count"] == kept["unkeyed"] == 44  # type: ignore[index]
     else:  # shards of 8 samples: 0..31 finished, im33 (sample 16) skipped
         shards = done_records(files_folder(fmt, out), str(journal(out)["tag"]))
         assert [s["notes"]["stats"]["3"]["count"] for s in shards] == [8, 8, 7, 8]
