@@ -108,7 +108,7 @@ class Engine:
         :meth:`run`'s results in input order: the engine converts across the shards' boundaries, so that
         no shard waits for it to start.
         """
-        cpu = [0.0]
+        cpu = [0.0, 0.0]  # the workers' CPU seconds, and of them the notes'
         taken: list[np.ndarray] = []  # the files' fingerprints the workers took (Job.prints), not yet a shard's
         noted: list[np.ndarray] = []  # the images' notes (Job.observe), not yet a shard's
 
@@ -116,6 +116,7 @@ class Engine:
             paths = Strings.concat(task.paths for task in tasks)
             for chunk in self.run(spec.job, paths, spec.batch_size, progress):
                 cpu[0] += chunk.cpu
+                cpu[1] += chunk.notes_cpu
                 if chunk.files is not None:
                     taken.append(chunk.files)
                 if spec.job.observe:  # (a chunk of files stored as they are has none)
@@ -135,12 +136,14 @@ class Engine:
         results = []
         try:
             for task in tasks:
-                before = cpu[0]
+                before, noting = cpu
                 result = write_shard(spec, task, itertools.islice(stream, len(task.paths)),
                                      functools.partial(first, taken, task, "fingerprints") if spec.job.prints
                                      else None,
                                      functools.partial(first, noted, task, "notes") if spec.job.observe else None)
                 result.cpu = cpu[0] - before
+                if result.notes is not None:
+                    result.notes.cpu = cpu[1] - noting
                 results.append(result)
         finally:
             stream.close()  # (the engine's pool stops with it)

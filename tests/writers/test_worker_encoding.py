@@ -139,12 +139,13 @@ def test_an_encoder_with_into_writes_its_chunk_in_the_ring_or_sends_it_when_it_d
             assert bytes(extras[i].data) == expected  # type: ignore[union-attr]
 
 
-def test_json_reports_the_cpu_of_the_writing_process_and_of_the_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("output", ["o.h5", "o.tar"])  # one file; shard by shard
+def test_json_reports_the_cpu_of_the_writing_process_and_of_the_workers(tmp_path: Path, output: str) -> None:
     src = two_classes(tmp_path / "src", 6, (32, 24))
-    out = subprocess.run([sys.executable, "-m", "imgpack", "-q", "convert", str(src), "-o", str(tmp_path / "o.h5"),
+    out = subprocess.run([sys.executable, "-m", "imgpack", "-q", "convert", str(src), "-o", str(tmp_path / output),
                           "--workers", "1", "--json"], capture_output=True, text=True, cwd=REPO, check=True)
     cpu = json.loads(out.stdout)["cpu_seconds"]
-    assert cpu["parent"] > 0 and cpu["workers"] > 0
+    assert cpu["parent"] > 0 and cpu["workers"] > cpu["notes"] > 0
 
 
 # --------------------------------------------------------------------------- TFRecord features
