@@ -2,7 +2,9 @@
 """Object stores: listing a large prefix, reading with latency, and Spark with s3:// in and out.
 
 1. listing: --keys objects put into a local S3 server (moto, on 127.0.0.1), then the time
-   imgpack takes to scan the prefix (one paginated listing, 1,000 keys a request).
+   imgpack takes to scan the prefix (its folders listed at once, each a paginated listing of
+   1,000 keys a request) beside s3fs's one listing of it; and --folders folders through
+   ``slow://`` (below), each folder's listing a request: one listing against imgpack's.
 2. latency: the same photos read from local disk, and through ``slow://``, a filesystem
    defined here that adds --latency seconds to every request (the workers fetch a chunk's
    objects together and twice as many processes overlap the waits with decoding); whole
@@ -53,6 +55,10 @@ class SlowFileSystem(LocalFileSystem):
         time.sleep(LATENCY)
         return super().find(path, *args, **kwargs)
 
+    def ls(self, path: str, detail: bool = False, **kwargs: Any) -> Any:
+        time.sleep(LATENCY)  # (find walks the tree by ls: a request a folder, as a store pages a listing)
+        return super().ls(path, detail=detail, **kwargs)
+
 
 # at import: the worker processes import this script too, and find the protocol registered
 fsspec.register_implementation("slow", SlowFileSystem, clobber=True)
@@ -96,6 +102,7 @@ def start_s3() -> tuple[subprocess.Popen[bytes], str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--folders", type=int, default=100, help="folders listed through slow:// (10 files each)")
     ap.add_argument("-n", type=int, default=2000, help="medium photos for the latency and Spark runs")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
@@ -124,6 +131,21 @@ def main() -> None:
           f"{statistics.median(local) / statistics.median(slow):.0%} of local throughput "
           f"(whole processes, medians of {args.repeats})")
 
+    tree = os.path.join(tmp, "tree")
+    for f in range(args.folders):
+        os.makedirs(os.path.join(tree, f"c{f:03d}"))
+        for i in range(10):
+            open(os.path.join(tree, f"c{f:03d}", f"{i}.jpg"), "wb").close()
+    slow_fs = SlowFileSystem()
+    t0 = time.perf_counter()
+    assert len(slow_fs.find(tree)) == args.folders * 10
+    one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    assert len(storage.list_files("slow://" + tree)) == args.folders * 10
+    mine = time.perf_counter() - t0
+    print(f"listing with latency: {args.folders} folders of 10 objects, {LATENCY * 1000:.0f} ms a request: one "
+          f"listing {one:.2f} s, imgpack's (its folders at once) {mine:.2f} s")
+
     server, endpoint = start_s3()
     creds = {"key": "bench", "secret": "bench", "endpoint_url": endpoint}
     try:
@@ -146,9 +168,9 @@ def main() -> None:
             listed = len(fs.find("bench/many"))
             bare = time.perf_counter() - t0
             assert listed == args.keys
-            print(f"listing: {args.keys:,} keys under one prefix scanned in {took:.1f} s, of which the server's "
-                  f"listing ({math_ceil(args.keys / 1000)} paginated requests of 1,000 keys; s3fs's find alone) "
-                  f"{bare:.1f} s (putting them took {put:.0f} s)")
+            print(f"listing: {args.keys:,} keys in 10 folders under one prefix scanned in {took:.1f} s (its folders "
+                  f"listed at once); s3fs's one listing of them ({math_ceil(args.keys / 1000)} paginated requests "
+                  f"of 1,000 keys) {bare:.1f} s (putting them took {put:.0f} s)")
         if args.spark:
             fs.put(src, "bench/photos", recursive=True)
             flags = [f for k, v in creds.items() for f in ("--storage-option", f"{k}={v}")]

@@ -202,19 +202,28 @@ def fetch_many(urls: Sequence[str], opts: Mapping[str, Any] | None = None) -> li
         return list(pool.map(one, paths))
 
 
+#: the listings of a prefix's folders made at once (:func:`list_versions`)
+LISTINGS = 16
+
+
 def list_files(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple[str, int]]:
-    """Every object under the prefix ``url``: (path relative to it, size), sorted. One paginated listing."""
+    """Every object under the prefix ``url``: (path relative to it, size), sorted (see :func:`list_versions`)."""
     return [(rel, size) for rel, size, _ in list_versions(url, opts)]
 
 
 def list_versions(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple[str, int, str | None]]:
-    """Every object under the prefix ``url``: (relative path, size, version: ETag or modification time), sorted."""
+    """Every object under the prefix ``url``: (relative path, size, version: ETag or modification time), sorted.
+
+    A store pages a listing (S3: 1,000 keys a request), one page after another: a million keys are a thousand
+    round trips in one listing. The prefix's top level is listed first (one request), then each folder in it
+    by a listing of its own, :data:`LISTINGS` at once (a class-folder dataset's classes, say).
+    """
     fs, root = filesystem(url, opts)
     root = root.rstrip("/")
     with client_errors(SourceError, f"{url}: cannot list"):
         try:
             forget(fs, root)  # another process may have written there since this one listed it
-            found = fs.find(root, detail=True)
+            found = _find(fs, root)
         except FileNotFoundError:
             raise SourceError(f"{url}: no such prefix") from None
     out = []
@@ -224,6 +233,30 @@ def list_versions(url: str, opts: Mapping[str, Any] | None = None) -> list[tuple
         version = _version(info)
         out.append((path[len(root) + 1:], int(info.get("size") or 0), None if version is None else str(version)))
     return sorted(out)
+
+
+def _find(fs: Any, root: str) -> dict[str, Mapping[str, Any]]:
+    """``fs.find(root, detail=True)``, its folders listed at once; a top level of one folder (and no more) is
+    looked into first."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for _ in range(4):  # (bucket/dataset/images/...: down to the level where the listing splits)
+        try:
+            entries = fs.ls(root, detail=True)
+        except FileNotFoundError:  # (nothing there: as the store's own find says it)
+            return {**found, **fs.find(root, detail=True)}
+        folders = [e["name"].rstrip("/") for e in entries if e.get("type") == "directory"]
+        folders = [f for f in folders if f != root]  # (a store may list the folder itself)
+        found.update((e["name"], e) for e in entries if e.get("type") != "directory")
+        if len(folders) != 1:
+            break
+        root = folders[0]
+    if len(folders) == 1:  # (four levels of one folder each: the rest in one listing)
+        found.update(fs.find(folders[0], detail=True))
+    elif folders:
+        with ThreadPoolExecutor(min(LISTINGS, len(folders))) as pool:  # (s3fs and gcsfs: on their own event loop)
+            for each in pool.map(lambda folder: fs.find(folder, detail=True), folders):
+                found.update(each)
+    return found
 
 
 def _version(info: Mapping[str, Any]) -> Any:

@@ -194,6 +194,41 @@ def test_an_unreadable_object_is_skipped_with_its_url(bucket: Bucket, tmp_path: 
     assert [s["path"] for s in result["skipped"]] == [f"{src}/a/broken.jpg"]
 
 
+LAYOUTS = {
+    "class folders": [f"ds/c{c:02d}/{i}.jpg" for c in range(20) for i in range(3)] + ["ds/top.jpg", "ds/c00/d/x.jpg"],
+    "two folders down": [f"ds/images/train/c{c}/{i}.jpg" for c in range(4) for i in range(2)]
+                        + ["ds/images/train/notes.txt"],
+    "flat": [f"ds/{i}.jpg" for i in range(5)],
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_a_prefix_is_listed_folder_by_folder_as_one_listing_would_list_it(bucket: Bucket, layout: str,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import s3fs
+
+    keys = LAYOUTS[layout]
+    bucket.fs.pipe({f"{bucket.name}/{k}": b"x" * (i + 1) for i, k in enumerate(keys)})
+    if layout == "class folders":  # and a folder's marker, as consoles make them (an empty object "NAME/")
+        bucket.fs.pipe({f"{bucket.name}/ds/marker/": b""})
+    bucket.fs.invalidate_cache()
+    one = bucket.fs.find(f"{bucket.name}/ds", detail=True)  # (one listing, as imgpack made it before)
+    found: list[str] = []
+    find = s3fs.S3FileSystem.find
+
+    def noted(self: object, path: str, *args: object, **kwargs: object) -> object:
+        found.append(path.split("/", 1)[1])
+        return find(self, path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "find", noted)
+    listed = storage.list_versions(bucket.url("ds"))
+    assert listed == sorted((p.split("/", 2)[2], info["size"], info["ETag"]) for p, info in one.items())
+    assert {k[3:] for k in keys} <= {p for p, _, _ in listed}
+    folders = {"class folders": [f"ds/c{c:02d}" for c in range(20)] + ["ds/marker"],
+               "two folders down": [f"ds/images/train/c{c}" for c in range(4)], "flat": []}[layout]
+    assert sorted(found) == folders  # each in a listing of its own
+
+
 def test_a_missing_prefix_or_bucket_is_one_line(bucket: Bucket) -> None:
     code, _, err = run(*bucket.flags, "convert", bucket.url("nothing-here"), "-o", "x.h5")
     assert code == 1 and err.strip() == f"imgpack: error: {bucket.url('nothing-here')}: nothing under this prefix"
