@@ -13,6 +13,7 @@ import pytest
 from conftest import REPO, needs, photo, two_classes
 
 import imgpack
+from imgpack.engines.local import LocalEngine
 from imgpack.formats import Encoded
 from imgpack.process import InSlot, Job, process_into, slot_bytes, unpack
 from imgpack.writers.h5chunk import ChunkEncoder, fletcher32
@@ -145,7 +146,32 @@ def test_json_reports_the_cpu_of_the_writing_process_and_of_the_workers(tmp_path
     out = subprocess.run([sys.executable, "-m", "imgpack", "-q", "convert", str(src), "-o", str(tmp_path / output),
                           "--workers", "1", "--json"], capture_output=True, text=True, cwd=REPO, check=True)
     cpu = json.loads(out.stdout)["cpu_seconds"]
-    assert cpu["parent"] > 0 and cpu["workers"] > cpu["notes"] > 0
+    assert cpu["parent"] > 0 and cpu["workers"] > 0 and cpu["workers"] >= cpu["notes"] >= 0
+
+
+class _NotesTakeASecond(LocalEngine):
+    """The local engine without a pool, as if each chunk's notes took a second of its workers' CPU."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.chunks = 0
+
+    def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
+        for chunk in super().run(job, paths, batch_size, progress):
+            chunk.notes_cpu = 1.0
+            self.chunks += 1
+            yield chunk
+
+
+@pytest.mark.parametrize("output", ["o.h5", "o.tar"])  # noted as the chunks come; added up with each shard
+def test_the_notes_cpu_of_every_chunk_is_counted(tmp_path: Path, output: str) -> None:
+    """(The notes of a few small images take less than the millisecond --json rounds to: a run's own would not
+    tell a count lost from a small one.)"""
+    src = two_classes(tmp_path / "src", 6, (32, 24))
+    engine = _NotesTakeASecond()
+    res = imgpack.convert(str(src), str(tmp_path / output), engine=engine, batch_size=4, progress="off",
+                          options={"shard_size": 5} if output == "o.tar" else None)
+    assert engine.chunks >= 2 and res.cpu_seconds["notes"] == engine.chunks
 
 
 # --------------------------------------------------------------------------- TFRecord features
