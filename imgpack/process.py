@@ -411,7 +411,8 @@ def encode(encoder: Encoder, image: np.ndarray) -> bytes:
 def encode_into(encoder: Encoder, image: np.ndarray, out: np.ndarray) -> int | Encoded:
     """``image`` encoded into ``out`` (a uint8 row of the ring): the length of the bytes written there, or the
     bytes, Encoded, where they do not fit. An encoder with an ``into(image, out) -> int`` method (the length, or
-    -1 where they do not fit) writes them there itself: no bytes object, and no copy of it, an image."""
+    -1 where it writes nothing there: they do not fit, or it makes them as bytes) writes them there itself: no
+    bytes object, and no copy of it, an image."""
     into = getattr(encoder, "into", None)
     if into is not None:
         try:
