@@ -140,7 +140,7 @@ class Summed:
         """The statistics a record kept (:meth:`state`); ValueError (or KeyError, TypeError, AttributeError)
         where it is not that."""
         stats = {int(c): Stats.from_state(s, label_names) for c, s in state["stats"].items()}
-        if any(not 1 <= c <= 4 or len(s.sums) != c or len(s.squares) != c for c, s in stats.items()):
+        if any(not 1 <= c <= 4 or len(s.sums) != c for c, s in stats.items()):
             raise ValueError("statistics of another number of channels than they say")
         if int(state["missing"]) < 0:
             raise ValueError("a negative count")

@@ -400,8 +400,13 @@ def unpack(slots: np.ndarray, offset: int, results: Results, shape: tuple[int, .
 
 
 def encode(encoder: Encoder, image: np.ndarray) -> bytes:
+    return _encoding(encoder, image)
+
+
+def _encoding(encode: Callable[..., Any], *args: Any) -> Any:
+    """``encode(*args)``; ImageError where it fails (a format's encoder on this image: a reason, not a crash)."""
     try:
-        return encoder(image)
+        return encode(*args)
     except ImageError:
         raise
     except Exception as exc:
@@ -415,12 +420,7 @@ def encode_into(encoder: Encoder, image: np.ndarray, out: np.ndarray) -> int | E
     bytes object, and no copy of it, an image."""
     into = getattr(encoder, "into", None)
     if into is not None:
-        try:
-            size = into(image, out)
-        except ImageError:
-            raise
-        except Exception as exc:
-            raise ImageError(f"encoding failed: {type(exc).__name__}: {exc}") from None
+        size = _encoding(into, image, out)
         if size >= 0:
             return int(size)
     data = encode(encoder, image)

@@ -85,9 +85,13 @@ class Stats:
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], label_names: list[str]) -> Stats:
+        """What :meth:`state` gave; ValueError (or KeyError, TypeError, AttributeError) where it is not that (a
+        damaged output's, journal's or record's)."""
         stats = cls(label_names)
         stats.sums, stats.squares = [int(x) for x in state["sums"]], [int(x) for x in state["squares"]]
         stats.count, stats.pixels = int(state["count"]), int(state["pixels"])
+        if len(stats.sums) != len(stats.squares) or stats.count < 0 or stats.pixels < 0:
+            raise ValueError("statistics that do not add up")
         stats.classes.update({str(k): int(v) for k, v in state["classes"].items()})
         stats.shapes.update({(int(h), int(w)): int(k) for h, w, k in state["shapes"]})
         stats.sides.update({str(k): int(v) for k, v in state["sides"].items()})

@@ -140,6 +140,24 @@ def test_an_encoder_with_into_writes_its_chunk_in_the_ring_or_sends_it_when_it_d
             assert bytes(extras[i].data) == expected  # type: ignore[union-attr]
 
 
+class _Broken(ChunkEncoder):
+    """An encoder that fails on every image, writing in place or as bytes."""
+
+    def into(self, image: np.ndarray, out: np.ndarray) -> int:
+        raise ValueError("no room at the inn")
+
+    def __call__(self, image: np.ndarray) -> bytes:
+        raise ValueError("no room at the inn")
+
+
+def test_an_encoder_that_fails_skips_the_image_saying_why(tmp_path: Path) -> None:
+    src = two_classes(tmp_path / "src", 1, (8, 8))
+    paths = sorted(str(p) for p in src.rglob("*.png"))
+    job = Job((), (8, 8, 3), encoder=_Broken())
+    results = process_into(np.zeros((len(paths), slot_bytes(job)), np.uint8), 0, paths, job)
+    assert paths and results.errors == ["encoding failed: ValueError: no room at the inn"] * len(paths)
+
+
 @pytest.mark.parametrize("output", ["o.h5", "o.tar"])  # one file; shard by shard
 def test_json_reports_the_cpu_of_the_writing_process_and_of_the_workers(tmp_path: Path, output: str) -> None:
     src = two_classes(tmp_path / "src", 6, (32, 24))
