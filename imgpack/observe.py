@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 NOTE = np.dtype([("seen", "?"), ("height", "<u4"), ("width", "<u4"), ("channels", "u1"), ("sums", "<i8", (4,)),
                  ("squares", "<i8", (4,)), ("source", "<u4", (2,)), ("exact", "u1", (16,)),
                  ("hashes", "<u8", (dup.HASHES,))])
+#: the ``source`` of an image whose source's size is not known (one ``--update`` copies from the old output)
+UNKNOWN_SOURCE = (0, 0)
 
 
 class Notes:
@@ -160,7 +162,8 @@ def summed(found: np.ndarray, ok: np.ndarray, label_names: list[str], keys: bool
         sizes = Counter(zip(some["height"].tolist(), some["width"].tolist(), strict=True))
         stats[channels].add_moments(some["sums"][:, :channels].sum(axis=0).tolist(),
                                     some["squares"][:, :channels].sum(axis=0).tolist(), sizes)
-        stats[channels].add_sources(some["source"][:, 0], some["source"][:, 1])
+        known = some["source"][some["source"][:, 0] > 0]  # (not UNKNOWN_SOURCE)
+        stats[channels].add_sources(known[:, 0], known[:, 1])
     rows = np.flatnonzero(ok)[seen] if keys else np.zeros(0, np.int64)
     return Summed(stats, int((~seen).sum()), rows, noted["exact"] if keys else np.zeros((0, 16), np.uint8),
                   noted["hashes"] if keys and near else None)

@@ -130,6 +130,11 @@ class PackedDataset:
         format and options (``convert --update``); None where the format cannot say (it is decoded)."""
         return None
 
+    def stored_pixels(self, index: int, stored: Encoded) -> np.ndarray:
+        """The pixels of image ``index``, whose :meth:`stored_item` is ``stored`` (``--update`` notes the images
+        it copies, :mod:`imgpack.observe`): read again here; a format that can, from ``stored``."""
+        return np.asarray(self[index][0])
+
     def stored_update(self) -> dict[str, Any] | None:
         """What ``convert --update`` stored with this output (``provenance["update"]``), or None."""
         found = self.provenance.get("update")

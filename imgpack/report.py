@@ -33,7 +33,9 @@ def write_report(path: str, info: dict[str, Any], target: str) -> str:
     for name, part in (stats.get("splits") or {"all": stats}).items():
         parts += [f"<h3>{_e(name)}</h3>", _bars(part["classes"])]
     if "source_longer_side" in stats:
-        parts += ["<h2>Source images (longer side, pixels; aspect ratio, width:height)</h2>",
+        some = stats.get("source_count", stats["count"])
+        of = f", {some} of the {stats['count']} images" if some < stats["count"] else ""
+        parts += [f"<h2>Source images (longer side, pixels; aspect ratio, width:height{_e(of)})</h2>",
                   _bars(stats["source_longer_side"]), _bars(stats["source_aspect"])]
     parts += ["<h2>Image sizes (longer side, pixels)</h2>", _bars(stats["longer_side"]),
               _table(["size (height x width)", "images"], [[k, str(v)] for k, v in list(stats["sizes"].items())[:50]])]

@@ -136,7 +136,9 @@ class Stats:
                         if self.classes[name] or name in self.label_names},
             "sizes": {f"{h}x{w}": k for (h, w), k in self.shapes.most_common(LISTED_SIZES)},
             "longer_side": {b: self.sides[b] for b in _SIZE_BINS},
-            **({"source_longer_side": {b: self.source_sides[b] for b in _SIZE_BINS},
+            # (of the images whose sources' sizes are known: not those an --update copied from the old output)
+            **({"source_count": sum(self.source_sides.values()),
+                "source_longer_side": {b: self.source_sides[b] for b in _SIZE_BINS},
                 "source_aspect": {b: self.source_aspects[b] for b in ASPECTS}} if self.source_sides else {}),
         }
 

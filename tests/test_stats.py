@@ -11,6 +11,7 @@ import os
 import shutil
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import cv2
 import h5py
@@ -20,6 +21,7 @@ from conftest import FORMATS, REPO, SUFFIX, photo, run, write_image
 
 import imgpack
 from imgpack.decode import decode
+from imgpack.packed import PackedDataset
 
 SAMPLES = REPO / "sample_data"
 
@@ -284,13 +286,57 @@ def test_dedupe_drop_is_refused_where_it_cannot_compare(tmp_path: Path) -> None:
     assert code == 2 and "'maybe' is not one of 'report', 'drop', 'off'" in stderr
 
 
-@pytest.mark.parametrize("options", [None, {"shard_size": 4}])  # rewritten whole; a new shard under a new master
-def test_an_update_stores_no_partial_statistics_and_inspect_reads_them(tmp_path: Path,
-                                                                     options: dict[str, int] | None) -> None:
+@pytest.mark.parametrize(("name", "options"), [
+    ("o.h5", None),  # rewritten whole, the chunks copied: their pixels taken from the chunks
+    ("o.h5", {"compression": "gzip"}),  # deflated chunks
+    ("o.h5", {"compression": "lzf"}),  # a filter only HDF5 undoes: the images read again
+    ("out/o.tar", {"shard_size": 100}),  # the shard written again around its images, decoded from it
+])
+def test_an_update_notes_the_images_it_copies_from_the_old_output(tmp_path: Path, name: str,
+                                                                 options: dict[str, Any] | None,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An --update that copies images out of the old output notes them from their stored pixels: it stores the
+    statistics a clean conversion stores (the sources' sizes but of the new images: not known for the others)
+    and the duplicate groups, among the images copied too."""
+    if name.endswith(".h5") and (options or {}).get("compression") != "lzf":
+        def read_again(self: Any, index: int, stored: Any) -> None:
+            raise AssertionError("the chunk's pixels read again, not taken from the chunk")
+        monkeypatch.setattr(PackedDataset, "stored_pixels", read_again)  # (HDF5's own falls back to it)
+    src = tmp_path / "src"
+    for i in range(10):
+        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
+    shutil.copy(src / "a" / "p0.png", src / "b" / "copy.png")  # an exact copy, in the other class
+    out = tmp_path / name
+    imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options)
+    write_image(src / "a" / "new.png", photo(20, 16, 99))
+    res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
+    assert res.update is not None and res.update["added"] == 1 and res.update["reused"] == 11
+    clean = imgpack.convert(str(src), str(tmp_path / "clean" / os.path.basename(name)), size=8, workers=0,
+                            progress="off", options=options)
+    assert res.stats is not None and clean.stats is not None
+    assert res.stats["source_count"] == 1 and clean.stats["source_count"] == 12
+    assert sum(res.stats["source_longer_side"].values()) == 1
+    assert {k: v for k, v in res.stats.items() if not k.startswith("source")} == {
+        k: v for k, v in clean.stats.items() if not k.startswith("source")}
+    with imgpack.open_dataset(str(out)) as ds:
+        stored = ds.provenance["observed"]
+        pixels = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.int64)
+    assert stored["stats"]["count"] == 12 and stored["stats"]["sums"] == pixels.sum(axis=0).tolist()
+    assert stored["stats"]["squares"] == (pixels ** 2).sum(axis=0).tolist()
+    assert [sorted(image["id"] for image in group["images"]) for group in stored["duplicates"]["groups"]] == [
+        ["copy", "p0"]]
+    code, stdout, _ = run("inspect", str(out), "--stats", "--report", str(tmp_path / "report.html"))
+    assert code == 0 and "sources      of 1 images: longer side" in stdout, stdout
+    assert "width:height, 1 of the 12 images)" in (tmp_path / "report.html").read_text()
+
+
+def test_an_update_under_a_master_stores_no_partial_statistics_and_inspect_reads_them(tmp_path: Path) -> None:
+    """A new shard under a new master: the images kept stay in the old shards, never read, so never noted."""
     src = tmp_path / "src"
     for i in range(10):
         write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
     out = tmp_path / "o.h5"
+    options = {"shard_size": 4}
     assert imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options).stats is not None
     write_image(src / "a" / "new.png", photo(20, 16, 99))
     res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)

@@ -209,7 +209,9 @@ def _stats_lines(stats: dict[str, Any]) -> list[str]:
     lines.append(f"  sizes        {shown}{more}")
     lines.append("  longer side  " + ", ".join(f"{b} {n}" for b, n in stats["longer_side"].items() if n))
     if "source_longer_side" in stats:  # (noted while converting)
-        lines.append("  sources      longer side " + ", ".join(
+        some = stats.get("source_count", stats["count"])
+        of = f"of {some} images: " if some < stats["count"] else ""
+        lines.append(f"  sources      {of}longer side " + ", ".join(
             f"{b} {n}" for b, n in stats["source_longer_side"].items() if n))
         lines.append("               aspect (w:h) " + ", ".join(
             f"{b} {n}" for b, n in stats["source_aspect"].items() if n))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..formats import Item, PackedDataset
-from ..observe import NOTE
+from ..observe import UNKNOWN_SOURCE, Notes
 from ..process import Job
 from . import Chunk, Engine, Progress, copy_item
 
@@ -34,6 +34,10 @@ class _Rows:
             self._at += 1
         self._at += 1
         return np.asarray(next(self._it)[0])
+
+    def pixels(self, row: int, item: Item) -> np.ndarray:
+        """The pixels of ``row``, whose item (:meth:`__getitem__`) is ``item``."""
+        return item if isinstance(item, np.ndarray) else self.ds.stored_pixels(row, item)
 
 
 class ReusingEngine(Engine):
@@ -68,20 +72,29 @@ class ReusingEngine(Engine):
             errors: list[str | None] = []
             extras: dict[int, Item] = {}
             reused = 0
-            # the notes of the images converted; those from the old output have none (nor statistics, then)
-            notes = np.zeros(len(reuse[start:start + step]), NOTE) if job.observe else None
+            # the images from the old output are noted here, from their stored pixels (their sources' sizes are
+            # not known); the others come with the notes the workers took
+            noting = Notes(len(reuse[start:start + step]), job.keys, job.near) if job.observe else None
+            converted: dict[int, np.ndarray] = {}
             for i, where in enumerate(reuse[start:start + step]):
                 if where is None:
                     error, item, note = decoded()
-                    if notes is not None and note is not None:
-                        notes[i] = note
+                    if note is not None:
+                        converted[i] = note
                 else:
-                    error, item = None, self.rows[where[0]][where[1]]
+                    rows = self.rows[where[0]]
+                    error, item = None, rows[where[1]]
+                    if noting is not None:
+                        noting.add(i, rows.pixels(where[1], item), UNKNOWN_SOURCE)
                     reused += 1
                 errors.append(error)
                 if item is not None:
                     extras[i] = item
             if progress and reused:
                 progress(reused)
+            notes = noting.done() if noting is not None else None
+            if notes is not None:
+                for i, note in converted.items():
+                    notes[i] = note
             # every result is by value (extras); the array only gives the chunk its length
             yield Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras, notes=notes)

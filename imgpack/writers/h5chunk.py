@@ -13,6 +13,7 @@ writes): zlib's ``compress`` at the same level is what the deflate filter calls,
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -107,3 +108,23 @@ class ChunkEncoder:
             np.copyto(out[:size].reshape(image.shape), image)  # C order, as h5py hands HDF5 the pixels
         out[size:size + 4] = np.frombuffer(fletcher32(out[:size]), np.uint8)
         return size + 4
+
+
+def unfiltered(data: bytes | memoryview, shape: tuple[int, ...], fletcher: bool, deflated: bool) -> np.ndarray | None:
+    """A chunk's pixels (uint8, ``shape``) again, as :class:`ChunkEncoder` or libhdf5 filtered them (``fletcher``:
+    a Fletcher32 checksum at the end, not checked here; ``deflated``: zlib's stream before it); None where the
+    bytes are not those of that many pixels."""
+    size = math.prod(shape)
+    if fletcher:
+        data = memoryview(data)[:-4]
+    if deflated:  # (never more than the pixels: a damaged chunk cannot ask for more memory)
+        inflate = zlib.decompressobj()
+        try:
+            data = inflate.decompress(data, size + 1)
+        except zlib.error:
+            return None
+        if not inflate.eof:
+            return None
+    if len(data) != size:
+        return None
+    return np.frombuffer(data, np.uint8).reshape(shape)

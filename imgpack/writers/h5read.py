@@ -10,6 +10,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import h5py
@@ -20,6 +21,7 @@ from ..formats import Encoded, PackedDataset
 from ..outputs import unpacked_record
 from ..packed import verify_contents
 from ..storage import is_url, open_for_reading
+from .h5chunk import unfiltered
 
 log = logging.getLogger("imgpack")
 
@@ -135,6 +137,16 @@ def _attr(f: h5py.File, key: str) -> Any:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@dataclass(frozen=True)
+class _Chunks:
+    """How an ``images`` dataset's chunks are laid out: one image each."""
+
+    rest: tuple[int, ...]  # a chunk's offset but its row (zeros)
+    shape: tuple[int, ...]  # an image's
+    #: (Fletcher32, deflate) where those are all its filters; None for any other (lzf, shuffle ...)
+    filters: tuple[bool, bool] | None
+
+
 def _reads(method: F) -> F:
     """A read of a damaged file as one SourceError naming it (h5py raises OSError, RuntimeError,
     KeyError or ValueError with HDF5's own words for the same damage)."""
@@ -191,15 +203,37 @@ class HDF5Dataset(PackedDataset):
     def stored_item(self, index: int) -> Encoded | None:
         """The image's chunk as stored (compressed, checksummed), in its shard for a master: copied as it
         is by ``--update``."""
+        found = self._stored_images(index)
+        if found is None:
+            return None  # read by value
+        images, row, layout = found
+        mask, data = images.id.read_direct_chunk((row, *layout.rest))
+        return Encoded(data, layout.shape) if mask == 0 else None
+
+    def stored_pixels(self, index: int, stored: Encoded) -> np.ndarray:
+        """From the chunk itself where it is filtered as imgpack files are (Fletcher32, after deflate or not):
+        no read again and no checksum (the chunk is copied as it is; ``inspect --verify`` checks them)."""
+        found = self._stored_images(index)
+        filters = found[2].filters if found is not None else None
+        pixels = unfiltered(stored.data, stored.shape, *filters) if filters is not None else None
+        return pixels if pixels is not None else super().stored_pixels(index, stored)
+
+    def _stored_images(self, index: int) -> tuple[h5py.Dataset, int, _Chunks] | None:
+        """The ``images`` dataset image ``index`` is stored in (a shard's, for a master), its row there, and how
+        its chunks are laid out."""
         if self.shards:
             if self._stored_rows is None:
-                return None  # read by value
-            name, index = self._stored_rows[index]
+                return None
+            name, row = self._stored_rows[index]
             images = self._shard_images(name)
         else:
-            images = self._columns[0]
-        mask, data = images.id.read_direct_chunk((index, *(0,) * (images.ndim - 1)))
-        return Encoded(data, tuple(images.shape[1:])) if mask == 0 else None
+            images, row = self._columns[0], index
+        key = id(images)  # (h5py's properties are looked up in the file: ~5 us each, each time)
+        if key not in self._chunks:
+            plain = images.compression in (None, "gzip") and not images.shuffle and images.scaleoffset is None
+            self._chunks[key] = _Chunks((0,) * (images.ndim - 1), tuple(images.shape[1:]),
+                                        (bool(images.fletcher32), images.compression == "gzip") if plain else None)
+        return images, row, self._chunks[key]
 
     @functools.cached_property
     def _stored_rows(self) -> list[tuple[str, int]] | None:
@@ -291,6 +325,7 @@ class HDF5Dataset(PackedDataset):
                 raise SourceError(f"{self.path}: cannot open as HDF5: {exc}") from None
             self._pid = os.getpid()
             self._open_shards: dict[str, h5py.Dataset] = {}  # by stored_item
+            self._chunks: dict[int, _Chunks] = {}  # per images dataset (by its object's id), by stored_item
             missing = [k for k in ("images", "labels", "ids") if k not in self._file]
             if missing:
                 self._file.close()

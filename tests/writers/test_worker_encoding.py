@@ -16,7 +16,7 @@ import imgpack
 from imgpack.engines.local import LocalEngine
 from imgpack.formats import Encoded
 from imgpack.process import InSlot, Job, process_into, slot_bytes, unpack
-from imgpack.writers.h5chunk import ChunkEncoder, fletcher32
+from imgpack.writers.h5chunk import ChunkEncoder, fletcher32, unfiltered
 
 RNG = np.random.default_rng(7)
 ARRAYS = {
@@ -65,6 +65,24 @@ def test_chunk_written_into_a_row_is_the_one_libhdf5_writes(name: str, level: in
     assert ChunkEncoder(level).into(image, row) == len(expected)
     assert row[:len(expected)].tobytes() == expected
     assert (row[len(expected):] == 7).all()  # nothing written past it
+
+
+@pytest.mark.parametrize("level", [None, 1, 9])
+@pytest.mark.parametrize("name", ["zeros", "odd bytes", "noise 64x64", "a strided view"])
+def test_a_chunk_libhdf5_wrote_gives_its_pixels_back(name: str, level: int | None, tmp_path: Path) -> None:
+    image = ARRAYS[name]
+    found = unfiltered(libhdf5_chunk(image, level, tmp_path), image.shape, True, level is not None)
+    assert found is not None and np.array_equal(found, image)
+
+
+def test_a_chunk_that_is_not_its_pixels_gives_none() -> None:
+    image = ARRAYS["noise 64x64"]
+    deflated = ChunkEncoder(6)(image)
+    assert unfiltered(deflated, (64, 64, 2), True, True) is None  # inflates to more than asked: stopped there
+    assert unfiltered(deflated[:40] + deflated[-4:], image.shape, True, True) is None  # cut short
+    assert unfiltered(b"\x00" * 30, image.shape, True, True) is None  # not zlib's
+    assert unfiltered(ChunkEncoder(None)(image), (64, 64, 2), True, False) is None  # another size
+    assert unfiltered(b"", image.shape, True, False) is None
 
 
 def test_chunk_that_does_not_fit_its_row_is_not_written_there() -> None:
