@@ -256,6 +256,18 @@ class Keys:
             exact = np.array([np.frombuffer(exact_key(image), np.uint8) for _, image in items])
             self.add(split, [i for i, _ in items], exact, hashes([small_grey(image) for _, image in items]))
 
+    def after(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The exact keys and hashes (None where not near) of the images after the first ``n``, walking the
+        batches back from the last: at each checkpoint of a run, the cost of its new images only."""
+        k, first = len(self.exact), self.size
+        while k and first > n:
+            k -= 1
+            first -= len(self.exact[k])
+        exact = np.concatenate([np.zeros((0, 16), np.uint8), *self.exact[k:]])[n - first:]
+        if not self.near:
+            return exact, None
+        return exact, np.concatenate([np.zeros((0, HASHES), np.uint64), *self.hashes[k:]])[n - first:]
+
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Every image's exact key (n x 16 uint8) and hashes (n x HASHES uint64; 0 x HASHES where not near)."""
         exact = np.concatenate(self.exact) if self.exact else np.zeros((0, 16), np.uint8)

@@ -248,17 +248,29 @@ class Observed:
         return self.keys and self.missing == 0 and self.unkeyed == 0
 
     def journaled(self) -> dict[str, Any]:
-        """What a resume's journal keeps of these (:meth:`resume`): the statistics, not the keys (16 bytes or
-        more an image, in a journal written again at every checkpoint)."""
+        """What a resume's journal keeps of these (:meth:`resume`): the statistics (the duplicate keys, 16 bytes
+        or more an image, go beside it: :meth:`new_keys`)."""
         return {"stats": self.stats.state(), "channels": sorted(self.channels), "missing": self.missing,
-                "unkeyed": self.stats.count}  # (none of their keys: resumed again, the count is not added twice)
+                "unkeyed": self.stats.count}  # (the images without keys, should theirs not be found: counted once)
 
-    def resume(self, journaled: dict[str, Any]) -> None:
-        """Start from what an interrupted run had noted (:meth:`journaled`) of the images it wrote."""
+    def new_keys(self, kept: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The duplicate keys (exact, and hashes where near) of the images after the first ``kept``, those a
+        resume's journal keeps already; None where not every image written has its keys here."""
+        return self.found.after(kept) if self.keyed() else None
+
+    def resume(self, journaled: dict[str, Any], keys: tuple[np.ndarray, np.ndarray | None] | None = None,
+               rows: np.ndarray | None = None) -> None:
+        """Start from what an interrupted run had noted (:meth:`journaled`) of the images it wrote, and, where the
+        journal kept them, their duplicate ``keys`` (:meth:`new_keys`); ``rows``: those images' samples."""
         self.stats.merge(Stats.from_state(journaled["stats"], self.label_names))
         self.channels.update(int(c) for c in journaled["channels"])
         self.missing += int(journaled["missing"])
-        self.unkeyed += int(journaled["unkeyed"])
+        exact, hashes = keys if keys is not None else (None, None)
+        if (exact is None or rows is None or not self.keys or self.missing or len(exact) != len(rows)
+                or len(rows) != self.stats.count or (hashes is not None) != self.near):
+            self.unkeyed += int(journaled["unkeyed"])
+        elif len(rows):
+            self.found.add(self.split, self.ids.take(rows), exact, hashes)
 
     def stored(self) -> dict[str, Any]:
         """What the output stores (its provenance's ``observed``), once :attr:`final`."""

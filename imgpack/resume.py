@@ -25,6 +25,7 @@ import numpy as np
 
 from . import storage
 from ._version import __version__
+from .duplicates import HASHES
 from .errors import OutputError
 from .outputs import TAG, partial_path, write_atomically
 from .recipe import format_value
@@ -33,6 +34,7 @@ from .stats import Stats
 KIND = "imgpack-resume"
 SUFFIX = ".resume.json"
 _PREVIOUS = ".previous"  # the journal before the one being saved
+_KEYS = ".keys"  # beside the journal: the duplicate keys of the images written (see Journal.keep_keys)
 
 
 def can_resume(output: str) -> bool:
@@ -145,6 +147,9 @@ class Journal:
     #: what the workers noted of the images written, to the samples consumed (:meth:`imgpack.observe.Observed.
     #: journaled`: their statistics), where the run notes them
     observed: dict[str, Any] | None = None
+    #: of the images written, how many have their duplicate keys in the keys file (:meth:`keep_keys`), and
+    #: whether with their hashes; None: the file holds none
+    keys: tuple[int, bool] | None = None
 
     @classmethod
     def load(cls, path: str) -> Journal | None:
@@ -173,9 +178,12 @@ class Journal:
             observed = data.get("observed")
             if observed is not None:
                 _check_observed(observed)
+            keys = data.get("keys")
+            if keys is not None:
+                keys = (int(keys["count"]), bool(keys["near"]))
             journal = cls(path, dict(data["fingerprint"]), int(data["consumed"]), int(data["written"]),
                           [(int(i), str(r)) for i, r in data["skipped"]], data.get("writer"), data.get("result"),
-                          tag, read, observed)
+                          tag, read, observed, keys)
         except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise OutputError(f"{path}: a damaged resume journal ({type(exc).__name__}: {exc}); "
                               "run without --resume to start again") from None
@@ -201,6 +209,8 @@ class Journal:
              "its shards' counts do not add up to the images written"),
             (self.read is not None and self.read[0] != self.consumed,
              f"{self.consumed} samples consumed, but the digest of their files is of {(self.read or (0,))[0]}"),
+            (self.keys is not None and not 0 <= self.keys[0] <= self.written,
+             f"the duplicate keys of {(self.keys or (0,))[0]} images, of {self.written} written"),
         ]
         for bad, why in problems:
             if bad:
@@ -212,7 +222,8 @@ class Journal:
                 "skipped": self.skipped, "writer": self.writer, "result": self.result,
                 **({"tag": self.tag} if self.tag is not None else {}),
                 **({"read": list(self.read)} if self.read is not None else {}),
-                **({"observed": self.observed} if self.observed is not None else {})}
+                **({"observed": self.observed} if self.observed is not None else {}),
+                **({"keys": {"count": self.keys[0], "near": self.keys[1]}} if self.keys is not None else {})}
         # Renamed out of the way first, so that the new one is renamed to a free name: ext4 writes a file
         # renamed over another out to disk first (auto_da_alloc), ~10 ms behind a big output's unwritten
         # pages, at every checkpoint.
@@ -222,6 +233,42 @@ class Journal:
         write_atomically(self.path, (json.dumps(data, ensure_ascii=True) + "\n").encode())
         with contextlib.suppress(FileNotFoundError):
             os.remove(previous)
+
+    def keep_keys(self, new: tuple[np.ndarray, np.ndarray | None] | None) -> None:
+        """Add ``new``, the duplicate keys (exact, and hashes or None) of the images written since the last call,
+        to the keys file beside the journal (made anew at this journal's first call: a resumed run's first
+        checkpoint writes again all those it took from the last); None: keep none. A file apart, appended to at
+        each checkpoint: the journal itself, written again each time, stays a few hundred bytes."""
+        if new is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(self.path + _KEYS)
+            self.keys = None
+            return
+        exact, hashes = new
+        rows = np.ascontiguousarray(exact, np.uint8).reshape(len(exact), 16)
+        if hashes is not None:
+            rows = np.concatenate([rows, np.ascontiguousarray(hashes, "<u8").view(np.uint8).reshape(
+                len(exact), 8 * HASHES)], axis=1)
+        with open(self.path + _KEYS, "ab" if self.keys is not None else "wb") as f:
+            f.write(rows.tobytes())  # (written out with the journal's save, which follows)
+        self.keys = ((self.keys or (0,))[0] + len(exact), hashes is not None)
+
+    def kept_keys(self) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The duplicate keys the keys file holds (:meth:`keep_keys`) of the images written; None where it does
+        not hold them all (none kept, or the file gone or cut short)."""
+        if self.keys is None or self.keys[0] != self.written:
+            return None
+        count, near = self.keys
+        width = 16 + (8 * HASHES if near else 0)
+        try:
+            with open(self.path + _KEYS, "rb") as f:
+                data = f.read(count * width)  # (a run stopped before its journal's save may have added more)
+        except OSError:
+            return None
+        if len(data) != count * width:
+            return None
+        rows = np.frombuffer(data, np.uint8).reshape(count, width)
+        return rows[:, :16].copy(), rows[:, 16:].copy().view("<u8").astype(np.uint64) if near else None
 
     def remove(self) -> None:
         remove_journal(self.path)
@@ -256,6 +303,6 @@ class ReadDigest:
 
 def remove_journal(path: str) -> None:
     """The journal at ``path`` and what a save stopped midway left of it."""
-    for leftover in (path, path + _PREVIOUS, partial_path(path)):
+    for leftover in (path, path + _PREVIOUS, partial_path(path), path + _KEYS):
         with contextlib.suppress(FileNotFoundError):
             os.remove(leftover)

@@ -177,14 +177,15 @@ class Part:
         else:
             writer = formats.new_writer(self.writer_cls, target, meta, self.checked_options)
         try:
+            if meta.observed is not None and start:  # (before the first checkpoint, which journals them again)
+                if earlier is not None and earlier.observed is not None:  # their statistics, and keys where kept
+                    meta.observed.resume(earlier.observed, earlier.kept_keys(), kept_rows[0])
+                else:  # (a resumed run's first images have no notes)
+                    meta.observed.missing += start - len(skipped_at)
             self._checkpoint(writer, journal, start, kept_rows, skipped_at, read, meta.observed)
             next_checkpoint = start + self.batch_size
             engine = self._engine(*self.reuse[target]) if target in self.reuse else self.engine
             if meta.observed is not None:
-                if start and earlier is not None and earlier.observed is not None:  # (its statistics, not its keys)
-                    meta.observed.resume(earlier.observed)
-                else:  # (a resumed run's first images have no notes)
-                    meta.observed.missing += start - len(skipped_at)
                 engine = ObservingEngine(engine, meta.observed, start)
             for consumed, cpu in self._write(engine, writer, samples, paths, labels, start, advance, skipped_at,
                                              kept_rows, taken):
@@ -361,6 +362,8 @@ class Part:
                 journal.read = (consumed, read.upto(consumed))
             # (the notes taken are of every image given to the writer: of the durable ones only where it holds all)
             journal.observed = observed.journaled() if observed is not None and covered == written else None
+            if observed is not None and journal.observed is not None:
+                journal.keep_keys(observed.new_keys(journal.keys[0] if journal.keys is not None else 0))
         journal.save()
 
 

@@ -89,6 +89,8 @@ def interrupted_h5(tmp_path: Path) -> tuple[Path, Path]:
     ({"fingerprint": None}, "a damaged resume journal"),
     ({"observed": "x"}, "a damaged resume journal"),
     ({"observed": {"stats": {"classes": []}}}, "a damaged resume journal"),
+    ({"keys": "x"}, "a damaged resume journal"),
+    ({"keys": {"count": 36, "near": True}}, "the duplicate keys of 36 images, of 35 written"),
 ])
 def test_an_edited_journal_is_refused(edit: dict[str, object], why: str, interrupted_h5: tuple[Path, Path]) -> None:
     src, out = interrupted_h5

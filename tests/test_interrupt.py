@@ -79,7 +79,8 @@ def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path,
     assert not os.path.exists(writers.get(fmt).index_path(str(out))) and not out.is_file(), names
     # only partial files, complete shards no index names, the resume journal and the lock's file (released by
     # the kill): no index
-    assert not [n for n in names if not n.endswith((".partial", ".resume.json")) and n != f".{out.name}.imgpack-lock"
+    assert not [n for n in names if not n.endswith((".partial", ".resume.json", ".resume.json.keys"))
+                and n != f".{out.name}.imgpack-lock"
                 and untagged(n) == n]
     assert not looks_complete(out)
     # a new run over the leftovers (no --overwrite needed: partial files are not outputs) gives a clean result
@@ -87,7 +88,7 @@ def test_sigkill_mid_run_leaves_no_complete_looking_output(fmt: str, many: Path,
     imgpack.convert(str(many), str(tmp_path / f"clean{SUFFIX[fmt]}"), size=16, workers=0, progress="off",
                     options=options(fmt))
     assert content_digest(str(out)) == content_digest(str(tmp_path / f"clean{SUFFIX[fmt]}"))
-    assert not [p.name for p in folder.rglob("*") if p.name.endswith((".partial", ".resume.json"))]
+    assert not [p.name for p in folder.rglob("*") if p.name.endswith((".partial", ".resume.json", ".keys"))]
 
 
 class Counting(LocalEngine):

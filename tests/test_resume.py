@@ -95,16 +95,20 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(fmt: str, src: Path, tmp_path: Path) -> None:
     """The journal (of an HDF5 file), or each finished shard's done record, keeps the statistics of the images
-    written before the interruption (not their duplicate keys: no groups are stored, and inspect --duplicates
-    reads the output)."""
+    written before the interruption; an HDF5 file's journal their duplicate keys too, in a file beside it, so
+    that the groups stored are a clean run's (a shard's record does not: no groups are stored, and inspect
+    --duplicates reads the output)."""
     out = tmp_path / "out" / f"o{SUFFIX[fmt]}"
     interrupted(src, out, fmt)
-    if issubclass(writers.get(fmt), Resumable):
-        kept = journal(out)["observed"]
-        assert kept["stats"]["count"] == kept["unkeyed"] == 34  # type: ignore[index]  # 35 consumed, im33 skipped
+    resumable = issubclass(writers.get(fmt), Resumable)
+    if resumable:
+        kept = journal(out)
+        assert kept["observed"]["stats"]["count"] == 34  # type: ignore[index]  # 35 consumed, im33 skipped
+        assert kept["keys"] == {"count": 34, "near": True}
+        assert os.path.getsize(str(out) + ".resume.json.keys") == 34 * (16 + 6 * 8)
         interrupted(src, out, fmt, after=10, resume=True)  # stopped again, 10 images further
-        kept = journal(out)["observed"]
-        assert kept["stats"]["count"] == kept["unkeyed"] == 44  # type: ignore[index]
+        kept = journal(out)
+        assert kept["observed"]["stats"]["count"] == kept["keys"]["count"] == 44  # type: ignore[index]
     else:  # shards of 8 samples: 0..31 finished, im33 (sample 16) skipped
         shards = done_records(files_folder(fmt, out), str(journal(out)["tag"]))
         assert [s["notes"]["stats"]["3"]["count"] for s in shards] == [8, 8, 7, 8]
@@ -115,8 +119,41 @@ def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(fmt: str, src: P
     assert res.stats is not None and res.stats == ref.stats
     with imgpack.open_dataset(str(out)) as ds, imgpack.open_dataset(str(clean)) as whole:
         assert ds.provenance["observed"]["stats"] == whole.provenance["observed"]["stats"]
-        assert "duplicates" not in ds.provenance["observed"] and "duplicates" in whole.provenance["observed"]
-    assert res.duplicates is None and imgpack.statistics(str(out)) == ref.stats
+        assert whole.provenance["observed"]["duplicates"]["groups"]  # (the photos hold near copies)
+        assert ds.provenance["observed"].get("duplicates") == (whole.provenance["observed"]["duplicates"]
+                                                               if resumable else None)
+    assert res.duplicates == (ref.duplicates if resumable else None)
+    assert imgpack.statistics(str(out)) == ref.stats
+    assert leftovers(tmp_path) == [] and not list(tmp_path.rglob("*.keys"))
+
+
+def test_a_resume_stopped_before_its_first_batch_keeps_the_statistics_of_the_images_before(src: Path,
+                                                                                           tmp_path: Path) -> None:
+    """A resume journals what it took from the last journal at once: stopped again before its first batch is
+    done, the next resume still has every image's statistics and keys."""
+    out = tmp_path / "o.h5"
+    interrupted(src, out, "hdf5")
+    interrupted(src, out, "hdf5", after=2, resume=True)  # (batches of 5: no checkpoint of its own)
+    assert journal(out)["observed"]["stats"]["count"] == journal(out)["keys"]["count"] == 34  # type: ignore[index]
+    res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
+    ref = imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=16, workers=0, progress="off")
+    assert res.stats is not None and (res.stats, res.duplicates) == (ref.stats, ref.duplicates)
+
+
+@pytest.mark.parametrize("damage", ["cut short", "gone"])
+def test_a_resume_whose_keys_file_is_damaged_stores_the_statistics_and_no_groups(damage: str, src: Path,
+                                                                                 tmp_path: Path) -> None:
+    out = tmp_path / "o.h5"
+    interrupted(src, out, "hdf5")
+    keys = Path(str(out) + ".resume.json.keys")
+    if damage == "gone":
+        keys.unlink()
+    else:
+        keys.write_bytes(keys.read_bytes()[:-1])
+    res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, progress="off", resume=True)
+    ref = imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=16, workers=0, progress="off")
+    assert res.stats == ref.stats and ref.duplicates is not None and res.duplicates is None
+
 
 
 def test_a_shard_whose_record_has_damaged_statistics_is_kept_and_none_are_stored(
