@@ -10,6 +10,7 @@ commit stores the statistics with it, and, where the output is the whole convers
 
 from __future__ import annotations
 
+import base64
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -132,22 +133,49 @@ class Summed:
     #: the images' duplicate keys are here; False: the statistics alone, from a record (:meth:`from_state`)
     keyed: bool = True
 
-    def state(self) -> dict[str, Any]:
-        """JSON-ready: what a shard's record keeps of its images' notes (the statistics; not the keys, 16 bytes or
-        more an image)."""
-        return {"stats": {str(c): stats.state() for c, stats in self.stats.items()}, "missing": self.missing}
+    def state(self, keys: bool = False) -> dict[str, Any]:
+        """JSON-ready: what a shard's record keeps of its images' notes, the statistics; and with ``keys`` (a done
+        record's, for a resume: not the output's, 16 bytes or more an image) their duplicate keys, where every
+        image noted has them."""
+        found = {"stats": {str(c): stats.state() for c, stats in self.stats.items()}, "missing": self.missing}
+        if keys and self.keyed and len(self.rows) == sum(stats.count for stats in self.stats.values()):
+            found["keys"] = {"rows": _b64(self.rows.astype("<u4")), "exact": _b64(self.exact),
+                             "hashes": _b64(self.hashes.astype("<u8")) if self.hashes is not None else None}
+        return found
 
     @classmethod
-    def from_state(cls, state: Any, label_names: list[str]) -> Summed:
-        """The statistics a record kept (:meth:`state`); ValueError (or KeyError, TypeError, AttributeError)
-        where it is not that."""
+    def from_state(cls, state: Any, label_names: list[str], size: int = 0) -> Summed:
+        """The statistics a record kept (:meth:`state`), and the keys where it kept them (of ``size`` images at
+        most); ValueError (or KeyError, TypeError, AttributeError) where it is not that."""
         stats = {int(c): Stats.from_state(s, label_names) for c, s in state["stats"].items()}
         if any(not 1 <= c <= 4 or len(s.sums) != c for c, s in stats.items()):
             raise ValueError("statistics of another number of channels than they say")
         if int(state["missing"]) < 0:
             raise ValueError("a negative count")
-        return cls(stats, int(state["missing"]), np.zeros(0, np.int64), np.zeros((0, 16), np.uint8), None,
-                   keyed=False)
+        keys = state.get("keys")
+        if keys is None:
+            return cls(stats, int(state["missing"]), np.zeros(0, np.int64), np.zeros((0, 16), np.uint8), None,
+                       keyed=False)
+        rows = _unb64(keys["rows"], "<u4").astype(np.int64)
+        n = len(rows)
+        if n != sum(s.count for s in stats.values()) or (n and (rows[-1] >= size or np.any(np.diff(rows) <= 0))):
+            raise ValueError("duplicate keys of other images than its statistics'")
+        exact = _unb64(keys["exact"], "u1").reshape(n, 16)
+        hashes = None if keys["hashes"] is None else _unb64(keys["hashes"], "<u8").astype(np.uint64).reshape(
+            n, dup.HASHES)
+        return cls(stats, int(state["missing"]), rows, exact, hashes)
+
+
+def _b64(array: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(array).tobytes()).decode()
+
+
+def _unb64(text: Any, dtype: str) -> np.ndarray:
+    """The array :func:`_b64` wrote; ValueError where ``text`` is not base64 of whole items."""
+    data = base64.b64decode(str(text), validate=True)
+    if len(data) % np.dtype(dtype).itemsize:
+        raise ValueError("base64 of a part of an item")
+    return np.frombuffer(data, dtype)
 
 
 def summed(found: np.ndarray, ok: np.ndarray, label_names: list[str], keys: bool, near: bool) -> Summed:

@@ -219,6 +219,7 @@ class Part:
         result = PartResult(len(all_kept), [Skipped(paths[i], skipped_at[i]) for i in sorted(skipped_at)], outputs,
                              writer.written_shape(), counts, worker_cpu)
         journal.result = {**asdict(result), "skipped": [[s.path, s.reason] for s in result.skipped]}
+        journal.keep_keys(None)  # (the output is whole: nothing to resume in it)
         journal.save()  # removed with the others when the whole conversion is complete
         return result
 

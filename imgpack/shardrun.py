@@ -209,8 +209,9 @@ class ShardPart(Part):
         damaged (then the output stores none: inspect --stats reads it)."""
         if not self.job.observe or "notes" not in old:
             return None
-        try:
-            return Summed.from_state(old["notes"], self.scan.label_names)
+        try:  # (a done record's keep the images' duplicate keys too; the output's record does not)
+            size = int(old["count"]) + len(old.get("skipped", []))  # (its samples)
+            return Summed.from_state(old["notes"], self.scan.label_names, size)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             log.warning("%s: its record's statistics are damaged (%s: %s): none are stored", old.get("file"),
                         type(exc).__name__, exc)

@@ -5,12 +5,14 @@ The kill -9 version of the same (a subprocess killed twice) is in test_interrupt
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import FORMATS, SUFFIX, CtrlC, done_records, files_folder, photo, write_image
@@ -95,9 +97,8 @@ def test_ctrl_c_keeps_the_batches_done_and_resume_finishes(fmt: str, src: Path, 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(fmt: str, src: Path, tmp_path: Path) -> None:
     """The journal (of an HDF5 file), or each finished shard's done record, keeps the statistics of the images
-    written before the interruption; an HDF5 file's journal their duplicate keys too, in a file beside it, so
-    that the groups stored are a clean run's (a shard's record does not: no groups are stored, and inspect
-    --duplicates reads the output)."""
+    written before the interruption and their duplicate keys (the journal's in a file beside it), so that the
+    statistics and groups stored are a clean run's."""
     out = tmp_path / "out" / f"o{SUFFIX[fmt]}"
     interrupted(src, out, fmt)
     resumable = issubclass(writers.get(fmt), Resumable)
@@ -112,6 +113,7 @@ def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(fmt: str, src: P
     else:  # shards of 8 samples: 0..31 finished, im33 (sample 16) skipped
         shards = done_records(files_folder(fmt, out), str(journal(out)["tag"]))
         assert [s["notes"]["stats"]["3"]["count"] for s in shards] == [8, 8, 7, 8]
+        assert [len(base64.b64decode(s["notes"]["keys"]["exact"])) for s in shards] == [128, 128, 112, 128]
     res = imgpack.convert(str(src), str(out), size=16, workers=0, batch_size=5, options=options(fmt),
                           progress="off", resume=True)
     clean = tmp_path / f"clean{SUFFIX[fmt]}"
@@ -120,9 +122,8 @@ def test_a_resumed_run_stores_the_statistics_a_clean_run_stores(fmt: str, src: P
     with imgpack.open_dataset(str(out)) as ds, imgpack.open_dataset(str(clean)) as whole:
         assert ds.provenance["observed"]["stats"] == whole.provenance["observed"]["stats"]
         assert whole.provenance["observed"]["duplicates"]["groups"]  # (the photos hold near copies)
-        assert ds.provenance["observed"].get("duplicates") == (whole.provenance["observed"]["duplicates"]
-                                                               if resumable else None)
-    assert res.duplicates == (ref.duplicates if resumable else None)
+        assert ds.provenance["observed"]["duplicates"] == whole.provenance["observed"]["duplicates"]
+    assert res.duplicates == ref.duplicates
     assert imgpack.statistics(str(out)) == ref.stats
     assert leftovers(tmp_path) == [] and not list(tmp_path.rglob("*.keys"))
 
@@ -156,13 +157,23 @@ def test_a_resume_whose_keys_file_is_damaged_stores_the_statistics_and_no_groups
 
 
 
+@pytest.mark.parametrize("damage", [
+    {"stats": {"3": {"sums": [1, 2]}}},  # two channels' sums for three
+    {"keys": {"rows": base64.b64encode(np.array([0, 1, 2, 3, 4, 5, 6, 99], "<u4").tobytes()).decode()}},  # of 8
+    {"keys": {"exact": "AAAA"}},  # 3 bytes, not 8 keys of 16
+    {"keys": {"hashes": "not base64!"}},
+])
 def test_a_shard_whose_record_has_damaged_statistics_is_kept_and_none_are_stored(
-        src: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        damage: dict[str, dict[str, object]], src: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     out = tmp_path / "out" / "o.tar"
     interrupted(src, out, "webdataset")
     record = sorted(files_folder("webdataset", out).glob("*.done"))[1]
     data = json.loads(record.read_text())
-    data["notes"]["stats"]["3"]["sums"] = [1, 2]  # (two channels' sums for three)
+    for key, values in damage.items():
+        if key == "stats":
+            data["notes"]["stats"]["3"].update(values["3"])  # type: ignore[call-overload]
+        else:
+            data["notes"][key].update(values)
     record.write_text(json.dumps(data))
     shard = Path(str(record)[:-len(".done")])
     inode = shard.stat().st_ino

@@ -280,7 +280,7 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
             notes.cpu = noting + time.process_time() - before if noted is not None else 0.0
         record = shardplan.done_record(task.digest, task.path, stats, skipped,
                                        [row[1:3] for row in task.files] if task.files is not None else table,
-                                       notes.state() if notes is not None else None)
+                                       notes.state(keys=True) if notes is not None else None)
         if remote:
             with open(attempt, "wb") as f:
                 f.write(record)
