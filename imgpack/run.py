@@ -25,12 +25,13 @@ from .engines.observing import ObservingEngine
 from .engines.reuse import ReusingEngine
 from .errors import ImageError, OutputError, UsageError
 from .formats import OutputMeta, PackedDataset, Patches, Resumable, Shards, Writer
-from .observe import Dropped, Observed
+from .observe import Dropped, Observed, Summed
 from .outputs import label_counts, remove_quietly
 from .plugins import Sample, Samples, Scan
 from .process import Job
 from .resume import Journal, ReadDigest, fingerprint, journal_path, what_changed
 from .sources import label_array
+from .stats import Stats
 from .update import Prints, files_digest, record, said_digest
 
 log = logging.getLogger("imgpack")
@@ -294,19 +295,29 @@ class Part:
         skipped_at: dict[int, str] = {}
         kept_rows: list[np.ndarray] = []
         worker_cpu = 0.0
+        observed = meta.observed
+        noting = None  # the new images' notes (their samples are not one run of the output's: noted apart)
         if fresh:
             writer = fmt(shard, replace(meta, expected_count=len(fresh), update=None),
                          formats.shard_options(self.writer_options))
+            engine = self._engine([where[i] for i in fresh], olds)
+            if observed is not None:
+                noting = Observed(observed.split, observed.label_names, samples.ids.take(fresh), observed.keys,
+                                  observed.near)
+                engine = ObservingEngine(engine, noting)
             try:
-                for _, cpu in self._write(self._engine([where[i] for i in fresh], olds), writer,
-                                          samples.take(fresh), [paths[i] for i in fresh], labels[fresh],
-                                          0, advance, skipped_at, kept_rows):
+                for _, cpu in self._write(engine, writer, samples.take(fresh), [paths[i] for i in fresh],
+                                          labels[fresh], 0, advance, skipped_at, kept_rows):
                     worker_cpu += cpu
                 writer.close()
             except BaseException:
                 writer.abort()
                 raise
         rows, kept = _patched_rows(in_place, {fresh[j] for j in skipped_at}, os.path.basename(shard))
+        if observed is not None:
+            _patched_notes(observed, noting, olds[own], [w[1] for w in where if w is not None and w[0] == own],
+                           len(old_rows))
+            self._finish(observed, label_counts(labels[kept], self.scan.label_names))
         try:
             outputs = fmt.write_patched_index(
                 target, meta, self.writer_options, rows, labels[kept], samples.ids.take(kept).tolist(),
@@ -366,6 +377,34 @@ class Part:
             if observed is not None and journal.observed is not None:
                 journal.keep_keys(observed.new_keys(journal.keys[0] if journal.keys is not None else 0))
         journal.save()
+
+
+def _patched_notes(observed: Observed, noting: Observed | None, old: PackedDataset, kept: Sequence[int],
+                   count: int) -> None:
+    """What a patch's new master holds of its images' notes: the new images', and, where it keeps every image
+    of the old output (an update that only adds), the statistics the old one stored (else some of those are of
+    images gone: none are stored then). Not their duplicate keys: no groups."""
+    stored = (old.provenance.get("observed") or {}).get("stats")
+    before = None
+    if stored is not None and len(kept) == count == len(set(kept)):
+        try:
+            before = Stats.from_state(stored, observed.label_names)
+        except (AttributeError, KeyError, TypeError, ValueError):
+            log.warning("%s: its stored statistics are damaged: none are stored", old.path)
+    if before is None:
+        observed.missing += len(kept)
+    else:
+        before.classes.clear()  # (counted from the labels, as every output's)
+        observed.add(Summed({len(before.sums): before}, 0, np.zeros(0, np.int64), np.zeros((0, 16), np.uint8),
+                            None, keyed=False), 0)
+    if noting is not None:
+        observed.missing += noting.missing
+        observed.cpu += noting.cpu
+        if len(noting.channels) > 1:  # (images of two channel counts: no statistics)
+            observed.channels |= noting.channels
+        elif noting.channels:
+            observed.add(Summed({min(noting.channels): noting.stats}, 0, np.zeros(0, np.int64),
+                                np.zeros((0, 16), np.uint8), None, keyed=False), 0)
 
 
 def after_kept(kept_rows: list[np.ndarray], kept: int, n: int) -> int:

@@ -330,8 +330,11 @@ def test_an_update_notes_the_images_it_copies_from_the_old_output(tmp_path: Path
     assert "width:height, 1 of the 12 images)" in (tmp_path / "report.html").read_text()
 
 
-def test_an_update_under_a_master_stores_no_partial_statistics_and_inspect_reads_them(tmp_path: Path) -> None:
-    """A new shard under a new master: the images kept stay in the old shards, never read, so never noted."""
+def test_an_update_under_a_master_that_only_adds_stores_the_old_statistics_and_the_new_images(
+        tmp_path: Path) -> None:
+    """A new shard under a new master, the images kept left in the old shards unread: where it keeps every image
+    of the old output, the statistics the old one stored and the new images' notes are a clean run's (not the
+    duplicate groups: the old images' keys are not stored)."""
     src = tmp_path / "src"
     for i in range(10):
         write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
@@ -339,14 +342,37 @@ def test_an_update_under_a_master_stores_no_partial_statistics_and_inspect_reads
     options = {"shard_size": 4}
     assert imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options).stats is not None
     write_image(src / "a" / "new.png", photo(20, 16, 99))
+    write_image(src / "c" / "other.png", photo(24, 16, 98))  # a new class too
     res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
-    assert res.update is not None and res.update["added"] == 1
-    assert res.stats is None and res.duplicates is None  # most images came from the old output, never noted
+    assert res.update is not None and res.update["added"] == 2 and res.update["reused"] == 10
+    with h5py.File(out) as f:
+        assert len(json.loads(f.attrs["shards"])) == 4  # (patched: the old three and the new one)
+    clean = imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=8, workers=0, progress="off", options=options)
+    assert res.stats is not None and res.stats == clean.stats and res.stats["classes"] == {"a": 6, "b": 5, "c": 1}
+    assert res.duplicates is None
+    with imgpack.open_dataset(str(out)) as ds:
+        assert ds.provenance["observed"]["stats"]["count"] == 12
+
+
+def test_an_update_under_a_master_that_drops_images_stores_no_statistics_and_inspect_reads_them(
+        tmp_path: Path) -> None:
+    """The old output's statistics hold an image the update leaves out: none are stored."""
+    src = tmp_path / "src"
+    for i in range(10):
+        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
+    out = tmp_path / "o.h5"
+    options = {"shard_size": 4}
+    assert imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options).stats is not None
+    write_image(src / "a" / "new.png", photo(20, 16, 99))
+    (src / "b" / "p3.png").unlink()
+    res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
+    assert res.update is not None and (res.update["added"], res.update["removed"]) == (1, 1)
+    assert res.stats is None and res.duplicates is None
     with imgpack.open_dataset(str(out)) as ds:
         assert "stats" not in (ds.provenance.get("observed") or {})
         pixels = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.float64)
     found = imgpack.statistics(str(out))
-    assert found["count"] == 11
+    assert found["count"] == 10
     np.testing.assert_allclose(found["mean"], pixels.mean(axis=0), rtol=1e-9)
 
 
