@@ -133,6 +133,11 @@ class Summed:
     #: the images' duplicate keys are here; False: the statistics alone, from a record (:meth:`from_state`)
     keyed: bool = True
 
+    @classmethod
+    def unkeyed(cls, stats: dict[int, Stats], missing: int = 0) -> Summed:
+        """Statistics without the images' duplicate keys (a record's, an output's)."""
+        return cls(stats, missing, np.zeros(0, np.int64), np.zeros((0, 16), np.uint8), None, keyed=False)
+
     def state(self, keys: bool = False) -> dict[str, Any]:
         """JSON-ready: what a shard's record keeps of its images' notes, the statistics; and with ``keys`` (a done
         record's, for a resume: not the output's, 16 bytes or more an image) their duplicate keys, where every
@@ -154,8 +159,7 @@ class Summed:
             raise ValueError("a negative count")
         keys = state.get("keys")
         if keys is None:
-            return cls(stats, int(state["missing"]), np.zeros(0, np.int64), np.zeros((0, 16), np.uint8), None,
-                       keyed=False)
+            return cls.unkeyed(stats, int(state["missing"]))
         rows = _unb64(keys["rows"], "<u4").astype(np.int64)
         n = len(rows)
         if n != sum(s.count for s in stats.values()) or (n and (rows[-1] >= size or np.any(np.diff(rows) <= 0))):

@@ -302,8 +302,7 @@ class Part:
                          formats.shard_options(self.writer_options))
             engine = self._engine([where[i] for i in fresh], olds)
             if observed is not None:
-                noting = Observed(observed.split, observed.label_names, samples.ids.take(fresh), observed.keys,
-                                  observed.near)
+                noting = Observed(observed.split, observed.label_names, samples.ids.take(fresh), keys=False)
                 engine = ObservingEngine(engine, noting)
             try:
                 for _, cpu in self._write(engine, writer, samples.take(fresh), [paths[i] for i in fresh],
@@ -386,7 +385,7 @@ def _patched_notes(observed: Observed, noting: Observed | None, old: PackedDatas
     images gone: none are stored then). Not their duplicate keys: no groups."""
     stored = (old.provenance.get("observed") or {}).get("stats")
     before = None
-    if stored is not None and len(kept) == count == len(set(kept)):
+    if stored is not None and 0 < len(kept) == count == len(set(kept)):
         try:
             before = Stats.from_state(stored, observed.label_names)
         except (AttributeError, KeyError, TypeError, ValueError):
@@ -395,16 +394,14 @@ def _patched_notes(observed: Observed, noting: Observed | None, old: PackedDatas
         observed.missing += len(kept)
     else:
         before.classes.clear()  # (counted from the labels, as every output's)
-        observed.add(Summed({len(before.sums): before}, 0, np.zeros(0, np.int64), np.zeros((0, 16), np.uint8),
-                            None, keyed=False), 0)
+        observed.add(Summed.unkeyed({len(before.sums): before}), 0)
     if noting is not None:
         observed.missing += noting.missing
         observed.cpu += noting.cpu
         if len(noting.channels) > 1:  # (images of two channel counts: no statistics)
             observed.channels |= noting.channels
         elif noting.channels:
-            observed.add(Summed({min(noting.channels): noting.stats}, 0, np.zeros(0, np.int64),
-                                np.zeros((0, 16), np.uint8), None, keyed=False), 0)
+            observed.add(Summed.unkeyed({min(noting.channels): noting.stats}), 0)
 
 
 def after_kept(kept_rows: list[np.ndarray], kept: int, n: int) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 from html.parser import HTMLParser
@@ -352,6 +353,25 @@ def test_an_update_under_a_master_that_only_adds_stores_the_old_statistics_and_t
     assert res.duplicates is None
     with imgpack.open_dataset(str(out)) as ds:
         assert ds.provenance["observed"]["stats"]["count"] == 12
+
+
+def test_an_update_under_a_master_whose_stored_statistics_are_damaged_stores_none(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "src"
+    for i in range(6):
+        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
+    out = tmp_path / "o.h5"
+    options = {"shard_size": 4}
+    imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options)
+    with h5py.File(out, "r+") as f:
+        observed = json.loads(f.attrs["observed"])
+        observed["stats"]["count"] = -1
+        f.attrs["observed"] = json.dumps(observed)
+    write_image(src / "a" / "new.png", photo(20, 16, 99))
+    with caplog.at_level(logging.WARNING, logger="imgpack"):
+        res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
+    assert res.update is not None and res.update["added"] == 1 and res.stats is None
+    assert f"{out}: its stored statistics are damaged: none are stored" in caplog.text
 
 
 def test_an_update_under_a_master_that_drops_images_stores_no_statistics_and_inspect_reads_them(
