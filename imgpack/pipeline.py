@@ -455,8 +455,7 @@ def _noted(part: Part, splits: bool, output: str) -> tuple[dict[str, Any] | None
     across them is leakage, logged), where the workers noted every image."""
     observed = part.observed
     stats = found = None
-    # (an output not written by this run, or written around the notes, is not final: a split finished before
-    # a resume, an --update's patch)
+    # (an output not written by this run is not final: a split finished before a resume)
     if observed and all(o.final and o.complete() for o in observed):
         total = Stats(observed[0].label_names)
         for o in observed:
