@@ -156,7 +156,6 @@ def test_a_resume_whose_keys_file_is_damaged_stores_the_statistics_and_no_groups
     assert res.stats == ref.stats and ref.duplicates is not None and res.duplicates is None
 
 
-
 @pytest.mark.parametrize("damage", [
     {"stats": {"3": {"sums": [1, 2]}}},  # two channels' sums for three
     {"keys": {"rows": base64.b64encode(np.array([0, 1, 2, 3, 4, 5, 6, 99], "<u4").tobytes()).decode()}},  # of 8

@@ -387,6 +387,8 @@ def test_an_update_under_a_master_that_drops_images_stores_no_statistics_and_ins
     (src / "b" / "p3.png").unlink()
     res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
     assert res.update is not None and (res.update["added"], res.update["removed"]) == (1, 1)
+    with h5py.File(out) as f:
+        assert len(json.loads(f.attrs["shards"])) == 4  # (patched: the old three and the new one)
     assert res.stats is None and res.duplicates is None
     with imgpack.open_dataset(str(out)) as ds:
         assert "stats" not in (ds.provenance.get("observed") or {})
