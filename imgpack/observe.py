@@ -282,8 +282,7 @@ class Observed:
     def journaled(self) -> dict[str, Any]:
         """What a resume's journal keeps of these (:meth:`resume`): the statistics (the duplicate keys, 16 bytes
         or more an image, go beside it: :meth:`new_keys`)."""
-        return {"stats": self.stats.state(), "channels": sorted(self.channels), "missing": self.missing,
-                "unkeyed": self.stats.count}  # (the images without keys, should theirs not be found: counted once)
+        return {"stats": self.stats.state(), "channels": sorted(self.channels), "missing": self.missing}
 
     def new_keys(self, kept: int) -> tuple[np.ndarray, np.ndarray | None] | None:
         """The duplicate keys (exact, and hashes where near) of the images after the first ``kept``, those a
@@ -294,13 +293,14 @@ class Observed:
                rows: np.ndarray | None = None) -> None:
         """Start from what an interrupted run had noted (:meth:`journaled`) of the images it wrote, and, where the
         journal kept them, their duplicate ``keys`` (:meth:`new_keys`); ``rows``: those images' samples."""
-        self.stats.merge(Stats.from_state(journaled["stats"], self.label_names))
+        before = Stats.from_state(journaled["stats"], self.label_names)
+        self.stats.merge(before)
         self.channels.update(int(c) for c in journaled["channels"])
         self.missing += int(journaled["missing"])
         exact, hashes = keys if keys is not None else (None, None)
         if (exact is None or rows is None or not self.keys or self.missing or len(exact) != len(rows)
-                or len(rows) != self.stats.count or (hashes is not None) != self.near):
-            self.unkeyed += int(journaled["unkeyed"])
+                or len(rows) != before.count or (hashes is not None) != self.near):
+            self.unkeyed += before.count  # (their keys not found: no groups)
         elif len(rows):
             self.found.add(self.split, self.ids.take(rows), exact, hashes)
 

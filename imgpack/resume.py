@@ -250,7 +250,7 @@ class Journal:
             rows = np.concatenate([rows, np.ascontiguousarray(hashes, "<u8").view(np.uint8).reshape(
                 len(exact), 8 * HASHES)], axis=1)
         with open(self.path + _KEYS, "ab" if self.keys is not None else "wb") as f:
-            f.write(rows.tobytes())  # (written out with the journal's save, which follows)
+            f.write(rows.tobytes())  # (not synced: a file cut short by a crash costs only the groups)
         self.keys = ((self.keys or (0,))[0] + len(exact), hashes is not None)
 
     def kept_keys(self) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -278,9 +278,8 @@ def _check_observed(observed: Any) -> None:
     """ValueError (or KeyError, TypeError, AttributeError) unless ``observed`` is what
     :meth:`imgpack.observe.Observed.journaled` gives."""
     Stats.from_state(observed["stats"], [])
-    for key in ("missing", "unkeyed"):
-        if int(observed[key]) < 0:
-            raise ValueError(f"{key} is negative")
+    if int(observed["missing"]) < 0:
+        raise ValueError("missing is negative")
     [int(c) for c in observed["channels"]]
 
 

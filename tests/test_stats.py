@@ -331,17 +331,23 @@ def test_an_update_notes_the_images_it_copies_from_the_old_output(tmp_path: Path
     assert "width:height, 1 of the 12 images)" in (tmp_path / "report.html").read_text()
 
 
+def _master(tmp_path: Path, n: int) -> tuple[Path, Path, dict[str, int]]:
+    """``n`` photos in two classes, converted to an HDF5 master of shards of 4: (source, output, options)."""
+    src = tmp_path / "src"
+    for i in range(n):
+        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
+    out = tmp_path / "o.h5"
+    options = {"shard_size": 4}
+    assert imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options).stats is not None
+    return src, out, options
+
+
 def test_an_update_under_a_master_that_only_adds_stores_the_old_statistics_and_the_new_images(
         tmp_path: Path) -> None:
     """A new shard under a new master, the images kept left in the old shards unread: where it keeps every image
     of the old output, the statistics the old one stored and the new images' notes are a clean run's (not the
     duplicate groups: the old images' keys are not stored)."""
-    src = tmp_path / "src"
-    for i in range(10):
-        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
-    out = tmp_path / "o.h5"
-    options = {"shard_size": 4}
-    assert imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options).stats is not None
+    src, out, options = _master(tmp_path, 10)
     write_image(src / "a" / "new.png", photo(20, 16, 99))
     write_image(src / "c" / "other.png", photo(24, 16, 98))  # a new class too
     res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
@@ -357,12 +363,7 @@ def test_an_update_under_a_master_that_only_adds_stores_the_old_statistics_and_t
 
 def test_an_update_under_a_master_whose_stored_statistics_are_damaged_stores_none(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    src = tmp_path / "src"
-    for i in range(6):
-        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
-    out = tmp_path / "o.h5"
-    options = {"shard_size": 4}
-    imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options)
+    src, out, options = _master(tmp_path, 6)
     with h5py.File(out, "r+") as f:
         observed = json.loads(f.attrs["observed"])
         observed["stats"]["count"] = -1
@@ -377,12 +378,7 @@ def test_an_update_under_a_master_whose_stored_statistics_are_damaged_stores_non
 def test_an_update_under_a_master_that_drops_images_stores_no_statistics_and_inspect_reads_them(
         tmp_path: Path) -> None:
     """The old output's statistics hold an image the update leaves out: none are stored."""
-    src = tmp_path / "src"
-    for i in range(10):
-        write_image(src / ("a", "b")[i % 2] / f"p{i}.png", photo(20, 16, i))
-    out = tmp_path / "o.h5"
-    options = {"shard_size": 4}
-    assert imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options).stats is not None
+    src, out, options = _master(tmp_path, 10)
     write_image(src / "a" / "new.png", photo(20, 16, 99))
     (src / "b" / "p3.png").unlink()
     res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
