@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import functools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ import cv2
 import numpy as np
 import xxhash
 
+from . import cores
 from .samples import Strings
 
 #: at most this many of the 64 bits apart: near duplicates (on 323 real photos: copies at JPEG quality 70 or
@@ -43,9 +45,9 @@ SIDE, VIEW = 40, 0.95
 PAIRS = 2**18
 #: a summary lists the largest groups, this many, and of each this many images (all are counted)
 LISTED_GROUPS, LISTED_IMAGES = 1000, 100
-#: a conversion looks for near duplicates among at most this many images (every pair: ~1.2 s for 10,000 on the
-#: benchmark machine, growing with the square); above it, for exact ones only. inspect --duplicates compares
-#: every pair, however many.
+#: a conversion looks for near duplicates among at most this many images (every pair: ~0.65 s of CPU for 10,000
+#: on the benchmark machine, on every core's thread, growing with the square); above it, for exact ones only.
+#: inspect --duplicates compares every pair, however many.
 NEAR_LIMIT = 10_000
 #: the hashes of an image: whole, then its views
 HASHES = 6
@@ -274,16 +276,18 @@ class Keys:
         return exact, np.concatenate(self.hashes) if self.hashes else np.zeros((0, HASHES), np.uint64)
 
 
-def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> list[tuple[int, int]]:
-    """Every pair (i < j) of images whose hashes (n x views, uint64; column 0 the whole image's) are at most
-    ``bits`` apart: one image whole against any view of the other. Row i holds image i whole against every
-    view of every image, so the pair (i, j) is seen from both sides, in rows i and j. In blocks of rows: the
-    memory of :data:`PAIRS` pairs, whatever n; the time grows with n squared."""
+def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
+    """Every pair (i < j, in order: k x 2 int64) of images whose hashes (n x views, uint64; column 0 the whole
+    image's) are at most ``bits`` apart: one image whole against any view of the other. Row i holds image i
+    whole against every view of every image, so the pair (i, j) is seen from both sides, in rows i and j. In
+    blocks of rows, the memory of :data:`PAIRS` pairs each, whatever n, on every core's thread (numpy lets go
+    of the interpreter's lock in the arithmetic: the search is made once the workers are done); the time grows
+    with n squared."""
     n = len(hashes)
     block = max(1, PAIRS // max(1, n))
     views = np.ascontiguousarray(hashes.T)  # (views x n: each view's hashes side by side)
-    found: set[tuple[int, int]] = set()
-    for start in range(0, n, block):
+
+    def rows(start: int) -> np.ndarray:  # the pairs seen from rows start.., each as i * n + j (i < j)
         whole = hashes[start:start + block, :1]
         # into arrays made once a block (numpy's temporaries, one an operation, cost as much as the work)
         apart, ones, either = _bit_count(whole ^ views[0]), np.empty((len(whole), n), np.uint8), None
@@ -292,8 +296,28 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> list[tuple[int, int
             np.minimum(apart, _bit_count(either, ones), out=apart)
         i, j = np.nonzero(apart <= bits)
         i += start
-        found.update((a, b) if a < b else (b, a) for a, b in zip(i.tolist(), j.tolist(), strict=True) if a != b)
-    return sorted(found)
+        i, j = i[i != j], j[i != j]
+        return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
+
+    with ThreadPoolExecutor(min(cores.available(), -(-n // block) or 1)) as pool:
+        found = np.unique(np.concatenate([np.zeros(0, np.int64), *pool.map(rows, range(0, n, block))]))
+    return np.stack([found // max(n, 1), found % max(n, 1)], axis=1)
+
+
+def components(n: int, pairs: np.ndarray) -> np.ndarray:
+    """Each of ``n`` nodes' component (the least node in it) where ``pairs`` (k x 2) join them: each round
+    points the larger of every two components an edge joins at the smaller, then every node at its
+    component's least (a few rounds; arrays, not a Python loop an edge)."""
+    label = np.arange(n)
+    i, j = pairs[:, 0], pairs[:, 1]
+    while True:
+        a, b = label[i], label[j]
+        apart = a != b
+        if not apart.any():
+            return label
+        np.minimum.at(label, np.maximum(a[apart], b[apart]), np.minimum(a[apart], b[apart]))
+        while not np.array_equal(jumped := label[label], label):
+            label = jumped
 
 
 class Lookup:
@@ -345,19 +369,8 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[
     _, same = np.unique(exact.view("V16").ravel(), return_inverse=True)  # each image's exact key, as a number
     same = same.ravel()
     group = same  # each image's group, as a number: its exact key's, joined by near pairs
-    pairs = near_pairs(hashes, bits) if near and found.near else []
-    if pairs:  # (at most NEAR_LIMIT images in a conversion: the Python here is small beside the pairs' search)
-        parent = list(range(int(same.max()) + 1))
-
-        def root(k: int) -> int:
-            while parent[k] != k:
-                parent[k] = parent[parent[k]]
-                k = parent[k]
-            return k
-
-        for i, j in pairs:
-            parent[root(int(same[i]))] = root(int(same[j]))
-        group = np.array([root(k) for k in range(len(parent))])[same]
+    if near and found.near:  # (at most NEAR_LIMIT images in a conversion: the search grows with the square)
+        group = components(int(same.max(initial=-1)) + 1, same[near_pairs(hashes, bits)])[same]
     split_of = np.zeros(n, np.int32)  # each image's split, as a number
     names = {split: k for k, split in enumerate(dict.fromkeys(split for _, split, _ in found.batches))}
     firsts = [first for first, _, _ in found.batches]

@@ -159,9 +159,32 @@ def test_near_pairs_are_those_within_the_bits_whichever_side_is_whole(monkeypatc
 
     brute = {(i, j) for i in range(300) for j in range(i + 1, 300) if min(apart(i, j), apart(j, i)) <= 8}
     assert brute == {(7, 250), (12, 99)}
-    assert duplicates.near_pairs(hashes) == sorted(brute)
-    monkeypatch.setattr(duplicates, "PAIRS", 300 * 7)  # in blocks of 7 rows: the same pairs
-    assert duplicates.near_pairs(hashes) == sorted(brute)
+    assert duplicates.near_pairs(hashes).tolist() == [[7, 250], [12, 99]]
+    monkeypatch.setattr(duplicates, "PAIRS", 300 * 7)  # in blocks of 7 rows, on threads: the same pairs
+    assert duplicates.near_pairs(hashes).tolist() == [[7, 250], [12, 99]]
+    assert duplicates.near_pairs(hashes[:0]).shape == (0, 2)
+
+
+def test_components_are_a_union_find_s() -> None:
+    from imgpack import duplicates
+
+    rng = np.random.default_rng(5)
+    pairs = rng.integers(0, 500, size=(300, 2))  # sparse: many components, some long chains
+    parent = list(range(500))
+
+    def root(k: int) -> int:
+        while parent[k] != k:
+            k = parent[k]
+        return k
+
+    for a, b in pairs.tolist():
+        parent[max(root(a), root(b))] = min(root(a), root(b))
+    expected = [root(k) for k in range(500)]  # each node's least
+    assert duplicates.components(500, pairs).tolist() == expected
+    assert len(set(expected)) < 400  # joined, and not into one
+    chain = np.stack([np.arange(1, 64), np.arange(63)], axis=1)[::-1]  # 63 - 62, ..., 1 - 0
+    assert duplicates.components(64, chain).tolist() == [0] * 64
+    assert duplicates.components(3, np.zeros((0, 2), np.int64)).tolist() == [0, 1, 2]
 
 
 class Page(HTMLParser):

@@ -25,18 +25,11 @@ from multiprocessing.heap import Arena
 
 import numpy as np
 
+from .. import cores
 from ..errors import UsageError, WorkerError
 from ..process import Job, Results, process_into, slot_bytes, unpack
 from ..storage import is_url
 from . import Chunk, Engine, Progress
-
-
-def default_workers() -> int:
-    """The cores this process may use (the affinity mask, e.g. a container's limit)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 def default_start_method() -> str:
@@ -147,7 +140,7 @@ class LocalEngine(Engine):
 
     def __init__(self, workers: int | None = None, start_method: str | None = None,
                  quiet_stderr: bool = True) -> None:
-        self.workers = default_workers() if workers is None else workers
+        self.workers = cores.available() if workers is None else workers
         if self.workers < 0:
             raise ValueError("workers must be >= 0")
         self.start_method = start_method or default_start_method()
