@@ -66,7 +66,11 @@ def size_text(shape: Any) -> str:
 
 
 def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
+    """``data`` as indented JSON on stdout, written as it is made (a conversion's listed duplicate groups
+    can be 100,000 entries: made whole first, their ~15 MB of text were the parent's last peak)."""
+    json.dump(data, sys.stdout, indent=2, default=str)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
 
 
 def say(ctx: click.Context, text: str = "") -> None:
