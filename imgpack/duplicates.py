@@ -366,11 +366,13 @@ def groups(found: Keys, bits: int = NEAR_BITS, near: bool = True) -> tuple[list[
     it spans splits (``across_splits``: leakage). ``near``: near duplicates too, else exact ones only."""
     n = found.size
     exact, hashes = found.arrays()
-    _, same = np.unique(exact.view("V16").ravel(), return_inverse=True)  # each image's exact key, as a number
+    # each image's exact key, as a number, and an image of each key
+    _, first, same = np.unique(exact.view("V16").ravel(), return_index=True, return_inverse=True)
     same = same.ravel()
     group = same  # each image's group, as a number: its exact key's, joined by near pairs
     if near and found.near:  # (at most NEAR_LIMIT images in a conversion: the search grows with the square)
-        group = components(int(same.max(initial=-1)) + 1, same[near_pairs(hashes, bits)])[same]
+        # between distinct images only: the same pixels have the same hashes
+        group = components(len(first), near_pairs(hashes[first], bits))[same]
     split_of = np.zeros(n, np.int32)  # each image's split, as a number
     names = {split: k for k, split in enumerate(dict.fromkeys(split for _, split, _ in found.batches))}
     firsts = [first for first, _, _ in found.batches]

@@ -549,10 +549,11 @@ def test_groups_join_exact_copies_and_near_pairs_across_splits() -> None:
     rng = np.random.default_rng(8)
     exact = rng.integers(0, 256, size=(60, 16), dtype=np.uint8)
     hashes = rng.integers(0, 2**63, size=(60, duplicates.HASHES), dtype=np.uint64)
-    exact[40] = exact[5]  # train 5 and val 40: the same pixels
+    exact[40], hashes[40] = exact[5], hashes[5]  # train 5 and val 40: the same pixels (so the same hashes)
     hashes[41, 0] = hashes[40, 2] ^ np.uint64(0b111)  # val 41 whole: 3 bits from a view of 40, so one group of 3
     hashes[8, 0] = hashes[7, 0]  # near in train
     exact[51] = exact[52] = exact[50]  # three copies in val
+    hashes[51] = hashes[52] = hashes[50]
     keys = duplicates.Keys()
     keys.add("train", [f"t{i}" for i in range(30)], exact[:30], hashes[:30])
     keys.add("val", [f"v{i}" for i in range(30, 60)], exact[30:], hashes[30:])
