@@ -110,8 +110,10 @@ def test_the_tar_writer_writes_tarfiles_bytes_and_their_digest(tmp_path: Path) -
                ("d" * 60 + "/" + "l" * 90, b"over 100 bytes: tarfile's own header, the name cut at its slash")]
     ours = TarWriter(str(tmp_path / "ours.tar"))
     with tarfile.open(tmp_path / "theirs.tar", "w", format=tarfile.USTAR_FORMAT) as theirs:
-        for name, data in members:
+        for k, (name, data) in enumerate(members):
             ours.add(name, data)
+            if k in (0, 3):  # written in three flushes (the close's the last)
+                ours.flush()
             info = tarfile.TarInfo(name)
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             theirs.addfile(info, io.BytesIO(data))
@@ -121,3 +123,23 @@ def test_the_tar_writer_writes_tarfiles_bytes_and_their_digest(tmp_path: Path) -
     assert ours.sha256.hexdigest() == hashlib.sha256(written).hexdigest()
     with tarfile.open(tmp_path / "ours.tar") as tar:
         assert [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()] == members  # type: ignore[union-attr]
+
+
+def test_a_samples_json_is_json_dumps_record(tmp_path: Path) -> None:
+    """The JSON member of a single-label sample, made without json.dumps, is the bytes json.dumps writes for its
+    record, whatever its id and label hold (quotes, a backslash, control characters, non-ASCII, no label)."""
+    from imgpack.formats import OutputMeta
+    from imgpack.registry import writers
+
+    ids = ['plain', 'a "quoted" id', "back\\slash", "tab\tand\nnewline\x01", "été/日本", "emoji \U0001F41D"]
+    labels = np.array([0, 1, 2, -1, 1, 0])
+    names = ["cat", 'the "dog"', "bée\\"]
+    meta = OutputMeta((2, 2, 3), names, {}, "src", len(ids))
+    writer = writers.get("webdataset")(str(tmp_path / "o.tar"), meta, {"encode": "npy"})
+    writer.write(np.zeros((len(ids), 2, 2, 3), np.uint8), labels, ids)
+    writer.close()
+    with tarfile.open(tmp_path / "o.tar") as tar:
+        found = [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".json")]  # type: ignore[union-attr]
+    expected = [json.dumps({"id": i, "label": int(k), "label_name": names[k] if k >= 0 else None},
+                           ensure_ascii=False).encode() for i, k in zip(ids, labels, strict=True)]
+    assert found == expected
