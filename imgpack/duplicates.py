@@ -299,8 +299,14 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
         i, j = i[i != j], j[i != j]
         return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
 
-    with ThreadPoolExecutor(min(cores.available(), -(-n // block) or 1)) as pool:
-        found = np.unique(np.concatenate([np.zeros(0, np.int64), *pool.map(rows, range(0, n, block))]))
+    def every(starts: range) -> np.ndarray:  # a thread's blocks
+        return np.concatenate([np.zeros(0, np.int64), *map(rows, starts)])
+
+    starts = range(0, n, block)
+    threads = max(1, min(cores.available(), len(starts)))
+    with ThreadPoolExecutor(threads) as pool:  # (a task a thread, its blocks interleaved with the others')
+        found = np.unique(np.concatenate([np.zeros(0, np.int64),
+                                          *pool.map(every, [starts[k::threads] for k in range(threads)])]))
     return np.stack([found // max(n, 1), found % max(n, 1)], axis=1)
 
 
