@@ -145,9 +145,9 @@ class TarWriter:
     def add(self, name: str, data: bytes | memoryview) -> None:
         """A member, written at the next :meth:`flush` (``data`` is held until then, not copied)."""
         size = len(data)
-        pad = -size % tarfile.BLOCKSIZE
-        self._pending += (_header(name.encode("ascii"), size), data, _ZEROS[:pad])
-        self._offset += tarfile.BLOCKSIZE + size + pad
+        header, pad = _header(name.encode("ascii"), size), -size % tarfile.BLOCKSIZE
+        self._pending += (header, data, _ZEROS[:pad])
+        self._offset += len(header) + size + pad
 
     def flush(self) -> None:
         """The members added since the last flush, written."""
