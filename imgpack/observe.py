@@ -197,8 +197,10 @@ def summed(found: np.ndarray, ok: np.ndarray, label_names: list[str], keys: bool
         known = some["source"][some["source"][:, 0] > 0]  # (not UNKNOWN_SOURCE)
         stats[channels].add_sources(known[:, 0], known[:, 1])
     rows = np.flatnonzero(ok)[seen] if keys else np.zeros(0, np.int64)
-    return Summed(stats, int((~seen).sum()), rows, noted["exact"] if keys else np.zeros((0, 16), np.uint8),
-                  noted["hashes"] if keys and near else None)
+    # copies, never views: a field of the notes holds all of each note alive (~140 bytes an image at 64x64, where
+    # the key is 16), and a shard's Summed is held to the end of the run
+    return Summed(stats, int((~seen).sum()), rows, noted["exact"].copy() if keys else np.zeros((0, 16), np.uint8),
+                  noted["hashes"].copy() if keys and near else None)
 
 
 @dataclass
