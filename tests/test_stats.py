@@ -165,7 +165,7 @@ def test_near_pairs_are_those_within_the_bits_whichever_side_is_whole(monkeypatc
     assert duplicates.near_pairs(hashes[:0]).shape == (0, 2)
 
 
-def test_components_are_a_union_find_s() -> None:
+def test_components_are_those_of_a_union_find() -> None:
     from imgpack import duplicates
 
     rng = np.random.default_rng(5)
@@ -493,6 +493,22 @@ def test_keys_hold_copies_not_the_notes_they_were_taken_from() -> None:
     exact, hashes = keys.arrays()
     assert exact.tolist() == notes["exact"].tolist() and hashes.shape == (3, duplicates.HASHES)
     assert not any(np.shares_memory(held, notes) for held in [*keys.exact, *keys.hashes])
+
+
+def test_a_shards_summed_notes_hold_copies_of_their_keys() -> None:
+    """The local engine keeps each shard's summed notes to the end of the run: views of the notes' key fields
+    kept every note's ~140 bytes alive (~140 MB a million images, TFRecord and WebDataset)."""
+    from imgpack.observe import NOTE, summed
+
+    notes = np.zeros(4, NOTE)
+    notes["seen"], notes["channels"], notes["height"], notes["width"] = True, 3, 2, 2
+    notes["exact"] = np.arange(64, dtype=np.uint8).reshape(4, 16)
+    ok = np.array([True, False, True, True])
+    found = summed(notes, ok, ["a"], keys=True, near=True)
+    assert found.exact.tolist() == notes["exact"][ok].tolist() and found.rows.tolist() == [0, 2, 3]
+    assert found.hashes is not None and found.hashes.shape == (3, notes["hashes"].shape[1])
+    assert not any(np.shares_memory(held, notes) for held in (found.exact, found.hashes))
+    assert found.exact.base is None and found.hashes.base is None  # (not views of a copy of the notes either)
 
 
 @pytest.mark.parametrize("shape", [(64, 64, 3), (256, 192, 3), (250, 130, 4), (121, 121, 1), (240, 240),
