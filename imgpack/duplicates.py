@@ -296,7 +296,8 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
             np.minimum(apart, _bit_count(either, ones), out=apart)
         i, j = np.nonzero(apart <= bits)
         i += start
-        i, j = i[i != j], j[i != j]
+        keep = i != j
+        i, j = i[keep], j[keep]
         return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
 
     def every(starts: range) -> np.ndarray:  # a thread's blocks

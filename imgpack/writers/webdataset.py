@@ -100,7 +100,7 @@ class WebDatasetWriter(EncodedShards, Writer):
                 record = f'{{"id": {_string(id_)}, "label": {int(label)}, "label_name": {name}}}'
             add(f"{key}.json", record.encode())
             self.count += 1
-        try:  # (the members hold views of the pool's ring: written before the call returns)
+        try:  # (a call's samples written before it returns: their buffers are not held past it)
             self._tar.flush()
         except OSError as exc:
             raise OutputError(f"{self._tmp}: cannot write: {exc.strerror or exc}") from None
