@@ -29,10 +29,17 @@ if shutil.which("java") is None:
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each socket held until all are bound (picked one at a time and let go, two
+    picks could be the same port: a worker's web UI took the master's, whose page then answered HTML)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     work = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_LOG_DIR": str(work),
            "PYSPARK_PYTHON": sys.executable}
-    port, ui = free_port(), free_port()
+    port, ui, *worker_uis = free_ports(4)
     master = f"spark://127.0.0.1:{port}"
     spark_class = os.path.join(home, "bin", "spark-class")
     log = open(work / "cluster.log", "wb")  # noqa: SIM115 (open while the processes run)
@@ -51,7 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     for i in range(2):
         procs.append(subprocess.Popen(
             [spark_class, "org.apache.spark.deploy.worker.Worker", master, "--host", "127.0.0.1", "--cores", "1",
-             "--memory", "1g", "--webui-port", str(free_port()), "--work-dir", str(work / f"worker{i}")],
+             "--memory", "1g", "--webui-port", str(worker_uis[i]), "--work-dir", str(work / f"worker{i}")],
             env=env, stdout=log, stderr=log))
     try:
         deadline = time.monotonic() + 120
