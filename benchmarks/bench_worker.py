@@ -34,6 +34,7 @@ from dataclasses import replace
 
 import cv2
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
@@ -83,7 +84,8 @@ def main() -> None:
     ap.add_argument("--near", action="store_true", help="the notes take the perceptual hashes too")
     ap.add_argument("--scale", type=int, default=1, help="the bare loop decodes JPEGs at 1/SCALE (as bare_loop.py)")
     args = ap.parse_args()
-    cv2.setNumThreads(1)  # (as in a pool's worker)
+    cv2.setNumThreads(1)  # (as in a pool's worker: OpenCV and the BLAS libraries on one thread; theirs spin while
+    threadpool_limits(1)  # they wait, which, counted as this process's CPU, had doubled the hashes' cost here)
     args.src = args.src or make_corpus(args.profile, 1000, os.path.join(REPO, "bench-out"))
     files = _files(args.src, args.n)
     flags = cv2.IMREAD_COLOR_RGB | {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,

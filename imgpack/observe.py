@@ -33,15 +33,19 @@ NOTE = np.dtype([("seen", "?"), ("height", "<u4"), ("width", "<u4"), ("channels"
                  ("hashes", "<u8", (dup.HASHES,))])
 #: the ``source`` of an image whose source's size is not known (one ``--update`` copies from the old output)
 UNKNOWN_SOURCE = (0, 0)
+#: the most bytes of images :class:`Notes` copies to note together (a core's cache holds them and their copies)
+BLOCK = 2**20
 
 
 class Notes:
-    """The notes (:data:`NOTE`) of a chunk's images. Each image's few OpenCV calls are made as it is noted,
-    their results kept in lists, and made into the notes' arrays, the hashes included, for the whole chunk at
-    once (:meth:`done`: numpy's per-call costs, paid per image, came to more than the calls). The images in the
-    ring (one shape, a row each) are noted after the chunk (:meth:`add_block`: taken between decodes they cost
-    ~15% more; one OpenCV call makes all their grey copies); any other as it is made (:meth:`add`: an encoded
-    image's pixels are not kept, the chunk's could fill a worker's memory)."""
+    """The notes (:data:`NOTE`) of a chunk's images, taken a block of images at a time (:meth:`add_block`): each
+    image's few OpenCV calls made as it is noted, their results kept in lists, and made into the notes' arrays,
+    the hashes included, for the whole chunk at once (:meth:`done`: numpy's per-call costs, paid per image,
+    came to more than the calls). The images in the ring (one shape, a row each) are noted after the chunk
+    (taken between decodes they cost ~15% more; one OpenCV call makes all their grey copies); any other as it
+    is made (:meth:`add`: an encoded image's pixels are not kept, the chunk's could fill a worker's memory),
+    copied into a block of :data:`BLOCK` bytes at most, noted when it is full (one image at a time, the calls
+    had cost ~2.5x the pixels' work at 64x64)."""
 
     def __init__(self, n: int, keys: bool = True, near: bool = True) -> None:
         self.n, self.keys, self.near = n, keys, keys and near
@@ -53,30 +57,41 @@ class Notes:
         self.moments: list[tuple[np.ndarray, np.ndarray]] = []
         self.exact: list[bytes] = []
         self.greys: list[np.ndarray] = []
+        #: the images given to :meth:`add` that are not noted yet (the first one's shape, copied here), where
+        #: they are, and their sources' sizes
+        self.block: np.ndarray | None = None
+        self.waiting: list[int] = []
+        self.waiting_sources: list[tuple[int, int]] = []
 
     def add(self, i: int, image: np.ndarray, source: tuple[int, int]) -> None:
         """Note image ``i`` of the chunk (uint8, H x W x C or H x W), made from a ``source`` of (height, width)."""
-        channels = image.shape[2] if image.ndim == 3 else 1
-        if channels > 4:  # (no decoder here makes one; a source's raw pixels might): no note
+        if image.ndim == 3 and image.shape[2] > 4:  # (no decoder here makes one; a source's raw pixels might): none
             return
-        self.at.append(i)
-        self.shapes.append((image.shape[0], image.shape[1], channels))
-        self.sources.append(source)
-        self.moments.append(cv2.meanStdDev(image))
-        if self.keys:
-            self.exact.append(dup.exact_key(image))
-        if self.near:
-            self.greys.append(dup.small_grey(image))
+        if self.block is None:  # a new block, of the first image's shape (a new one, never one noted: see add_block)
+            self.block = np.empty((max(1, min(BLOCK // max(1, image.nbytes), self.n - i)), *image.shape), np.uint8)
+        if image.shape != self.block.shape[1:]:
+            self.add_block(image[None], [i], [source])
+            return
+        self.block[len(self.waiting)] = image
+        self.waiting.append(i)
+        self.waiting_sources.append(source)
+        if len(self.waiting) == len(self.block):
+            self._note_waiting()
 
-    def add_block(self, block: np.ndarray, at: Sequence[int], sources: Sequence[tuple[int, int]]) -> None:
-        """Note images ``at`` of the chunk, each ``block[i]`` (``block``: the chunk's rows of the ring, n x H x W x
-        C), made from ``sources``."""
-        channels = block.shape[3] if block.ndim == 4 else 1
+    def _note_waiting(self) -> None:
+        if self.waiting:
+            assert self.block is not None
+            self.add_block(self.block[:len(self.waiting)], self.waiting, self.waiting_sources)
+            self.block, self.waiting, self.waiting_sources = None, [], []
+
+    def add_block(self, images: np.ndarray, at: Sequence[int], sources: Sequence[tuple[int, int]]) -> None:
+        """Note images ``at`` of the chunk, ``images`` (k x H x W x C or k x H x W, one of them each), made from
+        ``sources``."""
+        channels = images.shape[3] if images.ndim == 4 else 1
         if not len(at) or channels > 4:
             return
-        images = block if len(at) == len(block) else block[at]
         self.at += at
-        self.shapes += [(block.shape[1], block.shape[2], channels)] * len(at)
+        self.shapes += [(images.shape[1], images.shape[2], channels)] * len(at)
         self.sources += sources
         self.moments += [cv2.meanStdDev(image) for image in images]
         if self.keys:
@@ -86,6 +101,7 @@ class Notes:
 
     def done(self) -> np.ndarray:
         """Every note; ``seen`` False for an image with none (a file stored as it is)."""
+        self._note_waiting()
         found = np.zeros(self.n, NOTE)
         if not self.at:
             return found

@@ -369,8 +369,8 @@ def process_into(slots: np.ndarray, offset: int, paths: Sequence[str], job: Job)
                 errors.append(str(exc))
     before = time.process_time()
     if noted is not None and in_ring:
-        noted.add_block(slots[offset:offset + len(paths), :pixels].reshape(len(paths), *job.image_shape), in_ring,
-                        sources)
+        ring = slots[offset:offset + len(paths), :pixels].reshape(len(paths), *job.image_shape)
+        noted.add_block(ring if len(in_ring) == len(paths) else ring[in_ring], in_ring, sources)
     found = noted.done() if noted is not None else None
     done = time.process_time()
     return Results(errors, extras, done - started, found, noting + done - before, files)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import os
 import shutil
 from html.parser import HTMLParser
@@ -526,13 +527,32 @@ def test_a_blocks_notes_are_each_images_own(shape: tuple[int, ...]) -> None:
     assert np.array_equal(duplicates.hashes([greys]), duplicates.hashes(alone))
     assert duplicates.exact_keys(block) == [duplicates.exact_key(image) for image in block]
     noted = Notes(7)
-    noted.add_block(np.concatenate([block, block[:2]]), [0, 1, 2, 3, 4], [shape[:2]] * 5)  # rows 5, 6: not images
+    noted.add_block(block, [0, 1, 2, 3, 4], [shape[:2]] * 5)  # (5, 6: not images)
     together = noted.done()
-    each = notes([*block, None, None])
-    assert together.tobytes() == each.tobytes() and together["seen"].tolist() == [True] * 5 + [False] * 2
+    each = [notes([image])[0] for image in block]
+    assert together[:5].tobytes() == np.array(each).tobytes()
+    assert together["seen"].tolist() == [True] * 5 + [False] * 2
     assert len(set(together["hashes"][:5, 0].tolist())) == 5 and not together["hashes"][5:].any()
     without = notes(list(block), near=False)
     assert not without["hashes"].any() and np.array_equal(without["exact"], together["exact"][:5])
+
+
+@pytest.mark.parametrize("shape", [(64, 64, 3), (121, 121, 1), (240, 240), (64, 64), (64, 64, 4)])
+def test_images_noted_one_by_one_are_noted_in_blocks_as_each_alone(shape: tuple[int, ...],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from imgpack import observe
+
+    rng = np.random.default_rng(7)
+    images: list[np.ndarray | None] = [cv2.GaussianBlur(rng.integers(0, 256, shape, dtype=np.uint8), (5, 5), 2)
+                                       .reshape(shape) for _ in range(7)]
+    images[3] = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)  # another shape, between two blocks' images
+    images[5] = None  # (no pixels: no note)
+    monkeypatch.setattr(observe, "BLOCK", 2 * math.prod(shape))  # blocks of two images
+    found = observe.notes(images)
+    each = [observe.notes([image])[0] if image is not None else np.zeros((), observe.NOTE) for image in images]
+    assert found.tobytes() == np.array(each).tobytes()
+    assert found["seen"].tolist() == [True] * 5 + [False, True]
+    assert len(set(found["hashes"][found["seen"], 0].tolist())) == 6
 
 
 def test_a_summary_lists_the_largest_groups_and_counts_them_all(monkeypatch: pytest.MonkeyPatch) -> None:
