@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tarfile
 from pathlib import Path
 
@@ -111,3 +112,13 @@ def test_a_damaged_index_is_named_with_its_reason(fmt: str, class_tree: Path, tm
     index.write_text('{"shards": [')  # cut short
     code, _, stderr = run("inspect", str(out))
     assert code == 1 and f"{index}: cannot read the index: Expecting value" in stderr, stderr
+    # as a source: that reason, not a folder's "no images found" (nor a hint to read index.json as labels)
+    code, _, stderr = run("convert", str(out), "-o", str(tmp_path / "again.h5"))
+    assert code == 1 and stderr == f"imgpack: error: {index}: cannot read the index: Expecting value: line 1 " \
+                                   "column 13 (char 12)\n", stderr
+
+
+def test_an_image_folder_with_a_broken_index_json_is_an_image_folder(class_tree: Path, tmp_path: Path) -> None:
+    (class_tree / "index.json").write_text('{"shards": [')  # not an output's: the folder has images
+    code, out, stderr = run("convert", str(class_tree), "-o", str(tmp_path / "o.h5"), "--size", "16", "--json")
+    assert code == 0 and json.loads(out)["written"] == 13, stderr

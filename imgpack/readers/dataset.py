@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ImageError, ImgpackError, SourceError
+from ..errors import DamagedIndexError, ImageError, ImgpackError, SourceError
 from ..plugins import Reader, Sample, Samples, Scan
 from ..storage import is_url, local_output
 
@@ -41,6 +41,8 @@ class DatasetReader(Reader):
             return True
         try:
             writer_for(source)
+        except DamagedIndexError:  # an output whose index cannot be read: its scan says why (a folder's is
+            return not os.path.isdir(source)  # an image folder's first: imgpack.sources.load_scan)
         except SourceError:
             return False
         return True
