@@ -108,7 +108,7 @@ class ShardPart(Part):
                 _observe_shards(meta.observed, shards, results, set(held) if observing else None)
                 self._finish(meta.observed, counts)
             meta = self._with_record(key, meta, samples, shards, final, results)
-            options, stats = formats.shard_options(self.writer_options), [r.stats for r in results]
+            options, stats = self.writer_options, [r.stats for r in results]  # (the index says how they were cut)
             if url is None:
                 outputs = fmt.write_index(target, meta, options, final, stats, labels[kept])
             else:

@@ -62,7 +62,8 @@ class LitDataWriter(ChunkWriter):
         # the dict's layout as torch.utils._pytree.treespec_dumps writes it (protocol 1): one leaf per field
         spec = [1, {"type": "builtins.dict", "context": json.dumps([f.name for f in fields]),
                     "children_spec": [LEAF] * len(fields)}]
-        config = {"chunk_bytes": SHARD_BYTES, "chunk_size": None,
+        # (what the chunks were cut by, as LitData's writer records it: a count of samples, or bytes)
+        config = {"chunk_bytes": None if options.shard_size else SHARD_BYTES, "chunk_size": options.shard_size,
                   "compression": None, "compression_batch_size": None, "compression_level": None,
                   "data_format": [f.kind for f in fields], "data_spec": json.dumps(spec), "encryption": None,
                   "ipc_compression": None, "item_loader": "PyTreeLoader",

@@ -79,6 +79,11 @@ def test_litdata_reads_the_litdata_output(src: Path, tmp_path: Path) -> None:
     index = json.loads((out / "index.json").read_text())
     assert [c["chunk_size"] for c in index["chunks"]] == [5, 4, 5, 5, 4]
     assert index["config"]["data_format"] == ["image:png", "int", "str"]
+    # cut by a count of samples (--shard-size), as LitData's writer records it; by bytes where none is given
+    assert (index["config"]["chunk_size"], index["config"]["chunk_bytes"]) == (5, None)
+    imgpack.convert(str(src), str(tmp_path / "bytes.litdata"), size=16, workers=0, progress="off")
+    config = json.loads((tmp_path / "bytes.litdata" / "index.json").read_text())["config"]
+    assert (config["chunk_size"], config["chunk_bytes"]) == (None, 64 * 2**20)
     want = hdf5_by_id(src, tmp_path)
     samples = litdata_read(out)
     assert [s["id"] for s in samples] == list(want)
