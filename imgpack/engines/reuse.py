@@ -58,10 +58,13 @@ class ReusingEngine(Engine):
         todo = [p for p, r in zip(paths, reuse, strict=True) if r is None]
         inner = self.inner.run(job, todo, batch_size, progress) if todo else iter(())
         ready: deque[tuple[str | None, Item | None, np.ndarray | None]] = deque()
+        spent = [0.0, 0.0]  # the inner engine's workers' CPU seconds, and of them the notes', not yet passed on
 
         def decoded() -> tuple[str | None, Item | None, np.ndarray | None]:
             while not ready:
                 chunk = next(inner)
+                spent[0] += chunk.cpu
+                spent[1] += chunk.notes_cpu
                 for i, error in enumerate(chunk.errors):  # the ring is reused: copy what is kept
                     item = None if error else copy_item(chunk.item(i))
                     ready.append((error, item, chunk.notes[i] if chunk.notes is not None else None))
@@ -97,4 +100,6 @@ class ReusingEngine(Engine):
                 for i, note in converted.items():
                     notes[i] = note
             # every result is by value (extras); the array only gives the chunk its length
-            yield Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras, notes=notes)
+            yield Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras, cpu=spent[0], notes=notes,
+                        notes_cpu=spent[1])
+            spent[:] = [0.0, 0.0]

@@ -10,9 +10,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import REPO, needs, photo, two_classes
+from conftest import REPO, needs, photo, two_classes, write_image
 
 import imgpack
+from imgpack.engines import Engine
 from imgpack.engines.local import LocalEngine
 from imgpack.formats import Encoded
 from imgpack.process import InSlot, Job, process_into, slot_bytes, unpack
@@ -194,7 +195,7 @@ class _NotesTakeASecond(LocalEngine):
 
     def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
         for chunk in super().run(job, paths, batch_size, progress):
-            chunk.notes_cpu = 1.0
+            chunk.cpu, chunk.notes_cpu = 2.0, 1.0
             self.chunks += 1
             yield chunk
 
@@ -208,6 +209,34 @@ def test_the_notes_cpu_of_every_chunk_is_counted(tmp_path: Path, output: str) ->
     res = imgpack.convert(str(src), str(tmp_path / output), engine=engine, batch_size=4, progress="off",
                           options={"shard_size": 5} if output == "o.tar" else None)
     assert engine.chunks >= 2 and res.cpu_seconds["notes"] == engine.chunks
+    assert res.cpu_seconds["workers"] == 2 * engine.chunks
+
+
+class _Wrapping(Engine):
+    name = "wrapping"
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+
+    def run(self, job, paths, batch_size, progress=None):  # type: ignore[no-untyped-def]
+        return self.inner.run(job, paths, batch_size, progress)
+
+
+@pytest.mark.parametrize("output", ["o.h5", "o.tar"])
+def test_an_updates_workers_cpu_is_counted(tmp_path: Path, output: str) -> None:
+    """An update copies the old output's images and converts the new ones: their workers' CPU, and of it the
+    notes', still come back (the engine that mixes the two had passed on neither)."""
+    src = two_classes(tmp_path / "src", 6, (32, 24))
+    options = {"shard_size": 50} if output == "o.tar" else None
+    imgpack.convert(str(src), str(tmp_path / output), workers=0, progress="off", options=options)
+    for i in range(6):
+        write_image(src / "a" / f"new{i}.png", photo(32, 24, 40 + i))
+    inner = _NotesTakeASecond()
+    res = imgpack.convert(str(src), str(tmp_path / output), engine=_Wrapping(inner), batch_size=4, progress="off",
+                          update=True, options=options)  # (not a LocalEngine: 6 new images would get one of their own)
+    assert res.update is not None and (res.update["added"], res.update["decoded"]) == (6, 6)
+    assert inner.chunks >= 2 and res.cpu_seconds == {**res.cpu_seconds, "workers": 2.0 * inner.chunks,
+                                                     "notes": 1.0 * inner.chunks}
 
 
 # --------------------------------------------------------------------------- TFRecord features
