@@ -38,14 +38,14 @@ BLOCK = 2**20
 
 
 class Notes:
-    """The notes (:data:`NOTE`) of a chunk's images, taken a block of images at a time (:meth:`add_block`): each
-    image's few OpenCV calls made as it is noted, their results kept in lists, and made into the notes' arrays,
-    the hashes included, for the whole chunk at once (:meth:`done`: numpy's per-call costs, paid per image,
-    came to more than the calls). The images in the ring (one shape, a row each) are noted after the chunk
-    (taken between decodes they cost ~15% more; one OpenCV call makes all their grey copies); any other as it
-    is made (:meth:`add`: an encoded image's pixels are not kept, the chunk's could fill a worker's memory),
-    copied into a block of :data:`BLOCK` bytes at most, noted when it is full (one image at a time, the calls
-    had cost ~2.5x the pixels' work at 64x64)."""
+    """The notes (:data:`NOTE`) of a chunk's images, taken a block of images of one shape at a time
+    (:meth:`add_block`: one OpenCV call makes the block's grey copies, one pair of matrix products their
+    hashes), kept in lists and made into the notes' arrays for the whole chunk at once (:meth:`done`: numpy's
+    per-call costs, paid per image, came to more than the calls). The images in the ring (one shape, a row
+    each) are noted as one block after the chunk (taken between decodes they cost ~15% more); any other is
+    copied as it is made (:meth:`add`: an encoded image's pixels are not kept, the chunk's could fill a
+    worker's memory) into a block of :data:`BLOCK` bytes at most, noted when it is full (noted one at a time,
+    64x64 images' notes had cost twice as much)."""
 
     def __init__(self, n: int, keys: bool = True, near: bool = True) -> None:
         self.n, self.keys, self.near = n, keys, keys and near
@@ -67,9 +67,10 @@ class Notes:
         """Note image ``i`` of the chunk (uint8, H x W x C or H x W), made from a ``source`` of (height, width)."""
         if image.ndim == 3 and image.shape[2] > 4:  # (no decoder here makes one; a source's raw pixels might): none
             return
-        if self.block is None:  # a new block, of the first image's shape (a new one, never one noted: see add_block)
-            self.block = np.empty((max(1, min(BLOCK // max(1, image.nbytes), self.n - i)), *image.shape), np.uint8)
-        if image.shape != self.block.shape[1:]:
+        if self.block is None:  # of the first image's shape; a new array each time (a noted block's grey copies
+            # may be views of it)
+            self.block = np.empty((max(1, min(BLOCK // max(1, image.nbytes), self.n - i)), *image.shape), image.dtype)
+        if image.shape != self.block.shape[1:] or image.dtype != self.block.dtype:
             self.add_block(image[None], [i], [source])
             return
         self.block[len(self.waiting)] = image
