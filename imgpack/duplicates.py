@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 import xxhash
+from threadpoolctl import ThreadpoolController
 
 from . import cores
 from .samples import Strings
@@ -165,13 +166,20 @@ def hashes(greys: Sequence[np.ndarray]) -> np.ndarray:
     by_shape: dict[tuple[int, ...], list[int]] = {}
     for k, block in enumerate(blocks):
         by_shape.setdefault(block.shape[1:], []).append(k)
-    for (h, w), ks in by_shape.items():
-        same = blocks[ks[0]] if len(ks) == 1 else np.concatenate([blocks[k] for k in ks])
-        at = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
-        step = max(1, BYTES // (h * w))
-        for first in range(0, len(same), step):
-            found[at[first:first + step]] = _hashes(same[first:first + step])
+    with _blas().limit(limits=1, user_api="blas"):  # (see _hashes; a pool's workers run on one thread already)
+        for (h, w), ks in by_shape.items():
+            same = blocks[ks[0]] if len(ks) == 1 else np.concatenate([blocks[k] for k in ks])
+            at = np.concatenate([np.arange(starts[k], starts[k + 1]) for k in ks])
+            step = max(1, BYTES // (h * w))
+            for first in range(0, len(same), step):
+                found[at[first:first + step]] = _hashes(same[first:first + step])
     return found
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The BLAS libraries loaded (OpenCV's OpenBLAS, numpy's), found once a process (~2 ms)."""
+    return ThreadpoolController()
 
 
 def _hashes(greys: np.ndarray) -> np.ndarray:
@@ -180,7 +188,9 @@ def _hashes(greys: np.ndarray) -> np.ndarray:
     stack = greys.astype(np.float32)
     # as two large matrix products, not 2n small ones (~5x faster for a chunk of 64x64 images); by OpenCV,
     # which a worker runs on one thread: numpy's BLAS would start threads of its own in each worker, and
-    # on a busy machine its spinning threads took 10x the work's CPU
+    # on a busy machine its spinning threads took 10x the work's CPU. OpenCV's gemm runs on its own OpenBLAS,
+    # whose threads spin likewise: :func:`hashes` holds it to one thread (in a process that reads an output,
+    # ``inspect --duplicates``, or copies one's images, ``--update``, they had doubled the hashes' CPU)
     rows = cv2.gemm(stack.reshape(n * h, w), _side(w), 1, None, 0,  # grey @ W.T, (n*h, 32)
                     flags=cv2.GEMM_2_T)  # type: ignore[call-overload]
     turned = np.ascontiguousarray(rows.reshape(n, h, 32).transpose(0, 2, 1)).reshape(n * 32, h)

@@ -616,3 +616,27 @@ def test_an_output_stores_its_commonest_sizes_and_counts_every_one(monkeypatch: 
     again = Stats.from_state(state, ["a"]).summary()
     assert again["count"] == 15 and again["sizes"] == {"10x20": 5, "30x30": 4, "40x300": 3}
     assert {k: v for k, v in again["longer_side"].items() if v} == {"<=32": 10, "<=512": 3, "<=1024": 2}
+
+
+def test_the_hashes_hold_blas_to_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OpenCV's gemm runs on its own OpenBLAS, whose idle threads spin: in a process that is not a pool's worker
+    (inspect --duplicates, an --update's copies) they had doubled the hashes' CPU. One thread while hashing; the
+    process's own setting again after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from imgpack import duplicates
+
+    seen: list[list[int]] = []
+    hashes = duplicates._hashes
+
+    def counted(greys: np.ndarray) -> np.ndarray:
+        seen.append([lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"])
+        return hashes(greys)
+
+    monkeypatch.setattr(duplicates, "_hashes", counted)
+    greys = np.random.default_rng(0).integers(0, 256, (3, 40, 40), dtype=np.uint8)
+    with threadpool_limits(2, user_api="blas"):
+        found = duplicates.hashes([greys])
+        after = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    assert seen and all(counts and set(counts) == {1} for counts in seen)
+    assert after and set(after) == {2} and np.array_equal(found, duplicates.hashes([greys]))
