@@ -6,7 +6,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
@@ -197,7 +197,9 @@ def statistics(path: str) -> dict[str, Any]:
     for name, p in paths.items():
         with open_dataset(p) as ds:
             stored = (ds.provenance.get("observed") or {}).get("stats")
-            found = Stats.from_state(stored, list(ds.label_names)) if stored else gather(ds, list(ds.label_names))
+            names = list(ds.label_names)
+            found = Stats.from_state(stored, names) if stored else gather(
+                (item for _, images, labels in read_blocks(ds) for item in zip(images, labels, strict=True)), names)
         if total is None:
             total = Stats(found.label_names)
         total.merge(found)
@@ -226,14 +228,30 @@ def find_duplicates(path: str, near_bits: int | None = None) -> dict[str, Any]:
     found = dup.Keys()
     for name, p in paths.items():
         with open_dataset(p) as ds:
-            batch: list[tuple[str, Any]] = []
-            for (image, _), id_ in zip(ds, ds.ids, strict=True):
-                batch.append((id_, image))
-                if len(batch) == 256:
-                    found.add_images(name, batch)
-                    batch = []
-            found.add_images(name, batch)
+            ids = ds.ids
+            for first, images, _ in read_blocks(ds):
+                found.add_images(name, ids[first:first + len(images)], images)
     return dup.summary(found, bits)
+
+
+#: images read at a time where an output is read whole (:func:`read_blocks`)
+READ_BLOCK = 256
+
+
+def read_blocks(ds: PackedDataset) -> Iterator[tuple[int, np.ndarray | list[np.ndarray], Any]]:
+    """Every image of ``ds`` in order, :data:`READ_BLOCK` at a time: (the first one's index, the images, their
+    labels); the images one array read at once where the output gives them one shape, else a list. Each block
+    is progress (:func:`imgpack.watchdog.beat`: a guarded read of a large output is not taken for a stalled
+    one)."""
+    n, size = len(ds), READ_BLOCK
+    for first in range(0, n, size):
+        beat()
+        if ds.image_shape:
+            images, labels = ds.read_batch(np.arange(first, min(first + size, n)))
+            yield first, images, labels
+        else:
+            items = [ds[i] for i in range(first, min(first + size, n))]
+            yield first, [image for image, _ in items], [label for _, label in items]
 
 
 @_one_error

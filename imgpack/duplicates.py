@@ -34,6 +34,7 @@ from threadpoolctl import ThreadpoolController
 
 from . import cores
 from .samples import Strings
+from .watchdog import beat
 
 #: at most this many of the 64 bits apart: near duplicates (on 323 real photos: copies at JPEG quality 70 or
 #: resized to 90% at most 2 bits from their source, cropped by 5% at most 4; two distinct photos at least 10)
@@ -262,11 +263,16 @@ class Keys:
             joined.hashes = []
         return joined
 
-    def add_images(self, split: str, items: Sequence[tuple[str, np.ndarray]]) -> None:
-        """A batch of ``(id, image)``: their keys taken here (what reads an output)."""
-        if items:
-            exact = np.array([np.frombuffer(exact_key(image), np.uint8) for _, image in items])
-            self.add(split, [i for i, _ in items], exact, hashes([small_grey(image) for _, image in items]))
+    def add_images(self, split: str, ids: Sequence[str], images: np.ndarray | Sequence[np.ndarray]) -> None:
+        """A batch of images (k x H x W x C or k x H x W, or a list of them, of any shapes) and their ids: their
+        keys taken here (what reads an output)."""
+        if not len(ids):
+            return
+        if isinstance(images, np.ndarray):  # one shape: a grey conversion and the hashes' products for them all
+            exact, greys = exact_keys(images), [small_greys(images)]
+        else:
+            exact, greys = [exact_key(image) for image in images], [small_grey(image) for image in images]
+        self.add(split, ids, np.frombuffer(b"".join(exact), np.uint8).reshape(-1, 16), hashes(greys))
 
     def after(self, n: int) -> tuple[np.ndarray, np.ndarray | None]:
         """The exact keys and hashes (None where not near) of the images after the first ``n``, walking the
@@ -308,6 +314,7 @@ def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
         i += start
         keep = i != j
         i, j = i[keep], j[keep]
+        beat()  # (progress: the search of a large output's pairs, read under a guard, takes minutes)
         return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
 
     def every(starts: range) -> np.ndarray:  # a thread's blocks

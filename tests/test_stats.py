@@ -640,3 +640,36 @@ def test_the_hashes_hold_blas_to_one_thread(monkeypatch: pytest.MonkeyPatch) -> 
         after = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
     assert seen and all(counts and set(counts) == {1} for counts in seen)
     assert after and set(after) == {2} and np.array_equal(found, duplicates.hashes([greys]))
+
+
+@pytest.mark.parametrize("fmt, size", [("hdf5", 64), ("tfrecord", None)])  # one shape: read a block at once
+def test_an_outputs_groups_read_back_are_the_ones_its_conversion_found(tmp_path: Path, fmt: str,
+                                                                      size: int | None) -> None:
+    originals = [SAMPLES / c / f"{c}_00.jpg" for c in ("cat", "coffee", "retina", "rocket")]
+    planted(tmp_path / "src", originals)  # (photos of several sizes, and copies resized and cropped)
+    kw: dict[str, Any] = {"format": fmt, "size": size, "split_from_folders": True, "workers": 0, "progress": "off"}
+    res = imgpack.convert(str(tmp_path / "src"), str(tmp_path / "report"), **kw)
+    imgpack.convert(str(tmp_path / "src"), str(tmp_path / "off"), dedupe="off", **kw)
+    with imgpack.open_dataset(str(tmp_path / "off" / f"train{SUFFIX[fmt]}")) as ds:
+        assert bool(ds.image_shape) == (size is not None)
+    assert res.duplicates is not None and res.duplicates["group_count"] == 4
+    assert imgpack.find_duplicates(str(tmp_path / "off")) == {k: v for k, v in res.duplicates.items() if k != "dropped"}
+
+
+def test_a_read_and_its_search_of_pairs_are_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """inspect reads under a guard that stops a read with no progress for IMGPACK_STALL_SECONDS (a damaged HDF5
+    file can make libhdf5 loop): a healthy output's read, and its search of every pair, say they go on."""
+    from imgpack import datasets, duplicates
+
+    beats = {"read": 0, "search": 0}
+    monkeypatch.setattr(datasets, "beat", lambda: beats.__setitem__("read", beats["read"] + 1))
+    monkeypatch.setattr(duplicates, "beat", lambda: beats.__setitem__("search", beats["search"] + 1))
+    monkeypatch.setattr(datasets, "READ_BLOCK", 4)
+    monkeypatch.setattr(duplicates, "PAIRS", 20)  # 20 images: a block of one row
+    imgpack.convert(str(SAMPLES), str(tmp_path / "o.h5"), size=16, limit=20, workers=0, progress="off",
+                    dedupe="off")
+    with h5py.File(tmp_path / "o.h5", "a") as f:
+        del f.attrs["observed"]  # (as an output written before the statistics: they are read too)
+    found = imgpack.find_duplicates(str(tmp_path / "o.h5"))
+    stats = imgpack.statistics(str(tmp_path / "o.h5"))
+    assert found["images"] == stats["count"] == 20 and beats == {"read": 10, "search": 20}
