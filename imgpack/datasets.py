@@ -229,6 +229,8 @@ def find_duplicates(path: str, near_bits: int | None = None) -> dict[str, Any]:
     for name, p in paths.items():
         with open_dataset(p) as ds:
             ids = ds.ids
+            if len(ids) != len(ds):
+                raise SourceError(f"{p}: {len(ids)} ids for {len(ds)} images")
             for first, images, _ in read_blocks(ds):
                 found.add_images(name, ids[first:first + len(images)], images)
     return dup.summary(found, bits)

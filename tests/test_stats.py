@@ -673,3 +673,11 @@ def test_a_read_and_its_search_of_pairs_are_progress(tmp_path: Path, monkeypatch
     found = imgpack.find_duplicates(str(tmp_path / "o.h5"))
     stats = imgpack.statistics(str(tmp_path / "o.h5"))
     assert found["images"] == stats["count"] == 20 and beats == {"read": 10, "search": 20}
+
+
+def test_an_output_with_fewer_ids_than_images_is_named_when_its_duplicates_are_read(tmp_path: Path) -> None:
+    imgpack.convert(str(SAMPLES), str(tmp_path / "o.h5"), size=16, limit=5, workers=0, progress="off", dedupe="off")
+    with h5py.File(tmp_path / "o.h5", "a") as f:
+        f["ids"].resize((4,))
+    with pytest.raises(imgpack.SourceError, match=r"o\.h5: 4 ids for 5 images"):
+        imgpack.find_duplicates(str(tmp_path / "o.h5"))
