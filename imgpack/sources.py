@@ -114,9 +114,8 @@ def load_scan(source: str, opts: SourceOptions | None = None) -> Scan:
     fractions = parse_split(opts.split) if opts.split is not None else None
     reader = pick_reader(source, opts)
     scan = reader.scan()
-    damaged = _damaged_output(source) if not len(scan.samples) else None
-    if damaged is not None:  # (an output's folder whose index cannot be read: said as it is, not as no images)
-        raise damaged
+    if not len(scan.samples):  # (an output's folder whose index cannot be read: said as it is, not as no images)
+        _refuse_a_damaged_output(source)
     if not is_text(scan.samples.ids.joined):  # one check of every id at once
         scan = replace(scan, samples=scan.samples.with_ids(map(text_id, scan.samples.ids)), ids_unique=False)
     scan = unique_ids(scan)
@@ -357,20 +356,19 @@ def no_images(source: str, scan: Scan, opts: SourceOptions) -> SourceError:
     return SourceError(f"{source}: no images found ({len(scan.ignored)} other files ignored)")
 
 
-def _damaged_output(source: str) -> SourceError | None:
-    """Where ``source`` is an output's folder (MDS, LitData) whose index cannot be read at all, that error; else
-    None. (Asked only where a folder gave no image: one with images is an image folder, whatever else it holds.)"""
+def _refuse_a_damaged_output(source: str) -> None:
+    """DamagedIndexError where ``source`` is an output's folder (MDS, LitData) whose index cannot be read at all.
+    (Asked only where a folder gave no image: one with images is an image folder, whatever else it holds.)"""
     from .datasets import writer_for
 
     if is_url(source) or not os.path.isdir(source):
-        return None
+        return
     try:
         writer_for(source)
-    except DamagedIndexError as exc:
-        return exc
-    except SourceError:
+    except DamagedIndexError:
+        raise
+    except SourceError:  # (not an output, or another tool's: a folder with no images, said so later)
         pass
-    return None
 
 
 def problem_error(problems: list[Problem]) -> SourceError:
