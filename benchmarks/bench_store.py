@@ -64,11 +64,11 @@ class SlowFileSystem(LocalFileSystem):
 fsspec.register_implementation("slow", SlowFileSystem, clobber=True)
 
 
-def run_one(src: str, out: str, workers: int) -> None:
+def run_one(src: str, out: str, workers: int, engine: str = "local") -> None:
     """One conversion in this process (timed from outside, as a whole process)."""
     import imgpack
 
-    imgpack.convert(src, out, size=256, workers=workers, overwrite=True, progress="off")
+    imgpack.convert(src, out, size=256, workers=workers, engine=engine, overwrite=True, progress="off")
 
 
 def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -105,13 +105,14 @@ def main() -> None:
     ap.add_argument("--folders", type=int, default=100, help="folders listed through slow:// (10 files each)")
     ap.add_argument("-n", type=int, default=2000, help="medium photos for the latency and Spark runs")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--engine", default="local", help="the latency case's engine (shards: each worker a shard)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--spark", action="store_true")
     ap.add_argument("--out", default=os.path.join(REPO, "bench-out"))
     ap.add_argument("--run", nargs=2, metavar=("SRC", "OUT"), help=argparse.SUPPRESS)  # one timed conversion
     args = ap.parse_args()
     if args.run:
-        run_one(args.run[0], args.run[1], args.workers)
+        run_one(args.run[0], args.run[1], args.workers, args.engine)
         return
     sys.path.insert(0, os.path.join(REPO, "benchmarks"))
     from bench_convert import make_corpus
@@ -122,11 +123,12 @@ def main() -> None:
 
     src = make_corpus("medium", args.n, args.out)
     tmp = tempfile.mkdtemp(prefix="imgpack-store-", dir=args.out)
-    me = [sys.executable, os.path.abspath(__file__), "--workers", str(args.workers), "--run"]
+    me = [sys.executable, os.path.abspath(__file__), "--workers", str(args.workers), "--engine", args.engine, "--run"]
     local = [timed([*me, src, os.path.join(tmp, "l.h5")]) for _ in range(args.repeats)]
     slow = [timed([*me, "slow://" + src, os.path.join(tmp, "s.h5")]) for _ in range(args.repeats)]
     print(f"# object stores, {os.cpu_count()} cores, {args.workers} workers, {time.strftime('%Y-%m-%d')}\n")
-    print(f"latency: {args.n} medium photos -> 256, {LATENCY * 1000:.0f} ms added to every request: "
+    print(f"latency: {args.n} medium photos -> 256 (--engine {args.engine}), {LATENCY * 1000:.0f} ms added to every "
+          "request: "
           f"{statistics.median(slow):.2f} s, against {statistics.median(local):.2f} s from local disk: "
           f"{statistics.median(local) / statistics.median(slow):.0%} of local throughput "
           f"(whole processes, medians of {args.repeats})")

@@ -342,7 +342,7 @@ def _convert(settings: Settings, t0: float, settle: Callable[[], None]) -> Conve
     # this machine); else by the workers as they read each file (the run completes the record with them).
     here = settings.update or resume or storage.is_url(scan.root) or scan.versions is not None or (
         not engine.writes_shards and (settings.checksum or scan.read is not None))
-    job = replace(job, prints=not here and not engine.writes_shards)  # (a cluster's workers take them anyway)
+    job = replace(job, prints=not here and scan.read is None)  # (a sample a reader reads is no file to stat)
     shard_size = 0
     if settings.by_shards:  # without --shard-size, the format's default for images of the first one's size as stored
         shard_size = settings.shard_size_for(len(first.data) if isinstance(first, Encoded) else first.nbytes)

@@ -14,6 +14,7 @@ import errno
 import os
 import stat
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -138,9 +139,9 @@ def read_regular(path: str, inside: str | None = None) -> tuple[bytes, os.stat_r
 
 #: how a file is opened to be read: never blocking (a FIFO would wait for a writer forever)
 _OPEN = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-#: within :func:`folders_kept`: each folder read from (its path as given, and the root it must be under), open,
-#: or None where it is not under the root (its files are checked one by one); at most KEPT of them
-_kept: dict[tuple[str, str], int | None] | None = None
+#: within :func:`folders_kept`, a thread's ``kept``: each folder read from (its path as given, and the root it must
+#: be under), open, or None where it is not under the root (its files are checked one by one); at most KEPT of them
+_here = threading.local()
 KEPT = 64
 
 
@@ -150,28 +151,33 @@ def folders_kept() -> Iterator[None]:
     open and checked to be under the root once, by its name in that folder, not following a link; a name that is
     a link is resolved and checked as outside. Equally strict, and one ``readlink`` a folder rather than a file
     (10,000 files read under a root: 11.7 us a file checked one by one, 8.1 this way, 6.6 unchecked). Held for
-    one chunk of a worker's: a folder replaced later is opened afresh."""
-    global _kept
-    outer, _kept = _kept, {}
+    one chunk of a worker's (by the thread that converts it: a cluster's workers may be threads), so a folder
+    replaced later is opened afresh."""
+    outer, _here.kept = _kept(), {}
     try:
         yield
     finally:
         _forget()
-        _kept = outer
+        _here.kept = outer
+
+
+def _kept() -> dict[tuple[str, str], int | None] | None:
+    return getattr(_here, "kept", None)
 
 
 def _forget() -> None:
-    assert _kept is not None
-    for fd in _kept.values():
+    kept = _kept()
+    assert kept is not None
+    for fd in kept.values():
         if fd is not None:
             os.close(fd)
-    _kept.clear()
+    kept.clear()
 
 
 def _open_checked(path: str, inside: str | None) -> tuple[int, os.stat_result]:
     """A descriptor of ``path`` opened without blocking, and the file's status; ImageError unless it is a
     regular file (under ``inside``, when given). (Non-blocking has no effect on a regular file's reads.)"""
-    fd = _open_kept(path, inside) if inside is not None and _kept is not None else None
+    fd = _open_kept(path, inside) if inside is not None and _kept() is not None else None
     checked = fd is not None or inside is None
     if fd is None:
         fd = os.open(path, _OPEN)
@@ -194,14 +200,15 @@ def _open_checked(path: str, inside: str | None) -> tuple[int, os.stat_result]:
 def _open_kept(path: str, inside: str) -> int | None:
     """``path`` opened by its name in its kept folder, where that folder is under ``inside`` and the name is not a
     link; else None (then opened and checked by its path)."""
-    assert _kept is not None
+    kept = _kept()
+    assert kept is not None
     folder, name = os.path.split(path)
     key = (folder, inside)
-    if key not in _kept:
-        if len(_kept) >= KEPT:
+    if key not in kept:
+        if len(kept) >= KEPT:
             _forget()
-        _kept[key] = _open_folder(folder or os.curdir, inside)
-    folder_fd = _kept[key]
+        kept[key] = _open_folder(folder or os.curdir, inside)
+    folder_fd = kept[key]
     if folder_fd is None or not name:
         return None
     try:

@@ -236,3 +236,26 @@ def test_empty_source(tmp_path: Path) -> None:
     (tmp_path / "src" / "c" / "x.txt").write_text("x")
     with pytest.raises(imgpack.SourceError, match="no images found"):
         imgpack.convert(str(tmp_path / "src"), str(tmp_path / "o.h5"), size=8, workers=0)
+
+
+def test_images_converted_in_one_process_come_a_bounded_chunk_at_a_time(class_tree: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--workers 0``, and each shard a cluster's worker writes, convert a chunk at a time in one process: of at
+    most the pool's chunk's bytes, whatever --batch-size (it had been a whole batch, ~200 MB of 256x256 images)."""
+    from imgpack import engines
+    from imgpack.engines.local import LocalEngine
+    from imgpack.process import Job, slot_bytes
+    from imgpack.recipe import build_chain
+
+    paths = sorted(str(p) for p in class_tree.rglob("*.*"))
+    n = len(paths)
+    job = Job(tuple(build_chain([], 8)), (8, 8, 3))
+    [whole] = [(c.errors, c.images.copy()) for c in LocalEngine(0).run(job, paths, batch_size=1000)]
+    monkeypatch.setattr(engines, "CHUNK_BYTES", 5 * slot_bytes(job))
+    chunks = [(c.start, c.errors, c.images.copy()) for c in LocalEngine(0).run(job, paths, batch_size=1000)]
+    assert n > 10 and [(s, len(e)) for s, e, _ in chunks] == [(s, min(5, n - s)) for s in range(0, n, 5)]
+    assert [e for _, errors, _ in chunks for e in errors] == whole[0]  # the same results
+    ok = [e is None for e in whole[0]]  # (a skipped image's row holds nothing)
+    assert sum(ok) > 10 and np.array_equal(np.concatenate([images for _, _, images in chunks])[ok], whole[1][ok])
+    assert [len(c.errors) for c in LocalEngine(0).run(job, paths, batch_size=4)] == [min(4, n - s)
+                                                                                    for s in range(0, n, 4)]

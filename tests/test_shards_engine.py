@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -29,6 +31,7 @@ from conftest import (
 import imgpack
 from imgpack.cli import cli
 from imgpack.datasets import content_digest
+from imgpack.engines import Engine, Progress, ShardResult, ShardSpec, ShardTask, write_shard
 from imgpack.engines.shards import ShardsEngine
 from imgpack.errors import WorkerError
 
@@ -47,6 +50,38 @@ def test_the_workers_shards_hold_the_local_engines_content(fmt: str, workers: in
                           progress="off")
     check_shards_of_twelve(res, src, out, fmt, tmp_path)
     assert res.cpu_seconds["workers"] > 0  # the workers' CPU comes back with their shards
+
+
+class Threads(Engine):
+    """A cluster engine of one's own, as docs/plugins.md says to make one: a ``map_shards`` that runs
+    ``imgpack.engines.write_shard`` for each planned shard on its workers (threads here)."""
+
+    name = "threads"
+    writes_shards = True
+
+    def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask], progress: Progress | None = None
+                   ) -> list[ShardResult]:
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(lambda task: write_shard(spec, task), tasks))
+
+
+def test_an_engine_of_ones_own_writes_each_shard_by_write_shard(src: Path, tmp_path: Path) -> None:
+    mine = tmp_path / "src"
+    shutil.copytree(src, mine)
+    out = tmp_path / "threads" / "o.tar"
+    res = imgpack.convert(str(mine), str(out), size=16, engine=Threads(), batch_size=12, progress="off")
+    check_shards_of_twelve(res, mine, out, "webdataset", tmp_path)
+    assert res.cpu_seconds["workers"] > 0
+    # each file's size and modification time, taken by the worker that read it, are in the output's record
+    again = imgpack.convert(str(mine), str(out), size=16, engine=Threads(), batch_size=12, update=True,
+                            progress="off")
+    assert again.update is not None and again.update["up_to_date"]
+    os.utime(mine / "a" / "im03.png", ns=(0, 10**18))  # in the first shard (a/im00, a/im03, ... first)
+    again = imgpack.convert(str(mine), str(out), size=16, engine=Threads(), batch_size=12, update=True,
+                            progress="off")
+    # that shard's 12 images converted again (and the first image, decoded for its shape), the others kept
+    assert again.update is not None and (again.update["changed"], again.update["decoded"]) == (1, 13)
+    assert again.update["reused"] == 28
 
 
 def test_the_library_takes_an_engine_by_name_as_the_cli_does(src: Path, tmp_path: Path) -> None:

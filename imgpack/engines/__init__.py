@@ -29,15 +29,13 @@ from typing import Any, ClassVar
 import numpy as np
 
 from .. import shardplan
-from ..errors import ImageError
 from ..formats import Encoded, Item, OutputMeta
-from ..observe import NOTE, Notes, Summed, summed
+from ..observe import NOTE, Summed, summed
 from ..outputs import remove_quietly, rename_durably, write_atomically
-from ..process import Job
-from ..process import converted as converted_image
+from ..process import Job, process_into, slot_bytes, unpack
 from ..samples import Strings
 from ..storage import is_url, upload
-from ..update import Prints, size_and_time
+from ..update import Prints
 
 
 @dataclass
@@ -61,6 +59,11 @@ class Chunk:
 
 Progress = Callable[[int], None]
 
+#: a chunk of images converted at once (one task of a pool) is at most this many images, and about this many
+#: bytes of results
+CHUNK_IMAGES = 256
+CHUNK_BYTES = 8 * 2**20
+
 
 def copy_item(item: Item) -> Item:
     """A chunk's result made to outlive the chunk (its pixels, or its encoded bytes, are views of the ring)."""
@@ -71,8 +74,8 @@ def copy_item(item: Item) -> Item:
 
 class Engine:
     """Where the CPU work runs. A sharded output is written by :meth:`map_shards` on every engine: the
-    pipeline plans its shards, each is converted and written whole (:func:`write_shard`), and the pipeline
-    writes the index over them. Told apart by ``writes_shards``:
+    pipeline plans its shards, each is converted and written whole, and the pipeline writes the index over
+    them. Told apart by ``writes_shards``:
 
     - an engine on this machine (``local``) also implements :meth:`run`: results stream back in
       input order, to one writer in this process (a single-file output), or to each shard's in
@@ -100,13 +103,13 @@ class Engine:
 
     def map_shards(self, spec: ShardSpec, tasks: Sequence[ShardTask],
                    progress: Progress | None = None) -> list[ShardResult]:
-        """Run :func:`write_shard` for every task; the results in task order. Each shard, once complete, has
+        """Convert and write every task's shard; the results in task order. Each shard, once complete, has
         its done record beside it (what ``--resume`` keeps it by, whatever becomes of this process).
 
-        On a cluster engine, on its workers: a task that fails is retried by the engine; one that still
-        fails raises WorkerError. Here, by default, each shard is written in this process in turn, from
-        :meth:`run`'s results in input order: the engine converts across the shards' boundaries, so that
-        no shard waits for it to start.
+        On a cluster engine, :func:`write_shard` on its workers: a task that fails is retried by the engine;
+        one that still fails raises WorkerError. Here, by default, each shard is written in this process in
+        turn (:func:`write_converted`), from :meth:`run`'s results in input order: the engine converts across
+        the shards' boundaries, so that no shard waits for it to start.
         """
         cpu = [0.0, 0.0]  # the workers' CPU seconds, and of them the notes'
         taken: list[np.ndarray] = []  # the files' fingerprints the workers took (Job.prints), not yet a shard's
@@ -137,10 +140,10 @@ class Engine:
         try:
             for task in tasks:
                 before, noting = cpu
-                result = write_shard(spec, task, itertools.islice(stream, len(task.paths)),
-                                     functools.partial(first, taken, task, "fingerprints") if spec.job.prints
-                                     else None,
-                                     functools.partial(first, noted, task, "notes") if spec.job.observe else None)
+                result = write_converted(spec, task, itertools.islice(stream, len(task.paths)),
+                                         functools.partial(first, taken, task, "fingerprints") if spec.job.prints
+                                         else None,
+                                         functools.partial(first, noted, task, "notes") if spec.job.observe else None)
                 result.cpu = cpu[0] - before
                 if result.notes is not None:
                     result.notes.cpu = cpu[1] - noting
@@ -208,13 +211,50 @@ def remove_attempts(tasks: Sequence[ShardTask]) -> None:
 _ATTEMPT = re.compile(r"\.[0-9a-f]{12}(\.partial)?$")
 
 
-def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str] | None = None,
-                taken: Callable[[], np.ndarray] | None = None, noted_by: Callable[[], np.ndarray] | None = None
-                ) -> ShardResult:
-    """Convert the task's images and write them as one complete shard at ``task.path``: on a worker, or in
-    the local engine's process from its pool's results (``converted``: each image's result in order, or why
-    it was not converted; ``taken``: the fingerprints its workers took of the task's files, and ``noted_by``
-    their notes (:data:`imgpack.observe.NOTE`), each asked for once they are all converted).
+def write_shard(spec: ShardSpec, task: ShardTask) -> ShardResult:
+    """Convert the task's images and write them as one complete shard at ``task.path``, in this process: what a
+    cluster engine runs for each shard on its workers. The images are converted a chunk at a time as the local
+    engine's workers convert them (:func:`imgpack.process.process_into`: each file's fingerprint from the
+    descriptor it is read through, a store's objects fetched together, the notes a block at a time), then
+    written by :func:`write_converted`. The result's CPU is all this process spent on the shard."""
+    started = time.process_time()
+    result = _Here().map_shards(spec, [task])[0]
+    result.cpu = time.process_time() - started
+    return result
+
+
+def convert_here(job: Job, paths: Sequence[str], batch_size: int, progress: Progress | None = None
+                 ) -> Iterator[Chunk]:
+    """``paths`` converted in this process, a chunk after the other, each of at most ``batch_size`` images and
+    about :data:`CHUNK_BYTES` (``--workers 0``, and a cluster's worker: several to a machine)."""
+    chunk = max(1, min(batch_size, CHUNK_IMAGES, CHUNK_BYTES // slot_bytes(job)))
+    slots = np.empty((min(chunk, len(paths)), slot_bytes(job)), dtype=np.uint8)
+    for start in range(0, len(paths), chunk):
+        items = paths[start:start + chunk]
+        results = process_into(slots, 0, items, job)
+        if progress:
+            progress(len(items))
+        images, extras = unpack(slots, 0, results, job.image_shape)
+        yield Chunk(start, images, results.errors, extras, results.cpu, results.notes, results.notes_cpu,
+                    results.files)
+
+
+class _Here(Engine):
+    """The images converted in this process (:func:`write_shard`)."""
+
+    name = "here"
+
+    def run(self, job: Job, paths: Sequence[str], batch_size: int,
+            progress: Progress | None = None) -> Iterator[Chunk]:
+        return convert_here(job, paths, batch_size, progress)
+
+
+def write_converted(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str],
+                    taken: Callable[[], np.ndarray] | None = None, noted_by: Callable[[], np.ndarray] | None = None
+                    ) -> ShardResult:
+    """Write the task's images as one complete shard at ``task.path`` from ``converted`` (each image's result
+    in order, or why it was not converted), ``taken`` (the fingerprints the workers took of the task's files)
+    and ``noted_by`` (their notes, :data:`imgpack.observe.NOTE`), each asked for once they are all converted.
 
     The shard is written under a name of its own for this attempt and renamed into place when
     complete, so a retried (or speculative) attempt never leaves half a shard or a second
@@ -224,32 +264,10 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
     """
     started = time.process_time()
     skipped: list[tuple[int, str]] = []
-    files: list[tuple[int, int]] = []
-    # (here, on a cluster's worker, the notes are taken as the images are converted; the local engine's come
-    # with its chunks)
-    noted = Notes(len(task.paths), spec.job.keys, spec.job.near) if spec.job.observe and converted is None else None
-    noting = 0.0
-
-    def convert() -> Iterator[Item | str]:
-        nonlocal noting
-        for i, path in enumerate(task.paths):
-            if not is_url(path) and spec.job.read is None:  # (a sample read by its reader is no file to stat)
-                size, time_ns = size_and_time(path)
-                files.append((size, time_ns or 0))
-            try:
-                item, image, source = converted_image(path, spec.job)
-            except ImageError as exc:
-                yield str(exc)
-                continue
-            if noted is not None and image is not None:
-                before = time.perf_counter()  # (as imgpack.process.process_into times them)
-                noted.add(i, image, source)
-                noting += time.perf_counter() - before
-            yield item
 
     def items() -> Iterator[tuple[Item, Any, str, str | None]]:
         ids = list(task.ids)  # (a shard's at a time)
-        for i, item in enumerate(converted if converted is not None else convert()):
+        for i, item in enumerate(converted):
             if isinstance(item, str):
                 skipped.append((i, item))
                 continue
@@ -267,17 +285,13 @@ def write_shard(spec: ShardSpec, task: ShardTask, converted: Iterator[Item | str
             upload(attempt, task.path, spec.job.storage_options)
         else:
             rename_durably(attempt, task.path)
-        # (the plan's fingerprints, else those taken here, or by the local engine's workers)
-        table = np.zeros((0, 2), np.int64) if task.files is not None else taken() if taken is not None else np.array(
-            files, np.int64).reshape(-1, 2)
+        # (the plan's fingerprints, else those the workers took)
+        table = taken() if task.files is None and taken is not None else np.zeros((0, 2), np.int64)
         notes = None
-        notes_of = noted.done if noted is not None else noted_by
-        if notes_of is not None:  # the images kept, added up (their statistics go in the record)
-            before = time.process_time()
+        if noted_by is not None:  # the images kept, added up (their statistics go in the record)
             ok = np.ones(len(task.paths), bool)
             ok[[i for i, _ in skipped]] = False
-            notes = summed(notes_of(), ok, spec.meta.label_names, spec.job.keys, spec.job.near)
-            notes.cpu = noting + time.process_time() - before if noted is not None else 0.0
+            notes = summed(noted_by(), ok, spec.meta.label_names, spec.job.keys, spec.job.near)
         record = shardplan.done_record(task.digest, task.path, stats, skipped,
                                        [row[1:3] for row in task.files] if task.files is not None else table,
                                        notes.state(keys=True) if notes is not None else None)

@@ -29,7 +29,7 @@ from .. import cores
 from ..errors import UsageError, WorkerError
 from ..process import Job, Results, process_into, slot_bytes, unpack
 from ..storage import is_url
-from . import Chunk, Engine, Progress
+from . import CHUNK_BYTES, CHUNK_IMAGES, Chunk, Engine, Progress, convert_here
 
 
 def default_start_method() -> str:
@@ -37,9 +37,6 @@ def default_start_method() -> str:
     # starts workers from a clean process and is cheaper than spawn.
     return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
 
-#: a chunk (one task) is at most this many images, and about this many bytes of results
-_CHUNK_IMAGES = 256
-_CHUNK_BYTES = 8 * 2**20
 #: chunks in the ring per worker: one being filled, one done and waiting, one being written
 _CHUNKS_PER_WORKER = 3
 
@@ -164,14 +161,14 @@ class LocalEngine(Engine):
         if not paths:
             return
         if self.workers == 0:
-            yield from self._run_serial(job, paths, batch_size, progress)
+            yield from convert_here(job, paths, batch_size, progress)
             return
         # Chunks small enough that every worker gets several per batch (load balance, and a
         # short tail when the last chunk is written), large enough that the per-task
         # overhead stays small: as large as the ring (one batch, three chunks a worker) allows.
         batch_size = min(batch_size, len(paths))
         slot = slot_bytes(job)
-        chunk = max(1, min(_CHUNK_IMAGES, _CHUNK_BYTES // slot,
+        chunk = max(1, min(CHUNK_IMAGES, CHUNK_BYTES // slot,
                            math.ceil(batch_size / (self.workers * _CHUNKS_PER_WORKER))))
         # The ring holds the images in flight, in whole chunks: at most one batch (the bound on
         # memory), and no more than keeps every worker busy while the parent writes. Each of its
@@ -233,15 +230,4 @@ class LocalEngine(Engine):
                     fut.cancel()
                 raise
 
-    def _run_serial(self, job: Job, paths: Sequence[str], batch_size: int,
-                    progress: Progress | None) -> Iterator[Chunk]:
-        slots = np.empty((min(batch_size, len(paths)), slot_bytes(job)), dtype=np.uint8)
-        for start in range(0, len(paths), batch_size):
-            items = paths[start:start + batch_size]
-            results = process_into(slots, 0, items, job)
-            if progress:
-                progress(len(items))
-            images, extras = unpack(slots, 0, results, job.image_shape)
-            yield Chunk(start, images, results.errors, extras, results.cpu, results.notes, results.notes_cpu,
-                        results.files)
 
