@@ -355,6 +355,33 @@ def test_an_update_notes_the_images_it_copies_from_the_old_output(tmp_path: Path
     assert "width:height, 1 of the 12 images)" in (tmp_path / "report.html").read_text()
 
 
+@pytest.mark.parametrize("threaded", [True, False])
+def test_an_update_notes_the_images_it_copies_in_order_over_many_chunks(tmp_path: Path, threaded: bool,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The images an --update copies are noted chunk by chunk of 64 (large ones in a thread, a chunk behind the
+    copying): over several chunks, with exact copies far apart, it stores what a clean conversion stores."""
+    from imgpack.engines import reuse
+
+    monkeypatch.setattr(reuse, "THREADED_NOTES", 0 if threaded else 2**40)
+    src = tmp_path / "src"
+    for i in range(200):
+        write_image(src / ("a", "b")[i % 2] / f"p{i:03d}.png", photo(12, 10, i))
+    for k in (3, 77, 150):  # exact copies, in the other class
+        shutil.copy(src / ("a", "b")[k % 2] / f"p{k:03d}.png", src / ("b", "a")[k % 2] / f"copy{k}.png")
+    out = tmp_path / "o.h5"
+    imgpack.convert(str(src), str(out), size=8, workers=0, progress="off")
+    write_image(src / "a" / "new.png", photo(12, 10, 999))
+    res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", update=True)
+    assert res.update is not None and (res.update["reused"], res.update["added"]) == (203, 1)
+    clean = imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=8, workers=0, progress="off")
+    assert res.duplicates is not None and res.duplicates == clean.duplicates
+    assert {tuple(sorted(image["id"] for image in group["images"])) for group in res.duplicates["groups"]
+            if group["exact"]} >= {(f"copy{k}", f"p{k:03d}") for k in (3, 77, 150)}
+    assert res.stats is not None and clean.stats is not None
+    assert {k: v for k, v in res.stats.items() if not k.startswith("source")} == {
+        k: v for k, v in clean.stats.items() if not k.startswith("source")}
+
+
 def _master(tmp_path: Path, n: int) -> tuple[Path, Path, dict[str, int]]:
     """``n`` photos in two classes, converted to an HDF5 master of shards of 4: (source, output, options)."""
     src = tmp_path / "src"
