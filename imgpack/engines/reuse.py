@@ -83,14 +83,7 @@ class ReusingEngine(Engine):
         # kernel's), each chunk yielded once its notes are taken; small ones here (their notes are the
         # interpreter's work, which a thread only contends for)
         threaded = job.observe and math.prod(job.image_shape or (0,)) >= THREADED_NOTES
-        waiting: tuple[int, list[str | None], dict[int, Item], Future[np.ndarray] | None, list[float]] | None = None
-
-        def finished(start: int, errors: list[str | None], extras: dict[int, Item], notes: Future[np.ndarray] | None,
-                     cpu: list[float]) -> Chunk:
-            # every result is by value (extras); the array only gives the chunk its length
-            return Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras, cpu=cpu[0],
-                         notes=notes.result() if notes is not None else None, notes_cpu=cpu[1])
-
+        waiting: tuple[Chunk, Future[np.ndarray] | None] | None = None  # a chunk, until its notes are taken
         with ThreadPoolExecutor(1) as pool:
             noting = pool.submit if threaded else _now
             for start in range(0, len(paths), step):
@@ -115,13 +108,23 @@ class ReusingEngine(Engine):
                         extras[i] = item
                 if progress and reused:
                     progress(reused)
-                notes = noting(_noted, job, len(errors), pixels, converted) if job.observe else None
-                if waiting is not None:
-                    yield finished(*waiting)
-                waiting = (start, errors, extras, notes, spent[:])
+                # every result is by value (extras); the array only gives the chunk its length. Its notes are
+                # begun before the chunk before it is passed on, to be taken while that one is written
+                chunk = (Chunk(start, np.empty((len(errors), 0), np.uint8), errors, extras, cpu=spent[0],
+                               notes_cpu=spent[1]),
+                         noting(_noted, job, len(errors), pixels, converted) if job.observe else None)
                 spent[:] = [0.0, 0.0]
+                if waiting is not None:
+                    yield _noted_by(*waiting)
+                waiting = chunk
             if waiting is not None:
-                yield finished(*waiting)
+                yield _noted_by(*waiting)
+
+
+def _noted_by(chunk: Chunk, notes: Future[np.ndarray] | None) -> Chunk:
+    """``chunk`` with its notes, once they are taken."""
+    chunk.notes = notes.result() if notes is not None else None
+    return chunk
 
 
 def _now(fn: Callable[..., np.ndarray], *args: Any) -> Future[np.ndarray]:
