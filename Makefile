@@ -11,7 +11,7 @@ help:
 	@echo "make demo   create $(VENV), install imgpack, convert sample_data/ to HDF5, inspect and verify it, draw a preview"
 	@echo "make test   install the test dependencies (TensorFlow, pyspark, and MosaicML Streaming in $(VENV)/streaming), run ruff, mypy and the test suite"
 	@echo "make docs   build the documentation site (mkdocs, --strict) into build/site/"
-	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, --update, object-store, memory, reduced-decoding, repack, statistics, worker and million-image tables"
+	@echo "make bench  install the benchmark extra and print the throughput, scaling, APTOS, --update, object-store, memory, reduced-decoding, repack, statistics, near-duplicate search, worker and million-image tables"
 	@echo "make clean  remove $(VENV), build/ and caches"
 
 $(BIN)/python:
@@ -80,6 +80,7 @@ bench: $(VENV)/.installed-bench compile
 	$(BIN)/python benchmarks/bench_repack.py
 	$(BIN)/python benchmarks/bench_stats.py
 	$(BIN)/python benchmarks/bench_stats.py --profile tiny --size 64 -n 10000
+	$(BIN)/python benchmarks/bench_near.py
 	$(BIN)/python benchmarks/bench_worker.py
 	$(BIN)/python benchmarks/bench_million.py
 

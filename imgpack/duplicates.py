@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -42,14 +44,17 @@ NEAR_BITS = 8
 #: an image is hashed from a grey copy of it whose shorter side is SIDE..3 x SIDE (halved down to it); its views
 #: have VIEW of its sides (the centre, each corner)
 SIDE, VIEW = 40, 0.95
-#: the most hash pairs compared at once (a block of rows against every image: ~10 bytes a pair, ~2.5 MB: kept in
-#: a core's cache; at 2**24, 160 MB, 10,000 images took 2.3x as long)
+#: the search's work at once: ~this many probes of a piece's index, and hashes found by them compared (~40
+#: bytes each, ~10 MB; see :func:`_near`)
 PAIRS = 2**18
+#: the widest piece of the hashes the search indexes (its table: 2**22 values, ~40 MB)
+WIDEST = 22
 #: a summary lists the largest groups, this many, and of each this many images (all are counted)
 LISTED_GROUPS, LISTED_IMAGES = 1000, 100
-#: a conversion looks for near duplicates among at most this many images (every pair: ~0.65 s of CPU for 10,000
-#: on the benchmark machine, on every core's thread, growing with the square); above it, for exact ones only.
-#: inspect --duplicates compares every pair, however many.
+#: a conversion looks for near duplicates among at most this many images (its workers' hashes were ~30% of
+#: their CPU at 64x64, and images that crowd together make the search grow with the square: the benchmark's
+#: 10,000 tiny crops of a few photos have 132,000 near pairs); above it, for exact ones only.
+#: inspect --duplicates looks for near ones however many there are.
 NEAR_LIMIT = 10_000
 #: the hashes of an image: whole, then its views
 HASHES = 6
@@ -59,9 +64,8 @@ BYTES = 2**16
 
 def looks_near(images: int, drop: bool = False) -> bool:
     """Whether a conversion of this many images looks for near duplicates, and so whether its workers take the
-    perceptual hashes: at most :data:`NEAR_LIMIT` (above it the search over every pair grows with the square;
-    at a million 64x64 images the hashes were ~30% of the workers' CPU), or ``drop`` (``--dedupe drop``: near
-    copies of an earlier split's images are left out, while that split is at most NEAR_LIMIT)."""
+    perceptual hashes: at most :data:`NEAR_LIMIT` (at a million 64x64 images the hashes were ~30% of the
+    workers' CPU), or ``drop`` (``--dedupe drop``: near copies of an earlier split's images are left out)."""
     return drop or images <= NEAR_LIMIT
 
 
@@ -294,38 +298,118 @@ class Keys:
 
 def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
     """Every pair (i < j, in order: k x 2 int64) of images whose hashes (n x views, uint64; column 0 the whole
-    image's) are at most ``bits`` apart: one image whole against any view of the other. Row i holds image i
-    whole against every view of every image, so the pair (i, j) is seen from both sides, in rows i and j. In
-    blocks of rows, the memory of :data:`PAIRS` pairs each, whatever n, on every core's thread (numpy lets go
-    of the interpreter's lock in the arithmetic: the search is made once the workers are done); the time grows
-    with n squared."""
+    image's) are at most ``bits`` apart: one image whole against any view of the other (see :func:`_near`)."""
     n = len(hashes)
-    block = max(1, PAIRS // max(1, n))
-    views = np.ascontiguousarray(hashes.T)  # (views x n: each view's hashes side by side)
-
-    def rows(start: int) -> np.ndarray:  # the pairs seen from rows start.., each as i * n + j (i < j)
-        whole = hashes[start:start + block, :1]
-        # into arrays made once a block (numpy's temporaries, one an operation, cost as much as the work)
-        apart, ones, either = _bit_count(whole ^ views[0]), np.empty((len(whole), n), np.uint8), None
-        for v in range(1, len(views)):
-            either = np.bitwise_xor(whole, views[v], out=either)
-            np.minimum(apart, _bit_count(either, ones), out=apart)
-        i, j = np.nonzero(apart <= bits)
-        i += start
-        keep = i != j
-        i, j = i[keep], j[keep]
-        beat()  # (progress: the search of a large output's pairs, read under a guard, takes minutes)
-        return np.minimum(i, j).astype(np.int64) * n + np.maximum(i, j)
-
-    def every(starts: range) -> np.ndarray:  # a thread's blocks
-        return np.concatenate([np.zeros(0, np.int64), *map(rows, starts)])
-
-    starts = range(0, n, block)
-    threads = max(1, min(cores.available(), len(starts)))
-    with ThreadPoolExecutor(threads) as pool:  # (a task a thread, its blocks interleaved with the others')
-        found = np.unique(np.concatenate([np.zeros(0, np.int64),
-                                          *pool.map(every, [starts[k::threads] for k in range(threads)])]))
+    found = np.concatenate([np.zeros(0, np.int64), *_near(hashes[:, 0], hashes, bits)])
+    i, j = found // max(n, 1), found % max(n, 1)
+    keep = i != j
+    found = np.unique(np.minimum(i[keep], j[keep]) * n + np.maximum(i[keep], j[keep]))
     return np.stack([found // max(n, 1), found % max(n, 1)], axis=1)
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One piece of the 64 bits (``width`` of them from bit ``shift``), searched within ``radius`` bits, with
+    its table: the hashes' positions ordered by their value of the piece, where each value's run of them
+    starts, and whether any hash has the value (a byte a value: looked up for every probe, so kept small)."""
+
+    shift: int
+    width: int
+    radius: int
+    order: np.ndarray
+    starts: np.ndarray
+    filled: np.ndarray
+
+    @classmethod
+    def of(cls, flat: np.ndarray, shift: int, width: int, radius: int) -> _Piece:
+        keys = _value(flat, shift, width)
+        counts = np.bincount(keys, minlength=1 << width)
+        starts = np.zeros((1 << width) + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        return cls(shift, width, radius, np.argsort(keys, kind="stable"), starts, counts > 0)
+
+
+def _value(hashes: np.ndarray, shift: int, width: int) -> np.ndarray:
+    """Each hash's piece of ``width`` bits from bit ``shift``, as an int64."""
+    return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+
+
+@functools.lru_cache(maxsize=64)
+def _flips(width: int, radius: int) -> np.ndarray:
+    """Every mask of at most ``radius`` of ``width`` bits (what a piece is searched with: its value XOR each)."""
+    return np.array([sum(1 << b for b in bits) for k in range(radius + 1)
+                     for bits in itertools.combinations(range(width), k)], np.int64)
+
+
+def _masks(width: int, radius: int) -> int:
+    """How many masks :func:`_flips` makes."""
+    return sum(math.comb(width, k) for k in range(radius + 1))
+
+
+def _cut(queries: int, entries: int, bits: int) -> list[tuple[int, int, int]]:
+    """How the search cuts the 64 bits: (shift, width, radius) of each piece. Two hashes at most ``bits``
+    apart are, in m pieces whose radii sum to bits - m + 1, within its radius in at least one piece (were
+    they more than that in each, they would be at least bits + 1 apart), and so in that piece's lowest
+    :data:`WIDEST` bits (what a wider piece is indexed by). m is the one whose work for ``queries`` against
+    ``entries`` hashes is least where hashes are spread evenly: its tables, its probes (each piece's value
+    XOR every mask of its radius), and the hashes those find (~3x a probe's work)."""
+    best: tuple[float, list[tuple[int, int, int]]] | None = None
+    for m in range(1, bits + 2):
+        widths = [64 // m + (k < 64 % m) for k in range(m)]
+        spare = bits - m + 1
+        radii = [spare // m + (k < spare % m) for k in range(m)]
+        indexed = [min(w, WIDEST) for w in widths]
+        work = sum((1 << w) + 2 * entries + queries * _masks(w, r) * (1 + 3 * entries / (1 << w))
+                   for w, r in zip(indexed, radii, strict=True))
+        if best is None or work < best[0]:
+            shifts = [sum(widths[:k]) for k in range(m)]
+            best = (work, list(zip(shifts, indexed, radii, strict=True)))
+    assert best is not None
+    return best[1]
+
+
+def _near(wholes: np.ndarray, table: np.ndarray, bits: int) -> list[np.ndarray]:
+    """Every (i, j) where hash ``wholes[i]`` is at most ``bits`` from any of ``table[j]``'s (k x views), as
+    i * len(table) + j, in blocks (each's distinct; one pair may recur in another).
+
+    Multi-index hashing (Norouzi, Punjani and Fleet, 2012): the table's hashes are indexed by each piece of
+    their bits (see :func:`_cut`), and each of ``wholes`` probes each piece's index with every value within
+    that piece's radius of its own; the hashes found are then compared whole. Where hashes are spread evenly
+    the work grows as n^1.5, not n^2 (10,000 against every view of 10,000: ~0.1 s; 100,000: ~2 s; a
+    million: ~1 min); images whose hashes crowd together (many photos alike) find more, up to every pair.
+    In blocks of queries, the memory of ~:data:`PAIRS` found hashes each, on every core's thread (numpy lets
+    go of the interpreter's lock in the arithmetic: the search is made once the workers are done)."""
+    views, flat = table.shape[1], np.ascontiguousarray(table).ravel()
+    if not len(wholes) or not len(flat):
+        return []
+    cut = _cut(len(wholes), len(flat), bits)
+    with ThreadPoolExecutor(max(1, min(cores.available(), len(cut)))) as pool:
+        pieces = list(pool.map(lambda piece: _Piece.of(flat, *piece), cut))
+    step = max(1, PAIRS // max(len(_flips(p.width, p.radius)) for p in pieces))
+
+    def block(first: int) -> np.ndarray:  # the pairs of wholes[first:first + step]
+        mine, found = wholes[first:first + step], [np.zeros(0, np.int64)]
+        for p in pieces:
+            flips = _flips(p.width, p.radius)
+            probes = (_value(mine, p.shift, p.width)[:, None] ^ flips).ravel()
+            hit = np.flatnonzero(p.filled[probes])
+            starts, counts = p.starts[probes[hit]], p.starts[probes[hit] + 1] - p.starts[probes[hit]]
+            ends = np.cumsum(counts)
+            # runs of hits that find at most ~PAIRS hashes (and a bucket: however full, in memory already)
+            cuts = np.searchsorted(ends, np.arange(PAIRS, ends[-1] if len(ends) else 0, PAIRS), side="right")
+            for a, b in itertools.pairwise([0, *np.unique(cuts).tolist(), len(hit)]):
+                n = counts[a:b]
+                before = np.cumsum(n) - n
+                at = p.order[np.repeat(starts[a:b] - before, n) + np.arange(int(n.sum()))]
+                i = np.repeat(hit[a:b] // len(flips), n)
+                keep = _bit_count(mine[i] ^ flat[at]) <= bits
+                found.append((i[keep] + first) * len(table) + at[keep] // views)
+        beat()  # (progress: the search of a large output's pairs, read under a guard, takes minutes)
+        return np.unique(np.concatenate(found))
+
+    starts = range(0, len(wholes), step)
+    with ThreadPoolExecutor(max(1, min(cores.available(), len(starts)))) as pool:
+        return list(pool.map(block, starts))
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -354,23 +438,19 @@ class Lookup:
 
     def find(self, exact: np.ndarray, hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
         """For each image (its exact keys, n x 16, and hashes, n x HASHES), the index of an earlier image that it
-        duplicates (the same exact key, or near as in :func:`near_pairs` while the earlier images are at most
-        :data:`NEAR_LIMIT`), else -1. In blocks: the memory of :data:`PAIRS` pairs."""
+        duplicates (the same exact key, else the first near one as in :func:`near_pairs`, where both have their
+        hashes), else -1."""
         found = np.array([self.exact.get(key, -1) for key in exact.view("V16").ravel().tolist()], np.int64)
-        # (above NEAR_LIMIT, or where the hashes were not taken: exact ones only)
-        old = self.hashes if looks_near(len(self.hashes)) and self.keys.near else self.hashes[:0]
-        block = max(1, PAIRS // max(1, len(old)))
-        for start in range(0, len(hashes) if len(old) else 0, block):
-            mine = hashes[start:start + block]
-            apart = _bit_count(mine[:, :1] ^ old[None, :, 0])
-            for v in range(1, HASHES):  # mine whole against their views, and their whole against my views
-                np.minimum(apart, _bit_count(mine[:, :1] ^ old[None, :, v]), out=apart)
-                np.minimum(apart, _bit_count(mine[:, v:v + 1] ^ old[None, :, 0]), out=apart)
-            near = apart <= bits
-            first = np.where(near.any(axis=1), near.argmax(axis=1), -1)
-            here = found[start:start + block]
-            here[here < 0] = first[here < 0]
-        return found
+        if not self.keys.near or not len(self.hashes) or not len(found):  # (no hashes taken: exact ones only)
+            return found
+        n, old = len(self.hashes), self.hashes
+        # mine whole against their views, and their whole against my views
+        mine = np.concatenate([np.zeros(0, np.int64), *_near(hashes[:, 0], old, bits)])
+        theirs = np.concatenate([np.zeros(0, np.int64), *_near(old[:, 0], hashes, bits)])
+        first = np.full(len(found), n, np.int64)
+        np.minimum.at(first, mine // n, mine % n)
+        np.minimum.at(first, theirs % len(found), theirs // len(found))
+        return np.where(found >= 0, found, np.where(first < n, first, -1))
 
 
 def _bit_count(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -146,24 +146,84 @@ def test_real_photos_are_not_grouped_and_their_planted_copies_are(shared: Path, 
         assert len(group) == 2 and copy in copies and source.endswith(copies[copy]), group
 
 
-def test_near_pairs_are_those_within_the_bits_whichever_side_is_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+def _apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bits apart of each of a's whole hashes from the nearest view of each of b's (len(a) x len(b)), by every
+    pair: what the search must find."""
+    x = a[:, None, :1] ^ b[None, :, :]  # (len(a), len(b), views)
+    return np.unpackbits(x[..., None].view(np.uint8), axis=-1).sum(axis=-1).min(axis=-1)
+
+
+def _near_hashes(n: int, bits: int) -> np.ndarray:
+    """n images' hashes, spread evenly, with near ones planted at 0 to 12 bits, whole against a view and
+    view against whole (some at ``bits`` exactly, the bits flipped spread evenly over the 64: the hardest
+    for an index of pieces, each piece as far as it can be), and a run of 40 images crowded into one hash."""
+    rng = np.random.default_rng(bits)
+    hashes = rng.integers(0, 2**64, size=(n, 6), dtype=np.uint64)
+    for k in range(0, n - 60, 7):
+        spread = (int(rng.integers(64)) + np.arange(bits) * 64 // max(bits, 1)) % 64
+        flipped = spread if k % 3 == 0 else rng.choice(64, k % 13, replace=False)
+        flip = np.uint64(sum(1 << int(b) for b in flipped))
+        near, view = int(rng.integers(n)), int(rng.integers(6))
+        if k % 2:
+            hashes[near, view] = hashes[k, 0] ^ flip
+        else:
+            hashes[k, view] = hashes[near, 0] ^ flip
+    hashes[n - 40:] = hashes[n - 41]  # crowded: every pair of them, whatever the blocks
+    return hashes
+
+
+@pytest.mark.parametrize("bits", [0, 1, 3, 8, 12])
+@pytest.mark.parametrize("pairs", [None, 64])  # as made; in blocks of a few probes, their runs of hits cut
+def test_near_pairs_are_every_pair_within_the_bits_whichever_side_is_whole(monkeypatch: pytest.MonkeyPatch,
+                                                                            bits: int, pairs: int | None) -> None:
     from imgpack import duplicates
 
-    rng = np.random.default_rng(3)
-    hashes = rng.integers(0, 2**63, size=(300, 6), dtype=np.uint64)
-    hashes[7, 0] = hashes[250, 3] ^ np.uint64(0b1111_1111)  # 7 whole: 8 bits from a view of 250
-    hashes[40, 2] = hashes[41, 0] ^ np.uint64(0b1_1111_1111)  # 9 bits: not near
-    hashes[99, 0] = hashes[12, 0]  # the same whole hashes
+    if pairs:
+        monkeypatch.setattr(duplicates, "PAIRS", pairs)
+    hashes = _near_hashes(400, bits)
+    apart = _apart(hashes, hashes)
+    near = np.minimum(apart, apart.T) <= bits
+    brute = np.argwhere(np.triu(near, 1))
+    assert len(brute) > 40 * 39 // 2  # planted ones, not only the crowd
+    np.testing.assert_array_equal(duplicates.near_pairs(hashes, bits), brute)
+    assert duplicates.near_pairs(hashes[:0], bits).shape == (0, 2)
 
-    def apart(a: int, b: int) -> int:  # a whole against any view of b
-        return min(bin(int(hashes[a, 0] ^ hashes[b, v])).count("1") for v in range(6))
 
-    brute = {(i, j) for i in range(300) for j in range(i + 1, 300) if min(apart(i, j), apart(j, i)) <= 8}
-    assert brute == {(7, 250), (12, 99)}
-    assert duplicates.near_pairs(hashes).tolist() == [[7, 250], [12, 99]]
-    monkeypatch.setattr(duplicates, "PAIRS", 300 * 7)  # in blocks of 7 rows, on threads: the same pairs
-    assert duplicates.near_pairs(hashes).tolist() == [[7, 250], [12, 99]]
-    assert duplicates.near_pairs(hashes[:0]).shape == (0, 2)
+@pytest.mark.parametrize("queries, entries", [(10, 10), (10_000, 60_000), (10**6, 6 * 10**6)])
+@pytest.mark.parametrize("bits", [0, 5, 8, 20])
+def test_the_search_cuts_the_bits_into_pieces_one_of_which_is_within_its_radius(queries: int, entries: int,
+                                                                                bits: int) -> None:
+    from imgpack import duplicates
+
+    cut = duplicates._cut(queries, entries, bits)
+    shifts = [shift for shift, _, _ in cut]
+    assert shifts[0] == 0 and shifts == sorted(shifts) and all(w <= duplicates.WIDEST for _, w, _ in cut)
+    widths = np.diff([*shifts, 64])
+    assert all(w <= whole for (_, w, _), whole in zip(cut, widths, strict=True))  # (a piece's lowest bits)
+    assert sum(r + 1 for _, _, r in cut) == bits + 1  # more than bits apart where each is beyond its radius
+
+
+def test_earlier_images_are_found_by_their_exact_key_else_the_first_near_one() -> None:
+    from imgpack import duplicates
+
+    rng = np.random.default_rng(9)
+    old, new = _near_hashes(200, 8), rng.integers(0, 2**64, size=(100, 6), dtype=np.uint64)
+    for k in range(80):  # near some earlier images (or not: up to 12 bits), whole against a view and view against whole
+        for j in rng.choice(200, 1 + k % 3, replace=False).tolist():
+            flip = np.uint64(sum(1 << int(b) for b in rng.choice(64, k % 13, replace=False)))
+            if k % 2:
+                new[k, k % 6] = old[j, 0] ^ flip
+            else:
+                new[k, 0] = old[j, k % 6] ^ flip
+    exact = rng.integers(0, 256, size=(300, 16), dtype=np.uint8)  # (distinct keys)
+    exact[250] = exact[3]  # an exact copy of image 3, nearer ones aside
+    keys = duplicates.Keys()
+    keys.add("train", [str(i) for i in range(200)], exact[:200], old)
+    apart = np.minimum(_apart(new, old), _apart(old, new).T) <= duplicates.NEAR_BITS
+    want = np.where(apart.any(axis=1), apart.argmax(axis=1), -1)
+    want[50] = 3
+    assert (want >= 0).sum() > 40 and (apart.sum(axis=1) > 1).sum() > 10  # (several near: the first)
+    assert duplicates.Lookup(keys).find(exact[200:], new).tolist() == want.tolist()
 
 
 def test_components_are_those_of_a_union_find() -> None:
@@ -692,7 +752,7 @@ def test_a_read_and_its_search_of_pairs_are_progress(tmp_path: Path, monkeypatch
     monkeypatch.setattr(datasets, "beat", lambda: beats.__setitem__("read", beats["read"] + 1))
     monkeypatch.setattr(duplicates, "beat", lambda: beats.__setitem__("search", beats["search"] + 1))
     monkeypatch.setattr(datasets, "READ_BLOCK", 4)
-    monkeypatch.setattr(duplicates, "PAIRS", 20)  # 20 images: a block of one row
+    monkeypatch.setattr(duplicates, "PAIRS", 1)  # 20 images: a block of each one's probes
     imgpack.convert(str(SAMPLES), str(tmp_path / "o.h5"), size=16, limit=20, workers=0, progress="off",
                     dedupe="off")
     with h5py.File(tmp_path / "o.h5", "a") as f:
