@@ -380,19 +380,30 @@ class Part:
 
 def _patched_notes(observed: Observed, noting: Observed | None, old: PackedDataset, kept: Sequence[int],
                    count: int) -> None:
-    """What a patch's new master holds of its images' notes: the new images', and, where it keeps every image
-    of the old output (an update that only adds), the statistics the old one stored (else some of those are of
-    images gone: none are stored then). Not their duplicate keys: no groups."""
+    """What a patch's new master holds of its images' notes: the new images', and the statistics the old one
+    stored, less those of its images the patch leaves out (read back from the old output: exact, as the sums
+    are integers; the sources' sizes of the old images are then not known). Not their duplicate keys: no
+    groups."""
     stored = (old.provenance.get("observed") or {}).get("stats")
     before = None
-    if stored is not None and 0 < len(kept) == count == len(set(kept)):
+    if stored is not None and len(kept) == len(set(kept)) and count > 0:
         try:
             before = Stats.from_state(stored, observed.label_names)
+            if before.count != count:
+                raise ValueError(f"statistics of {before.count} images in an output of {count}")
+            gone = sorted(set(range(count)) - set(kept))
+            if gone:
+                left = Stats(observed.label_names)
+                for row in gone:
+                    left.add(old[row][0], 0)
+                left.classes.clear()
+                before.remove(left)
         except (AttributeError, KeyError, TypeError, ValueError):
             log.warning("%s: its stored statistics are damaged: none are stored", old.path)
+            before = None
     if before is None:
         observed.missing += len(kept)
-    else:
+    elif before.count:
         before.classes.clear()  # (counted from the labels, as every output's)
         observed.add(Summed.unkeyed({len(before.sums): before}), 0)
     if noting is not None:

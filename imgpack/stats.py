@@ -113,6 +113,30 @@ class Stats:
         self.source_sides.update(other.source_sides)
         self.source_aspects.update(other.source_aspects)
 
+    def remove(self, other: Stats) -> None:
+        """Take ``other``'s images (some of these, read back) out of these: their sums, sizes and classes, exact
+        (integers). Not their sources' sizes (unknown once stored: pass on none of those). ValueError where
+        ``other`` holds what these do not (a damaged output's statistics)."""
+        if not other.count:
+            return
+        if len(other.sums) != len(self.sums):
+            raise ValueError(f"images of {len(other.sums)} channels among images of {len(self.sums)}")
+        self.sums = [a - b for a, b in zip(self.sums, other.sums, strict=True)]
+        self.squares = [a - b for a, b in zip(self.squares, other.squares, strict=True)]
+        self.count -= other.count
+        self.pixels -= other.pixels
+        for mine, theirs in ((self.classes, other.classes), (self.sides, other.sides)):
+            mine.subtract(theirs)
+            if min(mine.values(), default=0) < 0:
+                raise ValueError("statistics that do not add up")
+        # (the sizes listed are the commonest LISTED_SIZES: one beyond them is not there to take from)
+        self.shapes.subtract(other.shapes)
+        self.shapes, self.classes, self.sides = +self.shapes, +self.classes, +self.sides
+        self.source_sides.clear()
+        self.source_aspects.clear()
+        if self.count < 0 or self.pixels < 0 or min(self.sums, default=0) < 0:
+            raise ValueError("statistics that do not add up")
+
     def _names(self, label: Any) -> list[str]:
         names = self.label_names
         if np.ndim(label):  # multi-hot

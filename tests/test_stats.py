@@ -486,23 +486,45 @@ def test_an_update_under_a_master_whose_stored_statistics_are_damaged_stores_non
     assert f"{out}: its stored statistics are damaged: none are stored" in caplog.text
 
 
-def test_an_update_under_a_master_that_drops_images_stores_no_statistics_and_inspect_reads_them(
-        tmp_path: Path) -> None:
-    """The old output's statistics hold an image the update leaves out: none are stored."""
+@pytest.mark.parametrize("gone", ["removed", "changed", "several"])
+def test_an_update_under_a_master_that_leaves_images_out_stores_the_old_statistics_less_theirs(
+        tmp_path: Path, gone: str) -> None:
+    """The old output's statistics hold images the update leaves out (removed, or changed: their new version is
+    noted anew): they are read back from the old output and taken out, and the statistics are a clean run's but
+    for the sources' sizes, known of the new images only."""
     src, out, options = _master(tmp_path, 10)
     write_image(src / "a" / "new.png", photo(20, 16, 99))
-    (src / "b" / "p3.png").unlink()
+    for k in (3, 6) if gone == "several" else (3,):  # (of two shards)
+        (src / ("a", "b")[k % 2] / f"p{k}.png").unlink()
+    if gone == "changed":
+        write_image(src / "a" / "p4.png", photo(24, 16, 77))
     res = imgpack.convert(str(src), str(out), size=8, workers=0, progress="off", options=options, update=True)
-    assert res.update is not None and (res.update["added"], res.update["removed"]) == (1, 1)
+    assert res.update is not None and res.update["added"] == 1
+    assert res.update["removed"] == (2 if gone == "several" else 1)
     with h5py.File(out) as f:
         assert len(json.loads(f.attrs["shards"])) == 4  # (patched: the old three and the new one)
-    assert res.stats is None and res.duplicates is None
+    clean = imgpack.convert(str(src), str(tmp_path / "clean.h5"), size=8, workers=0, progress="off", options=options)
+    assert res.stats is not None and clean.stats is not None and res.duplicates is None
+    assert {k: v for k, v in res.stats.items() if not k.startswith("source")} == {
+        k: v for k, v in clean.stats.items() if not k.startswith("source")}
+    assert res.stats["source_count"] == 1 + (gone == "changed")  # (the new images': the old ones' are not known)
     with imgpack.open_dataset(str(out)) as ds:
-        assert "stats" not in (ds.provenance.get("observed") or {})
         pixels = np.concatenate([image.reshape(-1, 3) for image, _ in ds]).astype(np.float64)
-    found = imgpack.statistics(str(out))
-    assert found["count"] == 10
-    np.testing.assert_allclose(found["mean"], pixels.mean(axis=0), rtol=1e-9)
+    np.testing.assert_allclose(imgpack.statistics(str(out))["mean"], pixels.mean(axis=0), rtol=1e-9)
+
+
+def test_statistics_that_do_not_hold_the_images_taken_out_are_refused() -> None:
+    from imgpack.stats import Stats
+
+    stats, other = Stats(["a"]), Stats(["a"])
+    stats.add(np.full((4, 4, 3), 10, np.uint8), 0)
+    other.add(np.full((8, 8, 3), 10, np.uint8), 0)  # more pixels than there are
+    with pytest.raises(ValueError, match="do not add up"):
+        stats.remove(other)
+    grey = Stats(["a"])
+    grey.add(np.zeros((4, 4), np.uint8), 0)
+    with pytest.raises(ValueError, match="channels"):
+        stats.remove(grey)
 
 
 @pytest.mark.parametrize("engine", ["local", "shards"])
