@@ -45,7 +45,7 @@ NEAR_BITS = 8
 #: have VIEW of its sides (the centre, each corner)
 SIDE, VIEW = 40, 0.95
 #: the search's work at once: ~this many probes of a piece's index, and hashes found by them compared (~40
-#: bytes each, ~10 MB; see :func:`_near`)
+#: bytes each, ~10 MB; see :class:`_Index`)
 PAIRS = 2**18
 #: the widest piece of the hashes the search indexes (its table: 2**22 values, ~40 MB)
 WIDEST = 22
@@ -298,9 +298,9 @@ class Keys:
 
 def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
     """Every pair (i < j, in order: k x 2 int64) of images whose hashes (n x views, uint64; column 0 the whole
-    image's) are at most ``bits`` apart: one image whole against any view of the other (see :func:`_near`)."""
+    image's) are at most ``bits`` apart: one image whole against any view of the other (see :class:`_Index`)."""
     n = len(hashes)
-    found = np.concatenate([np.zeros(0, np.int64), *_near(hashes[:, 0], hashes, bits)])
+    found = np.concatenate([np.zeros(0, np.int64), *_Index(hashes, bits).near(hashes[:, 0])])
     i, j = found // max(n, 1), found % max(n, 1)
     keep = i != j
     found = np.unique(np.minimum(i[keep], j[keep]) * n + np.maximum(i[keep], j[keep]))
@@ -368,28 +368,40 @@ def _cut(queries: int, entries: int, bits: int) -> list[tuple[int, int, int]]:
     return best[1]
 
 
-def _near(wholes: np.ndarray, table: np.ndarray, bits: int) -> list[np.ndarray]:
-    """Every (i, j) where hash ``wholes[i]`` is at most ``bits`` from any of ``table[j]``'s (k x views), as
-    i * len(table) + j, in blocks (each's distinct; one pair may recur in another).
+class _Index:
+    """Hashes (k x views), indexed to find those at most ``bits`` from a given hash: multi-index hashing
+    (Norouzi, Punjani and Fleet, 2012). Each piece of their bits (see :func:`_cut`) is indexed by its value;
+    a hash probes each piece's index with every value within that piece's radius of its own, and the hashes
+    found are compared whole. Where hashes are spread evenly the work grows as n^1.5, not n^2 (n whole
+    hashes against every view of n: 10,000 ~0.05 s; 100,000 ~1 s; a million ~1 min); hashes that crowd
+    together (many photos alike) find more, up to every pair. Built once (``queries``: about how many hashes
+    will be looked up, for :func:`_cut`), looked up in as often as need be."""
 
-    Multi-index hashing (Norouzi, Punjani and Fleet, 2012): the table's hashes are indexed by each piece of
-    their bits (see :func:`_cut`), and each of ``wholes`` probes each piece's index with every value within
-    that piece's radius of its own; the hashes found are then compared whole. Where hashes are spread evenly
-    the work grows as n^1.5, not n^2 (10,000 against every view of 10,000: ~0.1 s; 100,000: ~2 s; a
-    million: ~1 min); images whose hashes crowd together (many photos alike) find more, up to every pair.
-    In blocks of queries, the memory of ~:data:`PAIRS` found hashes each, on every core's thread (numpy lets
-    go of the interpreter's lock in the arithmetic: the search is made once the workers are done)."""
-    views, flat = table.shape[1], np.ascontiguousarray(table).ravel()
-    if not len(wholes) or not len(flat):
-        return []
-    cut = _cut(len(wholes), len(flat), bits)
-    with ThreadPoolExecutor(max(1, min(cores.available(), len(cut)))) as pool:
-        pieces = list(pool.map(lambda piece: _Piece.of(flat, *piece), cut))
-    step = max(1, PAIRS // max(len(_flips(p.width, p.radius)) for p in pieces))
+    def __init__(self, table: np.ndarray, bits: int, queries: int | None = None) -> None:
+        self.rows, self.views, self.bits = len(table), table.shape[1], bits
+        self.flat = np.ascontiguousarray(table).ravel()
+        cut = _cut(len(table) if queries is None else queries, len(self.flat), bits) if len(self.flat) else []
+        with ThreadPoolExecutor(max(1, min(cores.available(), len(cut)))) as pool:
+            self.pieces = list(pool.map(lambda piece: _Piece.of(self.flat, *piece), cut))
+        self.step = max(1, PAIRS // max([len(_flips(p.width, p.radius)) for p in self.pieces], default=1))
 
-    def block(first: int) -> np.ndarray:  # the pairs of wholes[first:first + step]
-        mine, found = wholes[first:first + step], [np.zeros(0, np.int64)]
-        for p in pieces:
+    def near(self, hashes: np.ndarray) -> list[np.ndarray]:
+        """Every (i, j) where ``hashes[i]`` is at most ``bits`` from any of the table's row j, as i * rows + j,
+        in blocks (each's distinct; one pair may recur in another). In blocks of ~:data:`PAIRS` probes, each's
+        found hashes compared ~PAIRS at a time, on every core's thread where there are several blocks (numpy
+        lets go of the interpreter's lock in the arithmetic)."""
+        if not len(hashes) or not len(self.flat):
+            return []
+        starts = range(0, len(hashes), self.step)
+        if len(starts) == 1:
+            return [self._block(hashes)]
+        with ThreadPoolExecutor(max(1, min(cores.available(), len(starts)))) as pool:
+            found = list(pool.map(lambda first: self._block(hashes[first:first + self.step]), starts))
+        return [block + first * self.rows for block, first in zip(found, starts, strict=True)]
+
+    def _block(self, mine: np.ndarray) -> np.ndarray:
+        found = [np.zeros(0, np.int64)]
+        for p in self.pieces:
             flips = _flips(p.width, p.radius)
             probes = (_value(mine, p.shift, p.width)[:, None] ^ flips).ravel()
             hit = np.flatnonzero(p.filled[probes])
@@ -402,14 +414,10 @@ def _near(wholes: np.ndarray, table: np.ndarray, bits: int) -> list[np.ndarray]:
                 before = np.cumsum(n) - n
                 at = p.order[np.repeat(starts[a:b] - before, n) + np.arange(int(n.sum()))]
                 i = np.repeat(hit[a:b] // len(flips), n)
-                keep = _bit_count(mine[i] ^ flat[at]) <= bits
-                found.append((i[keep] + first) * len(table) + at[keep] // views)
+                keep = _bit_count(mine[i] ^ self.flat[at]) <= self.bits
+                found.append(i[keep] * self.rows + at[keep] // self.views)
         beat()  # (progress: the search of a large output's pairs, read under a guard, takes minutes)
         return np.unique(np.concatenate(found))
-
-    starts = range(0, len(wholes), step)
-    with ThreadPoolExecutor(max(1, min(cores.available(), len(starts)))) as pool:
-        return list(pool.map(block, starts))
 
 
 def components(n: int, pairs: np.ndarray) -> np.ndarray:
@@ -434,6 +442,7 @@ class Lookup:
     def __init__(self, keys: Keys) -> None:
         self.keys = keys
         exact, self.hashes = keys.arrays()
+        self.indexes: dict[int, tuple[_Index, _Index]] = {}  # by bits: of their views, of their whole hashes
         self.exact = {key: j for j, key in reversed(list(enumerate(exact.view("V16").ravel().tolist())))}
 
     def find(self, exact: np.ndarray, hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
@@ -443,13 +452,16 @@ class Lookup:
         found = np.array([self.exact.get(key, -1) for key in exact.view("V16").ravel().tolist()], np.int64)
         if not self.keys.near or not len(self.hashes) or not len(found):  # (no hashes taken: exact ones only)
             return found
-        n, old = len(self.hashes), self.hashes
-        # mine whole against their views, and their whole against my views
-        mine = np.concatenate([np.zeros(0, np.int64), *_near(hashes[:, 0], old, bits)])
-        theirs = np.concatenate([np.zeros(0, np.int64), *_near(old[:, 0], hashes, bits)])
+        if bits not in self.indexes:  # (built once: a later split's images are looked up a chunk at a time)
+            self.indexes[bits] = _Index(self.hashes, bits), _Index(self.hashes[:, :1], bits, len(self.hashes))
+        views, wholes = self.indexes[bits]
+        n, k = len(self.hashes), self.hashes.shape[1]
+        # mine whole against their views, and my views against their whole
         first = np.full(len(found), n, np.int64)
+        mine = np.concatenate([np.zeros(0, np.int64), *views.near(hashes[:, 0])])
         np.minimum.at(first, mine // n, mine % n)
-        np.minimum.at(first, theirs % len(found), theirs // len(found))
+        theirs = np.concatenate([np.zeros(0, np.int64), *wholes.near(np.ascontiguousarray(hashes).ravel())])
+        np.minimum.at(first, theirs // n // k, theirs % n)
         return np.where(found >= 0, found, np.where(first < n, first, -1))
 
 

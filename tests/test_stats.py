@@ -223,7 +223,10 @@ def test_earlier_images_are_found_by_their_exact_key_else_the_first_near_one() -
     want = np.where(apart.any(axis=1), apart.argmax(axis=1), -1)
     want[50] = 3
     assert (want >= 0).sum() > 40 and (apart.sum(axis=1) > 1).sum() > 10  # (several near: the first)
-    assert duplicates.Lookup(keys).find(exact[200:], new).tolist() == want.tolist()
+    lookup = duplicates.Lookup(keys)
+    assert lookup.find(exact[200:], new).tolist() == want.tolist()
+    chunks = [lookup.find(exact[at:at + 30], new[at - 200:at - 170]) for at in range(200, 300, 30)]  # (as a run)
+    assert np.concatenate(chunks).tolist() == want.tolist()
 
 
 def test_components_are_those_of_a_union_find() -> None:
