@@ -324,21 +324,23 @@ class _Piece:
     def of(cls, flat: np.ndarray, shift: int, width: int, radius: int) -> _Piece:
         keys = _value(flat, shift, width)
         counts = np.bincount(keys, minlength=1 << width)
-        starts = np.zeros((1 << width) + 1, np.int64)
+        # (positions as int32 where they fit: a million images' index of their views ~130 MB, not ~250)
+        index = np.int32 if len(flat) < 2**31 else np.int64
+        starts = np.zeros((1 << width) + 1, index)
         np.cumsum(counts, out=starts[1:])
-        return cls(shift, width, radius, np.argsort(keys, kind="stable"), starts, counts > 0)
+        return cls(shift, width, radius, np.argsort(keys, kind="stable").astype(index), starts, counts > 0)
 
 
 def _value(hashes: np.ndarray, shift: int, width: int) -> np.ndarray:
-    """Each hash's piece of ``width`` bits from bit ``shift``, as an int64."""
-    return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
+    """Each hash's piece of ``width`` bits from bit ``shift``, as an int32 (at most WIDEST bits)."""
+    return ((hashes >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int32)
 
 
 @functools.lru_cache(maxsize=64)
 def _flips(width: int, radius: int) -> np.ndarray:
     """Every mask of at most ``radius`` of ``width`` bits (what a piece is searched with: its value XOR each)."""
     return np.array([sum(1 << b for b in bits) for k in range(radius + 1)
-                     for bits in itertools.combinations(range(width), k)], np.int64)
+                     for bits in itertools.combinations(range(width), k)], np.int32)
 
 
 def _masks(width: int, radius: int) -> int:
@@ -381,8 +383,8 @@ class _Index:
         self.rows, self.views, self.bits = len(table), table.shape[1], bits
         self.flat = np.ascontiguousarray(table).ravel()
         cut = _cut(len(table) if queries is None else queries, len(self.flat), bits) if len(self.flat) else []
-        with ThreadPoolExecutor(max(1, min(cores.available(), len(cut)))) as pool:
-            self.pieces = list(pool.map(lambda piece: _Piece.of(self.flat, *piece), cut))
+        # (one after the other: each's sort holds ~20 bytes a hash for a moment, ~130 MB at a million images)
+        self.pieces = [_Piece.of(self.flat, *piece) for piece in cut]
         self.step = max(1, PAIRS // max([len(_flips(p.width, p.radius)) for p in self.pieces], default=1))
 
     def near(self, hashes: np.ndarray) -> list[np.ndarray]:
