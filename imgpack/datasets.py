@@ -199,7 +199,7 @@ def statistics(path: str) -> dict[str, Any]:
             stored = (ds.provenance.get("observed") or {}).get("stats")
             names = list(ds.label_names)
             found = Stats.from_state(stored, names) if stored else gather(
-                (item for _, images, labels in read_blocks(ds) for item in zip(images, labels, strict=True)), names)
+                ((images, labels) for _, images, labels in read_blocks(ds)), names)
         if total is None:
             total = Stats(found.label_names)
         total.merge(found)

@@ -21,6 +21,8 @@ SIZE_EDGES = (32, 64, 128, 256, 512, 1024, 2048)
 #: the aspect ratios' histogram (width / height): its bins' upper edges, and their names
 ASPECT_EDGES = (0.5, 0.75, 0.99, 1.01, 1.34, 2.0)
 ASPECTS = ("<=1:2", "<=3:4", "<1:1", "1:1", "<=4:3", "<=2:1", ">2:1")
+#: the most pixels :meth:`Stats.add_block` sums by one call (the sums stay exact far past it: :func:`exact_sums`)
+BLOCK_PIXELS = 2**24
 #: the most (height, width)s an output stores and a summary lists, the commonest first (images kept at their own
 #: sizes can have as many as images; the longer-side histogram counts every one)
 LISTED_SIZES = 1000
@@ -47,6 +49,31 @@ class Stats:
         self.add_moments(sums, squares, {(image.shape[0], image.shape[1]): 1})
         for name in self._names(label):
             self.classes[name] += 1
+
+    def add_block(self, images: np.ndarray | Sequence[np.ndarray], labels: Any) -> None:
+        """Images read together (k x H x W [x C], or a list of any shapes) and their labels: those of one shape
+        summed by one call for up to :data:`BLOCK_PIXELS` of them (what :meth:`add` does an image at a time,
+        ~14 us of Python an image at 64x64), their classes counted at once."""
+        if not isinstance(images, np.ndarray) or images.ndim not in (3, 4) or (
+                images.ndim == 4 and images.shape[-1] > 4):
+            for image, label in zip(images, labels, strict=True):
+                self.add(image, label)
+            return
+        k, h, w = images.shape[:3]
+        step = max(1, BLOCK_PIXELS // max(1, h * w))
+        for first in range(0, k, step):
+            some = np.ascontiguousarray(images[first:first + step])
+            mean, std = cv2.meanStdDev(some.reshape(len(some) * h, w, *some.shape[3:]))
+            sums, squares = exact_sums(mean[:, 0], std[:, 0], len(some) * h * w)
+            self.add_moments(sums.tolist(), squares.tolist(), {(h, w): len(some)})
+        labels = np.asarray(labels)
+        if labels.ndim == 2:  # multi-hot
+            hot = labels.astype(bool).sum(axis=0)
+            self.classes.update({self.label_names[i]: int(n) for i, n in enumerate(hot.tolist()) if n})
+        else:
+            values, counts = np.unique(labels.astype(np.int64), return_counts=True)
+            for value, n in zip(values.tolist(), counts.tolist(), strict=True):
+                self.classes[self._names(value)[0]] += n
 
     def add_moments(self, sums: Sequence[int], squares: Sequence[int], shapes: Mapping[tuple[int, int], int]) -> None:
         """Images given by their per-channel sums and sums of squares (added up) and how many have each
@@ -199,9 +226,9 @@ def exact_sums(mean: np.ndarray, std: np.ndarray, pixels: Any) -> tuple[np.ndarr
     return np.rint(mean * pixels).astype(np.int64), np.rint((std * std + mean * mean) * pixels).astype(np.int64)
 
 
-def gather(items: Iterable[tuple[np.ndarray, Any]], label_names: list[str]) -> Stats:
-    """The statistics of ``(image, label)`` items (an opened output, read once in order)."""
+def gather(blocks: Iterable[tuple[np.ndarray | Sequence[np.ndarray], Any]], label_names: list[str]) -> Stats:
+    """The statistics of ``(images, labels)`` blocks (an opened output, read once in order)."""
     stats = Stats(label_names)
-    for image, label in items:
-        stats.add(image, label)
+    for images, labels in blocks:
+        stats.add_block(images, labels)
     return stats

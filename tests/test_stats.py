@@ -793,3 +793,29 @@ def test_an_output_with_fewer_ids_than_images_is_named_when_its_duplicates_are_r
         f["ids"].resize((4,))
     with pytest.raises(imgpack.SourceError, match=r"o\.h5: 4 ids for 5 images"):
         imgpack.find_duplicates(str(tmp_path / "o.h5"))
+
+
+@pytest.mark.parametrize("kind", ["rgb", "grey", "rgba", "multi-hot", "shapes"])
+def test_a_block_of_images_adds_what_each_image_adds(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """What an output that stored no statistics is read with (a block of images by one call each few): the same
+    exact sums, sizes and classes as the images added one at a time."""
+    from imgpack import stats as stats_module
+    from imgpack.stats import Stats
+
+    monkeypatch.setattr(stats_module, "BLOCK_PIXELS", 3 * 12 * 10)  # (blocks of 3 images)
+    rng = np.random.default_rng(4)
+    shape = {"rgb": (10, 12, 10, 3), "grey": (10, 12, 10), "rgba": (10, 12, 10, 4)}.get(kind, (10, 12, 10, 3))
+    images: Any = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    labels: Any = np.array([0, 1, 1, 2, -1, 5, 0, 1, 2, 2])  # (-1 and 5: unlabeled)
+    if kind == "multi-hot":
+        labels = rng.integers(0, 2, size=(10, 3)).astype(np.uint8)
+    if kind == "shapes":
+        images = [rng.integers(0, 256, size=(8 + i, 9, 3), dtype=np.uint8) for i in range(10)]
+    one, block = Stats(["a", "b", "c"]), Stats(["a", "b", "c"])
+    for image, label in zip(images, labels, strict=True):
+        one.add(image, label)
+    block.add_block(images, labels)
+    assert block.state() == one.state() and one.count == 10
+    every = np.concatenate([np.asarray(i).reshape(-1, np.asarray(i).shape[-1] if kind != "grey" else 1)
+                            for i in images]).astype(np.float64)
+    np.testing.assert_allclose(block.summary()["mean"], every.mean(axis=0), rtol=1e-12)
