@@ -48,7 +48,7 @@ def every_pair(hashes: np.ndarray, bits: int = duplicates.NEAR_BITS) -> np.ndarr
 
     def rows(start: int) -> np.ndarray:
         whole = hashes[start:start + block, :1]
-        apart = np.minimum.reduce([np.bitwise_count(whole ^ view) for view in views])
+        apart = np.minimum.reduce([duplicates._bit_count(whole ^ view) for view in views])  # (numpy < 2 too)
         i, j = np.nonzero(apart <= bits)
         i += start
         keep = i != j
