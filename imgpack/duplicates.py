@@ -299,12 +299,16 @@ class Keys:
 def near_pairs(hashes: np.ndarray, bits: int = NEAR_BITS) -> np.ndarray:
     """Every pair (i < j, in order: k x 2 int64) of images whose hashes (n x views, uint64; column 0 the whole
     image's) are at most ``bits`` apart: one image whole against any view of the other (see :class:`_Index`)."""
-    n = len(hashes)
-    found = np.concatenate([np.zeros(0, np.int64), *_Index(hashes, bits).near(hashes[:, 0])])
-    i, j = found // max(n, 1), found % max(n, 1)
-    keep = i != j
-    found = np.unique(np.minimum(i[keep], j[keep]) * n + np.maximum(i[keep], j[keep]))
-    return np.stack([found // max(n, 1), found % max(n, 1)], axis=1)
+    n = max(len(hashes), 1)
+
+    def ordered(found: np.ndarray) -> np.ndarray:  # a block's pairs as i * n + j, i < j (each block's own: less
+        i, j = found // n, found % n  # memory at once where images crowd together and most pairs are near)
+        keep = i != j
+        return np.unique(np.minimum(i[keep], j[keep]) * n + np.maximum(i[keep], j[keep]))
+
+    blocks = _Index(hashes, bits).near(hashes[:, 0])
+    found = np.unique(np.concatenate([np.zeros(0, np.int64), *(ordered(blocks.pop()) for _ in range(len(blocks)))]))
+    return np.stack([found // n, found % n], axis=1)
 
 
 @dataclass(frozen=True)
