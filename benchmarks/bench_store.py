@@ -128,8 +128,7 @@ def main() -> None:
     slow = [timed([*me, "slow://" + src, os.path.join(tmp, "s.h5")]) for _ in range(args.repeats)]
     print(f"# object stores, {os.cpu_count()} cores, {args.workers} workers, {time.strftime('%Y-%m-%d')}\n")
     print(f"latency: {args.n} medium photos -> 256 (--engine {args.engine}), {LATENCY * 1000:.0f} ms added to every "
-          "request: "
-          f"{statistics.median(slow):.2f} s, against {statistics.median(local):.2f} s from local disk: "
+          f"request: {statistics.median(slow):.2f} s, against {statistics.median(local):.2f} s from local disk: "
           f"{statistics.median(local) / statistics.median(slow):.0%} of local throughput "
           f"(whole processes, medians of {args.repeats})")
 

@@ -229,5 +229,3 @@ class LocalEngine(Engine):
                 for _, _, fut in pending:
                     fut.cancel()
                 raise
-
-
